@@ -1,0 +1,231 @@
+//! The one error type of the library.
+//!
+//! Every failure a user or the disk can cause ends up here as a typed variant that names what
+//! went wrong, where (path, URI, column, row, line) and, where there is one, what to do about it.
+//! URIs are always shown through [`crate::uri::redact`], so a password never reaches an error
+//! message or a log line.
+
+use std::path::PathBuf;
+
+use arrow_schema::{ArrowError, DataType};
+
+/// Result alias used throughout the library.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in tapedeck.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A URI had a scheme no compiled-in source or sink knows.
+    #[error("unknown {kind} scheme `{scheme}` in `{uri}`; known schemes: {known}")]
+    UnknownScheme {
+        /// "sink" or "source".
+        kind: &'static str,
+        /// The offending scheme.
+        scheme: String,
+        /// The URI, credentials redacted.
+        uri: String,
+        /// Comma-separated list of the schemes this build knows.
+        known: String,
+    },
+    /// A URI parameter the sink or source does not understand.
+    #[error("unknown parameter `{param}` in `{uri}`; valid parameters: {valid}")]
+    UnknownParam {
+        /// The URI, credentials redacted.
+        uri: String,
+        /// The parameter name as written.
+        param: String,
+        /// Comma-separated list of the valid parameters.
+        valid: String,
+    },
+    /// A URI parameter (or a CLI option) whose value does not parse.
+    #[error("bad value `{value}` for `{param}` in `{uri}`: expected {expected}")]
+    BadParam {
+        /// The URI, credentials redacted.
+        uri: String,
+        /// Parameter name.
+        param: String,
+        /// Value as written.
+        value: String,
+        /// What would have been accepted.
+        expected: String,
+    },
+    /// A URI that cannot be parsed at all (no scheme, empty path, …).
+    #[error("malformed URI `{uri}`: {reason}")]
+    MalformedUri {
+        /// The URI, credentials redacted.
+        uri: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// An I/O operation failed; `path` names the file involved.
+    #[error("cannot {action} `{path}`: {source}")]
+    Io {
+        /// What tapedeck was doing ("create", "write", "read", …).
+        action: &'static str,
+        /// The file or directory involved.
+        path: PathBuf,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file sink would overwrite an existing file.
+    #[error(
+        "`{path}` already exists; refusing to overwrite it. Add `?overwrite=true` to replace it{append_hint}, or choose another path"
+    )]
+    FileExists {
+        /// The existing file.
+        path: PathBuf,
+        /// Mentions `append=true` where the format allows appending.
+        append_hint: &'static str,
+    },
+    /// A value whose type conflicts with the locked schema.
+    #[error(
+        "column `{column}` is locked as {locked} but row {row} has {got}; {hint}"
+    )]
+    SchemaConflict {
+        /// Column name.
+        column: String,
+        /// Type the schema lock holds.
+        locked: DataType,
+        /// Type of the offending value.
+        got: DataType,
+        /// Row number (0-based, counted from the first row the lock saw).
+        row: u64,
+        /// What the user can do.
+        hint: &'static str,
+    },
+    /// Under the strict policy, a column the lock does not know.
+    #[error(
+        "row {row} has column `{column}` that is not in the locked schema ({locked}); strict policy refuses it (drop `strict=true` to drop unknown columns with a warning)"
+    )]
+    UnknownColumn {
+        /// Column name.
+        column: String,
+        /// Row number (0-based).
+        row: u64,
+        /// Locked column names, comma-separated.
+        locked: String,
+    },
+    /// Two column names that differ only in case.
+    #[error(
+        "column names `{first}` and `{second}` collide: names are compared ignoring letter case, as SQLite and PostgreSQL do, so they would become one column. Rename one of them"
+    )]
+    NameCollision {
+        /// The name seen first.
+        first: String,
+        /// The colliding name.
+        second: String,
+    },
+    /// A column type the record model cannot carry.
+    #[error("column `{column}` has type {data_type}, which tapedeck does not support ({supported})")]
+    UnsupportedType {
+        /// Column name.
+        column: String,
+        /// Its Arrow type.
+        data_type: DataType,
+        /// Human list of what is supported.
+        supported: &'static str,
+    },
+    /// A text sink was handed a DAQ block without opting in.
+    #[error(
+        "{sink} refuses DAQ blocks: one long row per channel × sample makes text files huge (a 10 kHz × 8-channel run writes about a gigabyte of text per 15 minutes). Use ipc: (or another columnar sink) for blocks, or add `?accept_blocks=true` to {sink} if you really want long rows"
+    )]
+    BlocksRefused {
+        /// The sink's name (URI, redacted).
+        sink: String,
+    },
+    /// Writing to a sink after `close`.
+    #[error("{sink} is closed; it accepts no more writes")]
+    SinkClosed {
+        /// The sink's name.
+        sink: String,
+    },
+    /// A feature the format cannot do (e.g. appending to an Arrow IPC file).
+    #[error("{sink}: {what}")]
+    Unsupported {
+        /// The sink or source.
+        sink: String,
+        /// What is not supported and what to do instead.
+        what: String,
+    },
+    /// Malformed input from a line source.
+    #[error("{source_name} line {line}: {message}")]
+    MalformedInput {
+        /// The source (file path or `stdin`).
+        source_name: String,
+        /// 1-based line number.
+        line: u64,
+        /// What is wrong.
+        message: String,
+    },
+    /// An invalid block (shape mismatch, …).
+    #[error("invalid block {block_index} from {device}: {message}")]
+    InvalidBlock {
+        /// Device name.
+        device: String,
+        /// Block index.
+        block_index: u64,
+        /// What is wrong.
+        message: String,
+    },
+    /// A sink failed; wraps the sink's error with its name.
+    #[error("sink {sink} failed: {source}")]
+    Sink {
+        /// The sink's name (URI, redacted).
+        sink: String,
+        /// The underlying error.
+        #[source]
+        source: Box<Error>,
+    },
+    /// An invalid option passed to `pipe` or a constructor.
+    #[error("invalid option {option}: {message}")]
+    InvalidOption {
+        /// Option name.
+        option: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+    /// An Arrow operation failed.
+    #[error("{context}: {source}")]
+    Arrow {
+        /// What tapedeck was doing.
+        context: String,
+        /// Arrow's error.
+        #[source]
+        source: ArrowError,
+    },
+}
+
+impl Error {
+    /// Wraps an I/O error with the action and path involved.
+    pub fn io(action: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            action,
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// Wraps an Arrow error with what tapedeck was doing.
+    pub fn arrow(context: impl Into<String>, source: ArrowError) -> Self {
+        Error::Arrow {
+            context: context.into(),
+            source,
+        }
+    }
+
+    /// True when the error is the user's input or configuration (a bad URI, option or value), as
+    /// opposed to a failure while running. The CLI maps this to exit code 2.
+    pub fn is_usage(&self) -> bool {
+        matches!(
+            self,
+            Error::UnknownScheme { .. }
+                | Error::UnknownParam { .. }
+                | Error::BadParam { .. }
+                | Error::MalformedUri { .. }
+                | Error::FileExists { .. }
+                | Error::InvalidOption { .. }
+        )
+    }
+}

@@ -1,0 +1,31 @@
+//! # tapedeck
+//!
+//! A crash-safe flight recorder for measurement and event streams. This crate is the library
+//! every part of tapedeck is built from:
+//!
+//! - [`record`] — rows, DAQ blocks and Arrow batches, and the schema lock;
+//! - [`sink`] — the [`Sink`](sink::Sink) trait and its backends, opened by URI;
+//! - [`source`] — simulators and line readers, opened by URI;
+//! - [`pipe`](mod@pipe) — the direct path: batching, a real flush timer, fan-out to several sinks.
+//!
+//! ```
+//! use tapedeck::pipe::{pipe, PipeOptions};
+//! use tapedeck::record::{Record, Row};
+//! use tapedeck::{sink::memory::MemorySink, source};
+//!
+//! let sink = MemorySink::new();
+//! let rows = sink.handle();
+//! let stream = source::from_iter((0..100).map(|i| Ok(Record::Row(Row::new().with("i", i as i64)))));
+//! let summary = pipe(stream, vec![Box::new(sink)], &PipeOptions::default()).unwrap();
+//! assert_eq!(summary.rows, 100);
+//! assert_eq!(rows.rows(), 100);
+//! ```
+
+pub mod error;
+pub mod pipe;
+pub mod record;
+pub mod sink;
+pub mod source;
+pub mod uri;
+
+pub use error::{Error, Result};

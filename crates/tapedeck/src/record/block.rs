@@ -1,0 +1,323 @@
+//! DAQ blocks: `channels × samples` buffers as acquisition boards deliver them.
+//!
+//! A [`Block`] keeps the buffer whole — values in engineering units (f64, channel-major), the
+//! optional raw int16/int32 codes, and the timing needed to put a time on every sample. It becomes
+//! Arrow at the edge, in one of two layouts:
+//!
+//! - [`Block::to_wide_batch`]: one row per sample, one float64 column per channel (plus
+//!   `<channel>_raw` columns when codes are present). Compact; the default for columnar sinks.
+//! - [`Block::to_long_batch`]: one row per (channel, sample) with the columns of dtollib's
+//!   `block_to_rows` (`device, task, channel, block_index, sample_index, t_mono_ns, t_utc, value,
+//!   unit, error_type, error_message`). Large; only when a sink asks for it.
+//!
+//! Sample `k` is timed at `t_mono_ns + k·period` and `t_utc + k·period`; a block without a clock
+//! period spaces its samples uniformly over its read window (`read_window_ns / samples`).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow_array::builder::{Float64Builder, Int64Builder, StringBuilder, TimestampMicrosecondBuilder};
+use arrow_array::{
+    ArrayRef, Float64Array, Int16Array, Int32Array, Int64Array, RecordBatch, StringArray,
+    TimestampMicrosecondArray,
+};
+use arrow_schema::{DataType, Field, Schema};
+
+use super::value::timestamp_type;
+use crate::error::{Error, Result};
+
+/// One channel of a block.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Channel {
+    /// Column name of the channel (e.g. `ai0`).
+    pub name: String,
+    /// Engineering unit (e.g. `V`), if known.
+    pub unit: Option<String>,
+}
+
+/// Raw converter codes, channel-major like [`Block::values`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum RawCodes {
+    /// 16-bit codes.
+    I16(Vec<i16>),
+    /// 32-bit codes.
+    I32(Vec<i32>),
+}
+
+impl RawCodes {
+    fn len(&self) -> usize {
+        match self {
+            RawCodes::I16(v) => v.len(),
+            RawCodes::I32(v) => v.len(),
+        }
+    }
+}
+
+/// An error or overrun the acquisition reported for this block.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BlockError {
+    /// A type name such as `overrun`.
+    pub kind: String,
+    /// The message.
+    pub message: String,
+}
+
+/// A DAQ buffer; see the module docs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Block {
+    /// Device name.
+    pub device: String,
+    /// Task name.
+    pub task: String,
+    /// Index of this block within the task (0, 1, 2, …).
+    pub block_index: u64,
+    /// Task-level index of the block's first sample.
+    pub first_sample_index: u64,
+    /// Monotonic time of the first sample, ns.
+    pub t_mono_ns: i64,
+    /// UTC time of the first sample, µs since the epoch.
+    pub t_utc_us: i64,
+    /// Sample period in ns, when the board clocks the samples.
+    pub period_ns: Option<i64>,
+    /// Length of the read window in ns (used when `period_ns` is `None`).
+    pub read_window_ns: i64,
+    /// The channels, in order.
+    pub channels: Vec<Channel>,
+    /// Samples per channel.
+    pub samples: usize,
+    /// Values in engineering units, channel-major: `values[c * samples + k]`.
+    pub values: Vec<f64>,
+    /// Raw codes, same layout as `values`.
+    pub raw: Option<RawCodes>,
+    /// Error or overrun marker.
+    pub error: Option<BlockError>,
+}
+
+/// Column names of the long layout, in order.
+pub const LONG_COLUMNS: [&str; 11] = [
+    "device",
+    "task",
+    "channel",
+    "block_index",
+    "sample_index",
+    "t_mono_ns",
+    "t_utc",
+    "value",
+    "unit",
+    "error_type",
+    "error_message",
+];
+
+impl Block {
+    /// Checks that the buffers match `channels × samples`.
+    pub fn validate(&self) -> Result<()> {
+        let want = self.channels.len() * self.samples;
+        let bad = |message: String| Error::InvalidBlock {
+            device: self.device.clone(),
+            block_index: self.block_index,
+            message,
+        };
+        if self.channels.is_empty() {
+            return Err(bad("a block needs at least one channel".into()));
+        }
+        if self.values.len() != want {
+            return Err(bad(format!(
+                "{} values for {} channels × {} samples (expected {want})",
+                self.values.len(),
+                self.channels.len(),
+                self.samples
+            )));
+        }
+        if let Some(raw) = &self.raw
+            && raw.len() != want
+        {
+            return Err(bad(format!(
+                "{} raw codes for {} channels × {} samples (expected {want})",
+                raw.len(),
+                self.channels.len(),
+                self.samples
+            )));
+        }
+        let mut seen = HashMap::new();
+        for c in &self.channels {
+            if let Some(prev) = seen.insert(c.name.to_lowercase(), &c.name) {
+                return Err(Error::NameCollision {
+                    first: prev.clone(),
+                    second: c.name.clone(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Number of channels.
+    pub fn channel_count(&self) -> usize {
+        self.channels.len()
+    }
+
+    /// Period in ns used for per-sample times (the clock period, or the read window spread
+    /// uniformly).
+    pub fn effective_period_ns(&self) -> i64 {
+        self.period_ns
+            .unwrap_or(self.read_window_ns / self.samples.max(1) as i64)
+    }
+
+    fn sample_times(&self) -> (Vec<i64>, Vec<i64>) {
+        let p = self.effective_period_ns();
+        let mono = (0..self.samples as i64)
+            .map(|k| self.t_mono_ns + k * p)
+            .collect();
+        let utc = (0..self.samples as i64)
+            .map(|k| self.t_utc_us + (k * p).div_euclid(1000))
+            .collect();
+        (mono, utc)
+    }
+
+    /// Values of channel `c`.
+    pub fn channel_values(&self, c: usize) -> &[f64] {
+        &self.values[c * self.samples..(c + 1) * self.samples]
+    }
+
+    /// The wide layout: `device, task, block_index, sample_index, t_mono_ns, t_utc`, one float64
+    /// column per channel (unit in the field metadata under `unit`), `<channel>_raw` columns
+    /// when raw codes are present, then `error_type, error_message`.
+    ///
+    /// ```
+    /// # use tapedeck::record::{Block, Channel};
+    /// let block = Block {
+    ///     device: "dev1".into(), task: "t".into(), block_index: 0, first_sample_index: 0,
+    ///     t_mono_ns: 0, t_utc_us: 0, period_ns: Some(100_000), read_window_ns: 0,
+    ///     channels: vec![Channel { name: "ai0".into(), unit: Some("V".into()) }],
+    ///     samples: 2, values: vec![0.5, 0.25], raw: None, error: None,
+    /// };
+    /// let batch = block.to_wide_batch().unwrap();
+    /// assert_eq!(batch.num_rows(), 2);
+    /// assert!(batch.column_by_name("ai0").is_some());
+    /// ```
+    pub fn to_wide_batch(&self) -> Result<RecordBatch> {
+        self.validate()?;
+        let n = self.samples;
+        let (mono, utc) = self.sample_times();
+        let mut fields = vec![
+            Field::new("device", DataType::Utf8, true),
+            Field::new("task", DataType::Utf8, true),
+            Field::new("block_index", DataType::Int64, true),
+            Field::new("sample_index", DataType::Int64, true),
+            Field::new("t_mono_ns", DataType::Int64, true),
+            Field::new("t_utc", timestamp_type(), true),
+        ];
+        let mut columns: Vec<ArrayRef> = vec![
+            Arc::new(StringArray::from(vec![self.device.as_str(); n])),
+            Arc::new(StringArray::from(vec![self.task.as_str(); n])),
+            Arc::new(Int64Array::from(vec![self.block_index as i64; n])),
+            Arc::new(Int64Array::from_iter_values(
+                (0..n as i64).map(|k| self.first_sample_index as i64 + k),
+            )),
+            Arc::new(Int64Array::from(mono)),
+            Arc::new(TimestampMicrosecondArray::from(utc).with_timezone("UTC")),
+        ];
+        for (c, ch) in self.channels.iter().enumerate() {
+            let mut f = Field::new(&ch.name, DataType::Float64, true);
+            if let Some(unit) = &ch.unit {
+                f = f.with_metadata(HashMap::from([("unit".to_string(), unit.clone())]));
+            }
+            fields.push(f);
+            columns.push(Arc::new(Float64Array::from(self.channel_values(c).to_vec())));
+        }
+        if let Some(raw) = &self.raw {
+            for (c, ch) in self.channels.iter().enumerate() {
+                let range = c * n..(c + 1) * n;
+                let (dt, array): (DataType, ArrayRef) = match raw {
+                    RawCodes::I16(v) => (
+                        DataType::Int16,
+                        Arc::new(Int16Array::from(v[range].to_vec())),
+                    ),
+                    RawCodes::I32(v) => (
+                        DataType::Int32,
+                        Arc::new(Int32Array::from(v[range].to_vec())),
+                    ),
+                };
+                fields.push(Field::new(format!("{}_raw", ch.name), dt, true));
+                columns.push(array);
+            }
+        }
+        let (et, em) = match &self.error {
+            Some(e) => (Some(e.kind.as_str()), Some(e.message.as_str())),
+            None => (None, None),
+        };
+        fields.push(Field::new("error_type", DataType::Utf8, true));
+        fields.push(Field::new("error_message", DataType::Utf8, true));
+        columns.push(Arc::new(StringArray::from(vec![et; n])));
+        columns.push(Arc::new(StringArray::from(vec![em; n])));
+        super::schema_lock::check_collisions(fields.iter().map(|f| f.name().as_str()))?;
+        RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
+            .map_err(|e| Error::arrow("building a wide batch from a block", e))
+    }
+
+    /// The long layout ([`LONG_COLUMNS`]): one row per (channel, sample), channel-major.
+    pub fn to_long_batch(&self) -> Result<RecordBatch> {
+        self.validate()?;
+        let n = self.samples;
+        let total = n * self.channels.len();
+        let (mono, utc) = self.sample_times();
+        let mut device = StringBuilder::with_capacity(total, total * self.device.len());
+        let mut task = StringBuilder::with_capacity(total, total * self.task.len());
+        let mut channel = StringBuilder::with_capacity(total, total * 4);
+        let mut block_index = Int64Builder::with_capacity(total);
+        let mut sample_index = Int64Builder::with_capacity(total);
+        let mut t_mono = Int64Builder::with_capacity(total);
+        let mut t_utc = TimestampMicrosecondBuilder::with_capacity(total).with_timezone("UTC");
+        let mut value = Float64Builder::with_capacity(total);
+        let mut unit = StringBuilder::with_capacity(total, total);
+        let mut error_type = StringBuilder::new();
+        let mut error_message = StringBuilder::new();
+        for (c, ch) in self.channels.iter().enumerate() {
+            for k in 0..n {
+                device.append_value(&self.device);
+                task.append_value(&self.task);
+                channel.append_value(&ch.name);
+                block_index.append_value(self.block_index as i64);
+                sample_index.append_value((self.first_sample_index + k as u64) as i64);
+                t_mono.append_value(mono[k]);
+                t_utc.append_value(utc[k]);
+                value.append_value(self.values[c * n + k]);
+                unit.append_option(ch.unit.as_deref());
+                error_type.append_option(self.error.as_ref().map(|e| e.kind.as_str()));
+                error_message.append_option(self.error.as_ref().map(|e| e.message.as_str()));
+            }
+        }
+        let types = [
+            DataType::Utf8,
+            DataType::Utf8,
+            DataType::Utf8,
+            DataType::Int64,
+            DataType::Int64,
+            DataType::Int64,
+            timestamp_type(),
+            DataType::Float64,
+            DataType::Utf8,
+            DataType::Utf8,
+            DataType::Utf8,
+        ];
+        let fields: Vec<Field> = LONG_COLUMNS
+            .iter()
+            .zip(types)
+            .map(|(n, t)| Field::new(*n, t, true))
+            .collect();
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(device.finish()),
+            Arc::new(task.finish()),
+            Arc::new(channel.finish()),
+            Arc::new(block_index.finish()),
+            Arc::new(sample_index.finish()),
+            Arc::new(t_mono.finish()),
+            Arc::new(t_utc.finish()),
+            Arc::new(value.finish()),
+            Arc::new(unit.finish()),
+            Arc::new(error_type.finish()),
+            Arc::new(error_message.finish()),
+        ];
+        RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
+            .map_err(|e| Error::arrow("building long rows from a block", e))
+    }
+}

@@ -1,0 +1,59 @@
+//! The record model: rows, blocks and batches, and the schema lock that keeps a destination's
+//! shape stable.
+//!
+//! Everything inside tapedeck is an Arrow [`RecordBatch`]; rows ([`Row`]) and DAQ blocks
+//! ([`Block`]) are converted at the edge — rows through a [`RowBuilder`], blocks through
+//! [`Block::to_wide_batch`] / [`Block::to_long_batch`]. A [`Record`] is one item of a stream as a
+//! source produces it.
+
+pub mod block;
+pub mod row_builder;
+pub mod schema_lock;
+pub mod time;
+pub mod value;
+
+pub use arrow_array::RecordBatch;
+pub use block::{Block, BlockError, Channel, RawCodes};
+pub use row_builder::RowBuilder;
+pub use schema_lock::{SchemaLock, UnknownColumns};
+pub use value::{Row, Value, timestamp_type};
+
+/// One item of a stream: a row, a ready batch, or a DAQ block.
+#[derive(Debug, Clone)]
+pub enum Record {
+    /// One row of named values.
+    Row(Row),
+    /// An Arrow batch (rows already columnar).
+    Batch(RecordBatch),
+    /// A DAQ block.
+    Block(Block),
+}
+
+impl Record {
+    /// Number of rows this record contributes (a block counts its samples per channel).
+    pub fn row_count(&self) -> usize {
+        match self {
+            Record::Row(_) => 1,
+            Record::Batch(b) => b.num_rows(),
+            Record::Block(b) => b.samples,
+        }
+    }
+}
+
+impl From<Row> for Record {
+    fn from(r: Row) -> Self {
+        Record::Row(r)
+    }
+}
+
+impl From<RecordBatch> for Record {
+    fn from(b: RecordBatch) -> Self {
+        Record::Batch(b)
+    }
+}
+
+impl From<Block> for Record {
+    fn from(b: Block) -> Self {
+        Record::Block(b)
+    }
+}

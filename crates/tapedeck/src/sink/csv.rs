@@ -1,0 +1,243 @@
+//! `csv:PATH` — RFC 4180 text with a header row from the locked schema.
+//!
+//! Parameters: `overwrite=true` (replace an existing file), `append=true` (add rows to an existing
+//! file: its header becomes the locked column order), `accept_blocks=true` (write DAQ blocks as
+//! long rows — refused by default because of their size), `strict=true` (an unknown column is an
+//! error instead of being dropped with a warning).
+//!
+//! Values: null is an empty field, an empty string is `""`, timestamps are ISO 8601 UTC with six
+//! fractional digits, floats are the shortest text that reads back exactly, NaN / ±inf are
+//! `NaN` / `inf` / `-inf`. Rows are encoded into one buffer and handed to the file in a single
+//! `write` per flush.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::path::Path;
+use std::sync::Arc;
+
+use arrow_array::RecordBatch;
+use arrow_schema::{DataType, Field, Schema};
+
+use super::file::{BufferedOutput, FileOptions};
+use super::text::{TextColumn, write_csv_text};
+use super::{Lifecycle, Sink, SinkStats};
+use crate::error::{Error, Result};
+use crate::record::{Block, SchemaLock, UnknownColumns};
+use crate::uri::Uri;
+
+/// Options of the CSV sink.
+#[derive(Debug, Clone, Default)]
+pub struct CsvOptions {
+    /// Overwrite / append behaviour.
+    pub file: FileOptions,
+    /// Accept DAQ blocks (as long rows).
+    pub accept_blocks: bool,
+    /// Unknown columns are an error.
+    pub strict: bool,
+}
+
+/// The CSV sink; see the module docs.
+#[derive(Debug)]
+pub struct CsvSink {
+    life: Lifecycle,
+    out: BufferedOutput,
+    options: CsvOptions,
+    lock: SchemaLock,
+    /// Header of an existing file being appended to.
+    existing_header: Option<Vec<String>>,
+    header_written: bool,
+    rows: u64,
+}
+
+impl CsvSink {
+    /// Creates the sink, opening `path` under `options`.
+    ///
+    /// ```
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// use tapedeck::sink::{Sink, csv::{CsvSink, CsvOptions}};
+    /// let path = dir.path().join("run.csv");
+    /// let mut sink = CsvSink::create(&path, CsvOptions::default()).unwrap();
+    /// sink.close().unwrap();
+    /// // A second sink on the same path refuses to overwrite it.
+    /// assert!(CsvSink::create(&path, CsvOptions::default()).is_err());
+    /// ```
+    pub fn create(path: impl AsRef<Path>, options: CsvOptions) -> Result<CsvSink> {
+        let path = path.as_ref();
+        let opened = options.file.open(path, true)?;
+        let existing_len = opened.existing_len;
+        let mut out = BufferedOutput::new(opened);
+        let existing_header = if existing_len > 0 {
+            Some(read_header_and_fix_tail(out.file_mut(), path, existing_len)?)
+        } else {
+            None
+        };
+        let name = format!("csv:{}", path.display());
+        let lock = SchemaLock::new(name.clone()).with_unknown_columns(if options.strict {
+            UnknownColumns::Error
+        } else {
+            UnknownColumns::DropWithWarning
+        });
+        Ok(CsvSink {
+            life: Lifecycle::new(name),
+            out,
+            header_written: existing_header.is_some(),
+            existing_header,
+            options,
+            lock,
+            rows: 0,
+        })
+    }
+
+    pub(crate) fn from_uri(mut uri: Uri) -> Result<CsvSink> {
+        let options = CsvOptions {
+            file: FileOptions::from_params(&mut uri.params, true)?,
+            accept_blocks: uri.params.flag("accept_blocks")?,
+            strict: uri.params.flag("strict")?,
+        };
+        uri.params.finish()?;
+        CsvSink::create(&uri.path, options)
+    }
+
+    /// The locked schema (after the first write, or from the header when appending).
+    pub fn schema_lock(&self) -> &SchemaLock {
+        &self.lock
+    }
+
+    fn lock_from_existing_header(&mut self, batch: &RecordBatch) -> Result<()> {
+        if let Some(header) = self.existing_header.take() {
+            // The file's header fixes the column order; types come from the first batch (text
+            // for columns the batch lacks — CSV stores text anyway).
+            let fields: Vec<Field> = header
+                .iter()
+                .map(|name| {
+                    let dt = batch
+                        .schema()
+                        .field_with_name(name)
+                        .map(|f| f.data_type().clone())
+                        .unwrap_or(DataType::Utf8);
+                    Field::new(name, dt, true)
+                })
+                .collect();
+            self.lock.lock(&Schema::new(fields))?;
+        }
+        Ok(())
+    }
+
+    fn encode(&mut self, batch: &RecordBatch) -> Result<()> {
+        if !self.lock.is_locked() {
+            self.lock_from_existing_header(batch)?;
+        }
+        let batch = self.lock.conform(batch)?;
+        if !self.header_written {
+            self.push_header(&batch.schema());
+        }
+        let columns = TextColumn::for_batch(&batch)?;
+        for row in 0..batch.num_rows() {
+            for (i, col) in columns.iter().enumerate() {
+                if i > 0 {
+                    self.out.buf.push(b',');
+                }
+                col.write_csv(row, &mut self.out.buf);
+            }
+            self.out.buf.push(b'\n');
+        }
+        self.rows += batch.num_rows() as u64;
+        self.out.write_out_if_large()
+    }
+
+    fn push_header(&mut self, schema: &Schema) {
+        for (i, f) in schema.fields().iter().enumerate() {
+            if i > 0 {
+                self.out.buf.push(b',');
+            }
+            write_csv_text(f.name().as_bytes(), &mut self.out.buf);
+        }
+        self.out.buf.push(b'\n');
+        self.header_written = true;
+    }
+}
+
+/// Reads the header of an existing CSV file and makes sure the file ends with a newline, so the
+/// first appended row does not glue onto a torn last line.
+fn read_header_and_fix_tail(file: &mut File, path: &Path, len: u64) -> Result<Vec<String>> {
+    let read_err = |e| Error::io("read", path, e);
+    file.seek(SeekFrom::Start(0)).map_err(read_err)?;
+    let mut first = String::new();
+    BufReader::new(&mut *file)
+        .read_line(&mut first)
+        .map_err(read_err)?;
+    let mut reader = ::csv::ReaderBuilder::new()
+        .has_headers(false)
+        .from_reader(first.as_bytes());
+    let header: Vec<String> = match reader.records().next() {
+        Some(Ok(rec)) => rec.iter().map(str::to_string).collect(),
+        _ => {
+            return Err(Error::MalformedInput {
+                source_name: path.display().to_string(),
+                line: 1,
+                message: "cannot append: the existing file has no readable CSV header".into(),
+            });
+        }
+    };
+    file.seek(SeekFrom::Start(len - 1)).map_err(read_err)?;
+    let mut last = [0u8; 1];
+    file.read_exact(&mut last).map_err(read_err)?;
+    if last[0] != b'\n' {
+        file.write_all(b"\n")
+            .map_err(|e| Error::io("write", path, e))?;
+    }
+    Ok(header)
+}
+
+impl Sink for CsvSink {
+    fn name(&self) -> &str {
+        self.life.name()
+    }
+
+    fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        self.life.check_open()?;
+        self.encode(batch)
+    }
+
+    fn write_block(&mut self, block: &Block) -> Result<()> {
+        self.life.check_open()?;
+        if !self.options.accept_blocks {
+            return Err(Error::BlocksRefused {
+                sink: self.life.name().to_string(),
+            });
+        }
+        self.encode(&block.to_long_batch()?)
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        self.life.check_open()?;
+        self.out.write_out()
+    }
+
+    fn close(&mut self) -> Result<()> {
+        if !self.life.begin_close() {
+            return Ok(());
+        }
+        if !self.header_written
+            && let Some(schema) = self.lock.schema().map(Arc::clone)
+        {
+            // Locked but never written (e.g. schema from elsewhere): still write the header.
+            self.push_header(&schema);
+        }
+        self.out.write_out()
+    }
+
+    fn stats(&self) -> SinkStats {
+        SinkStats {
+            rows: self.rows,
+            bytes: self.out.bytes,
+        }
+    }
+}
+
+impl Drop for CsvSink {
+    fn drop(&mut self) {
+        // Best effort: a sink dropped without close still leaves its rows in the file.
+        let _ = self.close();
+    }
+}

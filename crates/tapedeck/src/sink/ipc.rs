@@ -1,0 +1,205 @@
+//! `ipc:PATH` — an Arrow IPC file (the "Feather v2" format), readable by pyarrow, polars, DuckDB.
+//!
+//! The schema is locked by the first batch (an IPC file has exactly one schema); later batches
+//! are conformed to it. The file's footer is written by [`Sink::close`]; until then the file is
+//! a valid IPC *stream* prefix but not a readable IPC *file* — crash safety for this sink comes
+//! with the tape. Appending is refused (the footer would have to be rewritten). Parameters:
+//! `overwrite=true`, `strict=true`.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use arrow_array::RecordBatch;
+use arrow_ipc::writer::FileWriter;
+use arrow_schema::Schema;
+
+use super::file::FileOptions;
+use super::{Lifecycle, Sink, SinkStats};
+use crate::error::{Error, Result};
+use crate::record::{SchemaLock, UnknownColumns};
+use crate::uri::Uri;
+
+/// Counts bytes on their way to the file.
+#[derive(Debug)]
+struct Counting<W> {
+    inner: W,
+    bytes: u64,
+}
+
+impl<W: Write> Write for Counting<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.bytes += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+type Output = Counting<BufWriter<File>>;
+
+enum State {
+    /// File created, schema not known yet.
+    Pending(Output),
+    Writing(FileWriter<Output>),
+    Done,
+}
+
+/// Options of the Arrow IPC sink.
+#[derive(Debug, Clone, Default)]
+pub struct IpcOptions {
+    /// Overwrite behaviour (append is not supported).
+    pub file: FileOptions,
+    /// Unknown columns are an error.
+    pub strict: bool,
+}
+
+/// The Arrow IPC file sink; see the module docs.
+pub struct IpcSink {
+    life: Lifecycle,
+    path: PathBuf,
+    state: State,
+    lock: SchemaLock,
+    rows: u64,
+    bytes: u64,
+}
+
+impl std::fmt::Debug for IpcSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IpcSink")
+            .field("path", &self.path)
+            .field("rows", &self.rows)
+            .finish_non_exhaustive()
+    }
+}
+
+impl IpcSink {
+    /// Creates the sink, opening `path` under `options`.
+    pub fn create(path: impl AsRef<Path>, options: IpcOptions) -> Result<IpcSink> {
+        let path = path.as_ref();
+        let name = format!("ipc:{}", path.display());
+        if options.file.append {
+            return Err(Error::Unsupported {
+                sink: name,
+                what: "an Arrow IPC file cannot be appended to (its footer indexes every batch); write a new file".into(),
+            });
+        }
+        let opened = options.file.open(path, false)?;
+        let lock = SchemaLock::new(name.clone()).with_unknown_columns(if options.strict {
+            UnknownColumns::Error
+        } else {
+            UnknownColumns::DropWithWarning
+        });
+        Ok(IpcSink {
+            life: Lifecycle::new(name),
+            path: opened.path,
+            state: State::Pending(Counting {
+                inner: BufWriter::with_capacity(1 << 20, opened.file),
+                bytes: 0,
+            }),
+            lock,
+            rows: 0,
+            bytes: 0,
+        })
+    }
+
+    pub(crate) fn from_uri(mut uri: Uri) -> Result<IpcSink> {
+        let options = IpcOptions {
+            file: FileOptions::from_params(&mut uri.params, false)?,
+            strict: uri.params.flag("strict")?,
+        };
+        uri.params.finish()?;
+        IpcSink::create(&uri.path, options)
+    }
+
+    fn ipc_err(&self, action: &'static str, e: arrow_schema::ArrowError) -> Error {
+        match e {
+            arrow_schema::ArrowError::IoError(_, io) => Error::io(action, &self.path, io),
+            other => Error::arrow(format!("{}: {action}", self.life.name()), other),
+        }
+    }
+
+    fn start(&mut self, schema: &Schema) -> Result<()> {
+        if let State::Pending(_) = self.state {
+            let State::Pending(out) = std::mem::replace(&mut self.state, State::Done) else {
+                return Ok(());
+            };
+            let writer = FileWriter::try_new(out, schema).map_err(|e| self.ipc_err("write", e))?;
+            self.state = State::Writing(writer);
+        }
+        Ok(())
+    }
+
+    fn sync_bytes(&mut self) {
+        if let State::Writing(w) = &self.state {
+            self.bytes = w.get_ref().bytes;
+        }
+    }
+}
+
+impl Sink for IpcSink {
+    fn name(&self) -> &str {
+        self.life.name()
+    }
+
+    fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        self.life.check_open()?;
+        let batch = self.lock.conform(batch)?;
+        self.start(&batch.schema())?;
+        if let State::Writing(w) = &mut self.state {
+            let r = w.write(&batch);
+            r.map_err(|e| self.ipc_err("write", e))?;
+        }
+        self.rows += batch.num_rows() as u64;
+        self.sync_bytes();
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        self.life.check_open()?;
+        if let State::Writing(w) = &mut self.state {
+            let r = w.flush();
+            r.map_err(|e| self.ipc_err("write", e))?;
+        }
+        self.sync_bytes();
+        Ok(())
+    }
+
+    fn close(&mut self) -> Result<()> {
+        if !self.life.begin_close() {
+            return Ok(());
+        }
+        if matches!(self.state, State::Pending(_)) {
+            // Nothing was written: still leave a readable, empty IPC file.
+            self.start(&Schema::empty())?;
+        }
+        if let State::Writing(mut w) = std::mem::replace(&mut self.state, State::Done) {
+            let r = w.finish();
+            r.map_err(|e| self.ipc_err("finish", e))?;
+            let out = w.into_inner().map_err(|e| self.ipc_err("finish", e))?;
+            self.bytes = out.bytes;
+            let file = out
+                .inner
+                .into_inner()
+                .map_err(|e| Error::io("write", &self.path, e.into_error()))?;
+            drop(file);
+        }
+        Ok(())
+    }
+
+    fn stats(&self) -> SinkStats {
+        SinkStats {
+            rows: self.rows,
+            bytes: self.bytes,
+        }
+    }
+}
+
+impl Drop for IpcSink {
+    fn drop(&mut self) {
+        let _ = self.close();
+    }
+}

@@ -1,0 +1,135 @@
+//! `jsonl:PATH` — one JSON object per line, no schema lock.
+//!
+//! Each row stands alone, so a device whose rows gain a field simply writes wider objects; keys
+//! follow the batch's column order. Null, NaN and ±inf are written as `null` (JSON has no
+//! non-finite numbers), timestamps as ISO 8601 UTC strings. Parameters: `overwrite=true`,
+//! `append=true`, `accept_blocks=true` (DAQ blocks as long rows; refused by default).
+
+use std::path::Path;
+
+use arrow_array::RecordBatch;
+
+use super::file::{BufferedOutput, FileOptions};
+use super::text::{TextColumn, write_json_string};
+use super::{Lifecycle, Sink, SinkStats};
+use crate::error::{Error, Result};
+use crate::record::Block;
+use crate::record::schema_lock::check_collisions;
+use crate::uri::Uri;
+
+/// Options of the JSONL sink.
+#[derive(Debug, Clone, Default)]
+pub struct JsonlOptions {
+    /// Overwrite / append behaviour.
+    pub file: FileOptions,
+    /// Accept DAQ blocks (as long rows).
+    pub accept_blocks: bool,
+}
+
+/// The JSONL sink; see the module docs.
+#[derive(Debug)]
+pub struct JsonlSink {
+    life: Lifecycle,
+    out: BufferedOutput,
+    options: JsonlOptions,
+    rows: u64,
+}
+
+impl JsonlSink {
+    /// Creates the sink, opening `path` under `options`.
+    pub fn create(path: impl AsRef<Path>, options: JsonlOptions) -> Result<JsonlSink> {
+        let path = path.as_ref();
+        let opened = options.file.open(path, true)?;
+        Ok(JsonlSink {
+            life: Lifecycle::new(format!("jsonl:{}", path.display())),
+            out: BufferedOutput::new(opened),
+            options,
+            rows: 0,
+        })
+    }
+
+    pub(crate) fn from_uri(mut uri: Uri) -> Result<JsonlSink> {
+        let options = JsonlOptions {
+            file: FileOptions::from_params(&mut uri.params, true)?,
+            accept_blocks: uri.params.flag("accept_blocks")?,
+        };
+        uri.params.finish()?;
+        JsonlSink::create(&uri.path, options)
+    }
+
+    fn encode(&mut self, batch: &RecordBatch) -> Result<()> {
+        let schema = batch.schema();
+        check_collisions(schema.fields().iter().map(|f| f.name().as_str()))?;
+        // `{"name":` / `,"name":` prefixes are encoded once per batch, not once per row.
+        let keys: Vec<Vec<u8>> = schema
+            .fields()
+            .iter()
+            .enumerate()
+            .map(|(i, f)| {
+                let mut k = vec![if i == 0 { b'{' } else { b',' }];
+                write_json_string(f.name(), &mut k);
+                k.push(b':');
+                k
+            })
+            .collect();
+        let columns = TextColumn::for_batch(batch)?;
+        for row in 0..batch.num_rows() {
+            if columns.is_empty() {
+                self.out.buf.push(b'{');
+            }
+            for (key, col) in keys.iter().zip(&columns) {
+                self.out.buf.extend_from_slice(key);
+                col.write_json(row, &mut self.out.buf);
+            }
+            self.out.buf.extend_from_slice(b"}\n");
+        }
+        self.rows += batch.num_rows() as u64;
+        self.out.write_out_if_large()
+    }
+}
+
+impl Sink for JsonlSink {
+    fn name(&self) -> &str {
+        self.life.name()
+    }
+
+    fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        self.life.check_open()?;
+        self.encode(batch)
+    }
+
+    fn write_block(&mut self, block: &Block) -> Result<()> {
+        self.life.check_open()?;
+        if !self.options.accept_blocks {
+            return Err(Error::BlocksRefused {
+                sink: self.life.name().to_string(),
+            });
+        }
+        self.encode(&block.to_long_batch()?)
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        self.life.check_open()?;
+        self.out.write_out()
+    }
+
+    fn close(&mut self) -> Result<()> {
+        if !self.life.begin_close() {
+            return Ok(());
+        }
+        self.out.write_out()
+    }
+
+    fn stats(&self) -> SinkStats {
+        SinkStats {
+            rows: self.rows,
+            bytes: self.out.bytes,
+        }
+    }
+}
+
+impl Drop for JsonlSink {
+    fn drop(&mut self) {
+        let _ = self.close();
+    }
+}

@@ -1,0 +1,141 @@
+//! Sinks: where batches go. One small trait, one module per backend, chosen by URI.
+//!
+//! A [`Sink`] is an arrow-style writer: [`Sink::write`] takes a batch, [`Sink::flush`] makes what
+//! was written visible to readers of the destination (a `write(2)` for files, no fsync — the
+//! tape owns durability), and [`Sink::close`] finishes the destination (footer, last bytes). Close
+//! is idempotent; writing after close is [`Error::SinkClosed`]. DAQ blocks arrive through
+//! [`Sink::write_block`], whose default writes the block's wide batch; text sinks override it to
+//! refuse blocks unless asked.
+//!
+//! [`open`] builds a sink from a URI (`csv:PATH`, `jsonl:PATH`, `ipc:PATH`, `memory:`, `null:`).
+//! Every file sink refuses to replace an existing file unless the URI says `overwrite=true` (or
+//! `append=true` where the format allows appending), so a second run never destroys the first
+//! one's data.
+
+pub mod csv;
+mod file;
+mod text;
+pub mod ipc;
+pub mod jsonl;
+pub mod memory;
+pub mod null;
+
+use arrow_array::RecordBatch;
+
+use crate::error::{Error, Result};
+use crate::record::Block;
+use crate::uri::Uri;
+
+pub use file::FileOptions;
+
+/// Rows and bytes a sink has written so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct SinkStats {
+    /// Rows accepted (a block counts its samples per channel in the wide layout, channels ×
+    /// samples in the long layout).
+    pub rows: u64,
+    /// Bytes handed to the destination (file bytes for file sinks).
+    pub bytes: u64,
+}
+
+/// A destination for batches; see the module docs.
+///
+/// ```
+/// use std::sync::Arc;
+/// use arrow_array::{Int64Array, RecordBatch};
+/// use arrow_schema::{DataType, Field, Schema};
+/// use tapedeck::sink::{self, Sink};
+///
+/// let mut sink = sink::open("memory:").unwrap();
+/// let batch = RecordBatch::try_new(
+///     Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, true)])),
+///     vec![Arc::new(Int64Array::from(vec![1, 2, 3]))],
+/// ).unwrap();
+/// sink.write(&batch).unwrap();
+/// sink.flush().unwrap();
+/// sink.close().unwrap();
+/// sink.close().unwrap(); // idempotent
+/// assert_eq!(sink.stats().rows, 3);
+/// assert!(sink.write(&batch).is_err()); // closed
+/// ```
+pub trait Sink: Send {
+    /// How the sink is shown in logs, errors and summaries (its URI, credentials removed).
+    fn name(&self) -> &str;
+
+    /// Writes one batch. The first batch locks the schema of sinks that have one.
+    fn write(&mut self, batch: &RecordBatch) -> Result<()>;
+
+    /// Writes one DAQ block. The default writes [`Block::to_wide_batch`].
+    fn write_block(&mut self, block: &Block) -> Result<()> {
+        self.write(&block.to_wide_batch()?)
+    }
+
+    /// Pushes everything written so far to the destination.
+    fn flush(&mut self) -> Result<()>;
+
+    /// Flushes and finishes the destination. Calling it again does nothing.
+    fn close(&mut self) -> Result<()>;
+
+    /// Rows and bytes written so far.
+    fn stats(&self) -> SinkStats;
+}
+
+/// Sink schemes this build knows.
+pub const SCHEMES: &[&str] = &["csv", "jsonl", "ipc", "memory", "null"];
+
+/// Opens a sink from its URI.
+///
+/// ```
+/// let err = tapedeck::sink::open("xls:run.xls").err().unwrap();
+/// assert!(err.to_string().contains("known schemes: csv, jsonl, ipc, memory, null"));
+/// ```
+pub fn open(uri: &str) -> Result<Box<dyn Sink>> {
+    let uri = Uri::parse(uri)?;
+    match uri.scheme.as_str() {
+        "csv" => Ok(Box::new(csv::CsvSink::from_uri(uri)?)),
+        "jsonl" | "ndjson" => Ok(Box::new(jsonl::JsonlSink::from_uri(uri)?)),
+        "ipc" | "arrow" => Ok(Box::new(ipc::IpcSink::from_uri(uri)?)),
+        "memory" => Ok(Box::new(memory::MemorySink::from_uri(uri)?)),
+        "null" => Ok(Box::new(null::NullSink::from_uri(uri)?)),
+        other => Err(Error::UnknownScheme {
+            kind: "sink",
+            scheme: other.to_string(),
+            uri: uri.shown().to_string(),
+            known: SCHEMES.join(", "),
+        }),
+    }
+}
+
+/// Tracks the open/closed state every sink needs, so "write after close" is one typed error.
+#[derive(Debug)]
+pub(crate) struct Lifecycle {
+    name: String,
+    closed: bool,
+}
+
+impl Lifecycle {
+    pub(crate) fn new(name: impl Into<String>) -> Lifecycle {
+        Lifecycle {
+            name: name.into(),
+            closed: false,
+        }
+    }
+
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub(crate) fn check_open(&self) -> Result<()> {
+        if self.closed {
+            return Err(Error::SinkClosed {
+                sink: self.name.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Marks the sink closed; returns false if it already was.
+    pub(crate) fn begin_close(&mut self) -> bool {
+        !std::mem::replace(&mut self.closed, true)
+    }
+}

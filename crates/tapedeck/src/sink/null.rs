@@ -1,0 +1,71 @@
+//! `null:` — accepts everything and keeps nothing; for benchmarks and dry runs.
+
+use arrow_array::RecordBatch;
+
+use super::{Lifecycle, Sink, SinkStats};
+use crate::error::Result;
+use crate::record::Block;
+use crate::uri::Uri;
+
+/// Discards batches, counting rows (bytes stay 0: nothing is stored).
+#[derive(Debug)]
+pub struct NullSink {
+    life: Lifecycle,
+    rows: u64,
+}
+
+impl Default for NullSink {
+    fn default() -> Self {
+        NullSink::new()
+    }
+}
+
+impl NullSink {
+    /// A new null sink.
+    pub fn new() -> NullSink {
+        NullSink {
+            life: Lifecycle::new("null:"),
+            rows: 0,
+        }
+    }
+
+    pub(crate) fn from_uri(uri: Uri) -> Result<NullSink> {
+        uri.params.finish()?;
+        Ok(NullSink::new())
+    }
+}
+
+impl Sink for NullSink {
+    fn name(&self) -> &str {
+        self.life.name()
+    }
+
+    fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        self.life.check_open()?;
+        self.rows += batch.num_rows() as u64;
+        Ok(())
+    }
+
+    fn write_block(&mut self, block: &Block) -> Result<()> {
+        self.life.check_open()?;
+        block.validate()?;
+        self.rows += block.samples as u64;
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        self.life.check_open()
+    }
+
+    fn close(&mut self) -> Result<()> {
+        self.life.begin_close();
+        Ok(())
+    }
+
+    fn stats(&self) -> SinkStats {
+        SinkStats {
+            rows: self.rows,
+            bytes: 0,
+        }
+    }
+}

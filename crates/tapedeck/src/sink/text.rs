@@ -1,0 +1,232 @@
+//! Arrow values as text, shared by the CSV and JSONL sinks.
+//!
+//! [`TextColumn`] normalises one Arrow column to the handful of shapes text formats care about
+//! (narrow integers widen to i64, float32 to f64, every timestamp unit to µs) so the per-row
+//! loops of the sinks are a single `match` with no dynamic casts. Floats are written with `ryu`
+//! (shortest text that reads back to the same bits), integers with `itoa`, instants as ISO 8601
+//! UTC with microseconds.
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::{
+    Float64Type, Int64Type, TimestampMicrosecondType, TimestampMillisecondType,
+    TimestampNanosecondType, TimestampSecondType, UInt64Type,
+};
+use arrow_array::{Array, ArrayRef, BinaryArray, BooleanArray, PrimitiveArray, StringArray};
+use arrow_schema::{DataType, TimeUnit};
+
+use crate::error::{Error, Result};
+use crate::record::schema_lock::{SUPPORTED_TYPES, to_f64, to_i64};
+use crate::record::time::write_iso_micros;
+
+/// One column, normalised for text output.
+pub(crate) enum TextColumn {
+    Null,
+    Bool(BooleanArray),
+    Int(PrimitiveArray<Int64Type>),
+    UInt(PrimitiveArray<UInt64Type>),
+    Float(PrimitiveArray<Float64Type>),
+    Text(StringArray),
+    Bytes(BinaryArray),
+    Timestamp(PrimitiveArray<TimestampMicrosecondType>),
+}
+
+impl TextColumn {
+    pub(crate) fn new(name: &str, array: &ArrayRef) -> Result<TextColumn> {
+        Ok(match array.data_type() {
+            DataType::Null => TextColumn::Null,
+            DataType::Boolean => TextColumn::Bool(array.as_boolean().clone()),
+            DataType::Int64 => TextColumn::Int(array.as_primitive::<Int64Type>().clone()),
+            DataType::UInt64 => TextColumn::UInt(array.as_primitive::<UInt64Type>().clone()),
+            DataType::Float64 => TextColumn::Float(array.as_primitive::<Float64Type>().clone()),
+            DataType::Float32 => match to_f64(array) {
+                Some(a) => TextColumn::Float(a.as_primitive::<Float64Type>().clone()),
+                None => return Err(unsupported(name, array)),
+            },
+            DataType::Utf8 => TextColumn::Text(array.as_string::<i32>().clone()),
+            DataType::Binary => TextColumn::Bytes(array.as_binary::<i32>().clone()),
+            DataType::Timestamp(unit, _) => {
+                let micros: PrimitiveArray<TimestampMicrosecondType> = match unit {
+                    TimeUnit::Second => array
+                        .as_primitive::<TimestampSecondType>()
+                        .unary(|v| v.saturating_mul(1_000_000)),
+                    TimeUnit::Millisecond => array
+                        .as_primitive::<TimestampMillisecondType>()
+                        .unary(|v| v.saturating_mul(1000)),
+                    TimeUnit::Microsecond => {
+                        array.as_primitive::<TimestampMicrosecondType>().clone()
+                    }
+                    TimeUnit::Nanosecond => array
+                        .as_primitive::<TimestampNanosecondType>()
+                        .unary(|v| v.div_euclid(1000)),
+                };
+                TextColumn::Timestamp(micros)
+            }
+            _ => match to_i64(array) {
+                Some(a) => TextColumn::Int(a.as_primitive::<Int64Type>().clone()),
+                None => return Err(unsupported(name, array)),
+            },
+        })
+    }
+
+    /// Builds the views of every column of a batch.
+    pub(crate) fn for_batch(batch: &arrow_array::RecordBatch) -> Result<Vec<TextColumn>> {
+        batch
+            .schema()
+            .fields()
+            .iter()
+            .zip(batch.columns())
+            .map(|(f, a)| TextColumn::new(f.name(), a))
+            .collect()
+    }
+
+    fn is_null(&self, row: usize) -> bool {
+        match self {
+            TextColumn::Null => true,
+            TextColumn::Bool(a) => a.is_null(row),
+            TextColumn::Int(a) => a.is_null(row),
+            TextColumn::UInt(a) => a.is_null(row),
+            TextColumn::Float(a) => a.is_null(row),
+            TextColumn::Text(a) => a.is_null(row),
+            TextColumn::Bytes(a) => a.is_null(row),
+            TextColumn::Timestamp(a) => a.is_null(row),
+        }
+    }
+
+    /// Writes row `row` as a CSV field (RFC 4180). Null is an empty field; an empty string is
+    /// `""` so the two stay distinguishable. NaN and ±inf are `NaN`, `inf`, `-inf`, which
+    /// Python's `float()`, pandas and Rust's `f64::from_str` all read back.
+    pub(crate) fn write_csv(&self, row: usize, out: &mut Vec<u8>) {
+        if self.is_null(row) {
+            return;
+        }
+        match self {
+            TextColumn::Null => {}
+            TextColumn::Bool(a) => out.extend_from_slice(bool_text(a.value(row))),
+            TextColumn::Int(a) => write_int(a.value(row), out),
+            TextColumn::UInt(a) => {
+                out.extend_from_slice(itoa::Buffer::new().format(a.value(row)).as_bytes())
+            }
+            TextColumn::Float(a) => {
+                let v = a.value(row);
+                if v.is_finite() {
+                    out.extend_from_slice(ryu::Buffer::new().format_finite(v).as_bytes());
+                } else if v.is_nan() {
+                    out.extend_from_slice(b"NaN");
+                } else if v > 0.0 {
+                    out.extend_from_slice(b"inf");
+                } else {
+                    out.extend_from_slice(b"-inf");
+                }
+            }
+            TextColumn::Text(a) => write_csv_text(a.value(row).as_bytes(), out),
+            TextColumn::Bytes(a) => write_hex(a.value(row), out),
+            TextColumn::Timestamp(a) => write_iso_micros(a.value(row), out),
+        }
+    }
+
+    /// Writes row `row` as a JSON value. Null, NaN and ±inf are `null` (JSON has no
+    /// non-finite numbers); instants are ISO 8601 strings; bytes are a hex string.
+    pub(crate) fn write_json(&self, row: usize, out: &mut Vec<u8>) {
+        if self.is_null(row) {
+            out.extend_from_slice(b"null");
+            return;
+        }
+        match self {
+            TextColumn::Null => out.extend_from_slice(b"null"),
+            TextColumn::Bool(a) => out.extend_from_slice(bool_text(a.value(row))),
+            TextColumn::Int(a) => write_int(a.value(row), out),
+            TextColumn::UInt(a) => {
+                out.extend_from_slice(itoa::Buffer::new().format(a.value(row)).as_bytes())
+            }
+            TextColumn::Float(a) => {
+                let v = a.value(row);
+                if v.is_finite() {
+                    out.extend_from_slice(ryu::Buffer::new().format_finite(v).as_bytes());
+                } else {
+                    out.extend_from_slice(b"null");
+                }
+            }
+            TextColumn::Text(a) => write_json_string(a.value(row), out),
+            TextColumn::Bytes(a) => {
+                out.push(b'"');
+                write_hex(a.value(row), out);
+                out.push(b'"');
+            }
+            TextColumn::Timestamp(a) => {
+                out.push(b'"');
+                write_iso_micros(a.value(row), out);
+                out.push(b'"');
+            }
+        }
+    }
+}
+
+fn unsupported(name: &str, array: &ArrayRef) -> Error {
+    Error::UnsupportedType {
+        column: name.to_string(),
+        data_type: array.data_type().clone(),
+        supported: SUPPORTED_TYPES,
+    }
+}
+
+fn bool_text(v: bool) -> &'static [u8] {
+    if v { b"true" } else { b"false" }
+}
+
+fn write_int(v: i64, out: &mut Vec<u8>) {
+    out.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
+}
+
+fn write_hex(bytes: &[u8], out: &mut Vec<u8>) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for b in bytes {
+        out.push(HEX[(b >> 4) as usize]);
+        out.push(HEX[(b & 15) as usize]);
+    }
+}
+
+/// RFC 4180: quote a field that contains a comma, quote, CR or LF (or is empty, to tell it from
+/// null); double the quotes inside.
+pub(crate) fn write_csv_text(s: &[u8], out: &mut Vec<u8>) {
+    let needs_quotes =
+        s.is_empty() || s.iter().any(|&b| matches!(b, b',' | b'"' | b'\r' | b'\n'));
+    if !needs_quotes {
+        out.extend_from_slice(s);
+        return;
+    }
+    out.push(b'"');
+    for &b in s {
+        if b == b'"' {
+            out.push(b'"');
+        }
+        out.push(b);
+    }
+    out.push(b'"');
+}
+
+/// A JSON string literal with the escapes RFC 8259 requires.
+pub(crate) fn write_json_string(s: &str, out: &mut Vec<u8>) {
+    out.push(b'"');
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let esc: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0..=0x1f => b"",
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[start..i]);
+        if esc.is_empty() {
+            out.extend_from_slice(format!("\\u{b:04x}").as_bytes());
+        } else {
+            out.extend_from_slice(esc);
+        }
+        start = i + 1;
+    }
+    out.extend_from_slice(&bytes[start..]);
+    out.push(b'"');
+}
