@@ -1,1 +1,332 @@
-fn main(){}
+//! The `tapedeck` command line: record a source into sinks.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use clap::{Parser, Subcommand, ValueEnum};
+use tapedeck::pipe::{PipeOptions, Progress, StopSignal, Summary, pipe_report};
+use tapedeck::{Error, sink, source};
+
+/// Exit status: success.
+const EXIT_OK: u8 = 0;
+/// Exit status: the run failed (source or sink error); what was received was flushed first.
+const EXIT_FAILED: u8 = 1;
+/// Exit status: bad usage (option, URI, parameter, or a file that would be overwritten).
+const EXIT_USAGE: u8 = 2;
+/// Exit status: stopped by Ctrl-C / SIGTERM after flushing everything received.
+const EXIT_INTERRUPTED: u8 = 130;
+
+macro_rules! exit_codes {
+    () => {
+        "Exit codes:
+  0    the run finished (source ended, --limit or --duration reached)
+  1    the run failed (a source or sink error); everything received was flushed first
+  2    bad usage: unknown option, malformed URI, unknown URI parameter, existing output file
+  130  stopped by Ctrl-C or SIGTERM; everything received was flushed and the summary printed"
+    };
+}
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "tapedeck",
+    version,
+    about = "A crash-safe flight recorder for measurement and event streams",
+    long_about = "tapedeck records measurement and event streams (instrument samples, DAQ blocks, \
+CSV / JSONL / text lines) and delivers them to files and databases.",
+    after_long_help = exit_codes!()
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Record a source into one or more sinks.
+    #[command(after_long_help = RECORD_HELP)]
+    Record(RecordArgs),
+}
+
+const RECORD_HELP: &str = concat!(
+    "Examples:
+  # 5 s of simulated DAQ blocks (8 channels at 10 kHz) into an Arrow IPC file
+  tapedeck record --source sim:daq --duration 5s --sink ipc:run.arrow
+
+  # one million alicat samples into CSV and JSONL at once, summary as JSON
+  tapedeck record --source 'sim:alicat?n=1000000' --sink csv:run.csv --sink jsonl:run.jsonl \\
+      --summary-json summary.json
+
+  # tail a CSV stream from stdin, skipping malformed lines, flushing every 250 ms
+  producer | tapedeck record --source 'stdin:csv?on_error=skip' --flush-interval 250ms \\
+      --sink 'csv:log.csv?append=true'
+
+Sources:
+  sim:alicat?n=N&rate=HZ           alicat-sample rows; unbounded without n; unpaced without rate
+  sim:daq?channels=8&rate=10000&block=1000&blocks=N&pace=real|max&raw=true
+                                   simulated DAQ blocks (rate is per channel)
+  stdin:csv | stdin:jsonl | stdin:lines
+  file:PATH                        .csv / .jsonl / anything else as lines; format=csv|jsonl|lines
+  Line sources take on_error=fail|skip (default fail) and, for CSV, infer_rows=N.
+
+Sinks:
+  csv:PATH      RFC 4180, header from the first batch; overwrite, append, accept_blocks, strict
+  jsonl:PATH    one JSON object per line, no schema lock; overwrite, append, accept_blocks
+  ipc:PATH      Arrow IPC file (pyarrow.ipc.open_file); overwrite, strict
+  memory:       kept in memory (tests);   null:  discarded (benchmarks)
+  File sinks never replace an existing file unless the URI says overwrite=true (or append=true).
+  CSV and JSONL refuse DAQ blocks unless the URI says accept_blocks=true.
+
+",
+    exit_codes!()
+);
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+enum ProgressMode {
+    /// Only when stderr is a terminal.
+    Auto,
+    /// Always, also into a pipe or file (one line per refresh).
+    Always,
+    /// Never.
+    Never,
+}
+
+#[derive(clap::Args, Debug)]
+struct RecordArgs {
+    /// Where records come from, e.g. `sim:daq`, `sim:alicat?n=1000`, `stdin:csv`, `file:log.jsonl`.
+    #[arg(long, value_name = "URI")]
+    source: String,
+
+    /// Where records go; repeat for several sinks, e.g. `--sink csv:run.csv --sink ipc:run.arrow`.
+    #[arg(long = "sink", value_name = "URI", required = true)]
+    sinks: Vec<String>,
+
+    /// Rows buffered before they are written to the sinks, e.g. `--batch-size 1000`.
+    #[arg(long, value_name = "ROWS", default_value_t = 64)]
+    batch_size: usize,
+
+    /// Longest time rows wait in the buffer, even if the source goes quiet, e.g. `250ms`, `1s`.
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
+    flush_interval: Duration,
+
+    /// Stop after this many rows, e.g. `--limit 1000000`.
+    #[arg(long, value_name = "N")]
+    limit: Option<u64>,
+
+    /// Stop after this long, e.g. `--duration 5s`, `--duration 10m`.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    duration: Option<Duration>,
+
+    /// Write the run's summary as JSON to this file (`-` for stdout), e.g. `--summary-json s.json`.
+    #[arg(long, value_name = "PATH")]
+    summary_json: Option<PathBuf>,
+
+    /// Show a progress line on stderr (rows, rows/s, bytes, elapsed), e.g. `--progress always`.
+    #[arg(long, value_enum, default_value_t = ProgressMode::Auto)]
+    progress: ProgressMode,
+
+    /// Do not print the summary to stderr.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    tapedeck::uri::parse_duration(s)
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| format!("`{s}` is not a positive duration; try 250ms, 1s, 5m"))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("TAPEDECK_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
+    match cli.command {
+        Command::Record(args) => ExitCode::from(record(args)),
+    }
+}
+
+fn fail(e: &Error) -> u8 {
+    eprintln!("error: {e}");
+    if e.is_usage() { EXIT_USAGE } else { EXIT_FAILED }
+}
+
+fn record(args: RecordArgs) -> u8 {
+    let src = match source::open(&args.source) {
+        Ok(s) => s,
+        Err(e) => return fail(&e),
+    };
+    let mut sinks = Vec::new();
+    for uri in &args.sinks {
+        match sink::open(uri) {
+            Ok(s) => sinks.push(s),
+            Err(e) => return fail(&e),
+        }
+    }
+    let stop = StopSignal::default();
+    let interrupted = Arc::new(AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        let interrupted = interrupted.clone();
+        let handler = ctrlc::set_handler(move || {
+            if interrupted.swap(true, Ordering::SeqCst) {
+                // A second Ctrl-C while flushing: the user insists.
+                std::process::exit(i32::from(EXIT_INTERRUPTED));
+            }
+            stop.stop();
+        });
+        if let Err(e) = handler {
+            tracing::warn!("cannot install the Ctrl-C handler: {e}");
+        }
+    }
+    let progress = Arc::new(Progress::default());
+    let options = PipeOptions {
+        batch_size: args.batch_size,
+        flush_interval: args.flush_interval,
+        limit: args.limit,
+        duration: args.duration,
+        stop,
+        progress: Some(progress.clone()),
+        ..PipeOptions::default()
+    };
+    let show_progress = match args.progress {
+        ProgressMode::Always => true,
+        ProgressMode::Never => false,
+        ProgressMode::Auto => std::io::stderr().is_terminal(),
+    };
+    let done = Arc::new(AtomicBool::new(false));
+    let ticker = show_progress.then(|| {
+        let done = done.clone();
+        let progress = progress.clone();
+        let in_place = std::io::stderr().is_terminal();
+        std::thread::spawn(move || progress_loop(&progress, &done, in_place))
+    });
+    let report = pipe_report(src, sinks, &options);
+    done.store(true, Ordering::SeqCst);
+    if let Some(t) = ticker {
+        let _ = t.join();
+    }
+    if !args.quiet {
+        print_summary(&report.summary);
+    }
+    if let Some(path) = &args.summary_json
+        && let Err(e) = write_summary_json(path, &report.summary)
+    {
+        eprintln!("error: {e}");
+        return EXIT_FAILED;
+    }
+    if let Some(e) = &report.error {
+        return fail(e);
+    }
+    if interrupted.load(Ordering::SeqCst) {
+        EXIT_INTERRUPTED
+    } else {
+        EXIT_OK
+    }
+}
+
+fn progress_loop(progress: &Progress, done: &AtomicBool, in_place: bool) {
+    let start = Instant::now();
+    let mut last = (Instant::now(), 0u64);
+    let mut stderr = std::io::stderr();
+    while !done.load(Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(250));
+        let rows = progress.rows();
+        let now = Instant::now();
+        let dt = now.duration_since(last.0).as_secs_f64();
+        let rate = if dt > 0.0 {
+            (rows - last.1.min(rows)) as f64 / dt
+        } else {
+            0.0
+        };
+        last = (now, rows);
+        let line = format!(
+            "{rows} rows  {}  {}  {:.1}s",
+            human_rate(rate),
+            human_bytes(progress.bytes()),
+            start.elapsed().as_secs_f64()
+        );
+        let _ = if in_place {
+            write!(stderr, "\r\x1b[2K{line}")
+        } else {
+            writeln!(stderr, "{line}")
+        };
+        let _ = stderr.flush();
+    }
+    if in_place {
+        let _ = write!(stderr, "\r\x1b[2K");
+    }
+}
+
+fn human_rate(r: f64) -> String {
+    if r >= 1e6 {
+        format!("{:.2}M rows/s", r / 1e6)
+    } else if r >= 1e3 {
+        format!("{:.1}k rows/s", r / 1e3)
+    } else {
+        format!("{r:.0} rows/s")
+    }
+}
+
+fn human_bytes(b: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = b as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{b} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+fn print_summary(s: &Summary) {
+    eprintln!(
+        "recorded {} rows in {:.2}s ({}), ended by {}{}",
+        s.rows,
+        s.seconds,
+        human_rate(s.rows_per_sec),
+        s.ended_by,
+        if s.skipped > 0 {
+            format!(", {} malformed lines skipped", s.skipped)
+        } else {
+            String::new()
+        }
+    );
+    for k in &s.sinks {
+        eprintln!(
+            "  {}: {} rows, {}{}",
+            k.uri,
+            k.rows,
+            human_bytes(k.bytes),
+            k.error
+                .as_ref()
+                .map(|e| format!(" — FAILED: {e}"))
+                .unwrap_or_default()
+        );
+    }
+}
+
+fn write_summary_json(path: &PathBuf, s: &Summary) -> Result<(), Error> {
+    let mut text = serde_json::to_string_pretty(s).map_err(|e| Error::InvalidOption {
+        option: "--summary-json",
+        message: e.to_string(),
+    })?;
+    text.push('\n');
+    if path.as_os_str() == "-" {
+        print!("{text}");
+        return Ok(());
+    }
+    std::fs::write(path, text).map_err(|e| Error::io("write", path, e))
+}

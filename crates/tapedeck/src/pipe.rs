@@ -270,21 +270,35 @@ where
         }));
     }
     let mut source = source.into_pipe_source();
-    source.set_batch_hint(options.batch_size);
+    // Sources that make batches make them a few thousand rows long; `accept` slices them into
+    // flushes of `batch_size`, so the hint saves hand-offs without changing what sinks see.
+    source.set_batch_hint(options.batch_size.max(4096 / options.batch_size * options.batch_size));
     let counters = source.counters();
     let (feed, halt, source_thread) = spawn_source(source, options.batch_size);
-    let workers: Vec<SinkWorker> = sinks
-        .into_iter()
-        .enumerate()
-        .map(|(i, s)| SinkWorker::spawn(i, s, options.queue_batches, options.progress.clone()))
-        .collect();
+    let lanes: Vec<SinkLane> = if sinks.len() == 1 {
+        sinks
+            .into_iter()
+            .map(|sink| SinkLane::Inline {
+                index: 0,
+                sink,
+                error: None,
+            })
+            .collect()
+    } else {
+        sinks
+            .into_iter()
+            .enumerate()
+            .map(|(i, s)| SinkLane::spawn(i, s, options.queue_batches, options.progress.clone()))
+            .collect()
+    };
 
     let mut run = Run {
         options,
-        workers,
+        lanes,
         builder: RowBuilder::per_batch(),
         pending: Vec::new(),
         pending_rows: 0,
+        dirty: false,
         rows: 0,
         batches: 0,
         blocks: 0,
@@ -298,7 +312,7 @@ where
         error.get_or_insert(e);
     }
     let Run {
-        workers,
+        lanes,
         rows,
         batches,
         blocks,
@@ -306,8 +320,8 @@ where
     } = run;
     drop(feed);
     let mut sink_summaries = Vec::new();
-    for w in workers {
-        let (name, stats, err) = w.finish();
+    for lane in lanes {
+        let (name, stats, err) = lane.finish(options.progress.as_deref());
         let err_text = err.as_ref().map(ToString::to_string);
         if let Some(e) = err
             && error.is_none()
@@ -407,29 +421,45 @@ enum SinkCommand {
     Flush,
 }
 
-struct SinkWorker {
-    name: String,
-    tx: Option<SyncSender<SinkCommand>>,
-    handle: JoinHandle<(SinkStats, Option<Error>)>,
+fn apply(sink: &mut dyn Sink, cmd: SinkCommand) -> Result<()> {
+    match cmd {
+        SinkCommand::Write(b) => sink.write(&b),
+        SinkCommand::Block(b) => sink.write_block(&b),
+        SinkCommand::Flush => sink.flush(),
+    }
 }
 
-impl SinkWorker {
-    fn spawn(
+/// Closes a sink (also after an error, so what was written stays readable) and reports.
+fn close_sink(sink: &mut dyn Sink, mut error: Option<Error>) -> (SinkStats, Option<Error>) {
+    if let Err(e) = sink.close() {
+        error.get_or_insert(e);
+    }
+    (sink.stats(), error)
+}
+
+/// One sink as the pipe drives it: on the pipe's own thread when it is the only sink (no
+/// hand-off cost, and nobody to block), else on a worker thread behind a bounded queue.
+enum SinkLane {
+    Inline {
         index: usize,
-        mut sink: Box<dyn Sink>,
-        queue: usize,
-        progress: Option<Arc<Progress>>,
-    ) -> SinkWorker {
+        sink: Box<dyn Sink>,
+        error: Option<Error>,
+    },
+    Worker {
+        name: String,
+        tx: Option<SyncSender<SinkCommand>>,
+        handle: JoinHandle<(SinkStats, Option<Error>)>,
+    },
+}
+
+impl SinkLane {
+    fn spawn(index: usize, mut sink: Box<dyn Sink>, queue: usize, progress: Option<Arc<Progress>>) -> SinkLane {
         let name = sink.name().to_string();
         let (tx, rx) = mpsc::sync_channel::<SinkCommand>(queue);
         let handle = std::thread::spawn(move || {
             let mut error = None;
             for cmd in rx.iter() {
-                let r = match cmd {
-                    SinkCommand::Write(b) => sink.write(&b),
-                    SinkCommand::Block(b) => sink.write_block(&b),
-                    SinkCommand::Flush => sink.flush(),
-                };
+                let r = apply(sink.as_mut(), cmd);
                 if let Some(p) = &progress {
                     p.set_sink_bytes(index, sink.stats().bytes);
                 }
@@ -438,56 +468,90 @@ impl SinkWorker {
                     break;
                 }
             }
-            // Close also after an error: what was written stays readable.
-            if let Err(e) = sink.close() {
-                error.get_or_insert(e);
-            }
+            let out = close_sink(sink.as_mut(), error);
             if let Some(p) = &progress {
-                p.set_sink_bytes(index, sink.stats().bytes);
+                p.set_sink_bytes(index, out.0.bytes);
             }
-            (sink.stats(), error)
+            out
         });
-        SinkWorker {
+        SinkLane::Worker {
             name,
             tx: Some(tx),
             handle,
         }
     }
 
-    /// Sends a command; false if the worker has stopped (its error is collected in `finish`).
-    fn send(&self, cmd: SinkCommand) -> bool {
-        match &self.tx {
-            Some(tx) => match tx.try_send(cmd) {
-                Ok(()) => true,
-                Err(TrySendError::Full(cmd)) => tx.send(cmd).is_ok(),
-                Err(TrySendError::Disconnected(_)) => false,
-            },
-            None => false,
+    /// Hands a command to the sink; a failed sink ignores further commands.
+    fn send(&mut self, cmd: SinkCommand, progress: Option<&Progress>) {
+        match self {
+            SinkLane::Inline { index, sink, error } => {
+                if error.is_none() {
+                    if let Err(e) = apply(sink.as_mut(), cmd) {
+                        *error = Some(e);
+                    }
+                    if let Some(p) = progress {
+                        p.set_sink_bytes(*index, sink.stats().bytes);
+                    }
+                }
+            }
+            SinkLane::Worker { tx: Some(tx), .. } => {
+                if let Err(TrySendError::Full(cmd)) = tx.try_send(cmd) {
+                    // The bounded queue is full: wait for this sink (the only back-pressure).
+                    let _ = tx.send(cmd);
+                }
+            }
+            SinkLane::Worker { tx: None, .. } => {}
         }
     }
 
-    fn finish(mut self) -> (String, SinkStats, Option<Error>) {
-        self.tx = None;
-        match self.handle.join() {
-            Ok((stats, err)) => (self.name, stats, err),
-            Err(_) => (
-                self.name.clone(),
-                SinkStats::default(),
-                Some(Error::Unsupported {
-                    sink: self.name,
-                    what: "the sink's thread panicked".into(),
-                }),
-            ),
+    fn failed(&self) -> bool {
+        match self {
+            SinkLane::Inline { error, .. } => error.is_some(),
+            SinkLane::Worker { handle, .. } => handle.is_finished(),
+        }
+    }
+
+    fn finish(self, progress: Option<&Progress>) -> (String, SinkStats, Option<Error>) {
+        match self {
+            SinkLane::Inline {
+                index,
+                mut sink,
+                error,
+            } => {
+                let (stats, error) = close_sink(sink.as_mut(), error);
+                if let Some(p) = progress {
+                    p.set_sink_bytes(index, stats.bytes);
+                }
+                (sink.name().to_string(), stats, error)
+            }
+            SinkLane::Worker {
+                name, tx, handle, ..
+            } => {
+                drop(tx);
+                match handle.join() {
+                    Ok((stats, err)) => (name, stats, err),
+                    Err(_) => (
+                        name.clone(),
+                        SinkStats::default(),
+                        Some(Error::Unsupported {
+                            sink: name,
+                            what: "the sink's thread panicked".into(),
+                        }),
+                    ),
+                }
+            }
         }
     }
 }
 
 struct Run<'a> {
     options: &'a PipeOptions,
-    workers: Vec<SinkWorker>,
+    lanes: Vec<SinkLane>,
     builder: RowBuilder,
     pending: Vec<RecordBatch>,
     pending_rows: usize,
+    /// Something was written since the last flush.
+    dirty: bool,
     rows: u64,
     batches: u64,
     blocks: u64,
@@ -519,6 +583,10 @@ impl Run<'_> {
             if self.limit_reached() {
                 return ("limit", None);
             }
+            if self.lanes.iter().any(SinkLane::failed) {
+                // A sink failed; stop reading (its error is collected at the end).
+                return ("error", None);
+            }
             let flush_due = self.last_flush + self.options.flush_interval;
             let now = Instant::now();
             if now >= flush_due {
@@ -542,10 +610,6 @@ impl Run<'_> {
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => return ("end", None),
             }
-            if self.workers.iter().any(|w| w.handle.is_finished()) {
-                // A sink failed; stop reading (its error is collected at the end).
-                return ("error", None);
-            }
         }
     }
 
@@ -559,40 +623,52 @@ impl Run<'_> {
     }
 
     fn accept(&mut self, record: Record) -> Result<()> {
-        if self.room() == 0 {
-            return Ok(());
-        }
         match record {
             Record::Row(row) => {
+                if self.room() == 0 {
+                    return Ok(());
+                }
                 self.builder.push(row);
                 self.rows += 1;
                 self.pending_rows += 1;
+                if self.pending_rows >= self.options.batch_size {
+                    self.flush()?;
+                }
             }
             Record::Batch(batch) => {
                 self.finish_rows()?;
-                let take = (batch.num_rows() as u64).min(self.room()) as usize;
-                let batch = if take < batch.num_rows() {
-                    batch.slice(0, take)
-                } else {
-                    batch
-                };
-                self.rows += take as u64;
-                self.pending_rows += take;
-                self.pending.push(batch);
+                // A flush carries at most `batch_size` rows, however the source chunks its
+                // batches (slices are zero-copy).
+                let mut offset = 0;
+                let len = (batch.num_rows() as u64).min(self.room()) as usize;
+                while offset < len {
+                    let take = (self.options.batch_size - self.pending_rows.min(self.options.batch_size))
+                        .max(1)
+                        .min(len - offset);
+                    self.pending.push(batch.slice(offset, take));
+                    offset += take;
+                    self.rows += take as u64;
+                    self.pending_rows += take;
+                    if self.pending_rows >= self.options.batch_size {
+                        self.flush()?;
+                    }
+                }
             }
             Record::Block(block) => {
+                if self.room() == 0 {
+                    return Ok(());
+                }
                 self.flush_pending()?;
                 self.rows += block.samples as u64;
                 self.blocks += 1;
                 self.batches += 1;
-                self.broadcast(|| SinkCommand::Block(Arc::new(block.clone())));
+                self.dirty = true;
+                let block = Arc::new(block);
+                self.broadcast(|| SinkCommand::Block(block.clone()));
             }
         }
         if let Some(p) = &self.options.progress {
             p.rows.store(self.rows, Ordering::Relaxed);
-        }
-        if self.pending_rows >= self.options.batch_size {
-            self.flush()?;
         }
         Ok(())
     }
@@ -611,22 +687,27 @@ impl Run<'_> {
         self.pending_rows = 0;
         for batch in merge_batches(pending)? {
             self.batches += 1;
+            self.dirty = true;
             self.broadcast(|| SinkCommand::Write(batch.clone()));
         }
         Ok(())
     }
 
-    /// Writes buffered rows and flushes every sink.
+    /// Writes buffered rows and flushes every sink (if anything was written since the last
+    /// flush).
     fn flush(&mut self) -> Result<()> {
         self.flush_pending()?;
-        self.broadcast(|| SinkCommand::Flush);
+        if std::mem::take(&mut self.dirty) {
+            self.broadcast(|| SinkCommand::Flush);
+        }
         self.last_flush = Instant::now();
         Ok(())
     }
 
-    fn broadcast(&self, make: impl Fn() -> SinkCommand) {
-        for w in &self.workers {
-            w.send(make());
+    fn broadcast(&mut self, make: impl Fn() -> SinkCommand) {
+        let progress = self.options.progress.as_deref();
+        for lane in &mut self.lanes {
+            lane.send(make(), progress);
         }
     }
 }

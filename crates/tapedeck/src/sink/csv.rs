@@ -131,9 +131,9 @@ impl CsvSink {
         if !self.header_written {
             self.push_header(&batch.schema());
         }
-        let columns = TextColumn::for_batch(&batch)?;
+        let mut columns = TextColumn::for_batch(&batch)?;
         for row in 0..batch.num_rows() {
-            for (i, col) in columns.iter().enumerate() {
+            for (i, col) in columns.iter_mut().enumerate() {
                 if i > 0 {
                     self.out.buf.push(b',');
                 }

@@ -72,12 +72,12 @@ impl JsonlSink {
                 k
             })
             .collect();
-        let columns = TextColumn::for_batch(batch)?;
+        let mut columns = TextColumn::for_batch(batch)?;
         for row in 0..batch.num_rows() {
             if columns.is_empty() {
                 self.out.buf.push(b'{');
             }
-            for (key, col) in keys.iter().zip(&columns) {
+            for (key, col) in keys.iter().zip(&mut columns) {
                 self.out.buf.extend_from_slice(key);
                 col.write_json(row, &mut self.out.buf);
             }

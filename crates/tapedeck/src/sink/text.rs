@@ -16,7 +16,7 @@ use arrow_schema::{DataType, TimeUnit};
 
 use crate::error::{Error, Result};
 use crate::record::schema_lock::{SUPPORTED_TYPES, to_f64, to_i64};
-use crate::record::time::write_iso_micros;
+use crate::record::time::IsoFormatter;
 
 /// One column, normalised for text output.
 pub(crate) enum TextColumn {
@@ -24,10 +24,32 @@ pub(crate) enum TextColumn {
     Bool(BooleanArray),
     Int(PrimitiveArray<Int64Type>),
     UInt(PrimitiveArray<UInt64Type>),
-    Float(PrimitiveArray<Float64Type>),
+    Float(PrimitiveArray<Float64Type>, FloatCache),
     Text(StringArray),
     Bytes(BinaryArray),
-    Timestamp(PrimitiveArray<TimestampMicrosecondType>),
+    Timestamp(PrimitiveArray<TimestampMicrosecondType>, IsoFormatter),
+}
+
+/// The text of the last finite float written in a column: measurement columns repeat values
+/// often (constants, slowly varying readings), and `ryu` is the costliest part of a row.
+#[derive(Debug, Default)]
+pub(crate) struct FloatCache {
+    bits: Option<u64>,
+    text: [u8; 24],
+    len: usize,
+}
+
+impl FloatCache {
+    fn write(&mut self, v: f64, out: &mut Vec<u8>) {
+        if self.bits != Some(v.to_bits()) {
+            let mut b = ryu::Buffer::new();
+            let t = b.format_finite(v).as_bytes();
+            self.len = t.len().min(24);
+            self.text[..self.len].copy_from_slice(&t[..self.len]);
+            self.bits = Some(v.to_bits());
+        }
+        out.extend_from_slice(&self.text[..self.len]);
+    }
 }
 
 impl TextColumn {
@@ -37,9 +59,15 @@ impl TextColumn {
             DataType::Boolean => TextColumn::Bool(array.as_boolean().clone()),
             DataType::Int64 => TextColumn::Int(array.as_primitive::<Int64Type>().clone()),
             DataType::UInt64 => TextColumn::UInt(array.as_primitive::<UInt64Type>().clone()),
-            DataType::Float64 => TextColumn::Float(array.as_primitive::<Float64Type>().clone()),
+            DataType::Float64 => TextColumn::Float(
+                array.as_primitive::<Float64Type>().clone(),
+                FloatCache::default(),
+            ),
             DataType::Float32 => match to_f64(array) {
-                Some(a) => TextColumn::Float(a.as_primitive::<Float64Type>().clone()),
+                Some(a) => TextColumn::Float(
+                    a.as_primitive::<Float64Type>().clone(),
+                    FloatCache::default(),
+                ),
                 None => return Err(unsupported(name, array)),
             },
             DataType::Utf8 => TextColumn::Text(array.as_string::<i32>().clone()),
@@ -59,7 +87,7 @@ impl TextColumn {
                         .as_primitive::<TimestampNanosecondType>()
                         .unary(|v| v.div_euclid(1000)),
                 };
-                TextColumn::Timestamp(micros)
+                TextColumn::Timestamp(micros, IsoFormatter::default())
             }
             _ => match to_i64(array) {
                 Some(a) => TextColumn::Int(a.as_primitive::<Int64Type>().clone()),
@@ -85,17 +113,17 @@ impl TextColumn {
             TextColumn::Bool(a) => a.is_null(row),
             TextColumn::Int(a) => a.is_null(row),
             TextColumn::UInt(a) => a.is_null(row),
-            TextColumn::Float(a) => a.is_null(row),
+            TextColumn::Float(a, _) => a.is_null(row),
             TextColumn::Text(a) => a.is_null(row),
             TextColumn::Bytes(a) => a.is_null(row),
-            TextColumn::Timestamp(a) => a.is_null(row),
+            TextColumn::Timestamp(a, _) => a.is_null(row),
         }
     }
 
     /// Writes row `row` as a CSV field (RFC 4180). Null is an empty field; an empty string is
     /// `""` so the two stay distinguishable. NaN and ±inf are `NaN`, `inf`, `-inf`, which
     /// Python's `float()`, pandas and Rust's `f64::from_str` all read back.
-    pub(crate) fn write_csv(&self, row: usize, out: &mut Vec<u8>) {
+    pub(crate) fn write_csv(&mut self, row: usize, out: &mut Vec<u8>) {
         if self.is_null(row) {
             return;
         }
@@ -106,10 +134,10 @@ impl TextColumn {
             TextColumn::UInt(a) => {
                 out.extend_from_slice(itoa::Buffer::new().format(a.value(row)).as_bytes())
             }
-            TextColumn::Float(a) => {
+            TextColumn::Float(a, cache) => {
                 let v = a.value(row);
                 if v.is_finite() {
-                    out.extend_from_slice(ryu::Buffer::new().format_finite(v).as_bytes());
+                    cache.write(v, out);
                 } else if v.is_nan() {
                     out.extend_from_slice(b"NaN");
                 } else if v > 0.0 {
@@ -120,13 +148,13 @@ impl TextColumn {
             }
             TextColumn::Text(a) => write_csv_text(a.value(row).as_bytes(), out),
             TextColumn::Bytes(a) => write_hex(a.value(row), out),
-            TextColumn::Timestamp(a) => write_iso_micros(a.value(row), out),
+            TextColumn::Timestamp(a, iso) => iso.write(a.value(row), out),
         }
     }
 
     /// Writes row `row` as a JSON value. Null, NaN and ±inf are `null` (JSON has no
     /// non-finite numbers); instants are ISO 8601 strings; bytes are a hex string.
-    pub(crate) fn write_json(&self, row: usize, out: &mut Vec<u8>) {
+    pub(crate) fn write_json(&mut self, row: usize, out: &mut Vec<u8>) {
         if self.is_null(row) {
             out.extend_from_slice(b"null");
             return;
@@ -138,10 +166,10 @@ impl TextColumn {
             TextColumn::UInt(a) => {
                 out.extend_from_slice(itoa::Buffer::new().format(a.value(row)).as_bytes())
             }
-            TextColumn::Float(a) => {
+            TextColumn::Float(a, cache) => {
                 let v = a.value(row);
                 if v.is_finite() {
-                    out.extend_from_slice(ryu::Buffer::new().format_finite(v).as_bytes());
+                    cache.write(v, out);
                 } else {
                     out.extend_from_slice(b"null");
                 }
@@ -152,9 +180,9 @@ impl TextColumn {
                 write_hex(a.value(row), out);
                 out.push(b'"');
             }
-            TextColumn::Timestamp(a) => {
+            TextColumn::Timestamp(a, iso) => {
                 out.push(b'"');
-                write_iso_micros(a.value(row), out);
+                iso.write(a.value(row), out);
                 out.push(b'"');
             }
         }
