@@ -1,0 +1,104 @@
+//! DAQ blocks: validation and the long / wide adapters.
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Float64Type, Int16Type, Int64Type, TimestampMicrosecondType};
+use tapedeck::Error;
+use tapedeck::record::block::LONG_COLUMNS;
+use tapedeck::record::{Block, BlockError, Channel, RawCodes};
+
+fn block(period_ns: Option<i64>) -> Block {
+    Block {
+        device: "dev1".into(),
+        task: "ai".into(),
+        block_index: 3,
+        first_sample_index: 300,
+        t_mono_ns: 1_000_000,
+        t_utc_us: 1_767_225_600_000_000,
+        period_ns,
+        read_window_ns: 400_000,
+        channels: vec![
+            Channel { name: "ai0".into(), unit: Some("V".into()) },
+            Channel { name: "ai1".into(), unit: None },
+        ],
+        samples: 4,
+        values: vec![0.0, 0.1, 0.2, 0.3, 1.0, 1.1, 1.2, 1.3],
+        raw: Some(RawCodes::I16(vec![0, 1, 2, 3, 10, 11, 12, 13])),
+        error: None,
+    }
+}
+
+#[test]
+fn long_rows_follow_block_start_plus_k_periods() {
+    let b = block(Some(250_000)); // 4 kHz
+    let out = b.to_long_batch().unwrap();
+    let schema = out.schema();
+    let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+    assert_eq!(names, LONG_COLUMNS);
+    assert_eq!(out.num_rows(), 8);
+    let mono = out.column(5).as_primitive::<Int64Type>();
+    let utc = out.column(6).as_primitive::<TimestampMicrosecondType>();
+    let sample = out.column(4).as_primitive::<Int64Type>();
+    let value = out.column(7).as_primitive::<Float64Type>();
+    for k in 0..4 {
+        assert_eq!(mono.value(k), 1_000_000 + k as i64 * 250_000);
+        assert_eq!(utc.value(k), 1_767_225_600_000_000 + k as i64 * 250);
+        assert_eq!(sample.value(k), 300 + k as i64);
+        // Second channel starts at row 4 with the same times.
+        assert_eq!(mono.value(4 + k), mono.value(k));
+        assert_eq!(value.value(4 + k), 1.0 + k as f64 / 10.0);
+    }
+    let channel = out.column(2).as_string::<i32>();
+    assert_eq!((channel.value(0), channel.value(4)), ("ai0", "ai1"));
+    let unit = out.column(8).as_string::<i32>();
+    assert_eq!(unit.value(0), "V");
+    assert!(arrow_array::Array::is_null(unit, 4));
+}
+
+#[test]
+fn without_a_period_samples_spread_over_the_read_window() {
+    let b = block(None);
+    assert_eq!(b.effective_period_ns(), 100_000); // 400 µs / 4 samples
+    let out = b.to_long_batch().unwrap();
+    let mono = out.column(5).as_primitive::<Int64Type>();
+    assert_eq!(mono.value(3) - mono.value(0), 300_000);
+}
+
+#[test]
+fn wide_batch_has_one_column_per_channel_and_raw_codes() {
+    let mut b = block(Some(250_000));
+    b.error = Some(BlockError { kind: "overrun".into(), message: "buffer overrun".into() });
+    let out = b.to_wide_batch().unwrap();
+    assert_eq!(out.num_rows(), 4);
+    let ai1 = out.column_by_name("ai1").unwrap().as_primitive::<Float64Type>();
+    assert_eq!(ai1.value(2), 1.2);
+    let raw = out.column_by_name("ai0_raw").unwrap().as_primitive::<Int16Type>();
+    assert_eq!(raw.value(3), 3);
+    let schema = out.schema();
+    let f = schema.field_with_name("ai0").unwrap();
+    assert_eq!(f.metadata().get("unit").map(String::as_str), Some("V"));
+    let et = out.column_by_name("error_type").unwrap().as_string::<i32>();
+    assert_eq!(et.value(0), "overrun");
+}
+
+#[test]
+fn malformed_blocks_are_typed_errors() {
+    let mut b = block(Some(1));
+    b.values.pop();
+    let err = b.to_wide_batch().unwrap_err();
+    assert!(matches!(err, Error::InvalidBlock { block_index: 3, .. }), "{err:?}");
+    assert!(err.to_string().contains("7 values for 2 channels × 4 samples"), "{err}");
+
+    let mut b = block(Some(1));
+    b.raw = Some(RawCodes::I32(vec![1]));
+    assert!(matches!(b.to_long_batch(), Err(Error::InvalidBlock { .. })));
+
+    let mut b = block(Some(1));
+    b.channels[1].name = "AI0".into();
+    assert!(matches!(b.validate(), Err(Error::NameCollision { .. })));
+
+    let mut b = block(Some(1));
+    b.channels.clear();
+    b.values.clear();
+    b.raw = None;
+    assert!(matches!(b.validate(), Err(Error::InvalidBlock { .. })));
+}
