@@ -156,7 +156,11 @@ fn main() -> ExitCode {
 
 fn fail(e: &Error) -> u8 {
     eprintln!("error: {e}");
-    if e.is_usage() { EXIT_USAGE } else { EXIT_FAILED }
+    if e.is_usage() {
+        EXIT_USAGE
+    } else {
+        EXIT_FAILED
+    }
 }
 
 fn record(args: RecordArgs) -> u8 {

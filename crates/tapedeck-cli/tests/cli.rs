@@ -50,7 +50,10 @@ fn record_writes_every_sink_and_the_summary_json() {
     for (k, file) in sinks.iter().zip(["a.csv", "a.jsonl", "a.arrow"]) {
         assert_eq!(k["rows"], 3000);
         assert!(k["uri"].as_str().unwrap().ends_with(file));
-        assert_eq!(k["bytes"].as_u64().unwrap(), std::fs::metadata(dir.path().join(file)).unwrap().len());
+        assert_eq!(
+            k["bytes"].as_u64().unwrap(),
+            std::fs::metadata(dir.path().join(file)).unwrap().len()
+        );
     }
     let mut r = csv::Reader::from_path(dir.path().join("a.csv")).unwrap();
     assert_eq!(r.records().count(), 3000);
@@ -65,11 +68,46 @@ fn bad_usage_exits_2_with_a_helpful_message() {
     std::fs::write(&existing, "precious").unwrap();
     let existing_uri = format!("csv:{}", existing.display());
     for (args, needle) in [
-        (vec!["record", "--source", "sim:alicat?n=1", "--sink", "xls:out"], "known schemes: csv, jsonl, ipc, memory, null"),
-        (vec!["record", "--source", "sim:alicat?n=1", "--sink", "csv:x.csv?colour=red"], "valid parameters"),
-        (vec!["record", "--source", "mqtt:x", "--sink", "null:"], "known schemes: sim, stdin, file"),
-        (vec!["record", "--source", "sim:alicat?n=1", "--sink", existing_uri.as_str()], "overwrite=true"),
-        (vec!["record", "--source", "sim:alicat", "--sink", "null:", "--duration", "soon"], "not a positive duration"),
+        (
+            vec!["record", "--source", "sim:alicat?n=1", "--sink", "xls:out"],
+            "known schemes: csv, jsonl, ipc, memory, null",
+        ),
+        (
+            vec![
+                "record",
+                "--source",
+                "sim:alicat?n=1",
+                "--sink",
+                "csv:x.csv?colour=red",
+            ],
+            "valid parameters",
+        ),
+        (
+            vec!["record", "--source", "mqtt:x", "--sink", "null:"],
+            "known schemes: sim, stdin, file",
+        ),
+        (
+            vec![
+                "record",
+                "--source",
+                "sim:alicat?n=1",
+                "--sink",
+                existing_uri.as_str(),
+            ],
+            "overwrite=true",
+        ),
+        (
+            vec![
+                "record",
+                "--source",
+                "sim:alicat",
+                "--sink",
+                "null:",
+                "--duration",
+                "soon",
+            ],
+            "not a positive duration",
+        ),
         (vec!["record", "--source", "sim:alicat"], "--sink"),
     ] {
         let out = run(&args);
@@ -84,12 +122,23 @@ fn a_failing_source_exits_1_after_flushing_what_it_sent() {
     let dir = tempfile::tempdir().unwrap();
     let csv = dir.path().join("in.csv");
     let mut child = tapedeck()
-        .args(["record", "--source", "stdin:csv", "--sink", &format!("csv:{}", csv.display())])
+        .args([
+            "record",
+            "--source",
+            "stdin:csv",
+            "--sink",
+            &format!("csv:{}", csv.display()),
+        ])
         .stdin(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    child.stdin.take().unwrap().write_all(b"a,b\n1,2\n3,4\n5\n6,7\n").unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"a,b\n1,2\n3,4\n5\n6,7\n")
+        .unwrap();
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(stderr(&out).contains("stdin line 4"), "{}", stderr(&out));
@@ -115,12 +164,24 @@ fn skipped_lines_are_counted_in_the_summary() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    child.stdin.take().unwrap().write_all(b"{\"a\":1}\nnot json\n{\"a\":2}\n").unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"{\"a\":1}\nnot json\n{\"a\":2}\n")
+        .unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!((s["rows"].as_u64(), s["skipped"].as_u64()), (Some(2), Some(1)));
-    assert!(stderr(&out).contains("line 2"), "the skip is reported: {}", stderr(&out));
+    assert_eq!(
+        (s["rows"].as_u64(), s["skipped"].as_u64()),
+        (Some(2), Some(1))
+    );
+    assert!(
+        stderr(&out).contains("line 2"),
+        "the skip is reported: {}",
+        stderr(&out)
+    );
     drop(dir);
 }
 
@@ -147,7 +208,10 @@ fn ctrl_c_stops_cleanly_flushes_and_exits_130() {
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_millis(700));
-    let status = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(status.success());
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
@@ -166,19 +230,47 @@ fn record_help_explains_every_option_with_an_example() {
     let out = run(&["record", "--help"]);
     assert!(out.status.success());
     let help = String::from_utf8_lossy(&out.stdout);
-    for opt in ["--source", "--sink", "--batch-size", "--flush-interval", "--limit", "--duration", "--summary-json", "--progress"] {
-        let line = help.lines().position(|l| l.trim_start().starts_with(opt)).unwrap_or_else(|| panic!("{opt} missing"));
+    for opt in [
+        "--source",
+        "--sink",
+        "--batch-size",
+        "--flush-interval",
+        "--limit",
+        "--duration",
+        "--summary-json",
+        "--progress",
+    ] {
+        let line = help
+            .lines()
+            .position(|l| l.trim_start().starts_with(opt))
+            .unwrap_or_else(|| panic!("{opt} missing"));
         let text: String = help.lines().skip(line).take(4).collect();
         assert!(text.contains("e.g."), "{opt} has no example: {text}");
     }
-    for needle in ["Exit codes", "130", "sim:daq", "accept_blocks", "overwrite=true"] {
+    for needle in [
+        "Exit codes",
+        "130",
+        "sim:daq",
+        "accept_blocks",
+        "overwrite=true",
+    ] {
         assert!(help.contains(needle), "help lacks {needle}");
     }
 }
 
 #[test]
 fn progress_always_prints_a_progress_line() {
-    let out = run(&["record", "--source", "sim:alicat?rate=5000", "--sink", "null:", "--duration", "700ms", "--progress", "always"]);
+    let out = run(&[
+        "record",
+        "--source",
+        "sim:alicat?rate=5000",
+        "--sink",
+        "null:",
+        "--duration",
+        "700ms",
+        "--progress",
+        "always",
+    ]);
     assert!(out.status.success(), "{}", stderr(&out));
     let e = stderr(&out);
     assert!(e.contains("rows/s") && e.contains(" rows "), "{e}");
@@ -188,17 +280,34 @@ fn progress_always_prints_a_progress_line() {
 fn daq_blocks_record_into_arrow_ipc_and_csv_refuses_them() {
     let dir = tempfile::tempdir().unwrap();
     let ipc = dir.path().join("run.arrow");
-    let out = run(&["record", "--source", "sim:daq?blocks=4&pace=max&raw=true", "--sink", &format!("ipc:{}", ipc.display())]);
+    let out = run(&[
+        "record",
+        "--source",
+        "sim:daq?blocks=4&pace=max&raw=true",
+        "--sink",
+        &format!("ipc:{}", ipc.display()),
+    ]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let reader = arrow_ipc::reader::FileReader::try_new(std::fs::File::open(&ipc).unwrap(), None).unwrap();
+    let reader =
+        arrow_ipc::reader::FileReader::try_new(std::fs::File::open(&ipc).unwrap(), None).unwrap();
     let schema = reader.schema();
     assert!(schema.field_with_name("ai7").is_ok() && schema.field_with_name("ai7_raw").is_ok());
     let rows: usize = reader.map(|b| b.unwrap().num_rows()).sum();
     assert_eq!(rows, 4000);
 
-    let out = run(&["record", "--source", "sim:daq?blocks=1&pace=max", "--sink", &format!("csv:{}/d.csv", dir.path().display())]);
+    let out = run(&[
+        "record",
+        "--source",
+        "sim:daq?blocks=1&pace=max",
+        "--sink",
+        &format!("csv:{}/d.csv", dir.path().display()),
+    ]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("accept_blocks=true"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("accept_blocks=true"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 /// pyarrow is the reader most users have; `TAPEDECK_TEST_PYTHON` names an interpreter with it.
@@ -220,10 +329,18 @@ fn python_with_pyarrow() -> Option<String> {
 
 #[test]
 fn pyarrow_reads_the_arrow_ipc_file() {
-    let Some(python) = python_with_pyarrow() else { return };
+    let Some(python) = python_with_pyarrow() else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let ipc = dir.path().join("a.arrow");
-    let out = run(&["record", "--source", "sim:alicat?n=2000", "--sink", &format!("ipc:{}", ipc.display())]);
+    let out = run(&[
+        "record",
+        "--source",
+        "sim:alicat?n=2000",
+        "--sink",
+        &format!("ipc:{}", ipc.display()),
+    ]);
     assert!(out.status.success(), "{}", stderr(&out));
     let script = r#"
 import sys, pyarrow.ipc as ipc
@@ -232,13 +349,19 @@ flow = t.column("Mass_Flow").to_pylist()
 req = t.column("requested_at")
 print(t.num_rows, round(sum(flow), 6), str(req.type), req[1].as_py().isoformat(), t.column("device")[0].as_py())
 "#;
-    let out = Command::new(python).args(["-c", script, &ipc.display().to_string()]).output().unwrap();
+    let out = Command::new(python)
+        .args(["-c", script, &ipc.display().to_string()])
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     let expected_sum: f64 = (0..2000).map(|i| 10.0 + (i % 1000) as f64 * 0.01).sum();
     let printed = String::from_utf8_lossy(&out.stdout);
     let fields: Vec<&str> = printed.split_whitespace().collect();
     assert_eq!(fields[0], "2000");
-    assert!((fields[1].parse::<f64>().unwrap() - expected_sum).abs() < 1e-6, "{printed}");
+    assert!(
+        (fields[1].parse::<f64>().unwrap() - expected_sum).abs() < 1e-6,
+        "{printed}"
+    );
     assert_eq!(fields[2], "timestamp[us,");
     assert_eq!(fields[4], "2026-01-01T00:00:00.000100+00:00", "{printed}");
     assert_eq!(fields[5], "fuel");

@@ -80,9 +80,7 @@ pub enum Error {
         append_hint: &'static str,
     },
     /// A value whose type conflicts with the locked schema.
-    #[error(
-        "column `{column}` is locked as {locked} but row {row} has {got}; {hint}"
-    )]
+    #[error("column `{column}` is locked as {locked} but row {row} has {got}; {hint}")]
     SchemaConflict {
         /// Column name.
         column: String,
@@ -118,7 +116,9 @@ pub enum Error {
         second: String,
     },
     /// A column type the record model cannot carry.
-    #[error("column `{column}` has type {data_type}, which tapedeck does not support ({supported})")]
+    #[error(
+        "column `{column}` has type {data_type}, which tapedeck does not support ({supported})"
+    )]
     UnsupportedType {
         /// Column name.
         column: String,

@@ -272,7 +272,11 @@ where
     let mut source = source.into_pipe_source();
     // Sources that make batches make them a few thousand rows long; `accept` slices them into
     // flushes of `batch_size`, so the hint saves hand-offs without changing what sinks see.
-    source.set_batch_hint(options.batch_size.max(4096 / options.batch_size * options.batch_size));
+    source.set_batch_hint(
+        options
+            .batch_size
+            .max(4096 / options.batch_size * options.batch_size),
+    );
     let counters = source.counters();
     let (feed, halt, source_thread) = spawn_source(source, options.batch_size);
     let lanes: Vec<SinkLane> = if sinks.len() == 1 {
@@ -453,7 +457,12 @@ enum SinkLane {
 }
 
 impl SinkLane {
-    fn spawn(index: usize, mut sink: Box<dyn Sink>, queue: usize, progress: Option<Arc<Progress>>) -> SinkLane {
+    fn spawn(
+        index: usize,
+        mut sink: Box<dyn Sink>,
+        queue: usize,
+        progress: Option<Arc<Progress>>,
+    ) -> SinkLane {
         let name = sink.name().to_string();
         let (tx, rx) = mpsc::sync_channel::<SinkCommand>(queue);
         let handle = std::thread::spawn(move || {
@@ -619,7 +628,9 @@ impl Run<'_> {
 
     /// Rows still allowed by the limit.
     fn room(&self) -> u64 {
-        self.options.limit.map_or(u64::MAX, |l| l - self.rows.min(l))
+        self.options
+            .limit
+            .map_or(u64::MAX, |l| l - self.rows.min(l))
     }
 
     fn accept(&mut self, record: Record) -> Result<()> {
@@ -642,9 +653,10 @@ impl Run<'_> {
                 let mut offset = 0;
                 let len = (batch.num_rows() as u64).min(self.room()) as usize;
                 while offset < len {
-                    let take = (self.options.batch_size - self.pending_rows.min(self.options.batch_size))
-                        .max(1)
-                        .min(len - offset);
+                    let take = (self.options.batch_size
+                        - self.pending_rows.min(self.options.batch_size))
+                    .max(1)
+                    .min(len - offset);
                     self.pending.push(batch.slice(offset, take));
                     offset += take;
                     self.rows += take as u64;

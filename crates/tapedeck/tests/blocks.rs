@@ -17,8 +17,14 @@ fn block(period_ns: Option<i64>) -> Block {
         period_ns,
         read_window_ns: 400_000,
         channels: vec![
-            Channel { name: "ai0".into(), unit: Some("V".into()) },
-            Channel { name: "ai1".into(), unit: None },
+            Channel {
+                name: "ai0".into(),
+                unit: Some("V".into()),
+            },
+            Channel {
+                name: "ai1".into(),
+                unit: None,
+            },
         ],
         samples: 4,
         values: vec![0.0, 0.1, 0.2, 0.3, 1.0, 1.1, 1.2, 1.3],
@@ -66,12 +72,21 @@ fn without_a_period_samples_spread_over_the_read_window() {
 #[test]
 fn wide_batch_has_one_column_per_channel_and_raw_codes() {
     let mut b = block(Some(250_000));
-    b.error = Some(BlockError { kind: "overrun".into(), message: "buffer overrun".into() });
+    b.error = Some(BlockError {
+        kind: "overrun".into(),
+        message: "buffer overrun".into(),
+    });
     let out = b.to_wide_batch().unwrap();
     assert_eq!(out.num_rows(), 4);
-    let ai1 = out.column_by_name("ai1").unwrap().as_primitive::<Float64Type>();
+    let ai1 = out
+        .column_by_name("ai1")
+        .unwrap()
+        .as_primitive::<Float64Type>();
     assert_eq!(ai1.value(2), 1.2);
-    let raw = out.column_by_name("ai0_raw").unwrap().as_primitive::<Int16Type>();
+    let raw = out
+        .column_by_name("ai0_raw")
+        .unwrap()
+        .as_primitive::<Int16Type>();
     assert_eq!(raw.value(3), 3);
     let schema = out.schema();
     let f = schema.field_with_name("ai0").unwrap();
@@ -85,8 +100,15 @@ fn malformed_blocks_are_typed_errors() {
     let mut b = block(Some(1));
     b.values.pop();
     let err = b.to_wide_batch().unwrap_err();
-    assert!(matches!(err, Error::InvalidBlock { block_index: 3, .. }), "{err:?}");
-    assert!(err.to_string().contains("7 values for 2 channels × 4 samples"), "{err}");
+    assert!(
+        matches!(err, Error::InvalidBlock { block_index: 3, .. }),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string()
+            .contains("7 values for 2 channels × 4 samples"),
+        "{err}"
+    );
 
     let mut b = block(Some(1));
     b.raw = Some(RawCodes::I32(vec![1]));

@@ -36,7 +36,9 @@ fn channel_source() -> (SyncSender<Option<Result<Record>>>, ChannelSource) {
 }
 
 fn row(i: i64) -> Result<Record> {
-    Ok(Record::Row(Row::new().with("i", i).with("name", format!("r{i}"))))
+    Ok(Record::Row(
+        Row::new().with("i", i).with("name", format!("r{i}")),
+    ))
 }
 
 fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
@@ -54,8 +56,17 @@ fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
 fn flushes_every_batch_size_rows() {
     let sink = MemorySink::new();
     let h = sink.handle();
-    let options = PipeOptions { batch_size: 100, flush_interval: Duration::from_secs(60), ..Default::default() };
-    let summary = pipe(from_iter((0..1000).map(row)), vec![Box::new(sink)], &options).unwrap();
+    let options = PipeOptions {
+        batch_size: 100,
+        flush_interval: Duration::from_secs(60),
+        ..Default::default()
+    };
+    let summary = pipe(
+        from_iter((0..1000).map(row)),
+        vec![Box::new(sink)],
+        &options,
+    )
+    .unwrap();
     assert_eq!(summary.rows, 1000);
     let sizes: Vec<usize> = h.batches().iter().map(RecordBatch::num_rows).collect();
     assert_eq!(sizes, vec![100; 10]);
@@ -67,8 +78,16 @@ fn flushes_every_batch_size_rows() {
 fn large_source_batches_are_sliced_to_batch_size() {
     let sink = MemorySink::new();
     let h = sink.handle();
-    let options = PipeOptions { batch_size: 64, ..Default::default() };
-    pipe(AlicatSim::new(Some(1000), 0.0), vec![Box::new(sink)], &options).unwrap();
+    let options = PipeOptions {
+        batch_size: 64,
+        ..Default::default()
+    };
+    pipe(
+        AlicatSim::new(Some(1000), 0.0),
+        vec![Box::new(sink)],
+        &options,
+    )
+    .unwrap();
     let sizes: Vec<usize> = h.batches().iter().map(RecordBatch::num_rows).collect();
     assert_eq!(sizes.iter().sum::<usize>(), 1000);
     assert!(sizes.iter().all(|&n| n <= 64), "{sizes:?}");
@@ -90,7 +109,10 @@ fn a_silent_stream_is_still_flushed_by_the_timer() {
         tx.send(Some(row(i))).unwrap();
     }
     // The source now says nothing; the rows must still arrive within about one interval.
-    assert!(wait_until(Duration::from_secs(5), || h.rows() == 5), "timer flushed nothing");
+    assert!(
+        wait_until(Duration::from_secs(5), || h.rows() == 5),
+        "timer flushed nothing"
+    );
     assert!(h.flushes() >= 1);
     assert!(!runner.is_finished());
     tx.send(None).unwrap();
@@ -105,15 +127,24 @@ fn everything_received_is_flushed_before_a_source_error_is_returned() {
     let csv = dir.path().join("out.csv");
     let mem = MemorySink::new();
     let h = mem.handle();
-    let stream = (0..10).map(row).chain(std::iter::once(Err(Error::MalformedInput {
-        source_name: "test".into(),
-        line: 11,
-        message: "boom".into(),
-    })));
-    let options = PipeOptions { batch_size: 1000, flush_interval: Duration::from_secs(60), ..Default::default() };
+    let stream = (0..10)
+        .map(row)
+        .chain(std::iter::once(Err(Error::MalformedInput {
+            source_name: "test".into(),
+            line: 11,
+            message: "boom".into(),
+        })));
+    let options = PipeOptions {
+        batch_size: 1000,
+        flush_interval: Duration::from_secs(60),
+        ..Default::default()
+    };
     let report = pipe_report(
         from_iter(stream),
-        vec![Box::new(mem), sink::open(&format!("csv:{}", csv.display())).unwrap()],
+        vec![
+            Box::new(mem),
+            sink::open(&format!("csv:{}", csv.display())).unwrap(),
+        ],
         &options,
     );
     let err = report.error.expect("the source error is returned");
@@ -130,14 +161,22 @@ fn everything_received_is_flushed_before_a_source_error_is_returned() {
 fn limit_stops_at_exactly_n_rows() {
     let sink = MemorySink::new();
     let h = sink.handle();
-    let options = PipeOptions { batch_size: 100, limit: Some(1234), ..Default::default() };
+    let options = PipeOptions {
+        batch_size: 100,
+        limit: Some(1234),
+        ..Default::default()
+    };
     let s = pipe(AlicatSim::new(None, 0.0), vec![Box::new(sink)], &options).unwrap();
     assert_eq!((s.rows, h.rows()), (1234, 1234));
     assert_eq!(s.ended_by, "limit");
-    let s = pipe(from_iter((0..50).map(row)), vec![Box::new(MemorySink::new())], &PipeOptions {
-        limit: Some(7),
-        ..Default::default()
-    })
+    let s = pipe(
+        from_iter((0..50).map(row)),
+        vec![Box::new(MemorySink::new())],
+        &PipeOptions {
+            limit: Some(7),
+            ..Default::default()
+        },
+    )
     .unwrap();
     assert_eq!(s.rows, 7);
 }
@@ -146,10 +185,17 @@ fn limit_stops_at_exactly_n_rows() {
 fn duration_stops_a_paced_source() {
     let sink = MemorySink::new();
     let h = sink.handle();
-    let options = PipeOptions { duration: Some(Duration::from_millis(300)), ..Default::default() };
+    let options = PipeOptions {
+        duration: Some(Duration::from_millis(300)),
+        ..Default::default()
+    };
     let s = pipe(AlicatSim::new(None, 1000.0), vec![Box::new(sink)], &options).unwrap();
     assert_eq!(s.ended_by, "duration");
-    assert!(s.rows > 50 && s.rows < 1000, "{} rows in 300 ms at 1000/s", s.rows);
+    assert!(
+        s.rows > 50 && s.rows < 1000,
+        "{} rows in 300 ms at 1000/s",
+        s.rows
+    );
     assert_eq!(h.rows() as u64, s.rows);
     assert!(s.seconds >= 0.29);
 }
@@ -200,7 +246,10 @@ impl Sink for GatedSink {
         Ok(())
     }
     fn stats(&self) -> SinkStats {
-        SinkStats { rows: self.rows, bytes: 0 }
+        SinkStats {
+            rows: self.rows,
+            bytes: 0,
+        }
     }
 }
 
@@ -210,7 +259,11 @@ fn a_stuck_sink_holds_others_back_by_at_most_its_queue() {
     let closed = gate.lock().unwrap();
     let fast = MemorySink::new();
     let h = fast.handle();
-    let options = PipeOptions { batch_size: 10, queue_batches: 4, ..Default::default() };
+    let options = PipeOptions {
+        batch_size: 10,
+        queue_batches: 4,
+        ..Default::default()
+    };
     let g = gate.clone();
     let runner = thread::spawn(move || {
         pipe(
@@ -224,7 +277,10 @@ fn a_stuck_sink_holds_others_back_by_at_most_its_queue() {
     assert!(wait_until(Duration::from_secs(5), || h.rows() >= 20));
     thread::sleep(Duration::from_millis(200));
     let ahead = h.batches().len();
-    assert!(ahead <= 6, "fast sink ran {ahead} batches ahead of a stuck sink");
+    assert!(
+        ahead <= 6,
+        "fast sink ran {ahead} batches ahead of a stuck sink"
+    );
     assert!(!runner.is_finished());
     drop(closed);
     let s = runner.join().unwrap().unwrap();
@@ -242,7 +298,10 @@ impl Sink for FailingSink {
     fn write(&mut self, _: &RecordBatch) -> Result<()> {
         self.0 += 1;
         if self.0 == 3 {
-            return Err(Error::Unsupported { sink: "failing".into(), what: "disk on fire".into() });
+            return Err(Error::Unsupported {
+                sink: "failing".into(),
+                what: "disk on fire".into(),
+            });
         }
         Ok(())
     }
@@ -261,21 +320,32 @@ impl Sink for FailingSink {
 fn a_failing_sink_stops_the_pipe_and_is_named() {
     let mem = MemorySink::new();
     let h = mem.handle();
-    let options = PipeOptions { batch_size: 10, ..Default::default() };
+    let options = PipeOptions {
+        batch_size: 10,
+        ..Default::default()
+    };
     let report = pipe_report(
         AlicatSim::new(None, 0.0),
         vec![Box::new(FailingSink(0)), Box::new(mem)],
         &options,
     );
     let err = report.error.expect("sink error");
-    assert!(matches!(err, Error::Sink { ref sink, .. } if sink == "failing"), "{err:?}");
+    assert!(
+        matches!(err, Error::Sink { ref sink, .. } if sink == "failing"),
+        "{err:?}"
+    );
     assert!(err.to_string().contains("disk on fire"));
     assert!(report.summary.sinks[0].error.is_some());
     // The healthy sink got everything received and was closed.
     assert_eq!(h.rows() as u64, report.summary.rows);
     assert!(h.is_closed());
     // Alone, the failing sink runs inline; same outcome.
-    let err = pipe(AlicatSim::new(None, 0.0), vec![Box::new(FailingSink(0))], &options).unwrap_err();
+    let err = pipe(
+        AlicatSim::new(None, 0.0),
+        vec![Box::new(FailingSink(0))],
+        &options,
+    )
+    .unwrap_err();
     assert!(matches!(err, Error::Sink { .. }), "{err:?}");
 }
 
@@ -283,7 +353,10 @@ fn a_failing_sink_stops_the_pipe_and_is_named() {
 fn blocks_go_through_whole() {
     let sink = MemorySink::new();
     let h = sink.handle();
-    let sim = DaqSim::new(8, 10_000.0, 1000).with_blocks(Some(5)).with_real_time(false).with_raw(true);
+    let sim = DaqSim::new(8, 10_000.0, 1000)
+        .with_blocks(Some(5))
+        .with_real_time(false)
+        .with_raw(true);
     let s = pipe(sim, vec![Box::new(sink)], &PipeOptions::default()).unwrap();
     assert_eq!((s.blocks, s.rows), (5, 5000));
     let blocks = h.blocks();
@@ -295,15 +368,47 @@ fn blocks_go_through_whole() {
 #[test]
 fn bad_options_are_typed_errors() {
     for (options, name) in [
-        (PipeOptions { batch_size: 0, ..Default::default() }, "batch_size"),
-        (PipeOptions { flush_interval: Duration::ZERO, ..Default::default() }, "flush_interval"),
-        (PipeOptions { queue_batches: 0, ..Default::default() }, "queue_batches"),
+        (
+            PipeOptions {
+                batch_size: 0,
+                ..Default::default()
+            },
+            "batch_size",
+        ),
+        (
+            PipeOptions {
+                flush_interval: Duration::ZERO,
+                ..Default::default()
+            },
+            "flush_interval",
+        ),
+        (
+            PipeOptions {
+                queue_batches: 0,
+                ..Default::default()
+            },
+            "queue_batches",
+        ),
     ] {
-        let err = pipe(from_iter((0..3).map(row)), vec![Box::new(MemorySink::new())], &options).unwrap_err();
-        assert!(matches!(err, Error::InvalidOption { option, .. } if option == name), "{err:?}");
+        let err = pipe(
+            from_iter((0..3).map(row)),
+            vec![Box::new(MemorySink::new())],
+            &options,
+        )
+        .unwrap_err();
+        assert!(
+            matches!(err, Error::InvalidOption { option, .. } if option == name),
+            "{err:?}"
+        );
     }
     let err = pipe(from_iter((0..3).map(row)), vec![], &PipeOptions::default()).unwrap_err();
-    assert!(matches!(err, Error::InvalidOption { option: "sinks", .. }));
+    assert!(matches!(
+        err,
+        Error::InvalidOption {
+            option: "sinks",
+            ..
+        }
+    ));
 }
 
 #[test]
@@ -338,7 +443,10 @@ fn mixed_row_shapes_reach_jsonl_wide_and_csv_locked() {
         Ok(Record::Row(Row::new().with("a", 1))),
         Ok(Record::Row(Row::new().with("a", 2).with("b", "x"))),
     ];
-    let options = PipeOptions { batch_size: 1, ..Default::default() };
+    let options = PipeOptions {
+        batch_size: 1,
+        ..Default::default()
+    };
     pipe(
         from_iter(rows),
         vec![
@@ -349,5 +457,8 @@ fn mixed_row_shapes_reach_jsonl_wide_and_csv_locked() {
     )
     .unwrap();
     assert_eq!(std::fs::read_to_string(&csv).unwrap(), "a\n1\n2\n");
-    assert_eq!(std::fs::read_to_string(&jsonl).unwrap(), "{\"a\":1}\n{\"a\":2,\"b\":\"x\"}\n");
+    assert_eq!(
+        std::fs::read_to_string(&jsonl).unwrap(),
+        "{\"a\":1}\n{\"a\":2,\"b\":\"x\"}\n"
+    );
 }

@@ -52,8 +52,11 @@ fn unknown_columns_are_dropped_with_exactly_one_warning_per_name() {
 #[test]
 fn strict_policy_refuses_unknown_columns_naming_column_and_row() {
     let mut lock = SchemaLock::new("t").with_unknown_columns(UnknownColumns::Error);
-    lock.conform(&batch(vec![("a", Arc::new(Int64Array::from(vec![1, 2, 3])))]))
-        .unwrap();
+    lock.conform(&batch(vec![(
+        "a",
+        Arc::new(Int64Array::from(vec![1, 2, 3])),
+    )]))
+    .unwrap();
     let err = lock
         .conform(&batch(vec![
             ("a", Arc::new(Int64Array::from(vec![1]))),
@@ -75,7 +78,10 @@ fn integers_widen_into_float_columns() {
     lock.conform(&batch(vec![("v", Arc::new(Float64Array::from(vec![0.5])))]))
         .unwrap();
     let out = lock
-        .conform(&batch(vec![("v", Arc::new(Int64Array::from(vec![Some(7), None])))]))
+        .conform(&batch(vec![(
+            "v",
+            Arc::new(Int64Array::from(vec![Some(7), None])),
+        )]))
         .unwrap();
     let v = out.column(0).as_primitive::<Float64Type>();
     assert_eq!(v.value(0), 7.0);
@@ -90,8 +96,11 @@ fn integers_widen_into_float_columns() {
 #[test]
 fn other_type_changes_name_column_types_and_row() {
     let mut lock = SchemaLock::new("t");
-    lock.conform(&batch(vec![("v", Arc::new(Float64Array::from(vec![1.0; 5])))]))
-        .unwrap();
+    lock.conform(&batch(vec![(
+        "v",
+        Arc::new(Float64Array::from(vec![1.0; 5])),
+    )]))
+    .unwrap();
     let err = lock
         .conform(&batch(vec![(
             "v",
@@ -114,7 +123,10 @@ fn other_type_changes_name_column_types_and_row() {
         other => panic!("wrong error {other:?}"),
     }
     let msg = err.to_string();
-    assert!(msg.contains("`v`") && msg.contains("Float64") && msg.contains("Utf8"), "{msg}");
+    assert!(
+        msg.contains("`v`") && msg.contains("Float64") && msg.contains("Utf8"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -141,10 +153,16 @@ fn case_insensitive_collisions_are_detected() {
     assert!(matches!(err, Error::NameCollision { .. }), "{err:?}");
     // Against the locked schema.
     let mut lock = SchemaLock::new("t");
-    lock.conform(&batch(vec![("unit_id", Arc::new(StringArray::from(vec!["A"])))]))
-        .unwrap();
+    lock.conform(&batch(vec![(
+        "unit_id",
+        Arc::new(StringArray::from(vec!["A"])),
+    )]))
+    .unwrap();
     let err = lock
-        .conform(&batch(vec![("Unit_ID", Arc::new(StringArray::from(vec!["A"])))]))
+        .conform(&batch(vec![(
+            "Unit_ID",
+            Arc::new(StringArray::from(vec!["A"])),
+        )]))
         .unwrap_err();
     match err {
         Error::NameCollision { first, second } => {
@@ -171,20 +189,36 @@ fn a_null_only_first_column_explains_itself() {
 #[test]
 fn row_builder_infers_widens_and_fills_missing_with_null() {
     let mut b = RowBuilder::new();
-    b.push(Row::new().with("device", "fuel").with("flow", 1).with("ok", true));
+    b.push(
+        Row::new()
+            .with("device", "fuel")
+            .with("flow", 1)
+            .with("ok", true),
+    );
     b.push(Row::new().with("device", "air").with("flow", 2.5));
     let out = b.finish().unwrap().unwrap();
     assert_eq!(out.num_rows(), 2);
-    let flow = out.column_by_name("flow").unwrap().as_primitive::<Float64Type>();
+    let flow = out
+        .column_by_name("flow")
+        .unwrap()
+        .as_primitive::<Float64Type>();
     assert_eq!((flow.value(0), flow.value(1)), (1.0, 2.5));
     assert!(out.column_by_name("ok").unwrap().is_null(1));
     // Second batch: locked; new column dropped, ints into float column widen.
-    b.push(Row::new().with("device", "x").with("flow", 3).with("new", 1));
+    b.push(
+        Row::new()
+            .with("device", "x")
+            .with("flow", 3)
+            .with("new", 1),
+    );
     let (out, warnings) = count_warnings(|| b.finish().unwrap().unwrap());
     assert_eq!(warnings, 1);
     assert_eq!(out.num_columns(), 3);
     assert_eq!(
-        out.column_by_name("flow").unwrap().as_primitive::<Float64Type>().value(0),
+        out.column_by_name("flow")
+            .unwrap()
+            .as_primitive::<Float64Type>()
+            .value(0),
         3.0
     );
 }
@@ -199,7 +233,9 @@ fn row_builder_conflicts_name_the_row() {
     b.push(Row::new().with("n", 1));
     b.push(Row::new().with("n", "eleven"));
     match b.finish().unwrap_err() {
-        Error::SchemaConflict { column, row, got, .. } => {
+        Error::SchemaConflict {
+            column, row, got, ..
+        } => {
             assert_eq!(column, "n");
             assert_eq!(row, 11);
             assert_eq!(got, DataType::Utf8);

@@ -30,16 +30,50 @@ const TRICKY: [Option<&str>; 7] = [
 
 fn tricky_batch() -> RecordBatch {
     let n = TRICKY.len();
-    let floats = [1.5, f64::NAN, f64::INFINITY, f64::NEG_INFINITY, -0.0, 1e-300, 0.1 + 0.2];
+    let floats = [
+        1.5,
+        f64::NAN,
+        f64::INFINITY,
+        f64::NEG_INFINITY,
+        -0.0,
+        1e-300,
+        0.1 + 0.2,
+    ];
     let ts: Vec<Option<i64>> = (0..n as i64)
-        .map(|i| if i == 5 { None } else { Some(1_767_225_600_000_000 + i * 123_457) })
+        .map(|i| {
+            if i == 5 {
+                None
+            } else {
+                Some(1_767_225_600_000_000 + i * 123_457)
+            }
+        })
         .collect();
     batch(vec![
-        ("text", Arc::new(StringArray::from(TRICKY.to_vec())) as ArrayRef),
+        (
+            "text",
+            Arc::new(StringArray::from(TRICKY.to_vec())) as ArrayRef,
+        ),
         ("f", Arc::new(Float64Array::from(floats.to_vec()))),
-        ("i", Arc::new(Int64Array::from((0..n as i64).map(|i| i * -1_000_000_007).collect::<Vec<_>>()))),
-        ("b", Arc::new(BooleanArray::from((0..n).map(|i| (i % 2 == 0).then_some(i % 3 == 0)).collect::<Vec<_>>()))),
-        ("t", Arc::new(TimestampMicrosecondArray::from(ts).with_timezone("UTC"))),
+        (
+            "i",
+            Arc::new(Int64Array::from(
+                (0..n as i64)
+                    .map(|i| i * -1_000_000_007)
+                    .collect::<Vec<_>>(),
+            )),
+        ),
+        (
+            "b",
+            Arc::new(BooleanArray::from(
+                (0..n)
+                    .map(|i| (i % 2 == 0).then_some(i % 3 == 0))
+                    .collect::<Vec<_>>(),
+            )),
+        ),
+        (
+            "t",
+            Arc::new(TimestampMicrosecondArray::from(ts).with_timezone("UTC")),
+        ),
     ])
 }
 
@@ -62,7 +96,10 @@ fn csv_round_trips_through_the_csv_crate() {
     assert_eq!(s.stats().bytes, fs::metadata(&p).unwrap().len());
 
     let mut r = csv::Reader::from_path(&p).unwrap();
-    assert_eq!(r.headers().unwrap().iter().collect::<Vec<_>>(), ["text", "f", "i", "b", "t"]);
+    assert_eq!(
+        r.headers().unwrap().iter().collect::<Vec<_>>(),
+        ["text", "f", "i", "b", "t"]
+    );
     let recs: Vec<csv::StringRecord> = r.records().map(Result::unwrap).collect();
     assert_eq!(recs.len(), b.num_rows());
     let f = b.column(1).as_primitive::<Float64Type>();
@@ -71,19 +108,30 @@ fn csv_round_trips_through_the_csv_crate() {
     for (row, rec) in recs.iter().enumerate() {
         assert_eq!(&rec[0], TRICKY[row].unwrap_or(""), "row {row}");
         let back: f64 = rec[1].parse().unwrap();
-        assert!(float_eq(back, f.value(row)), "row {row}: {} vs {}", &rec[1], f.value(row));
+        assert!(
+            float_eq(back, f.value(row)),
+            "row {row}: {} vs {}",
+            &rec[1],
+            f.value(row)
+        );
         assert_eq!(rec[2].parse::<i64>().unwrap(), i.value(row));
         if t.is_null(row) {
             assert_eq!(&rec[4], "");
         } else {
             assert_eq!(&rec[4], iso_micros(t.value(row)));
-            assert_eq!(tapedeck::record::time::parse_timestamp(&rec[4]), Some(t.value(row)));
+            assert_eq!(
+                tapedeck::record::time::parse_timestamp(&rec[4]),
+                Some(t.value(row))
+            );
         }
     }
     // Null and empty string stay distinguishable in the raw text.
     let text = fs::read_to_string(&p).unwrap();
     assert!(text.contains("\n\"\","), "empty string is quoted: {text}");
-    assert!(text.contains("\n,NaN,") || text.contains("\n,"), "null is an empty field");
+    assert!(
+        text.contains("\n,NaN,") || text.contains("\n,"),
+        "null is an empty field"
+    );
     // Python reads the same non-finite spellings.
     assert!(text.contains(",NaN,") && text.contains(",inf,") && text.contains(",-inf,"));
 }
@@ -117,7 +165,10 @@ fn jsonl_round_trips_through_serde_json_and_keeps_wider_rows() {
         } else {
             assert!(obj["f"].is_null(), "NaN/inf are null");
         }
-        assert_eq!(obj["i"].as_i64().unwrap(), b.column(2).as_primitive::<Int64Type>().value(row));
+        assert_eq!(
+            obj["i"].as_i64().unwrap(),
+            b.column(2).as_primitive::<Int64Type>().value(row)
+        );
         // Key order follows the batch.
         let keys: Vec<&String> = obj.as_object().unwrap().keys().collect();
         assert_eq!(keys, ["text", "f", "i", "b", "t"]);
@@ -134,8 +185,7 @@ fn ipc_round_trips_through_arrow_ipc_reader() {
     s.write(&b).unwrap();
     s.write(&b.slice(2, 3)).unwrap();
     s.close().unwrap();
-    let reader =
-        arrow_ipc::reader::FileReader::try_new(fs::File::open(&p).unwrap(), None).unwrap();
+    let reader = arrow_ipc::reader::FileReader::try_new(fs::File::open(&p).unwrap(), None).unwrap();
     let batches: Vec<RecordBatch> = reader.map(Result::unwrap).collect();
     assert_eq!(batches.len(), 2);
     assert_eq!(batches[0].columns(), b.columns());
@@ -149,8 +199,7 @@ fn ipc_with_no_batches_is_still_a_readable_file() {
     let p = path(&dir, "empty.arrow");
     let mut s = sink::open(&format!("ipc:{p}")).unwrap();
     s.close().unwrap();
-    let reader =
-        arrow_ipc::reader::FileReader::try_new(fs::File::open(&p).unwrap(), None).unwrap();
+    let reader = arrow_ipc::reader::FileReader::try_new(fs::File::open(&p).unwrap(), None).unwrap();
     assert_eq!(reader.count(), 0);
 }
 
@@ -172,7 +221,10 @@ fn file_sinks_refuse_to_overwrite_unless_asked() {
         assert_ne!(fs::read(&p).unwrap(), b"precious");
     }
     let p = path(&dir, "x.ipc");
-    assert!(matches!(sink::open(&format!("ipc:{p}?append=true")), Err(Error::UnknownParam { .. })));
+    assert!(matches!(
+        sink::open(&format!("ipc:{p}?append=true")),
+        Err(Error::UnknownParam { .. })
+    ));
     let p = path(&dir, "y.csv");
     assert!(matches!(
         sink::open(&format!("csv:{p}?append=true&overwrite=true")),
@@ -204,7 +256,11 @@ fn csv_append_reuses_the_existing_header() {
     let j = path(&dir, "log.jsonl");
     for _ in 0..2 {
         let mut s = sink::open(&format!("jsonl:{j}?append=true")).unwrap();
-        s.write(&batch(vec![("a", Arc::new(Int64Array::from(vec![1])) as ArrayRef)])).unwrap();
+        s.write(&batch(vec![(
+            "a",
+            Arc::new(Int64Array::from(vec![1])) as ArrayRef,
+        )]))
+        .unwrap();
         s.close().unwrap();
     }
     assert_eq!(fs::read_to_string(&j).unwrap(), "{\"a\":1}\n{\"a\":1}\n");
@@ -216,7 +272,11 @@ fn csv_append_after_a_torn_last_line_starts_a_new_line() {
     let p = path(&dir, "torn.csv");
     fs::write(&p, "a,b\n1,x\n2,").unwrap();
     let mut s = sink::open(&format!("csv:{p}?append=true")).unwrap();
-    s.write(&batch(vec![("a", Arc::new(Int64Array::from(vec![3])) as ArrayRef)])).unwrap();
+    s.write(&batch(vec![(
+        "a",
+        Arc::new(Int64Array::from(vec![3])) as ArrayRef,
+    )]))
+    .unwrap();
     s.close().unwrap();
     assert_eq!(fs::read_to_string(&p).unwrap(), "a,b\n1,x\n2,\n3,\n");
 }
@@ -231,7 +291,10 @@ fn daq_block() -> Block {
         t_utc_us: 0,
         period_ns: Some(100_000),
         read_window_ns: 0,
-        channels: vec![Channel { name: "ai0".into(), unit: Some("V".into()) }],
+        channels: vec![Channel {
+            name: "ai0".into(),
+            unit: Some("V".into()),
+        }],
         samples: 3,
         values: vec![0.1, 0.2, 0.3],
         raw: None,
@@ -248,7 +311,10 @@ fn text_sinks_refuse_blocks_unless_accept_blocks() {
         let err = s.write_block(&daq_block()).unwrap_err();
         assert!(matches!(err, Error::BlocksRefused { .. }), "{err:?}");
         let msg = err.to_string();
-        assert!(msg.contains("accept_blocks=true") && msg.contains("gigabyte"), "{msg}");
+        assert!(
+            msg.contains("accept_blocks=true") && msg.contains("gigabyte"),
+            "{msg}"
+        );
         s.close().unwrap();
 
         let p = path(&dir, &format!("ok.{scheme}"));
@@ -266,7 +332,13 @@ fn text_sinks_refuse_blocks_unless_accept_blocks() {
     s.close().unwrap();
     let mut r = arrow_ipc::reader::FileReader::try_new(fs::File::open(&p).unwrap(), None).unwrap();
     let b = r.next().unwrap().unwrap();
-    assert_eq!(b.column_by_name("ai0").unwrap().as_primitive::<Float64Type>().value(2), 0.3);
+    assert_eq!(
+        b.column_by_name("ai0")
+            .unwrap()
+            .as_primitive::<Float64Type>()
+            .value(2),
+        0.3
+    );
 }
 
 #[test]
@@ -294,13 +366,24 @@ fn close_is_idempotent_and_writing_after_close_is_an_error() {
 fn uri_errors_list_what_is_valid() {
     let err = sink::open("parquet2:x").err().unwrap();
     assert!(matches!(err, Error::UnknownScheme { .. }));
-    assert!(err.to_string().contains("csv, jsonl, ipc, memory, null"), "{err}");
-    let err = sink::open("csv:x.csv?overwrite=true&colour=red").err().unwrap();
+    assert!(
+        err.to_string().contains("csv, jsonl, ipc, memory, null"),
+        "{err}"
+    );
+    let err = sink::open("csv:x.csv?overwrite=true&colour=red")
+        .err()
+        .unwrap();
     let msg = err.to_string();
-    assert!(msg.contains("`colour`") && msg.contains("accept_blocks, append, overwrite, strict"), "{msg}");
+    assert!(
+        msg.contains("`colour`") && msg.contains("accept_blocks, append, overwrite, strict"),
+        "{msg}"
+    );
     let err = sink::open("csv:x.csv?overwrite=maybe").err().unwrap();
     assert!(err.to_string().contains("true or false"), "{err}");
-    assert!(matches!(sink::open("run.csv"), Err(Error::MalformedUri { .. })));
+    assert!(matches!(
+        sink::open("run.csv"),
+        Err(Error::MalformedUri { .. })
+    ));
     assert!(sink::open("csv:").is_err());
 }
 
@@ -319,9 +402,16 @@ fn io_errors_name_the_path() {
 fn csv_strict_refuses_unknown_columns() {
     let dir = tempfile::tempdir().unwrap();
     let mut s = sink::open(&format!("csv:{}?strict=true", path(&dir, "s.csv"))).unwrap();
-    s.write(&batch(vec![("a", Arc::new(Int64Array::from(vec![1])) as ArrayRef)])).unwrap();
+    s.write(&batch(vec![(
+        "a",
+        Arc::new(Int64Array::from(vec![1])) as ArrayRef,
+    )]))
+    .unwrap();
     let err = s
-        .write(&batch(vec![("b", Arc::new(Int64Array::from(vec![1])) as ArrayRef)]))
+        .write(&batch(vec![(
+            "b",
+            Arc::new(Int64Array::from(vec![1])) as ArrayRef,
+        )]))
         .unwrap_err();
     assert!(matches!(err, Error::UnknownColumn { .. }), "{err:?}");
 }

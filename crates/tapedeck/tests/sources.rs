@@ -33,10 +33,24 @@ fn rows(records: Vec<Record>) -> Vec<Row> {
 fn alicat_sample_is_exactly_the_workload() {
     let sim = AlicatSim::new(Some(2500), 0.0);
     let b = sim.batch(0, 2500).unwrap();
-    let names: Vec<String> = b.schema().fields().iter().map(|f| f.name().clone()).collect();
+    let names: Vec<String> = b
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
     assert_eq!(
         names,
-        ["device", "unit_id", "requested_at", "received_at", "midpoint_at", "latency_s", "Mass_Flow", "status"]
+        [
+            "device",
+            "unit_id",
+            "requested_at",
+            "received_at",
+            "midpoint_at",
+            "latency_s",
+            "Mass_Flow",
+            "status"
+        ]
     );
     let req = b.column(2).as_primitive::<TimestampMicrosecondType>();
     let rec = b.column(3).as_primitive::<TimestampMicrosecondType>();
@@ -52,9 +66,15 @@ fn alicat_sample_is_exactly_the_workload() {
         assert_eq!(flow.value(i), 10.0 + (i % 1000) as f64 * 0.01);
         assert_eq!(b.column(7).as_string::<i32>().value(i), "");
     }
-    assert_eq!(tapedeck::record::time::iso_micros(BASE_MICROS), "2026-01-01T00:00:00.000000Z");
+    assert_eq!(
+        tapedeck::record::time::iso_micros(BASE_MICROS),
+        "2026-01-01T00:00:00.000000Z"
+    );
     // From a URI, n bounds the stream.
-    let total: usize = drain(source::open("sim:alicat?n=2500").unwrap()).iter().map(Record::row_count).sum();
+    let total: usize = drain(source::open("sim:alicat?n=2500").unwrap())
+        .iter()
+        .map(Record::row_count)
+        .sum();
     assert_eq!(total, 2500);
 }
 
@@ -78,7 +98,9 @@ fn alicat_rate_paces_rows_but_not_timestamps() {
 
 #[test]
 fn daq_blocks_follow_rate_block_and_raw() {
-    let records = drain(source::open("sim:daq?channels=4&rate=2000&block=100&blocks=3&pace=max&raw=true").unwrap());
+    let records = drain(
+        source::open("sim:daq?channels=4&rate=2000&block=100&blocks=3&pace=max&raw=true").unwrap(),
+    );
     assert_eq!(records.len(), 3);
     for (k, r) in records.iter().enumerate() {
         let Record::Block(b) = r else { panic!() };
@@ -89,7 +111,9 @@ fn daq_blocks_follow_rate_block_and_raw() {
         assert_eq!(b.first_sample_index, k as u64 * 100);
         assert_eq!(b.period_ns, Some(500_000));
         assert_eq!(b.t_mono_ns, k as i64 * 100 * 500_000);
-        let Some(tapedeck::record::RawCodes::I16(raw)) = &b.raw else { panic!("raw codes") };
+        let Some(tapedeck::record::RawCodes::I16(raw)) = &b.raw else {
+            panic!("raw codes")
+        };
         for (v, code) in b.values.iter().zip(raw) {
             assert!(v.abs() <= 1.011, "sin + small noise: {v}");
             assert!(((*code as f64) * 10.0 / 32767.0 - v).abs() < 1e-3);
@@ -112,13 +136,20 @@ fn sim_uris_validate_their_parameters() {
         ("kafka:topic", "known schemes: sim, stdin, file"),
         ("stdin:", "stdin:csv"),
     ] {
-        let err = source::open(uri).err().unwrap_or_else(|| panic!("{uri} should fail"));
+        let err = source::open(uri)
+            .err()
+            .unwrap_or_else(|| panic!("{uri} should fail"));
         assert!(err.to_string().contains(needle), "{uri}: {err}");
     }
 }
 
 fn csv_source(text: &str, on_error: OnError) -> LineSource {
-    LineSource::new("test.csv", Box::new(Cursor::new(text.to_string())), LineFormat::Csv, on_error)
+    LineSource::new(
+        "test.csv",
+        Box::new(Cursor::new(text.to_string())),
+        LineFormat::Csv,
+        on_error,
+    )
 }
 
 #[test]
@@ -128,11 +159,18 @@ fn csv_source_infers_column_types() {
     assert_eq!(rows.len(), 3);
     assert_eq!(rows[0].get("i"), Some(&Value::Int(1)));
     assert_eq!(rows[0].get("f"), Some(&Value::Float(1.5)));
-    assert_eq!(rows[2].get("f"), Some(&Value::Float(3.0)), "int in a float column");
+    assert_eq!(
+        rows[2].get("f"),
+        Some(&Value::Float(3.0)),
+        "int in a float column"
+    );
     assert_eq!(rows[1].get("f"), Some(&Value::Null));
     assert_eq!(rows[1].get("b"), Some(&Value::Bool(false)));
     assert_eq!(rows[0].get("t"), Some(&Value::Timestamp(BASE_MICROS)));
-    assert_eq!(rows[1].get("t"), Some(&Value::Timestamp(BASE_MICROS + 1_500_000)));
+    assert_eq!(
+        rows[1].get("t"),
+        Some(&Value::Timestamp(BASE_MICROS + 1_500_000))
+    );
     assert_eq!(rows[1].get("s"), Some(&Value::Text("b, c".into())));
     assert_eq!(rows[2].get("mixed"), Some(&Value::Text("x".into())));
 }
@@ -152,7 +190,10 @@ fn csv_malformed_lines_fail_or_are_skipped_with_their_line_number() {
     match &err {
         Error::MalformedInput { line, message, .. } => {
             assert_eq!(*line, 3);
-            assert!(message.contains("1 fields, but the header has 2"), "{message}");
+            assert!(
+                message.contains("1 fields, but the header has 2"),
+                "{message}"
+            );
         }
         other => panic!("{other:?}"),
     }
@@ -184,7 +225,13 @@ fn csv_type_errors_after_inference_name_column_and_line() {
     let s = source::open(&format!("file:{}?infer_rows=2", p.display())).unwrap();
     let err = drain_err(s);
     let msg = err.to_string();
-    assert!(msg.contains("line 4") && msg.contains("`n`") && msg.contains("an integer") && msg.contains("`three`"), "{msg}");
+    assert!(
+        msg.contains("line 4")
+            && msg.contains("`n`")
+            && msg.contains("an integer")
+            && msg.contains("`three`"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -199,7 +246,12 @@ fn csv_header_problems_are_reported() {
 #[test]
 fn jsonl_source_reads_objects_and_reports_bad_lines() {
     let text = "{\"a\":1,\"b\":2.5,\"c\":\"x\",\"d\":null,\"e\":[1,2],\"f\":true}\n\n{\"a\":\n[1]\n{\"a\":2}\n";
-    let s = LineSource::new("in.jsonl", Box::new(Cursor::new(text)), LineFormat::Jsonl, OnError::Skip);
+    let s = LineSource::new(
+        "in.jsonl",
+        Box::new(Cursor::new(text)),
+        LineFormat::Jsonl,
+        OnError::Skip,
+    );
     let counters = s.counters();
     let rows = rows(drain(s));
     assert_eq!(rows.len(), 2);
@@ -211,10 +263,17 @@ fn jsonl_source_reads_objects_and_reports_bad_lines() {
     assert_eq!(names, ["a", "b", "c", "d", "e", "f"], "key order kept");
     assert_eq!(counters.skipped(), 2);
 
-    let s = LineSource::new("in.jsonl", Box::new(Cursor::new(text)), LineFormat::Jsonl, OnError::Fail);
+    let s = LineSource::new(
+        "in.jsonl",
+        Box::new(Cursor::new(text)),
+        LineFormat::Jsonl,
+        OnError::Fail,
+    );
     let err = drain_err(s);
     match err {
-        Error::MalformedInput { line, source_name, .. } => assert_eq!((line, source_name.as_str()), (3, "in.jsonl")),
+        Error::MalformedInput {
+            line, source_name, ..
+        } => assert_eq!((line, source_name.as_str()), (3, "in.jsonl")),
         other => panic!("{other:?}"),
     }
 }
@@ -224,12 +283,35 @@ fn lines_source_keeps_each_line_and_flags_invalid_utf8() {
     let mut bytes = b"first\r\nsecond\n".to_vec();
     bytes.extend_from_slice(&[0xff, 0xfe, b'\n']);
     bytes.extend_from_slice(b"last");
-    let s = LineSource::new("log", Box::new(Cursor::new(bytes.clone())), LineFormat::Lines, OnError::Skip);
-    let got: Vec<Value> = rows(drain(s)).into_iter().map(|r| r.get("line").cloned().unwrap()).collect();
-    assert_eq!(got, vec![Value::from("first"), Value::from("second"), Value::from("last")]);
-    let s = LineSource::new("log", Box::new(Cursor::new(bytes)), LineFormat::Lines, OnError::Fail);
+    let s = LineSource::new(
+        "log",
+        Box::new(Cursor::new(bytes.clone())),
+        LineFormat::Lines,
+        OnError::Skip,
+    );
+    let got: Vec<Value> = rows(drain(s))
+        .into_iter()
+        .map(|r| r.get("line").cloned().unwrap())
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            Value::from("first"),
+            Value::from("second"),
+            Value::from("last")
+        ]
+    );
+    let s = LineSource::new(
+        "log",
+        Box::new(Cursor::new(bytes)),
+        LineFormat::Lines,
+        OnError::Fail,
+    );
     let err = drain_err(s);
-    assert!(err.to_string().contains("log line 3: not valid UTF-8"), "{err}");
+    assert!(
+        err.to_string().contains("log line 3: not valid UTF-8"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -237,11 +319,20 @@ fn file_source_picks_format_from_extension_and_names_missing_files() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("d.jsonl");
     std::fs::write(&p, "{\"x\":1}\n").unwrap();
-    let rows = rows(drain(source::open(&format!("file:{}", p.display())).unwrap()));
+    let rows = rows(drain(
+        source::open(&format!("file:{}", p.display())).unwrap(),
+    ));
     assert_eq!(rows[0].get("x"), Some(&Value::Int(1)));
-    let rows2 = self::rows(drain(source::open(&format!("file:{}?format=lines", p.display())).unwrap()));
+    let rows2 = self::rows(drain(
+        source::open(&format!("file:{}?format=lines", p.display())).unwrap(),
+    ));
     assert_eq!(rows2[0].get("line"), Some(&Value::from("{\"x\":1}")));
     let missing = dir.path().join("nope.csv");
-    let err = source::open(&format!("file:{}", missing.display())).err().unwrap();
-    assert!(matches!(err, Error::Io { .. }) && err.to_string().contains("nope.csv"), "{err}");
+    let err = source::open(&format!("file:{}", missing.display()))
+        .err()
+        .unwrap();
+    assert!(
+        matches!(err, Error::Io { .. }) && err.to_string().contains("nope.csv"),
+        "{err}"
+    );
 }

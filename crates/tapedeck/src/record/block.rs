@@ -16,7 +16,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use arrow_array::builder::{Float64Builder, Int64Builder, StringBuilder, TimestampMicrosecondBuilder};
+use arrow_array::builder::{
+    Float64Builder, Int64Builder, StringBuilder, TimestampMicrosecondBuilder,
+};
 use arrow_array::{
     ArrayRef, Float64Array, Int16Array, Int32Array, Int64Array, RecordBatch, StringArray,
     TimestampMicrosecondArray,
@@ -222,7 +224,9 @@ impl Block {
                 f = f.with_metadata(HashMap::from([("unit".to_string(), unit.clone())]));
             }
             fields.push(f);
-            columns.push(Arc::new(Float64Array::from(self.channel_values(c).to_vec())));
+            columns.push(Arc::new(Float64Array::from(
+                self.channel_values(c).to_vec(),
+            )));
         }
         if let Some(raw) = &self.raw {
             for (c, ch) in self.channels.iter().enumerate() {

@@ -302,10 +302,7 @@ impl SchemaLock {
 pub(crate) fn to_f64(a: &ArrayRef) -> Option<ArrayRef> {
     macro_rules! widen {
         ($t:ty) => {
-            Some(Arc::new(
-                a.as_primitive::<$t>()
-                    .unary::<_, Float64Type>(|v| v as f64),
-            ) as ArrayRef)
+            Some(Arc::new(a.as_primitive::<$t>().unary::<_, Float64Type>(|v| v as f64)) as ArrayRef)
         };
     }
     match a.data_type() {

@@ -23,9 +23,9 @@ pub fn write_iso_micros(micros: i64, out: &mut Vec<u8>) {
     if !(0..=9999).contains(&y) {
         // Outside four-digit years, fall back to chrono's general formatting.
         match DateTime::<Utc>::from_timestamp_micros(micros) {
-            Some(t) => out.extend_from_slice(
-                t.format("%+Y-%m-%dT%H:%M:%S%.6fZ").to_string().as_bytes(),
-            ),
+            Some(t) => {
+                out.extend_from_slice(t.format("%+Y-%m-%dT%H:%M:%S%.6fZ").to_string().as_bytes())
+            }
             None => out.extend_from_slice(micros.to_string().as_bytes()),
         }
         return;

@@ -67,7 +67,11 @@ impl CsvSink {
         let existing_len = opened.existing_len;
         let mut out = BufferedOutput::new(opened);
         let existing_header = if existing_len > 0 {
-            Some(read_header_and_fix_tail(out.file_mut(), path, existing_len)?)
+            Some(read_header_and_fix_tail(
+                out.file_mut(),
+                path,
+                existing_len,
+            )?)
         } else {
             None
         };

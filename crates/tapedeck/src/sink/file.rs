@@ -58,7 +58,8 @@ impl FileOptions {
             });
         }
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent).map_err(|e| Error::io("create directory", parent, e))?;
+            std::fs::create_dir_all(parent)
+                .map_err(|e| Error::io("create directory", parent, e))?;
         }
         let mut oo = OpenOptions::new();
         if self.append {

@@ -44,7 +44,7 @@ type Output = Counting<BufWriter<File>>;
 enum State {
     /// File created, schema not known yet.
     Pending(Output),
-    Writing(FileWriter<Output>),
+    Writing(Box<FileWriter<Output>>),
     Done,
 }
 
@@ -128,7 +128,7 @@ impl IpcSink {
                 return Ok(());
             };
             let writer = FileWriter::try_new(out, schema).map_err(|e| self.ipc_err("write", e))?;
-            self.state = State::Writing(writer);
+            self.state = State::Writing(Box::new(writer));
         }
         Ok(())
     }

@@ -107,7 +107,11 @@ impl MemorySink {
     }
 
     fn update(&self, f: impl FnOnce(&mut Contents)) {
-        f(&mut self.contents.0.lock().unwrap_or_else(PoisonError::into_inner));
+        f(&mut self
+            .contents
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner));
     }
 }
 

@@ -14,11 +14,11 @@
 
 pub mod csv;
 mod file;
-mod text;
 pub mod ipc;
 pub mod jsonl;
 pub mod memory;
 pub mod null;
+mod text;
 
 use arrow_array::RecordBatch;
 

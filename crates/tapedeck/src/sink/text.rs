@@ -216,8 +216,7 @@ fn write_hex(bytes: &[u8], out: &mut Vec<u8>) {
 /// RFC 4180: quote a field that contains a comma, quote, CR or LF (or is empty, to tell it from
 /// null); double the quotes inside.
 pub(crate) fn write_csv_text(s: &[u8], out: &mut Vec<u8>) {
-    let needs_quotes =
-        s.is_empty() || s.iter().any(|&b| matches!(b, b',' | b'"' | b'\r' | b'\n'));
+    let needs_quotes = s.is_empty() || s.iter().any(|&b| matches!(b, b',' | b'"' | b'\r' | b'\n'));
     if !needs_quotes {
         out.extend_from_slice(s);
         return;

@@ -192,12 +192,7 @@ impl LineSource {
                     uri: shown.clone(),
                     reason: "say what stdin carries: stdin:csv, stdin:jsonl or stdin:lines".into(),
                 })?;
-            LineSource::new(
-                "stdin",
-                Box::new(std::io::stdin()),
-                format,
-                on_error,
-            )
+            LineSource::new("stdin", Box::new(std::io::stdin()), format, on_error)
         } else {
             let path = Path::new(&uri.path);
             if uri.path.is_empty() {

@@ -105,7 +105,9 @@ impl AlicatSim {
             Arc::new(shifted(2_000)),
             Arc::new(Float64Array::from_value(0.005, count)),
             Arc::new(flow),
-            Arc::new(StringArray::from_iter_values(std::iter::repeat_n("", count))),
+            Arc::new(StringArray::from_iter_values(std::iter::repeat_n(
+                "", count,
+            ))),
         ];
         RecordBatch::try_new(self.schema.clone(), columns)
             .map_err(|e| Error::arrow("sim:alicat: building a batch", e))

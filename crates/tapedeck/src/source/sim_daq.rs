@@ -101,7 +101,10 @@ impl DaqSim {
             .parse::<usize>("block", "samples per channel per block")?
             .unwrap_or(1000);
         let blocks = uri.params.parse::<u64>("blocks", "a block count")?;
-        let pace = uri.params.choice("pace", &["real", "max"])?.unwrap_or("real");
+        let pace = uri
+            .params
+            .choice("pace", &["real", "max"])?
+            .unwrap_or("real");
         let raw = uri.params.flag("raw")?;
         uri.params.finish()?;
         positive("channels", channels as f64)?;
