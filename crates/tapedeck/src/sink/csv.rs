@@ -19,7 +19,7 @@ use arrow_array::RecordBatch;
 use arrow_schema::{DataType, Field, Schema};
 
 use super::file::{BufferedOutput, FileOptions};
-use super::text::{TextColumn, write_csv_text};
+use super::text::{ColumnCache, TextColumn, write_csv_text};
 use super::{Lifecycle, Sink, SinkStats};
 use crate::error::{Error, Result};
 use crate::record::{Block, SchemaLock, UnknownColumns};
@@ -46,6 +46,7 @@ pub struct CsvSink {
     /// Header of an existing file being appended to.
     existing_header: Option<Vec<String>>,
     header_written: bool,
+    caches: Vec<ColumnCache>,
     rows: u64,
 }
 
@@ -88,6 +89,7 @@ impl CsvSink {
             existing_header,
             options,
             lock,
+            caches: Vec::new(),
             rows: 0,
         })
     }
@@ -135,13 +137,14 @@ impl CsvSink {
         if !self.header_written {
             self.push_header(&batch.schema());
         }
-        let mut columns = TextColumn::for_batch(&batch)?;
+        let columns = TextColumn::for_batch(&batch)?;
+        ColumnCache::resize(&mut self.caches, columns.len());
         for row in 0..batch.num_rows() {
-            for (i, col) in columns.iter_mut().enumerate() {
+            for (i, (col, cache)) in columns.iter().zip(&mut self.caches).enumerate() {
                 if i > 0 {
                     self.out.buf.push(b',');
                 }
-                col.write_csv(row, &mut self.out.buf);
+                col.write_csv(row, cache, &mut self.out.buf);
             }
             self.out.buf.push(b'\n');
         }

@@ -10,7 +10,7 @@ use std::path::Path;
 use arrow_array::RecordBatch;
 
 use super::file::{BufferedOutput, FileOptions};
-use super::text::{TextColumn, write_json_string};
+use super::text::{ColumnCache, TextColumn, write_json_string};
 use super::{Lifecycle, Sink, SinkStats};
 use crate::error::{Error, Result};
 use crate::record::Block;
@@ -32,6 +32,7 @@ pub struct JsonlSink {
     life: Lifecycle,
     out: BufferedOutput,
     options: JsonlOptions,
+    caches: Vec<ColumnCache>,
     rows: u64,
 }
 
@@ -44,6 +45,7 @@ impl JsonlSink {
             life: Lifecycle::new(format!("jsonl:{}", path.display())),
             out: BufferedOutput::new(opened),
             options,
+            caches: Vec::new(),
             rows: 0,
         })
     }
@@ -72,14 +74,15 @@ impl JsonlSink {
                 k
             })
             .collect();
-        let mut columns = TextColumn::for_batch(batch)?;
+        let columns = TextColumn::for_batch(batch)?;
+        ColumnCache::resize(&mut self.caches, columns.len());
         for row in 0..batch.num_rows() {
             if columns.is_empty() {
                 self.out.buf.push(b'{');
             }
-            for (key, col) in keys.iter().zip(&mut columns) {
+            for ((key, col), cache) in keys.iter().zip(&columns).zip(&mut self.caches) {
                 self.out.buf.extend_from_slice(key);
-                col.write_json(row, &mut self.out.buf);
+                col.write_json(row, cache, &mut self.out.buf);
             }
             self.out.buf.extend_from_slice(b"}\n");
         }

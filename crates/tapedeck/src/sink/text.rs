@@ -24,31 +24,67 @@ pub(crate) enum TextColumn {
     Bool(BooleanArray),
     Int(PrimitiveArray<Int64Type>),
     UInt(PrimitiveArray<UInt64Type>),
-    Float(PrimitiveArray<Float64Type>, FloatCache),
+    Float(PrimitiveArray<Float64Type>),
     Text(StringArray),
     Bytes(BinaryArray),
-    Timestamp(PrimitiveArray<TimestampMicrosecondType>, IsoFormatter),
+    Timestamp(PrimitiveArray<TimestampMicrosecondType>),
 }
 
-/// The text of the last finite float written in a column: measurement columns repeat values
-/// often (constants, slowly varying readings), and `ryu` is the costliest part of a row.
+/// Per-column formatting caches a text sink keeps across batches.
 #[derive(Debug, Default)]
+pub(crate) struct ColumnCache {
+    floats: FloatCache,
+    iso: IsoFormatter,
+}
+
+impl ColumnCache {
+    /// Caches for `n` columns, keeping existing ones.
+    pub(crate) fn resize(caches: &mut Vec<ColumnCache>, n: usize) {
+        if caches.len() < n {
+            caches.resize_with(n, ColumnCache::default);
+        }
+    }
+}
+
+const FLOAT_SLOTS: usize = 4096;
+
+/// Text of recently written floats, direct-mapped by bit pattern. Measurement values are
+/// quantised (an instrument reporting two decimals, an ADC's codes), so the same values recur
+/// and `ryu`, the costliest step of a text row, runs once per distinct value instead of once per
+/// row. A miss costs one hash and one copy.
+#[derive(Debug)]
 pub(crate) struct FloatCache {
-    bits: Option<u64>,
-    text: [u8; 24],
-    len: usize,
+    /// Bit pattern per slot; `u64::MAX` (a NaN, never cached) marks an empty slot.
+    keys: Box<[u64; FLOAT_SLOTS]>,
+    lens: Box<[u8; FLOAT_SLOTS]>,
+    text: Box<[[u8; 24]; FLOAT_SLOTS]>,
+}
+
+impl Default for FloatCache {
+    fn default() -> Self {
+        FloatCache {
+            keys: Box::new([u64::MAX; FLOAT_SLOTS]),
+            lens: Box::new([0; FLOAT_SLOTS]),
+            text: Box::new([[0; 24]; FLOAT_SLOTS]),
+        }
+    }
 }
 
 impl FloatCache {
+    /// Writes finite `v` as `ryu` would.
     fn write(&mut self, v: f64, out: &mut Vec<u8>) {
-        if self.bits != Some(v.to_bits()) {
+        let bits = v.to_bits();
+        let slot = (bits.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - 12)) as usize;
+        if self.keys[slot] != bits {
             let mut b = ryu::Buffer::new();
             let t = b.format_finite(v).as_bytes();
-            self.len = t.len().min(24);
-            self.text[..self.len].copy_from_slice(&t[..self.len]);
-            self.bits = Some(v.to_bits());
+            // ryu's longest output is 24 bytes.
+            let n = t.len().min(24);
+            self.text[slot][..n].copy_from_slice(&t[..n]);
+            self.lens[slot] = n as u8;
+            self.keys[slot] = bits;
         }
-        out.extend_from_slice(&self.text[..self.len]);
+        out.extend_from_slice(&self.text[slot][..self.lens[slot] as usize]);
     }
 }
 
@@ -59,15 +95,9 @@ impl TextColumn {
             DataType::Boolean => TextColumn::Bool(array.as_boolean().clone()),
             DataType::Int64 => TextColumn::Int(array.as_primitive::<Int64Type>().clone()),
             DataType::UInt64 => TextColumn::UInt(array.as_primitive::<UInt64Type>().clone()),
-            DataType::Float64 => TextColumn::Float(
-                array.as_primitive::<Float64Type>().clone(),
-                FloatCache::default(),
-            ),
+            DataType::Float64 => TextColumn::Float(array.as_primitive::<Float64Type>().clone()),
             DataType::Float32 => match to_f64(array) {
-                Some(a) => TextColumn::Float(
-                    a.as_primitive::<Float64Type>().clone(),
-                    FloatCache::default(),
-                ),
+                Some(a) => TextColumn::Float(a.as_primitive::<Float64Type>().clone()),
                 None => return Err(unsupported(name, array)),
             },
             DataType::Utf8 => TextColumn::Text(array.as_string::<i32>().clone()),
@@ -87,7 +117,7 @@ impl TextColumn {
                         .as_primitive::<TimestampNanosecondType>()
                         .unary(|v| v.div_euclid(1000)),
                 };
-                TextColumn::Timestamp(micros, IsoFormatter::default())
+                TextColumn::Timestamp(micros)
             }
             _ => match to_i64(array) {
                 Some(a) => TextColumn::Int(a.as_primitive::<Int64Type>().clone()),
@@ -113,17 +143,17 @@ impl TextColumn {
             TextColumn::Bool(a) => a.is_null(row),
             TextColumn::Int(a) => a.is_null(row),
             TextColumn::UInt(a) => a.is_null(row),
-            TextColumn::Float(a, _) => a.is_null(row),
+            TextColumn::Float(a) => a.is_null(row),
             TextColumn::Text(a) => a.is_null(row),
             TextColumn::Bytes(a) => a.is_null(row),
-            TextColumn::Timestamp(a, _) => a.is_null(row),
+            TextColumn::Timestamp(a) => a.is_null(row),
         }
     }
 
     /// Writes row `row` as a CSV field (RFC 4180). Null is an empty field; an empty string is
     /// `""` so the two stay distinguishable. NaN and ±inf are `NaN`, `inf`, `-inf`, which
     /// Python's `float()`, pandas and Rust's `f64::from_str` all read back.
-    pub(crate) fn write_csv(&mut self, row: usize, out: &mut Vec<u8>) {
+    pub(crate) fn write_csv(&self, row: usize, cache: &mut ColumnCache, out: &mut Vec<u8>) {
         if self.is_null(row) {
             return;
         }
@@ -134,10 +164,10 @@ impl TextColumn {
             TextColumn::UInt(a) => {
                 out.extend_from_slice(itoa::Buffer::new().format(a.value(row)).as_bytes())
             }
-            TextColumn::Float(a, cache) => {
+            TextColumn::Float(a) => {
                 let v = a.value(row);
                 if v.is_finite() {
-                    cache.write(v, out);
+                    cache.floats.write(v, out);
                 } else if v.is_nan() {
                     out.extend_from_slice(b"NaN");
                 } else if v > 0.0 {
@@ -148,13 +178,13 @@ impl TextColumn {
             }
             TextColumn::Text(a) => write_csv_text(a.value(row).as_bytes(), out),
             TextColumn::Bytes(a) => write_hex(a.value(row), out),
-            TextColumn::Timestamp(a, iso) => iso.write(a.value(row), out),
+            TextColumn::Timestamp(a) => cache.iso.write(a.value(row), out),
         }
     }
 
     /// Writes row `row` as a JSON value. Null, NaN and ±inf are `null` (JSON has no
     /// non-finite numbers); instants are ISO 8601 strings; bytes are a hex string.
-    pub(crate) fn write_json(&mut self, row: usize, out: &mut Vec<u8>) {
+    pub(crate) fn write_json(&self, row: usize, cache: &mut ColumnCache, out: &mut Vec<u8>) {
         if self.is_null(row) {
             out.extend_from_slice(b"null");
             return;
@@ -166,10 +196,10 @@ impl TextColumn {
             TextColumn::UInt(a) => {
                 out.extend_from_slice(itoa::Buffer::new().format(a.value(row)).as_bytes())
             }
-            TextColumn::Float(a, cache) => {
+            TextColumn::Float(a) => {
                 let v = a.value(row);
                 if v.is_finite() {
-                    cache.write(v, out);
+                    cache.floats.write(v, out);
                 } else {
                     out.extend_from_slice(b"null");
                 }
@@ -180,9 +210,9 @@ impl TextColumn {
                 write_hex(a.value(row), out);
                 out.push(b'"');
             }
-            TextColumn::Timestamp(a, iso) => {
+            TextColumn::Timestamp(a) => {
                 out.push(b'"');
-                iso.write(a.value(row), out);
+                cache.iso.write(a.value(row), out);
                 out.push(b'"');
             }
         }
@@ -256,4 +286,55 @@ pub(crate) fn write_json_string(s: &str, out: &mut Vec<u8>) {
     }
     out.extend_from_slice(&bytes[start..]);
     out.push(b'"');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn float_cache_always_matches_ryu_even_when_slots_collide() {
+        let mut cache = FloatCache::default();
+        let mut x: u64 = 0x1234_5678_9abc_def1;
+        // Far more distinct values than slots, and repeats, in one stream.
+        for i in 0..200_000u64 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let v = if i % 3 == 0 {
+                (i % 5000) as f64 * 0.01
+            } else {
+                f64::from_bits(x)
+            };
+            if !v.is_finite() {
+                continue;
+            }
+            let mut out = Vec::new();
+            cache.write(v, &mut out);
+            assert_eq!(out, ryu::Buffer::new().format_finite(v).as_bytes(), "{v}");
+        }
+    }
+
+    #[test]
+    fn csv_quoting_follows_rfc_4180() {
+        let cases: [(&str, &str); 5] = [
+            ("plain", "plain"),
+            ("", "\"\""),
+            ("a,b", "\"a,b\""),
+            ("say \"hi\"", "\"say \"\"hi\"\"\""),
+            ("two\nlines", "\"two\nlines\""),
+        ];
+        for (input, want) in cases {
+            let mut out = Vec::new();
+            write_csv_text(input.as_bytes(), &mut out);
+            assert_eq!(String::from_utf8(out).unwrap(), want);
+        }
+    }
+
+    #[test]
+    fn json_strings_escape_control_characters() {
+        let mut out = Vec::new();
+        write_json_string("a\"b\\c\n\u{1}é", &mut out);
+        assert_eq!(String::from_utf8(out).unwrap(), "\"a\\\"b\\\\c\\n\\u0001é\"");
+    }
 }
