@@ -29,3 +29,8 @@ pub mod source;
 pub mod uri;
 
 pub use error::{Error, Result};
+
+/// The README's library example, compiled and run as a doctest so it stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeExample;
