@@ -21,6 +21,8 @@
 //! assert_eq!(rows.rows(), 100);
 //! ```
 
+#![warn(missing_docs)]
+
 pub mod error;
 pub mod pipe;
 pub mod record;
