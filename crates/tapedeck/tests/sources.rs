@@ -132,6 +132,12 @@ fn sim_uris_validate_their_parameters() {
         ("sim:alicat?n=-1", "a row count"),
         ("sim:daq?pace=slow", "one of real, max"),
         ("sim:daq?channels=0", "positive"),
+        (
+            "sim:daq?channels=64&block=10000000",
+            "at most 67,108,864 values",
+        ),
+        ("sim:alicat?rate=1e-300", "between 0.001 and 1e9"),
+        ("sim:daq?rate=inf", "positive"),
         ("sim:wind", "known: sim:alicat, sim:daq"),
         ("kafka:topic", "known schemes: sim, stdin, file"),
         ("stdin:", "stdin:csv"),

@@ -241,6 +241,7 @@ pub(crate) fn build_batch(rows: &[Row], first_row: u64) -> Result<RecordBatch> {
             // Rows from one source usually list fields in column order: try that slot first.
             let i = match names.get(pos) {
                 Some(n) if n == name => pos,
+                // Pass 1 indexed every name of every row.
                 _ => index[name],
             };
             if filled_at[i] == r {

@@ -335,6 +335,9 @@ mod tests {
     fn json_strings_escape_control_characters() {
         let mut out = Vec::new();
         write_json_string("a\"b\\c\n\u{1}é", &mut out);
-        assert_eq!(String::from_utf8(out).unwrap(), "\"a\\\"b\\\\c\\n\\u0001é\"");
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "\"a\\\"b\\\\c\\n\\u0001é\""
+        );
     }
 }

@@ -64,12 +64,13 @@ impl AlicatSim {
             .params
             .parse::<f64>("rate", "rows per second (0 = as fast as possible)")?
             .unwrap_or(0.0);
-        if !rate.is_finite() || rate < 0.0 {
+        if !(rate == 0.0 || (0.001..=1e9).contains(&rate)) {
             return Err(Error::BadParam {
                 uri: uri.shown().to_string(),
                 param: "rate".into(),
                 value: rate.to_string(),
-                expected: "a non-negative number of rows per second".into(),
+                expected: "rows per second between 0.001 and 1e9, or 0 for as fast as possible"
+                    .into(),
             });
         }
         uri.params.finish()?;

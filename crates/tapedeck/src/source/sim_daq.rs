@@ -16,6 +16,9 @@ use crate::error::{Error, Result};
 use crate::record::{Block, Channel, RawCodes, Record};
 use crate::uri::Uri;
 
+/// Largest block the simulator makes, in values (channels × samples).
+const MAX_BLOCK_VALUES: usize = 1 << 26;
+
 /// Full-scale range of the simulated converter, volts.
 pub const RANGE_VOLTS: f64 = 10.0;
 
@@ -110,6 +113,26 @@ impl DaqSim {
         positive("channels", channels as f64)?;
         positive("rate", rate)?;
         positive("block", block as f64)?;
+        let too_big = |param: &str, value: String, expected: &str| Error::BadParam {
+            uri: shown.clone(),
+            param: param.into(),
+            value,
+            expected: expected.into(),
+        };
+        if !(0.001..=1e9).contains(&rate) {
+            return Err(too_big(
+                "rate",
+                rate.to_string(),
+                "between 0.001 and 1e9 samples per second",
+            ));
+        }
+        if channels.saturating_mul(block) > MAX_BLOCK_VALUES {
+            return Err(too_big(
+                "block",
+                block.to_string(),
+                "channels × block of at most 67,108,864 values (512 MiB of f64)",
+            ));
+        }
         let mut sim = DaqSim::new(channels, rate, block)
             .with_blocks(blocks)
             .with_real_time(pace == "real")
