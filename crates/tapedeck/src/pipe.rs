@@ -272,11 +272,12 @@ where
     let mut source = source.into_pipe_source();
     // Sources that make batches make them a few thousand rows long; `accept` slices them into
     // flushes of `batch_size`, so the hint saves hand-offs without changing what sinks see.
-    source.set_batch_hint(
-        options
-            .batch_size
-            .max(4096 / options.batch_size * options.batch_size),
-    );
+    let hint = if options.batch_size >= 4096 {
+        options.batch_size.min(65_536)
+    } else {
+        4096 / options.batch_size * options.batch_size
+    };
+    source.set_batch_hint(hint);
     let counters = source.counters();
     let (feed, halt, source_thread) = spawn_source(source, options.batch_size);
     let lanes: Vec<SinkLane> = if sinks.len() == 1 {
