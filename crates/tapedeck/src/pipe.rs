@@ -686,16 +686,27 @@ impl Run<'_> {
         Ok(())
     }
 
+    /// Turns buffered rows into a batch. A bad row ends the run, but the rows before it are
+    /// still delivered.
     fn finish_rows(&mut self) -> Result<()> {
-        if let Some(batch) = self.builder.finish()? {
+        let buffered = self.builder.len();
+        let (batch, error) = self.builder.finish_partial();
+        let built = batch.as_ref().map_or(0, RecordBatch::num_rows);
+        // Rows from the bad one on were never handed over: the summary does not count them.
+        self.rows -= (buffered - built) as u64;
+        if let Some(batch) = batch {
             self.pending.push(batch);
         }
-        Ok(())
+        match error {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
     }
 
     /// Hands buffered rows to the sinks without asking them to flush.
     fn flush_pending(&mut self) -> Result<()> {
-        self.finish_rows()?;
+        // A bad row is reported after the rows before it are handed over.
+        let rows = self.finish_rows();
         let pending = std::mem::take(&mut self.pending);
         self.pending_rows = 0;
         for batch in merge_batches(pending)? {
@@ -703,18 +714,18 @@ impl Run<'_> {
             self.dirty = true;
             self.broadcast(|| SinkCommand::Write(batch.clone()));
         }
-        Ok(())
+        rows
     }
 
     /// Writes buffered rows and flushes every sink (if anything was written since the last
     /// flush).
     fn flush(&mut self) -> Result<()> {
-        self.flush_pending()?;
+        let written = self.flush_pending();
         if std::mem::take(&mut self.dirty) {
             self.broadcast(|| SinkCommand::Flush);
         }
         self.last_flush = Instant::now();
-        Ok(())
+        written
     }
 
     fn broadcast(&mut self, make: impl Fn() -> SinkCommand) {

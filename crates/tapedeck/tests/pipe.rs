@@ -462,3 +462,62 @@ fn mixed_row_shapes_reach_jsonl_wide_and_csv_locked() {
         "{\"a\":1}\n{\"a\":2,\"b\":\"x\"}\n"
     );
 }
+
+#[test]
+fn rows_before_a_bad_row_are_still_delivered() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("partial.csv");
+    let mem = MemorySink::new();
+    let h = mem.handle();
+    let rows = vec![
+        Ok(Record::Row(Row::new().with("n", 1))),
+        Ok(Record::Row(Row::new().with("n", 2))),
+        Ok(Record::Row(Row::new().with("n", "three"))),
+        Ok(Record::Row(Row::new().with("n", 4))),
+    ];
+    let options = PipeOptions {
+        batch_size: 100,
+        ..Default::default()
+    };
+    let report = pipe_report(
+        from_iter(rows),
+        vec![
+            Box::new(mem),
+            sink::open(&format!("csv:{}", csv.display())).unwrap(),
+        ],
+        &options,
+    );
+    let err = report.error.expect("the bad row is an error");
+    assert!(
+        matches!(err, Error::SchemaConflict { row: 2, .. }),
+        "{err:?}"
+    );
+    assert_eq!(report.summary.rows, 2);
+    assert_eq!(h.rows(), 2);
+    assert_eq!(std::fs::read_to_string(&csv).unwrap(), "n\n1\n2\n");
+}
+
+#[test]
+fn names_differing_in_case_pass_to_jsonl_but_not_to_csv() {
+    let dir = tempfile::tempdir().unwrap();
+    let jsonl = dir.path().join("case.jsonl");
+    let rows = || vec![Ok(Record::Row(Row::new().with("id", 1).with("ID", 2)))];
+    pipe(
+        from_iter(rows()),
+        vec![sink::open(&format!("jsonl:{}", jsonl.display())).unwrap()],
+        &PipeOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(
+        std::fs::read_to_string(&jsonl).unwrap(),
+        "{\"id\":1,\"ID\":2}\n"
+    );
+    let csv = dir.path().join("case.csv");
+    let err = pipe(
+        from_iter(rows()),
+        vec![sink::open(&format!("csv:{}", csv.display())).unwrap()],
+        &PipeOptions::default(),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("`id` and `ID` collide"), "{err}");
+}

@@ -7,8 +7,9 @@
 //! - [`RowBuilder::locked`] (the default of [`RowBuilder::new`]): the first batch locks the
 //!   schema and every later batch is conformed to it through a [`SchemaLock`] — missing columns
 //!   null, unknown columns dropped with one warning (or an error under strict), conflicts typed.
-//! - [`RowBuilder::per_batch`]: every batch carries exactly the columns its own rows have. `pipe`
-//!   uses this so each sink can apply its own lock (JSONL keeps wider rows; CSV locks).
+//! - [`RowBuilder::per_batch`]: every batch carries exactly the columns its own rows have, and
+//!   only exact duplicate names collide. `pipe` uses this so each sink can apply its own lock
+//!   (JSONL keeps wider rows and case-sensitive keys; CSV locks).
 //!
 //! Row numbers in errors count from the first row the builder saw, starting at 0.
 
@@ -103,21 +104,61 @@ impl RowBuilder {
         self.lock.as_ref()
     }
 
-    /// Builds a batch of the buffered rows (`None` when there are none). On error the buffered
-    /// rows are discarded, so one bad row cannot wedge the builder.
+    /// Builds a batch of the buffered rows (`None` when there are none). On error every
+    /// buffered row is discarded, so one bad row cannot wedge the builder; use
+    /// [`RowBuilder::finish_partial`] to keep the rows before the bad one.
     pub fn finish(&mut self) -> Result<Option<RecordBatch>> {
+        match self.finish_partial() {
+            (batch, None) => Ok(batch),
+            (_, Some(e)) => Err(e),
+        }
+    }
+
+    /// Like [`RowBuilder::finish`], but when a row is bad the rows before it still come back as a
+    /// batch, beside the error.
+    ///
+    /// ```
+    /// use tapedeck::record::{Row, RowBuilder};
+    /// let mut b = RowBuilder::per_batch();
+    /// b.push(Row::new().with("n", 1));
+    /// b.push(Row::new().with("n", 2));
+    /// b.push(Row::new().with("n", "three"));
+    /// let (batch, error) = b.finish_partial();
+    /// assert_eq!(batch.unwrap().num_rows(), 2);
+    /// assert!(error.unwrap().to_string().contains("row 2"));
+    /// ```
+    pub fn finish_partial(&mut self) -> (Option<RecordBatch>, Option<Error>) {
         if self.rows.is_empty() {
-            return Ok(None);
+            return (None, None);
         }
         let rows = std::mem::take(&mut self.rows);
         let first_row = self.rows_seen;
         self.rows_seen += rows.len() as u64;
-        let batch = build_batch(&rows, first_row)?;
-        match &mut self.lock {
-            Some(lock) => lock.conform(&batch).map(Some),
-            None => Ok(Some(batch)),
+        // Only a locked builder stands for a table, where names that differ in case collide.
+        let fold_case = self.lock.is_some();
+        let (batch, error) = match build_batch(&rows, first_row, fold_case) {
+            Ok(batch) => (Some(batch), None),
+            Err(RowError { valid_rows, error }) => {
+                let prefix = (valid_rows > 0)
+                    .then(|| build_batch(&rows[..valid_rows], first_row, fold_case).ok())
+                    .flatten();
+                (prefix, Some(error))
+            }
+        };
+        match (&mut self.lock, batch) {
+            (Some(lock), Some(batch)) => match lock.conform(&batch) {
+                Ok(b) => (Some(b), error),
+                Err(e) => (None, Some(error.unwrap_or(e))),
+            },
+            (_, batch) => (batch, error),
         }
     }
+}
+
+/// A row that cannot join the batch, and how many rows before it can.
+pub(crate) struct RowError {
+    valid_rows: usize,
+    error: Error,
 }
 
 enum Column {
@@ -197,7 +238,13 @@ fn merge(current: &DataType, got: &DataType) -> Option<DataType> {
 }
 
 /// Infers the columns of `rows` and builds one batch; `first_row` numbers rows in errors.
-pub(crate) fn build_batch(rows: &[Row], first_row: u64) -> Result<RecordBatch> {
+/// With `fold_case`, names that differ only in letter case collide.
+pub(crate) fn build_batch(
+    rows: &[Row],
+    first_row: u64,
+    fold_case: bool,
+) -> Result<RecordBatch, RowError> {
+    let at = |valid_rows: usize, error: Error| RowError { valid_rows, error };
     // Pass 1: columns in order of first appearance, with merged types.
     let mut names: Vec<Arc<str>> = Vec::new();
     let mut types: Vec<DataType> = Vec::new();
@@ -208,11 +255,14 @@ pub(crate) fn build_batch(rows: &[Row], first_row: u64) -> Result<RecordBatch> {
             let i = match index.get(name) {
                 Some(&i) => i,
                 None => {
-                    if let Some(&j) = lower.get(&name.to_lowercase()) {
-                        return Err(Error::NameCollision {
-                            first: names[j].to_string(),
-                            second: name.to_string(),
-                        });
+                    if fold_case && let Some(&j) = lower.get(&name.to_lowercase()) {
+                        return Err(at(
+                            r,
+                            Error::NameCollision {
+                                first: names[j].to_string(),
+                                second: name.to_string(),
+                            },
+                        ));
                     }
                     let i = names.len();
                     names.push(name.clone());
@@ -223,12 +273,17 @@ pub(crate) fn build_batch(rows: &[Row], first_row: u64) -> Result<RecordBatch> {
                 }
             };
             let got = value.data_type();
-            types[i] = merge(&types[i], &got).ok_or_else(|| Error::SchemaConflict {
-                column: name.to_string(),
-                locked: types[i].clone(),
-                got,
-                row: first_row + r as u64,
-                hint: "earlier rows fixed this column's type; send one type per column",
+            types[i] = merge(&types[i], &got).ok_or_else(|| {
+                at(
+                    r,
+                    Error::SchemaConflict {
+                        column: name.to_string(),
+                        locked: types[i].clone(),
+                        got,
+                        row: first_row + r as u64,
+                        hint: "earlier rows fixed this column's type; send one type per column",
+                    },
+                )
             })?;
         }
     }
@@ -245,10 +300,13 @@ pub(crate) fn build_batch(rows: &[Row], first_row: u64) -> Result<RecordBatch> {
                 _ => index[name],
             };
             if filled_at[i] == r {
-                return Err(Error::NameCollision {
-                    first: name.to_string(),
-                    second: name.to_string(),
-                });
+                return Err(at(
+                    r,
+                    Error::NameCollision {
+                        first: name.to_string(),
+                        second: name.to_string(),
+                    },
+                ));
             }
             filled_at[i] = r;
             columns[i].append(value);
@@ -274,5 +332,5 @@ pub(crate) fn build_batch(rows: &[Row], first_row: u64) -> Result<RecordBatch> {
     let arrays: Vec<ArrayRef> = columns.into_iter().map(|c| c.finish(n)).collect();
     let options = RecordBatchOptions::new().with_row_count(Some(n));
     RecordBatch::try_new_with_options(Arc::new(Schema::new(fields)), arrays, &options)
-        .map_err(|e| Error::arrow("building a batch from rows", e))
+        .map_err(|e| at(0, Error::arrow("building a batch from rows", e)))
 }

@@ -14,7 +14,6 @@ use super::text::{ColumnCache, TextColumn, write_json_string};
 use super::{Lifecycle, Sink, SinkStats};
 use crate::error::{Error, Result};
 use crate::record::Block;
-use crate::record::schema_lock::check_collisions;
 use crate::uri::Uri;
 
 /// Options of the JSONL sink.
@@ -61,7 +60,6 @@ impl JsonlSink {
 
     fn encode(&mut self, batch: &RecordBatch) -> Result<()> {
         let schema = batch.schema();
-        check_collisions(schema.fields().iter().map(|f| f.name().as_str()))?;
         // `{"name":` / `,"name":` prefixes are encoded once per batch, not once per row.
         let keys: Vec<Vec<u8>> = schema
             .fields()
