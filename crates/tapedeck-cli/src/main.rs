@@ -329,8 +329,12 @@ fn write_summary_json(path: &PathBuf, s: &Summary) -> Result<(), Error> {
     })?;
     text.push('\n');
     if path.as_os_str() == "-" {
-        print!("{text}");
-        return Ok(());
+        // A closed stdout is an error to report, not a panic.
+        let mut out = std::io::stdout().lock();
+        return out
+            .write_all(text.as_bytes())
+            .and_then(|()| out.flush())
+            .map_err(|e| Error::io("write the summary to", "stdout", e));
     }
     std::fs::write(path, text).map_err(|e| Error::io("write", path, e))
 }

@@ -421,14 +421,16 @@ fn spawn_source<S: Source + 'static>(
 }
 
 enum SinkCommand {
-    Write(RecordBatch),
+    /// Write a batch, then flush if asked (one hand-off for the common write + flush).
+    Write(RecordBatch, bool),
     Block(Arc<Block>),
     Flush,
 }
 
 fn apply(sink: &mut dyn Sink, cmd: SinkCommand) -> Result<()> {
     match cmd {
-        SinkCommand::Write(b) => sink.write(&b),
+        SinkCommand::Write(b, false) => sink.write(&b),
+        SinkCommand::Write(b, true) => sink.write(&b).and_then(|()| sink.flush()),
         SinkCommand::Block(b) => sink.write_block(&b),
         SinkCommand::Flush => sink.flush(),
     }
@@ -671,7 +673,7 @@ impl Run<'_> {
                 if self.room() == 0 {
                     return Ok(());
                 }
-                self.flush_pending()?;
+                self.flush_pending(false)?;
                 self.rows += block.samples as u64;
                 self.blocks += 1;
                 self.batches += 1;
@@ -703,16 +705,19 @@ impl Run<'_> {
         }
     }
 
-    /// Hands buffered rows to the sinks without asking them to flush.
-    fn flush_pending(&mut self) -> Result<()> {
+    /// Hands buffered rows to the sinks; with `flush`, asks them to flush after the last batch.
+    fn flush_pending(&mut self, flush: bool) -> Result<()> {
         // A bad row is reported after the rows before it are handed over.
         let rows = self.finish_rows();
         let pending = std::mem::take(&mut self.pending);
         self.pending_rows = 0;
-        for batch in merge_batches(pending)? {
+        let merged = merge_batches(pending)?;
+        let last = merged.len().saturating_sub(1);
+        for (i, batch) in merged.into_iter().enumerate() {
             self.batches += 1;
-            self.dirty = true;
-            self.broadcast(|| SinkCommand::Write(batch.clone()));
+            let flush_now = flush && i == last;
+            self.dirty = !flush_now;
+            self.broadcast(|| SinkCommand::Write(batch.clone(), flush_now));
         }
         rows
     }
@@ -720,7 +725,7 @@ impl Run<'_> {
     /// Writes buffered rows and flushes every sink (if anything was written since the last
     /// flush).
     fn flush(&mut self) -> Result<()> {
-        let written = self.flush_pending();
+        let written = self.flush_pending(true);
         if std::mem::take(&mut self.dirty) {
             self.broadcast(|| SinkCommand::Flush);
         }
