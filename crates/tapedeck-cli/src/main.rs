@@ -75,7 +75,7 @@ Sources:
 Sinks:
   csv:PATH      RFC 4180, header from the first batch; overwrite, append, accept_blocks, strict
   jsonl:PATH    one JSON object per line, no schema lock; overwrite, append, accept_blocks
-  ipc:PATH      Arrow IPC file (pyarrow.ipc.open_file); overwrite, strict
+  ipc:PATH      Arrow IPC file (pyarrow.ipc.open_file); overwrite, strict, batch_rows
   memory:       kept in memory (tests);   null:  discarded (benchmarks)
   File sinks never replace an existing file unless the URI says overwrite=true (or append=true).
   CSV and JSONL refuse DAQ blocks unless the URI says accept_blocks=true.

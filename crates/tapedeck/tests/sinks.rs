@@ -179,18 +179,46 @@ fn jsonl_round_trips_through_serde_json_and_keeps_wider_rows() {
 #[test]
 fn ipc_round_trips_through_arrow_ipc_reader() {
     let dir = tempfile::tempdir().unwrap();
+    let b = tricky_batch();
+    let read = |p: &str| -> Vec<RecordBatch> {
+        arrow_ipc::reader::FileReader::try_new(fs::File::open(p).unwrap(), None)
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    };
+    // Default: small writes are coalesced into one record batch.
     let p = path(&dir, "out.arrow");
     let mut s = sink::open(&format!("ipc:{p}")).unwrap();
-    let b = tricky_batch();
+    s.write(&b).unwrap();
+    s.write(&b.slice(2, 3)).unwrap();
+    s.flush().unwrap();
+    s.close().unwrap();
+    let batches = read(&p);
+    assert_eq!(batches.len(), 1);
+    let expected =
+        arrow_select::concat::concat_batches(&b.schema(), &[b.clone(), b.slice(2, 3)]).unwrap();
+    assert_eq!(batches[0].columns(), expected.columns());
+    assert_eq!(s.stats().bytes, fs::metadata(&p).unwrap().len());
+    assert_eq!(s.stats().rows, 10);
+    // batch_rows=1: each write is its own record batch.
+    let p = path(&dir, "each.arrow");
+    let mut s = sink::open(&format!("ipc:{p}?batch_rows=1")).unwrap();
     s.write(&b).unwrap();
     s.write(&b.slice(2, 3)).unwrap();
     s.close().unwrap();
-    let reader = arrow_ipc::reader::FileReader::try_new(fs::File::open(&p).unwrap(), None).unwrap();
-    let batches: Vec<RecordBatch> = reader.map(Result::unwrap).collect();
+    let batches = read(&p);
     assert_eq!(batches.len(), 2);
     assert_eq!(batches[0].columns(), b.columns());
     assert_eq!(batches[1].columns(), b.slice(2, 3).columns());
-    assert_eq!(s.stats().bytes, fs::metadata(&p).unwrap().len());
+    // batch_rows=8: record batches of at least 8 rows, none lost.
+    let p = path(&dir, "eight.arrow");
+    let mut s = sink::open(&format!("ipc:{p}?batch_rows=8")).unwrap();
+    for _ in 0..5 {
+        s.write(&b.slice(0, 3)).unwrap();
+    }
+    s.close().unwrap();
+    let sizes: Vec<usize> = read(&p).iter().map(RecordBatch::num_rows).collect();
+    assert_eq!(sizes, [9, 6]);
 }
 
 #[test]
