@@ -1,4 +1,4 @@
-//! `ipc:PATH` — an Arrow IPC file (the "Feather v2" format), readable by pyarrow, polars, DuckDB.
+//! `ipc:PATH` — an Arrow IPC file (the "Feather v2" format), readable by pyarrow and any Arrow reader.
 //!
 //! The schema is locked by the first batch (an IPC file has exactly one schema); later batches
 //! are conformed to it. Small batches are coalesced into record batches of `batch_rows` rows
