@@ -168,10 +168,12 @@ fn record(args: RecordArgs) -> u8 {
         Ok(s) => s,
         Err(e) => return fail(&e),
     };
-    let mut sinks = Vec::new();
+    // Every URI and option is checked before the first file is created, so a typo in the last
+    // `--sink` leaves no empty file behind from the first.
+    let mut specs = Vec::new();
     for uri in &args.sinks {
-        match sink::open(uri) {
-            Ok(s) => sinks.push(s),
+        match sink::parse(uri) {
+            Ok(s) => specs.push(s),
             Err(e) => return fail(&e),
         }
     }
@@ -201,6 +203,16 @@ fn record(args: RecordArgs) -> u8 {
         progress: Some(progress.clone()),
         ..PipeOptions::default()
     };
+    if let Err(e) = options.validate() {
+        return fail(&e);
+    }
+    let mut sinks = Vec::new();
+    for spec in specs {
+        match spec.open() {
+            Ok(s) => sinks.push(s),
+            Err(e) => return fail(&e),
+        }
+    }
     let show_progress = match args.progress {
         ProgressMode::Always => true,
         ProgressMode::Never => false,

@@ -118,6 +118,41 @@ fn bad_usage_exits_2_with_a_helpful_message() {
 }
 
 #[test]
+fn a_bad_later_sink_or_option_creates_no_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = dir.path().join("first.csv");
+    let first_uri = format!("csv:{}", first.display());
+    let out = run(&[
+        "record",
+        "--source",
+        "sim:alicat?n=5",
+        "--sink",
+        &first_uri,
+        "--sink",
+        "xls:second",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = run(&[
+        "record",
+        "--source",
+        "sim:alicat?n=5",
+        "--sink",
+        &first_uri,
+        "--batch-size",
+        "0",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("batch_size"), "{}", stderr(&out));
+    assert!(
+        !first.exists(),
+        "a failed start must not leave {first:?} behind"
+    );
+    // And the same command, corrected, runs.
+    let out = run(&["record", "--source", "sim:alicat?n=5", "--sink", &first_uri]);
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+#[test]
 fn a_failing_source_exits_1_after_flushing_what_it_sent() {
     let dir = tempfile::tempdir().unwrap();
     let csv = dir.path().join("in.csv");

@@ -68,7 +68,9 @@ impl Default for PipeOptions {
 }
 
 impl PipeOptions {
-    fn validate(&self) -> Result<()> {
+    /// Checks the options (also done by `pipe`), so a program can refuse them before it opens
+    /// anything.
+    pub fn validate(&self) -> Result<()> {
         if self.batch_size == 0 {
             return Err(Error::InvalidOption {
                 option: "batch_size",

@@ -94,14 +94,16 @@ impl CsvSink {
         })
     }
 
-    pub(crate) fn from_uri(mut uri: Uri) -> Result<CsvSink> {
+    /// Reads the options from a URI's parameters (all of them, or an error naming the
+    /// unknown one).
+    pub(crate) fn options_from_uri(uri: &mut Uri) -> Result<CsvOptions> {
         let options = CsvOptions {
             file: FileOptions::from_params(&mut uri.params, true)?,
             accept_blocks: uri.params.flag("accept_blocks")?,
             strict: uri.params.flag("strict")?,
         };
         uri.params.finish()?;
-        CsvSink::create(&uri.path, options)
+        Ok(options)
     }
 
     /// The locked schema (after the first write, or from the header when appending).

@@ -49,14 +49,24 @@ impl FileOptions {
         Ok(FileOptions { overwrite, append })
     }
 
-    /// Opens `path` for writing under these options.
-    pub(crate) fn open(&self, path: &Path, can_append: bool) -> Result<OpenedFile> {
+    /// Checks, without creating anything, that `path` may be written under these options: a
+    /// path is needed, and an existing file needs `overwrite` (or `append`).
+    pub(crate) fn check_target(&self, path: &Path, can_append: bool) -> Result<()> {
         if path.as_os_str().is_empty() {
             return Err(Error::MalformedUri {
                 uri: String::new(),
                 reason: "the sink needs a file path, e.g. `csv:run.csv`".into(),
             });
         }
+        if !self.overwrite && !self.append && path.exists() {
+            return Err(exists(path, can_append));
+        }
+        Ok(())
+    }
+
+    /// Opens `path` for writing under these options.
+    pub(crate) fn open(&self, path: &Path, can_append: bool) -> Result<OpenedFile> {
+        self.check_target(path, can_append)?;
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent)
                 .map_err(|e| Error::io("create directory", parent, e))?;
@@ -71,14 +81,7 @@ impl FileOptions {
         }
         let file = oo.open(path).map_err(|e| {
             if e.kind() == std::io::ErrorKind::AlreadyExists {
-                Error::FileExists {
-                    path: path.to_path_buf(),
-                    append_hint: if can_append {
-                        " or `?append=true` to add to it"
-                    } else {
-                        ""
-                    },
-                }
+                exists(path, can_append)
             } else {
                 Error::io("create", path, e)
             }
@@ -95,6 +98,17 @@ impl FileOptions {
             path: path.to_path_buf(),
             existing_len,
         })
+    }
+}
+
+fn exists(path: &Path, can_append: bool) -> Error {
+    Error::FileExists {
+        path: path.to_path_buf(),
+        append_hint: if can_append {
+            " or `?append=true` to add to it"
+        } else {
+            ""
+        },
     }
 }
 

@@ -125,7 +125,9 @@ impl IpcSink {
         })
     }
 
-    pub(crate) fn from_uri(mut uri: Uri) -> Result<IpcSink> {
+    /// Reads the options from a URI's parameters (all of them, or an error naming the
+    /// unknown one).
+    pub(crate) fn options_from_uri(uri: &mut Uri) -> Result<IpcOptions> {
         let options = IpcOptions {
             file: FileOptions::from_params(&mut uri.params, false)?,
             strict: uri.params.flag("strict")?,
@@ -136,7 +138,7 @@ impl IpcSink {
                 .max(1),
         };
         uri.params.finish()?;
-        IpcSink::create(&uri.path, options)
+        Ok(options)
     }
 
     fn ipc_err(&self, action: &'static str, e: arrow_schema::ArrowError) -> Error {

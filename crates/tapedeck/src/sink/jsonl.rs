@@ -49,13 +49,15 @@ impl JsonlSink {
         })
     }
 
-    pub(crate) fn from_uri(mut uri: Uri) -> Result<JsonlSink> {
+    /// Reads the options from a URI's parameters (all of them, or an error naming the
+    /// unknown one).
+    pub(crate) fn options_from_uri(uri: &mut Uri) -> Result<JsonlOptions> {
         let options = JsonlOptions {
             file: FileOptions::from_params(&mut uri.params, true)?,
             accept_blocks: uri.params.flag("accept_blocks")?,
         };
         uri.params.finish()?;
-        JsonlSink::create(&uri.path, options)
+        Ok(options)
     }
 
     fn encode(&mut self, batch: &RecordBatch) -> Result<()> {

@@ -10,7 +10,6 @@ use arrow_array::RecordBatch;
 use super::{Lifecycle, Sink, SinkStats};
 use crate::error::Result;
 use crate::record::{Block, SchemaLock};
-use crate::uri::Uri;
 
 /// What a memory sink has received.
 #[derive(Debug, Default)]
@@ -99,11 +98,6 @@ impl MemorySink {
     /// The sink's schema lock.
     pub fn schema_lock(&self) -> &SchemaLock {
         &self.lock
-    }
-
-    pub(crate) fn from_uri(uri: Uri) -> Result<MemorySink> {
-        uri.params.finish()?;
-        Ok(MemorySink::new())
     }
 
     fn update(&self, f: impl FnOnce(&mut Contents)) {

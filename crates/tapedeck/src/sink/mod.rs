@@ -20,6 +20,8 @@ pub mod memory;
 pub mod null;
 mod text;
 
+use std::path::PathBuf;
+
 use arrow_array::RecordBatch;
 
 use crate::error::{Error, Result};
@@ -83,27 +85,90 @@ pub trait Sink: Send {
 /// Sink schemes this build knows.
 pub const SCHEMES: &[&str] = &["csv", "jsonl", "ipc", "memory", "null"];
 
-/// Opens a sink from its URI.
+/// A sink described by its URI, checked but not opened yet.
+///
+/// [`parse`] reads every parameter and checks that a file sink's path is free (or may be
+/// replaced or appended to) without creating anything, so a program can check all its sink URIs
+/// before the first file is created — a typo in the third `--sink` then leaves no empty file
+/// behind from the first.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum SinkSpec {
+    /// `csv:PATH`
+    Csv(PathBuf, csv::CsvOptions),
+    /// `jsonl:PATH`
+    Jsonl(PathBuf, jsonl::JsonlOptions),
+    /// `ipc:PATH`
+    Ipc(PathBuf, ipc::IpcOptions),
+    /// `memory:`
+    Memory,
+    /// `null:`
+    Null,
+}
+
+/// Parses and checks a sink URI; see [`SinkSpec`].
+///
+/// ```
+/// let spec = tapedeck::sink::parse("csv:never-created.csv?overwrite=true").unwrap();
+/// assert!(!std::path::Path::new("never-created.csv").exists());
+/// assert!(tapedeck::sink::parse("csv:x.csv?overwrite=perhaps").is_err());
+/// ```
+pub fn parse(uri: &str) -> Result<SinkSpec> {
+    let mut uri = Uri::parse(uri)?;
+    let path = || PathBuf::from(&uri.path);
+    let spec = match uri.scheme.as_str() {
+        "csv" => SinkSpec::Csv(path(), csv::CsvSink::options_from_uri(&mut uri)?),
+        "jsonl" | "ndjson" => {
+            SinkSpec::Jsonl(path(), jsonl::JsonlSink::options_from_uri(&mut uri)?)
+        }
+        "ipc" | "arrow" => SinkSpec::Ipc(path(), ipc::IpcSink::options_from_uri(&mut uri)?),
+        "memory" | "null" => {
+            uri.params.finish()?;
+            if uri.scheme == "memory" {
+                SinkSpec::Memory
+            } else {
+                SinkSpec::Null
+            }
+        }
+        other => {
+            return Err(Error::UnknownScheme {
+                kind: "sink",
+                scheme: other.to_string(),
+                uri: uri.shown().to_string(),
+                known: SCHEMES.join(", "),
+            });
+        }
+    };
+    match &spec {
+        SinkSpec::Csv(p, o) => o.file.check_target(p, true)?,
+        SinkSpec::Jsonl(p, o) => o.file.check_target(p, true)?,
+        SinkSpec::Ipc(p, o) => o.file.check_target(p, false)?,
+        SinkSpec::Memory | SinkSpec::Null => {}
+    }
+    Ok(spec)
+}
+
+impl SinkSpec {
+    /// Opens the sink (creating its file).
+    pub fn open(self) -> Result<Box<dyn Sink>> {
+        Ok(match self {
+            SinkSpec::Csv(p, o) => Box::new(csv::CsvSink::create(p, o)?),
+            SinkSpec::Jsonl(p, o) => Box::new(jsonl::JsonlSink::create(p, o)?),
+            SinkSpec::Ipc(p, o) => Box::new(ipc::IpcSink::create(p, o)?),
+            SinkSpec::Memory => Box::new(memory::MemorySink::new()),
+            SinkSpec::Null => Box::new(null::NullSink::new()),
+        })
+    }
+}
+
+/// Opens a sink from its URI: [`parse`], then [`SinkSpec::open`].
 ///
 /// ```
 /// let err = tapedeck::sink::open("xls:run.xls").err().unwrap();
 /// assert!(err.to_string().contains("known schemes: csv, jsonl, ipc, memory, null"));
 /// ```
 pub fn open(uri: &str) -> Result<Box<dyn Sink>> {
-    let uri = Uri::parse(uri)?;
-    match uri.scheme.as_str() {
-        "csv" => Ok(Box::new(csv::CsvSink::from_uri(uri)?)),
-        "jsonl" | "ndjson" => Ok(Box::new(jsonl::JsonlSink::from_uri(uri)?)),
-        "ipc" | "arrow" => Ok(Box::new(ipc::IpcSink::from_uri(uri)?)),
-        "memory" => Ok(Box::new(memory::MemorySink::from_uri(uri)?)),
-        "null" => Ok(Box::new(null::NullSink::from_uri(uri)?)),
-        other => Err(Error::UnknownScheme {
-            kind: "sink",
-            scheme: other.to_string(),
-            uri: uri.shown().to_string(),
-            known: SCHEMES.join(", "),
-        }),
-    }
+    parse(uri)?.open()
 }
 
 /// Tracks the open/closed state every sink needs, so "write after close" is one typed error.

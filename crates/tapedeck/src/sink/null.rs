@@ -5,7 +5,6 @@ use arrow_array::RecordBatch;
 use super::{Lifecycle, Sink, SinkStats};
 use crate::error::Result;
 use crate::record::Block;
-use crate::uri::Uri;
 
 /// Discards batches, counting rows (bytes stay 0: nothing is stored).
 #[derive(Debug)]
@@ -27,11 +26,6 @@ impl NullSink {
             life: Lifecycle::new("null:"),
             rows: 0,
         }
-    }
-
-    pub(crate) fn from_uri(uri: Uri) -> Result<NullSink> {
-        uri.params.finish()?;
-        Ok(NullSink::new())
     }
 }
 
