@@ -207,7 +207,7 @@ pub struct PipeReport {
 /// ```
 pub fn pipe<S>(source: S, sinks: Vec<Box<dyn Sink>>, options: &PipeOptions) -> Result<Summary>
 where
-    S: IntoPipeSource,
+    S: Source + 'static,
 {
     let report = pipe_report(source, sinks, options);
     match report.error {
@@ -216,25 +216,10 @@ where
     }
 }
 
-/// Anything `pipe` can read: a [`Source`], or an iterator of `Result<Record>`.
-pub trait IntoPipeSource {
-    /// The source.
-    type Source: Source + 'static;
-    /// Converts.
-    fn into_pipe_source(self) -> Self::Source;
-}
-
-impl<S: Source + 'static> IntoPipeSource for S {
-    type Source = S;
-    fn into_pipe_source(self) -> S {
-        self
-    }
-}
-
 /// Like [`pipe`], but always returns the summary, with the error beside it.
-pub fn pipe_report<S>(source: S, sinks: Vec<Box<dyn Sink>>, options: &PipeOptions) -> PipeReport
+pub fn pipe_report<S>(mut source: S, sinks: Vec<Box<dyn Sink>>, options: &PipeOptions) -> PipeReport
 where
-    S: IntoPipeSource,
+    S: Source + 'static,
 {
     let started_wall = now_micros();
     let started = Instant::now();
@@ -271,7 +256,6 @@ where
             message: "at least one sink is needed".into(),
         }));
     }
-    let mut source = source.into_pipe_source();
     // Sources that make batches make them a few thousand rows long; `accept` slices them into
     // flushes of `batch_size`, so the hint saves hand-offs without changing what sinks see.
     let hint = if options.batch_size >= 4096 {
