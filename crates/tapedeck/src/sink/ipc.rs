@@ -148,13 +148,15 @@ impl IpcSink {
         }
     }
 
+    /// Writes the IPC header once the schema is known.
     fn start(&mut self, schema: &Schema) -> Result<()> {
-        if let State::Pending(_) = self.state {
-            let State::Pending(out) = std::mem::replace(&mut self.state, State::Done) else {
-                return Ok(());
-            };
-            let writer = FileWriter::try_new(out, schema).map_err(|e| self.ipc_err("write", e))?;
-            self.state = State::Writing(Box::new(writer));
+        match std::mem::replace(&mut self.state, State::Done) {
+            State::Pending(out) => {
+                let writer =
+                    FileWriter::try_new(out, schema).map_err(|e| self.ipc_err("write", e))?;
+                self.state = State::Writing(Box::new(writer));
+            }
+            other => self.state = other,
         }
         Ok(())
     }
@@ -166,16 +168,10 @@ impl IpcSink {
         }
         let held = std::mem::take(&mut self.held);
         self.held_rows = 0;
-        let batch = if held.len() == 1 {
-            held.into_iter()
-                .next()
-                .ok_or_else(|| Error::InvalidOption {
-                    option: "batch",
-                    message: "no batch held".into(),
-                })?
-        } else {
-            arrow_select::concat::concat_batches(&held[0].schema(), &held)
-                .map_err(|e| Error::arrow(format!("{}: joining batches", self.life.name()), e))?
+        let batch = match held.as_slice() {
+            [one] => one.clone(),
+            _ => arrow_select::concat::concat_batches(&held[0].schema(), &held)
+                .map_err(|e| Error::arrow(format!("{}: joining batches", self.life.name()), e))?,
         };
         self.start(&batch.schema())?;
         if let State::Writing(w) = &mut self.state {
