@@ -186,6 +186,60 @@ pub enum Error {
         /// What is wrong.
         message: String,
     },
+    /// A database table that should exist does not.
+    #[error(
+        "table `{table}` does not exist in {database}; create it first, or add `?create_table=true` to let tapedeck create it from the first batch"
+    )]
+    MissingTable {
+        /// The database (path, or `host:port/db` — never credentials).
+        database: String,
+        /// The table.
+        table: String,
+    },
+    /// A database operation failed; the transaction (if any) was rolled back.
+    #[error("{database}, table `{table}`: cannot {action}: {message}")]
+    Database {
+        /// The database (path, or `host:port/db` — never credentials).
+        database: String,
+        /// The table involved.
+        table: String,
+        /// What tapedeck was doing ("insert rows", "create the table", …).
+        action: &'static str,
+        /// The database's message.
+        message: String,
+    },
+    /// A sink whose first write fixed the record shape got the other shape.
+    #[error(
+        "{sink} holds {locked}; it cannot also take {got} (one file has one shape). Send {got} to another sink"
+    )]
+    ShapeMixed {
+        /// The sink.
+        sink: String,
+        /// The shape the first write locked ("readings" or "blocks").
+        locked: &'static str,
+        /// The shape that arrived.
+        got: &'static str,
+    },
+    /// A Parquet operation failed.
+    #[error("cannot {action} Parquet file `{path}`: {message}")]
+    Parquet {
+        /// What tapedeck was doing.
+        action: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The parquet crate's message.
+        message: String,
+    },
+    /// A backend that this build does not include.
+    #[error(
+        "`{scheme}:` needs the `{feature}` cargo feature, which this build of tapedeck leaves out; rebuild with `--features {feature}`"
+    )]
+    FeatureDisabled {
+        /// The URI scheme.
+        scheme: &'static str,
+        /// The cargo feature that provides it.
+        feature: &'static str,
+    },
     /// An Arrow operation failed.
     #[error("{context}: {source}")]
     Arrow {
@@ -226,6 +280,7 @@ impl Error {
                 | Error::MalformedUri { .. }
                 | Error::FileExists { .. }
                 | Error::InvalidOption { .. }
+                | Error::FeatureDisabled { .. }
         )
     }
 }

@@ -258,6 +258,43 @@ impl Block {
             .map_err(|e| Error::arrow("building a wide batch from a block", e))
     }
 
+    /// One summary row: `device, task, block_index, first_sample_index, sample_count,
+    /// channel_count, t_mono_ns, t_utc, period_ns, error_type, error_message` (what database
+    /// sinks store per block unless asked for long rows). `period_ns` is the effective period.
+    pub fn to_summary_batch(&self) -> Result<RecordBatch> {
+        self.validate()?;
+        let text = |v: Option<&str>| Arc::new(StringArray::from(vec![v])) as ArrayRef;
+        let int = |v: i64| Arc::new(Int64Array::from(vec![v])) as ArrayRef;
+        let fields = vec![
+            Field::new("device", DataType::Utf8, true),
+            Field::new("task", DataType::Utf8, true),
+            Field::new("block_index", DataType::Int64, true),
+            Field::new("first_sample_index", DataType::Int64, true),
+            Field::new("sample_count", DataType::Int64, true),
+            Field::new("channel_count", DataType::Int64, true),
+            Field::new("t_mono_ns", DataType::Int64, true),
+            Field::new("t_utc", timestamp_type(), true),
+            Field::new("period_ns", DataType::Int64, true),
+            Field::new("error_type", DataType::Utf8, true),
+            Field::new("error_message", DataType::Utf8, true),
+        ];
+        let columns = vec![
+            text(Some(&self.device)),
+            text(Some(&self.task)),
+            int(self.block_index as i64),
+            int(self.first_sample_index as i64),
+            int(self.samples as i64),
+            int(self.channels.len() as i64),
+            int(self.t_mono_ns),
+            Arc::new(TimestampMicrosecondArray::from(vec![self.t_utc_us]).with_timezone("UTC")),
+            int(self.effective_period_ns()),
+            text(self.error.as_ref().map(|e| e.kind.as_str())),
+            text(self.error.as_ref().map(|e| e.message.as_str())),
+        ];
+        RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
+            .map_err(|e| Error::arrow("building a block summary row", e))
+    }
+
     /// The long layout ([`LONG_COLUMNS`]): one row per (channel, sample), channel-major.
     pub fn to_long_batch(&self) -> Result<RecordBatch> {
         self.validate()?;

@@ -5,7 +5,34 @@
 //! formatter is hand-written because it sits on the hot path of the CSV and JSONL sinks; a test
 //! checks it against chrono over a wide range.
 
+use arrow_array::cast::AsArray;
+use arrow_array::types::{
+    TimestampMicrosecondType, TimestampMillisecondType, TimestampNanosecondType,
+    TimestampSecondType,
+};
+use arrow_array::{ArrayRef, PrimitiveArray};
+use arrow_schema::TimeUnit;
 use chrono::{DateTime, NaiveDateTime, Utc};
+
+/// A timestamp column of any unit as microseconds (seconds and milliseconds saturate,
+/// nanoseconds round toward minus infinity).
+pub(crate) fn micros_array(
+    a: &ArrayRef,
+    unit: TimeUnit,
+) -> PrimitiveArray<TimestampMicrosecondType> {
+    match unit {
+        TimeUnit::Second => a
+            .as_primitive::<TimestampSecondType>()
+            .unary(|v| v.saturating_mul(1_000_000)),
+        TimeUnit::Millisecond => a
+            .as_primitive::<TimestampMillisecondType>()
+            .unary(|v| v.saturating_mul(1000)),
+        TimeUnit::Microsecond => a.as_primitive::<TimestampMicrosecondType>().clone(),
+        TimeUnit::Nanosecond => a
+            .as_primitive::<TimestampNanosecondType>()
+            .unary(|v| v.div_euclid(1000)),
+    }
+}
 
 /// Appends `micros` (µs since the Unix epoch, UTC) as ISO 8601 to `out`.
 ///

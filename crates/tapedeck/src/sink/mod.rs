@@ -7,7 +7,10 @@
 //! [`Sink::write_block`], whose default writes the block's wide batch; text sinks override it to
 //! refuse blocks unless asked.
 //!
-//! [`open`] builds a sink from a URI (`csv:PATH`, `jsonl:PATH`, `ipc:PATH`, `memory:`, `null:`).
+//! [`open`] builds a sink from a URI (`csv:PATH`, `jsonl:PATH`, `ipc:PATH`, `sqlite:PATH`,
+//! `parquet:PATH` or `parquet:DIR/`, `memory:`, `null:`); SQLite and Parquet are behind the
+//! cargo features of the same names, and a URI of a left-out backend says which feature to
+//! enable.
 //! Every file sink refuses to replace an existing file unless the URI says `overwrite=true` (or
 //! `append=true` where the format allows appending), so a second run never destroys the first
 //! one's data.
@@ -18,6 +21,11 @@ pub mod ipc;
 pub mod jsonl;
 pub mod memory;
 pub mod null;
+#[cfg(feature = "parquet")]
+pub mod parquet;
+pub mod sql;
+#[cfg(feature = "sqlite")]
+pub mod sqlite;
 mod text;
 
 use std::path::PathBuf;
@@ -82,8 +90,18 @@ pub trait Sink: Send {
     fn stats(&self) -> SinkStats;
 }
 
-/// Sink schemes this build knows.
-pub const SCHEMES: &[&str] = &["csv", "jsonl", "ipc", "memory", "null"];
+/// Sink schemes this build knows (`sqlite` and `parquet` with their cargo features).
+pub const SCHEMES: &[&str] = &[
+    "csv",
+    "jsonl",
+    "ipc",
+    #[cfg(feature = "sqlite")]
+    "sqlite",
+    #[cfg(feature = "parquet")]
+    "parquet",
+    "memory",
+    "null",
+];
 
 /// A sink described by its URI, checked but not opened yet.
 ///
@@ -100,6 +118,12 @@ pub enum SinkSpec {
     Jsonl(PathBuf, jsonl::JsonlOptions),
     /// `ipc:PATH`
     Ipc(PathBuf, ipc::IpcOptions),
+    /// `sqlite:PATH`
+    #[cfg(feature = "sqlite")]
+    Sqlite(PathBuf, sqlite::SqliteOptions),
+    /// `parquet:PATH` or `parquet:DIR/`
+    #[cfg(feature = "parquet")]
+    Parquet(parquet::ParquetTarget, parquet::ParquetOptions),
     /// `memory:`
     Memory,
     /// `null:`
@@ -122,6 +146,27 @@ pub fn parse(uri: &str) -> Result<SinkSpec> {
             SinkSpec::Jsonl(path(), jsonl::JsonlSink::options_from_uri(&mut uri)?)
         }
         "ipc" | "arrow" => SinkSpec::Ipc(path(), ipc::IpcSink::options_from_uri(&mut uri)?),
+        #[cfg(feature = "sqlite")]
+        "sqlite" => SinkSpec::Sqlite(path(), sqlite::SqliteSink::options_from_uri(&mut uri)?),
+        #[cfg(feature = "parquet")]
+        "parquet" => SinkSpec::Parquet(
+            parquet::ParquetTarget::from_path(&uri.path),
+            parquet::ParquetSink::options_from_uri(&mut uri)?,
+        ),
+        #[cfg(not(feature = "sqlite"))]
+        "sqlite" => {
+            return Err(Error::FeatureDisabled {
+                scheme: "sqlite",
+                feature: "sqlite",
+            });
+        }
+        #[cfg(not(feature = "parquet"))]
+        "parquet" => {
+            return Err(Error::FeatureDisabled {
+                scheme: "parquet",
+                feature: "parquet",
+            });
+        }
         "memory" | "null" => {
             uri.params.finish()?;
             if uri.scheme == "memory" {
@@ -143,6 +188,12 @@ pub fn parse(uri: &str) -> Result<SinkSpec> {
         SinkSpec::Csv(p, o) => o.file.check_target(p, true)?,
         SinkSpec::Jsonl(p, o) => o.file.check_target(p, true)?,
         SinkSpec::Ipc(p, o) => o.file.check_target(p, false)?,
+        #[cfg(feature = "sqlite")]
+        SinkSpec::Sqlite(..) => {}
+        #[cfg(feature = "parquet")]
+        SinkSpec::Parquet(parquet::ParquetTarget::File(p), o) => o.file.check_target(p, false)?,
+        #[cfg(feature = "parquet")]
+        SinkSpec::Parquet(parquet::ParquetTarget::Dir(_), _) => {}
         SinkSpec::Memory | SinkSpec::Null => {}
     }
     Ok(spec)
@@ -155,6 +206,10 @@ impl SinkSpec {
             SinkSpec::Csv(p, o) => Box::new(csv::CsvSink::create(p, o)?),
             SinkSpec::Jsonl(p, o) => Box::new(jsonl::JsonlSink::create(p, o)?),
             SinkSpec::Ipc(p, o) => Box::new(ipc::IpcSink::create(p, o)?),
+            #[cfg(feature = "sqlite")]
+            SinkSpec::Sqlite(p, o) => Box::new(sqlite::SqliteSink::open(p, o)?),
+            #[cfg(feature = "parquet")]
+            SinkSpec::Parquet(t, o) => Box::new(parquet::ParquetSink::create(t, o)?),
             SinkSpec::Memory => Box::new(memory::MemorySink::new()),
             SinkSpec::Null => Box::new(null::NullSink::new()),
         })
@@ -165,7 +220,7 @@ impl SinkSpec {
 ///
 /// ```
 /// let err = tapedeck::sink::open("xls:run.xls").err().unwrap();
-/// assert!(err.to_string().contains("known schemes: csv, jsonl, ipc, memory, null"));
+/// assert!(err.to_string().contains("known schemes: csv, jsonl, ipc"));
 /// ```
 pub fn open(uri: &str) -> Result<Box<dyn Sink>> {
     parse(uri)?.open()

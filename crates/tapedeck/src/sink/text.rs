@@ -7,16 +7,13 @@
 //! UTC with microseconds.
 
 use arrow_array::cast::AsArray;
-use arrow_array::types::{
-    Float64Type, Int64Type, TimestampMicrosecondType, TimestampMillisecondType,
-    TimestampNanosecondType, TimestampSecondType, UInt64Type,
-};
+use arrow_array::types::{Float64Type, Int64Type, TimestampMicrosecondType, UInt64Type};
 use arrow_array::{Array, ArrayRef, BinaryArray, BooleanArray, PrimitiveArray, StringArray};
-use arrow_schema::{DataType, TimeUnit};
+use arrow_schema::DataType;
 
 use crate::error::{Error, Result};
 use crate::record::schema_lock::{SUPPORTED_TYPES, to_f64, to_i64};
-use crate::record::time::IsoFormatter;
+use crate::record::time::{IsoFormatter, micros_array};
 
 /// One column, normalised for text output.
 pub(crate) enum TextColumn {
@@ -102,23 +99,7 @@ impl TextColumn {
             },
             DataType::Utf8 => TextColumn::Text(array.as_string::<i32>().clone()),
             DataType::Binary => TextColumn::Bytes(array.as_binary::<i32>().clone()),
-            DataType::Timestamp(unit, _) => {
-                let micros: PrimitiveArray<TimestampMicrosecondType> = match unit {
-                    TimeUnit::Second => array
-                        .as_primitive::<TimestampSecondType>()
-                        .unary(|v| v.saturating_mul(1_000_000)),
-                    TimeUnit::Millisecond => array
-                        .as_primitive::<TimestampMillisecondType>()
-                        .unary(|v| v.saturating_mul(1000)),
-                    TimeUnit::Microsecond => {
-                        array.as_primitive::<TimestampMicrosecondType>().clone()
-                    }
-                    TimeUnit::Nanosecond => array
-                        .as_primitive::<TimestampNanosecondType>()
-                        .unary(|v| v.div_euclid(1000)),
-                };
-                TextColumn::Timestamp(micros)
-            }
+            DataType::Timestamp(unit, _) => TextColumn::Timestamp(micros_array(array, *unit)),
             _ => match to_i64(array) {
                 Some(a) => TextColumn::Int(a.as_primitive::<Int64Type>().clone()),
                 None => return Err(unsupported(name, array)),

@@ -1,0 +1,592 @@
+//! `parquet:PATH` (one file) and `parquet:DIR/` (rolling parts) — columnar files that are never
+//! left unreadable.
+//!
+//! **No unreadable files.** A Parquet file is readable only once its footer is written, so this
+//! sink never writes under a name a user can see: a file is written as a hidden
+//! `.NAME.partial` beside its final name, finished with its footer, fsynced, and renamed into
+//! place (then the directory is fsynced). A single-file sink does that on `close`; the
+//! rolling-parts form finishes a part every `roll_rows` rows and/or `roll_interval`, so after a
+//! `kill -9` every visible `part-NNNNNN.parquet` is complete and at most the unfinished part is
+//! missing. A new run into the same directory continues the part numbers.
+//!
+//! **Row groups follow `row_group_rows`, not the flush cadence.** `flush` does not cut a row
+//! group (a 64-row row group is the reference's size problem); rows are coalesced and written in
+//! row groups of `row_group_rows` (default 131,072). Memory is bounded by one row group.
+//!
+//! Options: `compression=zstd|snappy|lz4|gzip|none` (default zstd) with `level=`,
+//! `dictionary=false`, statistics on, timestamps as TIMESTAMP(MICROS, UTC). Blocks go in the wide
+//! layout, or the long one with `blocks=long`; the first write locks the shape, and mixing
+//! readings and blocks afterwards is [`Error::ShapeMixed`]. Also `overwrite=true` (single file)
+//! and `strict=true`.
+
+use std::fs::File;
+use std::io::BufWriter;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow_array::cast::AsArray;
+use arrow_array::{Array, ArrayRef, BinaryArray, RecordBatch, StringArray};
+use arrow_buffer::Buffer;
+use arrow_schema::{DataType, SchemaRef};
+use parquet::arrow::ArrowWriter;
+use parquet::basic::Encoding;
+use parquet::basic::{Compression, GzipLevel, ZstdLevel};
+use parquet::file::properties::{EnabledStatistics, WriterProperties, WriterPropertiesBuilder};
+use parquet::schema::types::ColumnPath;
+
+use super::file::FileOptions;
+use super::{Lifecycle, Sink, SinkStats};
+use crate::error::{Error, Result};
+use crate::record::{Block, SchemaLock, UnknownColumns};
+use crate::uri::Uri;
+
+/// Default rows per row group.
+pub const DEFAULT_ROW_GROUP_ROWS: usize = 131_072;
+
+/// Rows coalesced before they are handed to the Parquet encoder.
+const ENCODE_ROWS: usize = 8192;
+
+/// Compression codec of the column chunks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParquetCompression {
+    /// zstd at a level (1–22; default 3).
+    Zstd(i32),
+    /// Snappy.
+    Snappy,
+    /// LZ4 (raw).
+    Lz4,
+    /// gzip at a level (0–9; default 6).
+    Gzip(u32),
+    /// Uncompressed.
+    None,
+}
+
+/// How DAQ blocks are laid out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BlockLayout {
+    /// One row per sample, one column per channel (default).
+    #[default]
+    Wide,
+    /// One row per channel × sample.
+    Long,
+}
+
+/// Options of the Parquet sink.
+#[derive(Debug, Clone)]
+pub struct ParquetOptions {
+    /// Overwrite behaviour of the single-file form.
+    pub file: FileOptions,
+    /// Codec.
+    pub compression: ParquetCompression,
+    /// Dictionary encoding.
+    pub dictionary: bool,
+    /// Rows per row group.
+    pub row_group_rows: usize,
+    /// Rolling form: finish a part after this many rows.
+    pub roll_rows: Option<u64>,
+    /// Rolling form: finish a part after this long.
+    pub roll_interval: Option<Duration>,
+    /// Block layout.
+    pub blocks: BlockLayout,
+    /// Unknown columns are an error.
+    pub strict: bool,
+}
+
+impl Default for ParquetOptions {
+    fn default() -> Self {
+        ParquetOptions {
+            file: FileOptions::default(),
+            compression: ParquetCompression::Zstd(3),
+            dictionary: true,
+            row_group_rows: DEFAULT_ROW_GROUP_ROWS,
+            roll_rows: None,
+            roll_interval: None,
+            blocks: BlockLayout::Wide,
+            strict: false,
+        }
+    }
+}
+
+/// Where the sink writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ParquetTarget {
+    /// One file, renamed into place on close.
+    File(PathBuf),
+    /// Rolling parts in a directory.
+    Dir(PathBuf),
+}
+
+impl ParquetTarget {
+    /// `DIR/` (trailing slash) is the rolling form, anything else one file.
+    pub fn from_path(path: &str) -> ParquetTarget {
+        if path.ends_with('/') || path.ends_with(std::path::MAIN_SEPARATOR) {
+            ParquetTarget::Dir(PathBuf::from(path))
+        } else {
+            ParquetTarget::File(PathBuf::from(path))
+        }
+    }
+}
+
+/// A file being written under its hidden name.
+struct Part {
+    writer: ArrowWriter<BufWriter<File>>,
+    partial: PathBuf,
+    path: PathBuf,
+    rows: u64,
+    opened: Instant,
+}
+
+/// A text or binary column whose values are all empty has an empty values buffer, and with it
+/// a dangling data pointer; the encoder's per-value statistics and dictionary comparisons then
+/// run about 20× slower (measured with parquet 60: 253 ms instead of 11 ms for 1,000,000 empty
+/// strings). Giving such a column a small real buffer — same offsets, same values — avoids it.
+fn backed(array: &ArrayRef) -> ArrayRef {
+    const SPARE: [u8; 8] = [0; 8];
+    match array.data_type() {
+        DataType::Utf8 if !array.is_empty() && array.as_string::<i32>().values().is_empty() => {
+            let a = array.as_string::<i32>();
+            Arc::new(StringArray::new(
+                a.offsets().clone(),
+                Buffer::from(SPARE.to_vec()),
+                a.nulls().cloned(),
+            ))
+        }
+        DataType::Binary if !array.is_empty() && array.as_binary::<i32>().values().is_empty() => {
+            let a = array.as_binary::<i32>();
+            Arc::new(BinaryArray::new(
+                a.offsets().clone(),
+                Buffer::from(SPARE.to_vec()),
+                a.nulls().cloned(),
+            ))
+        }
+        _ => array.clone(),
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    Readings,
+    Blocks,
+}
+
+impl Shape {
+    fn name(self) -> &'static str {
+        match self {
+            Shape::Readings => "readings",
+            Shape::Blocks => "blocks",
+        }
+    }
+}
+
+/// The Parquet sink; see the module docs.
+pub struct ParquetSink {
+    life: Lifecycle,
+    target: ParquetTarget,
+    options: ParquetOptions,
+    /// Properties common to every column; per-column encodings are added per schema.
+    properties: WriterPropertiesBuilder,
+    lock: SchemaLock,
+    shape: Option<Shape>,
+    part: Option<Part>,
+    next_part: u64,
+    held: Vec<RecordBatch>,
+    held_rows: usize,
+    rows: u64,
+    bytes: u64,
+    parts_finished: u64,
+}
+
+impl std::fmt::Debug for ParquetSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ParquetSink")
+            .field("target", &self.target)
+            .field("rows", &self.rows)
+            .finish_non_exhaustive()
+    }
+}
+
+fn parquet_error(action: &'static str, path: &Path, e: impl std::fmt::Display) -> Error {
+    Error::Parquet {
+        action,
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    }
+}
+
+fn hidden_partial(path: &Path) -> PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    path.with_file_name(format!(".{name}.partial"))
+}
+
+fn part_name(n: u64) -> String {
+    format!("part-{n:06}.parquet")
+}
+
+/// The number after the highest `part-NNNNNN.parquet` in `dir`, so a new run continues it.
+fn next_part_number(dir: &Path) -> Result<u64> {
+    let mut next = 0;
+    let entries = std::fs::read_dir(dir).map_err(|e| Error::io("list", dir, e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io("list", dir, e))?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if let Some(n) = name
+            .strip_prefix("part-")
+            .and_then(|r| r.strip_suffix(".parquet"))
+            .and_then(|n| n.parse::<u64>().ok())
+        {
+            next = next.max(n + 1);
+        }
+    }
+    Ok(next)
+}
+
+impl ParquetSink {
+    /// Creates the sink. Nothing is created on disk until the first row arrives (the directory
+    /// of the rolling form is created at once).
+    pub fn create(target: ParquetTarget, options: ParquetOptions) -> Result<ParquetSink> {
+        let (name, next_part) = match &target {
+            ParquetTarget::File(path) => {
+                options.file.check_target(path, false)?;
+                (format!("parquet:{}", path.display()), 0)
+            }
+            ParquetTarget::Dir(dir) => {
+                std::fs::create_dir_all(dir).map_err(|e| Error::io("create directory", dir, e))?;
+                (format!("parquet:{}", dir.display()), next_part_number(dir)?)
+            }
+        };
+        let compression = match options.compression {
+            ParquetCompression::Zstd(level) => {
+                Compression::ZSTD(ZstdLevel::try_new(level).map_err(|e| Error::InvalidOption {
+                    option: "level",
+                    message: e.to_string(),
+                })?)
+            }
+            ParquetCompression::Snappy => Compression::SNAPPY,
+            ParquetCompression::Lz4 => Compression::LZ4_RAW,
+            ParquetCompression::Gzip(level) => {
+                Compression::GZIP(GzipLevel::try_new(level).map_err(|e| Error::InvalidOption {
+                    option: "level",
+                    message: e.to_string(),
+                })?)
+            }
+            ParquetCompression::None => Compression::UNCOMPRESSED,
+        };
+        if options.row_group_rows == 0 {
+            return Err(Error::InvalidOption {
+                option: "row_group_rows",
+                message: "must be at least 1".into(),
+            });
+        }
+        let properties = WriterProperties::builder()
+            .set_compression(compression)
+            .set_dictionary_enabled(options.dictionary)
+            .set_statistics_enabled(EnabledStatistics::Page)
+            .set_max_row_group_row_count(Some(options.row_group_rows));
+        let lock = SchemaLock::new(name.clone()).with_unknown_columns(if options.strict {
+            UnknownColumns::Error
+        } else {
+            UnknownColumns::DropWithWarning
+        });
+        Ok(ParquetSink {
+            life: Lifecycle::new(name),
+            target,
+            options,
+            properties,
+            lock,
+            shape: None,
+            part: None,
+            next_part,
+            held: Vec::new(),
+            held_rows: 0,
+            rows: 0,
+            bytes: 0,
+            parts_finished: 0,
+        })
+    }
+
+    /// Reads the options from a URI's parameters.
+    pub(crate) fn options_from_uri(uri: &mut Uri) -> Result<ParquetOptions> {
+        let d = ParquetOptions::default();
+        let p = &mut uri.params;
+        let codec = p.choice("compression", &["zstd", "snappy", "lz4", "gzip", "none"])?;
+        let level = p.parse::<i32>("level", "a compression level (zstd 1-22, gzip 0-9)")?;
+        let compression = match codec.unwrap_or("zstd") {
+            "snappy" => ParquetCompression::Snappy,
+            "lz4" => ParquetCompression::Lz4,
+            "gzip" => ParquetCompression::Gzip(level.map_or(6, |l| l.max(0) as u32)),
+            "none" => ParquetCompression::None,
+            _ => ParquetCompression::Zstd(level.unwrap_or(3)),
+        };
+        let options = ParquetOptions {
+            file: FileOptions::from_params(p, false)?,
+            compression,
+            dictionary: match p.raw("dictionary") {
+                None => true,
+                Some(_) => p.flag("dictionary")?,
+            },
+            row_group_rows: p
+                .parse::<usize>("row_group_rows", "rows per row group")?
+                .unwrap_or(d.row_group_rows),
+            roll_rows: p.parse::<u64>("roll_rows", "rows per part")?,
+            roll_interval: p.duration("roll_interval")?,
+            blocks: match p.choice("blocks", &["wide", "long"])? {
+                Some("long") => BlockLayout::Long,
+                _ => BlockLayout::Wide,
+            },
+            strict: p.flag("strict")?,
+        };
+        p.finish()?;
+        Ok(options)
+    }
+
+    /// Parts finished (renamed into place) so far.
+    pub fn parts_finished(&self) -> u64 {
+        self.parts_finished
+    }
+
+    fn open_part(&mut self, schema: &SchemaRef) -> Result<()> {
+        let path = match &self.target {
+            ParquetTarget::File(path) => path.clone(),
+            ParquetTarget::Dir(dir) => {
+                let p = dir.join(part_name(self.next_part));
+                self.next_part += 1;
+                p
+            }
+        };
+        let partial = hidden_partial(&path);
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| Error::io("create directory", parent, e))?;
+        }
+        let file = File::create(&partial).map_err(|e| Error::io("create", &partial, e))?;
+        let writer = ArrowWriter::try_new(
+            BufWriter::with_capacity(1 << 20, file),
+            schema.clone(),
+            Some(self.properties_for(schema)),
+        )
+        .map_err(|e| parquet_error("start", &partial, e))?;
+        self.part = Some(Part {
+            writer,
+            partial,
+            path,
+            rows: 0,
+            opened: Instant::now(),
+        });
+        Ok(())
+    }
+
+    /// Column encodings for `schema`: timestamps and integers are delta-encoded without a
+    /// dictionary. A dictionary of (nearly) unique, increasing values such as sample times costs
+    /// a hash-table insert per value and saves nothing, while DELTA_BINARY_PACKED stores a
+    /// regularly sampled clock in a few bits per value. Text keeps its dictionary.
+    fn properties_for(&self, schema: &SchemaRef) -> WriterProperties {
+        let mut b = self.properties.clone();
+        for f in schema.fields() {
+            if matches!(
+                f.data_type(),
+                DataType::Timestamp(_, _) | DataType::Int64 | DataType::Int32
+            ) {
+                let path = ColumnPath::from(f.name().as_str());
+                b = b
+                    .set_column_dictionary_enabled(path.clone(), false)
+                    .set_column_encoding(path, Encoding::DELTA_BINARY_PACKED);
+            }
+        }
+        b.build()
+    }
+
+    /// Writes the footer, fsyncs, and renames the part into place.
+    fn finish_part(&mut self) -> Result<()> {
+        let Some(part) = self.part.take() else {
+            return Ok(());
+        };
+        let Part {
+            writer,
+            partial,
+            path,
+            ..
+        } = part;
+        let buffered = writer
+            .into_inner()
+            .map_err(|e| parquet_error("finish", &partial, e))?;
+        let file = buffered
+            .into_inner()
+            .map_err(|e| Error::io("write", &partial, e.into_error()))?;
+        file.sync_all()
+            .map_err(|e| Error::io("fsync", &partial, e))?;
+        self.bytes += file
+            .metadata()
+            .map_err(|e| Error::io("stat", &partial, e))?
+            .len();
+        drop(file);
+        if let ParquetTarget::File(_) = self.target
+            && !self.options.file.overwrite
+            && path.exists()
+        {
+            // The path was free when the sink opened; someone created it since.
+            return Err(Error::FileExists {
+                path,
+                append_hint: "",
+            });
+        }
+        std::fs::rename(&partial, &path).map_err(|e| Error::io("rename into place", &path, e))?;
+        if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty())
+            && let Ok(d) = File::open(dir)
+        {
+            // Makes the rename itself durable; a directory that cannot be opened is not fatal.
+            let _ = d.sync_all();
+        }
+        self.parts_finished += 1;
+        Ok(())
+    }
+
+    /// Hands the held rows to the encoder, rolling parts as configured.
+    fn encode_held(&mut self) -> Result<()> {
+        if self.held.is_empty() {
+            return Ok(());
+        }
+        let held = std::mem::take(&mut self.held);
+        self.held_rows = 0;
+        let batch = match held.as_slice() {
+            [one] => one.clone(),
+            _ => arrow_select::concat::concat_batches(&held[0].schema(), &held)
+                .map_err(|e| Error::arrow(format!("{}: joining batches", self.life.name()), e))?,
+        };
+        let columns = batch.columns().iter().map(backed).collect();
+        let batch = RecordBatch::try_new(batch.schema(), columns)
+            .map_err(|e| Error::arrow(format!("{}: preparing a batch", self.life.name()), e))?;
+        let mut offset = 0;
+        while offset < batch.num_rows() {
+            if self.part.is_none() {
+                self.open_part(batch.schema_ref())?;
+            }
+            let room = match (&self.target, self.options.roll_rows, &self.part) {
+                (ParquetTarget::Dir(_), Some(roll), Some(part)) => {
+                    (roll.saturating_sub(part.rows)).max(1) as usize
+                }
+                _ => usize::MAX,
+            };
+            let take = room.min(batch.num_rows() - offset);
+            let slice = batch.slice(offset, take);
+            if let Some(part) = &mut self.part {
+                part.writer
+                    .write(&slice)
+                    .map_err(|e| parquet_error("write", &part.partial, e))?;
+                part.rows += take as u64;
+            }
+            offset += take;
+            self.roll_if_due()?;
+        }
+        Ok(())
+    }
+
+    fn roll_if_due(&mut self) -> Result<()> {
+        if !matches!(self.target, ParquetTarget::Dir(_)) {
+            return Ok(());
+        }
+        let due = self.part.as_ref().is_some_and(|p| {
+            self.options.roll_rows.is_some_and(|r| p.rows >= r)
+                || self
+                    .options
+                    .roll_interval
+                    .is_some_and(|d| p.opened.elapsed() >= d)
+        });
+        if due {
+            self.finish_part()?;
+        }
+        Ok(())
+    }
+
+    fn accept(&mut self, batch: &RecordBatch, shape: Shape) -> Result<()> {
+        self.life.check_open()?;
+        match self.shape {
+            None => self.shape = Some(shape),
+            Some(locked) if locked != shape => {
+                return Err(Error::ShapeMixed {
+                    sink: self.life.name().to_string(),
+                    locked: locked.name(),
+                    got: shape.name(),
+                });
+            }
+            Some(_) => {}
+        }
+        let batch = self.lock.conform(batch)?;
+        self.rows += batch.num_rows() as u64;
+        self.held_rows += batch.num_rows();
+        self.held.push(batch);
+        if self.held_rows >= ENCODE_ROWS {
+            self.encode_held()?;
+        }
+        Ok(())
+    }
+}
+
+impl Sink for ParquetSink {
+    fn name(&self) -> &str {
+        self.life.name()
+    }
+
+    fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        self.accept(batch, Shape::Readings)
+    }
+
+    fn write_block(&mut self, block: &Block) -> Result<()> {
+        let batch = match self.options.blocks {
+            BlockLayout::Wide => block.to_wide_batch()?,
+            BlockLayout::Long => block.to_long_batch()?,
+        };
+        self.accept(&batch, Shape::Blocks)
+    }
+
+    /// Rows stay in the open row group (see the module docs); a rolling sink finishes a part
+    /// whose `roll_interval` has passed.
+    fn flush(&mut self) -> Result<()> {
+        self.life.check_open()?;
+        if self.options.roll_interval.is_some() {
+            self.encode_held()?;
+            self.roll_if_due()?;
+        }
+        Ok(())
+    }
+
+    fn close(&mut self) -> Result<()> {
+        if !self.life.begin_close() {
+            return Ok(());
+        }
+        self.encode_held()?;
+        if self.part.is_none()
+            && let ParquetTarget::File(_) = self.target
+        {
+            // No rows at all: still leave a readable (empty) file at the path.
+            let schema = self
+                .lock
+                .schema()
+                .cloned()
+                .unwrap_or_else(|| Arc::new(arrow_schema::Schema::empty()));
+            self.open_part(&schema)?;
+        }
+        self.finish_part()
+    }
+
+    fn stats(&self) -> SinkStats {
+        let open = self
+            .part
+            .as_ref()
+            .map_or(0, |p| p.writer.bytes_written() as u64);
+        SinkStats {
+            rows: self.rows,
+            bytes: self.bytes + open,
+        }
+    }
+}
+
+impl Drop for ParquetSink {
+    fn drop(&mut self) {
+        let _ = self.close();
+    }
+}
