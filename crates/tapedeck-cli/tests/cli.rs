@@ -70,7 +70,7 @@ fn bad_usage_exits_2_with_a_helpful_message() {
     for (args, needle) in [
         (
             vec!["record", "--source", "sim:alicat?n=1", "--sink", "xls:out"],
-            "known schemes: csv, jsonl, ipc, memory, null",
+            "known schemes: csv, jsonl, ipc",
         ),
         (
             vec![
