@@ -60,6 +60,10 @@ const RECORD_HELP: &str = concat!(
   tapedeck record --source 'sim:alicat?n=1000000' --sink csv:run.csv --sink jsonl:run.jsonl \\
       --summary-json summary.json
 
+  # a rolling Parquet directory and a SQLite table from the same stream
+  tapedeck record --source 'sim:alicat?rate=1000' --duration 1m \
+      --sink 'parquet:parts/?roll_rows=10000' --sink 'sqlite:lab.db?table=samples'
+
   # tail a CSV stream from stdin, skipping malformed lines, flushing every 250 ms
   producer | tapedeck record --source 'stdin:csv?on_error=skip' --flush-interval 250ms \\
       --sink 'csv:log.csv?append=true'
@@ -76,6 +80,12 @@ Sinks:
   csv:PATH      RFC 4180, header from the first batch; overwrite, append, accept_blocks, strict
   jsonl:PATH    one JSON object per line, no schema lock; overwrite, append, accept_blocks
   ipc:PATH      Arrow IPC file (pyarrow.ipc.open_file); overwrite, strict, batch_rows
+  sqlite:PATH   SQLite database; table (readings), blocks_table (blocks), blocks=summary|long,
+                create_table, timestamps=iso|unix_us, journal_mode, synchronous, busy_timeout,
+                strict. One transaction per flush.
+  parquet:PATH  one Parquet file, visible only once complete; parquet:DIR/ rolling parts
+                (roll_rows, roll_interval); compression=zstd|snappy|lz4|gzip|none, level,
+                dictionary, row_group_rows (131072), blocks=wide|long, overwrite, strict
   memory:       kept in memory (tests);   null:  discarded (benchmarks)
   File sinks never replace an existing file unless the URI says overwrite=true (or append=true).
   CSV and JSONL refuse DAQ blocks unless the URI says accept_blocks=true.

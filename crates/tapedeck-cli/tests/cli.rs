@@ -401,3 +401,154 @@ print(t.num_rows, round(sum(flow), 6), str(req.type), req[1].as_py().isoformat()
     assert_eq!(fields[4], "2026-01-01T00:00:00.000100+00:00", "{printed}");
     assert_eq!(fields[5], "fuel");
 }
+
+/// Runs `script` (with `path` as argv[1]) in the pyarrow-capable Python and returns its stdout.
+fn python_reads(python: &str, script: &str, path: &Path) -> String {
+    let out = Command::new(python)
+        .args(["-c", script, &path.display().to_string()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[cfg(feature = "parquet")]
+#[test]
+fn pyarrow_and_duckdb_read_the_parquet_file() {
+    let Some(python) = python_with_pyarrow() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("a.parquet");
+    let out = run(&[
+        "record",
+        "--source",
+        "sim:alicat?n=3000",
+        "--sink",
+        &format!("parquet:{}", path.display()),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let script = r#"
+import sys, pyarrow.parquet as pq
+t = pq.read_table(sys.argv[1])
+print(t.num_rows, str(t.schema.field("requested_at").type), t.column("requested_at")[2].as_py().isoformat(), round(sum(t.column("Mass_Flow").to_pylist()), 6))
+"#;
+    let expected_sum: f64 = (0..3000).map(|i| 10.0 + (i % 1000) as f64 * 0.01).sum();
+    let printed = python_reads(&python, script, &path);
+    let fields: Vec<&str> = printed.split_whitespace().collect();
+    assert_eq!(fields[0], "3000", "{printed}");
+    assert_eq!(fields[1..3].join(" "), "timestamp[us, tz=UTC]", "{printed}");
+    assert_eq!(fields[3], "2026-01-01T00:00:00.000200+00:00", "{printed}");
+    assert!(
+        (fields[4].parse::<f64>().unwrap() - expected_sum).abs() < 1e-6,
+        "{printed}"
+    );
+
+    let has_duckdb = Command::new(&python)
+        .args(["-c", "import duckdb"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has_duckdb {
+        eprintln!("skipping the DuckDB half: `{python}` cannot import duckdb");
+        return;
+    }
+    let script = r#"
+import sys, duckdb
+con = duckdb.connect()
+print(con.execute("select count(*), min(requested_at)::varchar, count(distinct device) from read_parquet(?)", [sys.argv[1]]).fetchone())
+"#;
+    let printed = python_reads(&python, script, &path);
+    assert!(
+        printed.starts_with("(3000, '2026-01-01 00:00:00"),
+        "{printed}"
+    );
+    assert!(printed.ends_with(", 1)"), "{printed}");
+}
+
+#[cfg(feature = "parquet")]
+#[test]
+fn after_kill_9_every_visible_parquet_part_is_readable() {
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    let dir = tempfile::tempdir().unwrap();
+    let parts = dir.path().join("parts");
+    let mut child = tapedeck()
+        .args([
+            "record",
+            "--source",
+            "sim:alicat?rate=20000",
+            "--sink",
+            &format!("parquet:{}/?roll_rows=5000", parts.display()),
+            "--progress",
+            "never",
+        ])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until a few parts are finished, then kill the recorder mid-part.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let visible = || -> Vec<std::path::PathBuf> {
+        std::fs::read_dir(&parts)
+            .map(|d| {
+                d.map(|e| e.unwrap().path())
+                    .filter(|p| {
+                        p.extension().is_some_and(|x| x == "parquet")
+                            && !p.file_name().unwrap().to_string_lossy().starts_with('.')
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    while visible().len() < 3 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(120));
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let parts_now = visible();
+    assert!(parts_now.len() >= 3, "{parts_now:?}");
+    let mut total = 0;
+    for p in &parts_now {
+        let reader = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(p).unwrap())
+            .unwrap_or_else(|e| panic!("{p:?} unreadable after kill -9: {e}"))
+            .build()
+            .unwrap();
+        let rows: usize = reader.map(|b| b.unwrap().num_rows()).sum();
+        assert_eq!(rows, 5000, "{p:?}");
+        total += rows;
+    }
+    assert_eq!(total, parts_now.len() * 5000);
+}
+
+#[cfg(feature = "sqlite")]
+#[test]
+fn record_into_sqlite_and_read_it_with_python() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("lab.db");
+    let out = run(&[
+        "record",
+        "--source",
+        "sim:alicat?n=2000",
+        "--sink",
+        &format!("sqlite:{}?table=samples", db.display()),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let Ok(python) = Command::new("python3").arg("--version").output() else {
+        eprintln!("skipping the Python half: python3 is not installed");
+        return;
+    };
+    assert!(python.status.success());
+    let printed = python_reads(
+        "python3",
+        "import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute('select count(*), min(requested_at), max(Mass_Flow) from samples').fetchone())",
+        &db,
+    );
+    // 10.0 + 999 * 0.01 in f64, as Python prints it.
+    assert_eq!(
+        printed,
+        "(2000, '2026-01-01T00:00:00.000000Z', 19.990000000000002)"
+    );
+}

@@ -35,13 +35,53 @@ fn concat(batches: &[RecordBatch]) -> RecordBatch {
 
 fn values() -> RecordBatch {
     batch(vec![
-        ("s", Arc::new(StringArray::from(vec![Some("a"), None, Some(""), Some("µ")])) as ArrayRef),
-        ("n", Arc::new(Int64Array::from(vec![Some(1), Some(-2), None, Some(i64::MAX)]))),
-        ("x", Arc::new(Float64Array::from(vec![f64::NAN, 0.5, f64::NEG_INFINITY, 1e300]))),
-        ("b", Arc::new(BooleanArray::from(vec![Some(true), None, Some(false), Some(true)]))),
+        (
+            "s",
+            Arc::new(StringArray::from(vec![
+                Some("a"),
+                None,
+                Some(""),
+                Some("µ"),
+            ])) as ArrayRef,
+        ),
+        (
+            "n",
+            Arc::new(Int64Array::from(vec![
+                Some(1),
+                Some(-2),
+                None,
+                Some(i64::MAX),
+            ])),
+        ),
+        (
+            "x",
+            Arc::new(Float64Array::from(vec![
+                f64::NAN,
+                0.5,
+                f64::NEG_INFINITY,
+                1e300,
+            ])),
+        ),
+        (
+            "b",
+            Arc::new(BooleanArray::from(vec![
+                Some(true),
+                None,
+                Some(false),
+                Some(true),
+            ])),
+        ),
         (
             "t",
-            Arc::new(TimestampMicrosecondArray::from(vec![Some(1), None, Some(-5), Some(1_767_225_600_000_000)]).with_timezone("UTC")),
+            Arc::new(
+                TimestampMicrosecondArray::from(vec![
+                    Some(1),
+                    None,
+                    Some(-5),
+                    Some(1_767_225_600_000_000),
+                ])
+                .with_timezone("UTC"),
+            ),
         ),
     ])
 }
@@ -66,21 +106,52 @@ fn round_trip_row_groups_compression_and_statistics() {
     let back = concat(&read(&path));
     assert_eq!(back.num_rows(), 2560);
     assert_eq!(back.columns(), concat(&written).columns());
-    assert_eq!(back.schema().field(2).data_type().to_string(), "Timestamp(µs, \"UTC\")");
+    assert_eq!(
+        back.schema().field(2).data_type().to_string(),
+        "Timestamp(µs, \"UTC\")"
+    );
 
-    let meta = SerializedFileReader::new(File::open(&path).unwrap()).unwrap().metadata().clone();
+    let meta = SerializedFileReader::new(File::open(&path).unwrap())
+        .unwrap()
+        .metadata()
+        .clone();
     let groups: Vec<i64> = meta.row_groups().iter().map(|g| g.num_rows()).collect();
     assert_eq!(groups, [1000, 1000, 560]);
     for col in meta.row_group(0).columns() {
-        assert!(matches!(col.compression(), Compression::ZSTD(_)), "{:?}", col.compression());
-        assert!(col.statistics().is_some(), "statistics for {}", col.column_path());
+        assert!(
+            matches!(col.compression(), Compression::ZSTD(_)),
+            "{:?}",
+            col.compression()
+        );
+        assert!(
+            col.statistics().is_some(),
+            "statistics for {}",
+            col.column_path()
+        );
     }
     let device = meta.row_group(0).column(0);
-    assert!(device.encodings().any(|e| e == Encoding::RLE_DICTIONARY), "text is dictionary-encoded");
+    assert!(
+        device.encodings().any(|e| e == Encoding::RLE_DICTIONARY),
+        "text is dictionary-encoded"
+    );
     let requested = meta.row_group(0).column(2);
-    assert!(requested.encodings().any(|e| e == Encoding::DELTA_BINARY_PACKED), "times are delta-encoded");
-    let logical = meta.file_metadata().schema_descr().column(2).logical_type_ref().cloned();
-    assert!(format!("{logical:?}").contains("is_adjusted_to_u_t_c: true") && format!("{logical:?}").contains("MICROS"), "{logical:?}");
+    assert!(
+        requested
+            .encodings()
+            .any(|e| e == Encoding::DELTA_BINARY_PACKED),
+        "times are delta-encoded"
+    );
+    let logical = meta
+        .file_metadata()
+        .schema_descr()
+        .column(2)
+        .logical_type_ref()
+        .cloned();
+    assert!(
+        format!("{logical:?}").contains("is_adjusted_to_u_t_c: true")
+            && format!("{logical:?}").contains("MICROS"),
+        "{logical:?}"
+    );
 }
 
 #[test]
@@ -94,9 +165,17 @@ fn nulls_nan_and_extremes_survive() {
     let want = values();
     for (i, (a, b)) in back.columns().iter().zip(want.columns()).enumerate() {
         if i == 2 {
-            let (a, b) = (a.as_any().downcast_ref::<Float64Array>().unwrap(), b.as_any().downcast_ref::<Float64Array>().unwrap());
+            let (a, b) = (
+                a.as_any().downcast_ref::<Float64Array>().unwrap(),
+                b.as_any().downcast_ref::<Float64Array>().unwrap(),
+            );
             for k in 0..4 {
-                assert!(a.value(k).to_bits() == b.value(k).to_bits(), "{} vs {}", a.value(k), b.value(k));
+                assert!(
+                    a.value(k).to_bits() == b.value(k).to_bits(),
+                    "{} vs {}",
+                    a.value(k),
+                    b.value(k)
+                );
             }
         } else {
             assert_eq!(a, b, "column {i}");
@@ -129,18 +208,32 @@ fn the_visible_path_only_ever_holds_a_complete_file() {
         s.write(&sim.batch(i * 1000, 1000).unwrap()).unwrap();
     }
     s.flush().unwrap();
-    assert!(partial.exists(), "rows are being written under the hidden name");
-    assert!(!path.exists(), "the visible name appears only when the file is complete");
+    assert!(
+        partial.exists(),
+        "rows are being written under the hidden name"
+    );
+    assert!(
+        !path.exists(),
+        "the visible name appears only when the file is complete"
+    );
     s.close().unwrap();
     assert!(!partial.exists() && path.exists());
-    assert_eq!(read(&path).iter().map(RecordBatch::num_rows).sum::<usize>(), 10_000);
+    assert_eq!(
+        read(&path).iter().map(RecordBatch::num_rows).sum::<usize>(),
+        10_000
+    );
     // A second sink refuses the now-existing file, unless told to overwrite.
-    let err = sink::open(&format!("parquet:{}", path.display())).err().unwrap();
+    let err = sink::open(&format!("parquet:{}", path.display()))
+        .err()
+        .unwrap();
     assert!(matches!(err, Error::FileExists { .. }), "{err:?}");
     let mut s = sink::open(&format!("parquet:{}?overwrite=true", path.display())).unwrap();
     s.write(&values().slice(0, 1)).unwrap();
     s.close().unwrap();
-    assert_eq!(read(&path).iter().map(RecordBatch::num_rows).sum::<usize>(), 1);
+    assert_eq!(
+        read(&path).iter().map(RecordBatch::num_rows).sum::<usize>(),
+        1
+    );
 }
 
 #[test]
@@ -159,8 +252,18 @@ fn rolling_parts_are_finished_as_they_fill_and_numbering_continues() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     names.sort();
-    assert_eq!(names, ["part-000000.parquet", "part-000001.parquet", "part-000002.parquet"]);
-    let rows: Vec<usize> = names.iter().map(|n| read(&parts.join(n)).iter().map(RecordBatch::num_rows).sum()).collect();
+    assert_eq!(
+        names,
+        [
+            "part-000000.parquet",
+            "part-000001.parquet",
+            "part-000002.parquet"
+        ]
+    );
+    let rows: Vec<usize> = names
+        .iter()
+        .map(|n| read(&parts.join(n)).iter().map(RecordBatch::num_rows).sum())
+        .collect();
     assert_eq!(rows, [1000, 1000, 500]);
     // A second run continues the numbering instead of replacing part 0.
     let mut s = sink::open(&uri).unwrap();
@@ -186,7 +289,10 @@ fn parts_roll_while_the_sink_is_open() {
         .collect();
     assert!(visible.len() >= 2, "{visible:?}");
     for p in &visible {
-        assert_eq!(read(p).iter().map(RecordBatch::num_rows).sum::<usize>(), 10_000);
+        assert_eq!(
+            read(p).iter().map(RecordBatch::num_rows).sum::<usize>(),
+            10_000
+        );
     }
     s.close().unwrap();
 }
@@ -201,21 +307,53 @@ fn compression_and_dictionary_options() {
         ("compression=none", "UNCOMPRESSED"),
         ("compression=zstd&level=19", "ZSTD"),
     ] {
-        let path = dir.path().join(format!("{}.parquet", param.replace(['=', '&'], "_")));
-        let mut s = sink::open(&format!("parquet:{}?{param}&dictionary=false", path.display())).unwrap();
+        let path = dir
+            .path()
+            .join(format!("{}.parquet", param.replace(['=', '&'], "_")));
+        let mut s = sink::open(&format!(
+            "parquet:{}?{param}&dictionary=false",
+            path.display()
+        ))
+        .unwrap();
         s.write(&values()).unwrap();
         s.close().unwrap();
-        let meta = SerializedFileReader::new(File::open(&path).unwrap()).unwrap().metadata().clone();
+        let meta = SerializedFileReader::new(File::open(&path).unwrap())
+            .unwrap()
+            .metadata()
+            .clone();
         let col = meta.row_group(0).column(0);
-        assert!(format!("{:?}", col.compression()).starts_with(want), "{param}: {:?}", col.compression());
-        assert!(!col.encodings().any(|e| e == Encoding::RLE_DICTIONARY), "{param}: dictionary off");
+        assert!(
+            format!("{:?}", col.compression()).starts_with(want),
+            "{param}: {:?}",
+            col.compression()
+        );
+        assert!(
+            !col.encodings().any(|e| e == Encoding::RLE_DICTIONARY),
+            "{param}: dictionary off"
+        );
         assert_eq!(read(&path)[0].columns(), values().columns());
     }
-    let err = sink::open("parquet:x.parquet?compression=brotli").err().unwrap();
-    assert!(err.to_string().contains("zstd, snappy, lz4, gzip, none"), "{err}");
+    let err = sink::open("parquet:x.parquet?compression=brotli")
+        .err()
+        .unwrap();
+    assert!(
+        err.to_string().contains("zstd, snappy, lz4, gzip, none"),
+        "{err}"
+    );
     let err = sink::open("parquet:x.parquet?level=99").err().unwrap();
-    assert!(matches!(err, Error::InvalidOption { option: "level", .. }), "{err:?}");
-    let err = sink::open("parquet:x.parquet?row_group_rows=0").err().unwrap();
+    assert!(
+        matches!(
+            err,
+            Error::InvalidOption {
+                option: "level",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    let err = sink::open("parquet:x.parquet?row_group_rows=0")
+        .err()
+        .unwrap();
     assert!(matches!(err, Error::InvalidOption { .. }), "{err:?}");
     assert!(!Path::new("x.parquet").exists());
 }
@@ -230,7 +368,16 @@ fn block(index: u64) -> Block {
         t_utc_us: 0,
         period_ns: Some(100),
         read_window_ns: 0,
-        channels: vec![Channel { name: "ai0".into(), unit: Some("V".into()) }, Channel { name: "ai1".into(), unit: None }],
+        channels: vec![
+            Channel {
+                name: "ai0".into(),
+                unit: Some("V".into()),
+            },
+            Channel {
+                name: "ai1".into(),
+                unit: None,
+            },
+        ],
         samples: 4,
         values: (0..8).map(f64::from).collect(),
         raw: None,
@@ -247,7 +394,9 @@ fn blocks_wide_or_long_and_shapes_do_not_mix() {
     s.write_block(&block(1)).unwrap();
     let err = s.write(&values()).unwrap_err();
     match &err {
-        Error::ShapeMixed { locked, got, .. } => assert_eq!((*locked, *got), ("blocks", "readings")),
+        Error::ShapeMixed { locked, got, .. } => {
+            assert_eq!((*locked, *got), ("blocks", "readings"))
+        }
         other => panic!("{other:?}"),
     }
     s.close().unwrap();
@@ -259,7 +408,16 @@ fn blocks_wide_or_long_and_shapes_do_not_mix() {
     let mut s = sink::open(&format!("parquet:{}?blocks=long", long.display())).unwrap();
     s.write(&values()).unwrap_or(());
     let err = s.write_block(&block(0)).unwrap_err();
-    assert!(matches!(err, Error::ShapeMixed { locked: "readings", .. }), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            Error::ShapeMixed {
+                locked: "readings",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
     s.close().unwrap();
 
     let long = dir.path().join("long2.parquet");
@@ -276,7 +434,10 @@ fn empty_text_columns_round_trip() {
     // All-empty strings take a different path inside the sink (see `backed`).
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("e.parquet");
-    let b = batch(vec![("status", Arc::new(StringArray::from(vec![""; 5000])) as ArrayRef)]);
+    let b = batch(vec![(
+        "status",
+        Arc::new(StringArray::from(vec![""; 5000])) as ArrayRef,
+    )]);
     let mut s = sink::open(&format!("parquet:{}", path.display())).unwrap();
     s.write(&b).unwrap();
     s.close().unwrap();

@@ -400,10 +400,7 @@ fn close_is_idempotent_and_writing_after_close_is_an_error() {
 fn uri_errors_list_what_is_valid() {
     let err = sink::open("parquet2:x").err().unwrap();
     assert!(matches!(err, Error::UnknownScheme { .. }));
-    assert!(
-        err.to_string().contains("csv, jsonl, ipc"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("csv, jsonl, ipc"), "{err}");
     let err = sink::open("csv:x.csv?overwrite=true&colour=red")
         .err()
         .unwrap();

@@ -21,11 +21,30 @@ fn db(dir: &tempfile::TempDir) -> std::path::PathBuf {
 
 fn values_batch() -> arrow_array::RecordBatch {
     batch(vec![
-        ("device", Arc::new(StringArray::from(vec![Some("fuel"), Some("µ ✓"), None])) as ArrayRef),
-        ("n", Arc::new(Int64Array::from(vec![Some(1), None, Some(-7)]))),
-        ("x", Arc::new(Float64Array::from(vec![1.5, f64::INFINITY, -0.25]))),
-        ("ok", Arc::new(BooleanArray::from(vec![Some(true), Some(false), None]))),
-        ("raw", Arc::new(BinaryArray::from(vec![Some(&b"\x00\x01"[..]), None, Some(&b""[..])]))),
+        (
+            "device",
+            Arc::new(StringArray::from(vec![Some("fuel"), Some("µ ✓"), None])) as ArrayRef,
+        ),
+        (
+            "n",
+            Arc::new(Int64Array::from(vec![Some(1), None, Some(-7)])),
+        ),
+        (
+            "x",
+            Arc::new(Float64Array::from(vec![1.5, f64::INFINITY, -0.25])),
+        ),
+        (
+            "ok",
+            Arc::new(BooleanArray::from(vec![Some(true), Some(false), None])),
+        ),
+        (
+            "raw",
+            Arc::new(BinaryArray::from(vec![
+                Some(&b"\x00\x01"[..]),
+                None,
+                Some(&b""[..]),
+            ])),
+        ),
         (
             "t",
             Arc::new(
@@ -55,25 +74,77 @@ fn round_trip_with_real_sqlite_types() {
         .unwrap()
         .map(Result::unwrap)
         .collect();
-    let want = [("device", "TEXT"), ("n", "INTEGER"), ("x", "REAL"), ("ok", "INTEGER"), ("raw", "BLOB"), ("t", "TEXT")];
+    let want = [
+        ("device", "TEXT"),
+        ("n", "INTEGER"),
+        ("x", "REAL"),
+        ("ok", "INTEGER"),
+        ("raw", "BLOB"),
+        ("t", "TEXT"),
+    ];
     assert_eq!(types, want.map(|(a, b)| (a.to_string(), b.to_string())));
-    type Row = (Option<String>, Option<i64>, Option<f64>, Option<i64>, Option<Vec<u8>>, Option<String>);
+    type Row = (
+        Option<String>,
+        Option<i64>,
+        Option<f64>,
+        Option<i64>,
+        Option<Vec<u8>>,
+        Option<String>,
+    );
     let rows: Vec<Row> = c
         .prepare("SELECT device, n, x, ok, raw, t FROM samples ORDER BY rowid")
         .unwrap()
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)))
+        .query_map([], |r| {
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+            ))
+        })
         .unwrap()
         .map(Result::unwrap)
         .collect();
     assert_eq!(rows.len(), 4);
     assert_eq!(
         rows[0],
-        (Some("fuel".into()), Some(1), Some(1.5), Some(1), Some(vec![0, 1]), Some("2026-01-01T00:00:00.000100Z".into()))
+        (
+            Some("fuel".into()),
+            Some(1),
+            Some(1.5),
+            Some(1),
+            Some(vec![0, 1]),
+            Some("2026-01-01T00:00:00.000100Z".into())
+        )
     );
-    assert_eq!(rows[1], (Some("µ ✓".into()), None, Some(f64::INFINITY), Some(0), None, None));
-    assert_eq!(rows[2], (None, Some(-7), Some(-0.25), None, Some(vec![]), Some("1970-01-01T00:00:00.000000Z".into())));
+    assert_eq!(
+        rows[1],
+        (
+            Some("µ ✓".into()),
+            None,
+            Some(f64::INFINITY),
+            Some(0),
+            None,
+            None
+        )
+    );
+    assert_eq!(
+        rows[2],
+        (
+            None,
+            Some(-7),
+            Some(-0.25),
+            None,
+            Some(vec![]),
+            Some("1970-01-01T00:00:00.000000Z".into())
+        )
+    );
     assert_eq!(rows[3], rows[0]);
-    let mode: String = c.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
+    let mode: String = c
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .unwrap();
     assert_eq!(mode, "wal", "WAL by default");
 }
 
@@ -81,15 +152,29 @@ fn round_trip_with_real_sqlite_types() {
 fn unix_us_timestamps_are_integers() {
     let dir = tempfile::tempdir().unwrap();
     let path = db(&dir);
-    let mut s = sink::open(&format!("sqlite:{}?timestamps=unix_us&journal_mode=DELETE", path.display())).unwrap();
+    let mut s = sink::open(&format!(
+        "sqlite:{}?timestamps=unix_us&journal_mode=DELETE",
+        path.display()
+    ))
+    .unwrap();
     s.write(&values_batch()).unwrap();
     s.close().unwrap();
     let c = Connection::open(&path).unwrap();
-    let t: i64 = c.query_row("SELECT t FROM readings WHERE rowid = 1", [], |r| r.get(0)).unwrap();
+    let t: i64 = c
+        .query_row("SELECT t FROM readings WHERE rowid = 1", [], |r| r.get(0))
+        .unwrap();
     assert_eq!(t, 1_767_225_600_000_100);
-    let ty: String = c.query_row("SELECT type FROM pragma_table_info('readings') WHERE name = 't'", [], |r| r.get(0)).unwrap();
+    let ty: String = c
+        .query_row(
+            "SELECT type FROM pragma_table_info('readings') WHERE name = 't'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
     assert_eq!(ty, "INTEGER");
-    let mode: String = c.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
+    let mode: String = c
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .unwrap();
     assert_eq!(mode, "delete");
 }
 
@@ -100,7 +185,10 @@ fn injection_strings_in_names_and_values_are_stored_intact() {
     let evil_col = "a\"; DROP TABLE readings; --";
     let evil_val = "'); DROP TABLE readings; --";
     let b = batch(vec![
-        (evil_col, Arc::new(StringArray::from(vec![evil_val])) as ArrayRef),
+        (
+            evil_col,
+            Arc::new(StringArray::from(vec![evil_val])) as ArrayRef,
+        ),
         ("x\" TEXT, \"y", Arc::new(Int64Array::from(vec![1]))),
     ]);
     let mut s = sink::open(&format!("sqlite:{}", path.display())).unwrap();
@@ -117,10 +205,19 @@ fn injection_strings_in_names_and_values_are_stored_intact() {
         .collect();
     assert_eq!(names, [evil_col, "x\" TEXT, \"y"]);
     let v: String = c
-        .query_row(&format!("SELECT {} FROM readings LIMIT 1", tapedeck::sink::sql::quote_ident(evil_col)), [], |r| r.get(0))
+        .query_row(
+            &format!(
+                "SELECT {} FROM readings LIMIT 1",
+                tapedeck::sink::sql::quote_ident(evil_col)
+            ),
+            [],
+            |r| r.get(0),
+        )
         .unwrap();
     assert_eq!(v, evil_val);
-    let n: i64 = c.query_row("SELECT count(*) FROM readings", [], |r| r.get(0)).unwrap();
+    let n: i64 = c
+        .query_row("SELECT count(*) FROM readings", [], |r| r.get(0))
+        .unwrap();
     assert_eq!(n, 2);
 }
 
@@ -129,10 +226,17 @@ fn table_names_are_validated() {
     let dir = tempfile::tempdir().unwrap();
     let path = db(&dir);
     for bad in ["x;drop", "1abc", "a-b", &"t".repeat(64), ""] {
-        let err = sink::open(&format!("sqlite:{}?table={bad}", path.display())).err().unwrap();
-        assert!(err.to_string().contains("^[A-Za-z_][A-Za-z0-9_]{0,62}$"), "{bad}: {err}");
+        let err = sink::open(&format!("sqlite:{}?table={bad}", path.display()))
+            .err()
+            .unwrap();
+        assert!(
+            err.to_string().contains("^[A-Za-z_][A-Za-z0-9_]{0,62}$"),
+            "{bad}: {err}"
+        );
     }
-    let err = sink::open(&format!("sqlite:{}?blocks_table=b%20c", path.display())).err().unwrap();
+    let err = sink::open(&format!("sqlite:{}?blocks_table=b%20c", path.display()))
+        .err()
+        .unwrap();
     assert!(matches!(err, Error::BadParam { .. }), "{err:?}");
     assert!(!path.exists(), "a rejected URI creates no database");
 }
@@ -141,7 +245,11 @@ fn table_names_are_validated() {
 fn create_table_false_needs_the_table_and_locks_to_its_columns() {
     let dir = tempfile::tempdir().unwrap();
     let path = db(&dir);
-    let mut s = sink::open(&format!("sqlite:{}?create_table=false&table=runs", path.display())).unwrap();
+    let mut s = sink::open(&format!(
+        "sqlite:{}?create_table=false&table=runs",
+        path.display()
+    ))
+    .unwrap();
     let err = s.write(&values_batch()).unwrap_err();
     match &err {
         Error::MissingTable { database, table } => {
@@ -155,12 +263,19 @@ fn create_table_false_needs_the_table_and_locks_to_its_columns() {
         .unwrap()
         .execute_batch("CREATE TABLE runs (device TEXT, n INTEGER, x DOUBLE, stamp DATETIME)")
         .unwrap();
-    let mut s = sink::open(&format!("sqlite:{}?create_table=false&table=runs", path.display())).unwrap();
+    let mut s = sink::open(&format!(
+        "sqlite:{}?create_table=false&table=runs",
+        path.display()
+    ))
+    .unwrap();
     // Unknown columns (ok, raw, t) are dropped; n: ints fit; x: float fits REAL.
     s.write(&values_batch()).unwrap();
     // A float into the INTEGER column is a conflict naming the column.
     let err = s
-        .write(&batch(vec![("n", Arc::new(Float64Array::from(vec![2.5])) as ArrayRef)]))
+        .write(&batch(vec![(
+            "n",
+            Arc::new(Float64Array::from(vec![2.5])) as ArrayRef,
+        )]))
         .unwrap_err();
     match &err {
         Error::SchemaConflict { column, .. } => assert_eq!(column, "n"),
@@ -168,7 +283,9 @@ fn create_table_false_needs_the_table_and_locks_to_its_columns() {
     }
     s.close().unwrap();
     let c = Connection::open(&path).unwrap();
-    let n: i64 = c.query_row("SELECT count(*) FROM runs", [], |r| r.get(0)).unwrap();
+    let n: i64 = c
+        .query_row("SELECT count(*) FROM runs", [], |r| r.get(0))
+        .unwrap();
     assert_eq!(n, 3);
 }
 
@@ -182,7 +299,9 @@ fn an_existing_table_is_appended_to_under_create_table_true() {
         s.close().unwrap();
     }
     let c = Connection::open(&path).unwrap();
-    let n: i64 = c.query_row("SELECT count(*) FROM readings", [], |r| r.get(0)).unwrap();
+    let n: i64 = c
+        .query_row("SELECT count(*) FROM readings", [], |r| r.get(0))
+        .unwrap();
     assert_eq!(n, 6);
 }
 
@@ -195,12 +314,25 @@ fn a_failed_transaction_is_rolled_back_and_names_the_table() {
         .execute_batch("CREATE TABLE readings (n INTEGER NOT NULL)")
         .unwrap();
     let mut s = sink::open(&format!("sqlite:{}?create_table=false", path.display())).unwrap();
-    s.write(&batch(vec![("n", Arc::new(Int64Array::from(vec![1, 2])) as ArrayRef)])).unwrap();
+    s.write(&batch(vec![(
+        "n",
+        Arc::new(Int64Array::from(vec![1, 2])) as ArrayRef,
+    )]))
+    .unwrap();
     s.flush().unwrap();
-    s.write(&batch(vec![("n", Arc::new(Int64Array::from(vec![Some(3), None, Some(5)])) as ArrayRef)])).unwrap();
+    s.write(&batch(vec![(
+        "n",
+        Arc::new(Int64Array::from(vec![Some(3), None, Some(5)])) as ArrayRef,
+    )]))
+    .unwrap();
     let err = s.flush().unwrap_err();
     match &err {
-        Error::Database { table, action, message, .. } => {
+        Error::Database {
+            table,
+            action,
+            message,
+            ..
+        } => {
             assert_eq!(table, "readings");
             assert!(action.contains("rolled back"), "{action}");
             assert!(message.contains("NOT NULL"), "{message}");
@@ -230,8 +362,14 @@ fn block(index: u64) -> Block {
         period_ns: Some(1_000),
         read_window_ns: 0,
         channels: vec![
-            Channel { name: "ai0".into(), unit: Some("V".into()) },
-            Channel { name: "ai1".into(), unit: None },
+            Channel {
+                name: "ai0".into(),
+                unit: Some("V".into()),
+            },
+            Channel {
+                name: "ai1".into(),
+                unit: None,
+            },
         ],
         samples: 3,
         values: vec![0.0, 0.1, 0.2, 1.0, 1.1, 1.2],
@@ -257,17 +395,28 @@ fn blocks_go_to_their_own_table_as_summaries_or_long_rows() {
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)),
         )
         .unwrap();
-    assert_eq!(summary, (1, 3, 3, 2, "2026-01-01T00:00:00.000000Z".into(), 1000));
-    let readings: i64 = c.query_row("SELECT count(*) FROM readings", [], |r| r.get(0)).unwrap();
+    assert_eq!(
+        summary,
+        (1, 3, 3, 2, "2026-01-01T00:00:00.000000Z".into(), 1000)
+    );
+    let readings: i64 = c
+        .query_row("SELECT count(*) FROM readings", [], |r| r.get(0))
+        .unwrap();
     assert_eq!(readings, 3);
 
     let path2 = dir.path().join("long.db");
-    let mut s = sink::open(&format!("sqlite:{}?blocks=long&blocks_table=samples", path2.display())).unwrap();
+    let mut s = sink::open(&format!(
+        "sqlite:{}?blocks=long&blocks_table=samples",
+        path2.display()
+    ))
+    .unwrap();
     s.write_block(&block(0)).unwrap();
     s.close().unwrap();
     let c = Connection::open(&path2).unwrap();
     let (n, v): (i64, f64) = c
-        .query_row("SELECT count(*), sum(value) FROM samples", [], |r| Ok((r.get(0)?, r.get(1)?)))
+        .query_row("SELECT count(*), sum(value) FROM samples", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
         .unwrap();
     assert_eq!(n, 6);
     assert!((v - 3.6).abs() < 1e-9);
@@ -277,15 +426,28 @@ fn blocks_go_to_their_own_table_as_summaries_or_long_rows() {
 fn bad_parameters_list_the_valid_ones() {
     let err = sink::open("sqlite:x.db?journal=WAL").err().unwrap();
     let msg = err.to_string();
-    assert!(msg.contains("busy_timeout") && msg.contains("journal_mode") && msg.contains("create_table"), "{msg}");
-    let err = sink::open("sqlite:x.db?synchronous=SOMETIMES").err().unwrap();
-    assert!(err.to_string().contains("OFF, NORMAL, FULL, EXTRA"), "{err}");
+    assert!(
+        msg.contains("busy_timeout")
+            && msg.contains("journal_mode")
+            && msg.contains("create_table"),
+        "{msg}"
+    );
+    let err = sink::open("sqlite:x.db?synchronous=SOMETIMES")
+        .err()
+        .unwrap();
+    assert!(
+        err.to_string().contains("OFF, NORMAL, FULL, EXTRA"),
+        "{err}"
+    );
     assert!(!std::path::Path::new("x.db").exists());
 }
 
 #[test]
 fn python_sqlite3_reads_the_database() {
-    let Ok(out) = std::process::Command::new("python3").arg("--version").output() else {
+    let Ok(out) = std::process::Command::new("python3")
+        .arg("--version")
+        .output()
+    else {
         eprintln!("skipping: python3 is not installed");
         return;
     };
@@ -296,7 +458,17 @@ fn python_sqlite3_reads_the_database() {
     s.write(&values_batch()).unwrap();
     s.close().unwrap();
     let script = "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); print(c.execute('select count(*), sum(n), max(t) from readings').fetchone())";
-    let out = std::process::Command::new("python3").args(["-c", script, &path.display().to_string()]).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "(3, -6, '2026-01-01T00:00:00.000100Z')");
+    let out = std::process::Command::new("python3")
+        .args(["-c", script, &path.display().to_string()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "(3, -6, '2026-01-01T00:00:00.000100Z')"
+    );
 }
