@@ -141,7 +141,8 @@ fn storage_column(name: &str, a: &ArrayRef, timestamps: TimestampStorage) -> Res
                             Some(t) => {
                                 text.clear();
                                 iso.write(t, &mut text);
-                                b.append_value(String::from_utf8_lossy(&text));
+                                // ISO text is ASCII; the check is a fast scan, never a copy.
+                                b.append_value(std::str::from_utf8(&text).unwrap_or_default());
                             }
                             None => b.append_null(),
                         }

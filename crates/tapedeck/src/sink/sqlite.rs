@@ -428,6 +428,37 @@ fn insert_sql(table: &str, schema: &Schema, rows: usize) -> String {
     )
 }
 
+/// One storage-form column, downcast once per batch rather than once per value.
+enum Bound<'a> {
+    Int(&'a arrow_array::Int64Array),
+    Float(&'a arrow_array::Float64Array),
+    Text(&'a arrow_array::StringArray),
+    Bytes(&'a arrow_array::BinaryArray),
+    Null,
+}
+
+impl Bound<'_> {
+    fn bind(&self, stmt: &mut rusqlite::CachedStatement<'_>, idx: usize, row: usize) -> rusqlite::Result<()> {
+        let null = match self {
+            Bound::Int(a) => a.is_null(row),
+            Bound::Float(a) => a.is_null(row),
+            Bound::Text(a) => a.is_null(row),
+            Bound::Bytes(a) => a.is_null(row),
+            Bound::Null => true,
+        };
+        if null {
+            return stmt.raw_bind_parameter(idx, rusqlite::types::Null);
+        }
+        match self {
+            Bound::Int(a) => stmt.raw_bind_parameter(idx, a.value(row)),
+            Bound::Float(a) => stmt.raw_bind_parameter(idx, a.value(row)),
+            Bound::Text(a) => stmt.raw_bind_parameter(idx, a.value(row)),
+            Bound::Bytes(a) => stmt.raw_bind_parameter(idx, a.value(row)),
+            Bound::Null => stmt.raw_bind_parameter(idx, rusqlite::types::Null),
+        }
+    }
+}
+
 /// Binds and inserts every row of `batch` (already in storage form).
 fn insert_batch(conn: &Connection, table: &str, batch: &RecordBatch) -> rusqlite::Result<u64> {
     let n = batch.num_rows();
@@ -435,34 +466,28 @@ fn insert_batch(conn: &Connection, table: &str, batch: &RecordBatch) -> rusqlite
     if n == 0 || cols == 0 {
         return Ok(0);
     }
+    let columns: Vec<Bound<'_>> = batch
+        .columns()
+        .iter()
+        .map(|c| match c.data_type() {
+            DataType::Int64 => Bound::Int(c.as_primitive::<Int64Type>()),
+            DataType::Float64 => Bound::Float(c.as_primitive::<Float64Type>()),
+            DataType::Utf8 => Bound::Text(c.as_string::<i32>()),
+            DataType::Binary => Bound::Bytes(c.as_binary::<i32>()),
+            _ => Bound::Null,
+        })
+        .collect();
     let per = rows_per_statement(cols);
     let schema = batch.schema();
+    let (many, one) = (insert_sql(table, &schema, per), insert_sql(table, &schema, 1));
     let mut row = 0;
     while row < n {
         let take = if n - row >= per { per } else { 1 };
-        let mut stmt = conn.prepare_cached(&insert_sql(table, &schema, take))?;
+        let mut stmt = conn.prepare_cached(if take == per { &many } else { &one })?;
         for r in row..row + take {
-            for (c, col) in batch.columns().iter().enumerate() {
-                let idx = (r - row) * cols + c + 1;
-                if col.is_null(r) {
-                    stmt.raw_bind_parameter(idx, rusqlite::types::Null)?;
-                    continue;
-                }
-                match col.data_type() {
-                    DataType::Int64 => {
-                        stmt.raw_bind_parameter(idx, col.as_primitive::<Int64Type>().value(r))?
-                    }
-                    DataType::Float64 => {
-                        stmt.raw_bind_parameter(idx, col.as_primitive::<Float64Type>().value(r))?
-                    }
-                    DataType::Utf8 => {
-                        stmt.raw_bind_parameter(idx, col.as_string::<i32>().value(r))?
-                    }
-                    DataType::Binary => {
-                        stmt.raw_bind_parameter(idx, col.as_binary::<i32>().value(r))?
-                    }
-                    _ => stmt.raw_bind_parameter(idx, rusqlite::types::Null)?,
-                }
+            let base = (r - row) * cols;
+            for (c, column) in columns.iter().enumerate() {
+                column.bind(&mut stmt, base + c + 1, r)?;
             }
         }
         stmt.raw_execute()?;
