@@ -443,3 +443,32 @@ fn empty_text_columns_round_trip() {
     s.close().unwrap();
     assert_eq!(concat(&read(&path)).columns(), b.columns());
 }
+
+#[test]
+fn roll_interval_finishes_a_part_at_the_next_flush() {
+    let dir = tempfile::tempdir().unwrap();
+    let parts = dir.path().join("timed");
+    let mut s = sink::open(&format!("parquet:{}/?roll_interval=100ms", parts.display())).unwrap();
+    s.write(&values()).unwrap();
+    s.flush().unwrap();
+    assert!(
+        !parts.join("part-000000.parquet").exists(),
+        "too young to roll"
+    );
+    std::thread::sleep(std::time::Duration::from_millis(150));
+    s.write(&values()).unwrap();
+    s.flush().unwrap();
+    let first = parts.join("part-000000.parquet");
+    assert!(
+        first.exists(),
+        "a part older than roll_interval is finished at a flush"
+    );
+    assert_eq!(
+        read(&first)
+            .iter()
+            .map(RecordBatch::num_rows)
+            .sum::<usize>(),
+        8
+    );
+    s.close().unwrap();
+}

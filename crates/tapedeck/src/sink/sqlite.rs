@@ -438,7 +438,12 @@ enum Bound<'a> {
 }
 
 impl Bound<'_> {
-    fn bind(&self, stmt: &mut rusqlite::CachedStatement<'_>, idx: usize, row: usize) -> rusqlite::Result<()> {
+    fn bind(
+        &self,
+        stmt: &mut rusqlite::CachedStatement<'_>,
+        idx: usize,
+        row: usize,
+    ) -> rusqlite::Result<()> {
         let null = match self {
             Bound::Int(a) => a.is_null(row),
             Bound::Float(a) => a.is_null(row),
@@ -479,7 +484,10 @@ fn insert_batch(conn: &Connection, table: &str, batch: &RecordBatch) -> rusqlite
         .collect();
     let per = rows_per_statement(cols);
     let schema = batch.schema();
-    let (many, one) = (insert_sql(table, &schema, per), insert_sql(table, &schema, 1));
+    let (many, one) = (
+        insert_sql(table, &schema, per),
+        insert_sql(table, &schema, 1),
+    );
     let mut row = 0;
     while row < n {
         let take = if n - row >= per { per } else { 1 };
