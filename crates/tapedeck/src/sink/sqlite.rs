@@ -230,6 +230,15 @@ impl SqliteSink {
         len(&self.path) + len(Path::new(&wal))
     }
 
+    /// The table rows (`blocks == false`) or blocks go to.
+    fn table_mut(&mut self, blocks: bool) -> &mut Table {
+        if blocks {
+            &mut self.blocks
+        } else {
+            &mut self.readings
+        }
+    }
+
     fn conn(&self) -> Result<&Connection> {
         self.conn.as_ref().ok_or_else(|| Error::SinkClosed {
             sink: self.life.name().to_string(),
@@ -264,20 +273,15 @@ impl SqliteSink {
 
     fn hold(&mut self, batch: &RecordBatch, blocks: bool) -> Result<()> {
         self.life.check_open()?;
-        let table = if blocks { &self.blocks } else { &self.readings };
-        if !table.lock.is_locked() && !self.introspect(blocks)? && !self.options.create_table {
-            let table = if blocks { &self.blocks } else { &self.readings };
+        let locked = self.table_mut(blocks).lock.is_locked();
+        if !locked && !self.introspect(blocks)? && !self.options.create_table {
             return Err(Error::MissingTable {
                 database: self.shown(),
-                table: table.name.clone(),
+                table: self.table_mut(blocks).name.clone(),
             });
         }
         let stored = to_storage(batch, self.options.timestamps)?;
-        let table = if blocks {
-            &mut self.blocks
-        } else {
-            &mut self.readings
-        };
+        let table = self.table_mut(blocks);
         let conformed = table.lock.conform(&stored)?;
         self.held_rows += conformed.num_rows();
         table.held.push(conformed);
