@@ -283,8 +283,9 @@ impl SqliteSink {
         let stored = to_storage(batch, self.options.timestamps)?;
         let table = self.table_mut(blocks);
         let conformed = table.lock.conform(&stored)?;
-        self.held_rows += conformed.num_rows();
+        let rows = conformed.num_rows();
         table.held.push(conformed);
+        self.held_rows += rows;
         if self.held_rows >= HOLD_LIMIT {
             self.commit()?;
         }
