@@ -18,7 +18,7 @@ use arrow_ipc::writer::FileWriter;
 use arrow_schema::Schema;
 
 use super::file::FileOptions;
-use super::{Lifecycle, Sink, SinkStats};
+use super::{HeldBatches, Lifecycle, Sink, SinkStats};
 use crate::error::{Error, Result};
 use crate::record::{SchemaLock, UnknownColumns};
 use crate::uri::Uri;
@@ -73,8 +73,7 @@ pub struct IpcSink {
     state: State,
     lock: SchemaLock,
     batch_rows: usize,
-    held: Vec<RecordBatch>,
-    held_rows: usize,
+    held: HeldBatches,
     rows: u64,
     bytes: u64,
 }
@@ -118,8 +117,7 @@ impl IpcSink {
             } else {
                 options.batch_rows
             },
-            held: Vec::new(),
-            held_rows: 0,
+            held: HeldBatches::default(),
             rows: 0,
             bytes: 0,
         })
@@ -163,15 +161,8 @@ impl IpcSink {
 
     /// Writes the held batches as one record batch.
     fn write_held(&mut self) -> Result<()> {
-        if self.held.is_empty() {
+        let Some(batch) = self.held.take(self.life.name())? else {
             return Ok(());
-        }
-        let held = std::mem::take(&mut self.held);
-        self.held_rows = 0;
-        let batch = match held.as_slice() {
-            [one] => one.clone(),
-            _ => arrow_select::concat::concat_batches(&held[0].schema(), &held)
-                .map_err(|e| Error::arrow(format!("{}: joining batches", self.life.name()), e))?,
         };
         self.start(&batch.schema())?;
         if let State::Writing(w) = &mut self.state {
@@ -198,9 +189,7 @@ impl Sink for IpcSink {
         self.life.check_open()?;
         let batch = self.lock.conform(batch)?;
         self.rows += batch.num_rows() as u64;
-        self.held_rows += batch.num_rows();
-        self.held.push(batch);
-        if self.held_rows >= self.batch_rows {
+        if self.held.push(batch) >= self.batch_rows {
             self.write_held()?;
         }
         Ok(())

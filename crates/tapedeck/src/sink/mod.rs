@@ -226,6 +226,37 @@ pub fn open(uri: &str) -> Result<Box<dyn Sink>> {
     parse(uri)?.open()
 }
 
+/// Small batches a sink collects before writing them as one (IPC record batches, Parquet
+/// encoding), so a file's layout does not follow the flush cadence.
+#[derive(Debug, Default)]
+pub(crate) struct HeldBatches {
+    batches: Vec<RecordBatch>,
+    rows: usize,
+}
+
+impl HeldBatches {
+    /// Holds `batch`; returns the rows now held.
+    pub(crate) fn push(&mut self, batch: RecordBatch) -> usize {
+        self.rows += batch.num_rows();
+        self.batches.push(batch);
+        self.rows
+    }
+
+    /// Everything held, as one batch (`None` when nothing is held); `owner` names the sink in
+    /// errors.
+    pub(crate) fn take(&mut self, owner: &str) -> Result<Option<RecordBatch>> {
+        let held = std::mem::take(&mut self.batches);
+        self.rows = 0;
+        match held.as_slice() {
+            [] => Ok(None),
+            [one] => Ok(Some(one.clone())),
+            [first, ..] => arrow_select::concat::concat_batches(&first.schema(), &held)
+                .map(Some)
+                .map_err(|e| Error::arrow(format!("{owner}: joining batches"), e)),
+        }
+    }
+}
+
 /// Tracks the open/closed state every sink needs, so "write after close" is one typed error.
 #[derive(Debug)]
 pub(crate) struct Lifecycle {

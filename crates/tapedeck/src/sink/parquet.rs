@@ -36,7 +36,7 @@ use parquet::file::properties::{EnabledStatistics, WriterProperties, WriterPrope
 use parquet::schema::types::ColumnPath;
 
 use super::file::FileOptions;
-use super::{Lifecycle, Sink, SinkStats};
+use super::{HeldBatches, Lifecycle, Sink, SinkStats};
 use crate::error::{Error, Result};
 use crate::record::{Block, SchemaLock, UnknownColumns};
 use crate::uri::Uri;
@@ -190,8 +190,7 @@ pub struct ParquetSink {
     shape: Option<Shape>,
     part: Option<Part>,
     next_part: u64,
-    held: Vec<RecordBatch>,
-    held_rows: usize,
+    held: HeldBatches,
     rows: u64,
     bytes: u64,
     parts_finished: u64,
@@ -301,8 +300,7 @@ impl ParquetSink {
             shape: None,
             part: None,
             next_part,
-            held: Vec::new(),
-            held_rows: 0,
+            held: HeldBatches::default(),
             rows: 0,
             bytes: 0,
             parts_finished: 0,
@@ -447,15 +445,8 @@ impl ParquetSink {
 
     /// Hands the held rows to the encoder, rolling parts as configured.
     fn encode_held(&mut self) -> Result<()> {
-        if self.held.is_empty() {
+        let Some(batch) = self.held.take(self.life.name())? else {
             return Ok(());
-        }
-        let held = std::mem::take(&mut self.held);
-        self.held_rows = 0;
-        let batch = match held.as_slice() {
-            [one] => one.clone(),
-            _ => arrow_select::concat::concat_batches(&held[0].schema(), &held)
-                .map_err(|e| Error::arrow(format!("{}: joining batches", self.life.name()), e))?,
         };
         let columns = batch.columns().iter().map(backed).collect();
         let batch = RecordBatch::try_new(batch.schema(), columns)
@@ -517,9 +508,7 @@ impl ParquetSink {
         }
         let batch = self.lock.conform(batch)?;
         self.rows += batch.num_rows() as u64;
-        self.held_rows += batch.num_rows();
-        self.held.push(batch);
-        if self.held_rows >= ENCODE_ROWS {
+        if self.held.push(batch) >= ENCODE_ROWS {
             self.encode_held()?;
         }
         Ok(())
