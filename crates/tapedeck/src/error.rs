@@ -240,6 +240,24 @@ pub enum Error {
         /// The cargo feature that provides it.
         feature: &'static str,
     },
+    /// Another process holds the tape's writer lock.
+    #[error(
+        "tape `{path}` is being written by process {pid}; only one writer at a time (readers — tail, replay, inspect, verify — can run alongside)"
+    )]
+    TapeLocked {
+        /// The tape directory.
+        path: PathBuf,
+        /// The holder's pid, as its lock file says.
+        pid: String,
+    },
+    /// A tape that is damaged beyond what recovery handles, or not a tape.
+    #[error("tape `{path}`: {message}")]
+    Tape {
+        /// The tape directory or segment.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
     /// An Arrow operation failed.
     #[error("{context}: {source}")]
     Arrow {

@@ -28,6 +28,7 @@ pub mod pipe;
 pub mod record;
 pub mod sink;
 pub mod source;
+pub mod tape;
 pub mod uri;
 
 pub use error::{Error, Result};

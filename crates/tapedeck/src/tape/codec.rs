@@ -1,0 +1,142 @@
+//! Arrow batches to frame payloads and back: encapsulated Arrow IPC messages.
+//!
+//! A segment header carries the IPC schema message; each frame carries one IPC record-batch
+//! message, its buffers compressed with Arrow's own IPC body compression (LZ4 frame or zstd), so
+//! a payload is standard Arrow IPC. [`BatchEncoder`] is one IPC stream writer per segment whose
+//! output is cut at message boundaries; [`BatchDecoder`] is one IPC stream decoder primed with the
+//! segment's schema message.
+
+use arrow_array::RecordBatch;
+use arrow_buffer::Buffer;
+use arrow_ipc::CompressionType;
+use arrow_ipc::reader::StreamDecoder;
+use arrow_ipc::writer::{IpcWriteOptions, StreamWriter};
+use arrow_schema::{ArrowError, DataType, SchemaRef};
+
+use super::format::Compression;
+use crate::record::time::micros_array;
+
+fn options(compression: Compression) -> Result<IpcWriteOptions, ArrowError> {
+    let codec = match compression {
+        Compression::None => None,
+        Compression::Lz4 => Some(CompressionType::LZ4_FRAME),
+        Compression::Zstd => Some(CompressionType::ZSTD),
+    };
+    IpcWriteOptions::default().try_with_compression(codec)
+}
+
+/// Encodes the batches of one segment.
+pub struct BatchEncoder {
+    writer: StreamWriter<Vec<u8>>,
+    schema_message: Vec<u8>,
+    compression: Compression,
+}
+
+impl std::fmt::Debug for BatchEncoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BatchEncoder")
+            .field("compression", &self.compression)
+            .finish_non_exhaustive()
+    }
+}
+
+impl BatchEncoder {
+    /// An encoder for batches of `schema`.
+    pub fn new(schema: &SchemaRef, compression: Compression) -> Result<BatchEncoder, ArrowError> {
+        let mut writer =
+            StreamWriter::try_new_with_options(Vec::new(), schema, options(compression)?)?;
+        let schema_message = std::mem::take(writer.get_mut());
+        Ok(BatchEncoder {
+            writer,
+            schema_message,
+            compression,
+        })
+    }
+
+    /// The IPC schema message for the segment header.
+    pub fn schema_message(&self) -> &[u8] {
+        &self.schema_message
+    }
+
+    /// The compression of the payloads.
+    pub fn compression(&self) -> Compression {
+        self.compression
+    }
+
+    /// The IPC record-batch message of `batch`.
+    pub fn encode(&mut self, batch: &RecordBatch) -> Result<Vec<u8>, ArrowError> {
+        self.writer.write(batch)?;
+        Ok(std::mem::take(self.writer.get_mut()))
+    }
+}
+
+/// Decodes the frames of one segment.
+pub struct BatchDecoder {
+    decoder: StreamDecoder,
+}
+
+impl std::fmt::Debug for BatchDecoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BatchDecoder").finish_non_exhaustive()
+    }
+}
+
+impl BatchDecoder {
+    /// A decoder primed with a segment's schema message.
+    pub fn new(schema_message: &[u8]) -> Result<BatchDecoder, ArrowError> {
+        let mut decoder = StreamDecoder::new();
+        let mut buf = Buffer::from(schema_message);
+        while !buf.is_empty() {
+            if decoder.decode(&mut buf)?.is_some() {
+                return Err(ArrowError::IpcError(
+                    "a segment's schema message holds a batch".into(),
+                ));
+            }
+        }
+        if decoder.schema().is_none() {
+            return Err(ArrowError::IpcError(
+                "no schema in the segment header".into(),
+            ));
+        }
+        Ok(BatchDecoder { decoder })
+    }
+
+    /// The segment's schema.
+    pub fn schema(&self) -> Option<SchemaRef> {
+        self.decoder.schema()
+    }
+
+    /// Decodes one frame payload.
+    pub fn decode(&mut self, payload: &[u8]) -> Result<RecordBatch, ArrowError> {
+        let mut buf = Buffer::from(payload);
+        let mut out = None;
+        while !buf.is_empty() {
+            if let Some(b) = self.decoder.decode(&mut buf)? {
+                out = Some(b);
+            }
+        }
+        out.ok_or_else(|| ArrowError::IpcError("frame payload holds no record batch".into()))
+    }
+}
+
+/// The event-time range of a batch: min and max (µs) of its first timestamp column.
+pub fn time_range(batch: &RecordBatch) -> Option<(i64, i64)> {
+    let (i, unit) = batch
+        .schema()
+        .fields()
+        .iter()
+        .enumerate()
+        .find_map(|(i, f)| match f.data_type() {
+            DataType::Timestamp(unit, _) => Some((i, *unit)),
+            _ => None,
+        })?;
+    let micros = micros_array(batch.column(i), unit);
+    let mut range: Option<(i64, i64)> = None;
+    for v in micros.iter().flatten() {
+        range = Some(match range {
+            None => (v, v),
+            Some((lo, hi)) => (lo.min(v), hi.max(v)),
+        });
+    }
+    range
+}

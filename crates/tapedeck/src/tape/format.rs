@@ -1,0 +1,411 @@
+//! The byte layout of `docs/tape-format.md`: segment header, frame, footer.
+//!
+//! Everything here is pure: bytes in, values out (or a [`FormatError`] saying which check failed).
+//! No I/O, so the layout is tested in isolation against the spec, byte by byte.
+
+use sha2::{Digest, Sha256};
+
+/// Segment magic.
+pub const SEGMENT_MAGIC: &[u8; 8] = b"TAPESEG1";
+/// Frame magic.
+pub const FRAME_MAGIC: &[u8; 4] = b"TDFR";
+/// Footer magic.
+pub const FOOTER_MAGIC: &[u8; 4] = b"TDFT";
+/// Trailer magic, the last 8 bytes of a sealed segment.
+pub const END_MAGIC: &[u8; 8] = b"TAPEEND1";
+/// Format version written and understood.
+pub const VERSION: u16 = 1;
+/// Fixed part of the segment header.
+pub const HEADER_FIXED: usize = 64;
+/// Fixed part of a frame before its payload.
+pub const FRAME_HEADER: usize = 40;
+/// Bytes after a frame's payload (its CRC).
+pub const FRAME_TRAILER: usize = 4;
+/// Largest payload accepted when reading (guards against a corrupt length).
+pub const MAX_PAYLOAD: u32 = 1 << 30;
+
+/// Why bytes are not a valid header, frame or footer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FormatError {
+    /// Fewer bytes than the structure needs.
+    Short,
+    /// Wrong magic.
+    Magic,
+    /// A version this build does not read.
+    Version(u16),
+    /// CRC mismatch.
+    Crc,
+    /// A length or count out of range.
+    Length,
+}
+
+impl std::fmt::Display for FormatError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FormatError::Short => write!(f, "truncated"),
+            FormatError::Magic => write!(f, "bad magic"),
+            FormatError::Version(v) => write!(
+                f,
+                "format version {v} is not supported (this build reads {VERSION})"
+            ),
+            FormatError::Crc => write!(f, "CRC32C mismatch"),
+            FormatError::Length => write!(f, "length out of range"),
+        }
+    }
+}
+
+fn u16_at(b: &[u8], at: usize) -> u16 {
+    u16::from_le_bytes([b[at], b[at + 1]])
+}
+
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+fn u64_at(b: &[u8], at: usize) -> u64 {
+    let mut x = [0u8; 8];
+    x.copy_from_slice(&b[at..at + 8]);
+    u64::from_le_bytes(x)
+}
+
+fn i64_at(b: &[u8], at: usize) -> i64 {
+    u64_at(b, at) as i64
+}
+
+/// Payload compression, as the frame flags encode it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Compression {
+    /// Uncompressed buffers.
+    None,
+    /// LZ4 frame.
+    Lz4,
+    /// zstd (default).
+    #[default]
+    Zstd,
+}
+
+impl Compression {
+    fn bits(self) -> u16 {
+        match self {
+            Compression::None => 0,
+            Compression::Lz4 => 1,
+            Compression::Zstd => 2,
+        }
+    }
+
+    fn from_bits(b: u16) -> Option<Compression> {
+        match b {
+            0 => Some(Compression::None),
+            1 => Some(Compression::Lz4),
+            2 => Some(Compression::Zstd),
+            _ => None,
+        }
+    }
+}
+
+/// A segment header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentHeader {
+    /// Sequence number of the first row.
+    pub first_seq: u64,
+    /// Segment number.
+    pub segment: u64,
+    /// Chain hash of the previous segment.
+    pub prev_chain: [u8; 32],
+    /// Encapsulated Arrow IPC schema message.
+    pub schema: Vec<u8>,
+}
+
+impl SegmentHeader {
+    /// Encoded length.
+    pub fn len(&self) -> usize {
+        HEADER_FIXED + self.schema.len() + 4
+    }
+
+    /// Never empty (the fixed part alone is 68 bytes); for clippy's `len_without_is_empty`.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// The header's bytes.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut b = Vec::with_capacity(self.len());
+        b.extend_from_slice(SEGMENT_MAGIC);
+        b.extend_from_slice(&VERSION.to_le_bytes());
+        b.extend_from_slice(&0u16.to_le_bytes());
+        b.extend_from_slice(&(self.schema.len() as u32).to_le_bytes());
+        b.extend_from_slice(&self.first_seq.to_le_bytes());
+        b.extend_from_slice(&self.segment.to_le_bytes());
+        b.extend_from_slice(&self.prev_chain);
+        b.extend_from_slice(&self.schema);
+        let crc = crc32c::crc32c(&b);
+        b.extend_from_slice(&crc.to_le_bytes());
+        b
+    }
+
+    /// Length of the schema message, from the fixed part (to know how much more to read).
+    pub fn schema_len(fixed: &[u8]) -> Result<usize, FormatError> {
+        if fixed.len() < HEADER_FIXED {
+            return Err(FormatError::Short);
+        }
+        if &fixed[0..8] != SEGMENT_MAGIC {
+            return Err(FormatError::Magic);
+        }
+        let s = u32_at(fixed, 12);
+        if s > MAX_PAYLOAD {
+            return Err(FormatError::Length);
+        }
+        Ok(s as usize)
+    }
+
+    /// Decodes a whole header (fixed part, schema, CRC).
+    pub fn decode(b: &[u8]) -> Result<SegmentHeader, FormatError> {
+        let s = SegmentHeader::schema_len(b)?;
+        let version = u16_at(b, 8);
+        if version != VERSION {
+            return Err(FormatError::Version(version));
+        }
+        let end = HEADER_FIXED + s;
+        if b.len() < end + 4 {
+            return Err(FormatError::Short);
+        }
+        if crc32c::crc32c(&b[..end]) != u32_at(b, end) {
+            return Err(FormatError::Crc);
+        }
+        let mut prev_chain = [0u8; 32];
+        prev_chain.copy_from_slice(&b[32..64]);
+        Ok(SegmentHeader {
+            first_seq: u64_at(b, 16),
+            segment: u64_at(b, 24),
+            prev_chain,
+            schema: b[HEADER_FIXED..end].to_vec(),
+        })
+    }
+}
+
+/// The fixed part of a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameHeader {
+    /// Payload compression.
+    pub compression: Compression,
+    /// Payload length.
+    pub payload_len: u32,
+    /// Rows in the frame.
+    pub rows: u32,
+    /// Sequence number of the first row.
+    pub first_seq: u64,
+    /// Event-time range, if the batch has a time column with values.
+    pub time: Option<(i64, i64)>,
+}
+
+impl FrameHeader {
+    /// Encoded length of the whole frame.
+    pub fn frame_len(&self) -> usize {
+        FRAME_HEADER + self.payload_len as usize + FRAME_TRAILER
+    }
+
+    /// Sequence number after the frame's last row.
+    pub fn end_seq(&self) -> u64 {
+        self.first_seq + u64::from(self.rows)
+    }
+
+    /// Appends the frame (header, payload, CRC) to `out`.
+    pub fn encode_into(&self, payload: &[u8], out: &mut Vec<u8>) {
+        let start = out.len();
+        let flags = u16::from(self.time.is_some()) | (self.compression.bits() << 1);
+        out.extend_from_slice(FRAME_MAGIC);
+        out.extend_from_slice(&VERSION.to_le_bytes());
+        out.extend_from_slice(&flags.to_le_bytes());
+        out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        out.extend_from_slice(&self.rows.to_le_bytes());
+        out.extend_from_slice(&self.first_seq.to_le_bytes());
+        let (lo, hi) = self.time.unwrap_or((0, 0));
+        out.extend_from_slice(&lo.to_le_bytes());
+        out.extend_from_slice(&hi.to_le_bytes());
+        out.extend_from_slice(payload);
+        let crc = crc32c::crc32c(&out[start..]);
+        out.extend_from_slice(&crc.to_le_bytes());
+    }
+
+    /// Decodes the fixed part (no CRC check yet: that needs the payload).
+    pub fn decode(b: &[u8]) -> Result<FrameHeader, FormatError> {
+        if b.len() < FRAME_HEADER {
+            return Err(FormatError::Short);
+        }
+        if &b[0..4] != FRAME_MAGIC {
+            return Err(FormatError::Magic);
+        }
+        let version = u16_at(b, 4);
+        if version != VERSION {
+            return Err(FormatError::Version(version));
+        }
+        let flags = u16_at(b, 6);
+        let compression = Compression::from_bits((flags >> 1) & 3).ok_or(FormatError::Length)?;
+        let payload_len = u32_at(b, 8);
+        let rows = u32_at(b, 12);
+        if payload_len > MAX_PAYLOAD || rows == 0 || flags >> 3 != 0 {
+            return Err(FormatError::Length);
+        }
+        Ok(FrameHeader {
+            compression,
+            payload_len,
+            rows,
+            first_seq: u64_at(b, 16),
+            time: (flags & 1 == 1).then(|| (i64_at(b, 24), i64_at(b, 32))),
+        })
+    }
+
+    /// Checks the CRC of a whole frame (`b` = header, payload, CRC) and returns the payload.
+    pub fn check<'a>(&self, b: &'a [u8]) -> Result<&'a [u8], FormatError> {
+        let len = self.frame_len();
+        if b.len() < len {
+            return Err(FormatError::Short);
+        }
+        let body = FRAME_HEADER + self.payload_len as usize;
+        if crc32c::crc32c(&b[..body]) != u32_at(b, body) {
+            return Err(FormatError::Crc);
+        }
+        Ok(&b[FRAME_HEADER..body])
+    }
+}
+
+/// A sealed segment's footer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Footer {
+    /// Rows in the segment.
+    pub rows: u64,
+    /// Min event time (`i64::MAX` if none).
+    pub min_time: i64,
+    /// Max event time (`i64::MIN` if none).
+    pub max_time: i64,
+    /// Per frame: byte offset and first sequence number.
+    pub index: Vec<(u64, u64)>,
+    /// SHA-256 of the previous chain hash and the segment's bytes before the footer.
+    pub chain: [u8; 32],
+}
+
+/// Bytes after the footer body: CRC, length, end magic.
+pub const FOOTER_TAIL: usize = 4 + 8 + 8;
+
+impl Footer {
+    /// Encoded length.
+    pub fn len(&self) -> usize {
+        32 + 16 * self.index.len() + 32 + FOOTER_TAIL
+    }
+
+    /// Never empty; for clippy's `len_without_is_empty`.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// The footer's bytes.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut b = Vec::with_capacity(self.len());
+        b.extend_from_slice(FOOTER_MAGIC);
+        b.extend_from_slice(&(self.index.len() as u32).to_le_bytes());
+        b.extend_from_slice(&self.rows.to_le_bytes());
+        b.extend_from_slice(&self.min_time.to_le_bytes());
+        b.extend_from_slice(&self.max_time.to_le_bytes());
+        for (offset, seq) in &self.index {
+            b.extend_from_slice(&offset.to_le_bytes());
+            b.extend_from_slice(&seq.to_le_bytes());
+        }
+        b.extend_from_slice(&self.chain);
+        let crc = crc32c::crc32c(&b);
+        b.extend_from_slice(&crc.to_le_bytes());
+        b.extend_from_slice(&((b.len() + 16) as u64).to_le_bytes());
+        b.extend_from_slice(END_MAGIC);
+        b
+    }
+
+    /// The footer length from a segment's last 16 bytes, if they carry the end magic.
+    pub fn len_from_tail(tail: &[u8]) -> Result<u64, FormatError> {
+        if tail.len() < 16 {
+            return Err(FormatError::Short);
+        }
+        let t = &tail[tail.len() - 16..];
+        if &t[8..16] != END_MAGIC {
+            return Err(FormatError::Magic);
+        }
+        Ok(u64_at(t, 0))
+    }
+
+    /// Decodes a whole footer.
+    pub fn decode(b: &[u8]) -> Result<Footer, FormatError> {
+        if b.len() < 32 + 32 + FOOTER_TAIL {
+            return Err(FormatError::Short);
+        }
+        if &b[0..4] != FOOTER_MAGIC {
+            return Err(FormatError::Magic);
+        }
+        let frames = u32_at(b, 4) as usize;
+        let body = 32 + 16 * frames + 32;
+        if b.len() != body + FOOTER_TAIL || u64_at(b, body + 4) != b.len() as u64 {
+            return Err(FormatError::Length);
+        }
+        if crc32c::crc32c(&b[..body]) != u32_at(b, body) {
+            return Err(FormatError::Crc);
+        }
+        let index = (0..frames)
+            .map(|k| (u64_at(b, 32 + 16 * k), u64_at(b, 40 + 16 * k)))
+            .collect();
+        let mut chain = [0u8; 32];
+        chain.copy_from_slice(&b[body - 32..body]);
+        Ok(Footer {
+            rows: u64_at(b, 8),
+            min_time: i64_at(b, 16),
+            max_time: i64_at(b, 24),
+            index,
+            chain,
+        })
+    }
+}
+
+/// The chain hash of a segment: SHA-256 of `prev_chain ‖ body` (the bytes before the footer).
+pub fn chain_hash(prev_chain: &[u8; 32], body: &[u8]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(prev_chain);
+    h.update(body);
+    h.finalize().into()
+}
+
+/// A running chain hash, fed as bytes are written.
+#[derive(Debug, Clone)]
+pub struct ChainHasher(Sha256);
+
+impl ChainHasher {
+    /// Starts from the previous segment's chain hash.
+    pub fn new(prev_chain: &[u8; 32]) -> ChainHasher {
+        let mut h = Sha256::new();
+        h.update(prev_chain);
+        ChainHasher(h)
+    }
+
+    /// Adds bytes of the segment.
+    pub fn update(&mut self, b: &[u8]) {
+        self.0.update(b);
+    }
+
+    /// The chain hash so far.
+    pub fn finish(&self) -> [u8; 32] {
+        self.0.clone().finalize().into()
+    }
+}
+
+/// Lower-case hex of a hash.
+pub fn hex(h: &[u8]) -> String {
+    h.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// File name of the segment whose first row is `first_seq`.
+pub fn segment_name(first_seq: u64) -> String {
+    format!("seg-{first_seq:020}.tape")
+}
+
+/// The first sequence number in a segment file name.
+pub fn parse_segment_name(name: &str) -> Option<u64> {
+    name.strip_prefix("seg-")?
+        .strip_suffix(".tape")?
+        .parse()
+        .ok()
+}

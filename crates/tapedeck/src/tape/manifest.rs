@@ -1,0 +1,125 @@
+//! The manifest journal: checksummed JSON records, appended and fsynced, torn tail cut on open.
+//!
+//! The manifest is an index and an audit trail (sealed segments with their hashes and ranges,
+//! quarantined ranges, truncated tails). Everything a `sealed` record says can be recomputed from
+//! the segment, so a damaged manifest never makes a tape unreadable.
+
+use serde::{Deserialize, Serialize};
+
+use super::storage::Storage;
+use crate::error::{Error, Result};
+
+/// File name of the manifest.
+pub const MANIFEST: &str = "MANIFEST";
+
+/// One manifest record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Record {
+    /// A segment was sealed.
+    Sealed {
+        /// Segment file.
+        file: String,
+        /// Segment number.
+        segment: u64,
+        /// First row.
+        first_seq: u64,
+        /// Rows.
+        rows: u64,
+        /// Bytes.
+        bytes: u64,
+        /// Chain hash, hex.
+        chain: String,
+        /// Min event time (µs), if any.
+        min_time: Option<i64>,
+        /// Max event time (µs), if any.
+        max_time: Option<i64>,
+        /// Schema version (counts schema changes from 0).
+        schema: u64,
+    },
+    /// Damaged bytes were cut out of a segment.
+    Quarantined {
+        /// Segment file.
+        file: String,
+        /// First damaged byte.
+        offset: u64,
+        /// End of the damaged range.
+        end: u64,
+        /// First sequence number the gap hides.
+        rows_from: u64,
+        /// Rows in the gap.
+        rows: u64,
+        /// Copy of the bytes.
+        to: String,
+    },
+    /// A torn tail was cut off.
+    Truncated {
+        /// Segment file.
+        file: String,
+        /// New length.
+        offset: u64,
+        /// Bytes removed.
+        bytes: u64,
+    },
+}
+
+/// Reads every valid record; cuts a torn or corrupt tail off the file (writers only).
+pub fn read(storage: &dyn Storage) -> Result<Vec<Record>> {
+    read_records(storage, true)
+}
+
+/// Reads every valid record without changing the file (readers, `verify`, `inspect`).
+pub fn read_only(storage: &dyn Storage) -> Result<Vec<Record>> {
+    read_records(storage, false)
+}
+
+fn read_records(storage: &dyn Storage, repair: bool) -> Result<Vec<Record>> {
+    let io = |e| Error::io("read", storage.describe(MANIFEST), e);
+    let Some(len) = storage.len(MANIFEST).map_err(io)? else {
+        return Ok(Vec::new());
+    };
+    let mut data = vec![0u8; len as usize];
+    storage.read_at(MANIFEST, 0, &mut data).map_err(io)?;
+    let mut out = Vec::new();
+    let mut at = 0usize;
+    while at + 8 <= data.len() {
+        let n = u32::from_le_bytes([data[at], data[at + 1], data[at + 2], data[at + 3]]) as usize;
+        let crc = u32::from_le_bytes([data[at + 4], data[at + 5], data[at + 6], data[at + 7]]);
+        let Some(payload) = data.get(at + 8..at + 8 + n) else {
+            break;
+        };
+        if crc32c::crc32c(payload) != crc {
+            break;
+        }
+        match serde_json::from_slice::<Record>(payload) {
+            Ok(r) => out.push(r),
+            Err(_) => break,
+        }
+        at += 8 + n;
+    }
+    if repair && at < data.len() {
+        tracing::warn!(
+            "manifest: cutting {} damaged bytes off its end at offset {at}",
+            data.len() - at
+        );
+        storage
+            .truncate(MANIFEST, at as u64)
+            .map_err(|e| Error::io("truncate", storage.describe(MANIFEST), e))?;
+    }
+    Ok(out)
+}
+
+/// Appends a record and fsyncs it.
+pub fn append(storage: &dyn Storage, record: &Record) -> Result<()> {
+    let payload = serde_json::to_vec(record).map_err(|e| Error::InvalidOption {
+        option: "manifest",
+        message: e.to_string(),
+    })?;
+    let mut b = Vec::with_capacity(payload.len() + 8);
+    b.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    b.extend_from_slice(&crc32c::crc32c(&payload).to_le_bytes());
+    b.extend_from_slice(&payload);
+    let io = |e| Error::io("write", storage.describe(MANIFEST), e);
+    storage.append(MANIFEST, &b).map_err(io)?;
+    storage.sync(MANIFEST).map_err(io)
+}

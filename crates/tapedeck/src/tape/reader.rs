@@ -1,0 +1,410 @@
+//! Reading a tape: any number of readers, each with its own position, never blocking the writer.
+//!
+//! A [`TapeReader`] starts at the beginning, at a sequence number, at an event time (the first
+//! frame whose time range reaches it), or at the end, and yields `(first_seq, batch)` in order.
+//! Every frame's CRC32C is checked before it is decoded; a frame that fails is skipped with a
+//! warning and counted (recovery quarantines such ranges when the writer next opens the tape).
+//! In `follow` mode the reader waits for new frames when it reaches the end — sleeping between
+//! looks, from 5 ms up to 100 ms while nothing arrives, never spinning — and moves on to new
+//! segments as the writer rolls them.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow_array::RecordBatch;
+
+use super::codec::BatchDecoder;
+use super::format::parse_segment_name;
+use super::segment::{self, FrameRef};
+use super::storage::{FsStorage, Storage};
+use crate::error::{Error, Result};
+use crate::record::Record;
+use crate::source::Source;
+
+/// Where a reader starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum StartAt {
+    /// The first row of the tape.
+    #[default]
+    Start,
+    /// The row with this sequence number (or the next one that exists).
+    Seq(u64),
+    /// The first frame whose event times reach this instant (µs since the epoch, UTC).
+    Time(i64),
+    /// After the last row present when the reader opens (with `follow`: only new rows).
+    End,
+}
+
+impl std::str::FromStr for StartAt {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "start" => Ok(StartAt::Start),
+            "end" => Ok(StartAt::End),
+            _ => {
+                if let Some(n) = s.strip_prefix("seq:") {
+                    return n
+                        .parse()
+                        .map(StartAt::Seq)
+                        .map_err(|_| format!("`{n}` is not a sequence number"));
+                }
+                if let Some(t) = s.strip_prefix("time:") {
+                    return crate::record::time::parse_timestamp(t)
+                        .map(StartAt::Time)
+                        .ok_or_else(|| format!("`{t}` is not an ISO 8601 time"));
+                }
+                Err(format!(
+                    "`{s}` is not a position; use start, end, seq:N or time:2026-01-01T00:00:00Z"
+                ))
+            }
+        }
+    }
+}
+
+struct Cursor {
+    name: String,
+    first_seq: u64,
+    frames: Vec<FrameRef>,
+    next: usize,
+    /// Where to look for more frames in an unsealed segment.
+    scan_from: u64,
+    sealed: bool,
+    decoder: BatchDecoder,
+}
+
+/// Reads a tape; see the module docs.
+pub struct TapeReader {
+    storage: Arc<dyn Storage>,
+    name: String,
+    /// Next sequence number to deliver.
+    position: u64,
+    /// Stop before this sequence number.
+    until: Option<u64>,
+    follow: bool,
+    cursor: Option<Cursor>,
+    skipped_frames: u64,
+    idle: Duration,
+    pending_start: Option<StartAt>,
+}
+
+impl std::fmt::Debug for TapeReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TapeReader")
+            .field("position", &self.position)
+            .finish_non_exhaustive()
+    }
+}
+
+fn list_segments(storage: &dyn Storage) -> Result<Vec<(u64, String)>> {
+    let mut v: Vec<(u64, String)> = storage
+        .list()
+        .map_err(|e| Error::io("list", storage.describe(""), e))?
+        .into_iter()
+        .filter_map(|n| parse_segment_name(&n).map(|s| (s, n)))
+        .collect();
+    v.sort();
+    Ok(v)
+}
+
+impl TapeReader {
+    /// A reader of the tape in `dir`.
+    pub fn open(dir: impl AsRef<std::path::Path>, start: StartAt) -> Result<TapeReader> {
+        let dir = dir.as_ref();
+        if !dir.is_dir() {
+            return Err(Error::Tape {
+                path: dir.to_path_buf(),
+                message: "no such tape directory".into(),
+            });
+        }
+        let storage = FsStorage::new(dir).map_err(|e| Error::io("open", dir, e))?;
+        let mut r = TapeReader::open_storage(Arc::new(storage), start)?;
+        r.name = dir.display().to_string();
+        Ok(r)
+    }
+
+    /// A reader on any storage.
+    pub fn open_storage(storage: Arc<dyn Storage>, start: StartAt) -> Result<TapeReader> {
+        let mut r = TapeReader {
+            storage,
+            name: "tape".into(),
+            position: 0,
+            until: None,
+            follow: false,
+            cursor: None,
+            skipped_frames: 0,
+            idle: Duration::from_millis(5),
+            pending_start: None,
+        };
+        match start {
+            StartAt::Start => {}
+            StartAt::Seq(s) => r.position = s,
+            StartAt::End => r.position = r.end_seq()?,
+            StartAt::Time(_) => r.pending_start = Some(start),
+        }
+        Ok(r)
+    }
+
+    /// Keep waiting for new frames at the end (a live tail).
+    pub fn follow(mut self, follow: bool) -> TapeReader {
+        self.follow = follow;
+        self
+    }
+
+    /// Stop before sequence number `seq`.
+    pub fn until(mut self, seq: Option<u64>) -> TapeReader {
+        self.until = seq;
+        self
+    }
+
+    /// Frames skipped because they failed their checksum.
+    pub fn skipped_frames(&self) -> u64 {
+        self.skipped_frames
+    }
+
+    /// The next sequence number the reader will deliver.
+    pub fn position(&self) -> u64 {
+        self.position
+    }
+
+    /// Sequence number after the last row currently on the tape.
+    pub fn end_seq(&self) -> Result<u64> {
+        let segs = list_segments(self.storage.as_ref())?;
+        for (_, name) in segs.iter().rev() {
+            if let Some(s) = segment::open_indexed(self.storage.as_ref(), name)? {
+                return Ok(s.end_seq_from_footer());
+            }
+            if let Ok(s) = segment::scan(self.storage.as_ref(), name)? {
+                return Ok(s.end_seq());
+            }
+        }
+        Ok(0)
+    }
+
+    fn open_cursor(&mut self) -> Result<bool> {
+        let segs = list_segments(self.storage.as_ref())?;
+        // The last segment starting at or before the position, else the first after it.
+        let pick = segs
+            .iter()
+            .rev()
+            .find(|(first, _)| *first <= self.position)
+            .or_else(|| segs.iter().find(|(first, _)| *first > self.position));
+        let Some((_, name)) = pick else {
+            return Ok(false);
+        };
+        let storage = self.storage.as_ref();
+        let (scanned, sealed) = match segment::open_indexed(storage, name)? {
+            Some(s) => (s, true),
+            None => match segment::scan(storage, name)? {
+                Ok(s) => (s, false),
+                // A header still being written: nothing to read yet.
+                Err(_) => return Ok(false),
+            },
+        };
+        // A later segment exists: this one will not grow, even without a footer.
+        let later = segs
+            .iter()
+            .any(|(first, _)| *first > scanned.header.first_seq);
+        let decoder = BatchDecoder::new(&scanned.header.schema)
+            .map_err(|e| Error::arrow(format!("segment {name}: reading its schema"), e))?;
+        let next = scanned
+            .frames
+            .iter()
+            .position(|f| f.header.end_seq() > self.position)
+            .unwrap_or(scanned.frames.len());
+        if scanned.header.first_seq > self.position {
+            self.position = scanned.header.first_seq;
+        }
+        self.cursor = Some(Cursor {
+            name: name.clone(),
+            first_seq: scanned.header.first_seq,
+            scan_from: scanned.valid_end,
+            frames: scanned.frames,
+            next,
+            sealed: sealed || later,
+            decoder,
+        });
+        Ok(true)
+    }
+
+    /// Looks for frames appended to an unsealed segment since the last look.
+    fn grow(&mut self) -> Result<bool> {
+        let storage = self.storage.clone();
+        let Some(c) = self.cursor.as_mut() else {
+            return Ok(false);
+        };
+        let len = storage
+            .len(&c.name)
+            .map_err(|e| Error::io("read", storage.describe(&c.name), e))?
+            .unwrap_or(0);
+        let mut grew = false;
+        let mut expected = c.frames.last().map_or(c.first_seq, |f| f.header.end_seq());
+        while let Ok((h, _)) = segment::read_frame(storage.as_ref(), &c.name, c.scan_from, len)? {
+            if h.first_seq != expected {
+                break;
+            }
+            c.frames.push(FrameRef {
+                offset: c.scan_from,
+                header: h,
+            });
+            c.scan_from += h.frame_len() as u64;
+            expected = h.end_seq();
+            grew = true;
+        }
+        if !grew && segment::read_footer(storage.as_ref(), &c.name, len)?.is_some() {
+            c.sealed = true;
+        }
+        Ok(grew)
+    }
+
+    fn resolve_time(&mut self, t: i64) -> Result<()> {
+        let storage = self.storage.clone();
+        for (_, name) in list_segments(storage.as_ref())? {
+            let s = match segment::open_indexed(storage.as_ref(), &name)? {
+                Some(s) => {
+                    if s.footer.as_ref().is_some_and(|f| f.max_time < t) {
+                        continue;
+                    }
+                    s
+                }
+                None => match segment::scan(storage.as_ref(), &name)? {
+                    Ok(s) => s,
+                    Err(_) => continue,
+                },
+            };
+            for f in &s.frames {
+                let len = storage.len(&name).ok().flatten().unwrap_or(0);
+                if let Ok((h, _)) = segment::read_frame(storage.as_ref(), &name, f.offset, len)?
+                    && h.time.is_some_and(|(_, hi)| hi >= t)
+                {
+                    self.position = h.first_seq;
+                    return Ok(());
+                }
+            }
+        }
+        self.position = self.end_seq()?;
+        Ok(())
+    }
+
+    /// The next batch and its first sequence number; `None` at the end (never, when following).
+    pub fn next_batch(&mut self) -> Result<Option<(u64, RecordBatch)>> {
+        if let Some(StartAt::Time(t)) = self.pending_start.take() {
+            self.resolve_time(t)?;
+        }
+        loop {
+            if self.until.is_some_and(|u| self.position >= u) {
+                return Ok(None);
+            }
+            if self.cursor.is_none() && !self.open_cursor()? {
+                if self.wait()? {
+                    continue;
+                }
+                return Ok(None);
+            }
+            let storage = self.storage.clone();
+            let Some(c) = self.cursor.as_mut() else {
+                continue;
+            };
+            if let Some(frame) = c.frames.get(c.next).copied() {
+                c.next += 1;
+                let len = storage
+                    .len(&c.name)
+                    .map_err(|e| Error::io("read", storage.describe(&c.name), e))?
+                    .unwrap_or(0);
+                let (h, bytes) =
+                    match segment::read_frame(storage.as_ref(), &c.name, frame.offset, len)? {
+                        Ok(x) => x,
+                        Err(problem) => {
+                            tracing::warn!(
+                                "{}: segment {} frame at byte {}: {problem}; skipped",
+                                self.name,
+                                c.name,
+                                frame.offset
+                            );
+                            self.skipped_frames += 1;
+                            continue;
+                        }
+                    };
+                let payload =
+                    &bytes[super::format::FRAME_HEADER..bytes.len() - super::format::FRAME_TRAILER];
+                let batch = c.decoder.decode(payload).map_err(|e| {
+                    Error::arrow(
+                        format!("segment {} frame at byte {}", c.name, frame.offset),
+                        e,
+                    )
+                })?;
+                if h.end_seq() <= self.position {
+                    continue;
+                }
+                let skip = self.position.saturating_sub(h.first_seq) as usize;
+                let mut take = batch.num_rows() - skip.min(batch.num_rows());
+                if let Some(u) = self.until {
+                    take = take.min((u - self.position.max(h.first_seq)) as usize);
+                }
+                let first = h.first_seq + skip as u64;
+                self.position = first + take as u64;
+                self.idle = Duration::from_millis(5);
+                return Ok(Some((first, batch.slice(skip, take))));
+            }
+            if !c.sealed && self.grow()? {
+                continue;
+            }
+            let sealed = self.cursor.as_ref().is_some_and(|c| c.sealed);
+            if sealed {
+                // Next segment, if any.
+                let segs = list_segments(storage.as_ref())?;
+                let first = self.cursor.as_ref().map_or(0, |c| c.first_seq);
+                if let Some((next_first, _)) = segs.iter().find(|(f, _)| *f > first) {
+                    self.position = self.position.max(*next_first);
+                    self.cursor = None;
+                    continue;
+                }
+            }
+            if self.wait()? {
+                // A later segment may have appeared while this one had no footer.
+                let segs = list_segments(storage.as_ref())?;
+                let first = self.cursor.as_ref().map_or(0, |c| c.first_seq);
+                if let Some(c) = self.cursor.as_mut()
+                    && segs.iter().any(|(f, _)| *f > first)
+                {
+                    c.sealed = true;
+                }
+                continue;
+            }
+            return Ok(None);
+        }
+    }
+
+    /// In follow mode, sleeps a little (backing off) and returns true; else false.
+    fn wait(&mut self) -> Result<bool> {
+        if !self.follow {
+            return Ok(false);
+        }
+        std::thread::sleep(self.idle);
+        self.idle = (self.idle * 2).min(Duration::from_millis(100));
+        Ok(true)
+    }
+}
+
+impl Iterator for TapeReader {
+    type Item = Result<(u64, RecordBatch)>;
+    fn next(&mut self) -> Option<Self::Item> {
+        self.next_batch().transpose()
+    }
+}
+
+impl Source for TapeReader {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn next_record(&mut self) -> Result<Option<Record>> {
+        Ok(self.next_batch()?.map(|(_, b)| Record::Batch(b)))
+    }
+}
+
+impl super::segment::Scanned {
+    /// Sequence number after the last row, from the footer (sealed segments).
+    pub fn end_seq_from_footer(&self) -> u64 {
+        self.header.first_seq + self.footer.as_ref().map_or(0, |f| f.rows)
+    }
+}

@@ -1,0 +1,319 @@
+//! Reading segments: header, footer, and a frame-by-frame scan that finds torn tails and corrupt
+//! middles.
+//!
+//! [`scan`] walks a segment's frames from its header, checking each frame's magic, version,
+//! lengths, CRC32C and sequence continuity. At the first frame that fails it searches forward for
+//! the next frame that checks out and continues the sequence: if there is one, the bytes between
+//! are a *gap* (a corrupt middle); if there is none, they are a *torn tail*. Sealed segments can
+//! also be opened from their footer without a scan ([`open_indexed`]).
+
+use super::format::{
+    FRAME_HEADER, FRAME_MAGIC, Footer, FormatError, FrameHeader, HEADER_FIXED, SegmentHeader,
+};
+use super::storage::Storage;
+use crate::error::{Error, Result};
+
+/// A frame found in a segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameRef {
+    /// Byte offset of the frame in the file.
+    pub offset: u64,
+    /// Its header.
+    pub header: FrameHeader,
+}
+
+/// Damaged bytes between two good frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Gap {
+    /// First damaged byte.
+    pub offset: u64,
+    /// First byte of the next good frame.
+    pub end: u64,
+    /// First sequence number missing.
+    pub rows_from: u64,
+    /// Rows missing.
+    pub rows: u64,
+}
+
+/// What a scan found in a segment.
+#[derive(Debug, Clone)]
+pub struct Scanned {
+    /// File name.
+    pub name: String,
+    /// The header.
+    pub header: SegmentHeader,
+    /// Header length in bytes.
+    pub header_len: u64,
+    /// Good frames, in order.
+    pub frames: Vec<FrameRef>,
+    /// Corrupt middles.
+    pub gaps: Vec<Gap>,
+    /// End of the last good frame: where a torn tail starts, or the footer.
+    pub valid_end: u64,
+    /// File length.
+    pub file_len: u64,
+    /// Footer, if the segment is sealed and its footer checks out.
+    pub footer: Option<Footer>,
+    /// Where the footer starts (sealed segments).
+    pub footer_offset: Option<u64>,
+}
+
+impl Scanned {
+    /// Sequence number after the last good row.
+    pub fn end_seq(&self) -> u64 {
+        self.frames
+            .last()
+            .map_or(self.header.first_seq, |f| f.header.end_seq())
+    }
+
+    /// Rows in good frames.
+    pub fn rows(&self) -> u64 {
+        self.frames.iter().map(|f| u64::from(f.header.rows)).sum()
+    }
+
+    /// Bytes after the last good frame that are not a footer (a torn tail).
+    pub fn torn_bytes(&self) -> u64 {
+        match self.footer_offset {
+            Some(f) if self.footer.is_some() => f - self.valid_end,
+            _ => self.file_len - self.valid_end,
+        }
+    }
+
+    /// Min and max event time over the good frames.
+    pub fn time_range(&self) -> Option<(i64, i64)> {
+        self.frames
+            .iter()
+            .filter_map(|f| f.header.time)
+            .reduce(|(a, b), (c, d)| (a.min(c), b.max(d)))
+    }
+}
+
+/// A segment that cannot be read at all (its header is damaged).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadHeader {
+    /// Why.
+    pub problem: FormatError,
+    /// File length.
+    pub file_len: u64,
+}
+
+fn io_err(storage: &dyn Storage, name: &str, e: std::io::Error) -> Error {
+    Error::io("read", storage.describe(name), e)
+}
+
+/// Reads a segment's header. `Ok(Err(_))` when the bytes are not a valid header.
+pub fn read_header(
+    storage: &dyn Storage,
+    name: &str,
+) -> Result<std::result::Result<(SegmentHeader, u64), BadHeader>> {
+    let file_len = storage
+        .len(name)
+        .map_err(|e| io_err(storage, name, e))?
+        .unwrap_or(0);
+    let bad = |problem| Ok(Err(BadHeader { problem, file_len }));
+    if file_len < HEADER_FIXED as u64 {
+        return bad(FormatError::Short);
+    }
+    let mut fixed = vec![0u8; HEADER_FIXED];
+    storage
+        .read_at(name, 0, &mut fixed)
+        .map_err(|e| io_err(storage, name, e))?;
+    let s = match SegmentHeader::schema_len(&fixed) {
+        Ok(s) => s,
+        Err(e) => return bad(e),
+    };
+    let len = HEADER_FIXED + s + 4;
+    if file_len < len as u64 {
+        return bad(FormatError::Short);
+    }
+    let mut all = vec![0u8; len];
+    storage
+        .read_at(name, 0, &mut all)
+        .map_err(|e| io_err(storage, name, e))?;
+    match SegmentHeader::decode(&all) {
+        Ok(h) => Ok(Ok((h, len as u64))),
+        Err(e) => bad(e),
+    }
+}
+
+/// Reads and checks the footer, if the file ends with one.
+pub fn read_footer(
+    storage: &dyn Storage,
+    name: &str,
+    file_len: u64,
+) -> Result<Option<(Footer, u64)>> {
+    if file_len < 16 {
+        return Ok(None);
+    }
+    let mut tail = [0u8; 16];
+    storage
+        .read_at(name, file_len - 16, &mut tail)
+        .map_err(|e| io_err(storage, name, e))?;
+    let Ok(len) = Footer::len_from_tail(&tail) else {
+        return Ok(None);
+    };
+    if len > file_len || len < 16 {
+        return Ok(None);
+    }
+    let mut b = vec![0u8; len as usize];
+    storage
+        .read_at(name, file_len - len, &mut b)
+        .map_err(|e| io_err(storage, name, e))?;
+    Ok(Footer::decode(&b).ok().map(|f| (f, file_len - len)))
+}
+
+/// Reads the frame at `offset` and checks it; returns its header and whole bytes, or why not.
+pub fn read_frame(
+    storage: &dyn Storage,
+    name: &str,
+    offset: u64,
+    limit: u64,
+) -> Result<std::result::Result<(FrameHeader, Vec<u8>), FormatError>> {
+    if offset + FRAME_HEADER as u64 > limit {
+        return Ok(Err(FormatError::Short));
+    }
+    let mut head = [0u8; FRAME_HEADER];
+    storage
+        .read_at(name, offset, &mut head)
+        .map_err(|e| io_err(storage, name, e))?;
+    let h = match FrameHeader::decode(&head) {
+        Ok(h) => h,
+        Err(e) => return Ok(Err(e)),
+    };
+    let len = h.frame_len() as u64;
+    if offset + len > limit {
+        return Ok(Err(FormatError::Short));
+    }
+    let mut bytes = vec![0u8; len as usize];
+    storage
+        .read_at(name, offset, &mut bytes)
+        .map_err(|e| io_err(storage, name, e))?;
+    let checked = h.check(&bytes).map(|_| ());
+    Ok(checked.map(|()| (h, bytes)))
+}
+
+/// Opens a sealed segment from its footer, without scanning its frames. `None` if the segment
+/// has no valid footer or header.
+pub fn open_indexed(storage: &dyn Storage, name: &str) -> Result<Option<Scanned>> {
+    let Ok((header, header_len)) = read_header(storage, name)? else {
+        return Ok(None);
+    };
+    let file_len = storage
+        .len(name)
+        .map_err(|e| io_err(storage, name, e))?
+        .unwrap_or(0);
+    let Some((footer, footer_offset)) = read_footer(storage, name, file_len)? else {
+        return Ok(None);
+    };
+    // Frame headers come from the index; rows per frame from the next frame's first_seq.
+    let mut frames = Vec::with_capacity(footer.index.len());
+    for (k, &(offset, first_seq)) in footer.index.iter().enumerate() {
+        let next = footer
+            .index
+            .get(k + 1)
+            .map_or(header.first_seq + footer.rows, |n| n.1);
+        let rows = u32::try_from(next.saturating_sub(first_seq)).unwrap_or(u32::MAX);
+        frames.push(FrameRef {
+            offset,
+            header: FrameHeader {
+                compression: Default::default(),
+                payload_len: 0,
+                rows,
+                first_seq,
+                time: None,
+            },
+        });
+    }
+    Ok(Some(Scanned {
+        name: name.to_string(),
+        header,
+        header_len,
+        frames,
+        gaps: Vec::new(),
+        valid_end: footer_offset,
+        file_len,
+        footer: Some(footer),
+        footer_offset: Some(footer_offset),
+    }))
+}
+
+/// Scans every frame of a segment; see the module docs. `Ok(Err(_))` if the header is damaged.
+pub fn scan(storage: &dyn Storage, name: &str) -> Result<std::result::Result<Scanned, BadHeader>> {
+    let (header, header_len) = match read_header(storage, name)? {
+        Ok(h) => h,
+        Err(bad) => return Ok(Err(bad)),
+    };
+    let file_len = storage
+        .len(name)
+        .map_err(|e| io_err(storage, name, e))?
+        .unwrap_or(0);
+    let footer = read_footer(storage, name, file_len)?;
+    let limit = footer.as_ref().map_or(file_len, |(_, at)| *at);
+    let mut frames = Vec::new();
+    let mut gaps = Vec::new();
+    let mut at = header_len;
+    let mut expected = header.first_seq;
+    while at < limit {
+        match read_frame(storage, name, at, limit)? {
+            Ok((h, _)) if h.first_seq == expected => {
+                frames.push(FrameRef {
+                    offset: at,
+                    header: h,
+                });
+                expected = h.end_seq();
+                at += h.frame_len() as u64;
+            }
+            _ => match resync(storage, name, at, limit, expected)? {
+                Some((next, h)) => {
+                    gaps.push(Gap {
+                        offset: at,
+                        end: next,
+                        rows_from: expected,
+                        rows: h.first_seq - expected,
+                    });
+                    expected = h.first_seq;
+                    at = next;
+                }
+                None => break,
+            },
+        }
+    }
+    Ok(Ok(Scanned {
+        name: name.to_string(),
+        header,
+        header_len,
+        frames,
+        gaps,
+        valid_end: at.min(limit),
+        file_len,
+        footer: footer.as_ref().map(|(f, _)| f.clone()),
+        footer_offset: footer.map(|(_, at)| at),
+    }))
+}
+
+/// The next offset after `from` where a frame checks out and does not go back in sequence.
+fn resync(
+    storage: &dyn Storage,
+    name: &str,
+    from: u64,
+    limit: u64,
+    expected: u64,
+) -> Result<Option<(u64, FrameHeader)>> {
+    let len = (limit - from) as usize;
+    let mut rest = vec![0u8; len];
+    storage
+        .read_at(name, from, &mut rest)
+        .map_err(|e| io_err(storage, name, e))?;
+    let mut i = 1;
+    while i + FRAME_HEADER <= len {
+        if &rest[i..i + 4] == FRAME_MAGIC
+            && let Ok(h) = FrameHeader::decode(&rest[i..])
+            && h.first_seq >= expected
+            && h.check(&rest[i..]).is_ok()
+        {
+            return Ok(Some((from + i as u64, h)));
+        }
+        i += 1;
+    }
+    Ok(None)
+}

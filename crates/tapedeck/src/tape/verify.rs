@@ -1,0 +1,294 @@
+//! `verify` and `inspect`: what is on a tape, and whether every byte of it checks out.
+//!
+//! [`verify`] reads every segment in order and checks each header, every frame's CRC32C and
+//! sequence continuity, each footer, and the hash chain (each sealed segment's chain hash is
+//! recomputed from the previous one and its bytes, and each header's `prev_chain` must match).
+//! Quarantined ranges recorded in the manifest are reported too. [`inspect`] summarises a tape
+//! without reading payloads: schema, segments, rows, time range, bytes on disk.
+
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use super::codec::BatchDecoder;
+use super::format::{ChainHasher, hex, parse_segment_name};
+use super::manifest::{self, Record};
+use super::segment;
+use super::storage::Storage;
+use crate::error::{Error, Result};
+
+/// One problem found by [`verify`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Problem {
+    /// Segment file (or `MANIFEST`).
+    pub file: String,
+    /// Byte offset, when known.
+    pub offset: Option<u64>,
+    /// What is wrong.
+    pub what: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.offset {
+            Some(o) => write!(f, "{} at byte {o}: {}", self.file, self.what),
+            None => write!(f, "{}: {}", self.file, self.what),
+        }
+    }
+}
+
+/// What [`verify`] found.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct VerifyReport {
+    /// Segments read.
+    pub segments: u64,
+    /// Frames whose CRC checked out.
+    pub frames: u64,
+    /// Rows in those frames.
+    pub rows: u64,
+    /// Every problem, in tape order.
+    pub problems: Vec<Problem>,
+}
+
+/// Checks every CRC and the hash chain; see the module docs.
+pub fn verify(storage: &dyn Storage) -> Result<VerifyReport> {
+    let mut report = VerifyReport::default();
+    let mut prev_chain = [0u8; 32];
+    let mut expected_seq: Option<u64> = None;
+    let names = segment_names(storage)?;
+    for (i, name) in names.iter().enumerate() {
+        report.segments += 1;
+        let problem = |offset, what: String| Problem {
+            file: name.clone(),
+            offset,
+            what,
+        };
+        let s = match segment::scan(storage, name)? {
+            Ok(s) => s,
+            Err(bad) => {
+                report
+                    .problems
+                    .push(problem(Some(0), format!("header: {}", bad.problem)));
+                continue;
+            }
+        };
+        if s.header.prev_chain != prev_chain {
+            report.problems.push(problem(
+                Some(32),
+                "header's previous-segment hash does not match the chain".into(),
+            ));
+        }
+        if let Some(e) = expected_seq
+            && s.header.first_seq != e
+        {
+            report.problems.push(problem(
+                Some(16),
+                format!(
+                    "starts at sequence {} but the previous segment ended at {e}",
+                    s.header.first_seq
+                ),
+            ));
+        }
+        for g in &s.gaps {
+            report.problems.push(problem(
+                Some(g.offset),
+                format!(
+                    "{} damaged bytes (up to {}), {} rows from sequence {} unreadable",
+                    g.end - g.offset,
+                    g.end,
+                    g.rows,
+                    g.rows_from
+                ),
+            ));
+        }
+        if s.torn_bytes() > 0 {
+            report.problems.push(problem(
+                Some(s.valid_end),
+                format!(
+                    "{} bytes after the last good frame are not a frame (torn tail)",
+                    s.torn_bytes()
+                ),
+            ));
+        }
+        report.frames += s.frames.len() as u64;
+        report.rows += s.rows();
+        match (&s.footer, s.footer_offset) {
+            (Some(footer), Some(at)) => {
+                let mut h = ChainHasher::new(&s.header.prev_chain);
+                let mut pos = 0u64;
+                let mut buf = vec![0u8; 1 << 20];
+                while pos < at {
+                    let n = (at - pos).min(buf.len() as u64) as usize;
+                    storage
+                        .read_at(name, pos, &mut buf[..n])
+                        .map_err(|e| Error::io("read", storage.describe(name), e))?;
+                    h.update(&buf[..n]);
+                    pos += n as u64;
+                }
+                let chain = h.finish();
+                if chain != footer.chain {
+                    report.problems.push(problem(
+                        Some(at),
+                        format!(
+                            "hash chain broken: footer says {}, bytes give {}",
+                            hex(&footer.chain),
+                            hex(&chain)
+                        ),
+                    ));
+                }
+                let indexed: Vec<u64> = footer.index.iter().map(|(o, _)| *o).collect();
+                let found: Vec<u64> = s.frames.iter().map(|f| f.offset).collect();
+                if s.gaps.is_empty() && indexed != found {
+                    report.problems.push(problem(
+                        Some(at),
+                        "footer's frame index does not match the frames".into(),
+                    ));
+                }
+                prev_chain = footer.chain;
+            }
+            _ => {
+                let what = if i + 1 == names.len() {
+                    "not sealed (no footer): the writer is running, or crashed — opening the tape for writing seals it"
+                } else {
+                    "no valid footer, but a later segment exists"
+                };
+                report.problems.push(problem(None, what.into()));
+            }
+        }
+        expected_seq = Some(s.end_seq());
+    }
+    for r in manifest::read_only(storage)? {
+        if let Record::Quarantined {
+            file,
+            offset,
+            end,
+            rows,
+            to,
+            ..
+        } = r
+        {
+            report.problems.push(Problem {
+                file,
+                offset: Some(offset),
+                what: format!(
+                    "quarantined earlier: bytes up to {end}, {rows} rows lost (copy in {to})"
+                ),
+            });
+        }
+    }
+    Ok(report)
+}
+
+/// One segment in [`inspect`]'s summary.
+#[derive(Debug, Clone, Serialize)]
+pub struct SegmentSummary {
+    /// File name.
+    pub file: String,
+    /// First sequence number.
+    pub first_seq: u64,
+    /// Rows.
+    pub rows: u64,
+    /// Bytes on disk.
+    pub bytes: u64,
+    /// Sealed (has a footer).
+    pub sealed: bool,
+    /// Event-time range (µs), if known.
+    pub time: Option<(i64, i64)>,
+}
+
+/// What [`inspect`] reports.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Inspection {
+    /// Schema of the last segment, as text.
+    pub schema: Vec<String>,
+    /// Segments.
+    pub segments: Vec<SegmentSummary>,
+    /// Rows.
+    pub rows: u64,
+    /// Bytes on disk (segments).
+    pub bytes: u64,
+    /// Event-time range over the tape.
+    pub time: Option<(i64, i64)>,
+    /// Quarantined ranges from the manifest: (segment, offset, end, rows).
+    pub quarantined: Vec<(String, u64, u64, u64)>,
+}
+
+/// Summarises a tape; see the module docs.
+pub fn inspect(storage: &dyn Storage) -> Result<Inspection> {
+    let mut out = Inspection::default();
+    for name in segment_names(storage)? {
+        let s = match segment::open_indexed(storage, &name)? {
+            Some(s) => s,
+            None => match segment::scan(storage, &name)? {
+                Ok(s) => s,
+                Err(_) => continue,
+            },
+        };
+        let time = match &s.footer {
+            Some(f) if f.min_time <= f.max_time => Some((f.min_time, f.max_time)),
+            Some(_) => None,
+            None => s.time_range(),
+        };
+        let rows = s.footer.as_ref().map_or_else(|| s.rows(), |f| f.rows);
+        if let Ok(d) = BatchDecoder::new(&s.header.schema)
+            && let Some(schema) = d.schema()
+        {
+            out.schema = schema
+                .fields()
+                .iter()
+                .map(|f| format!("{}: {}", f.name(), f.data_type()))
+                .collect();
+        }
+        out.rows += rows;
+        out.bytes += s.file_len;
+        out.time = match (out.time, time) {
+            (Some((a, b)), Some((c, d))) => Some((a.min(c), b.max(d))),
+            (x, y) => x.or(y),
+        };
+        out.segments.push(SegmentSummary {
+            file: name,
+            first_seq: s.header.first_seq,
+            rows,
+            bytes: s.file_len,
+            sealed: s.footer.is_some(),
+            time,
+        });
+    }
+    for r in manifest::read_only(storage)? {
+        if let Record::Quarantined {
+            file,
+            offset,
+            end,
+            rows,
+            ..
+        } = r
+        {
+            out.quarantined.push((file, offset, end, rows));
+        }
+    }
+    Ok(out)
+}
+
+fn segment_names(storage: &dyn Storage) -> Result<Vec<String>> {
+    let mut v: Vec<(u64, String)> = storage
+        .list()
+        .map_err(|e| Error::io("list", storage.describe(""), e))?
+        .into_iter()
+        .filter_map(|n| parse_segment_name(&n).map(|s| (s, n)))
+        .collect();
+    v.sort();
+    Ok(v.into_iter().map(|(_, n)| n).collect())
+}
+
+/// Opens a tape directory for reading (no lock, nothing written).
+pub fn storage_for(dir: &std::path::Path) -> Result<Arc<dyn Storage>> {
+    if !dir.is_dir() {
+        return Err(Error::Tape {
+            path: dir.to_path_buf(),
+            message: "no such tape directory".into(),
+        });
+    }
+    Ok(Arc::new(
+        super::storage::FsStorage::new(dir).map_err(|e| Error::io("open", dir, e))?,
+    ))
+}

@@ -1,0 +1,791 @@
+//! The tape writer: one per tape, group-committed, recovering whatever a crash left.
+//!
+//! **Opening** takes the tape's exclusive lock (a second writer is told the holder's pid), then
+//! recovers: the manifest's torn tail is cut; every segment without a valid footer is scanned; a
+//! torn tail is truncated and reported; a corrupt middle is copied to `quarantine/` and recorded
+//! (readers skip it); an unreadable trailing header (a crash while a segment was being created)
+//! is cut to nothing; every unsealed segment is then sealed, so appending always starts a fresh
+//! segment. Recovery never fails on damaged data and never asks for a directory to be deleted.
+//!
+//! **Appending** encodes a batch into a frame in memory; frames are handed to the file in large
+//! writes (at 1 MiB, or when a sync is due), not one syscall per batch. [`TapeWriter::submit`]
+//! returns at once with the sequence range of the batch; [`TapeWriter::append`] also waits until
+//! the batch is durable under the policy. Under `fsync=always` and `interval:D` a committer
+//! thread runs `fdatasync` outside the lock, so frames submitted while one runs are covered by
+//! the next: group commit. Segments roll at `segment_bytes` or `segment_age`, and on a schema
+//! change.
+
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use arrow_array::RecordBatch;
+use arrow_schema::SchemaRef;
+
+use super::codec::{BatchEncoder, time_range};
+use super::format::{
+    ChainHasher, Compression, Footer, FrameHeader, SegmentHeader, hex, parse_segment_name,
+    segment_name,
+};
+use super::manifest::{self, Record};
+use super::segment::{self, Scanned};
+use super::storage::Storage;
+use crate::error::{Error, Result};
+
+/// When appended frames are fsynced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FsyncPolicy {
+    /// Every append waits for an fdatasync that covers it (group commit).
+    Always,
+    /// An fdatasync at least this often while frames are pending.
+    Interval(Duration),
+    /// Never fsync; the operating system writes back when it likes.
+    Never,
+}
+
+impl Default for FsyncPolicy {
+    fn default() -> Self {
+        FsyncPolicy::Interval(Duration::from_millis(10))
+    }
+}
+
+impl std::str::FromStr for FsyncPolicy {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "always" => Ok(FsyncPolicy::Always),
+            "never" => Ok(FsyncPolicy::Never),
+            _ => s
+                .strip_prefix("interval:")
+                .and_then(crate::uri::parse_duration)
+                .filter(|d| !d.is_zero())
+                .map(FsyncPolicy::Interval)
+                .ok_or_else(|| {
+                    format!("`{s}` is not always, never or interval:DURATION (e.g. interval:10ms)")
+                }),
+        }
+    }
+}
+
+/// Options of a tape writer.
+#[derive(Debug, Clone)]
+pub struct TapeOptions {
+    /// Durability policy.
+    pub fsync: FsyncPolicy,
+    /// Payload compression.
+    pub compression: Compression,
+    /// Roll to a new segment past this size.
+    pub segment_bytes: u64,
+    /// Roll to a new segment past this age.
+    pub segment_age: Option<Duration>,
+}
+
+impl Default for TapeOptions {
+    fn default() -> Self {
+        TapeOptions {
+            fsync: FsyncPolicy::default(),
+            compression: Compression::Zstd,
+            segment_bytes: 256 << 20,
+            segment_age: None,
+        }
+    }
+}
+
+/// What recovery found and did when the tape was opened.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Recovery {
+    /// Torn tails cut off: (segment, bytes).
+    pub truncated: Vec<(String, u64)>,
+    /// Corrupt middles quarantined: (segment, offset, end, rows lost).
+    pub quarantined: Vec<(String, u64, u64, u64)>,
+    /// Segments that had no footer and were sealed by recovery.
+    pub resealed: Vec<String>,
+    /// Rows on the tape after recovery.
+    pub rows: u64,
+}
+
+impl Recovery {
+    /// True when recovery had nothing to repair.
+    pub fn is_clean(&self) -> bool {
+        self.truncated.is_empty() && self.quarantined.is_empty() && self.resealed.is_empty()
+    }
+}
+
+/// The segment being appended to.
+struct OpenSegment {
+    name: String,
+    first_seq: u64,
+    number: u64,
+    schema: SchemaRef,
+    encoder: BatchEncoder,
+    hasher: ChainHasher,
+    /// Bytes in the file plus bytes pending.
+    bytes: u64,
+    index: Vec<(u64, u64)>,
+    rows: u64,
+    time: Option<(i64, i64)>,
+    opened: Instant,
+}
+
+struct Inner {
+    segment: Option<OpenSegment>,
+    pending: Vec<u8>,
+    /// Sequence number after the last submitted row.
+    next_seq: u64,
+    /// Rows whose bytes were handed to storage.
+    written_seq: u64,
+    /// Rows covered by an fdatasync.
+    durable_seq: u64,
+    next_segment: u64,
+    prev_chain: [u8; 32],
+    schema_version: u64,
+    sync_wanted: bool,
+    /// A failed write or sync: the writer refuses further work (nothing unacknowledged is
+    /// reported durable).
+    failed: Option<String>,
+    closing: bool,
+}
+
+struct Shared {
+    storage: Arc<dyn Storage>,
+    options: TapeOptions,
+    inner: Mutex<Inner>,
+    /// Signalled when `durable_seq` moves or the writer fails.
+    durable: Condvar,
+    /// Signalled when the committer has work.
+    work: Condvar,
+}
+
+fn lock(m: &Mutex<Inner>) -> MutexGuard<'_, Inner> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Bytes gathered before they are handed to storage.
+const WRITE_CHUNK: usize = 1 << 20;
+
+/// Appends batches to a tape; see the module docs.
+pub struct TapeWriter {
+    shared: Arc<Shared>,
+    committer: Option<JoinHandle<()>>,
+    recovery: Recovery,
+    /// Keeps the directory's lock while the writer lives.
+    _lock: Option<std::fs::File>,
+}
+
+impl std::fmt::Debug for TapeWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TapeWriter").finish_non_exhaustive()
+    }
+}
+
+/// The sequence range of an appended batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    /// Sequence number of the batch's first row.
+    pub first_seq: u64,
+    /// Sequence number after its last row.
+    pub end_seq: u64,
+}
+
+impl TapeWriter {
+    /// Opens (creating if needed) the tape in directory `dir`, taking its lock and recovering it.
+    pub fn open(dir: impl AsRef<std::path::Path>, options: TapeOptions) -> Result<TapeWriter> {
+        let dir = dir.as_ref();
+        let storage = super::storage::FsStorage::new(dir)
+            .map_err(|e| Error::io("create directory", dir, e))?;
+        let lock = take_lock(dir)?;
+        let mut w = TapeWriter::open_storage(Arc::new(storage), options)?;
+        w._lock = Some(lock);
+        Ok(w)
+    }
+
+    /// Opens a tape on any storage (no directory lock; for tests and embedding).
+    pub fn open_storage(storage: Arc<dyn Storage>, options: TapeOptions) -> Result<TapeWriter> {
+        let (recovery, state) = recover(storage.as_ref())?;
+        let shared = Arc::new(Shared {
+            storage,
+            options: options.clone(),
+            inner: Mutex::new(Inner {
+                segment: None,
+                pending: Vec::new(),
+                next_seq: state.end_seq,
+                written_seq: state.end_seq,
+                durable_seq: state.end_seq,
+                next_segment: state.next_segment,
+                prev_chain: state.prev_chain,
+                schema_version: state.schema_version,
+                sync_wanted: false,
+                failed: None,
+                closing: false,
+            }),
+            durable: Condvar::new(),
+            work: Condvar::new(),
+        });
+        let committer = match options.fsync {
+            FsyncPolicy::Never => None,
+            _ => {
+                let s = shared.clone();
+                Some(
+                    std::thread::Builder::new()
+                        .name("tape-commit".into())
+                        .spawn(move || commit_loop(&s))
+                        .map_err(|e| Error::io("start the commit thread for", "tape", e))?,
+                )
+            }
+        };
+        Ok(TapeWriter {
+            shared,
+            committer,
+            recovery,
+            _lock: None,
+        })
+    }
+
+    /// What recovery did when the tape was opened.
+    pub fn recovery(&self) -> &Recovery {
+        &self.recovery
+    }
+
+    /// Sequence number the next row will get (= rows on the tape, gaps included).
+    pub fn next_seq(&self) -> u64 {
+        lock(&self.shared.inner).next_seq
+    }
+
+    /// Rows acknowledged so far (sequence numbers below this are durable under the policy).
+    pub fn durable_seq(&self) -> u64 {
+        lock(&self.shared.inner).durable_seq
+    }
+
+    /// Adds a batch without waiting for durability; returns its sequence range.
+    pub fn submit(&self, batch: &RecordBatch) -> Result<Appended> {
+        if batch.num_rows() == 0 {
+            let s = self.next_seq();
+            return Ok(Appended {
+                first_seq: s,
+                end_seq: s,
+            });
+        }
+        let shared = &self.shared;
+        let mut inner = lock(&shared.inner);
+        check_failed(&inner)?;
+        let result = append_frame(shared, &mut inner, batch);
+        if let Err(e) = &result {
+            inner.failed = Some(e.to_string());
+            shared.durable.notify_all();
+        }
+        let appended = result?;
+        match shared.options.fsync {
+            FsyncPolicy::Never => inner.durable_seq = inner.written_seq,
+            // Under `always` the committer syncs as long as frames are pending, so a caller
+            // that submits without waiting still gets acknowledgements, group-committed.
+            FsyncPolicy::Always => {
+                inner.sync_wanted = true;
+                shared.work.notify_one();
+            }
+            FsyncPolicy::Interval(_) => shared.work.notify_one(),
+        }
+        Ok(appended)
+    }
+
+    /// Adds a batch and returns once it is durable under the policy.
+    pub fn append(&self, batch: &RecordBatch) -> Result<Appended> {
+        let a = self.submit(batch)?;
+        if self.shared.options.fsync == FsyncPolicy::Always {
+            self.wait_durable(a.end_seq)?;
+        }
+        Ok(a)
+    }
+
+    /// Waits until every row below `seq` is durable (forcing a sync).
+    pub fn wait_durable(&self, seq: u64) -> Result<()> {
+        let shared = &self.shared;
+        let mut inner = lock(&shared.inner);
+        if shared.options.fsync == FsyncPolicy::Never {
+            flush_pending(shared, &mut inner)?;
+            inner.durable_seq = inner.written_seq;
+            return Ok(());
+        }
+        while inner.durable_seq < seq {
+            check_failed(&inner)?;
+            inner.sync_wanted = true;
+            shared.work.notify_one();
+            inner = shared
+                .durable
+                .wait(inner)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+        Ok(())
+    }
+
+    /// Makes everything submitted durable, seals the open segment, and stops the committer.
+    pub fn close(mut self) -> Result<()> {
+        self.shutdown()
+    }
+
+    fn shutdown(&mut self) -> Result<()> {
+        let result = {
+            let shared = &self.shared;
+            let mut inner = lock(&shared.inner);
+            let r = if inner.failed.is_none() {
+                seal(shared, &mut inner)
+            } else {
+                Ok(())
+            };
+            inner.closing = true;
+            shared.work.notify_all();
+            shared.durable.notify_all();
+            r
+        };
+        if let Some(t) = self.committer.take() {
+            let _ = t.join();
+        }
+        result
+    }
+}
+
+impl Drop for TapeWriter {
+    fn drop(&mut self) {
+        if self.committer.is_some() || !lock(&self.shared.inner).closing {
+            let _ = self.shutdown();
+        }
+    }
+}
+
+fn check_failed(inner: &Inner) -> Result<()> {
+    match &inner.failed {
+        Some(msg) => Err(Error::Unsupported {
+            sink: "tape".into(),
+            what: format!(
+                "the tape writer stopped after an I/O error ({msg}); reopen the tape to recover it"
+            ),
+        }),
+        None => Ok(()),
+    }
+}
+
+fn storage_err(shared: &Shared, name: &str, action: &'static str, e: std::io::Error) -> Error {
+    Error::io(action, shared.storage.describe(name), e)
+}
+
+/// Hands pending bytes to the storage.
+fn flush_pending(shared: &Shared, inner: &mut Inner) -> Result<()> {
+    if inner.pending.is_empty() {
+        inner.written_seq = inner.next_seq;
+        return Ok(());
+    }
+    let Some(seg) = &inner.segment else {
+        return Ok(());
+    };
+    let name = seg.name.clone();
+    shared
+        .storage
+        .append(&name, &inner.pending)
+        .map_err(|e| storage_err(shared, &name, "write", e))?;
+    inner.pending.clear();
+    inner.written_seq = inner.next_seq;
+    Ok(())
+}
+
+fn append_frame(shared: &Shared, inner: &mut Inner, batch: &RecordBatch) -> Result<Appended> {
+    let schema = batch.schema();
+    let roll = match &inner.segment {
+        None => true,
+        Some(seg) => {
+            seg.schema != schema
+                || seg.bytes >= shared.options.segment_bytes
+                || shared
+                    .options
+                    .segment_age
+                    .is_some_and(|a| seg.opened.elapsed() >= a)
+        }
+    };
+    if roll {
+        let schema_changed = inner.segment.as_ref().is_some_and(|s| s.schema != schema);
+        seal(shared, inner)?;
+        if schema_changed {
+            inner.schema_version += 1;
+        }
+        start_segment(shared, inner, &schema)?;
+    }
+    let first_seq = inner.next_seq;
+    let rows = u32::try_from(batch.num_rows()).map_err(|_| Error::InvalidOption {
+        option: "batch",
+        message: "a batch of more than 4,294,967,295 rows".into(),
+    })?;
+    let Some(seg) = inner.segment.as_mut() else {
+        return Err(Error::InvalidOption {
+            option: "tape",
+            message: "no open segment".into(),
+        });
+    };
+    let payload = seg
+        .encoder
+        .encode(batch)
+        .map_err(|e| Error::arrow("encoding a batch for the tape", e))?;
+    let time = time_range(batch);
+    let header = FrameHeader {
+        compression: seg.encoder.compression(),
+        payload_len: payload.len() as u32,
+        rows,
+        first_seq,
+        time,
+    };
+    let start = inner.pending.len();
+    header.encode_into(&payload, &mut inner.pending);
+    let frame = &inner.pending[start..];
+    seg.hasher.update(frame);
+    seg.index.push((seg.bytes, first_seq));
+    seg.bytes += frame.len() as u64;
+    seg.rows += u64::from(rows);
+    seg.time = match (seg.time, time) {
+        (Some((a, b)), Some((c, d))) => Some((a.min(c), b.max(d))),
+        (x, y) => x.or(y),
+    };
+    inner.next_seq += u64::from(rows);
+    if inner.pending.len() >= WRITE_CHUNK {
+        flush_pending(shared, inner)?;
+    }
+    Ok(Appended {
+        first_seq,
+        end_seq: inner.next_seq,
+    })
+}
+
+fn start_segment(shared: &Shared, inner: &mut Inner, schema: &SchemaRef) -> Result<()> {
+    let encoder = BatchEncoder::new(schema, shared.options.compression)
+        .map_err(|e| Error::arrow("encoding the tape schema", e))?;
+    let header = SegmentHeader {
+        first_seq: inner.next_seq,
+        segment: inner.next_segment,
+        prev_chain: inner.prev_chain,
+        schema: encoder.schema_message().to_vec(),
+    };
+    let bytes = header.encode();
+    let name = segment_name(inner.next_seq);
+    let mut hasher = ChainHasher::new(&inner.prev_chain);
+    hasher.update(&bytes);
+    inner.pending.extend_from_slice(&bytes);
+    inner.segment = Some(OpenSegment {
+        name,
+        first_seq: inner.next_seq,
+        number: inner.next_segment,
+        schema: schema.clone(),
+        encoder,
+        hasher,
+        bytes: bytes.len() as u64,
+        index: Vec::new(),
+        rows: 0,
+        time: None,
+        opened: Instant::now(),
+    });
+    inner.next_segment += 1;
+    Ok(())
+}
+
+/// Writes the footer of the open segment, fsyncs it, and records it in the manifest.
+fn seal(shared: &Shared, inner: &mut Inner) -> Result<()> {
+    if inner.segment.is_none() {
+        return Ok(());
+    }
+    flush_pending(shared, inner)?;
+    let Some(seg) = inner.segment.take() else {
+        return Ok(());
+    };
+    let chain = seg.hasher.finish();
+    let footer = Footer {
+        rows: seg.rows,
+        min_time: seg.time.map_or(i64::MAX, |t| t.0),
+        max_time: seg.time.map_or(i64::MIN, |t| t.1),
+        index: seg.index,
+        chain,
+    };
+    let bytes = footer.encode();
+    let io = |action, e| storage_err(shared, &seg.name, action, e);
+    shared
+        .storage
+        .append(&seg.name, &bytes)
+        .map_err(|e| io("write", e))?;
+    shared.storage.sync(&seg.name).map_err(|e| io("fsync", e))?;
+    inner.durable_seq = inner.durable_seq.max(inner.written_seq);
+    shared.durable.notify_all();
+    inner.prev_chain = chain;
+    manifest::append(
+        shared.storage.as_ref(),
+        &Record::Sealed {
+            file: seg.name,
+            segment: seg.number,
+            first_seq: seg.first_seq,
+            rows: seg.rows,
+            bytes: seg.bytes + bytes.len() as u64,
+            chain: hex(&chain),
+            min_time: seg.time.map(|t| t.0),
+            max_time: seg.time.map(|t| t.1),
+            schema: inner.schema_version,
+        },
+    )
+}
+
+fn commit_loop(shared: &Shared) {
+    let interval = match shared.options.fsync {
+        FsyncPolicy::Interval(d) => Some(d),
+        _ => None,
+    };
+    let mut inner = lock(&shared.inner);
+    loop {
+        if inner.closing {
+            return;
+        }
+        let due = inner.sync_wanted
+            || (interval.is_some() && inner.durable_seq < inner.next_seq && inner.failed.is_none());
+        if !due || inner.failed.is_some() {
+            inner = shared
+                .work
+                .wait(inner)
+                .unwrap_or_else(PoisonError::into_inner);
+            continue;
+        }
+        inner.sync_wanted = false;
+        let flushed = flush_pending(shared, &mut inner);
+        let target = inner.written_seq;
+        let name = inner.segment.as_ref().map(|s| s.name.clone());
+        if let Err(e) = flushed {
+            inner.failed = Some(e.to_string());
+            shared.durable.notify_all();
+            continue;
+        }
+        drop(inner);
+        // The fdatasync runs without the lock: frames submitted meanwhile join the next one.
+        let synced = name.map_or(Ok(()), |n| shared.storage.sync(&n));
+        inner = lock(&shared.inner);
+        match synced {
+            Ok(()) => {
+                inner.durable_seq = inner.durable_seq.max(target);
+            }
+            Err(e) => inner.failed = Some(format!("fsync failed: {e}")),
+        }
+        shared.durable.notify_all();
+        if let Some(d) = interval
+            && inner.failed.is_none()
+        {
+            inner = shared
+                .work
+                .wait_timeout(inner, d)
+                .map(|(g, _)| g)
+                .unwrap_or_else(|p| p.into_inner().0);
+        }
+    }
+}
+
+/// The tape's state after recovery.
+struct Recovered {
+    end_seq: u64,
+    next_segment: u64,
+    prev_chain: [u8; 32],
+    schema_version: u64,
+}
+
+/// Recovers a tape; see the module docs.
+fn recover(storage: &dyn Storage) -> Result<(Recovery, Recovered)> {
+    let records = manifest::read(storage)?;
+    let schema_version = records
+        .iter()
+        .filter_map(|r| match r {
+            Record::Sealed { schema, .. } => Some(*schema),
+            _ => None,
+        })
+        .max()
+        .unwrap_or(0);
+    let mut names: Vec<(u64, String)> = storage
+        .list()
+        .map_err(|e| Error::io("list", storage.describe(""), e))?
+        .into_iter()
+        .filter_map(|n| parse_segment_name(&n).map(|s| (s, n)))
+        .collect();
+    names.sort();
+    let mut report = Recovery::default();
+    let mut state = Recovered {
+        end_seq: 0,
+        next_segment: 0,
+        prev_chain: [0; 32],
+        schema_version,
+    };
+    for (i, (_, name)) in names.iter().enumerate() {
+        let last = i + 1 == names.len();
+        if let Some(sealed) = segment::open_indexed(storage, name)? {
+            state.end_seq = sealed.header.first_seq + sealed.footer.as_ref().map_or(0, |f| f.rows);
+            state.next_segment = sealed.header.segment + 1;
+            state.prev_chain = sealed.footer.as_ref().map_or([0; 32], |f| f.chain);
+            report.rows += sealed.footer.as_ref().map_or(0, |f| f.rows);
+            continue;
+        }
+        let scanned = match segment::scan(storage, name)? {
+            Ok(s) => s,
+            Err(bad) => {
+                // A header that never made it to disk whole: nothing in the file was ever
+                // acknowledged (frames follow the header), so the file is cut to nothing.
+                if last {
+                    storage
+                        .truncate(name, 0)
+                        .map_err(|e| Error::io("truncate", storage.describe(name), e))?;
+                    report.truncated.push((name.clone(), bad.file_len));
+                    manifest::append(
+                        storage,
+                        &Record::Truncated {
+                            file: name.clone(),
+                            offset: 0,
+                            bytes: bad.file_len,
+                        },
+                    )?;
+                    continue;
+                }
+                tracing::error!(
+                    "segment {name}: header unreadable ({}); skipped",
+                    bad.problem
+                );
+                continue;
+            }
+        };
+        reseal(storage, &scanned, &mut report, &mut state)?;
+    }
+    Ok((report, state))
+}
+
+/// Quarantines gaps, truncates a torn tail, and writes a footer for a scanned segment.
+fn reseal(
+    storage: &dyn Storage,
+    s: &Scanned,
+    report: &mut Recovery,
+    state: &mut Recovered,
+) -> Result<()> {
+    let name = &s.name;
+    let io = |action, e| Error::io(action, storage.describe(name), e);
+    for gap in &s.gaps {
+        let mut bytes = vec![0u8; (gap.end - gap.offset) as usize];
+        storage
+            .read_at(name, gap.offset, &mut bytes)
+            .map_err(|e| io("read", e))?;
+        let to = format!(
+            "quarantine/{}.{}-{}.bad",
+            name.trim_end_matches(".tape"),
+            gap.offset,
+            gap.end
+        );
+        storage
+            .append(&to, &bytes)
+            .map_err(|e| io("quarantine bytes of", e))?;
+        storage.sync(&to).map_err(|e| io("fsync", e))?;
+        manifest::append(
+            storage,
+            &Record::Quarantined {
+                file: name.clone(),
+                offset: gap.offset,
+                end: gap.end,
+                rows_from: gap.rows_from,
+                rows: gap.rows,
+                to,
+            },
+        )?;
+        tracing::warn!(
+            "segment {name}: bytes {}..{} are damaged; {} rows from sequence {} are lost and were quarantined",
+            gap.offset,
+            gap.end,
+            gap.rows,
+            gap.rows_from
+        );
+        report
+            .quarantined
+            .push((name.clone(), gap.offset, gap.end, gap.rows));
+    }
+    if s.file_len > s.valid_end {
+        let cut = s.file_len - s.valid_end;
+        storage
+            .truncate(name, s.valid_end)
+            .map_err(|e| io("truncate", e))?;
+        manifest::append(
+            storage,
+            &Record::Truncated {
+                file: name.clone(),
+                offset: s.valid_end,
+                bytes: cut,
+            },
+        )?;
+        tracing::warn!(
+            "segment {name}: cut a torn tail of {cut} bytes at offset {} (never acknowledged)",
+            s.valid_end
+        );
+        report.truncated.push((name.clone(), cut));
+    }
+    // Seal: the chain covers the bytes as they are now (gaps included).
+    let mut body = vec![0u8; s.valid_end as usize];
+    storage
+        .read_at(name, 0, &mut body)
+        .map_err(|e| io("read", e))?;
+    let chain = super::format::chain_hash(&s.header.prev_chain, &body);
+    let time = s.time_range();
+    let rows = s.rows();
+    let footer = Footer {
+        rows: s.end_seq() - s.header.first_seq,
+        min_time: time.map_or(i64::MAX, |t| t.0),
+        max_time: time.map_or(i64::MIN, |t| t.1),
+        index: s
+            .frames
+            .iter()
+            .map(|f| (f.offset, f.header.first_seq))
+            .collect(),
+        chain,
+    };
+    let fb = footer.encode();
+    storage.append(name, &fb).map_err(|e| io("write", e))?;
+    storage.sync(name).map_err(|e| io("fsync", e))?;
+    manifest::append(
+        storage,
+        &Record::Sealed {
+            file: name.clone(),
+            segment: s.header.segment,
+            first_seq: s.header.first_seq,
+            rows,
+            bytes: s.valid_end + fb.len() as u64,
+            chain: hex(&chain),
+            min_time: time.map(|t| t.0),
+            max_time: time.map(|t| t.1),
+            schema: state.schema_version,
+        },
+    )?;
+    report.resealed.push(name.clone());
+    report.rows += rows;
+    state.end_seq = s.end_seq();
+    state.next_segment = s.header.segment + 1;
+    state.prev_chain = chain;
+    Ok(())
+}
+
+/// Takes the directory's writer lock, or says who holds it.
+fn take_lock(dir: &std::path::Path) -> Result<std::fs::File> {
+    use std::io::{Read, Seek, SeekFrom, Write};
+    let path = dir.join("LOCK");
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| Error::io("open", &path, e))?;
+    if f.try_lock().is_err() {
+        let mut holder = String::new();
+        let _ = f.read_to_string(&mut holder);
+        let pid = holder
+            .trim()
+            .strip_prefix("pid ")
+            .unwrap_or("unknown")
+            .to_string();
+        return Err(Error::TapeLocked {
+            path: dir.to_path_buf(),
+            pid,
+        });
+    }
+    let io = |e| Error::io("write", &path, e);
+    f.set_len(0).map_err(io)?;
+    f.seek(SeekFrom::Start(0)).map_err(io)?;
+    writeln!(f, "pid {}", std::process::id()).map_err(io)?;
+    Ok(f)
+}
