@@ -6,6 +6,8 @@
 //! output is cut at message boundaries; [`BatchDecoder`] is one IPC stream decoder primed with the
 //! segment's schema message.
 
+use std::sync::Arc;
+
 use arrow_array::RecordBatch;
 use arrow_buffer::Buffer;
 use arrow_ipc::CompressionType;
@@ -73,6 +75,7 @@ impl BatchEncoder {
 /// Decodes the frames of one segment.
 pub struct BatchDecoder {
     decoder: StreamDecoder,
+    schema: SchemaRef,
 }
 
 impl std::fmt::Debug for BatchDecoder {
@@ -84,7 +87,10 @@ impl std::fmt::Debug for BatchDecoder {
 impl BatchDecoder {
     /// A decoder primed with a segment's schema message.
     pub fn new(schema_message: &[u8]) -> Result<BatchDecoder, ArrowError> {
+        let schema = Arc::new(arrow_ipc::convert::try_schema_from_ipc_buffer(schema_message)?);
         let mut decoder = StreamDecoder::new();
+        // The decoder registers a schema message when the next message arrives (the schema's
+        // empty body is only consumed then), so it is fed here and checked above.
         let mut buf = Buffer::from(schema_message);
         while !buf.is_empty() {
             if decoder.decode(&mut buf)?.is_some() {
@@ -93,17 +99,12 @@ impl BatchDecoder {
                 ));
             }
         }
-        if decoder.schema().is_none() {
-            return Err(ArrowError::IpcError(
-                "no schema in the segment header".into(),
-            ));
-        }
-        Ok(BatchDecoder { decoder })
+        Ok(BatchDecoder { decoder, schema })
     }
 
     /// The segment's schema.
-    pub fn schema(&self) -> Option<SchemaRef> {
-        self.decoder.schema()
+    pub fn schema(&self) -> SchemaRef {
+        self.schema.clone()
     }
 
     /// Decodes one frame payload.

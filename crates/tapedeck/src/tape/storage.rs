@@ -29,6 +29,8 @@ pub trait Storage: Send + Sync {
     fn sync(&self, name: &str) -> io::Result<()>;
     /// Cuts a file to `len` bytes (durably).
     fn truncate(&self, name: &str, len: u64) -> io::Result<()>;
+    /// Removes a file (durably).
+    fn remove(&self, name: &str) -> io::Result<()>;
     /// Where the storage lives, for messages.
     fn describe(&self, name: &str) -> PathBuf;
 }
@@ -120,6 +122,12 @@ impl Storage for FsStorage {
         let f = self.file(name, false)?;
         f.set_len(len)?;
         f.sync_all()
+    }
+
+    fn remove(&self, name: &str) -> io::Result<()> {
+        lock(&self.files).remove(name);
+        std::fs::remove_file(self.dir.join(name))?;
+        File::open(&self.dir)?.sync_all()
     }
 
     fn describe(&self, name: &str) -> PathBuf {
@@ -297,6 +305,14 @@ impl Storage for MemStorage {
         f.data.truncate(len as usize);
         f.synced = f.data.len();
         Ok(())
+    }
+
+    fn remove(&self, name: &str) -> io::Result<()> {
+        lock(&self.0)
+            .files
+            .remove(name)
+            .map(|_| ())
+            .ok_or_else(|| io::ErrorKind::NotFound.into())
     }
 
     fn describe(&self, name: &str) -> PathBuf {

@@ -230,10 +230,9 @@ pub fn inspect(storage: &dyn Storage) -> Result<Inspection> {
             None => s.time_range(),
         };
         let rows = s.footer.as_ref().map_or_else(|| s.rows(), |f| f.rows);
-        if let Ok(d) = BatchDecoder::new(&s.header.schema)
-            && let Some(schema) = d.schema()
-        {
-            out.schema = schema
+        if let Ok(d) = BatchDecoder::new(&s.header.schema) {
+            out.schema = d
+                .schema()
                 .fields()
                 .iter()
                 .map(|f| format!("{}: {}", f.name(), f.data_type()))

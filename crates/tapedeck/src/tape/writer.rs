@@ -322,6 +322,21 @@ impl TapeWriter {
         self.shutdown()
     }
 
+    /// Stops the writer's thread without writing another byte — what a killed process leaves
+    /// behind. For crash tests: abandon the writer, then crash the storage, then reopen.
+    pub fn abandon(mut self) {
+        {
+            let mut inner = lock(&self.shared.inner);
+            inner.failed = Some("abandoned".into());
+            inner.closing = true;
+            self.shared.work.notify_all();
+            self.shared.durable.notify_all();
+        }
+        if let Some(t) = self.committer.take() {
+            let _ = t.join();
+        }
+    }
+
     fn shutdown(&mut self) -> Result<()> {
         let result = {
             let shared = &self.shared;
@@ -345,7 +360,7 @@ impl TapeWriter {
 
 impl Drop for TapeWriter {
     fn drop(&mut self) {
-        if self.committer.is_some() || !lock(&self.shared.inner).closing {
+        if !lock(&self.shared.inner).closing {
             let _ = self.shutdown();
         }
     }
@@ -625,8 +640,8 @@ fn recover(storage: &dyn Storage) -> Result<(Recovery, Recovered)> {
                 // acknowledged (frames follow the header), so the file is cut to nothing.
                 if last {
                     storage
-                        .truncate(name, 0)
-                        .map_err(|e| Error::io("truncate", storage.describe(name), e))?;
+                        .remove(name)
+                        .map_err(|e| Error::io("remove", storage.describe(name), e))?;
                     report.truncated.push((name.clone(), bad.file_len));
                     manifest::append(
                         storage,
