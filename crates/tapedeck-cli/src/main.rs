@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand, ValueEnum};
 use tapedeck::pipe::{PipeOptions, Progress, StopSignal, Summary, pipe_report};
+use tapedeck::tape::{FsyncPolicy, StartAt, TapeOptions, TapeReader, TapeSink, TapeWatch};
 use tapedeck::{Error, sink, source};
 
 /// Exit status: success.
@@ -46,9 +47,88 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Record a source into one or more sinks.
+    /// Record a source into one or more sinks (and, with --tape, onto a tape).
     #[command(after_long_help = RECORD_HELP)]
     Record(RecordArgs),
+    /// Check every CRC and the hash chain of a tape; exit 1 on any problem.
+    Verify(VerifyArgs),
+    /// Summarise a tape: schema, segments, rows, time range, bytes, quarantined ranges.
+    Inspect(InspectArgs),
+    /// Print a tape's rows, optionally following it as it grows.
+    Tail(TailArgs),
+    /// Play a recorded tape into any sinks, as often as wanted.
+    Replay(ReplayArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct VerifyArgs {
+    /// The tape directory, e.g. `runs/tape`.
+    dir: PathBuf,
+    /// Print the report as JSON on stdout, e.g. `--json`.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args, Debug)]
+struct InspectArgs {
+    /// The tape directory, e.g. `runs/tape`.
+    dir: PathBuf,
+    /// Print the summary as JSON on stdout, e.g. `--json`.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+enum TailFormat {
+    /// Aligned columns.
+    Table,
+    /// CSV with a header.
+    Csv,
+    /// One JSON object per line.
+    Jsonl,
+}
+
+#[derive(clap::Args, Debug)]
+struct TailArgs {
+    /// The tape directory, e.g. `runs/tape`.
+    dir: PathBuf,
+    /// Keep waiting for new rows, e.g. `--follow` (stop with Ctrl-C).
+    #[arg(long, short)]
+    follow: bool,
+    /// Where to start: start, end, seq:N or time:ISO, e.g. `--from time:2026-01-01T00:00:00Z`.
+    #[arg(long, default_value = "start", value_parser = parse_start)]
+    from: StartAt,
+    /// Output format, e.g. `--format jsonl`.
+    #[arg(long, value_enum, default_value_t = TailFormat::Table)]
+    format: TailFormat,
+}
+
+#[derive(clap::Args, Debug)]
+struct ReplayArgs {
+    /// The tape directory, e.g. `runs/tape`.
+    dir: PathBuf,
+    /// Where rows go; repeat for several, e.g. `--sink parquet:run.parquet`.
+    #[arg(long = "sink", value_name = "URI", required = true)]
+    sinks: Vec<String>,
+    /// Where to start: start, seq:N or time:ISO, e.g. `--from seq:1000`.
+    #[arg(long, default_value = "start", value_parser = parse_start)]
+    from: StartAt,
+    /// Stop before this sequence number, e.g. `--to 5000`.
+    #[arg(long, value_name = "SEQ")]
+    to: Option<u64>,
+    /// Rows per write to the sinks, e.g. `--batch-size 10000`.
+    #[arg(long, value_name = "ROWS", default_value_t = 65_536)]
+    batch_size: usize,
+    /// Write the summary as JSON to this file (`-` for stdout), e.g. `--summary-json s.json`.
+    #[arg(long, value_name = "PATH")]
+    summary_json: Option<PathBuf>,
+    /// Do not print the summary to stderr.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+fn parse_start(s: &str) -> Result<StartAt, String> {
+    s.parse()
 }
 
 const RECORD_HELP: &str = concat!(
@@ -141,6 +221,38 @@ struct RecordArgs {
     /// Do not print the summary to stderr.
     #[arg(long, short)]
     quiet: bool,
+
+    /// Also record onto the tape in this directory (created, or recovered and appended to),
+    /// e.g. `--tape runs/tape`.
+    #[arg(long, value_name = "DIR")]
+    tape: Option<PathBuf>,
+
+    /// When tape frames are acknowledged: always (fdatasync per group commit), interval:DUR, or
+    /// never, e.g. `--fsync always`.
+    #[arg(long, value_name = "POLICY", default_value = "interval:10ms", value_parser = parse_fsync)]
+    fsync: FsyncPolicy,
+
+    /// Compression of tape frames: none, lz4 or zstd, e.g. `--compression lz4`.
+    #[arg(long, value_enum, default_value_t = TapeCompression::Zstd)]
+    compression: TapeCompression,
+
+    /// Roll to a new tape segment past this many bytes, e.g. `--segment-bytes 67108864`.
+    #[arg(long, value_name = "N", default_value_t = 256 << 20)]
+    segment_bytes: u64,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+enum TapeCompression {
+    /// No compression.
+    None,
+    /// LZ4 frame.
+    Lz4,
+    /// zstd.
+    Zstd,
+}
+
+fn parse_fsync(s: &str) -> Result<FsyncPolicy, String> {
+    s.parse()
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -159,9 +271,13 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .init();
-    match cli.command {
-        Command::Record(args) => ExitCode::from(record(args)),
-    }
+    ExitCode::from(match cli.command {
+        Command::Record(args) => record(args),
+        Command::Verify(args) => verify(&args),
+        Command::Inspect(args) => inspect(&args),
+        Command::Tail(args) => tail(&args),
+        Command::Replay(args) => replay(args),
+    })
 }
 
 fn fail(e: &Error) -> u8 {
@@ -217,6 +333,39 @@ fn record(args: RecordArgs) -> u8 {
         return fail(&e);
     }
     let mut sinks = Vec::new();
+    let mut watch: Option<(PathBuf, TapeWatch, u64)> = None;
+    if let Some(dir) = &args.tape {
+        let options = TapeOptions {
+            fsync: args.fsync,
+            compression: match args.compression {
+                TapeCompression::None => tapedeck::tape::Compression::None,
+                TapeCompression::Lz4 => tapedeck::tape::Compression::Lz4,
+                TapeCompression::Zstd => tapedeck::tape::Compression::Zstd,
+            },
+            segment_bytes: args.segment_bytes.max(1 << 12),
+            segment_age: None,
+        };
+        let tape = match TapeSink::open(dir, options) {
+            Ok(t) => t,
+            Err(e) => return fail(&e),
+        };
+        if let Some(r) = tape.recovery()
+            && !r.is_clean()
+        {
+            eprintln!(
+                "tape {}: recovered — {} torn tail(s) cut, {} damaged range(s) quarantined, {} segment(s) sealed; {} rows on the tape",
+                dir.display(),
+                r.truncated.len(),
+                r.quarantined.len(),
+                r.resealed.len(),
+                r.rows
+            );
+        }
+        if let Some(w) = tape.writer() {
+            watch = Some((dir.clone(), w.watch(), w.next_seq()));
+        }
+        sinks.push(Box::new(tape) as Box<dyn sink::Sink>);
+    }
     for spec in specs {
         match spec.open() {
             Ok(s) => sinks.push(s),
@@ -233,18 +382,36 @@ fn record(args: RecordArgs) -> u8 {
         let done = done.clone();
         let progress = progress.clone();
         let in_place = std::io::stderr().is_terminal();
-        std::thread::spawn(move || progress_loop(&progress, &done, in_place))
+        let acked = watch.as_ref().map(|(_, w, start)| (w.clone(), *start));
+        std::thread::spawn(move || progress_loop(&progress, &done, in_place, acked))
     });
     let report = pipe_report(src, sinks, &options);
     done.store(true, Ordering::SeqCst);
     if let Some(t) = ticker {
         let _ = t.join();
     }
+    let tape = watch.map(|(dir, w, start)| {
+        serde_json::json!({
+            "dir": dir.display().to_string(),
+            "first_seq": start,
+            "end_seq": w.next_seq(),
+            "acknowledged": w.durable_seq().saturating_sub(start),
+        })
+    });
     if !args.quiet {
         print_summary(&report.summary);
+        if let Some(t) = &tape {
+            eprintln!(
+                "  tape {}: {} rows acknowledged (sequence {}..{})",
+                t["dir"].as_str().unwrap_or(""),
+                t["acknowledged"],
+                t["first_seq"],
+                t["end_seq"]
+            );
+        }
     }
     if let Some(path) = &args.summary_json
-        && let Err(e) = write_summary_json(path, &report.summary)
+        && let Err(e) = write_summary_json(path, &report.summary, tape)
     {
         eprintln!("error: {e}");
         return EXIT_FAILED;
@@ -259,7 +426,12 @@ fn record(args: RecordArgs) -> u8 {
     }
 }
 
-fn progress_loop(progress: &Progress, done: &AtomicBool, in_place: bool) {
+fn progress_loop(
+    progress: &Progress,
+    done: &AtomicBool,
+    in_place: bool,
+    acked: Option<(TapeWatch, u64)>,
+) {
     let start = Instant::now();
     let mut last = (Instant::now(), 0u64);
     let mut stderr = std::io::stderr();
@@ -274,12 +446,18 @@ fn progress_loop(progress: &Progress, done: &AtomicBool, in_place: bool) {
             0.0
         };
         last = (now, rows);
-        let line = format!(
+        let mut line = format!(
             "{rows} rows  {}  {}  {:.1}s",
             human_rate(rate),
             human_bytes(progress.bytes()),
             start.elapsed().as_secs_f64()
         );
+        if let Some((w, first)) = &acked {
+            line.push_str(&format!(
+                "  acked {}",
+                w.durable_seq().saturating_sub(*first)
+            ));
+        }
         let _ = if in_place {
             write!(stderr, "\r\x1b[2K{line}")
         } else {
@@ -344,11 +522,20 @@ fn print_summary(s: &Summary) {
     }
 }
 
-fn write_summary_json(path: &PathBuf, s: &Summary) -> Result<(), Error> {
-    let mut text = serde_json::to_string_pretty(s).map_err(|e| Error::InvalidOption {
+fn write_summary_json(
+    path: &PathBuf,
+    s: &Summary,
+    tape: Option<serde_json::Value>,
+) -> Result<(), Error> {
+    let bad = |e: serde_json::Error| Error::InvalidOption {
         option: "--summary-json",
         message: e.to_string(),
-    })?;
+    };
+    let mut value = serde_json::to_value(s).map_err(bad)?;
+    if let (Some(t), Some(obj)) = (tape, value.as_object_mut()) {
+        obj.insert("tape".into(), t);
+    }
+    let mut text = serde_json::to_string_pretty(&value).map_err(bad)?;
     text.push('\n');
     if path.as_os_str() == "-" {
         // A closed stdout is an error to report, not a panic.
@@ -359,4 +546,209 @@ fn write_summary_json(path: &PathBuf, s: &Summary) -> Result<(), Error> {
             .map_err(|e| Error::io("write the summary to", "stdout", e));
     }
     std::fs::write(path, text).map_err(|e| Error::io("write", path, e))
+}
+
+fn tape_storage(
+    dir: &std::path::Path,
+) -> Result<std::sync::Arc<dyn tapedeck::tape::storage::Storage>, Error> {
+    tapedeck::tape::verify::storage_for(dir)
+}
+
+fn verify(args: &VerifyArgs) -> u8 {
+    let report =
+        match tape_storage(&args.dir).and_then(|s| tapedeck::tape::verify::verify(s.as_ref())) {
+            Ok(r) => r,
+            Err(e) => return fail(&e),
+        };
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).unwrap_or_default()
+        );
+    } else {
+        for p in &report.problems {
+            println!("PROBLEM {p}");
+        }
+        println!(
+            "{}: {} segments, {} frames, {} rows checked; {}",
+            args.dir.display(),
+            report.segments,
+            report.frames,
+            report.rows,
+            if report.problems.is_empty() {
+                "every CRC and the hash chain check out".to_string()
+            } else {
+                format!("{} problem(s)", report.problems.len())
+            }
+        );
+    }
+    if report.problems.is_empty() {
+        EXIT_OK
+    } else {
+        EXIT_FAILED
+    }
+}
+
+fn inspect(args: &InspectArgs) -> u8 {
+    let info =
+        match tape_storage(&args.dir).and_then(|s| tapedeck::tape::verify::inspect(s.as_ref())) {
+            Ok(r) => r,
+            Err(e) => return fail(&e),
+        };
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&info).unwrap_or_default()
+        );
+        return EXIT_OK;
+    }
+    let iso = tapedeck::record::time::iso_micros;
+    println!("tape {}", args.dir.display());
+    println!("schema:");
+    for f in &info.schema {
+        println!("  {f}");
+    }
+    println!("rows: {}", info.rows);
+    if let Some((a, b)) = info.time {
+        println!("time: {} .. {}", iso(a), iso(b));
+    }
+    println!(
+        "bytes on disk: {} ({})",
+        info.bytes,
+        human_bytes(info.bytes)
+    );
+    println!("segments: {}", info.segments.len());
+    for s in &info.segments {
+        println!(
+            "  {}  first {}  rows {}  {}{}",
+            s.file,
+            s.first_seq,
+            s.rows,
+            human_bytes(s.bytes),
+            if s.sealed { "" } else { "  (open)" }
+        );
+    }
+    for (file, from, to, rows) in &info.quarantined {
+        println!("quarantined: {file} bytes {from}..{to} ({rows} rows)");
+    }
+    EXIT_OK
+}
+
+fn tail(args: &TailArgs) -> u8 {
+    let reader = match TapeReader::open(&args.dir, args.from) {
+        Ok(r) => r.follow(args.follow),
+        Err(e) => return fail(&e),
+    };
+    let mut out = std::io::stdout().lock();
+    let mut enc = tapedeck::sink::text::TextEncoder::default();
+    let mut header = true;
+    for item in reader {
+        let (_, batch) = match item {
+            Ok(x) => x,
+            Err(e) => return fail(&e),
+        };
+        let mut buf = Vec::new();
+        let r = match args.format {
+            TailFormat::Jsonl => enc.jsonl(&batch, &mut buf),
+            TailFormat::Csv | TailFormat::Table => {
+                if header {
+                    tapedeck::sink::text::TextEncoder::csv_header(&batch.schema(), &mut buf);
+                }
+                enc.csv(&batch, &mut buf)
+            }
+        };
+        if let Err(e) = r {
+            return fail(&e);
+        }
+        if args.format == TailFormat::Table {
+            buf = as_table(&buf, header);
+        }
+        header = false;
+        if out.write_all(&buf).and_then(|()| out.flush()).is_err() {
+            // The reader of our output went away (e.g. `| head`): a normal end.
+            return EXIT_OK;
+        }
+    }
+    EXIT_OK
+}
+
+/// CSV text as aligned columns (widths from this chunk).
+fn as_table(csv_text: &[u8], header: bool) -> Vec<u8> {
+    let rows: Vec<Vec<String>> = ::csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .from_reader(csv_text)
+        .records()
+        .filter_map(Result::ok)
+        .map(|r| r.iter().map(str::to_string).collect())
+        .collect();
+    let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..cols)
+        .map(|c| {
+            rows.iter()
+                .filter_map(|r| r.get(c))
+                .map(|v| v.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = String::new();
+    for (i, r) in rows.iter().enumerate() {
+        let line: Vec<String> = r
+            .iter()
+            .enumerate()
+            .map(|(c, v)| format!("{v:<w$}", w = widths[c]))
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+        if i == 0 && header {
+            let rule: Vec<String> = widths.iter().map(|w| "-".repeat(*w)).collect();
+            out.push_str(&rule.join("  "));
+            out.push('\n');
+        }
+    }
+    out.into_bytes()
+}
+
+fn replay(args: ReplayArgs) -> u8 {
+    let mut specs = Vec::new();
+    for uri in &args.sinks {
+        match sink::parse(uri) {
+            Ok(s) => specs.push(s),
+            Err(e) => return fail(&e),
+        }
+    }
+    let reader = match TapeReader::open(&args.dir, args.from) {
+        Ok(r) => r.until(args.to),
+        Err(e) => return fail(&e),
+    };
+    let options = PipeOptions {
+        batch_size: args.batch_size,
+        flush_interval: Duration::from_secs(1),
+        ..PipeOptions::default()
+    };
+    if let Err(e) = options.validate() {
+        return fail(&e);
+    }
+    let mut sinks = Vec::new();
+    for spec in specs {
+        match spec.open() {
+            Ok(s) => sinks.push(s),
+            Err(e) => return fail(&e),
+        }
+    }
+    let report = pipe_report(reader, sinks, &options);
+    if !args.quiet {
+        print_summary(&report.summary);
+    }
+    if let Some(path) = &args.summary_json
+        && let Err(e) = write_summary_json(path, &report.summary, None)
+    {
+        eprintln!("error: {e}");
+        return EXIT_FAILED;
+    }
+    match &report.error {
+        Some(e) => fail(e),
+        None => EXIT_OK,
+    }
 }

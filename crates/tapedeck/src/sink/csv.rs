@@ -19,7 +19,7 @@ use arrow_array::RecordBatch;
 use arrow_schema::{DataType, Field, Schema};
 
 use super::file::{BufferedOutput, FileOptions};
-use super::text::{ColumnCache, TextColumn, write_csv_text};
+use super::text::TextEncoder;
 use super::{Lifecycle, Sink, SinkStats};
 use crate::error::{Error, Result};
 use crate::record::{Block, SchemaLock, UnknownColumns};
@@ -46,7 +46,7 @@ pub struct CsvSink {
     /// Header of an existing file being appended to.
     existing_header: Option<Vec<String>>,
     header_written: bool,
-    caches: Vec<ColumnCache>,
+    encoder: TextEncoder,
     rows: u64,
 }
 
@@ -89,7 +89,7 @@ impl CsvSink {
             existing_header,
             options,
             lock,
-            caches: Vec::new(),
+            encoder: TextEncoder::default(),
             rows: 0,
         })
     }
@@ -139,29 +139,13 @@ impl CsvSink {
         if !self.header_written {
             self.push_header(&batch.schema());
         }
-        let columns = TextColumn::for_batch(&batch)?;
-        ColumnCache::resize(&mut self.caches, columns.len());
-        for row in 0..batch.num_rows() {
-            for (i, (col, cache)) in columns.iter().zip(&mut self.caches).enumerate() {
-                if i > 0 {
-                    self.out.buf.push(b',');
-                }
-                col.write_csv(row, cache, &mut self.out.buf);
-            }
-            self.out.buf.push(b'\n');
-        }
+        self.encoder.csv(&batch, &mut self.out.buf)?;
         self.rows += batch.num_rows() as u64;
         self.out.write_out_if_large()
     }
 
     fn push_header(&mut self, schema: &Schema) {
-        for (i, f) in schema.fields().iter().enumerate() {
-            if i > 0 {
-                self.out.buf.push(b',');
-            }
-            write_csv_text(f.name().as_bytes(), &mut self.out.buf);
-        }
-        self.out.buf.push(b'\n');
+        TextEncoder::csv_header(schema, &mut self.out.buf);
         self.header_written = true;
     }
 }

@@ -10,7 +10,7 @@ use std::path::Path;
 use arrow_array::RecordBatch;
 
 use super::file::{BufferedOutput, FileOptions};
-use super::text::{ColumnCache, TextColumn, write_json_string};
+use super::text::TextEncoder;
 use super::{Lifecycle, Sink, SinkStats};
 use crate::error::{Error, Result};
 use crate::record::Block;
@@ -31,7 +31,7 @@ pub struct JsonlSink {
     life: Lifecycle,
     out: BufferedOutput,
     options: JsonlOptions,
-    caches: Vec<ColumnCache>,
+    encoder: TextEncoder,
     rows: u64,
 }
 
@@ -44,7 +44,7 @@ impl JsonlSink {
             life: Lifecycle::new(format!("jsonl:{}", path.display())),
             out: BufferedOutput::new(opened),
             options,
-            caches: Vec::new(),
+            encoder: TextEncoder::default(),
             rows: 0,
         })
     }
@@ -61,31 +61,7 @@ impl JsonlSink {
     }
 
     fn encode(&mut self, batch: &RecordBatch) -> Result<()> {
-        let schema = batch.schema();
-        // `{"name":` / `,"name":` prefixes are encoded once per batch, not once per row.
-        let keys: Vec<Vec<u8>> = schema
-            .fields()
-            .iter()
-            .enumerate()
-            .map(|(i, f)| {
-                let mut k = vec![if i == 0 { b'{' } else { b',' }];
-                write_json_string(f.name(), &mut k);
-                k.push(b':');
-                k
-            })
-            .collect();
-        let columns = TextColumn::for_batch(batch)?;
-        ColumnCache::resize(&mut self.caches, columns.len());
-        for row in 0..batch.num_rows() {
-            if columns.is_empty() {
-                self.out.buf.push(b'{');
-            }
-            for ((key, col), cache) in keys.iter().zip(&columns).zip(&mut self.caches) {
-                self.out.buf.extend_from_slice(key);
-                col.write_json(row, cache, &mut self.out.buf);
-            }
-            self.out.buf.extend_from_slice(b"}\n");
-        }
+        self.encoder.jsonl(batch, &mut self.out.buf)?;
         self.rows += batch.num_rows() as u64;
         self.out.write_out_if_large()
     }

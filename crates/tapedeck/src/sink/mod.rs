@@ -26,7 +26,7 @@ pub mod parquet;
 pub mod sql;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
-mod text;
+pub mod text;
 
 use std::path::PathBuf;
 

@@ -1,4 +1,4 @@
-//! Arrow values as text, shared by the CSV and JSONL sinks.
+//! Arrow values as text: the CSV and JSONL encodings shared by their sinks and `tapedeck tail`.
 //!
 //! [`TextColumn`] normalises one Arrow column to the handful of shapes text formats care about
 //! (narrow integers widen to i64, float32 to f64, every timestamp unit to µs) so the per-row
@@ -16,7 +16,7 @@ use crate::record::schema_lock::{SUPPORTED_TYPES, to_f64, to_i64};
 use crate::record::time::{IsoFormatter, micros_array};
 
 /// One column, normalised for text output.
-pub(crate) enum TextColumn {
+enum TextColumn {
     Null,
     Bool(BooleanArray),
     Int(PrimitiveArray<Int64Type>),
@@ -29,14 +29,14 @@ pub(crate) enum TextColumn {
 
 /// Per-column formatting caches a text sink keeps across batches.
 #[derive(Debug, Default)]
-pub(crate) struct ColumnCache {
+struct ColumnCache {
     floats: FloatCache,
     iso: IsoFormatter,
 }
 
 impl ColumnCache {
     /// Caches for `n` columns, keeping existing ones.
-    pub(crate) fn resize(caches: &mut Vec<ColumnCache>, n: usize) {
+    fn resize(caches: &mut Vec<ColumnCache>, n: usize) {
         if caches.len() < n {
             caches.resize_with(n, ColumnCache::default);
         }
@@ -86,7 +86,7 @@ impl FloatCache {
 }
 
 impl TextColumn {
-    pub(crate) fn new(name: &str, array: &ArrayRef) -> Result<TextColumn> {
+    fn new(name: &str, array: &ArrayRef) -> Result<TextColumn> {
         Ok(match array.data_type() {
             DataType::Null => TextColumn::Null,
             DataType::Boolean => TextColumn::Bool(array.as_boolean().clone()),
@@ -108,7 +108,7 @@ impl TextColumn {
     }
 
     /// Builds the views of every column of a batch.
-    pub(crate) fn for_batch(batch: &arrow_array::RecordBatch) -> Result<Vec<TextColumn>> {
+    fn for_batch(batch: &arrow_array::RecordBatch) -> Result<Vec<TextColumn>> {
         batch
             .schema()
             .fields()
@@ -134,7 +134,7 @@ impl TextColumn {
     /// Writes row `row` as a CSV field (RFC 4180). Null is an empty field; an empty string is
     /// `""` so the two stay distinguishable. NaN and ±inf are `NaN`, `inf`, `-inf`, which
     /// Python's `float()`, pandas and Rust's `f64::from_str` all read back.
-    pub(crate) fn write_csv(&self, row: usize, cache: &mut ColumnCache, out: &mut Vec<u8>) {
+    fn write_csv(&self, row: usize, cache: &mut ColumnCache, out: &mut Vec<u8>) {
         if self.is_null(row) {
             return;
         }
@@ -165,7 +165,7 @@ impl TextColumn {
 
     /// Writes row `row` as a JSON value. Null, NaN and ±inf are `null` (JSON has no
     /// non-finite numbers); instants are ISO 8601 strings; bytes are a hex string.
-    pub(crate) fn write_json(&self, row: usize, cache: &mut ColumnCache, out: &mut Vec<u8>) {
+    fn write_json(&self, row: usize, cache: &mut ColumnCache, out: &mut Vec<u8>) {
         if self.is_null(row) {
             out.extend_from_slice(b"null");
             return;
@@ -226,7 +226,7 @@ fn write_hex(bytes: &[u8], out: &mut Vec<u8>) {
 
 /// RFC 4180: quote a field that contains a comma, quote, CR or LF (or is empty, to tell it from
 /// null); double the quotes inside.
-pub(crate) fn write_csv_text(s: &[u8], out: &mut Vec<u8>) {
+fn write_csv_text(s: &[u8], out: &mut Vec<u8>) {
     let needs_quotes = s.is_empty() || s.iter().any(|&b| matches!(b, b',' | b'"' | b'\r' | b'\n'));
     if !needs_quotes {
         out.extend_from_slice(s);
@@ -243,7 +243,7 @@ pub(crate) fn write_csv_text(s: &[u8], out: &mut Vec<u8>) {
 }
 
 /// A JSON string literal with the escapes RFC 8259 requires.
-pub(crate) fn write_json_string(s: &str, out: &mut Vec<u8>) {
+fn write_json_string(s: &str, out: &mut Vec<u8>) {
     out.push(b'"');
     let bytes = s.as_bytes();
     let mut start = 0;
@@ -267,6 +267,90 @@ pub(crate) fn write_json_string(s: &str, out: &mut Vec<u8>) {
     }
     out.extend_from_slice(&bytes[start..]);
     out.push(b'"');
+}
+
+/// Encodes batches as CSV rows or JSON lines, keeping its formatting caches across batches.
+///
+/// The CSV and JSONL sinks are built on it, and so is `tapedeck tail`.
+///
+/// ```
+/// # use std::sync::Arc;
+/// # use arrow_array::{Int64Array, RecordBatch};
+/// # use arrow_schema::{DataType, Field, Schema};
+/// use tapedeck::sink::text::TextEncoder;
+/// let batch = RecordBatch::try_new(
+///     Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, true)])),
+///     vec![Arc::new(Int64Array::from(vec![1, 2]))],
+/// ).unwrap();
+/// let mut enc = TextEncoder::default();
+/// let mut out = Vec::new();
+/// TextEncoder::csv_header(&batch.schema(), &mut out);
+/// enc.csv(&batch, &mut out).unwrap();
+/// enc.jsonl(&batch, &mut out).unwrap();
+/// assert_eq!(String::from_utf8(out).unwrap(), "n\n1\n2\n{\"n\":1}\n{\"n\":2}\n");
+/// ```
+#[derive(Debug, Default)]
+pub struct TextEncoder {
+    caches: Vec<ColumnCache>,
+}
+
+impl TextEncoder {
+    /// The CSV header line of `schema`.
+    pub fn csv_header(schema: &arrow_schema::Schema, out: &mut Vec<u8>) {
+        for (i, f) in schema.fields().iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            write_csv_text(f.name().as_bytes(), out);
+        }
+        out.push(b'\n');
+    }
+
+    /// Every row of `batch` as CSV lines.
+    pub fn csv(&mut self, batch: &arrow_array::RecordBatch, out: &mut Vec<u8>) -> Result<()> {
+        let columns = TextColumn::for_batch(batch)?;
+        ColumnCache::resize(&mut self.caches, columns.len());
+        for row in 0..batch.num_rows() {
+            for (i, (col, cache)) in columns.iter().zip(&mut self.caches).enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                col.write_csv(row, cache, out);
+            }
+            out.push(b'\n');
+        }
+        Ok(())
+    }
+
+    /// Every row of `batch` as one JSON object per line, keys in column order.
+    pub fn jsonl(&mut self, batch: &arrow_array::RecordBatch, out: &mut Vec<u8>) -> Result<()> {
+        let schema = batch.schema();
+        // `{"name":` / `,"name":` prefixes are encoded once per batch, not once per row.
+        let keys: Vec<Vec<u8>> = schema
+            .fields()
+            .iter()
+            .enumerate()
+            .map(|(i, f)| {
+                let mut k = vec![if i == 0 { b'{' } else { b',' }];
+                write_json_string(f.name(), &mut k);
+                k.push(b':');
+                k
+            })
+            .collect();
+        let columns = TextColumn::for_batch(batch)?;
+        ColumnCache::resize(&mut self.caches, columns.len());
+        for row in 0..batch.num_rows() {
+            if columns.is_empty() {
+                out.push(b'{');
+            }
+            for ((key, col), cache) in keys.iter().zip(&columns).zip(&mut self.caches) {
+                out.extend_from_slice(key);
+                col.write_json(row, cache, out);
+            }
+            out.extend_from_slice(b"}\n");
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -87,7 +87,9 @@ impl std::fmt::Debug for BatchDecoder {
 impl BatchDecoder {
     /// A decoder primed with a segment's schema message.
     pub fn new(schema_message: &[u8]) -> Result<BatchDecoder, ArrowError> {
-        let schema = Arc::new(arrow_ipc::convert::try_schema_from_ipc_buffer(schema_message)?);
+        let schema = Arc::new(arrow_ipc::convert::try_schema_from_ipc_buffer(
+            schema_message,
+        )?);
         let mut decoder = StreamDecoder::new();
         // The decoder registers a schema message when the next message arrives (the schema's
         // empty body is only consumed then), so it is fed here and checked above.

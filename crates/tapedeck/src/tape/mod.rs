@@ -20,7 +20,7 @@ use arrow_array::RecordBatch;
 
 pub use format::Compression;
 pub use reader::{StartAt, TapeReader};
-pub use writer::{FsyncPolicy, Recovery, TapeOptions, TapeWriter};
+pub use writer::{FsyncPolicy, Recovery, TapeOptions, TapeWatch, TapeWriter};
 
 use crate::error::Result;
 use crate::sink::{Sink, SinkStats};

@@ -178,6 +178,28 @@ impl std::fmt::Debug for TapeWriter {
     }
 }
 
+/// Reads a writer's positions from another thread (progress displays).
+#[derive(Clone)]
+pub struct TapeWatch(Arc<Shared>);
+
+impl std::fmt::Debug for TapeWatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TapeWatch").finish_non_exhaustive()
+    }
+}
+
+impl TapeWatch {
+    /// Rows acknowledged (durable under the policy).
+    pub fn durable_seq(&self) -> u64 {
+        lock(&self.0.inner).durable_seq
+    }
+
+    /// Sequence number the next row will get.
+    pub fn next_seq(&self) -> u64 {
+        lock(&self.0.inner).next_seq
+    }
+}
+
 /// The sequence range of an appended batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Appended {
@@ -239,6 +261,11 @@ impl TapeWriter {
             recovery,
             _lock: None,
         })
+    }
+
+    /// A handle that reads the acknowledged position while the writer is used elsewhere.
+    pub fn watch(&self) -> TapeWatch {
+        TapeWatch(self.shared.clone())
     }
 
     /// What recovery did when the tape was opened.
@@ -636,9 +663,9 @@ fn recover(storage: &dyn Storage) -> Result<(Recovery, Recovered)> {
         let scanned = match segment::scan(storage, name)? {
             Ok(s) => s,
             Err(bad) => {
-                // A header that never made it to disk whole: nothing in the file was ever
-                // acknowledged (frames follow the header), so the file is cut to nothing.
-                if last {
+                if last && bad.problem == super::format::FormatError::Short {
+                    // A header that never made it to disk whole: frames follow the header, so
+                    // nothing in this file was ever acknowledged.
                     storage
                         .remove(name)
                         .map_err(|e| Error::io("remove", storage.describe(name), e))?;
@@ -651,18 +678,53 @@ fn recover(storage: &dyn Storage) -> Result<(Recovery, Recovered)> {
                             bytes: bad.file_len,
                         },
                     )?;
-                    continue;
+                } else {
+                    // A damaged header: the segment cannot be decoded. Its bytes are kept in
+                    // quarantine and the tape goes on without it.
+                    quarantine_file(storage, name, bad.file_len, &mut report)?;
                 }
-                tracing::error!(
-                    "segment {name}: header unreadable ({}); skipped",
-                    bad.problem
-                );
                 continue;
             }
         };
         reseal(storage, &scanned, &mut report, &mut state)?;
     }
     Ok((report, state))
+}
+
+/// Moves a whole undecodable segment into `quarantine/`.
+fn quarantine_file(
+    storage: &dyn Storage,
+    name: &str,
+    len: u64,
+    report: &mut Recovery,
+) -> Result<()> {
+    let io = |action, e| Error::io(action, storage.describe(name), e);
+    let mut bytes = vec![0u8; len as usize];
+    storage
+        .read_at(name, 0, &mut bytes)
+        .map_err(|e| io("read", e))?;
+    let to = format!("quarantine/{name}.bad");
+    storage
+        .append(&to, &bytes)
+        .map_err(|e| io("quarantine bytes of", e))?;
+    storage.sync(&to).map_err(|e| io("fsync", e))?;
+    storage.remove(name).map_err(|e| io("remove", e))?;
+    manifest::append(
+        storage,
+        &Record::Quarantined {
+            file: name.to_string(),
+            offset: 0,
+            end: len,
+            rows_from: parse_segment_name(name).unwrap_or(0),
+            rows: 0,
+            to,
+        },
+    )?;
+    tracing::error!(
+        "segment {name}: its header is damaged; the whole file was moved to quarantine"
+    );
+    report.quarantined.push((name.to_string(), 0, len, 0));
+    Ok(())
 }
 
 /// Quarantines gaps, truncates a torn tail, and writes a footer for a scanned segment.
