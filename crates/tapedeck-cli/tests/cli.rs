@@ -552,3 +552,263 @@ fn record_into_sqlite_and_read_it_with_python() {
         "(2000, '2026-01-01T00:00:00.000000Z', 19.990000000000002)"
     );
 }
+
+/// Rows of a tape as `requested_at` values (µs), read with the library.
+fn tape_times(dir: &Path) -> Vec<i64> {
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::TimestampMicrosecondType;
+    tapedeck::tape::TapeReader::open(dir, tapedeck::tape::StartAt::Start)
+        .unwrap()
+        .flat_map(|x| {
+            let (_, b) = x.unwrap();
+            let col = b
+                .column_by_name("requested_at")
+                .unwrap()
+                .as_primitive::<TimestampMicrosecondType>()
+                .clone();
+            col.values().to_vec()
+        })
+        .collect()
+}
+
+#[test]
+fn sigkill_at_random_moments_never_loses_an_acknowledged_row() {
+    use std::io::{BufRead, BufReader};
+    let kills: usize = std::env::var("TAPEDECK_KILLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(12);
+    let dir = tempfile::tempdir().unwrap();
+    let tape = dir.path().join("tape");
+    let mut seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+        | 1;
+    let mut rand = move |n: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % n
+    };
+    let mut acked_per_run = Vec::new();
+    for _ in 0..kills {
+        let mut child = tapedeck()
+            .args([
+                "record",
+                "--source",
+                "sim:alicat?rate=40000",
+                "--tape",
+                &tape.display().to_string(),
+                "--fsync",
+                "always",
+                "--segment-bytes",
+                "65536",
+                "--sink",
+                "null:",
+                "--progress",
+                "always",
+            ])
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel::<u64>();
+        let reader = std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(n) = line
+                    .split("acked ")
+                    .nth(1)
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                {
+                    let _ = tx.send(n);
+                }
+            }
+        });
+        // Wait for a first acknowledgement, then kill at a random moment.
+        let mut last = 0;
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while last == 0 && std::time::Instant::now() < deadline {
+            if let Ok(n) = rx.recv_timeout(Duration::from_millis(50)) {
+                last = n;
+            }
+        }
+        assert!(last > 0, "the recorder acknowledged nothing within 20 s");
+        std::thread::sleep(Duration::from_millis(rand(400)));
+        while let Ok(n) = rx.try_recv() {
+            last = last.max(n);
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        reader.join().unwrap();
+        while let Ok(n) = rx.try_recv() {
+            last = last.max(n);
+        }
+        acked_per_run.push(last);
+    }
+    // One more open seals whatever the last kill left, then everything must check out.
+    tapedeck::tape::TapeWriter::open(&tape, tapedeck::tape::TapeOptions::default())
+        .unwrap()
+        .close()
+        .unwrap();
+    let times = tape_times(&tape);
+    // Each run restarts the simulator at its first timestamp: split the tape into runs there.
+    let base = times[0];
+    let mut runs: Vec<Vec<i64>> = Vec::new();
+    for t in times {
+        if t == base {
+            runs.push(Vec::new());
+        }
+        runs.last_mut().unwrap().push(t);
+    }
+    assert_eq!(runs.len(), kills, "one run per recorder on the tape");
+    for (k, (run, acked)) in runs.iter().zip(&acked_per_run).enumerate() {
+        assert!(
+            run.len() as u64 >= *acked,
+            "run {k}: {} rows on the tape, {acked} acknowledged",
+            run.len()
+        );
+        for (i, t) in run.iter().enumerate() {
+            assert_eq!(
+                *t,
+                base + i as i64 * 100,
+                "run {k}: row {i} out of order or duplicated"
+            );
+        }
+    }
+    let out = run(&["verify", &tape.display().to_string()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    eprintln!(
+        "{kills} kills, {} rows checked",
+        runs.iter().map(Vec::len).sum::<usize>()
+    );
+}
+
+#[test]
+fn verify_inspect_tail_and_replay_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let tape = dir.path().join("t");
+    let t = tape.display().to_string();
+    let out = run(&[
+        "record",
+        "--source",
+        "sim:alicat?n=5000",
+        "--tape",
+        &t,
+        "--sink",
+        "null:",
+        "--compression",
+        "lz4",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("5000 rows acknowledged"),
+        "{}",
+        stderr(&out)
+    );
+    let out = run(&["verify", &t]);
+    assert!(out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("every CRC and the hash chain check out")
+    );
+    let out = run(&["inspect", &t, "--json"]);
+    let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(info["rows"], 5000);
+    let out = run(&["tail", &t, "--from", "seq:4998", "--format", "csv"]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(text.lines().count(), 3, "{text}");
+    assert!(
+        text.lines()
+            .nth(2)
+            .unwrap()
+            .contains("2026-01-01T00:00:00.499900Z"),
+        "{text}"
+    );
+    let csv = dir.path().join("r.csv");
+    let out = run(&[
+        "replay",
+        &t,
+        "--sink",
+        &format!("csv:{}", csv.display()),
+        "--from",
+        "seq:100",
+        "--to",
+        "300",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(std::fs::read_to_string(&csv).unwrap().lines().count(), 201);
+
+    // Damage one byte in the middle of the segment: verify names it and exits 1.
+    let seg = std::fs::read_dir(&tape)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().ends_with(".tape"))
+        .unwrap();
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x40;
+    std::fs::write(&seg, bytes).unwrap();
+    let out = run(&["verify", &t]);
+    assert_eq!(out.status.code(), Some(1));
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        report.contains("PROBLEM") && report.contains("seg-"),
+        "{report}"
+    );
+    // The tape stays usable: recording onto it again works.
+    let out = run(&[
+        "record",
+        "--source",
+        "sim:alicat?n=10",
+        "--tape",
+        &t,
+        "--sink",
+        "null:",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = run(&["verify", "/nonexistent/tape"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("no such tape directory"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn a_second_recorder_on_the_same_tape_is_told_who_holds_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = dir.path().join("t").display().to_string();
+    let mut first = tapedeck()
+        .args([
+            "record",
+            "--source",
+            "sim:alicat?rate=100",
+            "--tape",
+            &t,
+            "--sink",
+            "null:",
+        ])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let out = run(&[
+        "record",
+        "--source",
+        "sim:alicat?n=1",
+        "--tape",
+        &t,
+        "--sink",
+        "null:",
+    ]);
+    first.kill().unwrap();
+    first.wait().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let e = stderr(&out);
+    assert!(e.contains(&format!("process {}", first.id())), "{e}");
+}
