@@ -190,8 +190,9 @@ struct RecordArgs {
     #[arg(long, value_name = "URI")]
     source: String,
 
-    /// Where records go; repeat for several sinks, e.g. `--sink csv:run.csv --sink ipc:run.arrow`.
-    #[arg(long = "sink", value_name = "URI", required = true)]
+    /// Where records go; repeat for several sinks, e.g. `--sink csv:run.csv --sink ipc:run.arrow`
+    /// (optional with --tape).
+    #[arg(long = "sink", value_name = "URI", required_unless_present = "tape")]
     sinks: Vec<String>,
 
     /// Rows buffered before they are written to the sinks, e.g. `--batch-size 1000`.

@@ -35,6 +35,9 @@ pub struct DaqSim {
     next_block: u64,
     noise: u64,
     start: Option<(Instant, i64)>,
+    /// One period of sin(2π·k/rate), when the rate is a whole number of hertz (up to 10 MHz):
+    /// every channel's frequency is whole, so each sample is a table lookup.
+    sine: Option<Vec<f64>>,
 }
 
 impl DaqSim {
@@ -56,6 +59,10 @@ impl DaqSim {
             next_block: 0,
             noise: 0x9E37_79B9_7F4A_7C15,
             start: None,
+            sine: (rate.fract() == 0.0 && (1.0..=1e7).contains(&rate)).then(|| {
+                let r = rate as usize;
+                (0..r).map(|k| (TAU * k as f64 / rate).sin()).collect()
+            }),
         }
     }
 
@@ -157,10 +164,17 @@ impl DaqSim {
         let n = self.block;
         let mut values = Vec::with_capacity(n * self.channels.len());
         for c in 0..self.channels.len() {
-            let f = 10.0 * (c + 1) as f64;
+            let f = 10 * (c as u64 + 1);
             for k in 0..n {
-                let t = (first + k as u64) as f64 / self.rate;
-                values.push((TAU * f * t).sin() + self.noise());
+                let sample = first + k as u64;
+                let s = match &self.sine {
+                    // sin(2π·f·n/rate) = table[(n·f) mod rate] when the rate is whole.
+                    Some(table) => {
+                        table[((sample % table.len() as u64) * f % table.len() as u64) as usize]
+                    }
+                    None => (TAU * f as f64 * sample as f64 / self.rate).sin(),
+                };
+                values.push(s + self.noise());
             }
         }
         let raw = self.raw.then(|| {

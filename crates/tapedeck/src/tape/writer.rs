@@ -118,6 +118,8 @@ struct OpenSegment {
     number: u64,
     schema: SchemaRef,
     encoder: BatchEncoder,
+    /// Chain hash of the segment's bytes so far (fed as frames are encoded, while they are
+    /// still in the cache; the committer only writes).
     hasher: ChainHasher,
     /// Bytes in the file plus bytes pending.
     bytes: u64,
@@ -130,6 +132,8 @@ struct OpenSegment {
 struct Inner {
     segment: Option<OpenSegment>,
     pending: Vec<u8>,
+    /// The committer's last written buffer, kept to be reused (its pages are already mapped).
+    spare: Vec<u8>,
     /// Sequence number after the last submitted row.
     next_seq: u64,
     /// Rows whose bytes were handed to storage.
@@ -139,7 +143,13 @@ struct Inner {
     next_segment: u64,
     prev_chain: [u8; 32],
     schema_version: u64,
+    /// Schema of the last segment this writer opened (a change counts a new schema version).
+    last_schema: Option<SchemaRef>,
     sync_wanted: bool,
+    /// Pending bytes passed the write chunk: the committer should write them.
+    write_wanted: bool,
+    /// The committer is writing a buffer it took out of `pending` (without the lock).
+    writing: bool,
     /// A failed write or sync: the writer refuses further work (nothing unacknowledged is
     /// reported durable).
     failed: Option<String>,
@@ -154,6 +164,8 @@ struct Shared {
     durable: Condvar,
     /// Signalled when the committer has work.
     work: Condvar,
+    /// Signalled when the committer finishes a write.
+    idle: Condvar,
 }
 
 fn lock(m: &Mutex<Inner>) -> MutexGuard<'_, Inner> {
@@ -162,6 +174,8 @@ fn lock(m: &Mutex<Inner>) -> MutexGuard<'_, Inner> {
 
 /// Bytes gathered before they are handed to storage.
 const WRITE_CHUNK: usize = 1 << 20;
+/// Pending bytes at which appends wait for the committer (bounds memory).
+const PENDING_LIMIT: usize = 64 << 20;
 
 /// Appends batches to a tape; see the module docs.
 pub struct TapeWriter {
@@ -230,18 +244,23 @@ impl TapeWriter {
             inner: Mutex::new(Inner {
                 segment: None,
                 pending: Vec::new(),
+                spare: Vec::new(),
                 next_seq: state.end_seq,
                 written_seq: state.end_seq,
                 durable_seq: state.end_seq,
                 next_segment: state.next_segment,
                 prev_chain: state.prev_chain,
                 schema_version: state.schema_version,
+                last_schema: None,
                 sync_wanted: false,
+                write_wanted: false,
+                writing: false,
                 failed: None,
                 closing: false,
             }),
             durable: Condvar::new(),
             work: Condvar::new(),
+            idle: Condvar::new(),
         });
         let committer = match options.fsync {
             FsyncPolicy::Never => None,
@@ -293,9 +312,16 @@ impl TapeWriter {
             });
         }
         let shared = &self.shared;
-        let mut inner = lock(&shared.inner);
+        let inner = lock(&shared.inner);
         check_failed(&inner)?;
-        let result = append_frame(shared, &mut inner, batch);
+        let (mut inner, result) = append_frame(shared, inner, batch);
+        while inner.pending.len() > PENDING_LIMIT && inner.failed.is_none() && inner.writing {
+            // The committer is behind: wait for it rather than grow without bound.
+            inner = shared
+                .idle
+                .wait(inner)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
         if let Err(e) = &result {
             inner.failed = Some(e.to_string());
             shared.durable.notify_all();
@@ -367,11 +393,11 @@ impl TapeWriter {
     fn shutdown(&mut self) -> Result<()> {
         let result = {
             let shared = &self.shared;
-            let mut inner = lock(&shared.inner);
-            let r = if inner.failed.is_none() {
-                seal(shared, &mut inner)
+            let inner = lock(&shared.inner);
+            let (mut inner, r) = if inner.failed.is_none() {
+                seal(shared, inner)
             } else {
-                Ok(())
+                (inner, Ok(()))
             };
             inner.closing = true;
             shared.work.notify_all();
@@ -409,13 +435,24 @@ fn storage_err(shared: &Shared, name: &str, action: &'static str, e: std::io::Er
     Error::io(action, shared.storage.describe(name), e)
 }
 
-/// Hands pending bytes to the storage.
+/// Waits until the committer is not writing (so the caller may write in order).
+fn wait_idle<'a>(shared: &'a Shared, mut inner: MutexGuard<'a, Inner>) -> MutexGuard<'a, Inner> {
+    while inner.writing {
+        inner = shared
+            .idle
+            .wait(inner)
+            .unwrap_or_else(PoisonError::into_inner);
+    }
+    inner
+}
+
+/// Hashes and hands pending bytes to the storage, under the lock (the committer must be idle).
 fn flush_pending(shared: &Shared, inner: &mut Inner) -> Result<()> {
     if inner.pending.is_empty() {
         inner.written_seq = inner.next_seq;
         return Ok(());
     }
-    let Some(seg) = &inner.segment else {
+    let Some(seg) = inner.segment.as_ref() else {
         return Ok(());
     };
     let name = seg.name.clone();
@@ -428,7 +465,34 @@ fn flush_pending(shared: &Shared, inner: &mut Inner) -> Result<()> {
     Ok(())
 }
 
-fn append_frame(shared: &Shared, inner: &mut Inner, batch: &RecordBatch) -> Result<Appended> {
+fn append_frame<'a>(
+    shared: &'a Shared,
+    inner: MutexGuard<'a, Inner>,
+    batch: &RecordBatch,
+) -> (MutexGuard<'a, Inner>, Result<Appended>) {
+    let mut inner = inner;
+    let r = append_frame_locked(shared, &mut inner, batch);
+    match r {
+        Err(Roll) => {
+            let (mut inner, sealed) = seal(shared, inner);
+            if let Err(e) = sealed {
+                return (inner, Err(e));
+            }
+            let r = start_and_append(shared, &mut inner, batch);
+            (inner, r)
+        }
+        Ok(r) => (inner, r),
+    }
+}
+
+/// The open segment must be sealed before this batch can be appended.
+struct Roll;
+
+fn append_frame_locked(
+    shared: &Shared,
+    inner: &mut Inner,
+    batch: &RecordBatch,
+) -> std::result::Result<Result<Appended>, Roll> {
     let schema = batch.schema();
     let roll = match &inner.segment {
         None => true,
@@ -442,13 +506,23 @@ fn append_frame(shared: &Shared, inner: &mut Inner, batch: &RecordBatch) -> Resu
         }
     };
     if roll {
-        let schema_changed = inner.segment.as_ref().is_some_and(|s| s.schema != schema);
-        seal(shared, inner)?;
-        if schema_changed {
-            inner.schema_version += 1;
-        }
-        start_segment(shared, inner, &schema)?;
+        return Err(Roll);
     }
+    Ok(write_frame(shared, inner, batch))
+}
+
+/// Starts a segment for `batch`'s schema (after a seal) and appends the batch.
+fn start_and_append(shared: &Shared, inner: &mut Inner, batch: &RecordBatch) -> Result<Appended> {
+    let schema = batch.schema();
+    if inner.last_schema.as_ref().is_some_and(|s| *s != schema) {
+        inner.schema_version += 1;
+    }
+    inner.last_schema = Some(schema.clone());
+    start_segment(shared, inner, &schema)?;
+    write_frame(shared, inner, batch)
+}
+
+fn write_frame(shared: &Shared, inner: &mut Inner, batch: &RecordBatch) -> Result<Appended> {
     let first_seq = inner.next_seq;
     let rows = u32::try_from(batch.num_rows()).map_err(|_| Error::InvalidOption {
         option: "batch",
@@ -474,10 +548,10 @@ fn append_frame(shared: &Shared, inner: &mut Inner, batch: &RecordBatch) -> Resu
     };
     let start = inner.pending.len();
     header.encode_into(&payload, &mut inner.pending);
-    let frame = &inner.pending[start..];
-    seg.hasher.update(frame);
+    let frame_len = (inner.pending.len() - start) as u64;
+    seg.hasher.update(&inner.pending[start..]);
     seg.index.push((seg.bytes, first_seq));
-    seg.bytes += frame.len() as u64;
+    seg.bytes += frame_len;
     seg.rows += u64::from(rows);
     seg.time = match (seg.time, time) {
         (Some((a, b)), Some((c, d))) => Some((a.min(c), b.max(d))),
@@ -485,7 +559,13 @@ fn append_frame(shared: &Shared, inner: &mut Inner, batch: &RecordBatch) -> Resu
     };
     inner.next_seq += u64::from(rows);
     if inner.pending.len() >= WRITE_CHUNK {
-        flush_pending(shared, inner)?;
+        if shared.options.fsync == FsyncPolicy::Never {
+            flush_pending(shared, inner)?;
+        } else {
+            // The committer hashes and writes, off this thread.
+            inner.write_wanted = true;
+            shared.work.notify_one();
+        }
     }
     Ok(Appended {
         first_seq,
@@ -524,8 +604,18 @@ fn start_segment(shared: &Shared, inner: &mut Inner, schema: &SchemaRef) -> Resu
     Ok(())
 }
 
-/// Writes the footer of the open segment, fsyncs it, and records it in the manifest.
-fn seal(shared: &Shared, inner: &mut Inner) -> Result<()> {
+/// Writes the footer of the open segment, fsyncs it, and records it in the manifest. Waits for
+/// the committer first, so the footer follows every frame.
+fn seal<'a>(
+    shared: &'a Shared,
+    inner: MutexGuard<'a, Inner>,
+) -> (MutexGuard<'a, Inner>, Result<()>) {
+    let mut inner = wait_idle(shared, inner);
+    let r = seal_idle(shared, &mut inner);
+    (inner, r)
+}
+
+fn seal_idle(shared: &Shared, inner: &mut Inner) -> Result<()> {
     if inner.segment.is_none() {
         return Ok(());
     }
@@ -572,49 +662,70 @@ fn commit_loop(shared: &Shared) {
         FsyncPolicy::Interval(d) => Some(d),
         _ => None,
     };
+    let mut last_sync = Instant::now();
     let mut inner = lock(&shared.inner);
     loop {
         if inner.closing {
             return;
         }
-        let due = inner.sync_wanted
-            || (interval.is_some() && inner.durable_seq < inner.next_seq && inner.failed.is_none());
-        if !due || inner.failed.is_some() {
+        let unsynced = inner.durable_seq < inner.next_seq;
+        let sync_due =
+            inner.sync_wanted || (unsynced && interval.is_some_and(|d| last_sync.elapsed() >= d));
+        if inner.failed.is_some() || !(sync_due || inner.write_wanted) {
+            let wait = match interval {
+                Some(d) if unsynced => d
+                    .saturating_sub(last_sync.elapsed())
+                    .max(Duration::from_micros(100)),
+                _ => Duration::from_secs(1),
+            };
             inner = shared
                 .work
-                .wait(inner)
-                .unwrap_or_else(PoisonError::into_inner);
-            continue;
-        }
-        inner.sync_wanted = false;
-        let flushed = flush_pending(shared, &mut inner);
-        let target = inner.written_seq;
-        let name = inner.segment.as_ref().map(|s| s.name.clone());
-        if let Err(e) = flushed {
-            inner.failed = Some(e.to_string());
-            shared.durable.notify_all();
-            continue;
-        }
-        drop(inner);
-        // The fdatasync runs without the lock: frames submitted meanwhile join the next one.
-        let synced = name.map_or(Ok(()), |n| shared.storage.sync(&n));
-        inner = lock(&shared.inner);
-        match synced {
-            Ok(()) => {
-                inner.durable_seq = inner.durable_seq.max(target);
-            }
-            Err(e) => inner.failed = Some(format!("fsync failed: {e}")),
-        }
-        shared.durable.notify_all();
-        if let Some(d) = interval
-            && inner.failed.is_none()
-        {
-            inner = shared
-                .work
-                .wait_timeout(inner, d)
+                .wait_timeout(inner, wait)
                 .map(|(g, _)| g)
                 .unwrap_or_else(|p| p.into_inner().0);
+            continue;
         }
+        inner.write_wanted = false;
+        if sync_due {
+            inner.sync_wanted = false;
+        }
+        // Take the pending bytes; write and fsync them without the lock, so appends go on
+        // meanwhile (and are covered by the next round: group commit).
+        let spare = std::mem::take(&mut inner.spare);
+        let mut buf = std::mem::replace(&mut inner.pending, spare);
+        let target = inner.next_seq;
+        let seg = inner.segment.as_ref().map(|s| s.name.clone());
+        inner.writing = true;
+        drop(inner);
+        let mut result: std::io::Result<()> = Ok(());
+        let mut file = String::new();
+        if let Some(name) = seg {
+            file = shared.storage.describe(&name).display().to_string();
+            if !buf.is_empty() {
+                result = shared.storage.append(&name, &buf);
+            }
+            if result.is_ok() && sync_due {
+                result = shared.storage.sync(&name);
+            }
+        }
+        inner = lock(&shared.inner);
+        inner.writing = false;
+        buf.clear();
+        if buf.capacity() <= PENDING_LIMIT {
+            inner.spare = buf;
+        }
+        match result {
+            Ok(()) => {
+                inner.written_seq = inner.written_seq.max(target);
+                if sync_due {
+                    inner.durable_seq = inner.durable_seq.max(target);
+                    last_sync = Instant::now();
+                }
+            }
+            Err(e) => inner.failed = Some(format!("cannot write or fsync `{file}`: {e}")),
+        }
+        shared.idle.notify_all();
+        shared.durable.notify_all();
     }
 }
 
