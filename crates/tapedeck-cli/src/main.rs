@@ -144,6 +144,10 @@ const RECORD_HELP: &str = concat!(
   tapedeck record --source 'sim:alicat?rate=1000' --duration 1m \
       --sink 'parquet:parts/?roll_rows=10000' --sink 'sqlite:lab.db?table=samples'
 
+  # also onto a crash-safe tape, each row acknowledged after its fdatasync; then check it
+  tapedeck record --source 'sim:daq' --duration 10s --tape runs/tape --fsync always
+  tapedeck verify runs/tape
+
   # tail a CSV stream from stdin, skipping malformed lines, flushing every 250 ms
   producer | tapedeck record --source 'stdin:csv?on_error=skip' --flush-interval 250ms \\
       --sink 'csv:log.csv?append=true'
