@@ -14,7 +14,6 @@ use std::time::Duration;
 use arrow_array::RecordBatch;
 
 use super::codec::BatchDecoder;
-use super::format::parse_segment_name;
 use super::segment::{self, FrameRef};
 use super::storage::{FsStorage, Storage};
 use crate::error::{Error, Result};
@@ -95,17 +94,6 @@ impl std::fmt::Debug for TapeReader {
     }
 }
 
-fn list_segments(storage: &dyn Storage) -> Result<Vec<(u64, String)>> {
-    let mut v: Vec<(u64, String)> = storage
-        .list()
-        .map_err(|e| Error::io("list", storage.describe(""), e))?
-        .into_iter()
-        .filter_map(|n| parse_segment_name(&n).map(|s| (s, n)))
-        .collect();
-    v.sort();
-    Ok(v)
-}
-
 impl TapeReader {
     /// A reader of the tape in `dir`.
     pub fn open(dir: impl AsRef<std::path::Path>, start: StartAt) -> Result<TapeReader> {
@@ -168,7 +156,7 @@ impl TapeReader {
 
     /// Sequence number after the last row currently on the tape.
     pub fn end_seq(&self) -> Result<u64> {
-        let segs = list_segments(self.storage.as_ref())?;
+        let segs = segment::list(self.storage.as_ref())?;
         for (_, name) in segs.iter().rev() {
             if let Some(s) = segment::open_indexed(self.storage.as_ref(), name)? {
                 return Ok(s.end_seq_from_footer());
@@ -181,7 +169,7 @@ impl TapeReader {
     }
 
     fn open_cursor(&mut self) -> Result<bool> {
-        let segs = list_segments(self.storage.as_ref())?;
+        let segs = segment::list(self.storage.as_ref())?;
         // The last segment starting at or before the position, else the first after it.
         let pick = segs
             .iter()
@@ -258,7 +246,7 @@ impl TapeReader {
 
     fn resolve_time(&mut self, t: i64) -> Result<()> {
         let storage = self.storage.clone();
-        for (_, name) in list_segments(storage.as_ref())? {
+        for (_, name) in segment::list(storage.as_ref())? {
             let s = match segment::open_indexed(storage.as_ref(), &name)? {
                 Some(s) => {
                     if s.footer.as_ref().is_some_and(|f| f.max_time < t) {
@@ -351,7 +339,7 @@ impl TapeReader {
             let sealed = self.cursor.as_ref().is_some_and(|c| c.sealed);
             if sealed {
                 // Next segment, if any.
-                let segs = list_segments(storage.as_ref())?;
+                let segs = segment::list(storage.as_ref())?;
                 let first = self.cursor.as_ref().map_or(0, |c| c.first_seq);
                 if let Some((next_first, _)) = segs.iter().find(|(f, _)| *f > first) {
                     self.position = self.position.max(*next_first);
@@ -361,7 +349,7 @@ impl TapeReader {
             }
             if self.wait()? {
                 // A later segment may have appeared while this one had no footer.
-                let segs = list_segments(storage.as_ref())?;
+                let segs = segment::list(storage.as_ref())?;
                 let first = self.cursor.as_ref().map_or(0, |c| c.first_seq);
                 if let Some(c) = self.cursor.as_mut()
                     && segs.iter().any(|(f, _)| *f > first)

@@ -101,6 +101,18 @@ fn io_err(storage: &dyn Storage, name: &str, e: std::io::Error) -> Error {
     Error::io("read", storage.describe(name), e)
 }
 
+/// The segments of a tape: `(first_seq, file name)` in sequence order.
+pub fn list(storage: &dyn Storage) -> Result<Vec<(u64, String)>> {
+    let mut v: Vec<(u64, String)> = storage
+        .list()
+        .map_err(|e| Error::io("list", storage.describe(""), e))?
+        .into_iter()
+        .filter_map(|n| super::format::parse_segment_name(&n).map(|s| (s, n)))
+        .collect();
+    v.sort();
+    Ok(v)
+}
+
 /// Reads a segment's header. `Ok(Err(_))` when the bytes are not a valid header.
 pub fn read_header(
     storage: &dyn Storage,

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use super::codec::BatchDecoder;
-use super::format::{ChainHasher, hex, parse_segment_name};
+use super::format::{ChainHasher, hex};
 use super::manifest::{self, Record};
 use super::segment;
 use super::storage::Storage;
@@ -269,14 +269,10 @@ pub fn inspect(storage: &dyn Storage) -> Result<Inspection> {
 }
 
 fn segment_names(storage: &dyn Storage) -> Result<Vec<String>> {
-    let mut v: Vec<(u64, String)> = storage
-        .list()
-        .map_err(|e| Error::io("list", storage.describe(""), e))?
+    Ok(segment::list(storage)?
         .into_iter()
-        .filter_map(|n| parse_segment_name(&n).map(|s| (s, n)))
-        .collect();
-    v.sort();
-    Ok(v.into_iter().map(|(_, n)| n).collect())
+        .map(|(_, n)| n)
+        .collect())
 }
 
 /// Opens a tape directory for reading (no lock, nothing written).

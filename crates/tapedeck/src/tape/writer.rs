@@ -748,13 +748,7 @@ fn recover(storage: &dyn Storage) -> Result<(Recovery, Recovered)> {
         })
         .max()
         .unwrap_or(0);
-    let mut names: Vec<(u64, String)> = storage
-        .list()
-        .map_err(|e| Error::io("list", storage.describe(""), e))?
-        .into_iter()
-        .filter_map(|n| parse_segment_name(&n).map(|s| (s, n)))
-        .collect();
-    names.sort();
+    let names = segment::list(storage)?;
     let mut report = Recovery::default();
     let mut state = Recovered {
         end_seq: 0,
