@@ -566,3 +566,49 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_following_reader_sees_rows_as_they_are_appended_and_across_segment_rolls() {
+    let storage = MemStorage::new();
+    let w = TapeWriter::open_storage(
+        Arc::new(storage.clone()),
+        TapeOptions {
+            segment_bytes: 2048,
+            ..options(FsyncPolicy::Always)
+        },
+    )
+    .unwrap();
+    w.append(&rows(0, 5)).unwrap();
+    let s: Arc<dyn Storage> = Arc::new(storage.clone());
+    let reader = std::thread::spawn(move || {
+        let mut r = TapeReader::open_storage(s, StartAt::Start)
+            .unwrap()
+            .follow(true)
+            .until(Some(200));
+        let mut got = Vec::new();
+        while let Some((_, b)) = r.next_batch().unwrap() {
+            got.extend(
+                b.column(1)
+                    .as_any()
+                    .downcast_ref::<Int64Array>()
+                    .unwrap()
+                    .values()
+                    .iter()
+                    .copied(),
+            );
+        }
+        got
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    for i in 1..40 {
+        w.append(&rows(i * 5, 5)).unwrap();
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let got = reader.join().unwrap();
+    assert_eq!(
+        got,
+        (0..200).collect::<Vec<_>>(),
+        "every row, in order, across rolls"
+    );
+    w.close().unwrap();
+}

@@ -348,13 +348,16 @@ impl TapeReader {
                 }
             }
             if self.wait()? {
-                // A later segment may have appeared while this one had no footer.
+                // A later segment may have appeared while this one had no footer. The writer
+                // finishes a segment before it starts the next, so one more look collects the
+                // frames written since the last one, and then this segment is done.
                 let segs = segment::list(storage.as_ref())?;
                 let first = self.cursor.as_ref().map_or(0, |c| c.first_seq);
-                if let Some(c) = self.cursor.as_mut()
-                    && segs.iter().any(|(f, _)| *f > first)
-                {
-                    c.sealed = true;
+                if segs.iter().any(|(f, _)| *f > first) {
+                    self.grow()?;
+                    if let Some(c) = self.cursor.as_mut() {
+                        c.sealed = true;
+                    }
                 }
                 continue;
             }
