@@ -67,6 +67,8 @@ struct Cursor {
     next: usize,
     /// Where to look for more frames in an unsealed segment.
     scan_from: u64,
+    /// File length as last seen (refreshed when looking for more frames).
+    len: u64,
     sealed: bool,
     decoder: BatchDecoder,
 }
@@ -206,6 +208,7 @@ impl TapeReader {
             name: name.clone(),
             first_seq: scanned.header.first_seq,
             scan_from: scanned.valid_end,
+            len: scanned.file_len,
             frames: scanned.frames,
             next,
             sealed: sealed || later,
@@ -224,6 +227,7 @@ impl TapeReader {
             .len(&c.name)
             .map_err(|e| Error::io("read", storage.describe(&c.name), e))?
             .unwrap_or(0);
+        c.len = len;
         let mut grew = false;
         let mut expected = c.frames.last().map_or(c.first_seq, |f| f.header.end_seq());
         while let Ok((h, _)) = segment::read_frame(storage.as_ref(), &c.name, c.scan_from, len)? {
@@ -260,8 +264,8 @@ impl TapeReader {
                 },
             };
             for f in &s.frames {
-                let len = storage.len(&name).ok().flatten().unwrap_or(0);
-                if let Ok((h, _)) = segment::read_frame(storage.as_ref(), &name, f.offset, len)?
+                if let Ok((h, _)) =
+                    segment::read_frame(storage.as_ref(), &name, f.offset, s.file_len)?
                     && h.time.is_some_and(|(_, hi)| hi >= t)
                 {
                     self.position = h.first_seq;
@@ -390,12 +394,5 @@ impl Source for TapeReader {
 
     fn next_record(&mut self) -> Result<Option<Record>> {
         Ok(self.next_batch()?.map(|(_, b)| Record::Batch(b)))
-    }
-}
-
-impl super::segment::Scanned {
-    /// Sequence number after the last row, from the footer (sealed segments).
-    pub fn end_seq_from_footer(&self) -> u64 {
-        self.header.first_seq + self.footer.as_ref().map_or(0, |f| f.rows)
     }
 }

@@ -66,6 +66,11 @@ impl Scanned {
             .map_or(self.header.first_seq, |f| f.header.end_seq())
     }
 
+    /// Sequence number after the last row, from the footer (sealed segments).
+    pub fn end_seq_from_footer(&self) -> u64 {
+        self.header.first_seq + self.footer.as_ref().map_or(0, |f| f.rows)
+    }
+
     /// Rows in good frames.
     pub fn rows(&self) -> u64 {
         self.frames.iter().map(|f| u64::from(f.header.rows)).sum()
