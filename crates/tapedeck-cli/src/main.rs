@@ -388,7 +388,8 @@ fn record(args: RecordArgs) -> u8 {
         let progress = progress.clone();
         let in_place = std::io::stderr().is_terminal();
         let acked = watch.as_ref().map(|(_, w, start)| (w.clone(), *start));
-        std::thread::spawn(move || progress_loop(&progress, &done, in_place, acked))
+        let names: Vec<String> = sinks.iter().map(|s| s.name().to_string()).collect();
+        std::thread::spawn(move || progress_loop(&progress, &done, in_place, acked, &names))
     });
     let report = pipe_report(src, sinks, &options);
     done.store(true, Ordering::SeqCst);
@@ -436,6 +437,7 @@ fn progress_loop(
     done: &AtomicBool,
     in_place: bool,
     acked: Option<(TapeWatch, u64)>,
+    sink_names: &[String],
 ) {
     let start = Instant::now();
     let mut last = (Instant::now(), 0u64);
@@ -462,6 +464,11 @@ fn progress_loop(
                 "  acked {}",
                 w.durable_seq().saturating_sub(*first)
             ));
+        }
+        for (name, behind) in sink_names.iter().zip(progress.sinks_behind()) {
+            if behind > 0 {
+                line.push_str(&format!("  {name} behind {behind} rows (reconnecting)"));
+            }
         }
         let _ = if in_place {
             write!(stderr, "\r\x1b[2K{line}")

@@ -196,6 +196,46 @@ pub enum Error {
         /// The table.
         table: String,
     },
+    /// A value does not fit the type of the database column it goes to.
+    #[error(
+        "column `{column}`: the value {value} in row {row} does not fit the table's {target} column; widen the column or convert the value"
+    )]
+    ValueOutOfRange {
+        /// The column.
+        column: String,
+        /// The row, counted from the first row the sink received.
+        row: u64,
+        /// The value.
+        value: String,
+        /// The column's SQL type.
+        target: &'static str,
+    },
+    /// A table's column has a type tapedeck cannot write.
+    #[error(
+        "{database}, table `{table}`: column `{column}` has type `{column_type}`, which tapedeck cannot write; supported: {supported}"
+    )]
+    ColumnType {
+        /// The database (`host:port/db`, never credentials).
+        database: String,
+        /// The table (`schema.table`).
+        table: String,
+        /// The column.
+        column: String,
+        /// Its SQL type.
+        column_type: String,
+        /// What tapedeck writes.
+        supported: &'static str,
+    },
+    /// A database server could not be reached (or went away and did not come back in time).
+    #[error("cannot connect to {database}: {message}; {hint}")]
+    Connect {
+        /// The database (`host:port/db`, never credentials).
+        database: String,
+        /// What went wrong.
+        message: String,
+        /// What to check.
+        hint: &'static str,
+    },
     /// A database operation failed; the transaction (if any) was rolled back.
     #[error("{database}, table `{table}`: cannot {action}: {message}")]
     Database {

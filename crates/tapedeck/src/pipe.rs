@@ -114,7 +114,8 @@ impl StopSignal {
 pub struct Progress {
     rows: AtomicU64,
     bytes: AtomicU64,
-    sink_bytes: std::sync::Mutex<Vec<u64>>,
+    /// Per sink: bytes written and rows it is behind by.
+    sinks: std::sync::Mutex<Vec<(u64, u64)>>,
 }
 
 impl Progress {
@@ -128,16 +129,28 @@ impl Progress {
         self.bytes.load(Ordering::Relaxed)
     }
 
-    fn set_sink_bytes(&self, index: usize, bytes: u64) {
+    /// Rows each sink is behind by (accepted, not yet in its destination), in the order the
+    /// sinks were given; zero for a sink that keeps up.
+    pub fn sinks_behind(&self) -> Vec<u64> {
+        self.sinks
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .map(|s| s.1)
+            .collect()
+    }
+
+    fn set_sink(&self, index: usize, stats: SinkStats) {
         let mut v = self
-            .sink_bytes
+            .sinks
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         if v.len() <= index {
-            v.resize(index + 1, 0);
+            v.resize(index + 1, (0, 0));
         }
-        v[index] = bytes;
-        self.bytes.store(v.iter().sum(), Ordering::Relaxed);
+        v[index] = (stats.bytes, stats.pending);
+        self.bytes
+            .store(v.iter().map(|s| s.0).sum(), Ordering::Relaxed);
     }
 }
 
@@ -279,7 +292,15 @@ where
         sinks
             .into_iter()
             .enumerate()
-            .map(|(i, s)| SinkLane::spawn(i, s, options.queue_batches, options.progress.clone()))
+            .map(|(i, s)| {
+                SinkLane::spawn(
+                    i,
+                    s,
+                    options.queue_batches,
+                    options.flush_interval,
+                    options.progress.clone(),
+                )
+            })
             .collect()
     };
 
@@ -450,16 +471,27 @@ impl SinkLane {
         index: usize,
         mut sink: Box<dyn Sink>,
         queue: usize,
+        retry_every: Duration,
         progress: Option<Arc<Progress>>,
     ) -> SinkLane {
         let name = sink.name().to_string();
         let (tx, rx) = mpsc::sync_channel::<SinkCommand>(queue);
         let handle = std::thread::spawn(move || {
             let mut error = None;
-            for cmd in rx.iter() {
+            loop {
+                let cmd = match rx.recv_timeout(retry_every) {
+                    Ok(cmd) => cmd,
+                    // A sink that is behind (its server away) retries on the flush timer even
+                    // when no rows arrive.
+                    Err(RecvTimeoutError::Timeout) if sink.stats().pending > 0 => {
+                        SinkCommand::Flush
+                    }
+                    Err(RecvTimeoutError::Timeout) => continue,
+                    Err(RecvTimeoutError::Disconnected) => break,
+                };
                 let r = apply(sink.as_mut(), cmd);
                 if let Some(p) = &progress {
-                    p.set_sink_bytes(index, sink.stats().bytes);
+                    p.set_sink(index, sink.stats());
                 }
                 if let Err(e) = r {
                     error = Some(e);
@@ -468,7 +500,7 @@ impl SinkLane {
             }
             let out = close_sink(sink.as_mut(), error);
             if let Some(p) = &progress {
-                p.set_sink_bytes(index, out.0.bytes);
+                p.set_sink(index, out.0);
             }
             out
         });
@@ -488,7 +520,7 @@ impl SinkLane {
                         *error = Some(e);
                     }
                     if let Some(p) = progress {
-                        p.set_sink_bytes(*index, sink.stats().bytes);
+                        p.set_sink(*index, sink.stats());
                     }
                 }
             }
@@ -499,6 +531,21 @@ impl SinkLane {
                 }
             }
             SinkLane::Worker { tx: None, .. } => {}
+        }
+    }
+
+    /// Asks an inline sink that is behind to try again (worker lanes retry on their own).
+    fn retry_if_behind(&mut self, progress: Option<&Progress>) {
+        if let SinkLane::Inline { index, sink, error } = self
+            && error.is_none()
+            && sink.stats().pending > 0
+        {
+            if let Err(e) = sink.flush() {
+                *error = Some(e);
+            }
+            if let Some(p) = progress {
+                p.set_sink(*index, sink.stats());
+            }
         }
     }
 
@@ -518,7 +565,7 @@ impl SinkLane {
             } => {
                 let (stats, error) = close_sink(sink.as_mut(), error);
                 if let Some(p) = progress {
-                    p.set_sink_bytes(index, stats.bytes);
+                    p.set_sink(index, stats);
                 }
                 (sink.name().to_string(), stats, error)
             }
@@ -714,6 +761,11 @@ impl Run<'_> {
         let written = self.flush_pending(true);
         if std::mem::take(&mut self.dirty) {
             self.broadcast(|| SinkCommand::Flush);
+        } else {
+            let progress = self.options.progress.as_deref();
+            for lane in &mut self.lanes {
+                lane.retry_if_behind(progress);
+            }
         }
         self.last_flush = Instant::now();
         written

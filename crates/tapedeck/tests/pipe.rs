@@ -249,6 +249,7 @@ impl Sink for GatedSink {
         SinkStats {
             rows: self.rows,
             bytes: 0,
+            pending: 0,
         }
     }
 }

@@ -224,6 +224,7 @@ impl Sink for CsvSink {
         SinkStats {
             rows: self.rows,
             bytes: self.out.bytes,
+            pending: 0,
         }
     }
 }

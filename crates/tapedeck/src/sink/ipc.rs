@@ -232,6 +232,7 @@ impl Sink for IpcSink {
         SinkStats {
             rows: self.rows,
             bytes: self.bytes,
+            pending: 0,
         }
     }
 }

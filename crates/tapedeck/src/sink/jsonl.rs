@@ -103,6 +103,7 @@ impl Sink for JsonlSink {
         SinkStats {
             rows: self.rows,
             bytes: self.out.bytes,
+            pending: 0,
         }
     }
 }

@@ -147,6 +147,7 @@ impl Sink for MemorySink {
         SinkStats {
             rows: self.rows,
             bytes: 0,
+            pending: 0,
         }
     }
 }

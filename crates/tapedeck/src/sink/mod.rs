@@ -8,9 +8,9 @@
 //! refuse blocks unless asked.
 //!
 //! [`open`] builds a sink from a URI (`csv:PATH`, `jsonl:PATH`, `ipc:PATH`, `sqlite:PATH`,
-//! `parquet:PATH` or `parquet:DIR/`, `memory:`, `null:`); SQLite and Parquet are behind the
-//! cargo features of the same names, and a URI of a left-out backend says which feature to
-//! enable.
+//! `parquet:PATH` or `parquet:DIR/`, `postgres://…`, `memory:`, `null:`); SQLite, Parquet and
+//! PostgreSQL are behind the cargo features of the same names, and a URI of a left-out backend
+//! says which feature to enable.
 //! Every file sink refuses to replace an existing file unless the URI says `overwrite=true` (or
 //! `append=true` where the format allows appending), so a second run never destroys the first
 //! one's data.
@@ -23,6 +23,8 @@ pub mod memory;
 pub mod null;
 #[cfg(feature = "parquet")]
 pub mod parquet;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 pub mod sql;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
@@ -46,6 +48,9 @@ pub struct SinkStats {
     pub rows: u64,
     /// Bytes handed to the destination (file bytes for file sinks).
     pub bytes: u64,
+    /// Rows accepted but not yet in the destination because it is away (a database server that
+    /// went away): the sink is *behind* by this many rows.
+    pub pending: u64,
 }
 
 /// A destination for batches; see the module docs.
@@ -90,7 +95,7 @@ pub trait Sink: Send {
     fn stats(&self) -> SinkStats;
 }
 
-/// Sink schemes this build knows (`sqlite` and `parquet` with their cargo features).
+/// Sink schemes this build knows (`sqlite`, `parquet` and `postgres` with their cargo features).
 pub const SCHEMES: &[&str] = &[
     "csv",
     "jsonl",
@@ -99,6 +104,8 @@ pub const SCHEMES: &[&str] = &[
     "sqlite",
     #[cfg(feature = "parquet")]
     "parquet",
+    #[cfg(feature = "postgres")]
+    "postgres",
     "memory",
     "null",
 ];
@@ -124,6 +131,9 @@ pub enum SinkSpec {
     /// `parquet:PATH` or `parquet:DIR/`
     #[cfg(feature = "parquet")]
     Parquet(parquet::ParquetTarget, parquet::ParquetOptions),
+    /// `postgres://user@host:port/db?table=T`
+    #[cfg(feature = "postgres")]
+    Postgres(postgres::PostgresOptions),
     /// `memory:`
     Memory,
     /// `null:`
@@ -153,6 +163,17 @@ pub fn parse(uri: &str) -> Result<SinkSpec> {
             parquet::ParquetTarget::from_path(&uri.path),
             parquet::ParquetSink::options_from_uri(&mut uri)?,
         ),
+        #[cfg(feature = "postgres")]
+        "postgres" | "postgresql" => {
+            SinkSpec::Postgres(postgres::PostgresSink::options_from_uri(&mut uri)?)
+        }
+        #[cfg(not(feature = "postgres"))]
+        "postgres" | "postgresql" => {
+            return Err(Error::FeatureDisabled {
+                scheme: "postgres",
+                feature: "postgres",
+            });
+        }
         #[cfg(not(feature = "sqlite"))]
         "sqlite" => {
             return Err(Error::FeatureDisabled {
@@ -194,6 +215,8 @@ pub fn parse(uri: &str) -> Result<SinkSpec> {
         SinkSpec::Parquet(parquet::ParquetTarget::File(p), o) => o.file.check_target(p, false)?,
         #[cfg(feature = "parquet")]
         SinkSpec::Parquet(parquet::ParquetTarget::Dir(_), _) => {}
+        #[cfg(feature = "postgres")]
+        SinkSpec::Postgres(_) => {}
         SinkSpec::Memory | SinkSpec::Null => {}
     }
     Ok(spec)
@@ -210,6 +233,8 @@ impl SinkSpec {
             SinkSpec::Sqlite(p, o) => Box::new(sqlite::SqliteSink::open(p, o)?),
             #[cfg(feature = "parquet")]
             SinkSpec::Parquet(t, o) => Box::new(parquet::ParquetSink::create(t, o)?),
+            #[cfg(feature = "postgres")]
+            SinkSpec::Postgres(o) => Box::new(postgres::PostgresSink::open(o)?),
             SinkSpec::Memory => Box::new(memory::MemorySink::new()),
             SinkSpec::Null => Box::new(null::NullSink::new()),
         })

@@ -60,6 +60,7 @@ impl Sink for NullSink {
         SinkStats {
             rows: self.rows,
             bytes: 0,
+            pending: 0,
         }
     }
 }

@@ -570,6 +570,7 @@ impl Sink for ParquetSink {
         SinkStats {
             rows: self.rows,
             bytes: self.bytes + open,
+            pending: 0,
         }
     }
 }

@@ -22,6 +22,26 @@ use crate::error::{Error, Result};
 use crate::record::schema_lock::{SUPPORTED_TYPES, to_f64, to_i64};
 use crate::record::time::{IsoFormatter, micros_array};
 
+/// How blocks are stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BlockRows {
+    /// One summary row per block (default).
+    #[default]
+    Summary,
+    /// One row per channel × sample.
+    Long,
+}
+
+impl BlockRows {
+    /// The rows `block` becomes.
+    pub fn batch(self, block: &crate::record::Block) -> Result<RecordBatch> {
+        match self {
+            BlockRows::Summary => block.to_summary_batch(),
+            BlockRows::Long => block.to_long_batch(),
+        }
+    }
+}
+
 /// How timestamps are stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum TimestampStorage {
@@ -70,26 +90,57 @@ pub fn quote_ident(name: &str) -> String {
     out
 }
 
-/// The storage form of `batch`; see the module docs.
+/// The storage form of `batch` for SQLite; see the module docs.
 pub fn to_storage(batch: &RecordBatch, timestamps: TimestampStorage) -> Result<RecordBatch> {
+    convert(batch, Rules::Untyped(timestamps))
+}
+
+/// The storage form of `batch` for a typed database (PostgreSQL): 64-bit integers and floats,
+/// booleans, text, bytes, and timestamps as microseconds in UTC (a timestamp without a time
+/// zone is read as UTC).
+pub fn to_typed_storage(batch: &RecordBatch) -> Result<RecordBatch> {
+    convert(batch, Rules::Typed)
+}
+
+/// What a storage form keeps.
+#[derive(Clone, Copy)]
+enum Rules {
+    /// SQLite: booleans become 0/1, timestamps text or integers.
+    Untyped(TimestampStorage),
+    /// Booleans and timestamps keep their types.
+    Typed,
+}
+
+/// The timestamp type of the typed storage form.
+pub fn utc_micros() -> DataType {
+    DataType::Timestamp(arrow_schema::TimeUnit::Microsecond, Some("UTC".into()))
+}
+
+fn stored(data_type: &DataType, rules: Rules) -> bool {
+    match data_type {
+        DataType::Int64
+        | DataType::Float64
+        | DataType::Utf8
+        | DataType::Binary
+        | DataType::Null => true,
+        DataType::Boolean => matches!(rules, Rules::Typed),
+        t => matches!(rules, Rules::Typed) && *t == utc_micros(),
+    }
+}
+
+fn convert(batch: &RecordBatch, rules: Rules) -> Result<RecordBatch> {
     let schema = batch.schema();
-    let already = schema.fields().iter().all(|f| {
-        matches!(
-            f.data_type(),
-            DataType::Int64
-                | DataType::Float64
-                | DataType::Utf8
-                | DataType::Binary
-                | DataType::Null
-        )
-    });
-    if already {
+    if schema.fields().iter().all(|f| stored(f.data_type(), rules)) {
         return Ok(batch.clone());
     }
     let mut fields = Vec::with_capacity(schema.fields().len());
     let mut columns = Vec::with_capacity(schema.fields().len());
     for (f, a) in schema.fields().iter().zip(batch.columns()) {
-        let column = storage_column(f.name(), a, timestamps)?;
+        let column = if stored(a.data_type(), rules) {
+            a.clone()
+        } else {
+            storage_column(f.name(), a, rules)?
+        };
         fields.push(Field::new(f.name(), column.data_type().clone(), true));
         columns.push(column);
     }
@@ -98,13 +149,8 @@ pub fn to_storage(batch: &RecordBatch, timestamps: TimestampStorage) -> Result<R
         .map_err(|e| Error::arrow("converting a batch for SQL", e))
 }
 
-fn storage_column(name: &str, a: &ArrayRef, timestamps: TimestampStorage) -> Result<ArrayRef> {
+fn storage_column(name: &str, a: &ArrayRef, rules: Rules) -> Result<ArrayRef> {
     Ok(match a.data_type() {
-        DataType::Int64
-        | DataType::Float64
-        | DataType::Utf8
-        | DataType::Binary
-        | DataType::Null => a.clone(),
         DataType::Boolean => Arc::new(
             a.as_boolean()
                 .iter()
@@ -130,9 +176,12 @@ fn storage_column(name: &str, a: &ArrayRef, timestamps: TimestampStorage) -> Res
         }
         DataType::Timestamp(unit, _) => {
             let micros = micros_array(a, *unit);
-            match timestamps {
-                TimestampStorage::UnixMicros => Arc::new(micros.reinterpret_cast::<Int64Type>()),
-                TimestampStorage::Iso => {
+            match rules {
+                Rules::Typed => Arc::new(micros.with_timezone("UTC")),
+                Rules::Untyped(TimestampStorage::UnixMicros) => {
+                    Arc::new(micros.reinterpret_cast::<Int64Type>())
+                }
+                Rules::Untyped(TimestampStorage::Iso) => {
                     let mut iso = IsoFormatter::default();
                     let mut b = StringBuilder::with_capacity(micros.len(), micros.len() * 27);
                     let mut text = Vec::with_capacity(27);

@@ -30,6 +30,7 @@ use arrow_array::{Array, RecordBatch};
 use arrow_schema::{DataType, Field, Schema};
 use rusqlite::{Connection, OpenFlags};
 
+pub use super::sql::BlockRows;
 use super::sql::{TimestampStorage, check_ident, quote_ident, to_storage};
 use super::{Lifecycle, Sink, SinkStats};
 use crate::error::{Error, Result};
@@ -38,16 +39,6 @@ use crate::uri::Uri;
 
 /// Rows held before a write commits them even without a flush.
 const HOLD_LIMIT: usize = 65_536;
-
-/// How blocks are stored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum BlockRows {
-    /// One summary row per block (default).
-    #[default]
-    Summary,
-    /// One row per channel × sample.
-    Long,
-}
 
 /// Options of the SQLite sink.
 #[derive(Debug, Clone)]
@@ -519,10 +510,7 @@ impl Sink for SqliteSink {
     }
 
     fn write_block(&mut self, block: &Block) -> Result<()> {
-        let batch = match self.options.blocks {
-            BlockRows::Summary => block.to_summary_batch()?,
-            BlockRows::Long => block.to_long_batch()?,
-        };
+        let batch = self.options.blocks.batch(block)?;
         self.hold(&batch, true)
     }
 
@@ -549,6 +537,7 @@ impl Sink for SqliteSink {
         SinkStats {
             rows: self.rows,
             bytes: self.bytes,
+            pending: 0,
         }
     }
 }

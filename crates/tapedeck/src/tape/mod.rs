@@ -109,6 +109,7 @@ impl Sink for TapeSink {
         SinkStats {
             rows: self.rows,
             bytes: 0,
+            pending: 0,
         }
     }
 }

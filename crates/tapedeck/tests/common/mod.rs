@@ -39,3 +39,37 @@ pub fn count_warnings<T>(f: impl FnOnce() -> T) -> (T, usize) {
     let out = tracing::subscriber::with_default(subscriber, f);
     (out, n.load(Ordering::SeqCst))
 }
+
+struct CaptureMessages(Arc<std::sync::Mutex<Vec<String>>>);
+
+struct MessageField<'a>(&'a mut String);
+
+impl tracing::field::Visit for MessageField<'_> {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        use std::fmt::Write;
+        let _ = write!(self.0, " {}={value:?}", field.name());
+    }
+}
+
+impl<S: Subscriber> Layer<S> for CaptureMessages {
+    fn on_event(&self, event: &tracing::Event<'_>, _ctx: Context<'_, S>) {
+        let mut line = event.metadata().level().to_string();
+        event.record(&mut MessageField(&mut line));
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(line);
+    }
+}
+
+/// Runs `f` and returns every event it logged (on this thread), each as `LEVEL field=value…`.
+pub fn capture_events<T>(f: impl FnOnce() -> T) -> (T, Vec<String>) {
+    let lines = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let subscriber = tracing_subscriber::registry().with(CaptureMessages(lines.clone()));
+    let out = tracing::subscriber::with_default(subscriber, f);
+    let lines = lines
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
+    (out, lines)
+}
