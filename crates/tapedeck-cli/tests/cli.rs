@@ -812,3 +812,194 @@ fn a_second_recorder_on_the_same_tape_is_told_who_holds_it() {
     let e = stderr(&out);
     assert!(e.contains(&format!("process {}", first.id())), "{e}");
 }
+
+#[path = "../../tapedeck/tests/common/pg_cluster.rs"]
+mod pg_cluster;
+
+/// The test server's URL, or `None` (reason printed) without one outside CI.
+fn postgres_url(test: &str) -> Option<String> {
+    let url = std::env::var("TAPEDECK_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    match psql(&url, "SELECT 1") {
+        Ok(_) => Some(url),
+        Err(e) => {
+            if std::env::var("CI").as_deref() == Ok("true") {
+                panic!("{test}: CI=true but no PostgreSQL at {url}: {e}");
+            }
+            eprintln!("skipping {test}: no PostgreSQL at {url} ({e})");
+            None
+        }
+    }
+}
+
+/// Runs one statement with `psql` and returns its unaligned output.
+fn psql(url: &str, sql: &str) -> Result<String, String> {
+    let out = Command::new("psql")
+        .args([url, "-X", "-At", "-v", "ON_ERROR_STOP=1", "-c", sql])
+        .env("PGCONNECT_TIMEOUT", "5")
+        .output()
+        .map_err(|e| format!("cannot run psql: {e}"))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+    }
+}
+
+/// `postgres://postgres:PASSWORD@host…` from a password-less URL.
+fn with_password(url: &str, password: &str) -> String {
+    url.replacen(
+        "postgres://postgres@",
+        &format!("postgres://postgres:{password}@"),
+        1,
+    )
+}
+
+#[test]
+fn postgres_credentials_never_reach_logs_errors_progress_or_the_summary() {
+    let Some(url) = postgres_url("postgres_credentials") else {
+        return;
+    };
+    let schema = format!("td_cli_secret_{}", std::process::id());
+    psql(
+        &url,
+        &format!("DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}"),
+    )
+    .unwrap();
+    let secret = "pw-Zq81xK";
+    let sink = with_password(&url, secret);
+    // Trust authentication ignores the password, so the run succeeds and logs everything it can.
+    let ok = tapedeck()
+        .args([
+            "record",
+            "--source",
+            "sim:alicat?n=20000&rate=20000",
+            "--sink",
+            &format!("{sink}?schema={schema}&table=t&create_table=true"),
+            "--summary-json",
+            "-",
+            "--progress",
+            "always",
+        ])
+        .env("TAPEDECK_LOG", "trace")
+        .output()
+        .unwrap();
+    assert!(ok.status.success(), "{}", stderr(&ok));
+    let failed = tapedeck()
+        .args([
+            "record",
+            "--source",
+            "sim:alicat?n=10",
+            "--sink",
+            &format!("{sink}?schema={schema}&table=absent"),
+            "--summary-json",
+            "-",
+        ])
+        .env("TAPEDECK_LOG", "trace")
+        .output()
+        .unwrap();
+    assert_eq!(failed.status.code(), Some(1), "{}", stderr(&failed));
+    let refused = run(&[
+        "record",
+        "--source",
+        "sim:alicat?n=10",
+        "--sink",
+        &format!("postgres://postgres:{secret}@127.0.0.1:1/test?connect_timeout=2s"),
+    ]);
+    assert_eq!(refused.status.code(), Some(1));
+    let bad_param = run(&[
+        "record",
+        "--source",
+        "sim:alicat?n=10",
+        "--sink",
+        &format!("{sink}?tabel=x"),
+    ]);
+    assert_eq!(bad_param.status.code(), Some(2));
+    let mut everything = String::new();
+    for o in [&ok, &failed, &refused, &bad_param] {
+        everything.push_str(&String::from_utf8_lossy(&o.stdout));
+        everything.push_str(&String::from_utf8_lossy(&o.stderr));
+    }
+    assert!(
+        !everything.contains(secret),
+        "the password leaked:\n{everything}"
+    );
+    // What was shown names the target instead.
+    assert!(
+        everything.contains(&format!("/test.{schema}.t")),
+        "{everything}"
+    );
+    assert!(
+        stderr(&failed).contains(&format!("{schema}.absent")),
+        "{}",
+        stderr(&failed)
+    );
+    assert!(
+        stderr(&refused).contains("cannot connect to 127.0.0.1:1/test"),
+        "{}",
+        stderr(&refused)
+    );
+    let s: serde_json::Value = serde_json::from_slice(&ok.stdout).unwrap();
+    assert_eq!(s["sinks"][0]["rows"], 20000);
+    assert_eq!(
+        psql(&url, &format!("SELECT count(*) FROM {schema}.t")).unwrap(),
+        "20000"
+    );
+    psql(&url, &format!("DROP SCHEMA {schema} CASCADE")).unwrap();
+}
+
+#[test]
+fn record_keeps_going_while_postgres_restarts_and_says_the_sink_is_behind() {
+    let Some(cluster) = pg_cluster::Cluster::start("record_postgres_restart") else {
+        return;
+    };
+    let url = cluster.url();
+    let child = tapedeck()
+        .args([
+            "record",
+            "--source",
+            "sim:alicat?rate=4000",
+            "--duration",
+            "5s",
+            "--flush-interval",
+            "100ms",
+            "--sink",
+            &format!("{url}?table=t&create_table=true&connect_timeout=2s"),
+            "--summary-json",
+            "-",
+            "--progress",
+            "always",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1200));
+    cluster.stop("fast");
+    std::thread::sleep(Duration::from_millis(1500));
+    cluster.start_again();
+    let out = child.wait_with_output().unwrap();
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("behind"),
+        "the progress line never said the sink was behind:\n{err}"
+    );
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = s["rows"].as_u64().unwrap();
+    assert!(
+        rows >= 15_000,
+        "the source was held up: only {rows} rows in 5 s"
+    );
+    assert_eq!(s["sinks"][0]["rows"].as_u64(), Some(rows));
+    let stored = psql(
+        &url,
+        "SELECT count(*) || ' ' || count(DISTINCT requested_at) FROM t",
+    )
+    .unwrap();
+    assert_eq!(
+        stored,
+        format!("{rows} {rows}"),
+        "rows and distinct rows in the table"
+    );
+}
