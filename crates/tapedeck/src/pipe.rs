@@ -13,7 +13,12 @@
 //! Threads: the source runs on its own thread (so a blocking read cannot stall the timer), and
 //! every sink has a worker thread fed through a bounded queue of `queue_batches` batches. A slow
 //! sink therefore holds the others back only once its queue is full — by at most that bounded
-//! buffer. Each flush sends the batch to every sink and then asks each to flush.
+//! buffer. Each flush sends the batch to every sink and then asks each to flush; a worker that
+//! finds several flushes queued behind it (a sink slower than the source) writes them all and
+//! flushes once, so a database commits one transaction for them. A sink that waits on a server
+//! ([`Sink::prefers_own_thread`]) gets a worker even when it is the only sink, and a sink that is
+//! behind (its server away) is asked to flush again every `flush_interval` even when no rows
+//! arrive.
 //!
 //! Rows become batches through a per-batch [`RowBuilder`]; each sink applies its own schema lock,
 //! so the JSONL sink can keep wider rows while the CSV sink locks its header. DAQ blocks are not
@@ -279,7 +284,7 @@ where
     source.set_batch_hint(hint);
     let counters = source.counters();
     let (feed, halt, source_thread) = spawn_source(source, options.batch_size);
-    let lanes: Vec<SinkLane> = if sinks.len() == 1 {
+    let lanes: Vec<SinkLane> = if sinks.len() == 1 && !sinks[0].prefers_own_thread() {
         sinks
             .into_iter()
             .map(|sink| SinkLane::Inline {
@@ -293,10 +298,20 @@ where
             .into_iter()
             .enumerate()
             .map(|(i, s)| {
+                // A sink that waits on a server gets a queue of about 64 Ki rows, so the flushes
+                // that pile up while it waits can be merged into few transactions.
+                let queue = if s.prefers_own_thread() {
+                    options
+                        .queue_batches
+                        .max(MERGE_ROWS / options.batch_size.max(1))
+                        .min(MERGE_BATCHES)
+                } else {
+                    options.queue_batches
+                };
                 SinkLane::spawn(
                     i,
                     s,
-                    options.queue_batches,
+                    queue,
                     options.flush_interval,
                     options.progress.clone(),
                 )
@@ -443,6 +458,41 @@ fn apply(sink: &mut dyn Sink, cmd: SinkCommand) -> Result<()> {
     }
 }
 
+/// Rows the queue of a sink that waits on a server holds (in batches of `batch_size`)…
+const MERGE_ROWS: usize = 65_536;
+/// …but never more batches than this.
+const MERGE_BATCHES: usize = 1024;
+
+/// Applies `first` and the commands queued behind it (at most `limit`), flushing once at the
+/// end if any of them asked for a flush: flushes that queued up behind a slow sink are merged,
+/// so a database sink commits one transaction for them instead of one each. Every flush's rows
+/// are still flushed — no later than they would have been one by one.
+fn apply_queued(
+    sink: &mut dyn Sink,
+    first: SinkCommand,
+    queue: &Receiver<SinkCommand>,
+    limit: usize,
+) -> Result<()> {
+    let mut flush = false;
+    let mut next = Some(first);
+    let mut taken = 0;
+    while let Some(cmd) = next.take() {
+        match cmd {
+            SinkCommand::Write(b, f) => {
+                sink.write(&b)?;
+                flush |= f;
+            }
+            SinkCommand::Block(b) => sink.write_block(&b)?,
+            SinkCommand::Flush => flush = true,
+        }
+        taken += 1;
+        if taken < limit {
+            next = queue.try_recv().ok();
+        }
+    }
+    if flush { sink.flush() } else { Ok(()) }
+}
+
 /// Closes a sink (also after an error, so what was written stays readable) and reports.
 fn close_sink(sink: &mut dyn Sink, mut error: Option<Error>) -> (SinkStats, Option<Error>) {
     if let Err(e) = sink.close() {
@@ -489,7 +539,7 @@ impl SinkLane {
                     Err(RecvTimeoutError::Timeout) => continue,
                     Err(RecvTimeoutError::Disconnected) => break,
                 };
-                let r = apply(sink.as_mut(), cmd);
+                let r = apply_queued(sink.as_mut(), cmd, &rx, queue);
                 if let Some(p) = &progress {
                     p.set_sink(index, sink.stats());
                 }

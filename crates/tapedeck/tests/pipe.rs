@@ -522,3 +522,75 @@ fn names_differing_in_case_pass_to_jsonl_but_not_to_csv() {
     .unwrap_err();
     assert!(err.to_string().contains("`id` and `ID` collide"), "{err}");
 }
+
+/// A sink like a database: every flush costs a round trip, and it asks for its own thread.
+struct SlowFlushSink {
+    rows: u64,
+    flushed_rows: u64,
+    flushes: Arc<Mutex<Vec<u64>>>,
+}
+
+impl Sink for SlowFlushSink {
+    fn name(&self) -> &str {
+        "slow-flush"
+    }
+    fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        self.rows += batch.num_rows() as u64;
+        Ok(())
+    }
+    fn flush(&mut self) -> Result<()> {
+        thread::sleep(Duration::from_millis(2));
+        self.flushes
+            .lock()
+            .unwrap()
+            .push(self.rows - self.flushed_rows);
+        self.flushed_rows = self.rows;
+        Ok(())
+    }
+    fn close(&mut self) -> Result<()> {
+        self.flush()
+    }
+    fn stats(&self) -> SinkStats {
+        SinkStats {
+            rows: self.rows,
+            bytes: 0,
+            pending: 0,
+        }
+    }
+    fn prefers_own_thread(&self) -> bool {
+        true
+    }
+}
+
+#[test]
+fn flushes_queued_behind_a_slow_sink_are_merged_and_lose_nothing() {
+    let flushes = Arc::new(Mutex::new(Vec::new()));
+    let sink = SlowFlushSink {
+        rows: 0,
+        flushed_rows: 0,
+        flushes: flushes.clone(),
+    };
+    let options = PipeOptions {
+        batch_size: 64,
+        ..Default::default()
+    };
+    let s = pipe(
+        from_iter((0..64_000).map(row)),
+        vec![Box::new(sink)],
+        &options,
+    )
+    .unwrap();
+    assert_eq!(s.sinks[0].rows, 64_000);
+    let flushes = flushes.lock().unwrap();
+    assert_eq!(flushes.iter().sum::<u64>(), 64_000, "every row was flushed");
+    // 1,000 flushes of 64 rows were asked for; a 2 ms flush behind a fast source merges them.
+    assert!(
+        flushes.len() < 500,
+        "{} flushes: none were merged",
+        flushes.len()
+    );
+    assert!(
+        flushes.iter().any(|&n| n > 64),
+        "no flush carried more than one batch"
+    );
+}

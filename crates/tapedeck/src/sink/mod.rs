@@ -93,6 +93,13 @@ pub trait Sink: Send {
 
     /// Rows and bytes written so far.
     fn stats(&self) -> SinkStats;
+
+    /// True for sinks that wait on a server (network round trips): [`crate::pipe`] then runs
+    /// them on their own thread even when they are the only sink, so the source keeps going
+    /// while they wait and flushes that queue up behind them are merged into one.
+    fn prefers_own_thread(&self) -> bool {
+        false
+    }
 }
 
 /// Sink schemes this build knows (`sqlite`, `parquet` and `postgres` with their cargo features).

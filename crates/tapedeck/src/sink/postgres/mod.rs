@@ -859,6 +859,9 @@ async fn run_transaction(
     progress: (&String, i64, i64, i64, bool),
     first_row: u64,
 ) -> std::result::Result<Option<u64>, TxError> {
+    if let ([plan], true, true) = (plans, ddl.is_empty(), use_copy) {
+        return copy_pipelined(session, plan, progress, first_row).await;
+    }
     let (sink_id, flush, rows, prev, sync) = progress;
     let client = &session.client;
     let begin = client.batch_execute(if sync {
@@ -917,6 +920,127 @@ async fn run_transaction(
     Ok(Some(bytes))
 }
 
+/// The common flush — one table, table exists, COPY — in two round trips: `BEGIN`, the
+/// progress update and the start of the COPY go out together; then the COPY data with `COMMIT`
+/// right behind it. The rows are encoded before anything is sent, so a value that does not fit
+/// never reaches the server.
+async fn copy_pipelined(
+    session: &mut Session,
+    plan: &Plan<'_>,
+    progress: (&String, i64, i64, i64, bool),
+    first_row: u64,
+) -> std::result::Result<Option<u64>, TxError> {
+    let (name, qualified, columns, batches) = plan;
+    let (sink_id, flush, rows, prev, sync) = progress;
+    let failed = |e: Error| TxError::Failed {
+        table: name.clone(),
+        message: e.to_string(),
+    };
+    let payload = encode_copy(columns, batches, first_row).map_err(failed)?;
+    let statement = copy_statement(session, qualified, columns)
+        .await
+        .map_err(|e| classify(name, &e))?;
+    let client = &session.client;
+    let params: [&(dyn ToSql + Sync); 4] = [sink_id, &flush, &rows, &prev];
+    let (begin, advanced, copy) = futures_util::future::join3(
+        client.batch_execute(if sync {
+            "BEGIN; SET LOCAL synchronous_commit = on"
+        } else {
+            "BEGIN"
+        }),
+        client.execute(&session.advance, &params),
+        client.copy_in::<_, bytes::Bytes>(&statement),
+    )
+    .await;
+    let started = begin
+        .map_err(|e| classify(PROGRESS_TABLE, &e))
+        .and_then(|()| advanced.map_err(|e| classify(PROGRESS_TABLE, &e)));
+    let (advanced, sink) = match (started, copy) {
+        (Ok(n), Ok(sink)) => (n, sink),
+        // The progress update or the COPY start failed: the transaction is aborted.
+        (Err(e), _) => {
+            let _ = client.batch_execute("ROLLBACK").await;
+            return Err(e);
+        }
+        (Ok(_), Err(e)) => {
+            let _ = client.batch_execute("ROLLBACK").await;
+            return Err(classify(name, &e));
+        }
+    };
+    futures_util::pin_mut!(sink);
+    if advanced != 1 {
+        // An earlier attempt committed (or the row moved): end the COPY empty and roll back.
+        let mut empty = BytesMut::new();
+        encode::copy_header(&mut empty);
+        encode::copy_trailer(&mut empty);
+        let ended = async {
+            sink.send(empty.freeze()).await?;
+            sink.as_mut().finish().await
+        }
+        .await;
+        let rolled = client.batch_execute("ROLLBACK").await;
+        ended.map_err(|e| classify(name, &e))?;
+        rolled.map_err(|e| classify(PROGRESS_TABLE, &e))?;
+        return Ok(None);
+    }
+    let bytes: u64 = payload.iter().map(|b| b.len() as u64).sum();
+    let sent = async {
+        for chunk in payload {
+            sink.feed(chunk).await?;
+        }
+        sink.flush().await?;
+        sink.as_mut().finish().await
+    };
+    // COMMIT goes out right after the COPY's end; if the COPY failed, the server answers the
+    // COMMIT of the aborted transaction with a rollback, and the COPY's error is what counts.
+    let (sent, committed) = futures_util::future::join(sent, client.batch_execute("COMMIT")).await;
+    sent.map_err(|e| classify(name, &e))?;
+    committed.map_err(|e| classify(PROGRESS_TABLE, &e))?;
+    Ok(Some(bytes))
+}
+
+/// The prepared `COPY … FROM STDIN (FORMAT binary)` for these columns (prepared once per
+/// connection).
+async fn copy_statement(
+    session: &mut Session,
+    qualified: &str,
+    columns: &[(usize, PgType, String)],
+) -> std::result::Result<Statement, tokio_postgres::Error> {
+    let sql = format!(
+        "COPY {qualified} ({}) FROM STDIN (FORMAT binary)",
+        column_list(columns)
+    );
+    if let Some(s) = session.copies.get(&sql) {
+        return Ok(s.clone());
+    }
+    let s = session.client.prepare(&sql).await?;
+    session.copies.insert(sql, s.clone());
+    Ok(s)
+}
+
+/// The whole binary COPY stream of `batches`, in messages of about `COPY_CHUNK` bytes.
+fn encode_copy(
+    columns: &[(usize, PgType, String)],
+    batches: &[&RecordBatch],
+    first_row: u64,
+) -> Result<Vec<bytes::Bytes>> {
+    let picks: Vec<(usize, PgType)> = columns.iter().map(|c| (c.0, c.1)).collect();
+    let mut chunks = Vec::new();
+    let mut buf = BytesMut::with_capacity(4096);
+    encode::copy_header(&mut buf);
+    let mut row = first_row;
+    for batch in batches {
+        encode::copy_rows(batch, &picks, row, &mut buf)?;
+        row += batch.num_rows() as u64;
+        if buf.len() >= COPY_CHUNK {
+            chunks.push(buf.split().freeze());
+        }
+    }
+    encode::copy_trailer(&mut buf);
+    chunks.push(buf.freeze());
+    Ok(chunks)
+}
+
 enum CopyError {
     Db(tokio_postgres::Error),
     Data(Error),
@@ -946,41 +1070,20 @@ async fn copy_table(
     batches: &[&RecordBatch],
     first_row: u64,
 ) -> std::result::Result<u64, CopyError> {
-    let sql = format!(
-        "COPY {qualified} ({}) FROM STDIN (FORMAT binary)",
-        column_list(columns)
-    );
-    let statement = match session.copies.get(&sql) {
-        Some(s) => s.clone(),
-        None => {
-            let s = session.client.prepare(&sql).await?;
-            session.copies.insert(sql, s.clone());
-            s
-        }
-    };
+    let payload = encode_copy(columns, batches, first_row).map_err(CopyError::Data)?;
+    let statement = copy_statement(session, qualified, columns).await?;
     let sink = session
         .client
         .copy_in::<_, bytes::Bytes>(&statement)
         .await?;
     futures_util::pin_mut!(sink);
-    let picks: Vec<(usize, PgType)> = columns.iter().map(|c| (c.0, c.1)).collect();
-    let mut buf = BytesMut::with_capacity(COPY_CHUNK + 4096);
-    encode::copy_header(&mut buf);
-    let mut sent = 0u64;
-    let mut row = first_row;
-    for batch in batches {
-        encode::copy_rows(batch, &picks, row, &mut buf).map_err(CopyError::Data)?;
-        row += batch.num_rows() as u64;
-        if buf.len() >= COPY_CHUNK {
-            sent += buf.len() as u64;
-            sink.feed(buf.split().freeze()).await?;
-        }
+    let bytes: u64 = payload.iter().map(|b| b.len() as u64).sum();
+    for chunk in payload {
+        sink.feed(chunk).await?;
     }
-    encode::copy_trailer(&mut buf);
-    sent += buf.len() as u64;
-    sink.send(buf.freeze()).await?;
+    sink.flush().await?;
     sink.as_mut().finish().await?;
-    Ok(sent)
+    Ok(bytes)
 }
 
 async fn insert_table(
@@ -1122,6 +1225,10 @@ impl Sink for PostgresSink {
             }
         }
         delivered
+    }
+
+    fn prefers_own_thread(&self) -> bool {
+        true
     }
 
     fn stats(&self) -> SinkStats {
