@@ -15,7 +15,7 @@ Rates are rows / wall-clock seconds of the whole process (start, connect, load, 
 and psql; the baseline's own figure (it times its loop). Medians are printed with the ratios. Needs
 a release build (cargo build --release) and a Python with asyncpg.
 """
-import argparse, os, statistics, subprocess, sys, tempfile, time
+import argparse, os, shutil, statistics, subprocess, sys, tempfile, time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -84,6 +84,7 @@ def main():
           f"  (synchronous_commit=on: {med['tapedeck_64_sync'] / med['baseline_64']:.1f}x)")
     print(f"  batch 10,000: tapedeck / psql \\copy binary = {med['tapedeck_10k'] / med['psql_copy']:.2f}")
     psql(a.dsn, f"DROP SCHEMA {SCHEMA} CASCADE")
+    shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
