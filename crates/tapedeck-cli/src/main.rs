@@ -144,6 +144,10 @@ const RECORD_HELP: &str = concat!(
   tapedeck record --source 'sim:alicat?rate=1000' --duration 1m \
       --sink 'parquet:parts/?roll_rows=10000' --sink 'sqlite:lab.db?table=samples'
 
+  # into an existing PostgreSQL table (the password never appears in output)
+  tapedeck record --source 'sim:alicat?rate=100' \
+      --sink 'postgres://lab:secret@db.local:5432/plant?schema=raw&table=flow'
+
   # also onto a crash-safe tape, each row acknowledged after its fdatasync; then check it
   tapedeck record --source 'sim:daq' --duration 10s --tape runs/tape --fsync always
   tapedeck verify runs/tape
@@ -170,6 +174,13 @@ Sinks:
   parquet:PATH  one Parquet file, visible only once complete; parquet:DIR/ rolling parts
                 (roll_rows, roll_interval); compression=zstd|snappy|lz4|gzip|none, level,
                 dictionary, row_group_rows (131072), blocks=wide|long, overwrite, strict
+  postgres://USER[:PASSWORD]@HOST[:PORT]/DB
+                PostgreSQL over binary COPY, one transaction per flush; schema (public),
+                table (readings), blocks_table (blocks), blocks, create_table (false: the table
+                must exist), use_copy, connect_timeout (30s), statement_timeout (30s),
+                close_timeout (10s), application_name, synchronous_commit (off), retry_for (5m),
+                buffer_rows (1000000), strict. Reconnects if the server goes away, holding rows
+                (the progress line says the sink is behind) and writing each exactly once.
   memory:       kept in memory (tests);   null:  discarded (benchmarks)
   File sinks never replace an existing file unless the URI says overwrite=true (or append=true).
   CSV and JSONL refuse DAQ blocks unless the URI says accept_blocks=true.
