@@ -419,8 +419,17 @@ impl PostgresSink {
         }
         let mut columns = Vec::new();
         for row in rows {
-            let (name, data_type, has_default, generated): (String, String, bool, bool) =
-                (row.get(0), row.get(1), row.get(2), row.get(3));
+            let read =
+                || -> std::result::Result<(String, String, bool, bool), tokio_postgres::Error> {
+                    Ok((
+                        row.try_get(0)?,
+                        row.try_get(1)?,
+                        row.try_get(2)?,
+                        row.try_get(3)?,
+                    ))
+                };
+            let (name, data_type, has_default, generated) = read()
+                .map_err(|e| self.db_error(&table_name, "read the table's columns", message(&e)))?;
             if generated {
                 continue;
             }
@@ -777,24 +786,26 @@ impl PostgresSink {
             },
             Ok(None) => {
                 // The progress row is not where this sink left it: did the lost attempt commit?
+                // A progress table someone altered (a column of another type) reads as an error,
+                // never a panic.
                 let read = self.rt.block_on(async {
-                    session
+                    match session
                         .client
                         .query_opt(&session.read_progress, &[&sink_id])
                         .await
+                    {
+                        Ok(Some(row)) => row.try_get::<_, i64>(0).map(Some),
+                        Ok(None) => Ok(None),
+                        Err(e) => Err(e),
+                    }
                 });
                 match read {
-                    Ok(Some(row)) if row.get::<_, i64>(0) == attempt.flush => {
-                        Outcome::AlreadyCommitted
-                    }
-                    Ok(Some(row)) if row.get::<_, i64>(0) < prev => {
-                        Outcome::Rewound(row.get::<_, i64>(0))
-                    }
-                    Ok(row) => Outcome::Failed {
+                    Ok(Some(v)) if v == attempt.flush => Outcome::AlreadyCommitted,
+                    Ok(Some(v)) if v < prev => Outcome::Rewound(v),
+                    Ok(v) => Outcome::Failed {
                         table: PROGRESS_TABLE.into(),
                         message: format!(
-                            "this sink's progress row ({sink_id}) reads {:?}, expected {prev} or {}; another process changed it",
-                            row.map(|r| r.get::<_, i64>(0)),
+                            "this sink's progress row ({sink_id}) reads {v:?}, expected {prev} or {}; another process changed it",
                             attempt.flush
                         ),
                     },
