@@ -101,7 +101,7 @@ struct Held {
 /// One transaction attempt. One whose outcome is not known is retried with exactly these rows
 /// and number.
 #[derive(Debug, Clone, Copy)]
-struct InDoubt {
+struct Attempt {
     flush: i64,
     /// How many of the first pending flushes it carries.
     covers: usize,
@@ -153,7 +153,7 @@ pub struct PostgresSink {
     held: Held,
     pending: VecDeque<Held>,
     pending_rows: usize,
-    in_doubt: Option<InDoubt>,
+    in_doubt: Option<Attempt>,
     /// `synchronous_commit=off`: commits are acknowledged before they are durable.
     async_commit: bool,
     /// Flushes committed asynchronously and not yet known durable, kept to write again if the
@@ -565,7 +565,7 @@ impl PostgresSink {
                         && (wait
                             || self.last_sync.elapsed() >= SYNC_EVERY
                             || self.unsynced_rows + rows >= self.options.buffer_rows / 2);
-                    InDoubt {
+                    Attempt {
                         flush: self.committed + 1,
                         covers,
                         sync,
@@ -609,7 +609,7 @@ impl PostgresSink {
     /// The attempt committed: its flushes leave the queue — for good if the commit was
     /// synchronous (which also makes every earlier commit durable), else into `unsynced` until
     /// the next synchronous one.
-    fn settle(&mut self, attempt: InDoubt) {
+    fn settle(&mut self, attempt: Attempt) {
         let mut done = Held::default();
         for _ in 0..attempt.covers {
             if let Some(h) = self.pending.pop_front() {
@@ -715,7 +715,7 @@ impl PostgresSink {
     }
 
     /// Runs one transaction carrying the first `attempt.covers` pending flushes.
-    fn transaction(&mut self, attempt: InDoubt) -> Outcome {
+    fn transaction(&mut self, attempt: Attempt) -> Outcome {
         let Some(mut session) = self.session.take() else {
             return Outcome::Lost("not connected".into());
         };
@@ -766,13 +766,13 @@ impl PostgresSink {
             &ddl,
             &plans,
             use_copy,
-            (
-                &sink_id,
-                attempt.flush,
-                total_rows as i64,
+            Step {
+                sink_id: &sink_id,
+                flush: attempt.flush,
+                rows: total_rows as i64,
                 prev,
-                attempt.sync,
-            ),
+                sync: attempt.sync,
+            },
             first_row,
         );
         let result = self
@@ -843,6 +843,25 @@ type Plan<'a> = (
     Vec<&'a RecordBatch>,
 );
 
+/// The progress-row move a transaction makes: this sink's row from `prev` to `flush`, adding
+/// `rows`; `sync` commits it synchronously.
+struct Step<'a> {
+    sink_id: &'a String,
+    flush: i64,
+    rows: i64,
+    prev: i64,
+    sync: bool,
+}
+
+/// `BEGIN`, synchronous for this transaction when asked.
+fn begin_sql(sync: bool) -> &'static str {
+    if sync {
+        "BEGIN; SET LOCAL synchronous_commit = on"
+    } else {
+        "BEGIN"
+    }
+}
+
 /// How a transaction failed.
 enum TxError {
     Lost(String),
@@ -867,20 +886,15 @@ async fn run_transaction(
     ddl: &[String],
     plans: &[Plan<'_>],
     use_copy: bool,
-    progress: (&String, i64, i64, i64, bool),
+    step: Step<'_>,
     first_row: u64,
 ) -> std::result::Result<Option<u64>, TxError> {
     if let ([plan], true, true) = (plans, ddl.is_empty(), use_copy) {
-        return copy_pipelined(session, plan, progress, first_row).await;
+        return copy_pipelined(session, plan, step, first_row).await;
     }
-    let (sink_id, flush, rows, prev, sync) = progress;
     let client = &session.client;
-    let begin = client.batch_execute(if sync {
-        "BEGIN; SET LOCAL synchronous_commit = on"
-    } else {
-        "BEGIN"
-    });
-    let params: [&(dyn ToSql + Sync); 4] = [sink_id, &flush, &rows, &prev];
+    let begin = client.batch_execute(begin_sql(step.sync));
+    let params: [&(dyn ToSql + Sync); 4] = [step.sink_id, &step.flush, &step.rows, &step.prev];
     let advance = client.execute(&session.advance, &params);
     let (begin, advanced) = futures_util::future::join(begin, advance).await;
     begin.map_err(|e| classify(PROGRESS_TABLE, &e))?;
@@ -938,11 +952,10 @@ async fn run_transaction(
 async fn copy_pipelined(
     session: &mut Session,
     plan: &Plan<'_>,
-    progress: (&String, i64, i64, i64, bool),
+    step: Step<'_>,
     first_row: u64,
 ) -> std::result::Result<Option<u64>, TxError> {
     let (name, qualified, columns, batches) = plan;
-    let (sink_id, flush, rows, prev, sync) = progress;
     let failed = |e: Error| TxError::Failed {
         table: name.clone(),
         message: e.to_string(),
@@ -952,13 +965,9 @@ async fn copy_pipelined(
         .await
         .map_err(|e| classify(name, &e))?;
     let client = &session.client;
-    let params: [&(dyn ToSql + Sync); 4] = [sink_id, &flush, &rows, &prev];
+    let params: [&(dyn ToSql + Sync); 4] = [step.sink_id, &step.flush, &step.rows, &step.prev];
     let (begin, advanced, copy) = futures_util::future::join3(
-        client.batch_execute(if sync {
-            "BEGIN; SET LOCAL synchronous_commit = on"
-        } else {
-            "BEGIN"
-        }),
+        client.batch_execute(begin_sql(step.sync)),
         client.execute(&session.advance, &params),
         client.copy_in::<_, bytes::Bytes>(&statement),
     )
