@@ -8,8 +8,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand, ValueEnum};
+use tapedeck::deliver::{
+    Delivery, DeliveryOptions, DeliveryStatus, NewStart, TapeEnd, TapeRef, status,
+};
 use tapedeck::pipe::{PipeOptions, Progress, StopSignal, Summary, pipe_report};
-use tapedeck::tape::{FsyncPolicy, StartAt, TapeOptions, TapeReader, TapeSink, TapeWatch};
+use tapedeck::tape::{
+    FsyncPolicy, StartAt, TapeOptions, TapeReader, TapeSink, TapeWatch, TapeWriter,
+};
 use tapedeck::{Error, sink, source};
 
 /// Exit status: success.
@@ -58,7 +63,63 @@ enum Command {
     Tail(TailArgs),
     /// Play a recorded tape into any sinks, as often as wanted.
     Replay(ReplayArgs),
+    /// Bring sinks up to the end of a tape, each from its own cursor, exactly once.
+    #[command(after_long_help = DELIVER_HELP)]
+    Deliver(DeliverArgs),
 }
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+enum NewFrom {
+    /// From the first row of the tape.
+    Start,
+    /// Only rows recorded from now on.
+    End,
+}
+
+impl From<NewFrom> for NewStart {
+    fn from(f: NewFrom) -> NewStart {
+        match f {
+            NewFrom::Start => NewStart::Start,
+            NewFrom::End => NewStart::End,
+        }
+    }
+}
+
+#[derive(clap::Args, Debug)]
+struct DeliverArgs {
+    /// The tape directory, e.g. `runs/tape`.
+    dir: PathBuf,
+    /// Where rows go; repeat for several, e.g. `--sink csv:run.csv`. Each continues from its
+    /// own cursor.
+    #[arg(long = "sink", value_name = "URI", required = true)]
+    sinks: Vec<String>,
+    /// Where a sink that holds nothing from this tape yet starts, e.g. `--from end`.
+    #[arg(long, value_enum, default_value_t = NewFrom::Start)]
+    from: NewFrom,
+    /// Commit each sink's cursor at least this often, e.g. `--flush-interval 250ms`.
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
+    flush_interval: Duration,
+    /// Write the summary as JSON to this file (`-` for stdout), e.g. `--summary-json s.json`.
+    #[arg(long, value_name = "PATH")]
+    summary_json: Option<PathBuf>,
+    /// Show a progress line on stderr, e.g. `--progress always`.
+    #[arg(long, value_enum, default_value_t = ProgressMode::Auto)]
+    progress: ProgressMode,
+    /// Do not print the summary to stderr.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+const DELIVER_HELP: &str = "Examples:
+  # after a crash (or a database outage): bring every sink up to the end of the tape
+  tapedeck deliver runs/tape --sink csv:run.csv --sink 'sqlite:lab.db?table=samples'
+
+  # add a sink later that only wants what is recorded from now on
+  tapedeck deliver runs/tape --sink 'parquet:parts/?roll_rows=100000' --from end
+
+The tape is recovered first (as `record --tape` would) and locked while the delivery runs.
+Each sink's cursor lives with its data: a row in tapedeck_cursor (SQLite, PostgreSQL), a
+hidden cursor file beside the file (CSV, JSONL, Arrow IPC, Parquet). See docs/delivery.md.";
 
 #[derive(clap::Args, Debug)]
 struct VerifyArgs {
@@ -255,6 +316,11 @@ struct RecordArgs {
     /// Roll to a new tape segment past this many bytes, e.g. `--segment-bytes 67108864`.
     #[arg(long, value_name = "N", default_value_t = 256 << 20)]
     segment_bytes: u64,
+
+    /// With --tape: where a sink that holds nothing from this tape yet starts (the tape's first
+    /// row, or only rows recorded from now on), e.g. `--from end`.
+    #[arg(long, value_enum, default_value_t = NewFrom::Start, requires = "tape")]
+    from: NewFrom,
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
@@ -293,6 +359,7 @@ fn main() -> ExitCode {
         Command::Inspect(args) => inspect(&args),
         Command::Tail(args) => tail(&args),
         Command::Replay(args) => replay(args),
+        Command::Deliver(args) => deliver(&args),
     })
 }
 
@@ -312,13 +379,153 @@ fn record(args: RecordArgs) -> u8 {
     };
     // Every URI and option is checked before the first file is created, so a typo in the last
     // `--sink` leaves no empty file behind from the first.
-    let mut specs = Vec::new();
-    for uri in &args.sinks {
-        match sink::parse(uri) {
-            Ok(s) => specs.push(s),
+    let specs = match parse_sinks(&args.sinks, args.tape.is_some()) {
+        Ok(s) => s,
+        Err(e) => return fail(&e),
+    };
+    let (stop, interrupted) = install_ctrlc();
+    let progress = Arc::new(Progress::default());
+    let options = PipeOptions {
+        batch_size: args.batch_size,
+        flush_interval: args.flush_interval,
+        limit: args.limit,
+        duration: args.duration,
+        stop,
+        progress: Some(progress.clone()),
+        ..PipeOptions::default()
+    };
+    if let Err(e) = options.validate() {
+        return fail(&e);
+    }
+    let mut sinks = Vec::new();
+    let mut tape_run: Option<(PathBuf, TapeWatch, u64, Delivery)> = None;
+    if let Some(dir) = &args.tape {
+        let options = TapeOptions {
+            fsync: args.fsync,
+            compression: match args.compression {
+                TapeCompression::None => tapedeck::tape::Compression::None,
+                TapeCompression::Lz4 => tapedeck::tape::Compression::Lz4,
+                TapeCompression::Zstd => tapedeck::tape::Compression::Zstd,
+            },
+            segment_bytes: args.segment_bytes.max(1 << 12),
+            segment_age: None,
+        };
+        let writer = match TapeWriter::open(dir, options) {
+            Ok(w) => w,
             Err(e) => return fail(&e),
+        };
+        report_recovery(dir, &writer);
+        let watch = writer.watch();
+        let start = writer.next_seq();
+        let tape = TapeRef {
+            dir: dir.clone(),
+            id: writer.id().to_string(),
+        };
+        let delivery_options = DeliveryOptions {
+            flush_interval: args.flush_interval,
+            new_start: args.from.into(),
+            ..DeliveryOptions::default()
+        };
+        // The sinks are fed from the tape, each from its own cursor; the recorder only
+        // writes the tape, so a slow or absent sink never holds it up.
+        let delivery =
+            match Delivery::start(tape, specs, TapeEnd::Live(watch.clone()), &delivery_options) {
+                Ok(d) => d,
+                Err(e) => return fail(&e),
+            };
+        sinks.push(Box::new(TapeSink::from_writer(
+            format!("tape:{}", dir.display()),
+            writer,
+        )) as Box<dyn sink::Sink>);
+        tape_run = Some((dir.clone(), watch, start, delivery));
+    } else {
+        for (_, spec) in specs {
+            match spec.open() {
+                Ok(s) => sinks.push(s),
+                Err(e) => return fail(&e),
+            }
         }
     }
+    let done = Arc::new(AtomicBool::new(false));
+    let names: Vec<String> = sinks.iter().map(|s| s.name().to_string()).collect();
+    let ticker = show_progress(args.progress).then(|| {
+        let done = done.clone();
+        let progress = progress.clone();
+        let acked = tape_run
+            .as_ref()
+            .map(|(_, w, start, _)| (w.clone(), *start));
+        let statuses = tape_run.as_ref().map(|(.., d)| d.status_handle());
+        std::thread::spawn(move || {
+            progress_loop(&progress, &done, acked, &names, statuses.as_ref());
+        })
+    });
+    let report = pipe_report(src, sinks, &options);
+    let mut deliveries = None;
+    let tape = tape_run.map(|(dir, w, start, delivery)| {
+        // The tape is closed (everything on it durable): every sink is brought to its end.
+        deliveries = Some(delivery.finish(w.next_seq()));
+        serde_json::json!({
+            "dir": dir.display().to_string(),
+            "first_seq": start,
+            "end_seq": w.next_seq(),
+            "acknowledged": w.durable_seq().saturating_sub(start),
+        })
+    });
+    done.store(true, Ordering::SeqCst);
+    if let Some(t) = ticker {
+        let _ = t.join();
+    }
+    if !args.quiet {
+        print_summary(&report.summary);
+        if let Some(t) = &tape {
+            eprintln!(
+                "  tape {}: {} rows acknowledged (sequence {}..{})",
+                t["dir"].as_str().unwrap_or(""),
+                t["acknowledged"],
+                t["first_seq"],
+                t["end_seq"]
+            );
+        }
+        if let Some(d) = &deliveries {
+            print_deliveries(d);
+        }
+    }
+    if let Some(path) = &args.summary_json
+        && let Err(e) = write_summary_json(path, &report.summary, tape, deliveries.as_deref())
+    {
+        eprintln!("error: {e}");
+        return EXIT_FAILED;
+    }
+    if let Some(e) = &report.error {
+        return fail(e);
+    }
+    if let Some(code) = deliveries.as_deref().and_then(delivery_failure) {
+        return code;
+    }
+    if interrupted.load(Ordering::SeqCst) {
+        EXIT_INTERRUPTED
+    } else {
+        EXIT_OK
+    }
+}
+
+/// Parses every sink URI, keeping the URI as shown (credentials removed) beside its spec. A
+/// delivery (`delivered`) decides itself whether an existing file is one it continues.
+fn parse_sinks(uris: &[String], delivered: bool) -> Result<Vec<(String, sink::SinkSpec)>, Error> {
+    uris.iter()
+        .map(|uri| {
+            let spec = if delivered {
+                sink::parse_unchecked(uri)?
+            } else {
+                sink::parse(uri)?
+            };
+            Ok((tapedeck::uri::redact(uri), spec))
+        })
+        .collect()
+}
+
+/// Ctrl-C / SIGTERM stop the run after flushing; a second one exits at once.
+fn install_ctrlc() -> (StopSignal, Arc<AtomicBool>) {
     let stop = StopSignal::default();
     let interrupted = Arc::new(AtomicBool::new(false));
     {
@@ -335,121 +542,143 @@ fn record(args: RecordArgs) -> u8 {
             tracing::warn!("cannot install the Ctrl-C handler: {e}");
         }
     }
-    let progress = Arc::new(Progress::default());
-    let options = PipeOptions {
-        batch_size: args.batch_size,
-        flush_interval: args.flush_interval,
-        limit: args.limit,
-        duration: args.duration,
-        stop,
-        progress: Some(progress.clone()),
-        ..PipeOptions::default()
-    };
-    if let Err(e) = options.validate() {
-        return fail(&e);
-    }
-    let mut sinks = Vec::new();
-    let mut watch: Option<(PathBuf, TapeWatch, u64)> = None;
-    if let Some(dir) = &args.tape {
-        let options = TapeOptions {
-            fsync: args.fsync,
-            compression: match args.compression {
-                TapeCompression::None => tapedeck::tape::Compression::None,
-                TapeCompression::Lz4 => tapedeck::tape::Compression::Lz4,
-                TapeCompression::Zstd => tapedeck::tape::Compression::Zstd,
-            },
-            segment_bytes: args.segment_bytes.max(1 << 12),
-            segment_age: None,
-        };
-        let tape = match TapeSink::open(dir, options) {
-            Ok(t) => t,
-            Err(e) => return fail(&e),
-        };
-        if let Some(r) = tape.recovery()
-            && !r.is_clean()
-        {
-            eprintln!(
-                "tape {}: recovered — {} torn tail(s) cut, {} damaged range(s) quarantined, {} segment(s) sealed; {} rows on the tape",
-                dir.display(),
-                r.truncated.len(),
-                r.quarantined.len(),
-                r.resealed.len(),
-                r.rows
-            );
-        }
-        if let Some(w) = tape.writer() {
-            watch = Some((dir.clone(), w.watch(), w.next_seq()));
-        }
-        sinks.push(Box::new(tape) as Box<dyn sink::Sink>);
-    }
-    for spec in specs {
-        match spec.open() {
-            Ok(s) => sinks.push(s),
-            Err(e) => return fail(&e),
-        }
-    }
-    let show_progress = match args.progress {
+    (stop, interrupted)
+}
+
+fn show_progress(mode: ProgressMode) -> bool {
+    match mode {
         ProgressMode::Always => true,
         ProgressMode::Never => false,
         ProgressMode::Auto => std::io::stderr().is_terminal(),
+    }
+}
+
+fn report_recovery(dir: &std::path::Path, writer: &TapeWriter) {
+    let r = writer.recovery();
+    if !r.is_clean() {
+        eprintln!(
+            "tape {}: recovered — {} torn tail(s) cut, {} damaged range(s) quarantined, {} segment(s) sealed; {} rows on the tape",
+            dir.display(),
+            r.truncated.len(),
+            r.quarantined.len(),
+            r.resealed.len(),
+            r.rows
+        );
+    }
+}
+
+/// Exit code for failed deliveries, if any failed.
+fn delivery_failure(statuses: &[DeliveryStatus]) -> Option<u8> {
+    let failed: Vec<&DeliveryStatus> = statuses.iter().filter(|s| s.state == "failed").collect();
+    if failed.is_empty() {
+        return None;
+    }
+    for s in failed {
+        eprintln!(
+            "error: delivery to {} failed: {}; the tape keeps every row — fix the cause and run `tapedeck deliver` to catch up",
+            s.sink,
+            s.error.as_deref().unwrap_or("unknown error")
+        );
+    }
+    Some(EXIT_FAILED)
+}
+
+fn print_deliveries(statuses: &[DeliveryStatus]) {
+    for s in statuses {
+        eprintln!(
+            "  {}: {} — {} rows delivered this run, cursor {}, {} rows behind{}",
+            s.sink,
+            s.state,
+            s.rows,
+            s.cursor.map_or_else(|| "-".to_string(), |c| c.to_string()),
+            s.lag_rows,
+            s.error
+                .as_ref()
+                .map(|e| format!(" — {e}"))
+                .unwrap_or_default()
+        );
+    }
+}
+
+fn deliver(args: &DeliverArgs) -> u8 {
+    let specs = match parse_sinks(&args.sinks, true) {
+        Ok(s) => s,
+        Err(e) => return fail(&e),
+    };
+    if !args.dir.is_dir() {
+        return fail(&Error::Tape {
+            path: args.dir.clone(),
+            message: "no such tape directory".into(),
+        });
+    }
+    // Opening the writer recovers the tape and takes its lock, so no recorder appends to it
+    // (or delivers to the same sinks) meanwhile.
+    let writer = match TapeWriter::open(&args.dir, TapeOptions::default()) {
+        Ok(w) => w,
+        Err(e) => return fail(&e),
+    };
+    report_recovery(&args.dir, &writer);
+    let end = writer.next_seq();
+    let tape = TapeRef {
+        dir: args.dir.clone(),
+        id: writer.id().to_string(),
+    };
+    let options = DeliveryOptions {
+        flush_interval: args.flush_interval,
+        new_start: args.from.into(),
+        ..DeliveryOptions::default()
+    };
+    let started = Instant::now();
+    let delivery = match Delivery::start(tape, specs, TapeEnd::Fixed(end), &options) {
+        Ok(d) => d,
+        Err(e) => return fail(&e),
     };
     let done = Arc::new(AtomicBool::new(false));
-    let ticker = show_progress.then(|| {
+    let ticker = show_progress(args.progress).then(|| {
         let done = done.clone();
-        let progress = progress.clone();
-        let in_place = std::io::stderr().is_terminal();
-        let acked = watch.as_ref().map(|(_, w, start)| (w.clone(), *start));
-        let names: Vec<String> = sinks.iter().map(|s| s.name().to_string()).collect();
-        std::thread::spawn(move || progress_loop(&progress, &done, in_place, acked, &names))
+        let statuses = delivery.status_handle();
+        std::thread::spawn(move || {
+            progress_loop(&Progress::default(), &done, None, &[], Some(&statuses));
+        })
     });
-    let report = pipe_report(src, sinks, &options);
+    let statuses = delivery.finish(end);
     done.store(true, Ordering::SeqCst);
     if let Some(t) = ticker {
         let _ = t.join();
     }
-    let tape = watch.map(|(dir, w, start)| {
-        serde_json::json!({
-            "dir": dir.display().to_string(),
-            "first_seq": start,
-            "end_seq": w.next_seq(),
-            "acknowledged": w.durable_seq().saturating_sub(start),
-        })
-    });
+    if let Err(e) = writer.close() {
+        return fail(&e);
+    }
     if !args.quiet {
-        print_summary(&report.summary);
-        if let Some(t) = &tape {
-            eprintln!(
-                "  tape {}: {} rows acknowledged (sequence {}..{})",
-                t["dir"].as_str().unwrap_or(""),
-                t["acknowledged"],
-                t["first_seq"],
-                t["end_seq"]
-            );
+        eprintln!(
+            "delivered tape {} (rows up to sequence {end}) in {:.2}s",
+            args.dir.display(),
+            started.elapsed().as_secs_f64()
+        );
+        print_deliveries(&statuses);
+    }
+    if let Some(path) = &args.summary_json {
+        let value = serde_json::json!({
+            "tape": { "dir": args.dir.display().to_string(), "end_seq": end },
+            "seconds": started.elapsed().as_secs_f64(),
+            "deliveries": statuses,
+        });
+        if let Err(e) = write_json(path, &value) {
+            eprintln!("error: {e}");
+            return EXIT_FAILED;
         }
     }
-    if let Some(path) = &args.summary_json
-        && let Err(e) = write_summary_json(path, &report.summary, tape)
-    {
-        eprintln!("error: {e}");
-        return EXIT_FAILED;
-    }
-    if let Some(e) = &report.error {
-        return fail(e);
-    }
-    if interrupted.load(Ordering::SeqCst) {
-        EXIT_INTERRUPTED
-    } else {
-        EXIT_OK
-    }
+    delivery_failure(&statuses).unwrap_or(EXIT_OK)
 }
 
 fn progress_loop(
     progress: &Progress,
     done: &AtomicBool,
-    in_place: bool,
     acked: Option<(TapeWatch, u64)>,
     sink_names: &[String],
+    deliveries: Option<&tapedeck::deliver::StatusHandle>,
 ) {
+    let in_place = std::io::stderr().is_terminal();
     let start = Instant::now();
     let mut last = (Instant::now(), 0u64);
     let mut stderr = std::io::stderr();
@@ -464,12 +693,16 @@ fn progress_loop(
             0.0
         };
         last = (now, rows);
-        let mut line = format!(
-            "{rows} rows  {}  {}  {:.1}s",
-            human_rate(rate),
-            human_bytes(progress.bytes()),
-            start.elapsed().as_secs_f64()
-        );
+        let mut line = if deliveries.is_some() && acked.is_none() {
+            format!("{:.1}s", start.elapsed().as_secs_f64())
+        } else {
+            format!(
+                "{rows} rows  {}  {}  {:.1}s",
+                human_rate(rate),
+                human_bytes(progress.bytes()),
+                start.elapsed().as_secs_f64()
+            )
+        };
         if let Some((w, first)) = &acked {
             line.push_str(&format!(
                 "  acked {}",
@@ -479,6 +712,21 @@ fn progress_loop(
         for (name, behind) in sink_names.iter().zip(progress.sinks_behind()) {
             if behind > 0 {
                 line.push_str(&format!("  {name} behind {behind} rows (reconnecting)"));
+            }
+        }
+        if let Some(d) = deliveries {
+            for s in d.statuses() {
+                line.push_str(&format!(
+                    "  {}: cursor {} lag {} rows {:.1}s{}",
+                    s.sink,
+                    s.cursor.map_or_else(|| "-".to_string(), |c| c.to_string()),
+                    s.lag_rows,
+                    s.lag_seconds,
+                    match s.state.as_str() {
+                        "delivering" | "done" => String::new(),
+                        other => format!(" ({other})"),
+                    }
+                ));
             }
         }
         let _ = if in_place {
@@ -549,16 +797,33 @@ fn write_summary_json(
     path: &PathBuf,
     s: &Summary,
     tape: Option<serde_json::Value>,
+    deliveries: Option<&[DeliveryStatus]>,
 ) -> Result<(), Error> {
-    let bad = |e: serde_json::Error| Error::InvalidOption {
+    let mut value = serde_json::to_value(s).map_err(bad_json)?;
+    if let Some(obj) = value.as_object_mut() {
+        if let Some(t) = tape {
+            obj.insert("tape".into(), t);
+        }
+        if let Some(d) = deliveries {
+            obj.insert(
+                "deliveries".into(),
+                serde_json::to_value(d).map_err(bad_json)?,
+            );
+        }
+    }
+    write_json(path, &value)
+}
+
+fn bad_json(e: serde_json::Error) -> Error {
+    Error::InvalidOption {
         option: "--summary-json",
         message: e.to_string(),
-    };
-    let mut value = serde_json::to_value(s).map_err(bad)?;
-    if let (Some(t), Some(obj)) = (tape, value.as_object_mut()) {
-        obj.insert("tape".into(), t);
     }
-    let mut text = serde_json::to_string_pretty(&value).map_err(bad)?;
+}
+
+/// Writes `value` pretty-printed to `path` (`-` for stdout).
+fn write_json(path: &PathBuf, value: &serde_json::Value) -> Result<(), Error> {
+    let mut text = serde_json::to_string_pretty(value).map_err(bad_json)?;
     text.push('\n');
     if path.as_os_str() == "-" {
         // A closed stdout is an error to report, not a panic.
@@ -618,10 +883,22 @@ fn inspect(args: &InspectArgs) -> u8 {
             Ok(r) => r,
             Err(e) => return fail(&e),
         };
+    let end = TapeReader::open(&args.dir, StartAt::Start)
+        .and_then(|r| r.end_seq())
+        .unwrap_or(0);
+    let deliveries = deliveries_now(&args.dir, end);
     if args.json {
+        let mut value = serde_json::to_value(&info).unwrap_or_default();
+        if let Some(obj) = value.as_object_mut() {
+            obj.insert("end_seq".into(), end.into());
+            obj.insert(
+                "deliveries".into(),
+                serde_json::to_value(&deliveries).unwrap_or_default(),
+            );
+        }
         println!(
             "{}",
-            serde_json::to_string_pretty(&info).unwrap_or_default()
+            serde_json::to_string_pretty(&value).unwrap_or_default()
         );
         return EXIT_OK;
     }
@@ -654,7 +931,43 @@ fn inspect(args: &InspectArgs) -> u8 {
     for (file, from, to, rows) in &info.quarantined {
         println!("quarantined: {file} bytes {from}..{to} ({rows} rows)");
     }
+    println!("deliveries: {}", deliveries.len());
+    for d in &deliveries {
+        println!(
+            "  {}  cursor {}  lag {} rows, {:.1}s  ({}, as of {}){}",
+            d.sink,
+            d.cursor.map_or_else(|| "-".to_string(), |c| c.to_string()),
+            d.lag_rows,
+            d.lag_seconds,
+            d.state,
+            d.updated_at,
+            d.error
+                .as_ref()
+                .map(|e| format!("  last error: {e}"))
+                .unwrap_or_default()
+        );
+    }
     EXIT_OK
+}
+
+/// The tape's delivery status files, with the lag recomputed against the tape's end now: rows
+/// behind, and seconds since the sink last held everything.
+fn deliveries_now(dir: &std::path::Path, end: u64) -> Vec<DeliveryStatus> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64);
+    status::read_all(dir)
+        .into_iter()
+        .map(|mut d| {
+            d.tape_end = end;
+            d.lag_rows = end.saturating_sub(d.cursor.unwrap_or(0));
+            d.lag_seconds = match tapedeck::record::time::parse_timestamp(&d.caught_up_at) {
+                Some(t) if d.lag_rows > 0 => (now - t).max(0) as f64 / 1e6,
+                _ => 0.0,
+            };
+            d
+        })
+        .collect()
 }
 
 fn tail(args: &TailArgs) -> u8 {
@@ -734,13 +1047,10 @@ fn as_table(csv_text: &[u8], header: bool) -> Vec<u8> {
 }
 
 fn replay(args: ReplayArgs) -> u8 {
-    let mut specs = Vec::new();
-    for uri in &args.sinks {
-        match sink::parse(uri) {
-            Ok(s) => specs.push(s),
-            Err(e) => return fail(&e),
-        }
-    }
+    let specs = match parse_sinks(&args.sinks, false) {
+        Ok(s) => s,
+        Err(e) => return fail(&e),
+    };
     let reader = match TapeReader::open(&args.dir, args.from) {
         Ok(r) => r.until(args.to),
         Err(e) => return fail(&e),
@@ -754,7 +1064,7 @@ fn replay(args: ReplayArgs) -> u8 {
         return fail(&e);
     }
     let mut sinks = Vec::new();
-    for spec in specs {
+    for (_, spec) in specs {
         match spec.open() {
             Ok(s) => sinks.push(s),
             Err(e) => return fail(&e),
@@ -765,7 +1075,7 @@ fn replay(args: ReplayArgs) -> u8 {
         print_summary(&report.summary);
     }
     if let Some(path) = &args.summary_json
-        && let Err(e) = write_summary_json(path, &report.summary, None)
+        && let Err(e) = write_summary_json(path, &report.summary, None, None)
     {
         eprintln!("error: {e}");
         return EXIT_FAILED;

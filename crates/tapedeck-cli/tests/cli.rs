@@ -619,7 +619,8 @@ fn sigkill_at_random_moments_never_loses_an_acknowledged_row() {
                 if let Some(n) = line
                     .split("acked ")
                     .nth(1)
-                    .and_then(|v| v.trim().parse::<u64>().ok())
+                    .and_then(|v| v.split_whitespace().next())
+                    .and_then(|v| v.parse::<u64>().ok())
                 {
                     let _ = tx.send(n);
                 }

@@ -169,6 +169,15 @@ pub enum Error {
         /// What is wrong.
         message: String,
     },
+    /// A sink's delivery from a tape cannot go on: its cursor belongs to another tape, is
+    /// damaged, or its destination holds data no cursor accounts for.
+    #[error("delivery to {sink}: {message}")]
+    Delivery {
+        /// The sink's name (URI, redacted).
+        sink: String,
+        /// What is wrong and what to do.
+        message: String,
+    },
     /// A sink failed; wraps the sink's error with its name.
     #[error("sink {sink} failed: {source}")]
     Sink {

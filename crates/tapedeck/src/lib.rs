@@ -6,7 +6,9 @@
 //! - [`record`] — rows, DAQ blocks and Arrow batches, and the schema lock;
 //! - [`sink`] — the [`Sink`](sink::Sink) trait and its backends, opened by URI;
 //! - [`source`] — simulators and line readers, opened by URI;
-//! - [`pipe`](mod@pipe) — the direct path: batching, a real flush timer, fan-out to several sinks.
+//! - [`pipe`](mod@pipe) — the direct path: batching, a real flush timer, fan-out to several sinks;
+//! - [`tape`] — the checksummed, segmented log every record lands on first;
+//! - [`deliver`] — tape to sinks, each from its own durable cursor, exactly once.
 //!
 //! ```
 //! use tapedeck::pipe::{pipe, PipeOptions};
@@ -23,6 +25,7 @@
 
 #![warn(missing_docs)]
 
+pub mod deliver;
 pub mod error;
 pub mod pipe;
 pub mod record;

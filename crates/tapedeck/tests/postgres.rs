@@ -229,7 +229,7 @@ fn binary_copy_round_trips_typed_values_into_a_created_table() {
         assert_eq!(rows[1001].get::<_, i64>(1), T0 + 1);
         assert_eq!(rows[1001].get::<_, Option<f64>>(2), None);
         let progress = db.count(&format!(
-            "SELECT flushes FROM {s}.tapedeck_progress WHERE target_table = '{s}.samples'"
+            "SELECT flushes FROM {s}.tapedeck_cursor WHERE target_table = '{s}.samples'"
         ));
         assert_eq!(
             progress, 2,

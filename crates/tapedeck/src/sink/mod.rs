@@ -155,6 +155,28 @@ pub enum SinkSpec {
 /// assert!(tapedeck::sink::parse("csv:x.csv?overwrite=perhaps").is_err());
 /// ```
 pub fn parse(uri: &str) -> Result<SinkSpec> {
+    let spec = parse_unchecked(uri)?;
+    match &spec {
+        SinkSpec::Csv(p, o) => o.file.check_target(p, true)?,
+        SinkSpec::Jsonl(p, o) => o.file.check_target(p, true)?,
+        SinkSpec::Ipc(p, o) => o.file.check_target(p, false)?,
+        #[cfg(feature = "sqlite")]
+        SinkSpec::Sqlite(..) => {}
+        #[cfg(feature = "parquet")]
+        SinkSpec::Parquet(parquet::ParquetTarget::File(p), o) => o.file.check_target(p, false)?,
+        #[cfg(feature = "parquet")]
+        SinkSpec::Parquet(parquet::ParquetTarget::Dir(_), _) => {}
+        #[cfg(feature = "postgres")]
+        SinkSpec::Postgres(_) => {}
+        SinkSpec::Memory | SinkSpec::Null => {}
+    }
+    Ok(spec)
+}
+
+/// Parses a sink URI and reads every parameter, without looking at the destination: a
+/// delivery from a tape ([`crate::deliver`]) decides itself whether an existing file is one it
+/// continues.
+pub fn parse_unchecked(uri: &str) -> Result<SinkSpec> {
     let mut uri = Uri::parse(uri)?;
     let path = || PathBuf::from(&uri.path);
     let spec = match uri.scheme.as_str() {
@@ -212,20 +234,6 @@ pub fn parse(uri: &str) -> Result<SinkSpec> {
             });
         }
     };
-    match &spec {
-        SinkSpec::Csv(p, o) => o.file.check_target(p, true)?,
-        SinkSpec::Jsonl(p, o) => o.file.check_target(p, true)?,
-        SinkSpec::Ipc(p, o) => o.file.check_target(p, false)?,
-        #[cfg(feature = "sqlite")]
-        SinkSpec::Sqlite(..) => {}
-        #[cfg(feature = "parquet")]
-        SinkSpec::Parquet(parquet::ParquetTarget::File(p), o) => o.file.check_target(p, false)?,
-        #[cfg(feature = "parquet")]
-        SinkSpec::Parquet(parquet::ParquetTarget::Dir(_), _) => {}
-        #[cfg(feature = "postgres")]
-        SinkSpec::Postgres(_) => {}
-        SinkSpec::Memory | SinkSpec::Null => {}
-    }
     Ok(spec)
 }
 

@@ -133,6 +133,7 @@ struct Part {
     writer: ArrowWriter<BufWriter<File>>,
     partial: PathBuf,
     path: PathBuf,
+    number: u64,
     rows: u64,
     opened: Instant,
 }
@@ -194,6 +195,18 @@ pub struct ParquetSink {
     rows: u64,
     bytes: u64,
     parts_finished: u64,
+    ledger: Option<Ledger>,
+}
+
+/// A delivery's cursor for the rolling form: committed when a part is complete and fsynced
+/// under its hidden name, before it is renamed into place.
+#[derive(Debug)]
+struct Ledger {
+    cursor: crate::deliver::cursor_file::CursorFile,
+    /// The tape rows before this are in finished parts.
+    seq: u64,
+    /// Sequence numbers without rows (quarantined on the tape) since the last finished part.
+    gap: u64,
 }
 
 impl std::fmt::Debug for ParquetSink {
@@ -304,6 +317,7 @@ impl ParquetSink {
             rows: 0,
             bytes: 0,
             parts_finished: 0,
+            ledger: None,
         })
     }
 
@@ -347,7 +361,25 @@ impl ParquetSink {
         self.parts_finished
     }
 
+    /// Makes this rolling sink the destination of a delivery: parts are numbered from
+    /// `next_part`, and each finished part commits `cursor` (finished parts hold the tape rows
+    /// before `seq` now).
+    pub(crate) fn deliver_parts(
+        &mut self,
+        next_part: u64,
+        cursor: crate::deliver::cursor_file::CursorFile,
+        seq: u64,
+    ) {
+        self.next_part = next_part;
+        self.ledger = Some(Ledger {
+            cursor,
+            seq,
+            gap: 0,
+        });
+    }
+
     fn open_part(&mut self, schema: &SchemaRef) -> Result<()> {
+        let number = self.next_part;
         let path = match &self.target {
             ParquetTarget::File(path) => path.clone(),
             ParquetTarget::Dir(dir) => {
@@ -372,6 +404,7 @@ impl ParquetSink {
             writer,
             partial,
             path,
+            number,
             rows: 0,
             opened: Instant::now(),
         });
@@ -407,6 +440,8 @@ impl ParquetSink {
             writer,
             partial,
             path,
+            number,
+            rows,
             ..
         } = part;
         let buffered = writer
@@ -422,6 +457,19 @@ impl ParquetSink {
             .map_err(|e| Error::io("stat", &partial, e))?
             .len();
         drop(file);
+        if let Some(l) = &mut self.ledger {
+            let seq = l.seq + l.gap + rows;
+            l.cursor.commit(
+                crate::deliver::cursor_file::Position {
+                    seq,
+                    value: number + 1,
+                    flags: 0,
+                },
+                true,
+            )?;
+            l.seq = seq;
+            l.gap = 0;
+        }
         if let ParquetTarget::File(_) = self.target
             && !self.options.file.overwrite
             && path.exists()
@@ -578,5 +626,17 @@ impl Sink for ParquetSink {
 impl Drop for ParquetSink {
     fn drop(&mut self) {
         let _ = self.close();
+    }
+}
+
+impl crate::deliver::target::CursorRow for ParquetSink {
+    fn committed_cursor(&self) -> Option<u64> {
+        self.ledger.as_ref().map(|l| l.seq)
+    }
+
+    fn skip_cursor(&mut self, rows: u64) {
+        if let Some(l) = &mut self.ledger {
+            l.gap += rows;
+        }
     }
 }

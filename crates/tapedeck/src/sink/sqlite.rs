@@ -40,6 +40,18 @@ use crate::uri::Uri;
 /// Rows held before a write commits them even without a flush.
 const HOLD_LIMIT: usize = 65_536;
 
+/// The table that holds each delivery's cursor, in the sink's database.
+pub const CURSOR_TABLE: &str = "tapedeck_cursor";
+
+/// A delivery from a tape into this database: its row in [`CURSOR_TABLE`] moves in the same
+/// transaction as the rows, to `base` + rows committed by this sink.
+#[derive(Debug, Clone)]
+struct CursorRow {
+    key: String,
+    tape_id: String,
+    base: u64,
+}
+
 /// Options of the SQLite sink.
 #[derive(Debug, Clone)]
 pub struct SqliteOptions {
@@ -103,6 +115,7 @@ pub struct SqliteSink {
     start_bytes: u64,
     bytes: u64,
     bytes_checked: Instant,
+    cursor: Option<CursorRow>,
 }
 
 impl SqliteSink {
@@ -165,6 +178,7 @@ impl SqliteSink {
             start_bytes: 0,
             bytes: 0,
             bytes_checked: Instant::now(),
+            cursor: None,
         };
         sink.start_bytes = sink.file_bytes();
         Ok(sink)
@@ -283,6 +297,49 @@ impl SqliteSink {
         Ok(())
     }
 
+    /// Makes this sink the destination of a delivery from tape `tape_id`: creates
+    /// [`CURSOR_TABLE`] if needed and returns the committed cursor (`start` when the delivery is
+    /// new). From here on every transaction also moves the cursor, atomically with its rows.
+    pub(crate) fn attach_cursor(&mut self, tape_id: &str, start: u64) -> Result<u64> {
+        let shown = self.shown();
+        let key = format!("tape:{tape_id}/{}", self.options.table);
+        let conn = self.conn()?;
+        let read = (|| -> rusqlite::Result<Option<i64>> {
+            conn.execute_batch(&format!(
+                "CREATE TABLE IF NOT EXISTS {CURSOR_TABLE} (sink TEXT PRIMARY KEY, tape_id TEXT NOT NULL, \
+                 target_table TEXT NOT NULL, tape_seq INTEGER NOT NULL, updated_at TEXT NOT NULL)"
+            ))?;
+            let mut stmt = conn.prepare(&format!(
+                "SELECT tape_seq FROM {CURSOR_TABLE} WHERE sink = ?1"
+            ))?;
+            let mut rows = stmt.query([&key])?;
+            match rows.next()? {
+                Some(row) => row.get::<_, i64>(0).map(Some),
+                None => Ok(None),
+            }
+        })();
+        let seq =
+            read.map_err(|e| db_error(&shown, CURSOR_TABLE, "read the delivery cursor", &e))?;
+        let base = match seq {
+            Some(v) if v >= 0 => v as u64,
+            Some(v) => {
+                return Err(Error::Delivery {
+                    sink: self.life.name().to_string(),
+                    message: format!(
+                        "its cursor row `{key}` in {CURSOR_TABLE} reads {v}; a cursor is never negative — delete the row to deliver the tape again from its start"
+                    ),
+                });
+            }
+            None => start,
+        };
+        self.cursor = Some(CursorRow {
+            key,
+            tape_id: tape_id.to_string(),
+            base,
+        });
+        Ok(base)
+    }
+
     /// Inserts everything held in one transaction.
     fn commit(&mut self) -> Result<()> {
         if self.held_rows == 0 {
@@ -310,6 +367,16 @@ impl SqliteSink {
                 for batch in held {
                     rows += insert_batch(conn, &table.name, batch)?;
                 }
+            }
+            if let Some(c) = &self.cursor {
+                current = CURSOR_TABLE;
+                let seq = (c.base + self.rows + rows) as i64;
+                conn.prepare_cached(&format!(
+                    "INSERT INTO {CURSOR_TABLE} (sink, tape_id, target_table, tape_seq, updated_at) \
+                     VALUES (?1, ?2, ?3, ?4, strftime('%Y-%m-%dT%H:%M:%fZ', 'now')) \
+                     ON CONFLICT (sink) DO UPDATE SET tape_seq = excluded.tape_seq, updated_at = excluded.updated_at"
+                ))?
+                .execute(rusqlite::params![c.key, c.tape_id, self.options.table, seq])?;
             }
             conn.execute_batch("COMMIT")?;
             Ok(rows)
@@ -545,5 +612,17 @@ impl Sink for SqliteSink {
 impl Drop for SqliteSink {
     fn drop(&mut self) {
         let _ = self.close();
+    }
+}
+
+impl crate::deliver::target::CursorRow for SqliteSink {
+    fn committed_cursor(&self) -> Option<u64> {
+        self.cursor.as_ref().map(|c| c.base + self.rows)
+    }
+
+    fn skip_cursor(&mut self, rows: u64) {
+        if let Some(c) = &mut self.cursor {
+            c.base += rows;
+        }
     }
 }

@@ -9,6 +9,7 @@
 
 pub mod codec;
 pub mod format;
+pub mod id;
 pub mod manifest;
 pub mod reader;
 pub mod segment;

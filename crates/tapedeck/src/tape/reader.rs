@@ -146,6 +146,11 @@ impl TapeReader {
         self
     }
 
+    /// Moves the stop position (a delivery reads up to the acknowledged position, which grows).
+    pub fn set_until(&mut self, seq: Option<u64>) {
+        self.until = seq;
+    }
+
     /// Frames skipped because they failed their checksum.
     pub fn skipped_frames(&self) -> u64 {
         self.skipped_frames

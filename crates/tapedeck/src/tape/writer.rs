@@ -182,6 +182,8 @@ pub struct TapeWriter {
     shared: Arc<Shared>,
     committer: Option<JoinHandle<()>>,
     recovery: Recovery,
+    /// The tape's id (`TAPEID`).
+    id: String,
     /// Keeps the directory's lock while the writer lives.
     _lock: Option<std::fs::File>,
 }
@@ -238,6 +240,7 @@ impl TapeWriter {
     /// Opens a tape on any storage (no directory lock; for tests and embedding).
     pub fn open_storage(storage: Arc<dyn Storage>, options: TapeOptions) -> Result<TapeWriter> {
         let (recovery, state) = recover(storage.as_ref())?;
+        let id = super::id::read_or_create(storage.as_ref(), true)?.unwrap_or_default();
         let shared = Arc::new(Shared {
             storage,
             options: options.clone(),
@@ -278,6 +281,7 @@ impl TapeWriter {
             shared,
             committer,
             recovery,
+            id,
             _lock: None,
         })
     }
@@ -290,6 +294,11 @@ impl TapeWriter {
     /// What recovery did when the tape was opened.
     pub fn recovery(&self) -> &Recovery {
         &self.recovery
+    }
+
+    /// The tape's id (see [`super::id`]).
+    pub fn id(&self) -> &str {
+        &self.id
     }
 
     /// Sequence number the next row will get (= rows on the tape, gaps included).

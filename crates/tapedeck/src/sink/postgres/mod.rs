@@ -18,7 +18,7 @@
 //! - **Credentials.** The sink calls itself `postgres:host:port/db.schema.table`; the password
 //!   never appears in a name, an error or a log line.
 //! - **The server goes away.** Each flush's transaction also advances this sink's row in
-//!   `SCHEMA.tapedeck_progress` from the last committed flush number to the next, with the old
+//!   `SCHEMA.tapedeck_cursor` from the last committed flush number to the next, with the old
 //!   number in the `WHERE` clause. When the connection drops, the rows stay held and the sink
 //!   reconnects with backoff (100 ms doubling to 5 s). The retry sends the same rows under the
 //!   same flush number; if the lost transaction did commit, the retry's update matches no row
@@ -58,7 +58,7 @@ use crate::record::{Block, SchemaLock, UnknownColumns};
 use crate::uri::Uri;
 
 /// The table that records each sink's committed flushes, in the sink's schema.
-pub const PROGRESS_TABLE: &str = "tapedeck_progress";
+pub const PROGRESS_TABLE: &str = "tapedeck_cursor";
 
 /// How often an asynchronously committing sink commits one flush synchronously, which makes
 /// everything before it durable and lets the sink drop the rows it kept in case of a crash.
@@ -173,6 +173,9 @@ pub struct PostgresSink {
     bytes: u64,
     /// Rows received, for row numbers in errors.
     received: u64,
+    /// A delivery from a tape: the cursor when the sink opened; each transaction sets the
+    /// progress row's `tape_seq` to this plus the rows committed.
+    cursor_base: Option<u64>,
 }
 
 impl std::fmt::Debug for PostgresSink {
@@ -191,6 +194,24 @@ impl PostgresSink {
     /// columns. A server that cannot be reached here is an error at once: the retry policy is for
     /// servers that go away *during* a run.
     pub fn open(options: PostgresOptions) -> Result<PostgresSink> {
+        Self::open_with(options, None)
+    }
+
+    /// Opens the sink as the destination of a delivery from tape `tape_id`: its progress row is
+    /// the delivery's, keyed by the tape and the table and kept across runs, and each
+    /// transaction sets its `tape_seq` with the rows. Returns the sink and the committed cursor
+    /// (`start` when the delivery is new).
+    pub(crate) fn open_delivery(
+        options: PostgresOptions,
+        tape_id: &str,
+        start: u64,
+    ) -> Result<(PostgresSink, u64)> {
+        let sink = Self::open_with(options, Some((tape_id, start)))?;
+        let base = sink.cursor_base.unwrap_or(start);
+        Ok((sink, base))
+    }
+
+    fn open_with(options: PostgresOptions, delivery: Option<(&str, u64)>) -> Result<PostgresSink> {
         let database = options.database();
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -248,10 +269,20 @@ impl PostgresSink {
             rows: 0,
             bytes: 0,
             received: 0,
+            cursor_base: None,
         };
         let session = sink.connect().map_err(|e| sink.connect_error(e))?;
         sink.session = Some(session);
-        sink.register()?;
+        match delivery {
+            Some((tape_id, start)) => {
+                sink.sink_id = format!(
+                    "tape:{tape_id}/{}.{}",
+                    sink.options.schema, sink.options.table
+                );
+                sink.register_delivery(start)?;
+            }
+            None => sink.register()?,
+        }
         for blocks in [false, true] {
             sink.introspect(blocks)?;
         }
@@ -322,10 +353,10 @@ impl PostgresSink {
         let progress = self.qualified(PROGRESS_TABLE);
         let create = format!(
             "CREATE TABLE IF NOT EXISTS {progress} (sink text PRIMARY KEY, target_table text NOT NULL, \
-             flushes bigint NOT NULL, rows bigint NOT NULL, updated_at timestamptz NOT NULL DEFAULT now())"
+             flushes bigint NOT NULL, rows bigint NOT NULL, tape_seq bigint, updated_at timestamptz NOT NULL DEFAULT now())"
         );
         let advance = format!(
-            "UPDATE {progress} SET flushes = $2, rows = rows + $3, updated_at = now() \
+            "UPDATE {progress} SET flushes = $2, rows = rows + $3, tape_seq = $5, updated_at = now() \
              WHERE sink = $1 AND flushes = $4"
         );
         let read = format!("SELECT flushes FROM {progress} WHERE sink = $1");
@@ -342,7 +373,10 @@ impl PostgresSink {
                 }
             }
             let advance = client
-                .prepare_typed(&advance, &[Type::TEXT, Type::INT8, Type::INT8, Type::INT8])
+                .prepare_typed(
+                    &advance,
+                    &[Type::TEXT, Type::INT8, Type::INT8, Type::INT8, Type::INT8],
+                )
                 .await
                 .map_err(|e| message(&e))?;
             let read_progress = client
@@ -385,6 +419,55 @@ impl PostgresSink {
                 message(&e),
             )
         })
+    }
+
+    /// Adds the delivery's row if it is new, then reads it back in a synchronously committed
+    /// transaction: the sink continues from what the server will keep even if it crashes now
+    /// (the WAL flush also covers every earlier run's asynchronous commits).
+    fn register_delivery(&mut self, start: u64) -> Result<()> {
+        let progress = self.qualified(PROGRESS_TABLE);
+        let insert = format!(
+            "INSERT INTO {progress} (sink, target_table, flushes, rows, tape_seq) VALUES ($1, $2, 0, 0, $3) \
+             ON CONFLICT (sink) DO NOTHING"
+        );
+        let touch = format!(
+            "UPDATE {progress} SET updated_at = now() WHERE sink = $1 RETURNING flushes, tape_seq"
+        );
+        let target = format!("{}.{}", self.options.schema, self.options.table);
+        let id = self.sink_id.clone();
+        let start = start as i64;
+        let session = self.session_ref()?;
+        let read = self.rt.block_on(async {
+            let c = &session.client;
+            c.execute(&insert, &[&id as &(dyn ToSql + Sync), &target, &start])
+                .await?;
+            c.batch_execute(begin_sql(true)).await?;
+            let row = c.query_one(&touch, &[&id as &(dyn ToSql + Sync)]).await?;
+            c.batch_execute("COMMIT").await?;
+            let flushes: i64 = row.try_get(0)?;
+            let seq: Option<i64> = row.try_get(1)?;
+            Ok::<_, tokio_postgres::Error>((flushes, seq))
+        });
+        let (flushes, seq) = read.map_err(|e| {
+            self.db_error(
+                PROGRESS_TABLE,
+                "read the delivery's cursor row",
+                message(&e),
+            )
+        })?;
+        let Some(seq) = seq.filter(|s| *s >= 0) else {
+            return Err(Error::Delivery {
+                sink: self.life.name().to_string(),
+                message: format!(
+                    "its cursor row `{id}` in {}.{PROGRESS_TABLE} has tape_seq {seq:?}; delete the row to deliver the tape again from its start",
+                    self.options.schema
+                ),
+            });
+        };
+        self.committed = flushes;
+        self.synced_flush = flushes;
+        self.cursor_base = Some(seq as u64);
+        Ok(())
     }
 
     fn session_ref(&self) -> Result<&Session> {
@@ -772,6 +855,9 @@ impl PostgresSink {
                 rows: total_rows as i64,
                 prev,
                 sync: attempt.sync,
+                tape_seq: self
+                    .cursor_base
+                    .map(|b| (b + self.rows + total_rows) as i64),
             },
             first_row,
         );
@@ -851,6 +937,21 @@ struct Step<'a> {
     rows: i64,
     prev: i64,
     sync: bool,
+    /// A delivery's cursor after this transaction (`None` outside a delivery).
+    tape_seq: Option<i64>,
+}
+
+impl Step<'_> {
+    /// The parameters of the prepared progress update.
+    fn params(&self) -> [&(dyn ToSql + Sync); 5] {
+        [
+            self.sink_id,
+            &self.flush,
+            &self.rows,
+            &self.prev,
+            &self.tape_seq,
+        ]
+    }
 }
 
 /// `BEGIN`, synchronous for this transaction when asked.
@@ -894,7 +995,7 @@ async fn run_transaction(
     }
     let client = &session.client;
     let begin = client.batch_execute(begin_sql(step.sync));
-    let params: [&(dyn ToSql + Sync); 4] = [step.sink_id, &step.flush, &step.rows, &step.prev];
+    let params = step.params();
     let advance = client.execute(&session.advance, &params);
     let (begin, advanced) = futures_util::future::join(begin, advance).await;
     begin.map_err(|e| classify(PROGRESS_TABLE, &e))?;
@@ -965,7 +1066,7 @@ async fn copy_pipelined(
         .await
         .map_err(|e| classify(name, &e))?;
     let client = &session.client;
-    let params: [&(dyn ToSql + Sync); 4] = [step.sink_id, &step.flush, &step.rows, &step.prev];
+    let params = step.params();
     let (begin, advanced, copy) = futures_util::future::join3(
         client.batch_execute(begin_sql(step.sync)),
         client.execute(&session.advance, &params),
@@ -1263,5 +1364,17 @@ impl Sink for PostgresSink {
 impl Drop for PostgresSink {
     fn drop(&mut self) {
         let _ = self.close();
+    }
+}
+
+impl crate::deliver::target::CursorRow for PostgresSink {
+    fn committed_cursor(&self) -> Option<u64> {
+        self.cursor_base.map(|b| b + self.rows)
+    }
+
+    fn skip_cursor(&mut self, rows: u64) {
+        if let Some(b) = &mut self.cursor_base {
+            *b += rows;
+        }
     }
 }

@@ -1,0 +1,419 @@
+//! Delivery: from the tape to every sink, each from its own durable cursor, exactly once.
+//!
+//! Each sink gets a worker thread that reads the tape from the sink's committed cursor (see
+//! [`target`] for where each kind of sink keeps it), writes what it reads, and commits the
+//! cursor with the data: after `commit_rows` rows, after `flush_interval`, and whenever it has
+//! caught up with the tape. A worker reads only rows the tape has acknowledged (durable under
+//! its fsync policy), so a sink never holds a row the tape could lose. A sink that is slow or
+//! away never slows the tape: it falls behind, and catches up later — in this run or the next
+//! (`tapedeck deliver`, or `record` again on the same tape).
+//!
+//! The guarantee: after any crash, the destination holds exactly the tape rows
+//! `start..cursor`, and the next delivery continues at `cursor`. `docs/delivery.md` states it
+//! per sink, with its limits.
+
+pub mod cursor_file;
+pub mod status;
+pub mod target;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::error::{Error, Result};
+use crate::sink::SinkSpec;
+use crate::tape::{StartAt, TapeReader, TapeWatch};
+
+pub use status::DeliveryStatus;
+pub use target::{TapeRef, Target};
+
+/// Where a destination that holds no delivery from this tape yet starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum NewStart {
+    /// The first row of the tape.
+    #[default]
+    Start,
+    /// The end of the tape when the delivery opens (only rows recorded from now on).
+    End,
+}
+
+/// How deliveries run.
+#[derive(Debug, Clone)]
+pub struct DeliveryOptions {
+    /// Longest time a delivered row waits before its commit.
+    pub flush_interval: Duration,
+    /// Commit at least every this many rows while catching up.
+    pub commit_rows: u64,
+    /// Where a new destination starts.
+    pub new_start: NewStart,
+    /// How long to keep trying to open a sink whose server cannot be reached.
+    pub open_retry_for: Duration,
+}
+
+impl Default for DeliveryOptions {
+    fn default() -> Self {
+        DeliveryOptions {
+            flush_interval: Duration::from_secs(1),
+            commit_rows: 65_536,
+            new_start: NewStart::Start,
+            open_retry_for: Duration::from_secs(300),
+        }
+    }
+}
+
+/// How far the tape goes.
+#[derive(Debug, Clone)]
+pub enum TapeEnd {
+    /// A tape being recorded: deliver what it has acknowledged, until [`Delivery::finish`].
+    Live(TapeWatch),
+    /// A finished tape: deliver up to this sequence number.
+    Fixed(u64),
+}
+
+struct Shared {
+    /// Set by `finish`: the tape ends here.
+    final_end: Mutex<Option<u64>>,
+    /// Stop without delivering the rest (the process is going down).
+    abort: AtomicBool,
+}
+
+/// Reads the deliveries' statuses while they run; see [`Delivery::status_handle`].
+#[derive(Debug, Clone)]
+pub struct StatusHandle(Vec<Arc<Mutex<DeliveryStatus>>>);
+
+impl StatusHandle {
+    /// Where every sink stands now.
+    pub fn statuses(&self) -> Vec<DeliveryStatus> {
+        self.0.iter().map(|s| lock(s).clone()).collect()
+    }
+}
+
+struct Worker {
+    status: Arc<Mutex<DeliveryStatus>>,
+    handle: Option<JoinHandle<()>>,
+}
+
+/// Running deliveries from one tape; see the module docs.
+pub struct Delivery {
+    workers: Vec<Worker>,
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Delivery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Delivery")
+            .field("sinks", &self.workers.len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Delivery {
+    /// Starts one worker per sink. `sinks` pairs each sink's shown URI (credentials removed)
+    /// with its parsed spec.
+    pub fn start(
+        tape: TapeRef,
+        sinks: Vec<(String, SinkSpec)>,
+        end: TapeEnd,
+        options: &DeliveryOptions,
+    ) -> Result<Delivery> {
+        let shared = Arc::new(Shared {
+            final_end: Mutex::new(match end {
+                TapeEnd::Fixed(e) => Some(e),
+                TapeEnd::Live(_) => None,
+            }),
+            abort: AtomicBool::new(false),
+        });
+        let mut workers = Vec::new();
+        for (shown, spec) in sinks {
+            let status = Arc::new(Mutex::new(DeliveryStatus::new(shown.clone())));
+            let ctx = WorkerCtx {
+                tape: tape.clone(),
+                spec,
+                end: end.clone(),
+                options: options.clone(),
+                shared: shared.clone(),
+                status: status.clone(),
+                status_file: status::path_for(&tape.dir, &shown),
+            };
+            let handle = std::thread::Builder::new()
+                .name(format!("deliver {shown}"))
+                .spawn(move || ctx.run())
+                .map_err(|e| Error::io("start a delivery thread for", shown.as_str(), e))?;
+            workers.push(Worker {
+                status,
+                handle: Some(handle),
+            });
+        }
+        Ok(Delivery { workers, shared })
+    }
+
+    /// Where every sink stands now.
+    pub fn statuses(&self) -> Vec<DeliveryStatus> {
+        self.status_handle().statuses()
+    }
+
+    /// A handle that reads the statuses from another thread (a progress line).
+    pub fn status_handle(&self) -> StatusHandle {
+        StatusHandle(self.workers.iter().map(|w| w.status.clone()).collect())
+    }
+
+    /// The tape is complete at `end`: every worker delivers up to it, commits, and closes its
+    /// sink. Returns the final statuses (a failed sink's carries its error).
+    pub fn finish(mut self, end: u64) -> Vec<DeliveryStatus> {
+        *lock(&self.shared.final_end) = Some(end);
+        self.join()
+    }
+
+    /// Stops every worker where it is (committed rows stay committed; the rest is delivered
+    /// next time).
+    pub fn abort(mut self) -> Vec<DeliveryStatus> {
+        self.shared.abort.store(true, Ordering::SeqCst);
+        self.join()
+    }
+
+    fn join(&mut self) -> Vec<DeliveryStatus> {
+        for w in &mut self.workers {
+            if let Some(h) = w.handle.take()
+                && h.join().is_err()
+            {
+                let mut s = lock(&w.status);
+                s.state = "failed".into();
+                s.error = Some("the delivery thread panicked".into());
+            }
+        }
+        self.statuses()
+    }
+}
+
+impl Drop for Delivery {
+    fn drop(&mut self) {
+        self.shared.abort.store(true, Ordering::SeqCst);
+        self.join();
+    }
+}
+
+struct WorkerCtx {
+    tape: TapeRef,
+    spec: SinkSpec,
+    end: TapeEnd,
+    options: DeliveryOptions,
+    shared: Arc<Shared>,
+    status: Arc<Mutex<DeliveryStatus>>,
+    status_file: PathBuf,
+}
+
+impl WorkerCtx {
+    fn run(self) {
+        let result = self.deliver();
+        let mut s = lock(&self.status);
+        match result {
+            Ok(()) => {
+                if s.state != "aborted" {
+                    s.state = "done".into();
+                }
+            }
+            Err(e) => {
+                tracing::error!(sink = %s.sink, "delivery failed: {e}");
+                s.state = "failed".into();
+                s.error = Some(e.to_string());
+            }
+        }
+        s.updated_at = crate::record::time::iso_micros(now_micros());
+        let snapshot = s.clone();
+        drop(s);
+        status::write(&self.status_file, &snapshot);
+    }
+
+    /// The sequence number the tape has acknowledged up to, and whether it is final.
+    fn limit(&self) -> (u64, bool) {
+        if let Some(e) = *lock(&self.shared.final_end) {
+            return (e, true);
+        }
+        match &self.end {
+            TapeEnd::Live(w) => (w.durable_seq(), false),
+            TapeEnd::Fixed(e) => (*e, true),
+        }
+    }
+
+    fn set(&self, f: impl FnOnce(&mut DeliveryStatus)) {
+        f(&mut lock(&self.status));
+    }
+
+    fn aborted(&self) -> bool {
+        self.shared.abort.load(Ordering::SeqCst)
+    }
+
+    /// Opens the sink, retrying one whose server cannot be reached for `open_retry_for`.
+    fn open(&self) -> Result<Option<Box<dyn Target>>> {
+        let start = match self.options.new_start {
+            NewStart::Start => 0,
+            NewStart::End => self.limit().0,
+        };
+        let began = Instant::now();
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match target::open(self.spec.clone(), &self.tape, start) {
+                Ok(t) => return Ok(Some(t)),
+                Err(e @ Error::Connect { .. }) => {
+                    if began.elapsed() >= self.options.open_retry_for {
+                        return Err(e);
+                    }
+                    self.set(|s| {
+                        s.state = "reconnecting".into();
+                        s.error = Some(e.to_string());
+                    });
+                    let until = Instant::now() + backoff;
+                    while Instant::now() < until {
+                        if self.aborted() {
+                            return Ok(None);
+                        }
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn deliver(&self) -> Result<()> {
+        let Some(mut target) = self.open()? else {
+            self.set(|s| s.state = "aborted".into());
+            return Ok(());
+        };
+        let resume = target.resume_at();
+        let mut reader = TapeReader::open(&self.tape.dir, StartAt::Seq(resume))?;
+        let mut pos = resume;
+        let mut uncommitted = 0u64;
+        let mut last_commit = Instant::now();
+        let mut last_status = Instant::now() - Duration::from_secs(10);
+        let mut caught_up_at = SystemTime::now();
+        let mut idle = Duration::from_millis(2);
+        self.set(|s| {
+            s.state = "delivering".into();
+            s.error = None;
+            s.cursor = target.committed().or(Some(resume));
+        });
+        loop {
+            if self.aborted() {
+                if uncommitted > 0 {
+                    target.commit(pos)?;
+                }
+                self.set(|s| s.state = "aborted".into());
+                self.publish(target.as_ref(), pos, caught_up_at);
+                return Ok(());
+            }
+            let (limit, last) = self.limit();
+            reader.set_until(Some(limit));
+            match reader.next_batch()? {
+                Some((first, batch)) => {
+                    if first > pos {
+                        tracing::warn!(
+                            "{}: the tape has no rows {pos}..{first} (a damaged range was quarantined); skipping them",
+                            target.name()
+                        );
+                        target.skip(first - pos);
+                    }
+                    let n = batch.num_rows() as u64;
+                    target.write(&batch)?;
+                    pos = first + n;
+                    uncommitted += n;
+                    idle = Duration::from_millis(2);
+                    if uncommitted >= self.options.commit_rows
+                        || last_commit.elapsed() >= self.options.flush_interval
+                    {
+                        target.commit(pos)?;
+                        uncommitted = 0;
+                        last_commit = Instant::now();
+                    }
+                }
+                None => {
+                    let at_end = reader.position().max(pos);
+                    if at_end > pos {
+                        target.skip(at_end - pos);
+                        pos = at_end;
+                    }
+                    let behind = target.stats().pending > 0;
+                    if uncommitted > 0
+                        || (behind && last_commit.elapsed() >= self.options.flush_interval)
+                    {
+                        target.commit(pos)?;
+                        uncommitted = 0;
+                        last_commit = Instant::now();
+                    }
+                    if !behind {
+                        caught_up_at = SystemTime::now();
+                    }
+                    if last && pos >= limit {
+                        target.finish(pos)?;
+                        self.set(|s| s.state = "done".into());
+                        self.publish(target.as_ref(), pos, SystemTime::now());
+                        return Ok(());
+                    }
+                    std::thread::sleep(idle);
+                    idle = (idle * 2).min(Duration::from_millis(50));
+                }
+            }
+            if last_status.elapsed() >= Duration::from_millis(250) {
+                self.publish(target.as_ref(), pos, caught_up_at);
+                last_status = Instant::now();
+            }
+        }
+    }
+
+    /// Updates the in-memory status; writes the status file at most once a second.
+    fn publish(&self, target: &dyn Target, pos: u64, caught_up_at: SystemTime) {
+        let tape_end = self.limit().0.max(pos);
+        let stats = target.stats();
+        let cursor = target.committed();
+        let mut s = lock(&self.status);
+        s.sink = target.name().to_string();
+        s.cursor = cursor;
+        s.tape_end = tape_end;
+        s.lag_rows = tape_end.saturating_sub(cursor.unwrap_or(0));
+        s.lag_seconds = if s.lag_rows == 0 {
+            0.0
+        } else {
+            SystemTime::now()
+                .duration_since(caught_up_at)
+                .unwrap_or_default()
+                .as_secs_f64()
+        };
+        s.caught_up_at = crate::record::time::iso_micros(
+            caught_up_at
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_micros() as i64),
+        );
+        s.rows = stats.rows;
+        s.bytes = stats.bytes;
+        s.pending = stats.pending;
+        if stats.pending > 0 && s.state == "delivering" {
+            s.state = "reconnecting".into();
+        } else if stats.pending == 0 && s.state == "reconnecting" {
+            s.state = "delivering".into();
+        }
+        let due = s
+            .written
+            .is_none_or(|t| t.elapsed() >= Duration::from_secs(1))
+            || s.state != "delivering";
+        if due {
+            s.written = Some(Instant::now());
+            s.updated_at = crate::record::time::iso_micros(now_micros());
+            let snapshot = s.clone();
+            drop(s);
+            status::write(&self.status_file, &snapshot);
+        }
+    }
+}
+
+fn now_micros() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64)
+}

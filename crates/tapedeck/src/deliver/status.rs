@@ -1,0 +1,114 @@
+//! Where each delivery stands, for people: the progress line, `--summary-json`, and
+//! `tapedeck inspect`.
+//!
+//! Each worker keeps a [`DeliveryStatus`] in memory and writes it, at most once a second and when
+//! it stops, to `TAPE/deliveries/<hash>.json` (written under a temporary name and renamed).
+//! These files are informative only: the cursor that counts lives with each sink's data.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// Folder of the status files inside a tape directory.
+pub const DIR: &str = "deliveries";
+
+/// One sink's delivery, as last seen.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct DeliveryStatus {
+    /// The sink (URI with credentials removed).
+    pub sink: String,
+    /// `opening`, `delivering`, `reconnecting`, `done`, `aborted` or `failed`.
+    pub state: String,
+    /// Committed cursor: the destination holds the tape's rows before it.
+    pub cursor: Option<u64>,
+    /// The tape's acknowledged end when last looked at.
+    pub tape_end: u64,
+    /// Rows behind: `tape_end - cursor`.
+    pub lag_rows: u64,
+    /// Seconds since the destination last held everything the tape had acknowledged (0 when it
+    /// does).
+    pub lag_seconds: f64,
+    /// When it last held everything (ISO 8601, UTC).
+    pub caught_up_at: String,
+    /// Rows written to the sink by this run.
+    pub rows: u64,
+    /// Bytes written by this run.
+    pub bytes: u64,
+    /// Rows written but not yet in the destination (its server away).
+    pub pending: u64,
+    /// Why it failed, or the last connection error while reconnecting.
+    pub error: Option<String>,
+    /// When this status was taken (ISO 8601, UTC).
+    pub updated_at: String,
+    #[serde(skip)]
+    pub(crate) written: Option<Instant>,
+}
+
+impl DeliveryStatus {
+    pub(crate) fn new(sink: String) -> DeliveryStatus {
+        DeliveryStatus {
+            sink,
+            state: "opening".into(),
+            cursor: None,
+            tape_end: 0,
+            lag_rows: 0,
+            lag_seconds: 0.0,
+            caught_up_at: String::new(),
+            rows: 0,
+            bytes: 0,
+            pending: 0,
+            error: None,
+            updated_at: String::new(),
+            written: None,
+        }
+    }
+}
+
+/// The status file of the sink shown as `sink` in the tape `dir`.
+pub fn path_for(dir: &Path, sink: &str) -> PathBuf {
+    let digest = Sha256::digest(sink.as_bytes());
+    let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+    dir.join(DIR).join(format!("{hex}.json"))
+}
+
+/// Writes a status file; a failure is logged, never fatal (the file is informative).
+pub(crate) fn write(path: &Path, status: &DeliveryStatus) {
+    let result = (|| -> std::io::Result<()> {
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        let text = serde_json::to_vec_pretty(status).map_err(std::io::Error::other)?;
+        let tmp = path.with_extension("json.tmp");
+        std::fs::write(&tmp, text)?;
+        std::fs::rename(&tmp, path)
+    })();
+    if let Err(e) = result {
+        tracing::warn!("cannot write the delivery status {}: {e}", path.display());
+    }
+}
+
+/// Every status file of the tape in `dir`, sorted by sink; unreadable files are skipped with a
+/// warning.
+pub fn read_all(dir: &Path) -> Vec<DeliveryStatus> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir.join(DIR)) else {
+        return out;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.extension().is_none_or(|e| e != "json") {
+            continue;
+        }
+        match std::fs::read(&path).map(|b| serde_json::from_slice::<DeliveryStatus>(&b)) {
+            Ok(Ok(s)) => out.push(s),
+            Ok(Err(e)) => {
+                tracing::warn!("{}: not a delivery status ({e}); skipped", path.display())
+            }
+            Err(e) => tracing::warn!("{}: {e}; skipped", path.display()),
+        }
+    }
+    out.sort_by(|a, b| a.sink.cmp(&b.sink));
+    out
+}

@@ -1,0 +1,724 @@
+//! A sink as the destination of a delivery: the sink plus its cursor, kept so that the
+//! destination always holds exactly the tape rows `start..cursor`.
+//!
+//! How each kind keeps the cursor with its data:
+//!
+//! - **SQLite, PostgreSQL** — a row in `tapedeck_cursor`, moved in the same transaction as the
+//!   rows it counts.
+//! - **CSV, JSONL** — a cursor file (`.NAME.tapedeck-cursor`, [`super::cursor_file`]) with the
+//!   committed sequence number and the file's length at that point. On resume the file is cut
+//!   back to that length and continued.
+//! - **Parquet directory** — finished parts plus the cursor file in the directory: a part is
+//!   finished under its hidden name, the cursor records it, then it is renamed into place. On
+//!   resume an interrupted rename is completed, unfinished parts are removed, and the rows after
+//!   the last finished part are delivered again from the tape.
+//! - **Arrow IPC file, single Parquet file** — the file only appears complete: it is written
+//!   under a hidden name and renamed at the end of the delivery. A later delivery with new rows
+//!   rebuilds the file from the tape (`start..end`) and replaces it in one rename.
+//! - **memory:, null:** — nothing to resume; they start where the delivery starts.
+
+use std::path::{Path, PathBuf};
+
+use arrow_array::RecordBatch;
+
+use super::cursor_file::{self, COMPLETE, CursorFile, Found, Position, RENAME_PENDING};
+use crate::error::{Error, Result};
+use crate::sink::{Sink, SinkSpec, SinkStats};
+use crate::tape::{StartAt, TapeReader};
+
+/// The tape a delivery reads.
+#[derive(Debug, Clone)]
+pub struct TapeRef {
+    /// Its directory.
+    pub dir: PathBuf,
+    /// Its id (`TAPEID`).
+    pub id: String,
+}
+
+/// A sink fed by a delivery; see the module docs.
+pub trait Target: Send {
+    /// The sink's name (credentials removed).
+    fn name(&self) -> &str;
+    /// The first tape row the delivery must send.
+    fn resume_at(&self) -> u64;
+    /// Writes rows that follow the ones written before, in tape order.
+    fn write(&mut self, batch: &RecordBatch) -> Result<()>;
+    /// Makes what was written visible and, where the destination allows, commits the cursor
+    /// `end` with it.
+    fn commit(&mut self, end: u64) -> Result<()>;
+    /// The cursor the destination holds now (`None` while it holds nothing committed).
+    fn committed(&self) -> Option<u64>;
+    /// Commits `end` and closes the sink.
+    fn finish(&mut self, end: u64) -> Result<()>;
+    /// The tape has no rows for the next `rows` sequence numbers (a damaged range recovery
+    /// quarantined): destinations that count their cursor by rows count these too.
+    fn skip(&mut self, _rows: u64) {}
+    /// Rows and bytes written in this run; `pending` rows are written but not yet in the
+    /// destination (a database away).
+    fn stats(&self) -> SinkStats;
+}
+
+/// Opens `spec` as a delivery target of `tape`; a destination that holds no delivery yet starts
+/// at `start`.
+pub fn open(spec: SinkSpec, tape: &TapeRef, start: u64) -> Result<Box<dyn Target>> {
+    Ok(match spec {
+        SinkSpec::Csv(path, mut o) => {
+            let overwrite = o.file.overwrite;
+            o.file = crate::sink::FileOptions {
+                overwrite: false,
+                append: true,
+            };
+            let name = format!("csv:{}", path.display());
+            Box::new(TextFile::open(name, &path, overwrite, tape, start, |p| {
+                Ok(Box::new(crate::sink::csv::CsvSink::create(p, o.clone())?))
+            })?)
+        }
+        SinkSpec::Jsonl(path, mut o) => {
+            let overwrite = o.file.overwrite;
+            o.file = crate::sink::FileOptions {
+                overwrite: false,
+                append: true,
+            };
+            let name = format!("jsonl:{}", path.display());
+            Box::new(TextFile::open(name, &path, overwrite, tape, start, |p| {
+                Ok(Box::new(crate::sink::jsonl::JsonlSink::create(
+                    p,
+                    o.clone(),
+                )?))
+            })?)
+        }
+        SinkSpec::Ipc(path, mut o) => {
+            let overwrite = o.file.overwrite;
+            o.file.overwrite = true;
+            let name = format!("ipc:{}", path.display());
+            Box::new(WholeFile::open(
+                name,
+                &path,
+                overwrite,
+                tape,
+                start,
+                Box::new(move |p: &Path| {
+                    Ok(Box::new(crate::sink::ipc::IpcSink::create(p, o.clone())?) as Box<dyn Sink>)
+                }),
+            )?)
+        }
+        #[cfg(feature = "parquet")]
+        SinkSpec::Parquet(crate::sink::parquet::ParquetTarget::File(path), mut o) => {
+            let overwrite = o.file.overwrite;
+            o.file.overwrite = true;
+            let name = format!("parquet:{}", path.display());
+            Box::new(WholeFile::open(
+                name,
+                &path,
+                overwrite,
+                tape,
+                start,
+                Box::new(move |p: &Path| {
+                    Ok(Box::new(crate::sink::parquet::ParquetSink::create(
+                        crate::sink::parquet::ParquetTarget::File(p.to_path_buf()),
+                        o.clone(),
+                    )?) as Box<dyn Sink>)
+                }),
+            )?)
+        }
+        #[cfg(feature = "parquet")]
+        SinkSpec::Parquet(crate::sink::parquet::ParquetTarget::Dir(dir), o) => {
+            Box::new(parquet_dir::open(&dir, o, tape, start)?)
+        }
+        #[cfg(feature = "sqlite")]
+        SinkSpec::Sqlite(path, o) => {
+            let mut sink = crate::sink::sqlite::SqliteSink::open(path, o)?;
+            let resume = sink.attach_cursor(&tape.id, start)?;
+            Box::new(Counted {
+                name: sink.name().to_string(),
+                resume,
+                sink,
+            })
+        }
+        #[cfg(feature = "postgres")]
+        SinkSpec::Postgres(o) => {
+            let (sink, resume) =
+                crate::sink::postgres::PostgresSink::open_delivery(o, &tape.id, start)?;
+            Box::new(Counted {
+                name: sink.name().to_string(),
+                resume,
+                sink,
+            })
+        }
+        spec @ (SinkSpec::Memory | SinkSpec::Null) => {
+            let sink = spec.open()?;
+            Box::new(Volatile {
+                name: sink.name().to_string(),
+                sink,
+                start,
+                committed: None,
+            })
+        }
+    })
+}
+
+/// `.NAME.SUFFIX` beside `path`.
+pub(crate) fn hidden_beside(path: &Path, suffix: &str) -> PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    path.with_file_name(format!(".{name}.{suffix}"))
+}
+
+fn other_tape(name: &str, cursor: &Path, theirs: &str, ours: &str) -> Error {
+    Error::Delivery {
+        sink: name.to_string(),
+        message: format!(
+            "its cursor {} belongs to tape {theirs}, not to this tape ({ours}); deliver into a new destination, or delete the destination and its cursor file to start over",
+            cursor.display()
+        ),
+    }
+}
+
+fn file_len(path: &Path) -> Result<Option<u64>> {
+    match std::fs::metadata(path) {
+        Ok(m) => Ok(Some(m.len())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io("stat", path, e)),
+    }
+}
+
+fn remove_if_exists(path: &Path) -> Result<()> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io("remove", path, e)),
+    }
+}
+
+/// Cuts `path` to `len` bytes (creating it empty when `len` is 0 and it does not exist).
+fn cut(path: &Path, len: u64) -> Result<()> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(|e| Error::io("create directory", parent, e))?;
+    }
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map_err(|e| Error::io("open", path, e))?;
+    f.set_len(len).map_err(|e| Error::io("truncate", path, e))
+}
+
+/// CSV and JSONL: the file is cut back to its committed length on resume.
+struct TextFile {
+    name: String,
+    path: PathBuf,
+    sink: Box<dyn Sink>,
+    cursor: CursorFile,
+    resume: u64,
+    /// `true` once the file has been checked to hold the committed bytes.
+    committed: Option<u64>,
+}
+
+impl TextFile {
+    fn open(
+        name: String,
+        path: &Path,
+        overwrite: bool,
+        tape: &TapeRef,
+        start: u64,
+        make: impl Fn(&Path) -> Result<Box<dyn Sink>>,
+    ) -> Result<TextFile> {
+        let cursor_path = hidden_beside(path, "tapedeck-cursor");
+        let existing = file_len(path)?;
+        let (cursor, resume, committed) = match CursorFile::open(&cursor_path, &tape.id)? {
+            Found::Ours(c) => {
+                let (seq, len) = c.position().map_or((c.start(), 0), |p| (p.seq, p.value));
+                match existing {
+                    Some(have) if have >= len => {
+                        cut(path, len)?;
+                        let committed = c.position().map(|p| p.seq);
+                        (c, seq, committed)
+                    }
+                    have => {
+                        tracing::warn!(
+                            "{name}: the file holds {} bytes but its cursor says {len} were committed (lost in a power failure, or changed by hand); rebuilding it from the tape",
+                            have.unwrap_or(0)
+                        );
+                        cut(path, 0)?;
+                        let start = c.start();
+                        (
+                            CursorFile::create(&cursor_path, &tape.id, start)?,
+                            start,
+                            None,
+                        )
+                    }
+                }
+            }
+            Found::OtherTape(theirs) => {
+                return Err(other_tape(&name, &cursor_path, &theirs, &tape.id));
+            }
+            Found::Damaged(problem) => {
+                tracing::warn!(
+                    "{name}: its cursor {} is damaged ({problem}); rebuilding the file from the tape",
+                    cursor_path.display()
+                );
+                cut(path, 0)?;
+                (
+                    CursorFile::create(&cursor_path, &tape.id, start)?,
+                    start,
+                    None,
+                )
+            }
+            Found::Missing => {
+                if existing.is_some_and(|l| l > 0) && !overwrite {
+                    return Err(Error::Delivery {
+                        sink: name,
+                        message: format!(
+                            "{} exists and holds no delivery from this tape (no cursor file {}); deliver into a new file, or add `?overwrite=true` to replace it",
+                            path.display(),
+                            cursor_path.display()
+                        ),
+                    });
+                }
+                cut(path, 0)?;
+                (
+                    CursorFile::create(&cursor_path, &tape.id, start)?,
+                    start,
+                    None,
+                )
+            }
+        };
+        Ok(TextFile {
+            sink: make(path)?,
+            name,
+            path: path.to_path_buf(),
+            cursor,
+            resume,
+            committed,
+        })
+    }
+}
+
+impl Target for TextFile {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn resume_at(&self) -> u64 {
+        self.resume
+    }
+
+    fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        self.sink.write(batch)
+    }
+
+    fn commit(&mut self, end: u64) -> Result<()> {
+        self.sink.flush()?;
+        self.record(end, false)
+    }
+
+    fn committed(&self) -> Option<u64> {
+        self.committed
+    }
+
+    fn finish(&mut self, end: u64) -> Result<()> {
+        self.sink.close()?;
+        self.record(end, true)
+    }
+
+    fn stats(&self) -> SinkStats {
+        self.sink.stats()
+    }
+}
+
+impl TextFile {
+    /// Records `end` with the file's length now (everything written has reached the file).
+    fn record(&mut self, end: u64, sync: bool) -> Result<()> {
+        let len = file_len(&self.path)?.unwrap_or(0);
+        self.cursor.commit(
+            Position {
+                seq: end,
+                value: len,
+                flags: 0,
+            },
+            sync,
+        )?;
+        self.committed = Some(end);
+        Ok(())
+    }
+}
+
+/// A maker of the inner sink of a whole-file target, given the hidden path to write.
+type MakeSink = Box<dyn Fn(&Path) -> Result<Box<dyn Sink>> + Send>;
+
+/// Arrow IPC and single Parquet files: written whole under a hidden name, renamed at the end.
+struct WholeFile {
+    name: String,
+    path: PathBuf,
+    partial: PathBuf,
+    make: MakeSink,
+    inner: Option<Box<dyn Sink>>,
+    /// Stats of the copy finished by `finish`.
+    finished: SinkStats,
+    cursor: CursorFile,
+    /// The visible file holds `start..complete`.
+    complete: Option<u64>,
+    tape: TapeRef,
+}
+
+impl WholeFile {
+    fn open(
+        name: String,
+        path: &Path,
+        overwrite: bool,
+        tape: &TapeRef,
+        start: u64,
+        make: MakeSink,
+    ) -> Result<WholeFile> {
+        let cursor_path = hidden_beside(path, "tapedeck-cursor");
+        let partial = hidden_beside(path, "tapedeck-partial");
+        let (mut cursor, complete) = match CursorFile::open(&cursor_path, &tape.id)? {
+            Found::Ours(c) => match c.position() {
+                Some(p) if p.flags & RENAME_PENDING != 0 => {
+                    // The hidden copy was complete and the rename may not have happened.
+                    if file_len(&partial)?.is_some() {
+                        std::fs::rename(&partial, path)
+                            .map_err(|e| Error::io("rename into place", path, e))?;
+                        cursor_file::sync_parent(path);
+                    }
+                    (c, Some(p))
+                }
+                Some(p) if p.flags & COMPLETE != 0 => (c, Some(p)),
+                _ => (c, None),
+            },
+            Found::OtherTape(theirs) => {
+                return Err(other_tape(&name, &cursor_path, &theirs, &tape.id));
+            }
+            Found::Damaged(problem) => {
+                tracing::warn!(
+                    "{name}: its cursor {} is damaged ({problem}); rebuilding the file from the tape",
+                    cursor_path.display()
+                );
+                (CursorFile::create(&cursor_path, &tape.id, start)?, None)
+            }
+            Found::Missing => {
+                if path.exists() && !overwrite {
+                    return Err(Error::Delivery {
+                        sink: name,
+                        message: format!(
+                            "{} exists and holds no delivery from this tape (no cursor file {}); deliver into a new file, or add `?overwrite=true` to replace it",
+                            path.display(),
+                            cursor_path.display()
+                        ),
+                    });
+                }
+                (CursorFile::create(&cursor_path, &tape.id, start)?, None)
+            }
+        };
+        // Whatever hidden copy is left is an unfinished rebuild.
+        remove_if_exists(&partial)?;
+        if let Some(p) = complete.filter(|p| p.flags & RENAME_PENDING != 0) {
+            cursor.commit(
+                Position {
+                    seq: p.seq,
+                    value: 0,
+                    flags: COMPLETE,
+                },
+                true,
+            )?;
+        }
+        Ok(WholeFile {
+            name,
+            path: path.to_path_buf(),
+            partial,
+            make,
+            inner: None,
+            finished: SinkStats::default(),
+            complete: complete.map(|p| p.seq),
+            cursor,
+            tape: tape.clone(),
+        })
+    }
+
+    /// Starts the hidden copy; when the visible file holds rows, copies them from the tape first.
+    fn start_copy(&mut self) -> Result<&mut Box<dyn Sink>> {
+        if self.inner.is_none() {
+            let mut inner = (self.make)(&self.partial)?;
+            let start = self.cursor.start();
+            if let Some(end) = self.complete.filter(|e| *e > start) {
+                let reader = TapeReader::open(&self.tape.dir, StartAt::Seq(start))?;
+                for item in reader.until(Some(end)) {
+                    inner.write(&item?.1)?;
+                }
+            }
+            self.inner = Some(inner);
+        }
+        self.inner.as_mut().ok_or_else(|| Error::SinkClosed {
+            sink: self.name.clone(),
+        })
+    }
+}
+
+impl Target for WholeFile {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn resume_at(&self) -> u64 {
+        self.complete.unwrap_or(self.cursor.start())
+    }
+
+    fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        self.start_copy()?.write(batch)
+    }
+
+    fn commit(&mut self, _end: u64) -> Result<()> {
+        match &mut self.inner {
+            Some(s) => s.flush(),
+            None => Ok(()),
+        }
+    }
+
+    fn committed(&self) -> Option<u64> {
+        self.complete
+    }
+
+    fn finish(&mut self, end: u64) -> Result<()> {
+        if self.inner.is_none() && self.complete.is_some() {
+            // Nothing new: the visible file is already complete.
+            return Ok(());
+        }
+        let mut inner = match self.inner.take() {
+            Some(i) => i,
+            None => (self.make)(&self.partial)?,
+        };
+        inner.close()?;
+        self.finished = inner.stats();
+        std::fs::File::open(&self.partial)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| Error::io("fsync", &self.partial, e))?;
+        self.cursor.commit(
+            Position {
+                seq: end,
+                value: 0,
+                flags: RENAME_PENDING,
+            },
+            true,
+        )?;
+        std::fs::rename(&self.partial, &self.path)
+            .map_err(|e| Error::io("rename into place", &self.path, e))?;
+        cursor_file::sync_parent(&self.path);
+        self.cursor.commit(
+            Position {
+                seq: end,
+                value: 0,
+                flags: COMPLETE,
+            },
+            true,
+        )?;
+        self.complete = Some(end);
+        Ok(())
+    }
+
+    fn stats(&self) -> SinkStats {
+        self.inner.as_ref().map_or(self.finished, |s| s.stats())
+    }
+}
+
+/// SQLite, PostgreSQL and the Parquet directory: the sink keeps the cursor itself, moving it
+/// with its own transactions or finished parts.
+struct Counted<S: CursorRow> {
+    name: String,
+    sink: S,
+    resume: u64,
+}
+
+/// A sink that moves a delivery's cursor itself, with the data it commits.
+pub(crate) trait CursorRow: Sink {
+    /// The cursor as committed.
+    fn committed_cursor(&self) -> Option<u64>;
+    /// Counts `rows` sequence numbers the tape has no rows for into the cursor.
+    fn skip_cursor(&mut self, rows: u64);
+}
+
+impl<S: CursorRow> Target for Counted<S> {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn resume_at(&self) -> u64 {
+        self.resume
+    }
+
+    fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        self.sink.write(batch)
+    }
+
+    fn commit(&mut self, _end: u64) -> Result<()> {
+        self.sink.flush()
+    }
+
+    fn committed(&self) -> Option<u64> {
+        self.sink.committed_cursor()
+    }
+
+    fn finish(&mut self, _end: u64) -> Result<()> {
+        self.sink.close()
+    }
+
+    fn skip(&mut self, rows: u64) {
+        self.sink.skip_cursor(rows);
+    }
+
+    fn stats(&self) -> SinkStats {
+        self.sink.stats()
+    }
+}
+
+/// `memory:` and `null:`: nothing survives the process, so nothing to resume.
+struct Volatile {
+    name: String,
+    sink: Box<dyn Sink>,
+    start: u64,
+    committed: Option<u64>,
+}
+
+impl Target for Volatile {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn resume_at(&self) -> u64 {
+        self.start
+    }
+
+    fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        self.sink.write(batch)
+    }
+
+    fn commit(&mut self, end: u64) -> Result<()> {
+        self.sink.flush()?;
+        self.committed = Some(end);
+        Ok(())
+    }
+
+    fn committed(&self) -> Option<u64> {
+        self.committed
+    }
+
+    fn finish(&mut self, end: u64) -> Result<()> {
+        self.sink.close()?;
+        self.committed = Some(end);
+        Ok(())
+    }
+
+    fn stats(&self) -> SinkStats {
+        self.sink.stats()
+    }
+}
+
+#[cfg(feature = "parquet")]
+mod parquet_dir {
+    //! The rolling-parts Parquet form under a delivery.
+
+    use std::path::{Path, PathBuf};
+
+    use super::{Counted, TapeRef, other_tape, remove_if_exists};
+    use crate::deliver::cursor_file::{CursorFile, Found};
+    use crate::error::{Error, Result};
+    use crate::sink::parquet::{ParquetOptions, ParquetSink, ParquetTarget};
+
+    fn part_number(name: &str) -> Option<u64> {
+        name.strip_prefix("part-")
+            .and_then(|r| r.strip_suffix(".parquet"))
+            .and_then(|n| n.parse().ok())
+    }
+
+    fn partial_number(name: &str) -> Option<u64> {
+        name.strip_prefix('.')
+            .and_then(|r| r.strip_suffix(".partial"))
+            .and_then(part_number)
+    }
+
+    /// Opens the rolling form under a delivery: recovers the directory (see the module docs)
+    /// and returns the sink with its cursor attached.
+    pub(super) fn open(
+        dir: &Path,
+        options: ParquetOptions,
+        tape: &TapeRef,
+        start: u64,
+    ) -> Result<Counted<ParquetSink>> {
+        let name = format!("parquet:{}", dir.display());
+        std::fs::create_dir_all(dir).map_err(|e| Error::io("create directory", dir, e))?;
+        let cursor_path = dir.join(".tapedeck-cursor");
+        let mut parts = Vec::new();
+        let mut partials = Vec::new();
+        for entry in std::fs::read_dir(dir).map_err(|e| Error::io("list", dir, e))? {
+            let entry = entry.map_err(|e| Error::io("list", dir, e))?;
+            let file = entry.file_name().to_string_lossy().into_owned();
+            if let Some(n) = part_number(&file) {
+                parts.push(n);
+            } else if let Some(n) = partial_number(&file) {
+                partials.push((n, dir.join(&file)));
+            }
+        }
+        let (cursor, seq, next) = match CursorFile::open(&cursor_path, &tape.id)? {
+            Found::Ours(c) => {
+                let (seq, next) = c.position().map_or((c.start(), 0), |p| (p.seq, p.value));
+                (c, seq, next)
+            }
+            Found::OtherTape(theirs) => {
+                return Err(other_tape(&name, &cursor_path, &theirs, &tape.id));
+            }
+            Found::Damaged(problem) => {
+                return Err(Error::Delivery {
+                    sink: name,
+                    message: format!(
+                        "its cursor {} is damaged ({problem}); move the parts elsewhere and deliver into an empty directory",
+                        cursor_path.display()
+                    ),
+                });
+            }
+            Found::Missing => {
+                if !parts.is_empty() {
+                    return Err(Error::Delivery {
+                        sink: name,
+                        message: format!(
+                            "{} holds parts that no delivery from this tape wrote (no cursor file {}); deliver into an empty directory",
+                            dir.display(),
+                            cursor_path.display()
+                        ),
+                    });
+                }
+                (CursorFile::create(&cursor_path, &tape.id, start)?, start, 0)
+            }
+        };
+        for (n, partial) in partials {
+            let last_ready = next > 0 && n == next - 1;
+            let target = dir.join(format!("part-{n:06}.parquet"));
+            if last_ready && !target.exists() {
+                // Ready and recorded, not yet renamed when the process stopped.
+                std::fs::rename(&partial, &target)
+                    .map_err(|e| Error::io("rename into place", &target, e))?;
+                super::cursor_file::sync_parent(&target);
+            } else {
+                remove_if_exists(&partial)?;
+            }
+        }
+        for n in parts.into_iter().filter(|n| *n >= next) {
+            // Cannot happen with parts renamed after their cursor; a stray copy would
+            // duplicate rows, so it goes.
+            let stray: PathBuf = dir.join(format!("part-{n:06}.parquet"));
+            tracing::warn!(
+                "{name}: removing {} — no cursor accounts for it",
+                stray.display()
+            );
+            remove_if_exists(&stray)?;
+        }
+        let mut sink = ParquetSink::create(ParquetTarget::Dir(dir.to_path_buf()), options)?;
+        sink.deliver_parts(next, cursor, seq);
+        Ok(Counted {
+            name,
+            sink,
+            resume: seq,
+        })
+    }
+}
