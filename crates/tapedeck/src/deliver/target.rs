@@ -157,8 +157,9 @@ pub fn open(spec: SinkSpec, tape: &TapeRef, start: u64) -> Result<Box<dyn Target
     })
 }
 
-/// `.NAME.SUFFIX` beside `path`.
-pub(crate) fn hidden_beside(path: &Path, suffix: &str) -> PathBuf {
+/// `.NAME.SUFFIX` beside `path` (the hidden cursor file `tapedeck-cursor`, the hidden copy
+/// `tapedeck-partial`).
+pub fn hidden_beside(path: &Path, suffix: &str) -> PathBuf {
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
