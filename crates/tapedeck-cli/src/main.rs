@@ -209,9 +209,12 @@ const RECORD_HELP: &str = concat!(
   tapedeck record --source 'sim:alicat?rate=100' \
       --sink 'postgres://lab:secret@db.local:5432/plant?schema=raw&table=flow'
 
-  # also onto a crash-safe tape, each row acknowledged after its fdatasync; then check it
-  tapedeck record --source 'sim:daq' --duration 10s --tape runs/tape --fsync always
+  # onto a crash-safe tape first, each row acknowledged after its fdatasync; the sinks are fed
+  # from the tape, each from its own cursor, exactly once even if the recorder is killed
+  tapedeck record --source 'sim:alicat?rate=1000' --tape runs/tape --fsync always \
+      --sink csv:run.csv --sink 'sqlite:lab.db?table=samples&create_table=true'
   tapedeck verify runs/tape
+  tapedeck record --source 'sim:alicat?rate=1000' --tape runs/tape --sink csv:run.csv   # resumes
 
   # tail a CSV stream from stdin, skipping malformed lines, flushing every 250 ms
   producer | tapedeck record --source 'stdin:csv?on_error=skip' --flush-interval 250ms \\
