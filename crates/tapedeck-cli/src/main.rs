@@ -465,8 +465,9 @@ fn record(args: RecordArgs) -> u8 {
     let report = pipe_report(src, sinks, &options);
     let mut deliveries = None;
     let tape = tape_run.map(|(dir, w, start, delivery)| {
-        // The tape is closed (everything on it durable): every sink is brought to its end.
-        deliveries = Some(delivery.finish(w.next_seq()));
+        // The tape is closed: every sink is brought to its acknowledged end (all of it, unless
+        // the tape failed).
+        deliveries = Some(delivery.finish(w.durable_seq()));
         serde_json::json!({
             "dir": dir.display().to_string(),
             "first_seq": start,

@@ -1004,3 +1004,60 @@ fn record_keeps_going_while_postgres_restarts_and_says_the_sink_is_behind() {
         "rows and distinct rows in the table"
     );
 }
+
+#[test]
+fn record_with_a_tape_delivers_from_it_resumes_and_inspect_shows_cursors() {
+    let dir = tempfile::tempdir().unwrap();
+    let tape = dir.path().join("tape");
+    let csv = dir.path().join("out.csv");
+    let summary_path = dir.path().join("s.json");
+    let record = |n: u64| {
+        run(&[
+            "record",
+            "--source",
+            &format!("sim:alicat?n={n}"),
+            "--tape",
+            &tape.display().to_string(),
+            "--sink",
+            &format!("csv:{}", csv.display()),
+            "--summary-json",
+            &summary_path.display().to_string(),
+            "-q",
+        ])
+    };
+    let out = record(3000);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // The same command again continues the file instead of refusing or overwriting it.
+    let out = record(2000);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let s = summary(&summary_path);
+    let d = &s["deliveries"][0];
+    assert_eq!(d["state"], "done");
+    assert_eq!(d["cursor"], 5000);
+    assert_eq!(d["rows"], 2000);
+    assert_eq!(d["lag_rows"], 0);
+    let text = std::fs::read_to_string(&csv).unwrap();
+    assert_eq!(text.lines().count(), 5001, "one header, every row once");
+    let out = run(&["inspect", &tape.display().to_string(), "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(info["end_seq"], 5000);
+    assert_eq!(info["deliveries"][0]["cursor"], 5000);
+    // A sink added later with `deliver` starts at the beginning of the tape.
+    let late = dir.path().join("late.jsonl");
+    let out = run(&[
+        "deliver",
+        &tape.display().to_string(),
+        "--sink",
+        &format!("jsonl:{}", late.display()),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        std::fs::read_to_string(&late).unwrap().lines().count(),
+        5000
+    );
+    let out = run(&["inspect", &tape.display().to_string()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("deliveries: 2"), "{text}");
+    assert!(text.contains("cursor 5000  lag 0 rows"), "{text}");
+}

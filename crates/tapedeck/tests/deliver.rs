@@ -328,3 +328,38 @@ fn a_new_sink_can_start_at_the_end_of_the_tape() {
         (uri.as_str(), Some(500))
     );
 }
+
+#[test]
+fn a_cursor_past_the_end_of_the_tape_is_an_error_not_a_silent_skip() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.csv");
+    let uri = format!("csv:{}", out.display());
+    let (tape, end) = record(&dir.path().join("tape"), 0, 200);
+    deliver(&tape, end, &uri);
+    // As if the tape lost its last rows in a power failure after the sink had them.
+    let cursor_path = target::hidden_beside(&out, "tapedeck-cursor");
+    let tapedeck::deliver::cursor_file::Found::Ours(mut c) =
+        tapedeck::deliver::cursor_file::CursorFile::open(&cursor_path, &tape.id).unwrap()
+    else {
+        panic!("the cursor file is ours");
+    };
+    let len = std::fs::metadata(&out).unwrap().len();
+    c.commit(
+        tapedeck::deliver::cursor_file::Position {
+            seq: 260,
+            value: len,
+            flags: 0,
+        },
+        true,
+    )
+    .unwrap();
+    let s = deliver(&tape, end, &uri);
+    assert_eq!(s.state, "failed");
+    assert!(
+        s.error
+            .as_deref()
+            .is_some_and(|e| e.contains("cursor is 260 but the tape ends at 200")),
+        "{:?}",
+        s.error
+    );
+}

@@ -288,6 +288,17 @@ impl WorkerCtx {
             return Ok(());
         };
         let resume = target.resume_at();
+        let (limit, _) = self.limit();
+        if resume > limit {
+            // The cursor is past what the tape holds: the tape lost acknowledged rows (a power
+            // failure under fsync=never). New rows would reuse those sequence numbers.
+            return Err(Error::Delivery {
+                sink: target.name().to_string(),
+                message: format!(
+                    "its cursor is {resume} but the tape ends at {limit}: the tape lost rows this sink holds (a power failure with --fsync never?); deliver into a new destination"
+                ),
+            });
+        }
         let mut reader = TapeReader::open(&self.tape.dir, StartAt::Seq(resume))?;
         let mut pos = resume;
         let mut uncommitted = 0u64;
