@@ -26,6 +26,7 @@
 #![warn(missing_docs)]
 
 pub mod deliver;
+pub mod dtraw;
 pub mod error;
 pub mod pipe;
 pub mod record;

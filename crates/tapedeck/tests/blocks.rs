@@ -16,16 +16,7 @@ fn block(period_ns: Option<i64>) -> Block {
         t_utc_us: 1_767_225_600_000_000,
         period_ns,
         read_window_ns: 400_000,
-        channels: vec![
-            Channel {
-                name: "ai0".into(),
-                unit: Some("V".into()),
-            },
-            Channel {
-                name: "ai1".into(),
-                unit: None,
-            },
-        ],
+        channels: vec![Channel::new("ai0", Some("V")), Channel::new("ai1", None)],
         samples: 4,
         values: vec![0.0, 0.1, 0.2, 0.3, 1.0, 1.1, 1.2, 1.3],
         raw: Some(RawCodes::I16(vec![0, 1, 2, 3, 10, 11, 12, 13])),

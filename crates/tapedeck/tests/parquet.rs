@@ -368,16 +368,7 @@ fn block(index: u64) -> Block {
         t_utc_us: 0,
         period_ns: Some(100),
         read_window_ns: 0,
-        channels: vec![
-            Channel {
-                name: "ai0".into(),
-                unit: Some("V".into()),
-            },
-            Channel {
-                name: "ai1".into(),
-                unit: None,
-            },
-        ],
+        channels: vec![Channel::new("ai0", Some("V")), Channel::new("ai1", None)],
         samples: 4,
         values: (0..8).map(f64::from).collect(),
         raw: None,

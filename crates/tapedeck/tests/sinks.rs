@@ -319,10 +319,7 @@ fn daq_block() -> Block {
         t_utc_us: 0,
         period_ns: Some(100_000),
         read_window_ns: 0,
-        channels: vec![Channel {
-            name: "ai0".into(),
-            unit: Some("V".into()),
-        }],
+        channels: vec![Channel::new("ai0", Some("V"))],
         samples: 3,
         values: vec![0.1, 0.2, 0.3],
         raw: None,

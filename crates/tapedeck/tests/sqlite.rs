@@ -361,16 +361,7 @@ fn block(index: u64) -> Block {
         t_utc_us: 1_767_225_600_000_000,
         period_ns: Some(1_000),
         read_window_ns: 0,
-        channels: vec![
-            Channel {
-                name: "ai0".into(),
-                unit: Some("V".into()),
-            },
-            Channel {
-                name: "ai1".into(),
-                unit: None,
-            },
-        ],
+        channels: vec![Channel::new("ai0", Some("V")), Channel::new("ai1", None)],
         samples: 3,
         values: vec![0.0, 0.1, 0.2, 1.0, 1.1, 1.2],
         raw: None,

@@ -5,7 +5,7 @@
 //!
 //! - **SQLite, PostgreSQL** — a row in `tapedeck_cursor`, moved in the same transaction as the
 //!   rows it counts.
-//! - **CSV, JSONL** — a cursor file (`.NAME.tapedeck-cursor`, [`super::cursor_file`]) with the
+//! - **CSV, JSONL, raw `.dt-raw`** — a cursor file (`.NAME.tapedeck-cursor`, [`super::cursor_file`]) with the
 //!   committed sequence number and the file's length at that point. On resume the file is cut
 //!   back to that length and continued.
 //! - **Parquet directory** — finished parts plus the cursor file in the directory: a part is
@@ -85,6 +85,13 @@ pub fn open(spec: SinkSpec, tape: &TapeRef, start: u64) -> Result<Box<dyn Target
                     p,
                     o.clone(),
                 )?))
+            })?)
+        }
+        SinkSpec::Raw(path, o) => {
+            let overwrite = o.file.overwrite;
+            let name = format!("raw:{}", path.display());
+            Box::new(TextFile::open(name, &path, overwrite, tape, start, |p| {
+                Ok(Box::new(crate::sink::raw::RawSink::append(p, o.clone())?))
             })?)
         }
         SinkSpec::Ipc(path, mut o) => {

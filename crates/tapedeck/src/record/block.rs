@@ -35,6 +35,86 @@ pub struct Channel {
     pub name: String,
     /// Engineering unit (e.g. `V`), if known.
     pub unit: Option<String>,
+    /// How the channel's raw codes turn into engineering units, if known.
+    pub scale: Option<Scale>,
+}
+
+impl Channel {
+    /// A channel with a name and a unit, without a raw-code scale.
+    pub fn new(name: impl Into<String>, unit: Option<&str>) -> Channel {
+        Channel {
+            name: name.into(),
+            unit: unit.map(str::to_string),
+            scale: None,
+        }
+    }
+}
+
+/// How raw converter codes are laid out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encoding {
+    /// Signed codes: the lowest code is the type's minimum (-32768 for int16).
+    TwosComplement,
+    /// Unsigned codes stored in the signed type, offset by half the range.
+    OffsetBinary,
+}
+
+impl Encoding {
+    /// The name used in `.dt-raw` headers.
+    pub fn name(self) -> &'static str {
+        match self {
+            Encoding::TwosComplement => "twos_complement",
+            Encoding::OffsetBinary => "offset_binary",
+        }
+    }
+
+    /// Parses a `.dt-raw` header name.
+    pub fn from_name(name: &str) -> Option<Encoding> {
+        match name {
+            "twos_complement" => Some(Encoding::TwosComplement),
+            "offset_binary" => Some(Encoding::OffsetBinary),
+            _ => None,
+        }
+    }
+}
+
+/// The converter behind a channel: its input range (at gain 1), gain and code encoding. A code
+/// `c` of a `bits`-bit converter reads
+/// `(min + (c - c_lo) · (max - min) / (2^bits - 1)) / gain` volts, where `c_lo` is the lowest
+/// code (`-2^(bits-1)` for two's complement, 0 for offset binary).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Scale {
+    /// Lowest and highest input, in the channel's unit.
+    pub range: (f64, f64),
+    /// Amplifier gain in front of the converter.
+    pub gain: f64,
+    /// Code layout.
+    pub encoding: Encoding,
+}
+
+impl Scale {
+    fn lowest(self, bits: u32) -> f64 {
+        match self.encoding {
+            Encoding::TwosComplement => -(2f64.powi(bits as i32 - 1)),
+            Encoding::OffsetBinary => 0.0,
+        }
+    }
+
+    fn step(self, bits: u32) -> f64 {
+        (self.range.1 - self.range.0) / (2f64.powi(bits as i32) - 1.0)
+    }
+
+    /// The value a code stands for.
+    pub fn to_units(self, code: i64, bits: u32) -> f64 {
+        (self.range.0 + (code as f64 - self.lowest(bits)) * self.step(bits)) / self.gain
+    }
+
+    /// The nearest code for a value (clamped to the converter's codes).
+    pub fn to_code(self, value: f64, bits: u32) -> i64 {
+        let lo = self.lowest(bits);
+        let hi = lo + 2f64.powi(bits as i32) - 1.0;
+        (((value * self.gain - self.range.0) / self.step(bits)).round() + lo).clamp(lo, hi) as i64
+    }
 }
 
 /// Raw converter codes, channel-major like [`Block::values`].
@@ -189,7 +269,7 @@ impl Block {
     /// let block = Block {
     ///     device: "dev1".into(), task: "t".into(), block_index: 0, first_sample_index: 0,
     ///     t_mono_ns: 0, t_utc_us: 0, period_ns: Some(100_000), read_window_ns: 0,
-    ///     channels: vec![Channel { name: "ai0".into(), unit: Some("V".into()) }],
+    ///     channels: vec![Channel::new("ai0", Some("V"))],
     ///     samples: 2, values: vec![0.5, 0.25], raw: None, error: None,
     /// };
     /// let batch = block.to_wide_batch().unwrap();
@@ -219,11 +299,17 @@ impl Block {
             Arc::new(TimestampMicrosecondArray::from(utc).with_timezone("UTC")),
         ];
         for (c, ch) in self.channels.iter().enumerate() {
-            let mut f = Field::new(&ch.name, DataType::Float64, true);
+            let mut meta = HashMap::new();
             if let Some(unit) = &ch.unit {
-                f = f.with_metadata(HashMap::from([("unit".to_string(), unit.clone())]));
+                meta.insert("unit".to_string(), unit.clone());
             }
-            fields.push(f);
+            if let Some(s) = &ch.scale {
+                meta.insert("range_min".to_string(), s.range.0.to_string());
+                meta.insert("range_max".to_string(), s.range.1.to_string());
+                meta.insert("gain".to_string(), s.gain.to_string());
+                meta.insert("encoding".to_string(), s.encoding.name().to_string());
+            }
+            fields.push(Field::new(&ch.name, DataType::Float64, true).with_metadata(meta));
             columns.push(Arc::new(Float64Array::from(
                 self.channel_values(c).to_vec(),
             )));
@@ -256,6 +342,172 @@ impl Block {
         super::schema_lock::check_collisions(fields.iter().map(|f| f.name().as_str()))?;
         RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
             .map_err(|e| Error::arrow("building a wide batch from a block", e))
+    }
+
+    /// The blocks a wide batch ([`Block::to_wide_batch`]) was made from — one per run of equal
+    /// `block_index` — with values, raw codes, units, scales (from the field metadata), times
+    /// and error markers; the period is read from the sample times. `Ok(None)` when the batch
+    /// is not in the wide block layout.
+    pub fn from_wide_batch(batch: &RecordBatch) -> Result<Option<Vec<Block>>> {
+        use arrow_array::Array;
+        use arrow_array::cast::AsArray;
+        use arrow_array::types::{
+            Float64Type, Int16Type, Int32Type, Int64Type, TimestampMicrosecondType,
+        };
+        let schema = batch.schema();
+        let col = |name: &str| batch.column_by_name(name);
+        let (
+            Some(device),
+            Some(task),
+            Some(block_index),
+            Some(sample_index),
+            Some(mono),
+            Some(utc),
+        ) = (
+            col("device"),
+            col("task"),
+            col("block_index"),
+            col("sample_index"),
+            col("t_mono_ns"),
+            col("t_utc"),
+        )
+        else {
+            return Ok(None);
+        };
+        let (
+            Some(device),
+            Some(task),
+            Some(block_index),
+            Some(sample_index),
+            Some(mono),
+            Some(utc),
+        ) = (
+            device.as_string_opt::<i32>(),
+            task.as_string_opt::<i32>(),
+            block_index.as_primitive_opt::<Int64Type>(),
+            sample_index.as_primitive_opt::<Int64Type>(),
+            mono.as_primitive_opt::<Int64Type>(),
+            utc.as_primitive_opt::<TimestampMicrosecondType>(),
+        )
+        else {
+            return Ok(None);
+        };
+        let fixed = [
+            "device",
+            "task",
+            "block_index",
+            "sample_index",
+            "t_mono_ns",
+            "t_utc",
+            "error_type",
+            "error_message",
+        ];
+        let mut channels = Vec::new();
+        for (i, f) in schema.fields().iter().enumerate() {
+            if fixed.contains(&f.name().as_str()) || f.data_type() != &DataType::Float64 {
+                continue;
+            }
+            let meta = f.metadata();
+            let num = |k: &str| meta.get(k).and_then(|v| v.parse::<f64>().ok());
+            let scale = match (
+                num("range_min"),
+                num("range_max"),
+                num("gain"),
+                meta.get("encoding").and_then(|e| Encoding::from_name(e)),
+            ) {
+                (Some(lo), Some(hi), Some(gain), Some(encoding)) => Some(Scale {
+                    range: (lo, hi),
+                    gain,
+                    encoding,
+                }),
+                _ => None,
+            };
+            let raw = batch.column_by_name(&format!("{}_raw", f.name())).cloned();
+            channels.push((
+                Channel {
+                    name: f.name().clone(),
+                    unit: meta.get("unit").cloned(),
+                    scale,
+                },
+                i,
+                raw,
+            ));
+        }
+        if channels.is_empty() {
+            return Ok(None);
+        }
+        let error_type = col("error_type").and_then(|c| c.as_string_opt::<i32>().cloned());
+        let error_message = col("error_message").and_then(|c| c.as_string_opt::<i32>().cloned());
+        let mut blocks = Vec::new();
+        let mut start = 0;
+        let n = batch.num_rows();
+        while start < n {
+            let index = block_index.value(start);
+            let mut end = start + 1;
+            while end < n && block_index.value(end) == index {
+                end += 1;
+            }
+            let len = end - start;
+            let mut values = Vec::with_capacity(channels.len() * len);
+            for (_, i, _) in &channels {
+                let a = batch.column(*i).as_primitive::<Float64Type>();
+                values.extend((start..end).map(|k| a.value(k)));
+            }
+            let raw = if channels.iter().all(|(_, _, r)| {
+                r.as_ref()
+                    .is_some_and(|r| r.data_type() == &DataType::Int16)
+            }) {
+                let mut v = Vec::with_capacity(channels.len() * len);
+                for (_, _, r) in &channels {
+                    if let Some(a) = r.as_ref().and_then(|r| r.as_primitive_opt::<Int16Type>()) {
+                        v.extend((start..end).map(|k| a.value(k)));
+                    }
+                }
+                Some(RawCodes::I16(v))
+            } else if channels.iter().all(|(_, _, r)| {
+                r.as_ref()
+                    .is_some_and(|r| r.data_type() == &DataType::Int32)
+            }) {
+                let mut v = Vec::with_capacity(channels.len() * len);
+                for (_, _, r) in &channels {
+                    if let Some(a) = r.as_ref().and_then(|r| r.as_primitive_opt::<Int32Type>()) {
+                        v.extend((start..end).map(|k| a.value(k)));
+                    }
+                }
+                Some(RawCodes::I32(v))
+            } else {
+                None
+            };
+            let period = (len > 1).then(|| mono.value(start + 1) - mono.value(start));
+            let error = match (&error_type, &error_message) {
+                (Some(t), m) if t.is_valid(start) => Some(BlockError {
+                    kind: t.value(start).to_string(),
+                    message: m
+                        .as_ref()
+                        .filter(|m| m.is_valid(start))
+                        .map(|m| m.value(start).to_string())
+                        .unwrap_or_default(),
+                }),
+                _ => None,
+            };
+            blocks.push(Block {
+                device: device.value(start).to_string(),
+                task: task.value(start).to_string(),
+                block_index: index as u64,
+                first_sample_index: sample_index.value(start) as u64,
+                t_mono_ns: mono.value(start),
+                t_utc_us: utc.value(start),
+                period_ns: period,
+                read_window_ns: period.unwrap_or(0) * len as i64,
+                channels: channels.iter().map(|(c, _, _)| c.clone()).collect(),
+                samples: len,
+                values,
+                raw,
+                error,
+            });
+            start = end;
+        }
+        Ok(Some(blocks))
     }
 
     /// One summary row: `device, task, block_index, first_sample_index, sample_count,

@@ -13,7 +13,7 @@ pub mod time;
 pub mod value;
 
 pub use arrow_array::RecordBatch;
-pub use block::{Block, BlockError, Channel, RawCodes};
+pub use block::{Block, BlockError, Channel, Encoding, RawCodes, Scale};
 pub use row_builder::RowBuilder;
 pub use schema_lock::{SchemaLock, UnknownColumns};
 pub use value::{Row, Value, timestamp_type};

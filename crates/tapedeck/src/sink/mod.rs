@@ -8,7 +8,7 @@
 //! refuse blocks unless asked.
 //!
 //! [`open`] builds a sink from a URI (`csv:PATH`, `jsonl:PATH`, `ipc:PATH`, `sqlite:PATH`,
-//! `parquet:PATH` or `parquet:DIR/`, `postgres://…`, `memory:`, `null:`); SQLite, Parquet and
+//! `parquet:PATH` or `parquet:DIR/`, `postgres://…`, `raw:PATH`, `memory:`, `null:`); SQLite, Parquet and
 //! PostgreSQL are behind the cargo features of the same names, and a URI of a left-out backend
 //! says which feature to enable.
 //! Every file sink refuses to replace an existing file unless the URI says `overwrite=true` (or
@@ -25,6 +25,7 @@ pub mod null;
 pub mod parquet;
 #[cfg(feature = "postgres")]
 pub mod postgres;
+pub mod raw;
 pub mod sql;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
@@ -113,6 +114,7 @@ pub const SCHEMES: &[&str] = &[
     "parquet",
     #[cfg(feature = "postgres")]
     "postgres",
+    "raw",
     "memory",
     "null",
 ];
@@ -141,6 +143,8 @@ pub enum SinkSpec {
     /// `postgres://user@host:port/db?table=T`
     #[cfg(feature = "postgres")]
     Postgres(postgres::PostgresOptions),
+    /// `raw:PATH` (`.dt-raw` v2 raw codes)
+    Raw(PathBuf, raw::RawOptions),
     /// `memory:`
     Memory,
     /// `null:`
@@ -160,6 +164,7 @@ pub fn parse(uri: &str) -> Result<SinkSpec> {
         SinkSpec::Csv(p, o) => o.file.check_target(p, true)?,
         SinkSpec::Jsonl(p, o) => o.file.check_target(p, true)?,
         SinkSpec::Ipc(p, o) => o.file.check_target(p, false)?,
+        SinkSpec::Raw(p, o) => o.file.check_target(p, false)?,
         #[cfg(feature = "sqlite")]
         SinkSpec::Sqlite(..) => {}
         #[cfg(feature = "parquet")]
@@ -217,6 +222,7 @@ pub fn parse_unchecked(uri: &str) -> Result<SinkSpec> {
                 feature: "parquet",
             });
         }
+        "raw" => SinkSpec::Raw(path(), raw::RawSink::options_from_uri(&mut uri)?),
         "memory" | "null" => {
             uri.params.finish()?;
             if uri.scheme == "memory" {
@@ -250,6 +256,7 @@ impl SinkSpec {
             SinkSpec::Parquet(t, o) => Box::new(parquet::ParquetSink::create(t, o)?),
             #[cfg(feature = "postgres")]
             SinkSpec::Postgres(o) => Box::new(postgres::PostgresSink::open(o)?),
+            SinkSpec::Raw(p, o) => Box::new(raw::RawSink::create(p, o)?),
             SinkSpec::Memory => Box::new(memory::MemorySink::new()),
             SinkSpec::Null => Box::new(null::NullSink::new()),
         })

@@ -124,6 +124,10 @@ pub fn open(uri: &str) -> Result<Box<dyn Source>> {
             uri: uri.shown().to_string(),
             reason: format!("unknown simulator `{other}`; known: sim:alicat, sim:daq"),
         }),
+        ("file", path) if path.ends_with(".dt-raw") => {
+            uri.params.finish()?;
+            Ok(Box::new(crate::dtraw::DtRawSource::open(path)?))
+        }
         ("stdin" | "file", _) => Ok(Box::new(lines::LineSource::from_uri(uri)?)),
         (other, _) => Err(Error::UnknownScheme {
             kind: "source",

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::Source;
 use crate::error::{Error, Result};
-use crate::record::{Block, Channel, RawCodes, Record};
+use crate::record::{Block, Channel, Encoding, RawCodes, Record, Scale};
 use crate::uri::Uri;
 
 /// Largest block the simulator makes, in values (channels × samples).
@@ -21,6 +21,13 @@ const MAX_BLOCK_VALUES: usize = 1 << 26;
 
 /// Full-scale range of the simulated converter, volts.
 pub const RANGE_VOLTS: f64 = 10.0;
+
+/// The simulated converter: ±10 V, gain 1, 16-bit two's complement codes.
+pub const SCALE: Scale = Scale {
+    range: (-RANGE_VOLTS, RANGE_VOLTS),
+    gain: 1.0,
+    encoding: Encoding::TwosComplement,
+};
 
 /// The daq-block simulator.
 #[derive(Debug)]
@@ -49,6 +56,7 @@ impl DaqSim {
                 .map(|c| Channel {
                     name: format!("ai{c}"),
                     unit: Some("V".into()),
+                    scale: Some(SCALE),
                 })
                 .collect(),
             rate,
@@ -181,7 +189,7 @@ impl DaqSim {
             RawCodes::I16(
                 values
                     .iter()
-                    .map(|v| (v / RANGE_VOLTS * 32767.0).round().clamp(-32768.0, 32767.0) as i16)
+                    .map(|v| SCALE.to_code(*v, 16) as i16)
                     .collect(),
             )
         });

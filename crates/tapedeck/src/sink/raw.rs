@@ -1,0 +1,370 @@
+//! `raw:PATH` — DAQ blocks' raw converter codes, losslessly, in dtollib's `.dt-raw` v2 format.
+//!
+//! The file is byte-compatible with dtollib's `RawCountsSink` (see [`crate::dtraw`]): the same
+//! framing, header and chunk header keys in the same order, the same JSON text, the flags
+//! `overrun_marker` and `partial`, and the valid samples' codes as the payload. On top, as
+//! dtollib's design planned: each channel entry carries `range`, `gain` and `encoding` when the
+//! block's channels have a scale, so the codes read back as volts; a block that reports an
+//! overrun and carries no samples becomes a zero-payload chunk; and `close` ends the file with a
+//! zero-payload chunk flagged `final`, so a reader can tell a complete recording from one that
+//! was cut off.
+//!
+//! Each chunk (length, header, payload) reaches the file in one `write(2)`. Durability follows
+//! `fsync=` as for the tape: `never`, `always` (an `fdatasync` after every chunk), or
+//! `interval:DUR` (default `interval:10ms`: an `fdatasync` when the last one is older than that,
+//! and at close). Parameters: `overwrite=true`, `fsync=`. Rows are refused: this sink takes
+//! blocks with raw codes.
+
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use arrow_array::RecordBatch;
+
+use super::file::FileOptions;
+use super::{Lifecycle, Sink, SinkStats};
+use crate::dtraw::{ChunkHeader, Dtype, FLAG_FINAL, FLAG_OVERRUN, FLAG_PARTIAL, FileHeader};
+use crate::error::{Error, Result};
+use crate::record::{Block, RawCodes};
+use crate::tape::FsyncPolicy;
+use crate::uri::Uri;
+
+/// Options of the raw sink.
+#[derive(Debug, Clone)]
+pub struct RawOptions {
+    /// Overwrite behaviour.
+    pub file: FileOptions,
+    /// When chunks are fdatasynced.
+    pub fsync: FsyncPolicy,
+}
+
+impl Default for RawOptions {
+    fn default() -> Self {
+        RawOptions {
+            file: FileOptions::default(),
+            fsync: FsyncPolicy::Interval(Duration::from_millis(10)),
+        }
+    }
+}
+
+/// The raw-counts sink; see the module docs.
+#[derive(Debug)]
+pub struct RawSink {
+    life: Lifecycle,
+    file: File,
+    path: PathBuf,
+    options: RawOptions,
+    header: Option<FileHeader>,
+    seq: u64,
+    buf: Vec<u8>,
+    last_sync: Instant,
+    unsynced: bool,
+    rows: u64,
+    bytes: u64,
+}
+
+impl RawSink {
+    /// Creates the file at `path` (refusing an existing one unless `overwrite`).
+    pub fn create(path: impl AsRef<Path>, options: RawOptions) -> Result<RawSink> {
+        let path = path.as_ref();
+        let opened = options.file.open(path, false)?;
+        Ok(RawSink {
+            life: Lifecycle::new(format!("raw:{}", path.display())),
+            file: opened.file,
+            path: path.to_path_buf(),
+            options,
+            header: None,
+            seq: 0,
+            buf: Vec::with_capacity(1 << 20),
+            last_sync: Instant::now(),
+            unsynced: false,
+            rows: 0,
+            bytes: 0,
+        })
+    }
+
+    /// Opens `path` to add chunks to it (a delivery resuming): an empty or missing file starts
+    /// fresh; otherwise its header is kept, chunk numbers continue, and a trailing `final`
+    /// marker is cut off (the recording goes on). A file whose chunks do not all read is an
+    /// error naming where they stop.
+    pub fn append(path: impl AsRef<Path>, options: RawOptions) -> Result<RawSink> {
+        let path = path.as_ref();
+        let len = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+        let mut sink = RawSink::create(
+            path,
+            RawOptions {
+                file: FileOptions {
+                    overwrite: false,
+                    append: true,
+                },
+                ..options
+            },
+        )?;
+        if len == 0 {
+            return Ok(sink);
+        }
+        let mut reader = crate::dtraw::DtRawReader::open(path)?;
+        let mut last: Option<(u64, u64, bool)> = None; // (seq, offset, final)
+        while let Some(chunk) = reader.next_chunk()? {
+            let is_final = chunk.header.valid_samples == 0
+                && chunk.header.flags.iter().any(|f| f == FLAG_FINAL);
+            last = Some((chunk.header.seq, chunk.offset, is_final));
+        }
+        if let Some(stop) = reader.stop() {
+            return Err(Error::Tape {
+                path: path.to_path_buf(),
+                message: format!(
+                    "cannot add to this .dt-raw file: its chunks stop reading at byte {} ({}); salvage it with `tapedeck import` first",
+                    stop.offset, stop.reason
+                ),
+            });
+        }
+        match last {
+            Some((seq, offset, true)) => {
+                sink.file
+                    .set_len(offset)
+                    .map_err(|e| Error::io("truncate", path, e))?;
+                sink.seq = seq;
+            }
+            Some((seq, _, false)) => sink.seq = seq + 1,
+            None => {}
+        }
+        sink.header = Some(reader.header().clone());
+        Ok(sink)
+    }
+
+    /// Reads the options from a URI's parameters.
+    pub(crate) fn options_from_uri(uri: &mut Uri) -> Result<RawOptions> {
+        let file = FileOptions::from_params(&mut uri.params, false)?;
+        let fsync = match uri.params.raw("fsync").map(str::to_string) {
+            None => RawOptions::default().fsync,
+            Some(v) => v.parse().map_err(|expected: String| Error::BadParam {
+                uri: uri.params.uri().to_string(),
+                param: "fsync".into(),
+                value: v.clone(),
+                expected,
+            })?,
+        };
+        uri.params.finish()?;
+        Ok(RawOptions { file, fsync })
+    }
+
+    fn file_header(block: &Block, dtype: Dtype) -> FileHeader {
+        let period = block.effective_period_ns();
+        FileHeader {
+            task: block.task.clone(),
+            device: block.device.clone(),
+            channels: block.channels.clone(),
+            sample_rate_hz: if period > 0 { 1e9 / period as f64 } else { 0.0 },
+            block_period_ns: period,
+            dtype,
+            samples_per_buffer: block.samples,
+            task_started_at: crate::dtraw::py_isoformat(
+                block.t_utc_us - block.t_mono_ns.div_euclid(1000),
+            ),
+            metadata_json: "{}".into(),
+        }
+    }
+
+    /// Appends one chunk (length, header, payload) to `buf`.
+    fn push_chunk(&mut self, header: &ChunkHeader, codes: Option<&RawCodes>) {
+        let json = header.to_json();
+        self.buf
+            .extend_from_slice(&(json.len() as u32).to_le_bytes());
+        self.buf.extend_from_slice(json.as_bytes());
+        match codes {
+            Some(RawCodes::I16(v)) => {
+                for c in v {
+                    self.buf.extend_from_slice(&c.to_le_bytes());
+                }
+            }
+            Some(RawCodes::I32(v)) => {
+                for c in v {
+                    self.buf.extend_from_slice(&c.to_le_bytes());
+                }
+            }
+            None => {}
+        }
+    }
+
+    /// Writes `buf` in one call and applies the fsync policy.
+    fn emit(&mut self, force_sync: bool) -> Result<()> {
+        self.file
+            .write_all(&self.buf)
+            .map_err(|e| Error::io("write", &self.path, e))?;
+        self.bytes += self.buf.len() as u64;
+        self.buf.clear();
+        self.unsynced = true;
+        let due = match self.options.fsync {
+            FsyncPolicy::Always => true,
+            FsyncPolicy::Never => false,
+            FsyncPolicy::Interval(d) => force_sync || self.last_sync.elapsed() >= d,
+        };
+        if due {
+            self.file
+                .sync_data()
+                .map_err(|e| Error::io("fdatasync", &self.path, e))?;
+            self.last_sync = Instant::now();
+            self.unsynced = false;
+        }
+        Ok(())
+    }
+}
+
+impl Sink for RawSink {
+    fn name(&self) -> &str {
+        self.life.name()
+    }
+
+    /// Takes batches in the wide block layout (as a tape holds blocks) and writes the blocks
+    /// they were made from; other batches are refused.
+    fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        self.life.check_open()?;
+        match Block::from_wide_batch(batch)? {
+            Some(blocks) => {
+                for b in &blocks {
+                    self.write_block(b)?;
+                }
+                Ok(())
+            }
+            None => Err(Error::Unsupported {
+                sink: self.life.name().to_string(),
+                what: "raw: stores DAQ blocks' raw codes, not rows; record a block source (e.g. `sim:daq?raw=true`) or choose another sink".into(),
+            }),
+        }
+    }
+
+    fn write_block(&mut self, block: &Block) -> Result<()> {
+        self.life.check_open()?;
+        block.validate()?;
+        let overrun_only = block.error.is_some() && block.samples == 0;
+        let codes = match (&block.raw, overrun_only) {
+            (Some(c), _) => Some(c),
+            (None, true) => None,
+            (None, false) => {
+                return Err(Error::InvalidBlock {
+                    device: block.device.clone(),
+                    block_index: block.block_index,
+                    message: format!(
+                        "{} needs raw codes and this block has none (for sim:daq add `raw=true`)",
+                        self.life.name()
+                    ),
+                });
+            }
+        };
+        let dtype = match codes {
+            Some(RawCodes::I16(_)) | None => Dtype::I16,
+            Some(RawCodes::I32(_)) => Dtype::I32,
+        };
+        match &self.header {
+            None => {
+                let header = Self::file_header(block, dtype);
+                let json = header.to_json();
+                self.buf
+                    .extend_from_slice(&(json.len() as u32).to_le_bytes());
+                self.buf.extend_from_slice(json.as_bytes());
+                self.header = Some(header);
+            }
+            Some(h)
+                if codes.is_some()
+                    && (h.dtype != dtype || h.channels.len() != block.channels.len()) =>
+            {
+                return Err(Error::InvalidBlock {
+                    device: block.device.clone(),
+                    block_index: block.block_index,
+                    message: format!(
+                        "{}: the file holds {} channels of {}; this block has {} channels of {}",
+                        self.life.name(),
+                        h.channels.len(),
+                        h.dtype.name(),
+                        block.channels.len(),
+                        dtype.name()
+                    ),
+                });
+            }
+            Some(_) => {}
+        }
+        let capacity = self.header.as_ref().map_or(0, |h| h.samples_per_buffer);
+        let mut flags = Vec::new();
+        if block.error.is_some() {
+            flags.push(FLAG_OVERRUN.to_string());
+        }
+        if block.samples < capacity && !overrun_only {
+            flags.push(FLAG_PARTIAL.to_string());
+        }
+        let header = ChunkHeader {
+            seq: self.seq,
+            event_kind: if flags.is_empty() {
+                "buffer_done"
+            } else {
+                "buffer_done_with_flags"
+            }
+            .into(),
+            first_sample_index: block.first_sample_index,
+            valid_samples: block.samples,
+            buffer_capacity: capacity.max(block.samples),
+            t_mono_ns: block.t_mono_ns,
+            t_utc: crate::dtraw::py_isoformat(block.t_utc_us),
+            flags,
+        };
+        self.push_chunk(&header, codes);
+        self.emit(false)?;
+        self.seq += 1;
+        self.rows += block.samples as u64;
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        self.life.check_open()?;
+        if self.unsynced
+            && let FsyncPolicy::Interval(d) = self.options.fsync
+            && self.last_sync.elapsed() >= d
+        {
+            self.file
+                .sync_data()
+                .map_err(|e| Error::io("fdatasync", &self.path, e))?;
+            self.last_sync = Instant::now();
+            self.unsynced = false;
+        }
+        Ok(())
+    }
+
+    fn close(&mut self) -> Result<()> {
+        if !self.life.begin_close() {
+            return Ok(());
+        }
+        if let Some(h) = &self.header {
+            let capacity = h.samples_per_buffer;
+            let header = ChunkHeader {
+                seq: self.seq,
+                event_kind: "buffer_done_with_flags".into(),
+                first_sample_index: 0,
+                valid_samples: 0,
+                buffer_capacity: capacity,
+                t_mono_ns: 0,
+                t_utc: h.task_started_at.clone(),
+                flags: vec![FLAG_FINAL.to_string()],
+            };
+            self.push_chunk(&header, None);
+            self.seq += 1;
+            let sync = self.options.fsync != FsyncPolicy::Never;
+            self.emit(sync)?;
+        }
+        Ok(())
+    }
+
+    fn stats(&self) -> SinkStats {
+        SinkStats {
+            rows: self.rows,
+            bytes: self.bytes,
+            pending: 0,
+        }
+    }
+}
+
+impl Drop for RawSink {
+    fn drop(&mut self) {
+        let _ = self.close();
+    }
+}
