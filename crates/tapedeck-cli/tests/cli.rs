@@ -1061,3 +1061,64 @@ fn record_with_a_tape_delivers_from_it_resumes_and_inspect_shows_cursors() {
     assert!(text.contains("deliveries: 2"), "{text}");
     assert!(text.contains("cursor 5000  lag 0 rows"), "{text}");
 }
+
+#[test]
+fn raw_files_resume_from_the_tape_and_import_salvages_a_cut_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let tape = dir.path().join("tape");
+    let raw = dir.path().join("run.dt-raw");
+    for _ in 0..2 {
+        let out = run(&[
+            "record",
+            "--source",
+            "sim:daq?channels=4&rate=10000&block=500&blocks=6&pace=max&raw=true",
+            "--tape",
+            &tape.display().to_string(),
+            "--sink",
+            &format!("raw:{}", raw.display()),
+            "-q",
+        ]);
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    // 12 blocks from two runs in one file, numbered on, and one final marker at the end.
+    let arrow = dir.path().join("all.arrow");
+    let summary_path = dir.path().join("s.json");
+    let out = run(&[
+        "import",
+        &raw.display().to_string(),
+        "--sink",
+        &format!("ipc:{}", arrow.display()),
+        "--summary-json",
+        &summary_path.display().to_string(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let s = summary(&summary_path);
+    assert_eq!(s["blocks"], 12);
+    assert_eq!(s["rows"], 12 * 500);
+    assert_eq!(s["dt_raw"]["chunks"], 13);
+    assert_eq!(s["dt_raw"]["complete"], true);
+    // Cut inside the 8th chunk: the first 7 blocks are imported, and the report says where.
+    let bytes = std::fs::read(&raw).unwrap();
+    let cut = dir.path().join("cut.dt-raw");
+    let chunk = 4 + 200 + 4 * 500 * 2; // about one chunk
+    std::fs::write(&cut, &bytes[..bytes.len() - 5 * chunk - 100]).unwrap();
+    let out = run(&[
+        "import",
+        &cut.display().to_string(),
+        "--sink",
+        &format!("ipc:{}", dir.path().join("cut.arrow").display()),
+        "--summary-json",
+        &summary_path.display().to_string(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("TRUNCATED: stopped at byte"),
+        "{}",
+        stderr(&out)
+    );
+    let s = summary(&summary_path);
+    let blocks = s["blocks"].as_u64().unwrap();
+    assert!((6..=8).contains(&blocks), "{s}");
+    assert_eq!(s["dt_raw"]["chunks"], blocks);
+    assert!(s["dt_raw"]["stopped_at"].as_u64().unwrap() < bytes.len() as u64);
+}

@@ -57,7 +57,10 @@ fn a_golden_dtollib_file_reads_with_every_field() {
     assert_eq!(h.channels.len(), 2);
     assert_eq!(h.channels[1].unit, None);
     assert_eq!(h.channels[0].scale, None);
-    assert_eq!((h.dtype, h.samples_per_buffer, h.block_period_ns), (Dtype::I16, 3, 1_000_000));
+    assert_eq!(
+        (h.dtype, h.samples_per_buffer, h.block_period_ns),
+        (Dtype::I16, 3, 1_000_000)
+    );
     assert_eq!(h.metadata_json, r#"{"operator":"é"}"#);
     let c0 = r.next_chunk().unwrap().unwrap();
     assert_eq!(c0.codes, RawCodes::I16(vec![1, 2, 3, -1, -2, -32768]));
@@ -70,7 +73,10 @@ fn a_golden_dtollib_file_reads_with_every_field() {
     let c1 = r.next_chunk().unwrap().unwrap();
     assert_eq!(c1.header.flags, vec![FLAG_OVERRUN, FLAG_PARTIAL]);
     let b1 = r.to_block(&c1).unwrap();
-    assert_eq!((b1.block_index, b1.first_sample_index, b1.samples), (1, 3, 2));
+    assert_eq!(
+        (b1.block_index, b1.first_sample_index, b1.samples),
+        (1, 3, 2)
+    );
     assert_eq!(b1.error.as_ref().map(|e| e.kind.as_str()), Some("overrun"));
     assert!(r.next_chunk().unwrap().is_none());
     assert!(r.stop().is_none());
@@ -118,7 +124,9 @@ fn a_truncated_file_gives_every_complete_chunk_and_says_where_it_stopped() {
 
 fn sim_blocks(n: u64) -> Vec<Block> {
     let mut sim = DaqSim::new(3, 1000.0, 8).with_raw(true);
-    (0..n).map(|i| sim.make_block(i, 1_767_225_600_000_000)).collect()
+    (0..n)
+        .map(|i| sim.make_block(i, 1_767_225_600_000_000))
+        .collect()
 }
 
 /// Writes the sim's blocks, a short block, and an overrun without data.
@@ -166,7 +174,11 @@ fn tapedeck_files_read_back_to_the_same_codes_and_volts_within_half_a_step() {
         chunks.push(c);
     }
     assert!(r.stop().is_none());
-    assert_eq!(chunks.len(), 7, "4 blocks, a partial one, an overrun, the final marker");
+    assert_eq!(
+        chunks.len(),
+        7,
+        "4 blocks, a partial one, an overrun, the final marker"
+    );
     for (i, c) in chunks.iter().enumerate() {
         assert_eq!(c.header.seq, i as u64);
     }
@@ -199,7 +211,11 @@ fn an_independent_python_reader_parses_tapedecks_file_and_finds_dtollibs_json() 
     let path = dir.path().join("py.dt-raw");
     let blocks = write_sample(&path);
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/dtraw_reader.py");
-    let out = Command::new(&python).arg(&script).arg(&path).output().unwrap();
+    let out = Command::new(&python)
+        .arg(&script)
+        .arg(&path)
+        .output()
+        .unwrap();
     assert!(
         out.status.success(),
         "{}",

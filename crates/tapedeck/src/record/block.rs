@@ -453,31 +453,11 @@ impl Block {
                 let a = batch.column(*i).as_primitive::<Float64Type>();
                 values.extend((start..end).map(|k| a.value(k)));
             }
-            let raw = if channels.iter().all(|(_, _, r)| {
-                r.as_ref()
-                    .is_some_and(|r| r.data_type() == &DataType::Int16)
-            }) {
-                let mut v = Vec::with_capacity(channels.len() * len);
-                for (_, _, r) in &channels {
-                    if let Some(a) = r.as_ref().and_then(|r| r.as_primitive_opt::<Int16Type>()) {
-                        v.extend((start..end).map(|k| a.value(k)));
-                    }
-                }
-                Some(RawCodes::I16(v))
-            } else if channels.iter().all(|(_, _, r)| {
-                r.as_ref()
-                    .is_some_and(|r| r.data_type() == &DataType::Int32)
-            }) {
-                let mut v = Vec::with_capacity(channels.len() * len);
-                for (_, _, r) in &channels {
-                    if let Some(a) = r.as_ref().and_then(|r| r.as_primitive_opt::<Int32Type>()) {
-                        v.extend((start..end).map(|k| a.value(k)));
-                    }
-                }
-                Some(RawCodes::I32(v))
-            } else {
-                None
-            };
+            let raws: Vec<Option<&ArrayRef>> =
+                channels.iter().map(|(_, _, r)| r.as_ref()).collect();
+            let raw = gather_codes::<Int16Type>(&raws, start..end)
+                .map(RawCodes::I16)
+                .or_else(|| gather_codes::<Int32Type>(&raws, start..end).map(RawCodes::I32));
             let period = (len > 1).then(|| mono.value(start + 1) - mono.value(start));
             let error = match (&error_type, &error_message) {
                 (Some(t), m) if t.is_valid(start) => Some(BlockError {
@@ -613,4 +593,19 @@ impl Block {
         RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
             .map_err(|e| Error::arrow("building long rows from a block", e))
     }
+}
+
+/// Rows `range` of every channel's raw-code column, channel-major, when all of them are of type
+/// `T`.
+fn gather_codes<T: arrow_array::types::ArrowPrimitiveType>(
+    raws: &[Option<&ArrayRef>],
+    range: std::ops::Range<usize>,
+) -> Option<Vec<T::Native>> {
+    use arrow_array::cast::AsArray;
+    let mut out = Vec::with_capacity(raws.len() * range.len());
+    for r in raws {
+        let a = (*r)?.as_primitive_opt::<T>()?;
+        out.extend_from_slice(&a.values()[range.clone()]);
+    }
+    Some(out)
 }

@@ -202,12 +202,17 @@ impl RawSink {
             FsyncPolicy::Interval(d) => force_sync || self.last_sync.elapsed() >= d,
         };
         if due {
-            self.file
-                .sync_data()
-                .map_err(|e| Error::io("fdatasync", &self.path, e))?;
-            self.last_sync = Instant::now();
-            self.unsynced = false;
+            self.sync()?;
         }
+        Ok(())
+    }
+
+    fn sync(&mut self) -> Result<()> {
+        self.file
+            .sync_data()
+            .map_err(|e| Error::io("fdatasync", &self.path, e))?;
+        self.last_sync = Instant::now();
+        self.unsynced = false;
         Ok(())
     }
 }
@@ -321,11 +326,7 @@ impl Sink for RawSink {
             && let FsyncPolicy::Interval(d) = self.options.fsync
             && self.last_sync.elapsed() >= d
         {
-            self.file
-                .sync_data()
-                .map_err(|e| Error::io("fdatasync", &self.path, e))?;
-            self.last_sync = Instant::now();
-            self.unsynced = false;
+            self.sync()?;
         }
         Ok(())
     }

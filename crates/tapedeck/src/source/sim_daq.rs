@@ -6,7 +6,8 @@
 //! (unbounded if absent). Channel `c` carries `sin(2π·f_c·t) + noise` volts with
 //! `f_c = 10·(c+1)` Hz and ±0.01 V of deterministic noise; `raw=true` adds the int16 codes of a
 //! ±10 V converter. `pace=real` (default) emits each block when its last sample would have been
-//! acquired; `pace=max` emits as fast as possible.
+//! acquired, and marks a block taken more than four buffer durations late as an overrun, as a
+//! board with four buffers would report; `pace=max` emits as fast as possible.
 
 use std::f64::consts::TAU;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -18,6 +19,10 @@ use crate::uri::Uri;
 
 /// Largest block the simulator makes, in values (channels × samples).
 const MAX_BLOCK_VALUES: usize = 1 << 26;
+
+/// Buffers the simulated board queues: with `pace=real`, a block taken later than this many
+/// buffer durations after its last sample is marked as an overrun (`error_type` `overrun`).
+pub const BOARD_BUFFERS: u32 = 4;
 
 /// Full-scale range of the simulated converter, volts.
 pub const RANGE_VOLTS: f64 = 10.0;
@@ -228,15 +233,31 @@ impl Source for DaqSim {
             (Instant::now(), utc)
         });
         let index = self.next_block;
+        let mut late_by = Duration::ZERO;
         if self.real_time {
             let ready =
                 start + Duration::from_secs_f64((index + 1) as f64 * self.block as f64 / self.rate);
             let now = Instant::now();
             if ready > now {
                 std::thread::sleep(ready - now);
+            } else {
+                late_by = now - ready;
             }
         }
         self.next_block += 1;
-        Ok(Some(Record::Block(self.make_block(index, t0))))
+        let mut block = self.make_block(index, t0);
+        let buffer = Duration::from_secs_f64(self.block as f64 / self.rate);
+        if late_by > buffer * BOARD_BUFFERS {
+            // A board with this many buffers would have overwritten one by now.
+            block.error = Some(crate::record::BlockError {
+                kind: "overrun".into(),
+                message: format!(
+                    "block {index} taken {:.1} ms late, more than {BOARD_BUFFERS} buffers of {:.1} ms",
+                    late_by.as_secs_f64() * 1e3,
+                    buffer.as_secs_f64() * 1e3
+                ),
+            });
+        }
+        Ok(Some(Record::Block(block)))
     }
 }
