@@ -533,6 +533,7 @@ impl Target for WholeFile {
 
 /// SQLite, PostgreSQL and the Parquet directory: the sink keeps the cursor itself, moving it
 /// with its own transactions or finished parts.
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "parquet"))]
 struct Counted<S: CursorRow> {
     name: String,
     sink: S,
@@ -540,6 +541,7 @@ struct Counted<S: CursorRow> {
 }
 
 /// A sink that moves a delivery's cursor itself, with the data it commits.
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "parquet"))]
 pub(crate) trait CursorRow: Sink {
     /// The cursor as committed.
     fn committed_cursor(&self) -> Option<u64>;
@@ -547,6 +549,7 @@ pub(crate) trait CursorRow: Sink {
     fn skip_cursor(&mut self, rows: u64);
 }
 
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "parquet"))]
 impl<S: CursorRow> Target for Counted<S> {
     fn name(&self) -> &str {
         &self.name

@@ -11,14 +11,14 @@
 //!
 //! Each chunk (length, header, payload) reaches the file in one `write(2)`. Durability follows
 //! `fsync=` as for the tape: `never`, `always` (an `fdatasync` after every chunk), or
-//! `interval:DUR` (default `interval:10ms`: an `fdatasync` when the last one is older than that,
-//! and at close). Parameters: `overwrite=true`, `fsync=`. Rows are refused: this sink takes
+//! `interval:DUR` (default `interval:10ms`: a background thread runs `fdatasync` every DUR
+//! while there are new chunks, so the writer never waits on the disk; and one at close). Parameters: `overwrite=true`, `fsync=`. Rows are refused: this sink takes
 //! blocks with raw codes.
 
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use arrow_array::RecordBatch;
 
@@ -58,8 +58,10 @@ pub struct RawSink {
     header: Option<FileHeader>,
     seq: u64,
     buf: Vec<u8>,
-    last_sync: Instant,
-    unsynced: bool,
+    /// `fsync=interval:…`: the thread that syncs behind the writer.
+    syncer: Option<Syncer>,
+    /// Sample index, monotonic and UTC time just after the last block (for the final marker).
+    end: (u64, i64, i64),
     rows: u64,
     bytes: u64,
 }
@@ -77,8 +79,8 @@ impl RawSink {
             header: None,
             seq: 0,
             buf: Vec::with_capacity(1 << 20),
-            last_sync: Instant::now(),
-            unsynced: false,
+            syncer: None,
+            end: (0, 0, 0),
             rows: 0,
             bytes: 0,
         })
@@ -173,36 +175,59 @@ impl RawSink {
         self.buf
             .extend_from_slice(&(json.len() as u32).to_le_bytes());
         self.buf.extend_from_slice(json.as_bytes());
+        // Filled in place, slice by slice: the compiler turns this into a plain copy on a
+        // little-endian machine.
+        let at = self.buf.len();
         match codes {
             Some(RawCodes::I16(v)) => {
-                for c in v {
-                    self.buf.extend_from_slice(&c.to_le_bytes());
+                self.buf.resize(at + 2 * v.len(), 0);
+                for (d, c) in self.buf[at..].chunks_exact_mut(2).zip(v) {
+                    d.copy_from_slice(&c.to_le_bytes());
                 }
             }
             Some(RawCodes::I32(v)) => {
-                for c in v {
-                    self.buf.extend_from_slice(&c.to_le_bytes());
+                self.buf.resize(at + 4 * v.len(), 0);
+                for (d, c) in self.buf[at..].chunks_exact_mut(4).zip(v) {
+                    d.copy_from_slice(&c.to_le_bytes());
                 }
             }
             None => {}
         }
     }
 
-    /// Writes `buf` in one call and applies the fsync policy.
+    /// Writes `buf` in one call and applies the fsync policy: `always` syncs here; `interval`
+    /// leaves it to the syncer thread, so the writer never waits on the disk; `force_sync`
+    /// (close) syncs here under any policy but `never`.
     fn emit(&mut self, force_sync: bool) -> Result<()> {
+        if let Some(s) = &self.syncer
+            && let Some(e) = s.take_error()
+        {
+            return Err(Error::io("fdatasync", &self.path, e));
+        }
         self.file
             .write_all(&self.buf)
             .map_err(|e| Error::io("write", &self.path, e))?;
         self.bytes += self.buf.len() as u64;
         self.buf.clear();
-        self.unsynced = true;
-        let due = match self.options.fsync {
-            FsyncPolicy::Always => true,
-            FsyncPolicy::Never => false,
-            FsyncPolicy::Interval(d) => force_sync || self.last_sync.elapsed() >= d,
-        };
-        if due {
-            self.sync()?;
+        match self.options.fsync {
+            FsyncPolicy::Always => self.sync()?,
+            FsyncPolicy::Never => {}
+            FsyncPolicy::Interval(d) => {
+                if force_sync {
+                    self.sync()?;
+                } else {
+                    if self.syncer.is_none() {
+                        let file = self
+                            .file
+                            .try_clone()
+                            .map_err(|e| Error::io("open a second handle on", &self.path, e))?;
+                        self.syncer = Some(Syncer::start(file, d));
+                    }
+                    if let Some(s) = &self.syncer {
+                        s.mark_dirty();
+                    }
+                }
+            }
         }
         Ok(())
     }
@@ -211,8 +236,6 @@ impl RawSink {
         self.file
             .sync_data()
             .map_err(|e| Error::io("fdatasync", &self.path, e))?;
-        self.last_sync = Instant::now();
-        self.unsynced = false;
         Ok(())
     }
 }
@@ -317,34 +340,41 @@ impl Sink for RawSink {
         self.emit(false)?;
         self.seq += 1;
         self.rows += block.samples as u64;
+        let span = block.effective_period_ns() * block.samples as i64;
+        self.end = (
+            block.first_sample_index + block.samples as u64,
+            block.t_mono_ns + span,
+            block.t_utc_us + span.div_euclid(1000),
+        );
         Ok(())
     }
 
+    /// Chunks are in the file as soon as they are written; the syncer thread makes them durable.
     fn flush(&mut self) -> Result<()> {
         self.life.check_open()?;
-        if self.unsynced
-            && let FsyncPolicy::Interval(d) = self.options.fsync
-            && self.last_sync.elapsed() >= d
-        {
-            self.sync()?;
+        match self.syncer.as_ref().and_then(Syncer::take_error) {
+            Some(e) => Err(Error::io("fdatasync", &self.path, e)),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     fn close(&mut self) -> Result<()> {
         if !self.life.begin_close() {
             return Ok(());
         }
+        if let Some(s) = self.syncer.take() {
+            s.stop();
+        }
         if let Some(h) = &self.header {
             let capacity = h.samples_per_buffer;
             let header = ChunkHeader {
                 seq: self.seq,
                 event_kind: "buffer_done_with_flags".into(),
-                first_sample_index: 0,
+                first_sample_index: self.end.0,
                 valid_samples: 0,
                 buffer_capacity: capacity,
-                t_mono_ns: 0,
-                t_utc: h.task_started_at.clone(),
+                t_mono_ns: self.end.1,
+                t_utc: crate::dtraw::py_isoformat(self.end.2),
                 flags: vec![FLAG_FINAL.to_string()],
             };
             self.push_chunk(&header, None);
@@ -360,6 +390,67 @@ impl Sink for RawSink {
             rows: self.rows,
             bytes: self.bytes,
             pending: 0,
+        }
+    }
+}
+
+/// fdatasync on its own thread, at most once per interval, while there are writes to cover.
+#[derive(Debug)]
+struct Syncer {
+    shared: std::sync::Arc<SyncShared>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+#[derive(Debug, Default)]
+struct SyncShared {
+    dirty: std::sync::atomic::AtomicBool,
+    stop: std::sync::atomic::AtomicBool,
+    error: std::sync::Mutex<Option<std::io::Error>>,
+}
+
+impl Syncer {
+    fn start(file: File, interval: Duration) -> Syncer {
+        use std::sync::atomic::Ordering;
+        let shared = std::sync::Arc::new(SyncShared::default());
+        let s = shared.clone();
+        let handle = std::thread::Builder::new()
+            .name("raw-sync".into())
+            .spawn(move || {
+                while !s.stop.load(Ordering::SeqCst) {
+                    std::thread::sleep(interval);
+                    if s.dirty.swap(false, Ordering::SeqCst)
+                        && let Err(e) = file.sync_data()
+                    {
+                        *s.error
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(e);
+                    }
+                }
+            })
+            .ok();
+        Syncer { shared, handle }
+    }
+
+    fn mark_dirty(&self) {
+        self.shared
+            .dirty
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn take_error(&self) -> Option<std::io::Error> {
+        self.shared
+            .error
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+    }
+
+    fn stop(mut self) {
+        self.shared
+            .stop
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
         }
     }
 }
