@@ -255,6 +255,7 @@ Sources:
                                    simulated DAQ blocks (rate is per channel)
   stdin:csv | stdin:jsonl | stdin:lines
   file:PATH                        .csv / .jsonl / anything else as lines; format=csv|jsonl|lines
+  file:PATH.dt-raw                 a raw-counts file, chunk by chunk as blocks
   Line sources take on_error=fail|skip (default fail) and, for CSV, infer_rows=N.
 
 Sinks:
@@ -274,6 +275,9 @@ Sinks:
                 close_timeout (10s), application_name, synchronous_commit (off), retry_for (5m),
                 buffer_rows (1000000), strict. Reconnects if the server goes away, holding rows
                 (the progress line says the sink is behind) and writing each exactly once.
+  raw:PATH      DAQ blocks' raw codes as .dt-raw v2 (dtollib-compatible, with per-channel
+                ranges, a final marker, overruns as zero-payload chunks); overwrite,
+                fsync=always|never|interval:DUR (interval:10ms)
   memory:       kept in memory (tests);   null:  discarded (benchmarks)
   File sinks never replace an existing file unless the URI says overwrite=true (or append=true).
   CSV and JSONL refuse DAQ blocks unless the URI says accept_blocks=true.

@@ -115,3 +115,26 @@ fn malformed_blocks_are_typed_errors() {
     b.raw = None;
     assert!(matches!(b.validate(), Err(Error::InvalidBlock { .. })));
 }
+
+#[test]
+fn wide_batches_turn_back_into_the_blocks_they_came_from() {
+    use tapedeck::source::sim_daq::DaqSim;
+    let mut sim = DaqSim::new(3, 10_000.0, 50).with_raw(true);
+    let mut blocks: Vec<Block> = (0..3)
+        .map(|i| sim.make_block(i, 1_767_225_600_000_000))
+        .collect();
+    blocks[1].error = Some(tapedeck::record::BlockError {
+        kind: "overrun".into(),
+        message: "lost one".into(),
+    });
+    let batches: Vec<_> = blocks.iter().map(|b| b.to_wide_batch().unwrap()).collect();
+    let joined = arrow_select::concat::concat_batches(&batches[0].schema(), &batches).unwrap();
+    let back = Block::from_wide_batch(&joined).unwrap().unwrap();
+    assert_eq!(back, blocks);
+    // The long layout is not taken for wide blocks.
+    assert!(
+        Block::from_wide_batch(&blocks[0].to_long_batch().unwrap())
+            .unwrap()
+            .is_none()
+    );
+}

@@ -594,3 +594,28 @@ fn flushes_queued_behind_a_slow_sink_are_merged_and_lose_nothing() {
         "no flush carried more than one batch"
     );
 }
+
+#[test]
+fn slow_blocks_are_flushed_by_the_timer_one_block_at_a_time() {
+    // One block every 100 ms, a 40 ms flush interval and a batch size far above a block's
+    // samples: each block is written as it comes (a block is already a batch) and flushed by
+    // the timer, not held until the batch size is reached.
+    let sink = MemorySink::new();
+    let h = sink.handle();
+    let sim = DaqSim::new(2, 1000.0, 100)
+        .with_blocks(Some(4))
+        .with_real_time(true);
+    let options = PipeOptions {
+        batch_size: 1_000_000,
+        flush_interval: Duration::from_millis(40),
+        ..PipeOptions::default()
+    };
+    let s = pipe(sim, vec![Box::new(sink)], &options).unwrap();
+    assert_eq!((s.blocks, s.rows), (4, 400));
+    assert_eq!(h.blocks().len(), 4);
+    assert!(
+        h.flushes() >= 4,
+        "{} flushes for 4 blocks 100 ms apart",
+        h.flushes()
+    );
+}

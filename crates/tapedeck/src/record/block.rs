@@ -356,6 +356,10 @@ impl Block {
         };
         let schema = batch.schema();
         let col = |name: &str| batch.column_by_name(name);
+        if col("channel").is_some() || col("value").is_some() {
+            // The long layout: one row per channel × sample.
+            return Ok(None);
+        }
         let (
             Some(device),
             Some(task),
