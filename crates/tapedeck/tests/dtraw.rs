@@ -104,6 +104,14 @@ fn a_truncated_file_gives_every_complete_chunk_and_says_where_it_stopped() {
         }
         let complete = ends.iter().filter(|e| **e <= len).count();
         assert_eq!(got, complete, "cut at {len}");
+        // Skipping payloads (a resuming writer) finds the same chunks and the same stop.
+        let mut skim = DtRawReader::open(&path).unwrap();
+        let mut offsets = Vec::new();
+        while let Some((_, offset)) = skim.next_chunk_header().unwrap() {
+            offsets.push(offset);
+        }
+        assert_eq!(offsets.len(), complete, "cut at {len}, headers only");
+        assert_eq!(skim.stop().map(|s| s.offset), r.stop().map(|s| s.offset));
         let boundary = len == header_end || ends.contains(&len);
         match r.stop() {
             None => assert!(boundary, "cut at {len} mid-chunk without a report"),

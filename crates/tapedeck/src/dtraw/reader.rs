@@ -232,7 +232,7 @@ impl DtRawReader {
         &self.path
     }
 
-    fn stop_here(&mut self, reason: String) -> Result<Option<Chunk>> {
+    fn stop_here<T>(&mut self, reason: String) -> Result<Option<T>> {
         tracing::warn!(
             "{}: stopped at byte {} of {} after {} complete chunks: {reason}",
             self.path.display(),
@@ -253,6 +253,48 @@ impl DtRawReader {
     /// The next complete chunk; `None` at the end of the file or where a truncated or damaged
     /// chunk starts (see [`DtRawReader::stop`]).
     pub fn next_chunk(&mut self) -> Result<Option<Chunk>> {
+        let Some((header, offset, need)) = self.next_header()? else {
+            return Ok(None);
+        };
+        let mut payload = vec![0u8; need];
+        read_full(&mut self.input, &mut payload).map_err(|e| Error::io("read", &self.path, e))?;
+        let codes = match self.header.dtype {
+            Dtype::I16 => RawCodes::I16(
+                payload
+                    .chunks_exact(2)
+                    .map(|b| i16::from_le_bytes([b[0], b[1]]))
+                    .collect(),
+            ),
+            Dtype::I32 => RawCodes::I32(
+                payload
+                    .chunks_exact(4)
+                    .map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                    .collect(),
+            ),
+        };
+        Ok(Some(Chunk {
+            header,
+            codes,
+            offset,
+        }))
+    }
+
+    /// The next complete chunk's header and offset, its payload skipped unread (a writer that
+    /// resumes a file only needs to find its last chunk).
+    pub fn next_chunk_header(&mut self) -> Result<Option<(ChunkHeader, u64)>> {
+        let Some((header, offset, need)) = self.next_header()? else {
+            return Ok(None);
+        };
+        self.input
+            .seek_relative(need as i64)
+            .map_err(|e| Error::io("seek in", &self.path, e))?;
+        Ok(Some((header, offset)))
+    }
+
+    /// Reads a chunk header whose payload is known to be complete; leaves the input at the
+    /// payload and the offset past it. Returns the header, the chunk's offset and the payload
+    /// length.
+    fn next_header(&mut self) -> Result<Option<(ChunkHeader, u64, usize)>> {
         if self.done {
             return Ok(None);
         }
@@ -294,30 +336,10 @@ impl DtRawReader {
                 self.header.dtype.size()
             ));
         }
-        let mut payload = vec![0u8; need];
-        read_full(&mut self.input, &mut payload).map_err(io)?;
-        let codes = match self.header.dtype {
-            Dtype::I16 => RawCodes::I16(
-                payload
-                    .chunks_exact(2)
-                    .map(|b| i16::from_le_bytes([b[0], b[1]]))
-                    .collect(),
-            ),
-            Dtype::I32 => RawCodes::I32(
-                payload
-                    .chunks_exact(4)
-                    .map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                    .collect(),
-            ),
-        };
-        let chunk = Chunk {
-            header,
-            codes,
-            offset: self.offset,
-        };
+        let offset = self.offset;
         self.offset += 4 + u64::from(n) + need as u64;
         self.chunks += 1;
-        Ok(Some(chunk))
+        Ok(Some((header, offset, need)))
     }
 
     /// The chunk as a block: codes kept, values converted with the channels' scales (codes as

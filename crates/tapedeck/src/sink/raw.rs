@@ -88,8 +88,8 @@ impl RawSink {
 
     /// Opens `path` to add chunks to it (a delivery resuming): an empty or missing file starts
     /// fresh; otherwise its header is kept, chunk numbers continue, and a trailing `final`
-    /// marker is cut off (the recording goes on). A file whose chunks do not all read is an
-    /// error naming where they stop.
+    /// marker is cut off (the recording goes on). Only chunk headers are read (payloads are
+    /// skipped). A file whose chunks do not all read is an error naming where they stop.
     pub fn append(path: impl AsRef<Path>, options: RawOptions) -> Result<RawSink> {
         let path = path.as_ref();
         let len = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
@@ -108,10 +108,10 @@ impl RawSink {
         }
         let mut reader = crate::dtraw::DtRawReader::open(path)?;
         let mut last: Option<(u64, u64, bool)> = None; // (seq, offset, final)
-        while let Some(chunk) = reader.next_chunk()? {
-            let is_final = chunk.header.valid_samples == 0
-                && chunk.header.flags.iter().any(|f| f == FLAG_FINAL);
-            last = Some((chunk.header.seq, chunk.offset, is_final));
+        while let Some((header, offset)) = reader.next_chunk_header()? {
+            let is_final =
+                header.valid_samples == 0 && header.flags.iter().any(|f| f == FLAG_FINAL);
+            last = Some((header.seq, offset, is_final));
         }
         if let Some(stop) = reader.stop() {
             return Err(Error::Tape {
