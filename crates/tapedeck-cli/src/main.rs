@@ -91,7 +91,7 @@ const IMPORT_HELP: &str = "Examples:
   tapedeck import run.dt-raw --sink parquet:run.parquet
 
   # a file cut short by a crash: every complete chunk is kept, and where it stopped is printed
-  tapedeck import crashed.dt-raw --sink csv:crashed.csv?accept_blocks=true
+  tapedeck import crashed.dt-raw --sink 'csv:crashed.csv?accept_blocks=true'
 
 Each chunk becomes one block: block_index is the chunk's seq, first_sample_index and times
 are kept, the codes are kept as <channel>_raw columns, and an overrun_marker flag becomes
@@ -231,16 +231,16 @@ const RECORD_HELP: &str = concat!(
       --summary-json summary.json
 
   # a rolling Parquet directory and a SQLite table from the same stream
-  tapedeck record --source 'sim:alicat?rate=1000' --duration 1m \
+  tapedeck record --source 'sim:alicat?rate=1000' --duration 1m \\
       --sink 'parquet:parts/?roll_rows=10000' --sink 'sqlite:lab.db?table=samples'
 
   # into an existing PostgreSQL table (the password never appears in output)
-  tapedeck record --source 'sim:alicat?rate=100' \
+  tapedeck record --source 'sim:alicat?rate=100' \\
       --sink 'postgres://lab:secret@db.local:5432/plant?schema=raw&table=flow'
 
   # onto a crash-safe tape first, each row acknowledged after its fdatasync; the sinks are fed
   # from the tape, each from its own cursor, exactly once even if the recorder is killed
-  tapedeck record --source 'sim:alicat?rate=1000' --tape runs/tape --fsync always \
+  tapedeck record --source 'sim:alicat?rate=1000' --tape runs/tape --fsync always \\
       --sink csv:run.csv --sink 'sqlite:lab.db?table=samples&create_table=true'
   tapedeck verify runs/tape
   tapedeck record --source 'sim:alicat?rate=1000' --tape runs/tape --sink csv:run.csv   # resumes
