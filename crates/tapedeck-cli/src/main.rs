@@ -499,6 +499,18 @@ fn record(args: RecordArgs) -> u8 {
     let report = pipe_report(src, sinks, &options);
     let mut deliveries = None;
     let tape = tape_run.map(|(dir, w, start, delivery)| {
+        let waiting: Vec<String> = delivery
+            .statuses()
+            .into_iter()
+            .filter(|s| matches!(s.state.as_str(), "opening" | "reconnecting"))
+            .map(|s| s.sink)
+            .collect();
+        if !waiting.is_empty() {
+            eprintln!(
+                "waiting for {} to come back (up to 5 minutes); press Ctrl-C twice to stop now — committed rows stay, and `tapedeck deliver` catches up later",
+                waiting.join(", ")
+            );
+        }
         // The tape is closed: every sink is brought to its acknowledged end (all of it, unless
         // the tape failed).
         deliveries = Some(delivery.finish(w.durable_seq()));
@@ -612,10 +624,15 @@ fn delivery_failure(statuses: &[DeliveryStatus]) -> Option<u8> {
         return None;
     }
     for s in failed {
+        let error = s.error.as_deref().unwrap_or("unknown error");
+        // Delivery errors name their sink already; others get it added.
+        let what = if error.starts_with("delivery to ") {
+            error.to_string()
+        } else {
+            format!("delivery to {} failed: {error}", s.sink)
+        };
         eprintln!(
-            "error: delivery to {} failed: {}; the tape keeps every row — fix the cause and run `tapedeck deliver` to catch up",
-            s.sink,
-            s.error.as_deref().unwrap_or("unknown error")
+            "error: {what}; the tape keeps every row — fix the cause and run `tapedeck deliver` to catch up"
         );
     }
     Some(EXIT_FAILED)

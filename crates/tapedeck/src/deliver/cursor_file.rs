@@ -235,7 +235,7 @@ impl CursorFile {
             f.sync_all().map_err(|e| Error::io("fsync", &tmp, e))?;
         }
         std::fs::rename(&tmp, path).map_err(|e| Error::io("rename into place", path, e))?;
-        sync_parent(path);
+        crate::sink::file::sync_parent(path);
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -283,17 +283,6 @@ impl CursorFile {
         self.generation = generation;
         self.position = Some(p);
         Ok(())
-    }
-}
-
-/// Makes a rename in `path`'s directory durable; a directory that cannot be opened is not fatal.
-pub(crate) fn sync_parent(path: &Path) {
-    let dir = match path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        Some(d) => d.to_path_buf(),
-        None => PathBuf::from("."),
-    };
-    if let Ok(d) = File::open(dir) {
-        let _ = d.sync_all();
     }
 }
 

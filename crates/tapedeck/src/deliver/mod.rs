@@ -219,7 +219,8 @@ impl WorkerCtx {
                 }
             }
             Err(e) => {
-                tracing::error!(sink = %s.sink, "delivery failed: {e}");
+                // Reported through the status (the CLI prints it once, with what to do).
+                tracing::debug!(sink = %s.sink, "delivery failed: {e}");
                 s.state = "failed".into();
                 s.error = Some(e.to_string());
             }

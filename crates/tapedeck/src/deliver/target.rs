@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 
 use arrow_array::RecordBatch;
 
-use super::cursor_file::{self, COMPLETE, CursorFile, Found, Position, RENAME_PENDING};
+use super::cursor_file::{COMPLETE, CursorFile, Found, Position, RENAME_PENDING};
 use crate::error::{Error, Result};
 use crate::sink::{Sink, SinkSpec, SinkStats};
 use crate::tape::{StartAt, TapeReader};
@@ -164,14 +164,18 @@ pub fn open(spec: SinkSpec, tape: &TapeRef, start: u64) -> Result<Box<dyn Target
     })
 }
 
-/// `.NAME.SUFFIX` beside `path` (the hidden cursor file `tapedeck-cursor`, the hidden copy
-/// `tapedeck-partial`).
-pub fn hidden_beside(path: &Path, suffix: &str) -> PathBuf {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    path.with_file_name(format!(".{name}.{suffix}"))
+use crate::sink::file::sync_parent;
+pub use crate::sink::hidden_beside;
+
+fn not_ours(name: String, path: &Path, cursor: &Path) -> Error {
+    Error::Delivery {
+        sink: name,
+        message: format!(
+            "{} exists and holds no delivery from this tape (no cursor file {}); deliver into a new file, or add `?overwrite=true` to replace it",
+            path.display(),
+            cursor.display()
+        ),
+    }
 }
 
 fn other_tape(name: &str, cursor: &Path, theirs: &str, ours: &str) -> Error {
@@ -221,7 +225,7 @@ struct TextFile {
     sink: Box<dyn Sink>,
     cursor: CursorFile,
     resume: u64,
-    /// `true` once the file has been checked to hold the committed bytes.
+    /// The cursor committed so far (`None` before the first commit).
     committed: Option<u64>,
 }
 
@@ -236,27 +240,23 @@ impl TextFile {
     ) -> Result<TextFile> {
         let cursor_path = hidden_beside(path, "tapedeck-cursor");
         let existing = file_len(path)?;
-        let (cursor, resume, committed) = match CursorFile::open(&cursor_path, &tape.id)? {
+        // Either the committed state is kept (file cut back to it), or the file starts over
+        // from `Err(start)`.
+        let kept = match CursorFile::open(&cursor_path, &tape.id)? {
             Found::Ours(c) => {
                 let (seq, len) = c.position().map_or((c.start(), 0), |p| (p.seq, p.value));
                 match existing {
                     Some(have) if have >= len => {
                         cut(path, len)?;
                         let committed = c.position().map(|p| p.seq);
-                        (c, seq, committed)
+                        Ok((c, seq, committed))
                     }
                     have => {
                         tracing::warn!(
                             "{name}: the file holds {} bytes but its cursor says {len} were committed (lost in a power failure, or changed by hand); rebuilding it from the tape",
                             have.unwrap_or(0)
                         );
-                        cut(path, 0)?;
-                        let start = c.start();
-                        (
-                            CursorFile::create(&cursor_path, &tape.id, start)?,
-                            start,
-                            None,
-                        )
+                        Err(c.start())
                     }
                 }
             }
@@ -268,24 +268,18 @@ impl TextFile {
                     "{name}: its cursor {} is damaged ({problem}); rebuilding the file from the tape",
                     cursor_path.display()
                 );
-                cut(path, 0)?;
-                (
-                    CursorFile::create(&cursor_path, &tape.id, start)?,
-                    start,
-                    None,
-                )
+                Err(start)
             }
             Found::Missing => {
                 if existing.is_some_and(|l| l > 0) && !overwrite {
-                    return Err(Error::Delivery {
-                        sink: name,
-                        message: format!(
-                            "{} exists and holds no delivery from this tape (no cursor file {}); deliver into a new file, or add `?overwrite=true` to replace it",
-                            path.display(),
-                            cursor_path.display()
-                        ),
-                    });
+                    return Err(not_ours(name, path, &cursor_path));
                 }
+                Err(start)
+            }
+        };
+        let (cursor, resume, committed) = match kept {
+            Ok(k) => k,
+            Err(start) => {
                 cut(path, 0)?;
                 (
                     CursorFile::create(&cursor_path, &tape.id, start)?,
@@ -390,7 +384,7 @@ impl WholeFile {
                     if file_len(&partial)?.is_some() {
                         std::fs::rename(&partial, path)
                             .map_err(|e| Error::io("rename into place", path, e))?;
-                        cursor_file::sync_parent(path);
+                        sync_parent(path);
                     }
                     (c, Some(p))
                 }
@@ -409,14 +403,7 @@ impl WholeFile {
             }
             Found::Missing => {
                 if path.exists() && !overwrite {
-                    return Err(Error::Delivery {
-                        sink: name,
-                        message: format!(
-                            "{} exists and holds no delivery from this tape (no cursor file {}); deliver into a new file, or add `?overwrite=true` to replace it",
-                            path.display(),
-                            cursor_path.display()
-                        ),
-                    });
+                    return Err(not_ours(name, path, &cursor_path));
                 }
                 (CursorFile::create(&cursor_path, &tape.id, start)?, None)
             }
@@ -513,7 +500,7 @@ impl Target for WholeFile {
         )?;
         std::fs::rename(&self.partial, &self.path)
             .map_err(|e| Error::io("rename into place", &self.path, e))?;
-        cursor_file::sync_parent(&self.path);
+        sync_parent(&self.path);
         self.cursor.commit(
             Position {
                 seq: end,
@@ -635,13 +622,9 @@ mod parquet_dir {
     use super::{Counted, TapeRef, other_tape, remove_if_exists};
     use crate::deliver::cursor_file::{CursorFile, Found};
     use crate::error::{Error, Result};
-    use crate::sink::parquet::{ParquetOptions, ParquetSink, ParquetTarget};
-
-    fn part_number(name: &str) -> Option<u64> {
-        name.strip_prefix("part-")
-            .and_then(|r| r.strip_suffix(".parquet"))
-            .and_then(|n| n.parse().ok())
-    }
+    use crate::sink::parquet::{
+        ParquetOptions, ParquetSink, ParquetTarget, part_name, part_number,
+    };
 
     fn partial_number(name: &str) -> Option<u64> {
         name.strip_prefix('.')
@@ -704,12 +687,12 @@ mod parquet_dir {
         };
         for (n, partial) in partials {
             let last_ready = next > 0 && n == next - 1;
-            let target = dir.join(format!("part-{n:06}.parquet"));
+            let target = dir.join(part_name(n));
             if last_ready && !target.exists() {
                 // Ready and recorded, not yet renamed when the process stopped.
                 std::fs::rename(&partial, &target)
                     .map_err(|e| Error::io("rename into place", &target, e))?;
-                super::cursor_file::sync_parent(&target);
+                super::sync_parent(&target);
             } else {
                 remove_if_exists(&partial)?;
             }
@@ -717,7 +700,7 @@ mod parquet_dir {
         for n in parts.into_iter().filter(|n| *n >= next) {
             // Cannot happen with parts renamed after their cursor; a stray copy would
             // duplicate rows, so it goes.
-            let stray: PathBuf = dir.join(format!("part-{n:06}.parquet"));
+            let stray: PathBuf = dir.join(part_name(n));
             tracing::warn!(
                 "{name}: removing {} — no cursor accounts for it",
                 stray.display()

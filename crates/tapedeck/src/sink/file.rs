@@ -162,3 +162,24 @@ impl BufferedOutput {
         Ok(())
     }
 }
+
+/// `.NAME.SUFFIX` beside `path`: where a file is written before it is complete (`partial`), or
+/// a delivery keeps its cursor (`tapedeck-cursor`).
+pub fn hidden_beside(path: &Path, suffix: &str) -> PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    path.with_file_name(format!(".{name}.{suffix}"))
+}
+
+/// Makes a rename in `path`'s directory durable; a directory that cannot be opened is not fatal.
+pub(crate) fn sync_parent(path: &Path) {
+    let dir = match path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        Some(d) => d.to_path_buf(),
+        None => PathBuf::from("."),
+    };
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+}

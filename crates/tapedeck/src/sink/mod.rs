@@ -16,7 +16,7 @@
 //! one's data.
 
 pub mod csv;
-mod file;
+pub(crate) mod file;
 pub mod ipc;
 pub mod jsonl;
 pub mod memory;
@@ -39,7 +39,7 @@ use crate::error::{Error, Result};
 use crate::record::Block;
 use crate::uri::Uri;
 
-pub use file::FileOptions;
+pub use file::{FileOptions, hidden_beside};
 
 /// Rows and bytes a sink has written so far.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]

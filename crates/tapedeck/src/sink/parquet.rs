@@ -227,15 +227,19 @@ fn parquet_error(action: &'static str, path: &Path, e: impl std::fmt::Display) -
 }
 
 fn hidden_partial(path: &Path) -> PathBuf {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    path.with_file_name(format!(".{name}.partial"))
+    super::file::hidden_beside(path, "partial")
 }
 
-fn part_name(n: u64) -> String {
+/// `part-NNNNNN.parquet`
+pub(crate) fn part_name(n: u64) -> String {
     format!("part-{n:06}.parquet")
+}
+
+/// The number of a `part-NNNNNN.parquet` file name.
+pub(crate) fn part_number(name: &str) -> Option<u64> {
+    name.strip_prefix("part-")
+        .and_then(|r| r.strip_suffix(".parquet"))
+        .and_then(|n| n.parse().ok())
 }
 
 /// The number after the highest `part-NNNNNN.parquet` in `dir`, so a new run continues it.
@@ -246,11 +250,7 @@ fn next_part_number(dir: &Path) -> Result<u64> {
         let entry = entry.map_err(|e| Error::io("list", dir, e))?;
         let name = entry.file_name();
         let name = name.to_string_lossy();
-        if let Some(n) = name
-            .strip_prefix("part-")
-            .and_then(|r| r.strip_suffix(".parquet"))
-            .and_then(|n| n.parse::<u64>().ok())
-        {
+        if let Some(n) = part_number(&name) {
             next = next.max(n + 1);
         }
     }
@@ -481,12 +481,7 @@ impl ParquetSink {
             });
         }
         std::fs::rename(&partial, &path).map_err(|e| Error::io("rename into place", &path, e))?;
-        if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty())
-            && let Ok(d) = File::open(dir)
-        {
-            // Makes the rename itself durable; a directory that cannot be opened is not fatal.
-            let _ = d.sync_all();
-        }
+        super::file::sync_parent(&path);
         self.parts_finished += 1;
         Ok(())
     }

@@ -171,10 +171,7 @@ impl RawSink {
 
     /// Appends one chunk (length, header, payload) to `buf`.
     fn push_chunk(&mut self, header: &ChunkHeader, codes: Option<&RawCodes>) {
-        let json = header.to_json();
-        self.buf
-            .extend_from_slice(&(json.len() as u32).to_le_bytes());
-        self.buf.extend_from_slice(json.as_bytes());
+        frame(&mut self.buf, &header.to_json());
         // Filled in place, slice by slice: the compiler turns this into a plain copy on a
         // little-endian machine.
         let at = self.buf.len();
@@ -288,10 +285,7 @@ impl Sink for RawSink {
         match &self.header {
             None => {
                 let header = Self::file_header(block, dtype);
-                let json = header.to_json();
-                self.buf
-                    .extend_from_slice(&(json.len() as u32).to_le_bytes());
-                self.buf.extend_from_slice(json.as_bytes());
+                frame(&mut self.buf, &header.to_json());
                 self.header = Some(header);
             }
             Some(h)
@@ -392,6 +386,12 @@ impl Sink for RawSink {
             pending: 0,
         }
     }
+}
+
+/// `u32 LE length | JSON`, the framing of both header kinds.
+fn frame(buf: &mut Vec<u8>, json: &str) {
+    buf.extend_from_slice(&(json.len() as u32).to_le_bytes());
+    buf.extend_from_slice(json.as_bytes());
 }
 
 /// fdatasync on its own thread, at most once per interval, while there are writes to cover.
