@@ -23,8 +23,14 @@ const EXIT_OK: u8 = 0;
 const EXIT_FAILED: u8 = 1;
 /// Exit status: bad usage (option, URI, parameter, or a file that would be overwritten).
 const EXIT_USAGE: u8 = 2;
+/// Exit status: finished, but acknowledged rows the tape could no longer supply (damage found
+/// after they were acknowledged) were skipped by a delivery; each range was printed.
+const EXIT_SKIPPED: u8 = 3;
 /// Exit status: stopped by Ctrl-C / SIGTERM after flushing everything received.
 const EXIT_INTERRUPTED: u8 = 130;
+/// After Ctrl-C / SIGTERM, how long deliveries may go on bringing their sinks up to the tape's
+/// end before they are stopped where they are (their cursors committed).
+const STOP_GRACE: Duration = Duration::from_secs(5);
 
 macro_rules! exit_codes {
     () => {
@@ -32,6 +38,8 @@ macro_rules! exit_codes {
   0    the run finished (source ended, --limit or --duration reached)
   1    the run failed (a source or sink error); everything received was flushed first
   2    bad usage: unknown option, malformed URI, unknown URI parameter, existing output file
+  3    finished, but a delivery skipped acknowledged rows the tape could no longer supply
+       (damage found after they were acknowledged); each range was printed as an error
   130  stopped by Ctrl-C or SIGTERM; everything received was flushed and the summary printed"
     };
 }
@@ -512,13 +520,17 @@ fn record(args: RecordArgs) -> u8 {
             );
         }
         // The tape is closed: every sink is brought to its acknowledged end (all of it, unless
-        // the tape failed).
-        deliveries = Some(delivery.finish(w.durable_seq()));
+        // the tape failed, or the user stops it).
+        let statuses = delivery.status_handle();
+        deliveries = Some(delivery.finish_or_stop(w.durable_seq(), &|| {
+            stop_requested(&interrupted, &statuses)
+        }));
         serde_json::json!({
             "dir": dir.display().to_string(),
             "first_seq": start,
             "end_seq": w.next_seq(),
             "acknowledged": w.durable_seq().saturating_sub(start),
+            "received": w.next_seq().saturating_sub(start),
         })
     });
     done.store(true, Ordering::SeqCst);
@@ -536,6 +548,19 @@ fn record(args: RecordArgs) -> u8 {
                 t["end_seq"]
             );
         }
+    }
+    if let Some(t) = &tape {
+        let received = t["received"].as_u64().unwrap_or(0);
+        let acknowledged = t["acknowledged"].as_u64().unwrap_or(0);
+        if received > acknowledged {
+            eprintln!(
+                "error: tape {}: {} of the {received} rows received were not acknowledged (the tape stopped after an I/O error); the {acknowledged} acknowledged rows are safe on the tape",
+                t["dir"].as_str().unwrap_or(""),
+                received - acknowledged
+            );
+        }
+    }
+    if !args.quiet {
         if let Some(d) = &deliveries {
             print_deliveries(d);
         }
@@ -572,6 +597,30 @@ fn parse_sinks(uris: &[String], delivered: bool) -> Result<Vec<(String, sink::Si
             Ok((tapedeck::uri::redact(uri), spec))
         })
         .collect()
+}
+
+/// True once deliveries should stop where they are: Ctrl-C / SIGTERM came, and the deliveries
+/// have had [`STOP_GRACE`] to bring their sinks to the tape's end. Says which sinks it stops.
+fn stop_requested(interrupted: &AtomicBool, statuses: &tapedeck::deliver::StatusHandle) -> bool {
+    static SINCE: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    if !interrupted.load(Ordering::SeqCst) {
+        return false;
+    }
+    let since = *SINCE.get_or_init(Instant::now);
+    if since.elapsed() < STOP_GRACE {
+        return false;
+    }
+    for s in statuses.statuses() {
+        if !matches!(s.state.as_str(), "done" | "failed") {
+            eprintln!(
+                "stopping the delivery to {} ({}, cursor {}) without waiting for it: committed rows stay; `tapedeck deliver` catches up later",
+                s.sink,
+                s.state,
+                s.cursor.map_or_else(|| "-".to_string(), |c| c.to_string())
+            );
+        }
+    }
+    true
 }
 
 /// Ctrl-C / SIGTERM stop the run after flushing; a second one exits at once.
@@ -617,11 +666,20 @@ fn report_recovery(dir: &std::path::Path, writer: &TapeWriter) {
     }
 }
 
-/// Exit code for failed deliveries, if any failed.
+/// Exit code for failed deliveries, or for deliveries that skipped unreadable rows.
 fn delivery_failure(statuses: &[DeliveryStatus]) -> Option<u8> {
+    for s in statuses {
+        for range in &s.skipped {
+            eprintln!(
+                "error: delivery to {}: acknowledged {range}; skipped — the sink does not hold them",
+                s.sink
+            );
+        }
+    }
+    let skipped = statuses.iter().any(|s| !s.skipped.is_empty());
     let failed: Vec<&DeliveryStatus> = statuses.iter().filter(|s| s.state == "failed").collect();
     if failed.is_empty() {
-        return None;
+        return skipped.then_some(EXIT_SKIPPED);
     }
     for s in failed {
         let error = s.error.as_deref().unwrap_or("unknown error");
@@ -733,6 +791,7 @@ fn deliver(args: &DeliverArgs) -> u8 {
             message: "no such tape directory".into(),
         });
     }
+    let (_, interrupted) = install_ctrlc();
     // Opening the writer recovers the tape and takes its lock, so no recorder appends to it
     // (or delivers to the same sinks) meanwhile.
     let writer = match TapeWriter::open(&args.dir, TapeOptions::default()) {
@@ -763,7 +822,8 @@ fn deliver(args: &DeliverArgs) -> u8 {
             progress_loop(&Progress::default(), &done, None, &[], Some(&statuses));
         })
     });
-    let statuses = delivery.finish(end);
+    let handle = delivery.status_handle();
+    let statuses = delivery.finish_or_stop(end, &|| stop_requested(&interrupted, &handle));
     done.store(true, Ordering::SeqCst);
     if let Some(t) = ticker {
         let _ = t.join();
@@ -790,7 +850,11 @@ fn deliver(args: &DeliverArgs) -> u8 {
             return EXIT_FAILED;
         }
     }
-    delivery_failure(&statuses).unwrap_or(EXIT_OK)
+    delivery_failure(&statuses).unwrap_or(if interrupted.load(Ordering::SeqCst) {
+        EXIT_INTERRUPTED
+    } else {
+        EXIT_OK
+    })
 }
 
 fn progress_loop(

@@ -235,7 +235,9 @@ impl CursorFile {
             f.sync_all().map_err(|e| Error::io("fsync", &tmp, e))?;
         }
         std::fs::rename(&tmp, path).map_err(|e| Error::io("rename into place", path, e))?;
-        crate::sink::file::sync_parent(path);
+        // The new name must be durable before anything relies on this cursor: a commit into a
+        // file whose name a power failure can take back would be lost with it.
+        crate::sink::file::sync_parent(path)?;
         let file = OpenOptions::new()
             .read(true)
             .write(true)

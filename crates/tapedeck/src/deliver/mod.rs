@@ -170,6 +170,25 @@ impl Delivery {
         self.join()
     }
 
+    /// Like [`Delivery::finish`], but stops every worker where it is (as [`Delivery::abort`])
+    /// as soon as `stop()` returns true — a user's Ctrl-C or SIGTERM must end a run whose sink
+    /// is away, not wait for it.
+    pub fn finish_or_stop(mut self, end: u64, stop: &dyn Fn() -> bool) -> Vec<DeliveryStatus> {
+        *lock(&self.shared.final_end) = Some(end);
+        while self
+            .workers
+            .iter()
+            .any(|w| w.handle.as_ref().is_some_and(|h| !h.is_finished()))
+        {
+            if stop() {
+                self.shared.abort.store(true, Ordering::SeqCst);
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.join()
+    }
+
     /// Stops every worker where it is (committed rows stay committed; the rest is delivered
     /// next time).
     pub fn abort(mut self) -> Vec<DeliveryStatus> {
@@ -307,6 +326,8 @@ impl WorkerCtx {
         let mut last_status = Instant::now() - Duration::from_secs(10);
         let mut caught_up_at = SystemTime::now();
         let mut idle = Duration::from_millis(2);
+        // Since when the reader has yielded nothing while acknowledged rows lie ahead.
+        let mut stalled_since: Option<Instant> = None;
         self.set(|s| {
             s.state = "delivering".into();
             s.error = None;
@@ -325,12 +346,9 @@ impl WorkerCtx {
             reader.set_until(Some(limit));
             match reader.next_batch()? {
                 Some((first, batch)) => {
+                    stalled_since = None;
                     if first > pos {
-                        tracing::warn!(
-                            "{}: the tape has no rows {pos}..{first} (a damaged range was quarantined); skipping them",
-                            target.name()
-                        );
-                        target.skip(first - pos);
+                        self.skip_unreadable(target.as_mut(), &mut reader, pos, first);
                     }
                     let n = batch.num_rows() as u64;
                     target.write(&batch)?;
@@ -346,9 +364,24 @@ impl WorkerCtx {
                     }
                 }
                 None => {
-                    let at_end = reader.position().max(pos);
+                    let mut at_end = reader.position().max(pos);
+                    if at_end < limit {
+                        // Acknowledged rows the reader cannot reach. Once the tape is final
+                        // (or they stay out of reach for long) they are damage, not rows still
+                        // on their way: report them and go on, rather than wait forever.
+                        let since = *stalled_since.get_or_insert_with(Instant::now);
+                        let patience = if last {
+                            UNREADABLE_FINAL
+                        } else {
+                            UNREADABLE_LIVE
+                        };
+                        if since.elapsed() >= patience {
+                            at_end = limit;
+                            stalled_since = None;
+                        }
+                    }
                     if at_end > pos {
-                        target.skip(at_end - pos);
+                        self.skip_unreadable(target.as_mut(), &mut reader, pos, at_end);
                         pos = at_end;
                     }
                     let behind = target.stats().pending > 0;
@@ -377,6 +410,36 @@ impl WorkerCtx {
                 last_status = Instant::now();
             }
         }
+    }
+
+    /// Moves the sink's cursor over acknowledged rows `from..to` that the tape cannot supply,
+    /// saying so: an error in the log, the range in the status (`skipped`), and — through the
+    /// status — in the summary and the exit code. Never silent.
+    fn skip_unreadable(
+        &self,
+        target: &mut dyn Target,
+        reader: &mut TapeReader,
+        from: u64,
+        to: u64,
+    ) {
+        let damaged = reader.take_unreadable();
+        let found = damaged.iter().find(|d| d.from < to && d.to > from);
+        let range = crate::tape::reader::Unreadable {
+            from,
+            to,
+            segment: found.and_then(|d| d.segment.clone()),
+            bytes: found.and_then(|d| d.bytes),
+            why: found.map_or_else(
+                || "no segment on the tape holds them (a damaged range was quarantined, or a segment is missing; `tapedeck verify` shows which)".to_string(),
+                |d| format!("{}; `tapedeck verify` shows the damage", d.why),
+            ),
+        };
+        tracing::error!(
+            "delivery to {}: acknowledged {range}; the cursor moves past them",
+            target.name()
+        );
+        target.skip(to - from);
+        self.set(|s| s.skipped.push(range));
     }
 
     /// Updates the in-memory status; writes the status file at most once a second.
@@ -423,6 +486,13 @@ impl WorkerCtx {
         }
     }
 }
+
+/// How long a delivery of a finished tape waits for rows the reader cannot reach before it
+/// reports them unreadable.
+const UNREADABLE_FINAL: Duration = Duration::from_millis(200);
+/// The same while the tape is being recorded (acknowledged rows are on disk, so this is long
+/// only to be sure).
+const UNREADABLE_LIVE: Duration = Duration::from_secs(5);
 
 fn now_micros() -> i64 {
     SystemTime::now()

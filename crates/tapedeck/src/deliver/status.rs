@@ -40,6 +40,10 @@ pub struct DeliveryStatus {
     pub pending: u64,
     /// Why it failed, or the last connection error while reconnecting.
     pub error: Option<String>,
+    /// Acknowledged rows the tape could not supply (damage found after they were
+    /// acknowledged): the cursor moved past them, and each range was reported as an error.
+    #[serde(default)]
+    pub skipped: Vec<crate::tape::reader::Unreadable>,
     /// When this status was taken (ISO 8601, UTC).
     pub updated_at: String,
     #[serde(skip)]
@@ -60,6 +64,7 @@ impl DeliveryStatus {
             bytes: 0,
             pending: 0,
             error: None,
+            skipped: Vec::new(),
             updated_at: String::new(),
             written: None,
         }

@@ -6,8 +6,11 @@
 //! - **SQLite, PostgreSQL** — a row in `tapedeck_cursor`, moved in the same transaction as the
 //!   rows it counts.
 //! - **CSV, JSONL, raw `.dt-raw`** — a cursor file (`.NAME.tapedeck-cursor`, [`super::cursor_file`]) with the
-//!   committed sequence number and the file's length at that point. On resume the file is cut
-//!   back to that length and continued.
+//!   committed sequence number and the file's length at that point. Each commit fdatasyncs the
+//!   file before it writes the cursor (on a thread of its own, so the delivery does not wait on
+//!   the disk), so a cursor never covers bytes a power failure can take back. On resume the file
+//!   is cut back to that length and continued. A cursor that cannot be read is rebuilt from the
+//!   tape's first row; from a later start (`--from end`) a file with bytes is refused instead.
 //! - **Parquet directory** — finished parts plus the cursor file in the directory: a part is
 //!   finished under its hidden name, the cursor records it, then it is renamed into place. On
 //!   resume an interrupted rename is completed, unfinished parts are removed, and the rows after
@@ -204,7 +207,8 @@ fn remove_if_exists(path: &Path) -> Result<()> {
     }
 }
 
-/// Cuts `path` to `len` bytes (creating it empty when `len` is 0 and it does not exist).
+/// Cuts `path` to `len` bytes (creating it empty when `len` is 0 and it does not exist). A
+/// file already that long is left alone: nothing to cut, and no metadata change to make durable.
 fn cut(path: &Path, len: u64) -> Result<()> {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).map_err(|e| Error::io("create directory", parent, e))?;
@@ -215,18 +219,42 @@ fn cut(path: &Path, len: u64) -> Result<()> {
         .truncate(false)
         .open(path)
         .map_err(|e| Error::io("open", path, e))?;
+    let have = f.metadata().map_err(|e| Error::io("stat", path, e))?.len();
+    if have == len {
+        return Ok(());
+    }
     f.set_len(len).map_err(|e| Error::io("truncate", path, e))
 }
 
-/// CSV and JSONL: the file is cut back to its committed length on resume.
+/// The refusal for a file whose cursor cannot be read when the delivery would start it over
+/// past the tape's first row (`--from end`): nothing proves which rows the file holds, and
+/// starting it over at `start` would throw them away.
+fn damaged_refused(
+    name: &str,
+    path: &Path,
+    cursor: &Path,
+    problem: &str,
+    have: u64,
+    start: u64,
+) -> Error {
+    Error::Delivery {
+        sink: name.to_string(),
+        message: format!(
+            "its cursor {} is damaged ({problem}), so nothing proves which tape rows {} ({have} bytes) holds, and this delivery would start it over at tape row {start} (`--from end`), losing them; the file was not touched. Deliver from the tape's start (without `--from end`) to rebuild it from the tape's first row, or move it and its cursor file aside to deliver into a new file",
+            cursor.display(),
+            path.display()
+        ),
+    }
+}
+
+/// CSV, JSONL and raw `.dt-raw`: the file is cut back to its committed length on resume, and
+/// its data is fdatasynced before any cursor that covers it is written.
 struct TextFile {
     name: String,
     path: PathBuf,
     sink: Box<dyn Sink>,
-    cursor: CursorFile,
     resume: u64,
-    /// The cursor committed so far (`None` before the first commit).
-    committed: Option<u64>,
+    committer: Committer,
 }
 
 impl TextFile {
@@ -264,8 +292,21 @@ impl TextFile {
                 return Err(other_tape(&name, &cursor_path, &theirs, &tape.id));
             }
             Found::Damaged(problem) => {
+                let have = existing.unwrap_or(0);
+                if have > 0 && start > 0 {
+                    return Err(damaged_refused(
+                        &name,
+                        path,
+                        &cursor_path,
+                        &problem,
+                        have,
+                        start,
+                    ));
+                }
+                // From the tape's first row (or into an empty file): every row the file can
+                // have held comes back from the tape.
                 tracing::warn!(
-                    "{name}: its cursor {} is damaged ({problem}); rebuilding the file from the tape",
+                    "{name}: its cursor {} is damaged ({problem}); rebuilding the file from tape row {start}",
                     cursor_path.display()
                 );
                 Err(start)
@@ -288,14 +329,33 @@ impl TextFile {
                 )
             }
         };
+        let sink = make(path)?;
+        // A handle of our own on the data file, for fdatasync: the sink owns its writer.
+        let data = std::fs::OpenOptions::new()
+            .write(true)
+            .open(path)
+            .map_err(|e| Error::io("open", path, e))?;
+        let committer = Committer::start(
+            &name,
+            Durable {
+                data,
+                path: path.to_path_buf(),
+                cursor,
+            },
+            committed,
+        )?;
         Ok(TextFile {
-            sink: make(path)?,
+            sink,
             name,
             path: path.to_path_buf(),
-            cursor,
             resume,
-            committed,
+            committer,
         })
+    }
+
+    /// The file's length now: everything written has reached it (`write(2)`).
+    fn len(&self) -> Result<u64> {
+        Ok(file_len(&self.path)?.unwrap_or(0))
     }
 }
 
@@ -313,17 +373,39 @@ impl Target for TextFile {
     }
 
     fn commit(&mut self, end: u64) -> Result<()> {
+        self.committer.check(&self.name)?;
         self.sink.flush()?;
-        self.record(end, false)
+        let len = self.len()?;
+        self.committer.ask(Position {
+            seq: end,
+            value: len,
+            flags: 0,
+        });
+        Ok(())
     }
 
     fn committed(&self) -> Option<u64> {
-        self.committed
+        self.committer.committed()
     }
 
     fn finish(&mut self, end: u64) -> Result<()> {
         self.sink.close()?;
-        self.record(end, true)
+        let mut durable = self.committer.stop(&self.name)?;
+        let len = self.len()?;
+        // The last commit waits for the disk: when `finish` returns, the file and its cursor
+        // are durable.
+        durable
+            .commit(
+                Position {
+                    seq: end,
+                    value: len,
+                    flags: 0,
+                },
+                true,
+            )
+            .map_err(|f| commit_failed(&self.name, &f, self.committer.committed()))?;
+        self.committer.finished(end);
+        Ok(())
     }
 
     fn stats(&self) -> SinkStats {
@@ -331,20 +413,176 @@ impl Target for TextFile {
     }
 }
 
-impl TextFile {
-    /// Records `end` with the file's length now (everything written has reached the file).
-    fn record(&mut self, end: u64, sync: bool) -> Result<()> {
-        let len = file_len(&self.path)?.unwrap_or(0);
-        self.cursor.commit(
-            Position {
-                seq: end,
-                value: len,
-                flags: 0,
-            },
-            sync,
-        )?;
-        self.committed = Some(end);
-        Ok(())
+/// A text file's data handle and cursor: what a commit makes durable, in order.
+struct Durable {
+    data: std::fs::File,
+    path: PathBuf,
+    cursor: CursorFile,
+}
+
+impl Durable {
+    /// fdatasyncs the data file, then writes the cursor `p` (fdatasynced too when `sync_cursor`).
+    /// In this order a cursor never covers bytes a power failure can take back: after one, the
+    /// file is at least as long as its cursor says, and the next delivery cuts it back to that.
+    /// The error says what failed (the delivery's error names the sink and what to do).
+    fn commit(&mut self, p: Position, sync_cursor: bool) -> std::result::Result<(), String> {
+        self.data.sync_data().map_err(|e| {
+            format!(
+                "cannot fdatasync {} before moving its cursor to tape row {}: {e}",
+                self.path.display(),
+                p.seq
+            )
+        })?;
+        self.cursor
+            .commit(p, sync_cursor)
+            .map_err(|e| format!("cannot move the cursor to tape row {}: {e}", p.seq))
+    }
+}
+
+/// Where the committer thread stands, shared with the delivery.
+#[derive(Default)]
+struct CommitState {
+    /// The newest position asked for and not yet taken up (commits asked for while one is
+    /// syncing merge into the newest).
+    wanted: Option<Position>,
+    /// The cursor as written (`None` before the first commit).
+    committed: Option<u64>,
+    /// The first failure; from then on nothing more is committed.
+    failed: Option<String>,
+    /// No more commits: the thread exits once `wanted` is done.
+    stop: bool,
+}
+
+struct CommitShared {
+    state: std::sync::Mutex<CommitState>,
+    changed: std::sync::Condvar,
+}
+
+fn lock_state(shared: &CommitShared) -> std::sync::MutexGuard<'_, CommitState> {
+    shared
+        .state
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Commits a text file's cursor on its own thread ([`Durable::commit`]: data fdatasynced,
+/// then the cursor). The delivery never waits on the disk at a commit: a live delivery commits
+/// each time it catches up with the tape, up to a hundred times a second, and waiting for each
+/// fdatasync made a 1M-row CSV delivery committing every 10,000 rows about 20% slower, while on
+/// this thread it costs nothing measurable. `finish` waits for the last commit.
+struct Committer {
+    shared: std::sync::Arc<CommitShared>,
+    thread: Option<std::thread::JoinHandle<Durable>>,
+}
+
+impl Committer {
+    fn start(name: &str, durable: Durable, committed: Option<u64>) -> Result<Committer> {
+        let shared = std::sync::Arc::new(CommitShared {
+            state: std::sync::Mutex::new(CommitState {
+                committed,
+                ..CommitState::default()
+            }),
+            changed: std::sync::Condvar::new(),
+        });
+        let path = durable.path.clone();
+        let s = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("commit {name}"))
+            .spawn(move || Committer::run(&s, durable))
+            .map_err(|e| Error::io("start the cursor thread for", path, e))?;
+        Ok(Committer {
+            shared,
+            thread: Some(thread),
+        })
+    }
+
+    fn run(shared: &CommitShared, mut durable: Durable) -> Durable {
+        let mut st = lock_state(shared);
+        while st.failed.is_none() {
+            if let Some(p) = st.wanted.take() {
+                drop(st);
+                let r = durable.commit(p, false);
+                st = lock_state(shared);
+                match r {
+                    Ok(()) => st.committed = Some(p.seq),
+                    Err(f) => st.failed = Some(f),
+                }
+                shared.changed.notify_all();
+            } else if st.stop {
+                break;
+            } else {
+                st = shared
+                    .changed
+                    .wait(st)
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+            }
+        }
+        durable
+    }
+
+    /// The failure of an earlier commit, if there was one.
+    fn check(&self, name: &str) -> Result<()> {
+        let st = lock_state(&self.shared);
+        match &st.failed {
+            Some(f) => Err(commit_failed(name, f, st.committed)),
+            None => Ok(()),
+        }
+    }
+
+    fn ask(&self, p: Position) {
+        lock_state(&self.shared).wanted = Some(p);
+        self.shared.changed.notify_all();
+    }
+
+    fn committed(&self) -> Option<u64> {
+        lock_state(&self.shared).committed
+    }
+
+    /// Lets the thread finish what was asked, stops it, and returns the handles (or the
+    /// failure of a commit).
+    fn stop(&mut self, name: &str) -> Result<Durable> {
+        lock_state(&self.shared).stop = true;
+        self.shared.changed.notify_all();
+        let durable = match self.thread.take().map(std::thread::JoinHandle::join) {
+            Some(Ok(d)) => d,
+            Some(Err(_)) | None => {
+                return Err(Error::Delivery {
+                    sink: name.to_string(),
+                    message: "its cursor thread is gone (it panicked, or the delivery finished twice); the cursor stays where it was last written, and the next delivery continues from there".into(),
+                });
+            }
+        };
+        self.check(name)?;
+        Ok(durable)
+    }
+
+    /// Records the final commit made after [`Committer::stop`].
+    fn finished(&self, end: u64) {
+        lock_state(&self.shared).committed = Some(end);
+    }
+}
+
+impl Drop for Committer {
+    fn drop(&mut self) {
+        // A delivery that stops (abort, error) keeps the commit it asked for last.
+        lock_state(&self.shared).stop = true;
+        self.shared.changed.notify_all();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn commit_failed(name: &str, failure: &str, committed: Option<u64>) -> Error {
+    let at = committed.map_or_else(
+        || "where this delivery began".to_string(),
+        |c| format!("at tape row {c}"),
+    );
+    Error::Delivery {
+        sink: name.to_string(),
+        message: format!(
+            "{failure}; its cursor stays {at}, and nothing written after it counts: the next delivery cuts the file back to the cursor and continues from there. Check the disk and the file system, then deliver again"
+        ),
     }
 }
 
@@ -384,7 +622,7 @@ impl WholeFile {
                     if file_len(&partial)?.is_some() {
                         std::fs::rename(&partial, path)
                             .map_err(|e| Error::io("rename into place", path, e))?;
-                        sync_parent(path);
+                        sync_parent(path)?;
                     }
                     (c, Some(p))
                 }
@@ -395,8 +633,21 @@ impl WholeFile {
                 return Err(other_tape(&name, &cursor_path, &theirs, &tape.id));
             }
             Found::Damaged(problem) => {
+                // The rebuilt file replaces this one at the end of the delivery: from a start
+                // past the tape's first row that would lose the rows it holds.
+                let have = file_len(path)?.unwrap_or(0);
+                if have > 0 && start > 0 {
+                    return Err(damaged_refused(
+                        &name,
+                        path,
+                        &cursor_path,
+                        &problem,
+                        have,
+                        start,
+                    ));
+                }
                 tracing::warn!(
-                    "{name}: its cursor {} is damaged ({problem}); rebuilding the file from the tape",
+                    "{name}: its cursor {} is damaged ({problem}); rebuilding the file from tape row {start}",
                     cursor_path.display()
                 );
                 (CursorFile::create(&cursor_path, &tape.id, start)?, None)
@@ -490,6 +741,9 @@ impl Target for WholeFile {
         std::fs::File::open(&self.partial)
             .and_then(|f| f.sync_all())
             .map_err(|e| Error::io("fsync", &self.partial, e))?;
+        // The cursor is about to say the hidden copy is complete; after a power failure the next
+        // run renames it into place, so its name must be durable first.
+        sync_parent(&self.partial)?;
         self.cursor.commit(
             Position {
                 seq: end,
@@ -500,7 +754,7 @@ impl Target for WholeFile {
         )?;
         std::fs::rename(&self.partial, &self.path)
             .map_err(|e| Error::io("rename into place", &self.path, e))?;
-        sync_parent(&self.path);
+        sync_parent(&self.path)?;
         self.cursor.commit(
             Position {
                 seq: end,
@@ -692,7 +946,7 @@ mod parquet_dir {
                 // Ready and recorded, not yet renamed when the process stopped.
                 std::fs::rename(&partial, &target)
                     .map_err(|e| Error::io("rename into place", &target, e))?;
-                super::sync_parent(&target);
+                super::sync_parent(&target)?;
             } else {
                 remove_if_exists(&partial)?;
             }

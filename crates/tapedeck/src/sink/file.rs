@@ -173,13 +173,33 @@ pub fn hidden_beside(path: &Path, suffix: &str) -> PathBuf {
     path.with_file_name(format!(".{name}.{suffix}"))
 }
 
-/// Makes a rename in `path`'s directory durable; a directory that cannot be opened is not fatal.
-pub(crate) fn sync_parent(path: &Path) {
+/// Makes a new name in `path`'s directory (a created file, a rename) durable: fsyncs the
+/// directory. An error is returned, never ignored: the caller was about to rely on the name
+/// surviving a power failure (a cursor naming a hidden Parquet part, a finished rename), and a
+/// name that may not survive must not be built on.
+pub(crate) fn sync_parent(path: &Path) -> Result<()> {
     let dir = match path.parent().filter(|p| !p.as_os_str().is_empty()) {
         Some(d) => d.to_path_buf(),
         None => PathBuf::from("."),
     };
-    if let Ok(d) = File::open(dir) {
-        let _ = d.sync_all();
+    File::open(&dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io("fsync the directory", &dir, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_directory_that_cannot_be_synced_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let missing = dir.path().join("gone").join("file");
+        let e = sync_parent(&missing).err().map(|e| e.to_string());
+        assert!(
+            e.as_deref().is_some_and(|e| e.contains("gone")),
+            "expected an error naming the directory, got {e:?}"
+        );
+        assert!(sync_parent(&dir.path().join("file")).is_ok());
     }
 }

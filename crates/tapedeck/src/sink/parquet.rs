@@ -458,6 +458,9 @@ impl ParquetSink {
             .len();
         drop(file);
         if let Some(l) = &mut self.ledger {
+            // The cursor is about to name this hidden part as finished; after a power failure
+            // the next run renames it into place, so its directory entry must be durable first.
+            super::file::sync_parent(&partial)?;
             let seq = l.seq + l.gap + rows;
             l.cursor.commit(
                 crate::deliver::cursor_file::Position {
@@ -481,7 +484,7 @@ impl ParquetSink {
             });
         }
         std::fs::rename(&partial, &path).map_err(|e| Error::io("rename into place", &path, e))?;
-        super::file::sync_parent(&path);
+        super::file::sync_parent(&path)?;
         self.parts_finished += 1;
         Ok(())
     }

@@ -12,8 +12,11 @@
 //! Each chunk (length, header, payload) reaches the file in one `write(2)`. Durability follows
 //! `fsync=` as for the tape: `never`, `always` (an `fdatasync` after every chunk), or
 //! `interval:DUR` (default `interval:10ms`: a background thread runs `fdatasync` every DUR
-//! while there are new chunks, so the writer never waits on the disk; and one at close). Parameters: `overwrite=true`, `fsync=`. Rows are refused: this sink takes
-//! blocks with raw codes.
+//! while there are new chunks, so the writer never waits on the disk; and one at close). A
+//! background `fdatasync` that fails is the error of the next write, flush or close — never
+//! dropped. Under a delivery from a tape every cursor commit also fdatasyncs the file first,
+//! whatever `fsync=` says. Parameters: `overwrite=true`, `fsync=`. Rows are refused: this sink
+//! takes blocks with raw codes.
 
 use std::fs::File;
 use std::io::Write;
@@ -218,7 +221,9 @@ impl RawSink {
                             .file
                             .try_clone()
                             .map_err(|e| Error::io("open a second handle on", &self.path, e))?;
-                        self.syncer = Some(Syncer::start(file, d));
+                        self.syncer = Some(Syncer::start(file, d).map_err(|e| {
+                            Error::io("start the fdatasync thread for", &self.path, e)
+                        })?);
                     }
                     if let Some(s) = &self.syncer {
                         s.mark_dirty();
@@ -356,8 +361,12 @@ impl Sink for RawSink {
         if !self.life.begin_close() {
             return Ok(());
         }
-        if let Some(s) = self.syncer.take() {
-            s.stop();
+        // A background fdatasync that failed is this close's error: the chunks it should have
+        // made durable may be gone after a power failure, and a later fdatasync that succeeds
+        // does not bring them back (the kernel reports a writeback error once). The file then
+        // gets no `final` marker: a reader sees a recording that was cut off.
+        if let Some(e) = self.syncer.take().and_then(Syncer::stop) {
+            return Err(Error::io("fdatasync", &self.path, e));
         }
         if let Some(h) = &self.header {
             let capacity = h.samples_per_buffer;
@@ -409,7 +418,9 @@ struct SyncShared {
 }
 
 impl Syncer {
-    fn start(file: File, interval: Duration) -> Syncer {
+    /// Starts the thread; an error if the system cannot start one (then nothing would ever be
+    /// synced, which must not pass in silence).
+    fn start(file: File, interval: Duration) -> std::io::Result<Syncer> {
         use std::sync::atomic::Ordering;
         let shared = std::sync::Arc::new(SyncShared::default());
         let s = shared.clone();
@@ -421,14 +432,18 @@ impl Syncer {
                     if s.dirty.swap(false, Ordering::SeqCst)
                         && let Err(e) = file.sync_data()
                     {
-                        *s.error
+                        // The first failure is the one to report; keep it until it is taken.
+                        s.error
                             .lock()
-                            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(e);
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                            .get_or_insert(e);
                     }
                 }
-            })
-            .ok();
-        Syncer { shared, handle }
+            })?;
+        Ok(Syncer {
+            shared,
+            handle: Some(handle),
+        })
     }
 
     fn mark_dirty(&self) {
@@ -445,18 +460,63 @@ impl Syncer {
             .take()
     }
 
-    fn stop(mut self) {
+    /// Stops the thread and returns a failure it had not reported yet.
+    fn stop(mut self) -> Option<std::io::Error> {
         self.shared
             .stop
             .store(true, std::sync::atomic::Ordering::SeqCst);
-        if let Some(h) = self.handle.take() {
-            let _ = h.join();
+        if let Some(h) = self.handle.take()
+            && h.join().is_err()
+        {
+            return Some(std::io::Error::other(
+                "the fdatasync thread panicked; the last chunks may not be durable",
+            ));
         }
+        self.take_error()
     }
 }
 
 impl Drop for RawSink {
     fn drop(&mut self) {
         let _ = self.close();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_background_fdatasync_is_the_error_of_close() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("run.dt-raw");
+        let mut sink = RawSink::create(
+            &path,
+            RawOptions {
+                fsync: FsyncPolicy::Interval(Duration::from_millis(5)),
+                ..RawOptions::default()
+            },
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let block = crate::source::sim_daq::DaqSim::new(2, 1000.0, 8)
+            .with_raw(true)
+            .make_block(0, 1_767_225_600_000_000);
+        sink.write_block(&block).unwrap_or_else(|e| panic!("{e}"));
+        // What the syncer thread records when its fdatasync fails (EIO from the disk).
+        let Some(syncer) = &sink.syncer else {
+            panic!("fsync=interval starts a syncer at the first chunk");
+        };
+        *syncer
+            .shared
+            .error
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) =
+            Some(std::io::Error::from_raw_os_error(5));
+        let e = sink.close().err().map(|e| e.to_string());
+        assert!(
+            e.as_deref()
+                .is_some_and(|e| e.contains("fdatasync") && e.contains("run.dt-raw")),
+            "close must report the failed background fdatasync, got {e:?}"
+        );
     }
 }

@@ -28,7 +28,7 @@ use arrow_array::cast::AsArray;
 use arrow_array::types::{Float64Type, Int64Type};
 use arrow_array::{Array, RecordBatch};
 use arrow_schema::{DataType, Field, Schema};
-use rusqlite::{Connection, OpenFlags};
+use rusqlite::{Connection, OpenFlags, OptionalExtension};
 
 pub use super::sql::BlockRows;
 use super::sql::{TimestampStorage, check_ident, quote_ident, to_storage};
@@ -299,39 +299,87 @@ impl SqliteSink {
 
     /// Makes this sink the destination of a delivery from tape `tape_id`: creates
     /// [`CURSOR_TABLE`] if needed and returns the committed cursor (`start` when the delivery is
-    /// new). From here on every transaction also moves the cursor, atomically with its rows.
+    /// new, whose row is added now). From here on every transaction also moves the cursor,
+    /// atomically with its rows. A table that already holds another tape's delivery is refused:
+    /// two tapes' sequence numbers in one table cannot be told apart, so neither cursor would
+    /// say which rows it holds.
     pub(crate) fn attach_cursor(&mut self, tape_id: &str, start: u64) -> Result<u64> {
         let shown = self.shown();
-        let key = format!("tape:{tape_id}/{}", self.options.table);
+        let name = self.life.name().to_string();
+        let table = self.options.table.clone();
+        let key = format!("tape:{tape_id}/{table}");
+        let first = i64::try_from(start).map_err(|_| Error::Delivery {
+            sink: name.clone(),
+            message: format!(
+                "tape row {start} does not fit SQLite's 64-bit integer cursor; deliver from the tape's start"
+            ),
+        })?;
         let conn = self.conn()?;
-        let read = (|| -> rusqlite::Result<Option<i64>> {
+        // One write transaction (BEGIN IMMEDIATE): the check for another tape and the insert of
+        // this delivery's row cannot interleave with another delivery opening on this table.
+        let read = (|| -> rusqlite::Result<std::result::Result<i64, (String, String)>> {
+            conn.execute_batch("BEGIN IMMEDIATE")?;
             conn.execute_batch(&format!(
                 "CREATE TABLE IF NOT EXISTS {CURSOR_TABLE} (sink TEXT PRIMARY KEY, tape_id TEXT NOT NULL, \
                  target_table TEXT NOT NULL, tape_seq INTEGER NOT NULL, updated_at TEXT NOT NULL)"
             ))?;
-            let mut stmt = conn.prepare(&format!(
-                "SELECT tape_seq FROM {CURSOR_TABLE} WHERE sink = ?1"
-            ))?;
-            let mut rows = stmt.query([&key])?;
-            match rows.next()? {
-                Some(row) => row.get::<_, i64>(0).map(Some),
-                None => Ok(None),
+            let other = conn
+                .query_row(
+                    &format!(
+                        "SELECT tape_id, sink FROM {CURSOR_TABLE} WHERE target_table = ?1 AND tape_id <> ?2 \
+                         ORDER BY sink LIMIT 1"
+                    ),
+                    rusqlite::params![table, tape_id],
+                    |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)),
+                )
+                .optional()?;
+            if let Some(other) = other {
+                conn.execute_batch("ROLLBACK")?;
+                return Ok(Err(other));
             }
+            conn.execute(
+                &format!(
+                    "INSERT INTO {CURSOR_TABLE} (sink, tape_id, target_table, tape_seq, updated_at) \
+                     VALUES (?1, ?2, ?3, ?4, strftime('%Y-%m-%dT%H:%M:%fZ', 'now')) ON CONFLICT (sink) DO NOTHING"
+                ),
+                rusqlite::params![key, tape_id, table, first],
+            )?;
+            let seq = conn.query_row(
+                &format!("SELECT tape_seq FROM {CURSOR_TABLE} WHERE sink = ?1"),
+                [&key],
+                |r| r.get::<_, i64>(0),
+            )?;
+            conn.execute_batch("COMMIT")?;
+            Ok(Ok(seq))
         })();
-        let seq =
-            read.map_err(|e| db_error(&shown, CURSOR_TABLE, "read the delivery cursor", &e))?;
-        let base = match seq {
-            Some(v) if v >= 0 => v as u64,
-            Some(v) => {
+        let seq = match read {
+            Ok(Ok(seq)) => seq,
+            Ok(Err((theirs, their_key))) => {
                 return Err(Error::Delivery {
-                    sink: self.life.name().to_string(),
+                    sink: name,
                     message: format!(
-                        "its cursor row `{key}` in {CURSOR_TABLE} reads {v}; a cursor is never negative — delete the row to deliver the tape again from its start"
+                        "table {table} in {shown} already holds rows delivered from tape {theirs} (row `{their_key}` in {CURSOR_TABLE}), not from this tape ({tape_id}); deliver into another table (`?table=`) or another database, or drop the table and delete that row to start over"
                     ),
                 });
             }
-            None => start,
+            Err(e) => {
+                if !conn.is_autocommit() {
+                    let _ = conn.execute_batch("ROLLBACK");
+                }
+                return Err(db_error(
+                    &shown,
+                    CURSOR_TABLE,
+                    "read the delivery cursor",
+                    &e,
+                ));
+            }
         };
+        let base = u64::try_from(seq).map_err(|_| Error::Delivery {
+            sink: name,
+            message: format!(
+                "its cursor row `{key}` in {CURSOR_TABLE} reads {seq}; a cursor is never negative — delete the row to deliver the tape again from its start"
+            ),
+        })?;
         self.cursor = Some(CursorRow {
             key,
             tape_id: tape_id.to_string(),

@@ -206,7 +206,8 @@ impl FrameHeader {
 
     /// Sequence number after the frame's last row.
     pub fn end_seq(&self) -> u64 {
-        self.first_seq + u64::from(self.rows)
+        // Cannot wrap for a decoded header (checked in `decode`); saturating for hand-made ones.
+        self.first_seq.saturating_add(u64::from(self.rows))
     }
 
     /// Appends the frame (header, payload, CRC) to `out`.
@@ -243,7 +244,10 @@ impl FrameHeader {
         let compression = Compression::from_bits((flags >> 1) & 3).ok_or(FormatError::Length)?;
         let payload_len = u32_at(b, 8);
         let rows = u32_at(b, 12);
-        if payload_len > MAX_PAYLOAD || rows == 0 || flags >> 3 != 0 {
+        // A frame's sequence range must fit in a u64 (a crafted or damaged header must not
+        // make `end_seq` wrap).
+        let seq_fits = u64_at(b, 16).checked_add(u64::from(rows)).is_some();
+        if payload_len > MAX_PAYLOAD || rows == 0 || flags >> 3 != 0 || !seq_fits {
             return Err(FormatError::Length);
         }
         Ok(FrameHeader {

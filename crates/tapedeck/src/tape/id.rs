@@ -45,9 +45,6 @@ pub fn read_or_create(storage: &dyn Storage, create: bool) -> Result<Option<Stri
                 "{}: one copy of the tape id was damaged; rewriting it",
                 storage.describe(TAPE_ID_FILE).display()
             );
-            storage
-                .truncate(TAPE_ID_FILE, 0)
-                .map_err(|e| io("truncate", e))?;
             write_id(storage, &id)?;
         }
         return Ok(Some(id));
@@ -79,13 +76,32 @@ fn parse_line(line: &[u8]) -> Option<String> {
     ok.then(|| id.to_string())
 }
 
+/// Where a new id file is written before it is renamed over `TAPEID`.
+const TAPE_ID_TEMP: &str = "TAPEID.new";
+
+/// Writes the id file atomically: a new file, fsynced, renamed over the old one, directory
+/// fsynced. A crash at any point leaves either the old file or the new one, never an empty or
+/// half-written `TAPEID` (which would make every sink's cursor name "another tape").
 fn write_id(storage: &dyn Storage, id: &str) -> Result<()> {
-    let io = |action, e| Error::io(action, storage.describe(TAPE_ID_FILE), e);
+    let io = |action, e| Error::io(action, storage.describe(TAPE_ID_TEMP), e);
+    if storage
+        .len(TAPE_ID_TEMP)
+        .map_err(|e| io("read", e))?
+        .is_some()
+    {
+        storage.remove(TAPE_ID_TEMP).map_err(|e| io("remove", e))?;
+    }
     let line = line_for(id);
     storage
-        .append(TAPE_ID_FILE, format!("{line}{line}").as_bytes())
+        .append(TAPE_ID_TEMP, format!("{line}{line}").as_bytes())
         .map_err(|e| io("write", e))?;
-    storage.sync(TAPE_ID_FILE).map_err(|e| io("fsync", e))
+    storage.sync(TAPE_ID_TEMP).map_err(|e| io("fsync", e))?;
+    storage
+        .rename(TAPE_ID_TEMP, TAPE_ID_FILE)
+        .map_err(|e| io("rename", e))?;
+    storage
+        .sync_dir("")
+        .map_err(|e| Error::io("fsync the directory of", storage.describe(TAPE_ID_FILE), e))
 }
 
 /// 128 bits from the clock, the process, the directory and a stack address: unique enough to

@@ -120,6 +120,14 @@ pub fn append(storage: &dyn Storage, record: &Record) -> Result<()> {
     b.extend_from_slice(&crc32c::crc32c(&payload).to_le_bytes());
     b.extend_from_slice(&payload);
     let io = |e| Error::io("write", storage.describe(MANIFEST), e);
+    let new = storage.len(MANIFEST).map_err(io)?.is_none();
     storage.append(MANIFEST, &b).map_err(io)?;
-    storage.sync(MANIFEST).map_err(io)
+    storage.sync(MANIFEST).map_err(io)?;
+    if new {
+        // The record is durable only once the file's directory entry is.
+        storage
+            .sync_dir("")
+            .map_err(|e| Error::io("fsync the directory of", storage.describe(MANIFEST), e))?;
+    }
+    Ok(())
 }

@@ -20,6 +20,41 @@ use crate::error::{Error, Result};
 use crate::record::Record;
 use crate::source::Source;
 
+/// Rows a reader could not read: a frame that failed its checksum, or a range of sequence
+/// numbers no segment holds (quarantined, or a segment lost).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Unreadable {
+    /// First sequence number not read.
+    pub from: u64,
+    /// Sequence number after the last one not read.
+    pub to: u64,
+    /// The segment, when the damage is in one.
+    pub segment: Option<String>,
+    /// Byte range in the segment, when known.
+    pub bytes: Option<(u64, u64)>,
+    /// What was wrong.
+    pub why: String,
+}
+
+impl std::fmt::Display for Unreadable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "rows {}..{} ({} rows)",
+            self.from,
+            self.to,
+            self.to.saturating_sub(self.from)
+        )?;
+        if let Some(seg) = &self.segment {
+            write!(f, " in segment {seg}")?;
+        }
+        if let Some((a, b)) = self.bytes {
+            write!(f, " at bytes {a}..{b}")?;
+        }
+        write!(f, ": {}", self.why)
+    }
+}
+
 /// Where a reader starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum StartAt {
@@ -84,6 +119,8 @@ pub struct TapeReader {
     follow: bool,
     cursor: Option<Cursor>,
     skipped_frames: u64,
+    /// Damaged frames met since the last [`TapeReader::take_unreadable`].
+    unreadable: Vec<Unreadable>,
     idle: Duration,
     pending_start: Option<StartAt>,
 }
@@ -122,6 +159,7 @@ impl TapeReader {
             follow: false,
             cursor: None,
             skipped_frames: 0,
+            unreadable: Vec::new(),
             idle: Duration::from_millis(5),
             pending_start: None,
         };
@@ -154,6 +192,13 @@ impl TapeReader {
     /// Frames skipped because they failed their checksum.
     pub fn skipped_frames(&self) -> u64 {
         self.skipped_frames
+    }
+
+    /// The damaged frames met since the last call (each also logged). Rows a reader skips
+    /// without meeting a frame — a range no segment holds — show as a jump in the sequence
+    /// numbers it yields.
+    pub fn take_unreadable(&mut self) -> Vec<Unreadable> {
+        std::mem::take(&mut self.unreadable)
     }
 
     /// The next sequence number the reader will deliver.
@@ -318,6 +363,14 @@ impl TapeReader {
                                 frame.offset
                             );
                             self.skipped_frames += 1;
+                            let end = c.frames.get(c.next).map_or(len, |f| f.offset);
+                            self.unreadable.push(Unreadable {
+                                from: frame.header.first_seq,
+                                to: frame.header.end_seq(),
+                                segment: Some(c.name.clone()),
+                                bytes: Some((frame.offset, end)),
+                                why: problem.to_string(),
+                            });
                             continue;
                         }
                     };

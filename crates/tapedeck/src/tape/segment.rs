@@ -68,7 +68,9 @@ impl Scanned {
 
     /// Sequence number after the last row, from the footer (sealed segments).
     pub fn end_seq_from_footer(&self) -> u64 {
-        self.header.first_seq + self.footer.as_ref().map_or(0, |f| f.rows)
+        self.header
+            .first_seq
+            .saturating_add(self.footer.as_ref().map_or(0, |f| f.rows))
     }
 
     /// Rows in good frames.
@@ -222,13 +224,16 @@ pub fn open_indexed(storage: &dyn Storage, name: &str) -> Result<Option<Scanned>
     let Some((footer, footer_offset)) = read_footer(storage, name, file_len)? else {
         return Ok(None);
     };
+    // A footer whose counts do not fit the header (or the file) is not trusted: the segment is
+    // scanned instead.
+    let end_seq = match header.first_seq.checked_add(footer.rows) {
+        Some(e) if footer_offset >= header_len => e,
+        _ => return Ok(None),
+    };
     // Frame headers come from the index; rows per frame from the next frame's first_seq.
     let mut frames = Vec::with_capacity(footer.index.len());
     for (k, &(offset, first_seq)) in footer.index.iter().enumerate() {
-        let next = footer
-            .index
-            .get(k + 1)
-            .map_or(header.first_seq + footer.rows, |n| n.1);
+        let next = footer.index.get(k + 1).map_or(end_seq, |n| n.1);
         let rows = u32::try_from(next.saturating_sub(first_seq)).unwrap_or(u32::MAX);
         frames.push(FrameRef {
             offset,
@@ -308,7 +313,12 @@ pub fn scan(storage: &dyn Storage, name: &str) -> Result<std::result::Result<Sca
     }))
 }
 
+/// Bytes read at a time by scans that walk a whole segment (resync, hashing, copying): recovery
+/// and `verify` use this much memory per segment, whatever `--segment-bytes` is.
+const SCAN_CHUNK: usize = 1 << 20;
+
 /// The next offset after `from` where a frame checks out and does not go back in sequence.
+/// Reads the file a chunk at a time; only a candidate frame is read whole.
 fn resync(
     storage: &dyn Storage,
     name: &str,
@@ -316,21 +326,78 @@ fn resync(
     limit: u64,
     expected: u64,
 ) -> Result<Option<(u64, FrameHeader)>> {
-    let len = (limit - from) as usize;
-    let mut rest = vec![0u8; len];
-    storage
-        .read_at(name, from, &mut rest)
-        .map_err(|e| io_err(storage, name, e))?;
-    let mut i = 1;
-    while i + FRAME_HEADER <= len {
-        if &rest[i..i + 4] == FRAME_MAGIC
-            && let Ok(h) = FrameHeader::decode(&rest[i..])
-            && h.first_seq >= expected
-            && h.check(&rest[i..]).is_ok()
-        {
-            return Ok(Some((from + i as u64, h)));
+    let mut window = vec![0u8; SCAN_CHUNK + FRAME_HEADER];
+    let mut base = from.saturating_add(1);
+    while base.saturating_add(FRAME_HEADER as u64) <= limit {
+        let n = usize::try_from(limit - base).map_or(window.len(), |r| r.min(window.len()));
+        storage
+            .read_at(name, base, &mut window[..n])
+            .map_err(|e| io_err(storage, name, e))?;
+        let mut i = 0;
+        while i + FRAME_HEADER <= n {
+            if &window[i..i + 4] == FRAME_MAGIC
+                && let Ok(h) = FrameHeader::decode(&window[i..])
+                && h.first_seq >= expected
+            {
+                let at = base + i as u64;
+                if let Ok((h, _)) = read_frame(storage, name, at, limit)? {
+                    return Ok(Some((at, h)));
+                }
+            }
+            i += 1;
         }
-        i += 1;
+        // The next window starts where a frame header could still begin whole.
+        base += i as u64;
     }
     Ok(None)
+}
+
+/// Whether any frame in the file checks out (found by its magic and CRC, without the header):
+/// tells a header torn before anything was acknowledged from one damaged later.
+pub fn any_frame(storage: &dyn Storage, name: &str, file_len: u64) -> Result<bool> {
+    Ok(resync(storage, name, 0, file_len, 0)?.is_some())
+}
+
+/// The chain hash of a segment's bytes `[0, end)` following `prev` (read a chunk at a time).
+pub fn chain_hash(
+    storage: &dyn Storage,
+    name: &str,
+    prev: &[u8; 32],
+    end: u64,
+) -> Result<[u8; 32]> {
+    let mut h = super::format::ChainHasher::new(prev);
+    for_each_chunk(storage, name, 0, end, |b| {
+        h.update(b);
+        Ok(())
+    })?;
+    Ok(h.finish())
+}
+
+/// Copies bytes `[from, end)` of `name` to the end of `to` (a chunk at a time).
+pub fn copy_range(storage: &dyn Storage, name: &str, from: u64, end: u64, to: &str) -> Result<()> {
+    for_each_chunk(storage, name, from, end, |b| {
+        storage
+            .append(to, b)
+            .map_err(|e| Error::io("write", storage.describe(to), e))
+    })
+}
+
+fn for_each_chunk(
+    storage: &dyn Storage,
+    name: &str,
+    from: u64,
+    end: u64,
+    mut f: impl FnMut(&[u8]) -> Result<()>,
+) -> Result<()> {
+    let mut buf = vec![0u8; SCAN_CHUNK];
+    let mut pos = from;
+    while pos < end {
+        let n = usize::try_from(end - pos).map_or(buf.len(), |r| r.min(buf.len()));
+        storage
+            .read_at(name, pos, &mut buf[..n])
+            .map_err(|e| io_err(storage, name, e))?;
+        f(&buf[..n])?;
+        pos += n as u64;
+    }
+    Ok(())
 }

@@ -1,14 +1,26 @@
 //! The tape's I/O, behind a small trait so tests can crash it at any write or fsync.
 //!
-//! A tape touches its directory in few ways: list files, append to a file, fsync it, read bytes
-//! at an offset, cut a file short, write a whole small file. [`Storage`] is exactly that;
-//! [`FsStorage`] does it on a real directory, [`MemStorage`] in memory with a model of what is
-//! durable: every file remembers how much of it the last `sync` covered, and
-//! [`MemStorage::crash`] throws away — or tears, or bit-flips — what was not. Faults can also be
-//! injected: an error (`ENOSPC`) or a short write after a chosen number of appended bytes. This is
-//! the pattern redb uses to test crash consistency.
+//! A tape touches its directory in few ways: list files, create a file, append to it, fsync it,
+//! fsync the directory, read bytes at an offset, cut a file short, rename or remove a file.
+//! [`Storage`] is exactly that; [`FsStorage`] does it on a real directory, [`MemStorage`] in
+//! memory with a model of what a power loss keeps:
+//!
+//! - a file's bytes are durable up to its last `sync`; what was appended after it is lost, kept,
+//!   or kept in part (a torn write), and with [`MemStorage::crash_zeroed`] part of what is kept
+//!   reads as zeros (a file extended whose pages never reached the disk);
+//! - a directory entry — a file created, renamed or removed — is durable only once its directory
+//!   was synced ([`Storage::sync_dir`]); before that, a crash keeps any prefix of the directory
+//!   operations since the last sync;
+//! - a failed `sync` (EIO) loses what it should have covered for good, even if a later `sync`
+//!   succeeds: Linux marks the pages clean after reporting the error ("fsyncgate"). A writer
+//!   must therefore treat a failed fsync as fatal, never retry it.
+//!
+//! Faults are injected by operation: the N-th append, sync, directory sync, create or rename
+//! fails with `ENOSPC` or `EIO`, or an append writes part of its bytes and then fails. Bits can
+//! be flipped in bytes already on the "disk". This is the pattern redb uses to test crash
+//! consistency.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
@@ -23,27 +35,45 @@ pub trait Storage: Send + Sync {
     fn len(&self, name: &str) -> io::Result<Option<u64>>;
     /// Fills `buf` from `offset` (an error if the file is shorter).
     fn read_at(&self, name: &str, offset: u64, buf: &mut [u8]) -> io::Result<()>;
+    /// Creates an empty file; an `AlreadyExists` error if the name is taken. The entry is
+    /// durable only after [`Storage::sync_dir`].
+    fn create_new(&self, name: &str) -> io::Result<()>;
     /// Appends to a file, creating it if needed.
     fn append(&self, name: &str, data: &[u8]) -> io::Result<()>;
     /// Makes everything appended to the file so far durable (fdatasync).
     fn sync(&self, name: &str) -> io::Result<()>;
+    /// Makes the directory's entries durable (files created, renamed, removed). `dir` is `""`
+    /// for the storage's own directory, or a subdirectory such as `quarantine`.
+    fn sync_dir(&self, dir: &str) -> io::Result<()>;
+    /// Renames a file, replacing `to` if it exists (atomic; durable after [`Storage::sync_dir`]).
+    fn rename(&self, from: &str, to: &str) -> io::Result<()>;
     /// Cuts a file to `len` bytes (durably).
     fn truncate(&self, name: &str, len: u64) -> io::Result<()>;
-    /// Removes a file (durably).
+    /// Removes a file (durably: the directory is synced).
     fn remove(&self, name: &str) -> io::Result<()>;
     /// Where the storage lives, for messages.
     fn describe(&self, name: &str) -> PathBuf;
+}
+
+/// The directory part of a storage name (`""` for top-level files).
+pub fn dir_of(name: &str) -> &str {
+    name.rfind('/').map_or("", |i| &name[..i])
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// Open handles an [`FsStorage`] keeps at most. A long tape has thousands of segments; a reader
+/// walks them in order and a writer only appends to the newest, so a small cache serves both
+/// and the process stays far below any `ulimit -n`.
+const MAX_OPEN_FILES: usize = 32;
+
 /// A real directory.
 #[derive(Debug)]
 pub struct FsStorage {
     dir: PathBuf,
-    /// Open handles for appending and reading, by name.
+    /// Open handles for appending and reading, by name (at most [`MAX_OPEN_FILES`]).
     files: Mutex<HashMap<String, Arc<File>>>,
 }
 
@@ -64,12 +94,11 @@ impl FsStorage {
     }
 
     fn file(&self, name: &str, create: bool) -> io::Result<Arc<File>> {
-        let mut files = lock(&self.files);
-        if let Some(f) = files.get(name) {
+        if let Some(f) = lock(&self.files).get(name) {
             return Ok(f.clone());
         }
         let path = self.dir.join(name);
-        if let Some(parent) = path.parent() {
+        if create && let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent)?;
         }
         let f = Arc::new(
@@ -79,8 +108,24 @@ impl FsStorage {
                 .create(create)
                 .open(path)?,
         );
-        files.insert(name.to_string(), f.clone());
+        self.remember(name, &f);
         Ok(f)
+    }
+
+    fn remember(&self, name: &str, f: &Arc<File>) {
+        let mut files = lock(&self.files);
+        if files.len() >= MAX_OPEN_FILES {
+            // Forget every cached handle: those in use elsewhere stay open through their Arc
+            // and close when dropped, so the process never holds more than the cache plus
+            // the few in flight.
+            files.clear();
+        }
+        files.insert(name.to_string(), f.clone());
+    }
+
+    /// Open handles cached right now (for tests of the bound).
+    pub fn cached_handles(&self) -> usize {
+        lock(&self.files).len()
     }
 }
 
@@ -109,13 +154,42 @@ impl Storage for FsStorage {
         self.file(name, false)?.read_exact_at(buf, offset)
     }
 
+    fn create_new(&self, name: &str) -> io::Result<()> {
+        let path = self.dir.join(name);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        let f = Arc::new(
+            OpenOptions::new()
+                .read(true)
+                .append(true)
+                .create_new(true)
+                .open(path)?,
+        );
+        self.remember(name, &f);
+        Ok(())
+    }
+
     fn append(&self, name: &str, data: &[u8]) -> io::Result<()> {
         let f = self.file(name, true)?;
         (&*f).write_all(data)
     }
 
     fn sync(&self, name: &str) -> io::Result<()> {
-        self.file(name, true)?.sync_data()
+        self.file(name, false)?.sync_data()
+    }
+
+    fn sync_dir(&self, dir: &str) -> io::Result<()> {
+        File::open(self.dir.join(dir))?.sync_all()
+    }
+
+    fn rename(&self, from: &str, to: &str) -> io::Result<()> {
+        {
+            let mut files = lock(&self.files);
+            files.remove(from);
+            files.remove(to);
+        }
+        std::fs::rename(self.dir.join(from), self.dir.join(to))
     }
 
     fn truncate(&self, name: &str, len: u64) -> io::Result<()> {
@@ -127,7 +201,7 @@ impl Storage for FsStorage {
     fn remove(&self, name: &str) -> io::Result<()> {
         lock(&self.files).remove(name);
         std::fs::remove_file(self.dir.join(name))?;
-        File::open(&self.dir)?.sync_all()
+        self.sync_dir(dir_of(name))
     }
 
     fn describe(&self, name: &str) -> PathBuf {
@@ -140,24 +214,146 @@ struct MemFile {
     data: Vec<u8>,
     /// Bytes covered by the last sync.
     synced: usize,
+    /// A sync failed here: bytes from this offset on are lost at the next crash, whatever a
+    /// later sync says (the kernel dropped the dirty pages when it reported the error).
+    lost_from: Option<usize>,
+}
+
+/// A change to a directory, durable once its directory is synced.
+#[derive(Debug, Clone)]
+enum DirOp {
+    Link(String, usize),
+    Unlink(String),
+    Rename(String, String),
+}
+
+impl DirOp {
+    fn dir(&self) -> &str {
+        match self {
+            DirOp::Link(n, _) | DirOp::Unlink(n) | DirOp::Rename(n, _) => dir_of(n),
+        }
+    }
+
+    fn apply(&self, names: &mut BTreeMap<String, usize>) {
+        match self {
+            DirOp::Link(n, ino) => {
+                names.insert(n.clone(), *ino);
+            }
+            DirOp::Unlink(n) => {
+                names.remove(n);
+            }
+            DirOp::Rename(from, to) => {
+                if let Some(ino) = names.remove(from) {
+                    names.insert(to.clone(), ino);
+                }
+            }
+        }
+    }
+}
+
+/// A storage operation, for fault injection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Op {
+    /// [`Storage::append`].
+    Append,
+    /// [`Storage::sync`].
+    Sync,
+    /// [`Storage::sync_dir`].
+    SyncDir,
+    /// [`Storage::create_new`].
+    Create,
+    /// [`Storage::rename`].
+    Rename,
+}
+
+/// An injected fault.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Fault {
+    /// The operation fails with `ENOSPC` and changes nothing.
+    NoSpace,
+    /// An append writes part of its bytes, then fails with `ENOSPC` (other operations: as
+    /// `NoSpace`).
+    ShortWrite,
+    /// The operation fails with `EIO`. A failed sync also loses, at the next crash, everything
+    /// it should have made durable.
+    Eio,
+}
+
+impl Fault {
+    fn error(self) -> io::Error {
+        match self {
+            Fault::NoSpace | Fault::ShortWrite => io::Error::from_raw_os_error(28), // ENOSPC
+            Fault::Eio => io::Error::from_raw_os_error(5),                          // EIO
+        }
+    }
 }
 
 #[derive(Debug, Default)]
 struct MemState {
-    files: HashMap<String, MemFile>,
+    inodes: Vec<MemFile>,
+    /// The directory as the running process sees it.
+    names: BTreeMap<String, usize>,
+    /// The directory as the disk has it (entries covered by a directory sync).
+    durable_names: BTreeMap<String, usize>,
+    /// Directory operations not yet covered by a directory sync, in order.
+    dir_log: Vec<DirOp>,
     /// Appended bytes left before the injected fault fires.
     fault_after: Option<(u64, Fault)>,
+    /// Faults armed by operation: fires when the counter reaches 0.
+    faults: Vec<(Op, u64, Fault)>,
+    /// Faults that fired, in order.
+    fired: Vec<(Op, Fault)>,
     appended: u64,
     syncs: u64,
 }
 
-/// An injected fault.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Fault {
-    /// The append fails with `ENOSPC` and writes nothing.
-    NoSpace,
-    /// The append writes part of its bytes, then fails.
-    ShortWrite,
+impl MemState {
+    fn file(&self, name: &str) -> Option<&MemFile> {
+        self.names.get(name).and_then(|i| self.inodes.get(*i))
+    }
+
+    fn file_mut(&mut self, name: &str) -> Option<&mut MemFile> {
+        let ino = *self.names.get(name)?;
+        self.inodes.get_mut(ino)
+    }
+
+    fn create(&mut self, name: &str, file: MemFile) -> usize {
+        let ino = self.inodes.len();
+        self.inodes.push(file);
+        self.names.insert(name.to_string(), ino);
+        self.dir_log.push(DirOp::Link(name.to_string(), ino));
+        ino
+    }
+
+    fn file_or_create(&mut self, name: &str) -> &mut MemFile {
+        let ino = match self.names.get(name) {
+            Some(i) => *i,
+            None => self.create(name, MemFile::default()),
+        };
+        &mut self.inodes[ino]
+    }
+
+    /// The fault armed for this operation, if it fires now.
+    fn fault(&mut self, op: Op) -> Option<Fault> {
+        let i = self.faults.iter().position(|(o, ..)| *o == op)?;
+        if self.faults[i].1 > 0 {
+            self.faults[i].1 -= 1;
+            return None;
+        }
+        let (_, _, fault) = self.faults.remove(i);
+        self.fired.push((op, fault));
+        Some(fault)
+    }
+
+    fn sync_dir(&mut self, dir: &str) {
+        let (now, later): (Vec<DirOp>, Vec<DirOp>) = std::mem::take(&mut self.dir_log)
+            .into_iter()
+            .partition(|op| op.dir() == dir);
+        for op in &now {
+            op.apply(&mut self.durable_names);
+        }
+        self.dir_log = later;
+    }
 }
 
 /// An in-memory directory with a durability model, for crash tests.
@@ -177,26 +373,72 @@ impl MemStorage {
         s.fault_after = Some((at, fault));
     }
 
-    /// Simulates power loss: every file keeps what its last sync covered, plus — chosen by
-    /// `choose(unsynced_len)` — a prefix of what was appended after it (a torn write).
-    pub fn crash(&self, mut choose: impl FnMut(usize) -> usize) {
+    /// Makes the operation `op` fail with `fault` after `n` more of them succeed.
+    pub fn fail_nth(&self, op: Op, n: u64, fault: Fault) {
+        lock(&self.0).faults.push((op, n, fault));
+    }
+
+    /// Faults that fired so far, in order.
+    pub fn fired(&self) -> Vec<(Op, Fault)> {
+        lock(&self.0).fired.clone()
+    }
+
+    /// Disarms every fault not yet fired (the disk was repaired, or space freed).
+    pub fn clear_faults(&self) {
+        let mut s = lock(&self.0);
+        s.faults.clear();
+        s.fault_after = None;
+    }
+
+    /// Simulates power loss. `choose(n)` picks, for the directory operations not yet synced,
+    /// how many of them (in order) reached the disk; then, for every file, how many of the `n`
+    /// bytes appended after its last sync survive (a torn write).
+    pub fn crash(&self, choose: impl FnMut(usize) -> usize) {
+        self.crash_inner(choose, false);
+    }
+
+    /// Like [`MemStorage::crash`], and then `choose(n)` for each file picks how many of its
+    /// surviving unsynced bytes hold what was written; the rest read as zeros.
+    pub fn crash_zeroed(&self, choose: impl FnMut(usize) -> usize) {
+        self.crash_inner(choose, true);
+    }
+
+    fn crash_inner(&self, mut choose: impl FnMut(usize) -> usize, zero: bool) {
         let mut s = lock(&self.0);
         s.fault_after = None;
-        let mut names: Vec<String> = s.files.keys().cloned().collect();
-        names.sort();
-        for name in names {
-            if let Some(f) = s.files.get_mut(&name) {
-                let unsynced = f.data.len() - f.synced;
-                let keep = f.synced + choose(unsynced).min(unsynced);
-                f.data.truncate(keep);
-                f.synced = keep;
-            }
+        s.faults.clear();
+        let log = std::mem::take(&mut s.dir_log);
+        let reached = choose(log.len()).min(log.len());
+        let mut names = std::mem::take(&mut s.durable_names);
+        for op in &log[..reached] {
+            op.apply(&mut names);
         }
+        let inos: Vec<usize> = names.values().copied().collect();
+        for ino in inos {
+            let Some(f) = s.inodes.get_mut(ino) else {
+                continue;
+            };
+            let unsynced = f.data.len() - f.synced;
+            let mut keep = f.synced + choose(unsynced).min(unsynced);
+            if let Some(lost) = f.lost_from {
+                keep = keep.min(lost);
+            }
+            f.data.truncate(keep);
+            if zero && keep > f.synced {
+                let tail = keep - f.synced;
+                let good = choose(tail).min(tail);
+                f.data[f.synced + good..].fill(0);
+            }
+            f.synced = f.data.len();
+            f.lost_from = None;
+        }
+        s.durable_names = names.clone();
+        s.names = names;
     }
 
     /// Flips bit `bit` of byte `offset` of a file (a media error).
     pub fn flip_bit(&self, name: &str, offset: usize, bit: u8) {
-        if let Some(f) = lock(&self.0).files.get_mut(name)
+        if let Some(f) = lock(&self.0).file_mut(name)
             && let Some(b) = f.data.get_mut(offset)
         {
             *b ^= 1 << (bit % 8);
@@ -205,7 +447,7 @@ impl MemStorage {
 
     /// Cuts a file short without any sync bookkeeping (a truncated copy).
     pub fn cut(&self, name: &str, len: usize) {
-        if let Some(f) = lock(&self.0).files.get_mut(name) {
+        if let Some(f) = lock(&self.0).file_mut(name) {
             f.data.truncate(len);
             f.synced = f.synced.min(len);
         }
@@ -213,15 +455,23 @@ impl MemStorage {
 
     /// A file's bytes.
     pub fn bytes(&self, name: &str) -> Option<Vec<u8>> {
-        lock(&self.0).files.get(name).map(|f| f.data.clone())
+        lock(&self.0).file(name).map(|f| f.data.clone())
     }
 
-    /// Replaces a file's bytes (treated as durable).
+    /// Replaces a file's bytes (treated as durable, entry included).
     pub fn put(&self, name: &str, data: Vec<u8>) {
         let synced = data.len();
-        lock(&self.0)
-            .files
-            .insert(name.to_string(), MemFile { data, synced });
+        let mut s = lock(&self.0);
+        let ino = s.create(
+            name,
+            MemFile {
+                data,
+                synced,
+                lost_from: None,
+            },
+        );
+        s.durable_names.insert(name.to_string(), ino);
+        s.dir_log.pop();
     }
 
     /// Number of `sync` calls so far.
@@ -232,90 +482,235 @@ impl MemStorage {
 
 impl Storage for MemStorage {
     fn list(&self) -> io::Result<Vec<String>> {
-        let mut v: Vec<String> = lock(&self.0)
-            .files
+        Ok(lock(&self.0)
+            .names
             .keys()
             .filter(|k| !k.contains('/'))
             .cloned()
-            .collect();
-        v.sort();
-        Ok(v)
+            .collect())
     }
 
     fn len(&self, name: &str) -> io::Result<Option<u64>> {
-        Ok(lock(&self.0).files.get(name).map(|f| f.data.len() as u64))
+        Ok(lock(&self.0).file(name).map(|f| f.data.len() as u64))
     }
 
     fn read_at(&self, name: &str, offset: u64, buf: &mut [u8]) -> io::Result<()> {
         let s = lock(&self.0);
         let f = s
-            .files
-            .get(name)
+            .file(name)
             .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
-        let start = offset as usize;
-        let end = start + buf.len();
-        if end > f.data.len() {
-            return Err(io::ErrorKind::UnexpectedEof.into());
+        let start = usize::try_from(offset).map_err(|_| io::ErrorKind::UnexpectedEof)?;
+        let end = start
+            .checked_add(buf.len())
+            .ok_or(io::ErrorKind::UnexpectedEof)?;
+        let src = f.data.get(start..end).ok_or(io::ErrorKind::UnexpectedEof)?;
+        buf.copy_from_slice(src);
+        Ok(())
+    }
+
+    fn create_new(&self, name: &str) -> io::Result<()> {
+        let mut s = lock(&self.0);
+        if let Some(fault) = s.fault(Op::Create) {
+            return Err(fault.error());
         }
-        buf.copy_from_slice(&f.data[start..end]);
+        if s.names.contains_key(name) {
+            return Err(io::ErrorKind::AlreadyExists.into());
+        }
+        s.create(name, MemFile::default());
         Ok(())
     }
 
     fn append(&self, name: &str, data: &[u8]) -> io::Result<()> {
         let mut s = lock(&self.0);
         let before = s.appended;
-        if let Some((at, fault)) = s.fault_after
+        let mut fault = s.fault(Op::Append).map(|f| (f, 0u64));
+        if fault.is_none()
+            && let Some((at, f)) = s.fault_after
             && before + data.len() as u64 > at
         {
             s.fault_after = None;
+            s.fired.push((Op::Append, f));
+            fault = Some((f, at - before));
+        }
+        if let Some((fault, part)) = fault {
             if fault == Fault::ShortWrite {
-                let part = (at - before) as usize;
+                // Part of the bytes reach the file: half of them if the fault was armed by
+                // count, up to the armed byte otherwise.
+                let part = if part == 0 {
+                    data.len() / 2
+                } else {
+                    part as usize
+                };
+                let part = part.min(data.len());
                 s.appended += part as u64;
-                s.files
-                    .entry(name.to_string())
-                    .or_default()
-                    .data
-                    .extend_from_slice(&data[..part]);
+                s.file_or_create(name).data.extend_from_slice(&data[..part]);
             }
-            return Err(io::Error::from_raw_os_error(28)); // ENOSPC
+            return Err(fault.error());
         }
         s.appended += data.len() as u64;
-        s.files
-            .entry(name.to_string())
-            .or_default()
-            .data
-            .extend_from_slice(data);
+        s.file_or_create(name).data.extend_from_slice(data);
         Ok(())
     }
 
     fn sync(&self, name: &str) -> io::Result<()> {
         let mut s = lock(&self.0);
         s.syncs += 1;
-        let f = s.files.entry(name.to_string()).or_default();
+        let fault = s.fault(Op::Sync);
+        let f = s
+            .file_mut(name)
+            .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
+        if let Some(fault) = fault {
+            if fault == Fault::Eio {
+                let from = f.synced;
+                f.lost_from = Some(f.lost_from.map_or(from, |l| l.min(from)));
+            }
+            return Err(fault.error());
+        }
         f.synced = f.data.len();
+        Ok(())
+    }
+
+    fn sync_dir(&self, dir: &str) -> io::Result<()> {
+        let mut s = lock(&self.0);
+        if let Some(fault) = s.fault(Op::SyncDir) {
+            return Err(fault.error());
+        }
+        s.sync_dir(dir);
+        Ok(())
+    }
+
+    fn rename(&self, from: &str, to: &str) -> io::Result<()> {
+        let mut s = lock(&self.0);
+        if let Some(fault) = s.fault(Op::Rename) {
+            return Err(fault.error());
+        }
+        let ino = s
+            .names
+            .remove(from)
+            .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
+        s.names.insert(to.to_string(), ino);
+        s.dir_log
+            .push(DirOp::Rename(from.to_string(), to.to_string()));
         Ok(())
     }
 
     fn truncate(&self, name: &str, len: u64) -> io::Result<()> {
         let mut s = lock(&self.0);
         let f = s
-            .files
-            .get_mut(name)
+            .file_mut(name)
             .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
-        f.data.truncate(len as usize);
+        let len = usize::try_from(len).map_or(f.data.len(), |l| l.min(f.data.len()));
+        f.data.truncate(len);
         f.synced = f.data.len();
+        f.lost_from = f.lost_from.map(|l| l.min(len));
         Ok(())
     }
 
     fn remove(&self, name: &str) -> io::Result<()> {
-        lock(&self.0)
-            .files
+        let mut s = lock(&self.0);
+        s.names
             .remove(name)
-            .map(|_| ())
-            .ok_or_else(|| io::ErrorKind::NotFound.into())
+            .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
+        s.dir_log.push(DirOp::Unlink(name.to_string()));
+        s.sync_dir(dir_of(name));
+        Ok(())
     }
 
     fn describe(&self, name: &str) -> PathBuf {
         PathBuf::from(format!("mem:{name}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_entry_not_synced_into_its_directory_is_lost_at_a_crash() {
+        let s = MemStorage::new();
+        s.append("a", b"abc").ok();
+        s.sync("a").ok();
+        s.crash(|_| 0);
+        assert_eq!(
+            s.len("a").ok().flatten(),
+            None,
+            "file synced, directory not"
+        );
+        s.append("b", b"abc").ok();
+        s.sync("b").ok();
+        s.sync_dir("").ok();
+        s.crash(|_| 0);
+        assert_eq!(s.bytes("b"), Some(b"abc".to_vec()));
+    }
+
+    #[test]
+    fn a_rename_is_atomic_and_durable_after_a_directory_sync() {
+        let s = MemStorage::new();
+        s.put("id", b"old".to_vec());
+        s.append("id.tmp", b"new").ok();
+        s.sync("id.tmp").ok();
+        s.rename("id.tmp", "id").ok();
+        s.crash(|_| 0);
+        assert_eq!(
+            s.bytes("id"),
+            Some(b"old".to_vec()),
+            "rename not yet durable"
+        );
+        s.append("id.tmp", b"new").ok();
+        s.sync("id.tmp").ok();
+        s.rename("id.tmp", "id").ok();
+        s.crash(|n| n);
+        assert_eq!(s.bytes("id"), Some(b"new".to_vec()));
+        assert_eq!(s.len("id.tmp").ok().flatten(), None);
+    }
+
+    #[test]
+    fn a_failed_fsync_loses_its_bytes_even_after_a_later_good_one() {
+        let s = MemStorage::new();
+        s.put("f", b"durable".to_vec());
+        s.append("f", b"-lost").ok();
+        s.fail_nth(Op::Sync, 0, Fault::Eio);
+        assert_eq!(s.sync("f").err().and_then(|e| e.raw_os_error()), Some(5));
+        s.append("f", b"-after").ok();
+        assert!(s.sync("f").is_ok());
+        s.crash(|n| n);
+        assert_eq!(s.bytes("f"), Some(b"durable".to_vec()));
+        assert_eq!(s.fired(), vec![(Op::Sync, Fault::Eio)]);
+    }
+
+    #[test]
+    fn crash_zeroed_keeps_synced_bytes_and_zeroes_part_of_the_rest() {
+        let s = MemStorage::new();
+        s.put("f", b"sync".to_vec());
+        s.append("f", b"abcdef").ok();
+        s.crash_zeroed(|n| n / 2);
+        assert_eq!(s.bytes("f"), Some(b"synca\0\0".to_vec()));
+    }
+
+    #[test]
+    fn create_new_refuses_an_existing_name() {
+        let s = MemStorage::new();
+        assert!(s.create_new("x").is_ok());
+        assert_eq!(
+            s.create_new("x").err().map(|e| e.kind()),
+            Some(io::ErrorKind::AlreadyExists)
+        );
+    }
+
+    #[test]
+    fn fs_storage_keeps_a_bounded_number_of_handles() {
+        let dir = std::env::temp_dir().join(format!("tapedeck-fs-handles-{}", std::process::id()));
+        let s = FsStorage::new(&dir).ok();
+        let Some(s) = s else {
+            panic!("cannot create {}", dir.display());
+        };
+        for i in 0..(MAX_OPEN_FILES * 3) {
+            let name = format!("f{i}");
+            assert!(s.append(&name, b"x").is_ok());
+            let mut b = [0u8; 1];
+            assert!(s.read_at(&name, 0, &mut b).is_ok());
+            assert!(s.cached_handles() <= MAX_OPEN_FILES);
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use super::codec::BatchDecoder;
-use super::format::{ChainHasher, hex};
+use super::format::hex;
 use super::manifest::{self, Record};
 use super::segment;
 use super::storage::Storage;
@@ -114,18 +114,7 @@ pub fn verify(storage: &dyn Storage) -> Result<VerifyReport> {
         report.rows += s.rows();
         match (&s.footer, s.footer_offset) {
             (Some(footer), Some(at)) => {
-                let mut h = ChainHasher::new(&s.header.prev_chain);
-                let mut pos = 0u64;
-                let mut buf = vec![0u8; 1 << 20];
-                while pos < at {
-                    let n = (at - pos).min(buf.len() as u64) as usize;
-                    storage
-                        .read_at(name, pos, &mut buf[..n])
-                        .map_err(|e| Error::io("read", storage.describe(name), e))?;
-                    h.update(&buf[..n]);
-                    pos += n as u64;
-                }
-                let chain = h.finish();
+                let chain = segment::chain_hash(storage, name, &s.header.prev_chain, at)?;
                 if chain != footer.chain {
                     report.problems.push(problem(
                         Some(at),
@@ -157,7 +146,9 @@ pub fn verify(storage: &dyn Storage) -> Result<VerifyReport> {
         }
         expected_seq = Some(s.end_seq());
     }
-    for r in manifest::read_only(storage)? {
+    let records = manifest::read_only(storage)?;
+    whole_tape_problems(storage, &names, &records, &mut report)?;
+    for r in records {
         if let Record::Quarantined {
             file,
             offset,
@@ -177,6 +168,79 @@ pub fn verify(storage: &dyn Storage) -> Result<VerifyReport> {
         }
     }
     Ok(report)
+}
+
+/// What only the tape as a whole can show: a directory that is no tape, a tape that does not
+/// start at row 0, and segments the manifest sealed that are gone.
+fn whole_tape_problems(
+    storage: &dyn Storage,
+    names: &[String],
+    records: &[Record],
+    report: &mut VerifyReport,
+) -> Result<()> {
+    let has = |name: &str| {
+        storage
+            .len(name)
+            .map(|l| l.is_some())
+            .map_err(|e| Error::io("read", storage.describe(name), e))
+    };
+    if names.is_empty() && records.is_empty() && !has(super::id::TAPE_ID_FILE)? {
+        report.problems.push(Problem {
+            file: storage.describe("").display().to_string(),
+            offset: None,
+            what: "not a tape: no segments, no MANIFEST, no TAPEID (a tape directory is made by `tapedeck record --tape DIR`)".into(),
+        });
+        return Ok(());
+    }
+    if let Some(first) = names.first()
+        && let Some(seq) = super::format::parse_segment_name(first)
+        && seq != 0
+    {
+        report.problems.push(Problem {
+            file: first.clone(),
+            offset: None,
+            what: format!(
+                "the tape's first segment starts at sequence {seq}: rows 0..{seq} are missing"
+            ),
+        });
+    }
+    // The manifest's last word on each file: sealed, or removed (a torn header cut to nothing,
+    // an empty segment, a whole file quarantined).
+    let mut sealed: std::collections::BTreeMap<&str, (u64, u64)> = Default::default();
+    for r in records {
+        match r {
+            Record::Sealed {
+                file,
+                first_seq,
+                rows,
+                ..
+            } => {
+                sealed.insert(file, (*first_seq, *rows));
+            }
+            Record::Truncated {
+                file, offset: 0, ..
+            }
+            | Record::Quarantined {
+                file, offset: 0, ..
+            } => {
+                sealed.remove(file.as_str());
+            }
+            _ => {}
+        }
+    }
+    for (file, (first, rows)) in sealed {
+        if !names.iter().any(|n| n == file) {
+            report.problems.push(Problem {
+                file: file.to_string(),
+                offset: None,
+                what: format!(
+                    "missing: the MANIFEST lists it sealed with {rows} rows (sequence {first}..{}), but the file is gone — restore it from a backup",
+                    first.saturating_add(rows)
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// One segment in [`inspect`]'s summary.
@@ -278,9 +342,14 @@ fn segment_names(storage: &dyn Storage) -> Result<Vec<String>> {
 /// Opens a tape directory for reading (no lock, nothing written).
 pub fn storage_for(dir: &std::path::Path) -> Result<Arc<dyn Storage>> {
     if !dir.is_dir() {
+        let message = if dir.exists() {
+            "this is a file, not a tape directory (a tape is a directory made by `tapedeck record --tape DIR`)"
+        } else {
+            "no such tape directory"
+        };
         return Err(Error::Tape {
             path: dir.to_path_buf(),
-            message: "no such tape directory".into(),
+            message: message.into(),
         });
     }
     Ok(Arc::new(

@@ -153,6 +153,9 @@ struct Inner {
     /// A failed write or sync: the writer refuses further work (nothing unacknowledged is
     /// reported durable).
     failed: Option<String>,
+    /// Bytes of the open segment's file handed to storage, and covered by an fsync.
+    seg_written: u64,
+    seg_synced: u64,
     closing: bool,
 }
 
@@ -176,6 +179,8 @@ fn lock(m: &Mutex<Inner>) -> MutexGuard<'_, Inner> {
 const WRITE_CHUNK: usize = 1 << 20;
 /// Pending bytes at which appends wait for the committer (bounds memory).
 const PENDING_LIMIT: usize = 64 << 20;
+/// Under `--fsync never`, how often pending frames are handed to the OS (and acknowledged).
+const NEVER_WRITE_INTERVAL: Duration = Duration::from_millis(10);
 
 /// Appends batches to a tape; see the module docs.
 pub struct TapeWriter {
@@ -259,23 +264,22 @@ impl TapeWriter {
                 write_wanted: false,
                 writing: false,
                 failed: None,
+                seg_written: 0,
+                seg_synced: 0,
                 closing: false,
             }),
             durable: Condvar::new(),
             work: Condvar::new(),
             idle: Condvar::new(),
         });
-        let committer = match options.fsync {
-            FsyncPolicy::Never => None,
-            _ => {
-                let s = shared.clone();
-                Some(
-                    std::thread::Builder::new()
-                        .name("tape-commit".into())
-                        .spawn(move || commit_loop(&s))
-                        .map_err(|e| Error::io("start the commit thread for", "tape", e))?,
-                )
-            }
+        let committer = {
+            let s = shared.clone();
+            Some(
+                std::thread::Builder::new()
+                    .name("tape-commit".into())
+                    .spawn(move || commit_loop(&s))
+                    .map_err(|e| Error::io("start the commit thread for", "tape", e))?,
+            )
         };
         Ok(TapeWriter {
             shared,
@@ -322,7 +326,7 @@ impl TapeWriter {
         }
         let shared = &self.shared;
         let inner = lock(&shared.inner);
-        check_failed(&inner)?;
+        check_failed(shared, &inner)?;
         let (mut inner, result) = append_frame(shared, inner, batch);
         while inner.pending.len() > PENDING_LIMIT && inner.failed.is_none() && inner.writing {
             // The committer is behind: wait for it rather than grow without bound.
@@ -337,14 +341,13 @@ impl TapeWriter {
         }
         let appended = result?;
         match shared.options.fsync {
-            FsyncPolicy::Never => inner.durable_seq = inner.written_seq,
             // Under `always` the committer syncs as long as frames are pending, so a caller
             // that submits without waiting still gets acknowledgements, group-committed.
             FsyncPolicy::Always => {
                 inner.sync_wanted = true;
                 shared.work.notify_one();
             }
-            FsyncPolicy::Interval(_) => shared.work.notify_one(),
+            FsyncPolicy::Interval(_) | FsyncPolicy::Never => shared.work.notify_one(),
         }
         Ok(appended)
     }
@@ -363,12 +366,18 @@ impl TapeWriter {
         let shared = &self.shared;
         let mut inner = lock(&shared.inner);
         if shared.options.fsync == FsyncPolicy::Never {
-            flush_pending(shared, &mut inner)?;
-            inner.durable_seq = inner.written_seq;
+            let mut inner = wait_idle(shared, inner);
+            check_failed(shared, &inner)?;
+            if let Err(e) = flush_pending(shared, &mut inner) {
+                inner.failed = Some(e.to_string());
+                return Err(e);
+            }
+            inner.durable_seq = inner.durable_seq.max(inner.written_seq);
+            shared.durable.notify_all();
             return Ok(());
         }
         while inner.durable_seq < seq {
-            check_failed(&inner)?;
+            check_failed(shared, &inner)?;
             inner.sync_wanted = true;
             shared.work.notify_one();
             inner = shared
@@ -379,7 +388,36 @@ impl TapeWriter {
         Ok(())
     }
 
+    /// Hands every submitted frame to the storage without waiting for an fsync (what the
+    /// operating system then holds is lost by a power failure, not by a killed process).
+    pub fn flush(&self) -> Result<()> {
+        let shared = &self.shared;
+        let mut inner = wait_idle(shared, lock(&shared.inner));
+        check_failed(shared, &inner)?;
+        if let Err(e) = flush_pending(shared, &mut inner) {
+            inner.failed = Some(e.to_string());
+            shared.durable.notify_all();
+            return Err(e);
+        }
+        if shared.options.fsync == FsyncPolicy::Never {
+            inner.durable_seq = inner.durable_seq.max(inner.written_seq);
+            shared.durable.notify_all();
+        }
+        Ok(())
+    }
+
+    /// The error that stopped the writer, if one did (a failed write or fsync: ENOSPC, EIO).
+    /// Rows submitted after [`TapeWriter::durable_seq`] were not acknowledged.
+    pub fn failure(&self) -> Option<String> {
+        lock(&self.shared.inner)
+            .failed
+            .clone()
+            .filter(|m| m != ABANDONED)
+    }
+
     /// Makes everything submitted durable, seals the open segment, and stops the committer.
+    /// Fails if the writer stopped after an I/O error at any point (what was acknowledged
+    /// before it stays on the tape; later rows were not acknowledged).
     pub fn close(mut self) -> Result<()> {
         self.shutdown()
     }
@@ -389,7 +427,7 @@ impl TapeWriter {
     pub fn abandon(mut self) {
         {
             let mut inner = lock(&self.shared.inner);
-            inner.failed = Some("abandoned".into());
+            inner.failed = Some(ABANDONED.into());
             inner.closing = true;
             self.shared.work.notify_all();
             self.shared.durable.notify_all();
@@ -406,7 +444,8 @@ impl TapeWriter {
             let (mut inner, r) = if inner.failed.is_none() {
                 seal(shared, inner)
             } else {
-                (inner, Ok(()))
+                let r = check_failed(shared, &inner);
+                (inner, r)
             };
             inner.closing = true;
             shared.work.notify_all();
@@ -428,12 +467,17 @@ impl Drop for TapeWriter {
     }
 }
 
-fn check_failed(inner: &Inner) -> Result<()> {
+/// `failed` of a writer stopped on purpose by [`TapeWriter::abandon`].
+const ABANDONED: &str = "abandoned";
+
+fn check_failed(shared: &Shared, inner: &Inner) -> Result<()> {
     match &inner.failed {
-        Some(msg) => Err(Error::Unsupported {
-            sink: "tape".into(),
-            what: format!(
-                "the tape writer stopped after an I/O error ({msg}); reopen the tape to recover it"
+        Some(msg) => Err(Error::Tape {
+            path: shared.storage.describe(""),
+            message: format!(
+                "the tape writer stopped after an I/O error ({msg}); rows up to sequence {} are on the tape, {} submitted after them were not acknowledged — free space or fix the disk, then record again (opening the tape recovers it)",
+                inner.durable_seq,
+                inner.next_seq.saturating_sub(inner.durable_seq)
             ),
         }),
         None => Ok(()),
@@ -465,10 +509,11 @@ fn flush_pending(shared: &Shared, inner: &mut Inner) -> Result<()> {
         return Ok(());
     };
     let name = seg.name.clone();
-    shared
-        .storage
-        .append(&name, &inner.pending)
-        .map_err(|e| storage_err(shared, &name, "write", e))?;
+    if let Err(e) = shared.storage.append(&name, &inner.pending) {
+        cut_unacknowledged(shared, inner, &name);
+        return Err(storage_err(shared, &name, "write", e));
+    }
+    inner.seg_written += inner.pending.len() as u64;
     inner.pending.clear();
     inner.written_seq = inner.next_seq;
     Ok(())
@@ -568,13 +613,9 @@ fn write_frame(shared: &Shared, inner: &mut Inner, batch: &RecordBatch) -> Resul
     };
     inner.next_seq += u64::from(rows);
     if inner.pending.len() >= WRITE_CHUNK {
-        if shared.options.fsync == FsyncPolicy::Never {
-            flush_pending(shared, inner)?;
-        } else {
-            // The committer hashes and writes, off this thread.
-            inner.write_wanted = true;
-            shared.work.notify_one();
-        }
+        // The committer writes, off this thread.
+        inner.write_wanted = true;
+        shared.work.notify_one();
     }
     Ok(Appended {
         first_seq,
@@ -593,6 +634,9 @@ fn start_segment(shared: &Shared, inner: &mut Inner, schema: &SchemaRef) -> Resu
     };
     let bytes = header.encode();
     let name = segment_name(inner.next_seq);
+    create_segment_file(shared, &name)?;
+    inner.seg_written = 0;
+    inner.seg_synced = 0;
     let mut hasher = ChainHasher::new(&inner.prev_chain);
     hasher.update(&bytes);
     inner.pending.extend_from_slice(&bytes);
@@ -610,6 +654,49 @@ fn start_segment(shared: &Shared, inner: &mut Inner, schema: &SchemaRef) -> Resu
         opened: Instant::now(),
     });
     inner.next_segment += 1;
+    Ok(())
+}
+
+/// After a failed write or fsync, cuts the open segment back to what was acknowledged (what the
+/// last good fsync covered; under `never`, what was written whole). Linux reports a failed
+/// writeback once and then marks the pages clean: bytes it could not write stay readable in the
+/// page cache until they are evicted or the machine restarts, so a recovery in a new process
+/// would otherwise seal — and acknowledge — rows that are not on the disk. Best effort: if the
+/// disk refuses this too, recovery after a restart finds a torn tail instead.
+fn cut_unacknowledged(shared: &Shared, inner: &Inner, name: &str) {
+    let keep = if shared.options.fsync == FsyncPolicy::Never {
+        inner.seg_written
+    } else {
+        inner.seg_synced
+    };
+    if let Err(e) = shared.storage.truncate(name, keep) {
+        tracing::warn!(
+            "{}: cannot cut the unacknowledged tail after a failed write ({e}); the next recovery will",
+            shared.storage.describe(name).display()
+        );
+    }
+}
+
+/// Creates a segment's file — never reusing a name, so a segment is only ever appended to by
+/// the writer that created it — and makes its directory entry durable before any row in it can
+/// be acknowledged.
+fn create_segment_file(shared: &Shared, name: &str) -> Result<()> {
+    let storage = shared.storage.as_ref();
+    storage.create_new(name).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::AlreadyExists {
+            Error::Tape {
+                path: storage.describe(name),
+                message: "a segment with this name exists already, so its rows would overlap the new ones; the tape's segments do not follow each other — run `tapedeck verify` on it and move the file aside".into(),
+            }
+        } else {
+            storage_err(shared, name, "create", e)
+        }
+    })?;
+    if shared.options.fsync != FsyncPolicy::Never {
+        storage
+            .sync_dir("")
+            .map_err(|e| storage_err(shared, "", "fsync the directory", e))?;
+    }
     Ok(())
 }
 
@@ -642,11 +729,14 @@ fn seal_idle(shared: &Shared, inner: &mut Inner) -> Result<()> {
     };
     let bytes = footer.encode();
     let io = |action, e| storage_err(shared, &seg.name, action, e);
-    shared
-        .storage
-        .append(&seg.name, &bytes)
-        .map_err(|e| io("write", e))?;
-    shared.storage.sync(&seg.name).map_err(|e| io("fsync", e))?;
+    if let Err(e) = shared.storage.append(&seg.name, &bytes) {
+        cut_unacknowledged(shared, inner, &seg.name);
+        return Err(io("write", e));
+    }
+    if let Err(e) = shared.storage.sync(&seg.name) {
+        cut_unacknowledged(shared, inner, &seg.name);
+        return Err(io("fsync", e));
+    }
     inner.durable_seq = inner.durable_seq.max(inner.written_seq);
     shared.durable.notify_all();
     inner.prev_chain = chain;
@@ -669,8 +759,12 @@ fn seal_idle(shared: &Shared, inner: &mut Inner) -> Result<()> {
 fn commit_loop(shared: &Shared) {
     let interval = match shared.options.fsync {
         FsyncPolicy::Interval(d) => Some(d),
-        _ => None,
+        // Under `never` frames are still handed to the OS promptly, so readers (live
+        // deliveries, `tail --follow`) see them; only the fsync is left out.
+        FsyncPolicy::Never => Some(NEVER_WRITE_INTERVAL),
+        FsyncPolicy::Always => None,
     };
+    let fsyncs = shared.options.fsync != FsyncPolicy::Never;
     let mut last_sync = Instant::now();
     let mut inner = lock(&shared.inner);
     loop {
@@ -708,12 +802,17 @@ fn commit_loop(shared: &Shared) {
         drop(inner);
         let mut result: std::io::Result<()> = Ok(());
         let mut file = String::new();
+        let mut written = 0u64;
+        let seg_name = seg.clone();
         if let Some(name) = seg {
             file = shared.storage.describe(&name).display().to_string();
             if !buf.is_empty() {
                 result = shared.storage.append(&name, &buf);
+                if result.is_ok() {
+                    written = buf.len() as u64;
+                }
             }
-            if result.is_ok() && sync_due {
+            if result.is_ok() && sync_due && fsyncs {
                 result = shared.storage.sync(&name);
             }
         }
@@ -725,13 +824,23 @@ fn commit_loop(shared: &Shared) {
         }
         match result {
             Ok(()) => {
+                inner.seg_written += written;
+                if sync_due && fsyncs {
+                    inner.seg_synced = inner.seg_written;
+                }
                 inner.written_seq = inner.written_seq.max(target);
-                if sync_due {
+                if sync_due || !fsyncs {
                     inner.durable_seq = inner.durable_seq.max(target);
                     last_sync = Instant::now();
                 }
             }
-            Err(e) => inner.failed = Some(format!("cannot write or fsync `{file}`: {e}")),
+            Err(e) => {
+                inner.seg_written += written;
+                if let Some(name) = &seg_name {
+                    cut_unacknowledged(shared, &inner, name);
+                }
+                inner.failed = Some(format!("cannot write or fsync `{file}`: {e}"));
+            }
         }
         shared.idle.notify_all();
         shared.durable.notify_all();
@@ -768,7 +877,14 @@ fn recover(storage: &dyn Storage) -> Result<(Recovery, Recovered)> {
     for (i, (_, name)) in names.iter().enumerate() {
         let last = i + 1 == names.len();
         if let Some(sealed) = segment::open_indexed(storage, name)? {
-            state.end_seq = sealed.header.first_seq + sealed.footer.as_ref().map_or(0, |f| f.rows);
+            if sealed.footer.as_ref().is_some_and(|f| f.rows == 0) {
+                // A sealed segment with no rows (left by an older version after a failed
+                // write): the next segment would take its name, so it goes.
+                remove_empty(storage, name, sealed.file_len, &mut report)?;
+                state.next_segment = state.next_segment.max(sealed.header.segment + 1);
+                continue;
+            }
+            state.end_seq = sealed.end_seq_from_footer();
             state.next_segment = sealed.header.segment + 1;
             state.prev_chain = sealed.footer.as_ref().map_or([0; 32], |f| f.chain);
             report.rows += sealed.footer.as_ref().map_or(0, |f| f.rows);
@@ -777,9 +893,10 @@ fn recover(storage: &dyn Storage) -> Result<(Recovery, Recovered)> {
         let scanned = match segment::scan(storage, name)? {
             Ok(s) => s,
             Err(bad) => {
-                if last && bad.problem == super::format::FormatError::Short {
-                    // A header that never made it to disk whole: frames follow the header, so
-                    // nothing in this file was ever acknowledged.
+                if last && !segment::any_frame(storage, name, bad.file_len)? {
+                    // A header that never made it to disk whole (cut short, or torn into
+                    // zeros) and no frame after it: frames follow the header, so nothing in
+                    // this file was ever acknowledged.
                     storage
                         .remove(name)
                         .map_err(|e| Error::io("remove", storage.describe(name), e))?;
@@ -813,15 +930,8 @@ fn quarantine_file(
     report: &mut Recovery,
 ) -> Result<()> {
     let io = |action, e| Error::io(action, storage.describe(name), e);
-    let mut bytes = vec![0u8; len as usize];
-    storage
-        .read_at(name, 0, &mut bytes)
-        .map_err(|e| io("read", e))?;
     let to = format!("quarantine/{name}.bad");
-    storage
-        .append(&to, &bytes)
-        .map_err(|e| io("quarantine bytes of", e))?;
-    storage.sync(&to).map_err(|e| io("fsync", e))?;
+    quarantine_copy(storage, name, 0, len, &to)?;
     storage.remove(name).map_err(|e| io("remove", e))?;
     manifest::append(
         storage,
@@ -841,6 +951,41 @@ fn quarantine_file(
     Ok(())
 }
 
+/// Copies damaged bytes into `quarantine/` durably (file and directory entry) before the
+/// segment is changed.
+fn quarantine_copy(storage: &dyn Storage, name: &str, from: u64, end: u64, to: &str) -> Result<()> {
+    let io = |action, e| Error::io(action, storage.describe(to), e);
+    if storage.len(to).map_err(|e| io("read", e))?.is_some() {
+        // A copy from an earlier, interrupted recovery: start it again.
+        storage.remove(to).map_err(|e| io("remove", e))?;
+    }
+    segment::copy_range(storage, name, from, end, to)?;
+    storage.sync(to).map_err(|e| io("fsync", e))?;
+    storage
+        .sync_dir(super::storage::dir_of(to))
+        .map_err(|e| io("fsync the directory of", e))
+}
+
+/// Removes a segment that holds no rows, and records it in the manifest.
+fn remove_empty(storage: &dyn Storage, name: &str, len: u64, report: &mut Recovery) -> Result<()> {
+    storage
+        .remove(name)
+        .map_err(|e| Error::io("remove", storage.describe(name), e))?;
+    manifest::append(
+        storage,
+        &Record::Truncated {
+            file: name.to_string(),
+            offset: 0,
+            bytes: len,
+        },
+    )?;
+    tracing::warn!(
+        "segment {name}: held no rows (a crash or a full disk while it was started); removed"
+    );
+    report.truncated.push((name.to_string(), len));
+    Ok(())
+}
+
 /// Quarantines gaps, truncates a torn tail, and writes a footer for a scanned segment.
 fn reseal(
     storage: &dyn Storage,
@@ -851,20 +996,13 @@ fn reseal(
     let name = &s.name;
     let io = |action, e| Error::io(action, storage.describe(name), e);
     for gap in &s.gaps {
-        let mut bytes = vec![0u8; (gap.end - gap.offset) as usize];
-        storage
-            .read_at(name, gap.offset, &mut bytes)
-            .map_err(|e| io("read", e))?;
         let to = format!(
             "quarantine/{}.{}-{}.bad",
             name.trim_end_matches(".tape"),
             gap.offset,
             gap.end
         );
-        storage
-            .append(&to, &bytes)
-            .map_err(|e| io("quarantine bytes of", e))?;
-        storage.sync(&to).map_err(|e| io("fsync", e))?;
+        quarantine_copy(storage, name, gap.offset, gap.end, &to)?;
         manifest::append(
             storage,
             &Record::Quarantined {
@@ -906,12 +1044,16 @@ fn reseal(
         );
         report.truncated.push((name.clone(), cut));
     }
+    if s.frames.is_empty() {
+        // Nothing in it was ever acknowledged (frames follow the header, and there are none):
+        // the file goes, so the next segment — which starts at the same sequence number and
+        // so takes the same name — is created new rather than appended after this header.
+        remove_empty(storage, name, s.valid_end, report)?;
+        state.next_segment = state.next_segment.max(s.header.segment + 1);
+        return Ok(());
+    }
     // Seal: the chain covers the bytes as they are now (gaps included).
-    let mut body = vec![0u8; s.valid_end as usize];
-    storage
-        .read_at(name, 0, &mut body)
-        .map_err(|e| io("read", e))?;
-    let chain = super::format::chain_hash(&s.header.prev_chain, &body);
+    let chain = segment::chain_hash(storage, name, &s.header.prev_chain, s.valid_end)?;
     let time = s.time_range();
     let rows = s.rows();
     let footer = Footer {

@@ -421,11 +421,20 @@ impl PostgresSink {
         })
     }
 
-    /// Adds the delivery's row if it is new, then reads it back in a synchronously committed
+    /// Adds the delivery's row if it is new and reads it back, in one synchronously committed
     /// transaction: the sink continues from what the server will keep even if it crashes now
-    /// (the WAL flush also covers every earlier run's asynchronous commits).
+    /// (the WAL flush also covers every earlier run's asynchronous commits). A table that
+    /// already holds another tape's delivery is refused: two tapes' sequence numbers in one
+    /// table cannot be told apart, so neither cursor would say which rows it holds. A
+    /// transaction-scoped advisory lock on the table's name makes the check and the insert one
+    /// step for every delivery opening on that table.
     fn register_delivery(&mut self, start: u64) -> Result<()> {
         let progress = self.qualified(PROGRESS_TABLE);
+        let guard = "SELECT pg_advisory_xact_lock(hashtext('tapedeck_cursor:' || $1))";
+        let others = format!(
+            "SELECT sink FROM {progress} WHERE target_table = $1 AND sink LIKE 'tape:%' AND sink <> $2 \
+             ORDER BY sink LIMIT 1"
+        );
         let insert = format!(
             "INSERT INTO {progress} (sink, target_table, flushes, rows, tape_seq) VALUES ($1, $2, 0, 0, $3) \
              ON CONFLICT (sink) DO NOTHING"
@@ -435,27 +444,77 @@ impl PostgresSink {
         );
         let target = format!("{}.{}", self.options.schema, self.options.table);
         let id = self.sink_id.clone();
-        let start = start as i64;
+        let first = i64::try_from(start).map_err(|_| Error::Delivery {
+            sink: self.life.name().to_string(),
+            message: format!(
+                "tape row {start} does not fit PostgreSQL's bigint cursor; deliver from the tape's start"
+            ),
+        })?;
         let session = self.session_ref()?;
         let read = self.rt.block_on(async {
             let c = &session.client;
-            c.execute(&insert, &[&id as &(dyn ToSql + Sync), &target, &start])
-                .await?;
             c.batch_execute(begin_sql(true)).await?;
-            let row = c.query_one(&touch, &[&id as &(dyn ToSql + Sync)]).await?;
-            c.batch_execute("COMMIT").await?;
-            let flushes: i64 = row.try_get(0)?;
-            let seq: Option<i64> = row.try_get(1)?;
-            Ok::<_, tokio_postgres::Error>((flushes, seq))
+            let r = async {
+                c.query_one(guard, &[&target as &(dyn ToSql + Sync)])
+                    .await?;
+                if let Some(row) = c
+                    .query_opt(&others, &[&target as &(dyn ToSql + Sync), &id])
+                    .await?
+                {
+                    return Ok(Err(row.try_get::<_, String>(0)?));
+                }
+                c.execute(&insert, &[&id as &(dyn ToSql + Sync), &target, &first])
+                    .await?;
+                let row = c.query_one(&touch, &[&id as &(dyn ToSql + Sync)]).await?;
+                let flushes: i64 = row.try_get(0)?;
+                let seq: Option<i64> = row.try_get(1)?;
+                Ok::<_, tokio_postgres::Error>(Ok((flushes, seq)))
+            }
+            .await;
+            match r {
+                Ok(Ok(found)) => {
+                    c.batch_execute("COMMIT").await?;
+                    Ok(Ok(found))
+                }
+                Ok(Err(other)) => {
+                    c.batch_execute("ROLLBACK").await?;
+                    Ok(Err(other))
+                }
+                Err(e) => {
+                    // Leave the session usable; the first error is the one to report.
+                    let _ = c.batch_execute("ROLLBACK").await;
+                    Err(e)
+                }
+            }
         });
-        let (flushes, seq) = read.map_err(|e| {
+        let found = read.map_err(|e| {
             self.db_error(
                 PROGRESS_TABLE,
                 "read the delivery's cursor row",
                 message(&e),
             )
         })?;
-        let Some(seq) = seq.filter(|s| *s >= 0) else {
+        let (flushes, seq) = match found {
+            Ok(found) => found,
+            Err(theirs) => {
+                let their_tape = theirs
+                    .strip_prefix("tape:")
+                    .and_then(|r| r.split('/').next())
+                    .unwrap_or(theirs.as_str());
+                let ours = id
+                    .strip_prefix("tape:")
+                    .and_then(|r| r.split('/').next())
+                    .unwrap_or(id.as_str());
+                return Err(Error::Delivery {
+                    sink: self.life.name().to_string(),
+                    message: format!(
+                        "table {target} already holds rows delivered from tape {their_tape} (row `{theirs}` in {}.{PROGRESS_TABLE}), not from this tape ({ours}); deliver into another table (`?table=` or `?schema=`), or drop the table and delete that row to start over",
+                        self.options.schema
+                    ),
+                });
+            }
+        };
+        let Some(seq) = seq.and_then(|s| u64::try_from(s).ok()) else {
             return Err(Error::Delivery {
                 sink: self.life.name().to_string(),
                 message: format!(
@@ -466,7 +525,7 @@ impl PostgresSink {
         };
         self.committed = flushes;
         self.synced_flush = flushes;
-        self.cursor_base = Some(seq as u64);
+        self.cursor_base = Some(seq);
         Ok(())
     }
 

@@ -1,0 +1,349 @@
+//! Delivery under real faults: a data file that cannot be fdatasynced never gets a cursor that
+//! covers it, a damaged cursor with `--from end` never costs a file its bytes, and a database
+//! table that holds one tape's delivery refuses another tape's.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use arrow_array::{Float64Array, Int64Array, RecordBatch};
+use arrow_schema::{DataType, Field, Schema};
+use tapedeck::deliver::cursor_file::{CursorFile, Found};
+use tapedeck::deliver::{Delivery, DeliveryOptions, NewStart, TapeEnd, TapeRef, target};
+use tapedeck::tape::{FsyncPolicy, TapeOptions, TapeWriter};
+
+fn batch(from: i64, n: i64) -> RecordBatch {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("i", DataType::Int64, false),
+        Field::new("v", DataType::Float64, false),
+    ]));
+    RecordBatch::try_new(
+        schema,
+        vec![
+            Arc::new(Int64Array::from_iter_values(from..from + n)),
+            Arc::new(Float64Array::from_iter_values(
+                (from..from + n).map(|i| i as f64 * 0.5),
+            )),
+        ],
+    )
+    .unwrap()
+}
+
+/// Appends rows `from..from+n` (in batches of 100) to the tape in `dir`; returns its ref and end.
+fn record(dir: &Path, from: i64, n: i64) -> (TapeRef, u64) {
+    let w = TapeWriter::open(
+        dir,
+        TapeOptions {
+            fsync: FsyncPolicy::Never,
+            ..TapeOptions::default()
+        },
+    )
+    .unwrap();
+    let mut at = from;
+    while at < from + n {
+        let k = 100.min(from + n - at);
+        w.append(&batch(at, k)).unwrap();
+        at += k;
+    }
+    let tape = TapeRef {
+        dir: dir.to_path_buf(),
+        id: w.id().to_string(),
+    };
+    let end = w.next_seq();
+    w.close().unwrap();
+    (tape, end)
+}
+
+/// Delivers the tape up to `end` into `uri`, a new destination starting at `new_start`.
+fn deliver_from(
+    tape: &TapeRef,
+    end: u64,
+    uri: &str,
+    new_start: NewStart,
+) -> tapedeck::deliver::DeliveryStatus {
+    let spec = tapedeck::sink::parse_unchecked(uri).unwrap();
+    let d = Delivery::start(
+        tape.clone(),
+        vec![(uri.to_string(), spec)],
+        TapeEnd::Fixed(end),
+        &DeliveryOptions {
+            new_start,
+            ..DeliveryOptions::default()
+        },
+    )
+    .unwrap();
+    d.finish(end).pop().unwrap()
+}
+
+fn deliver(tape: &TapeRef, end: u64, uri: &str) -> tapedeck::deliver::DeliveryStatus {
+    deliver_from(tape, end, uri, NewStart::Start)
+}
+
+fn csv_column(path: &Path) -> Vec<i64> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').next().unwrap().parse().unwrap())
+        .collect()
+}
+
+/// The committed position in the cursor file beside `data`.
+fn cursor_position(data: &Path, tape: &TapeRef) -> Option<u64> {
+    let path = target::hidden_beside(data, "tapedeck-cursor");
+    match CursorFile::open(&path, &tape.id).unwrap() {
+        Found::Ours(c) => c.position().map(|p| p.seq),
+        other => panic!(
+            "expected this tape's cursor at {}, got {other:?}",
+            path.display()
+        ),
+    }
+}
+
+/// A data file whose fdatasync fails: on Linux, fdatasync of /dev/null is EINVAL, while every
+/// write to it succeeds. A cursor written without syncing the data first would go through.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_text_file_whose_data_cannot_be_synced_never_gets_a_cursor_covering_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (tape, end) = record(&dir.path().join("tape"), 0, 300);
+    for (scheme, name) in [("csv", "out.csv"), ("jsonl", "out.jsonl")] {
+        // Through a whole delivery: commits while catching up, then `finish`.
+        let out = dir.path().join(name);
+        std::os::unix::fs::symlink("/dev/null", &out).unwrap();
+        let uri = format!("{scheme}:{}", out.display());
+        let s = deliver(&tape, end, &uri);
+        assert_eq!(s.state, "failed", "{scheme}: {s:?}");
+        let e = s.error.unwrap_or_default();
+        assert!(
+            e.contains("fdatasync") && e.contains(name) && e.contains("deliver again"),
+            "{scheme}: {e}"
+        );
+        assert_eq!(cursor_position(&out, &tape), None, "{scheme}");
+
+        // `finish` alone, with no commit before it.
+        let spec = tapedeck::sink::parse_unchecked(&uri).unwrap();
+        let mut t = target::open(spec, &tape, 0).unwrap();
+        t.write(&batch(0, 10)).unwrap();
+        let e = t
+            .finish(10)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(e.contains("fdatasync"), "{scheme}: {e}");
+        assert_eq!(t.committed(), None, "{scheme}");
+        drop(t);
+        assert_eq!(cursor_position(&out, &tape), None, "{scheme}");
+
+        // A commit whose sync fails stops the next commit, and the cursor stays put.
+        let spec = tapedeck::sink::parse_unchecked(&uri).unwrap();
+        let mut t = target::open(spec, &tape, 0).unwrap();
+        t.write(&batch(0, 10)).unwrap();
+        let failed = (0..200).any(|i| {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+            t.commit(10 + i).is_err()
+        });
+        assert!(
+            failed,
+            "{scheme}: a failed fdatasync must fail a later commit"
+        );
+        assert_eq!(t.committed(), None, "{scheme}");
+        drop(t);
+        assert_eq!(cursor_position(&out, &tape), None, "{scheme}");
+    }
+}
+
+#[test]
+fn a_committed_cursor_covers_exactly_the_synced_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.csv");
+    let uri = format!("csv:{}", out.display());
+    let (tape, end) = record(&dir.path().join("tape"), 0, 500);
+    let spec = tapedeck::sink::parse_unchecked(&uri).unwrap();
+    let mut t = target::open(spec, &tape, 0).unwrap();
+    t.write(&batch(0, 200)).unwrap();
+    t.commit(200).unwrap();
+    t.write(&batch(200, 300)).unwrap();
+    t.finish(end).unwrap();
+    assert_eq!(t.committed(), Some(end));
+    drop(t);
+    let cursor = target::hidden_beside(&out, "tapedeck-cursor");
+    let Found::Ours(c) = CursorFile::open(&cursor, &tape.id).unwrap() else {
+        panic!("the cursor file is ours");
+    };
+    let p = c.position().unwrap();
+    assert_eq!(
+        (p.seq, p.value),
+        (end, std::fs::metadata(&out).unwrap().len())
+    );
+    assert_eq!(csv_column(&out), (0..500).collect::<Vec<_>>());
+}
+
+/// Damages the cursor file beside `data` (its magic), as a disk error would.
+fn damage_cursor(data: &Path) {
+    let cursor = target::hidden_beside(data, "tapedeck-cursor");
+    let mut bytes = std::fs::read(&cursor).unwrap();
+    bytes[3] ^= 1;
+    std::fs::write(&cursor, bytes).unwrap();
+}
+
+#[test]
+fn a_damaged_cursor_with_from_end_never_costs_a_file_its_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.csv");
+    let uri = format!("csv:{}", out.display());
+    let (tape, end) = record(&dir.path().join("tape"), 0, 250);
+    assert_eq!(deliver(&tape, end, &uri).cursor, Some(250));
+    let (tape, end) = record(&dir.path().join("tape"), 250, 50);
+    damage_cursor(&out);
+    let before = std::fs::read(&out).unwrap();
+    // A new start at the tape's end would start the file over there.
+    let s = deliver_from(&tape, end, &uri, NewStart::End);
+    assert_eq!(s.state, "failed");
+    let e = s.error.unwrap_or_default();
+    assert!(
+        e.contains("damaged") && e.contains("--from end") && e.contains("out.csv"),
+        "{e}"
+    );
+    assert_eq!(std::fs::read(&out).unwrap(), before);
+    // From the tape's first row the file is rebuilt, and keeps every row it had.
+    let s = deliver(&tape, end, &uri);
+    assert_eq!((s.state.as_str(), s.cursor), ("done", Some(300)));
+    assert_eq!(csv_column(&out), (0..300).collect::<Vec<_>>());
+    // An empty file has nothing to lose: it starts at the end as asked.
+    let late = dir.path().join("late.csv");
+    let late_uri = format!("csv:{}", late.display());
+    assert_eq!(
+        deliver_from(&tape, end, &late_uri, NewStart::End).cursor,
+        Some(300)
+    );
+    damage_cursor(&late);
+    let s = deliver_from(&tape, end, &late_uri, NewStart::End);
+    assert_eq!((s.state.as_str(), s.cursor), ("done", Some(300)));
+}
+
+#[test]
+fn a_damaged_cursor_with_from_end_never_replaces_a_whole_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out.arrow");
+    let uri = format!("ipc:{}", out.display());
+    let (tape, end) = record(&dir.path().join("tape"), 0, 200);
+    assert_eq!(deliver(&tape, end, &uri).cursor, Some(200));
+    let (tape, end) = record(&dir.path().join("tape"), 200, 100);
+    damage_cursor(&out);
+    let before = std::fs::read(&out).unwrap();
+    let s = deliver_from(&tape, end, &uri, NewStart::End);
+    assert_eq!(s.state, "failed");
+    assert!(s.error.unwrap_or_default().contains("--from end"));
+    assert_eq!(std::fs::read(&out).unwrap(), before);
+}
+
+#[cfg(feature = "sqlite")]
+#[test]
+fn sqlite_refuses_a_second_tape_into_a_table_holding_another_tapes_cursor() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("out.db");
+    let uri = format!("sqlite:{}?table=t&create_table=true", db.display());
+    let (tape_a, end_a) = record(&dir.path().join("a"), 0, 300);
+    let (tape_b, end_b) = record(&dir.path().join("b"), 0, 100);
+    assert_eq!(deliver(&tape_a, end_a, &uri).cursor, Some(300));
+    let s = deliver(&tape_b, end_b, &uri);
+    assert_eq!(s.state, "failed");
+    let e = s.error.unwrap_or_default();
+    assert!(
+        e.contains(&tape_a.id) && e.contains(&tape_b.id) && e.contains("table t"),
+        "{e}"
+    );
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let (rows, cursors): (i64, i64) = conn
+        .query_row(
+            "SELECT (SELECT count(*) FROM t), (SELECT count(*) FROM tapedeck_cursor)",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!((rows, cursors), (300, 1));
+    drop(conn);
+    // The same tape continues; another table takes the second tape.
+    assert_eq!(deliver(&tape_a, end_a, &uri).state, "done");
+    let other = format!("sqlite:{}?table=u&create_table=true", db.display());
+    assert_eq!(deliver(&tape_b, end_b, &other).cursor, Some(100));
+}
+
+#[cfg(feature = "postgres")]
+mod postgres {
+    use super::*;
+
+    /// The test server's URL and a client, or `None` (with the reason printed) when there is
+    /// none outside CI — as `tests/postgres.rs` does.
+    fn server(test: &str) -> Option<(String, tokio::runtime::Runtime, tokio_postgres::Client)> {
+        let url = std::env::var("TAPEDECK_TEST_POSTGRES_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let client = rt.block_on(async {
+            let config: tokio_postgres::Config = url.parse().map_err(|e| format!("{e}"))?;
+            let connect = config.connect(tokio_postgres::NoTls);
+            let (client, conn) = tokio::time::timeout(std::time::Duration::from_secs(5), connect)
+                .await
+                .map_err(|_| "timed out".to_string())?
+                .map_err(|e| format!("{e}"))?;
+            tokio::spawn(async move {
+                let _ = conn.await;
+            });
+            Ok::<_, String>(client)
+        });
+        match client {
+            Ok(c) => Some((url, rt, c)),
+            Err(e) => {
+                if std::env::var("CI").as_deref() == Ok("true") {
+                    panic!("{test}: CI=true but no PostgreSQL at {url}: {e}");
+                }
+                eprintln!(
+                    "skipping {test}: no PostgreSQL at {url} ({e}); set TAPEDECK_TEST_POSTGRES_URL"
+                );
+                None
+            }
+        }
+    }
+
+    #[test]
+    fn postgres_refuses_a_second_tape_into_a_table_holding_another_tapes_cursor() {
+        let test = "second_tape";
+        let Some((url, rt, client)) = server(test) else {
+            return;
+        };
+        let s = format!("td_{test}_{}", std::process::id());
+        rt.block_on(client.batch_execute(&format!(
+            "DROP SCHEMA IF EXISTS {s} CASCADE; CREATE SCHEMA {s}"
+        )))
+        .unwrap();
+        let sep = if url.contains('?') { '&' } else { '?' };
+        let uri = |table: &str| format!("{url}{sep}schema={s}&table={table}&create_table=true");
+        let dir = tempfile::tempdir().unwrap();
+        let (tape_a, end_a) = record(&dir.path().join("a"), 0, 300);
+        let (tape_b, end_b) = record(&dir.path().join("b"), 0, 100);
+        assert_eq!(deliver(&tape_a, end_a, &uri("t")).cursor, Some(300));
+        let st = deliver(&tape_b, end_b, &uri("t"));
+        assert_eq!(st.state, "failed");
+        let e = st.error.unwrap_or_default();
+        assert!(
+            e.contains(&tape_a.id) && e.contains(&tape_b.id) && e.contains(&format!("{s}.t")),
+            "{e}"
+        );
+        let count = |sql: &str| -> i64 { rt.block_on(client.query_one(sql, &[])).unwrap().get(0) };
+        assert_eq!(count(&format!("SELECT count(*) FROM {s}.t")), 300);
+        assert_eq!(
+            count(&format!(
+                "SELECT count(*) FROM {s}.tapedeck_cursor WHERE sink LIKE 'tape:%'"
+            )),
+            1
+        );
+        // The same tape continues; another table takes the second tape.
+        assert_eq!(deliver(&tape_a, end_a, &uri("t")).state, "done");
+        assert_eq!(deliver(&tape_b, end_b, &uri("u")).cursor, Some(100));
+        rt.block_on(client.batch_execute(&format!("DROP SCHEMA {s} CASCADE")))
+            .unwrap();
+    }
+}
