@@ -1132,6 +1132,14 @@ fn inspect(args: &InspectArgs) -> u8 {
                 .map(|e| format!("  last error: {e}"))
                 .unwrap_or_default()
         );
+        if let Some(c) = d.cursor.filter(|c| *c > end) {
+            println!(
+                "    PROBLEM: its cursor {c} is past the tape's end {end}: the tape lost rows this sink holds (a segment missing, or a power failure under --fsync never); run `tapedeck verify`"
+            );
+        }
+        for r in &d.skipped {
+            println!("    skipped unreadable acknowledged {r}");
+        }
     }
     EXIT_OK
 }

@@ -4,15 +4,18 @@
 //! the first `?`, and the query is `&`-separated `key=value` pairs with `%XX` escapes decoded.
 //! Every sink and source declares the parameters it knows; [`Params::finish`] turns a parameter
 //! nobody asked for into an error that lists the valid ones, so a typo never passes silently.
-//! [`redact`] removes a password from `scheme://user:password@host/…` before a URI is shown.
+//! [`redact`] removes a password from `scheme://user:password@host/…`, and the value of a
+//! `password=` / `pass=` parameter or connection-string key, before a URI is shown; errors about
+//! a part of a URI that lies inside a password never quote that part.
 
+use std::ops::Range;
 use std::str::FromStr;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
 
-/// A parsed URI.
-#[derive(Debug, Clone)]
+/// A parsed URI. Its `Debug` shows the scheme and the redacted URI only.
+#[derive(Clone)]
 pub struct Uri {
     /// The scheme in lower case (`csv`, `sim`, `postgres`, …).
     pub scheme: String,
@@ -31,7 +34,9 @@ impl Uri {
     /// assert_eq!(uri.path, "out/run.csv");
     /// ```
     pub fn parse(text: &str) -> Result<Uri> {
-        let shown = redact(text);
+        let secrets = secret_ranges(text);
+        let shown = hide(text, &secrets);
+        let is_secret = |span: Range<usize>| overlaps(&span, &secrets);
         let Some((scheme, rest)) = text.split_once(':') else {
             return Err(Error::MalformedUri {
                 uri: shown,
@@ -44,29 +49,48 @@ impl Uri {
                 .all(|c| c.is_ascii_alphanumeric() || c == '+' || c == '-' || c == '.');
         if !valid_scheme {
             return Err(Error::MalformedUri {
+                reason: if is_secret(0..scheme.len()) {
+                    "the text before the first `:` is not a scheme; write it as `scheme:path`"
+                        .into()
+                } else {
+                    format!("`{scheme}` is not a scheme; write it as `scheme:path`")
+                },
                 uri: shown,
-                reason: format!("`{scheme}` is not a scheme; write it as `scheme:path`"),
             });
         }
+        let path_start = scheme.len() + 1;
         let (path, query) = match rest.split_once('?') {
             Some((p, q)) => (p, Some(q)),
             None => (rest, None),
         };
-        let mut params = Vec::new();
+        let mut pairs = Vec::new();
+        let mut secret = Vec::new();
         if let Some(query) = query {
-            for pair in query.split('&').filter(|p| !p.is_empty()) {
+            // Byte offset of each pair in `text`, so a pair inside a password is known.
+            let mut at = path_start + path.len() + 1;
+            for pair in query.split('&') {
+                let span = at..at + pair.len();
+                at = span.end + 1;
+                if pair.is_empty() {
+                    continue;
+                }
                 let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-                let key = percent_decode(k).ok_or_else(|| bad_escape(&shown, k))?;
-                let value = percent_decode(v).ok_or_else(|| bad_escape(&shown, v))?;
-                params.push((key, value));
+                let key_hidden = is_secret(span.start..span.start + k.len());
+                let value_hidden = is_secret(span.start + k.len()..span.end);
+                let key = percent_decode(k).ok_or_else(|| bad_escape(&shown, k, key_hidden))?;
+                let value = percent_decode(v).ok_or_else(|| bad_escape(&shown, v, value_hidden))?;
+                pairs.push((key, value));
+                secret.push((key_hidden, value_hidden));
             }
         }
+        let path_hidden = is_secret(path_start..path_start + path.len());
         Ok(Uri {
             scheme: scheme.to_ascii_lowercase(),
-            path: percent_decode(path).ok_or_else(|| bad_escape(&shown, path))?,
+            path: percent_decode(path).ok_or_else(|| bad_escape(&shown, path, path_hidden))?,
             params: Params {
                 uri: shown,
-                pairs: params,
+                pairs,
+                secret,
                 used: Vec::new(),
             },
         })
@@ -76,12 +100,36 @@ impl Uri {
     pub fn shown(&self) -> &str {
         &self.params.uri
     }
+
+    /// The path as it may be shown in logs and errors: the path part of [`Uri::shown`], not
+    /// percent-decoded, with any password replaced by `***`.
+    pub fn shown_path(&self) -> &str {
+        let rest = self.shown().split_once(':').map_or("", |(_, r)| r);
+        rest.split_once('?').map_or(rest, |(p, _)| p)
+    }
 }
 
-fn bad_escape(uri: &str, part: &str) -> Error {
+impl std::fmt::Debug for Uri {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Uri")
+            .field("scheme", &self.scheme)
+            .field("shown", &self.shown())
+            .finish_non_exhaustive()
+    }
+}
+
+/// What an error says instead of a key or value that lies inside a password.
+const HIDDEN_PART: &str =
+    "(a part of the password, hidden; write `?` `&` `#` `%` in a password as %3F %26 %23 %25)";
+
+fn bad_escape(uri: &str, part: &str, secret: bool) -> Error {
     Error::MalformedUri {
         uri: uri.to_string(),
-        reason: format!("bad %-escape in `{}`", redact(part)),
+        reason: if secret {
+            "bad %-escape in the password (hidden); write `%` in a password as `%25`".into()
+        } else {
+            format!("bad %-escape in `{}`", redact(part))
+        },
     }
 }
 
@@ -92,111 +140,218 @@ fn percent_decode(s: &str) -> Option<String> {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
+    while let Some(&b) = bytes.get(i) {
+        if b == b'%' {
             let hex = s.get(i + 1..i + 3)?;
+            if !hex.bytes().all(|h| h.is_ascii_hexdigit()) {
+                return None;
+            }
             out.push(u8::from_str_radix(hex, 16).ok()?);
             i += 3;
         } else {
-            out.push(bytes[i]);
+            out.push(b);
             i += 1;
         }
     }
     String::from_utf8(out).ok()
 }
 
-/// Removes the password from `scheme://user:password@host…`, keeping everything else.
+/// Keys whose value is a credential, in a query (`?password=…`) or a `key=value` connection
+/// string (`host=h password=…`): any key whose lower-case name contains one of these.
+const SECRET_KEYS: &[&str] = &["pass", "pwd", "secret", "token"];
+
+/// The byte ranges of `uri` that hold credentials, sorted and merged:
 ///
-/// ```
-/// assert_eq!(
-///     tapedeck::uri::redact("postgres://me:s3cret@db:5432/lab?table=t"),
-///     "postgres://me:***@db:5432/lab?table=t"
-/// );
-/// assert_eq!(tapedeck::uri::redact("csv:run.csv"), "csv:run.csv");
-/// ```
-pub fn redact(uri: &str) -> String {
-    let Some(start) = uri.find("://").map(|i| i + 3) else {
-        return uri.to_string();
-    };
-    let authority_end = uri[start..]
-        .find(['/', '?'])
-        .map_or(uri.len(), |i| start + i);
-    let authority = &uri[start..authority_end];
-    let Some(at) = authority.rfind('@') else {
-        return uri.to_string();
-    };
-    let userinfo = &authority[..at];
-    match userinfo.find(':') {
-        Some(colon) => format!(
-            "{}{}:***{}",
-            &uri[..start],
-            &userinfo[..colon],
-            &uri[start + at..]
-        ),
-        None => uri.to_string(),
+/// - the password of `scheme://user:password@host…`: from the first `:` after `://` to the
+///   **last** `@` of the URI. A password may hold `/`, `?`, `#`, `@` or `:` written raw, so
+///   nothing before the last `@` can be trusted to end it; when an `@` appears later (in a
+///   query value), more than the password is hidden, never less;
+/// - the value of a secret key (see `SECRET_KEYS`) in a query (`?password=…&`, up to the next
+///   `&`) or a connection string (`password=…`, up to the next blank; `'quoted values'` whole).
+fn secret_ranges(uri: &str) -> Vec<Range<usize>> {
+    let mut ranges = Vec::new();
+    if let Some(start) = uri.find("://").map(|i| i + 3)
+        && let Some(at) = uri[start..].rfind('@').map(|i| start + i)
+        && let Some(colon) = uri[start..at].find(':').map(|i| start + i)
+        && colon + 1 < at
+    {
+        ranges.push(colon + 1..at);
     }
+    let bytes = uri.as_bytes();
+    for (eq, _) in uri.match_indices('=') {
+        // The key: the word before `=` (blanks allowed around `=` in a connection string).
+        let key_end = uri[..eq].trim_end().len();
+        let key_start = uri[..key_end]
+            .rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.'))
+            .map_or(0, |i| i + 1);
+        let key = uri[key_start..key_end].to_ascii_lowercase();
+        if !SECRET_KEYS.iter().any(|k| key.contains(k)) {
+            continue;
+        }
+        let in_query = matches!(
+            key_start.checked_sub(1).and_then(|i| bytes.get(i)),
+            Some(b'?' | b'&')
+        );
+        let value_start = eq + 1;
+        let end = if in_query {
+            uri[value_start..]
+                .find('&')
+                .map_or(uri.len(), |i| value_start + i)
+        } else {
+            let skip = uri[value_start..].len() - uri[value_start..].trim_start().len();
+            let v = value_start + skip;
+            if bytes.get(v) == Some(&b'\'') {
+                // libpq quoting: up to the closing `'` not escaped by `\`.
+                let mut i = v + 1;
+                loop {
+                    match bytes.get(i) {
+                        None => break uri.len(),
+                        Some(b'\\') => i += 2,
+                        Some(b'\'') => break i + 1,
+                        Some(_) => i += 1,
+                    }
+                }
+                .min(uri.len())
+            } else {
+                uri[v..]
+                    .find(char::is_whitespace)
+                    .map_or(uri.len(), |i| v + i)
+            }
+        };
+        if value_start < end {
+            ranges.push(value_start..end);
+        }
+    }
+    ranges.sort_by_key(|r| r.start);
+    let mut merged: Vec<Range<usize>> = Vec::with_capacity(ranges.len());
+    for r in ranges {
+        match merged.last_mut() {
+            Some(last) if r.start <= last.end => last.end = last.end.max(r.end),
+            _ => merged.push(r),
+        }
+    }
+    merged
 }
 
-/// Query parameters of a URI, with bookkeeping of which ones were read.
-#[derive(Debug, Clone)]
+fn overlaps(span: &Range<usize>, ranges: &[Range<usize>]) -> bool {
+    ranges
+        .iter()
+        .any(|r| span.start < r.end && r.start < span.end)
+}
+
+/// `uri` with each range replaced by `***`.
+fn hide(uri: &str, ranges: &[Range<usize>]) -> String {
+    let mut out = String::with_capacity(uri.len());
+    let mut at = 0;
+    for r in ranges {
+        out.push_str(uri.get(at..r.start).unwrap_or_default());
+        out.push_str("***");
+        at = r.end;
+    }
+    out.push_str(uri.get(at..).unwrap_or_default());
+    out
+}
+
+/// Replaces every credential in `uri` by `***`, keeping everything else: the password of
+/// `scheme://user:password@host…` (everything from the first `:` after `://` to the last `@`,
+/// whatever `/ ? # @ : %` it holds), and the value of a `password=` / `pass=` / `pwd=` /
+/// `secret=` / `token=` query parameter or connection-string key.
+///
+/// ```
+/// use tapedeck::uri::redact;
+/// assert_eq!(redact("postgres://me:s3cret@db:5432/lab?table=t"), "postgres://me:***@db:5432/lab?table=t");
+/// assert_eq!(redact("postgres://me:a/b?c#d@db/lab"), "postgres://me:***@db/lab");
+/// assert_eq!(redact("postgres://db/lab?password=x&table=t"), "postgres://db/lab?password=***&table=t");
+/// assert_eq!(redact("host=db password='a b' dbname=lab"), "host=db password=*** dbname=lab");
+/// assert_eq!(redact("csv:run.csv"), "csv:run.csv");
+/// ```
+pub fn redact(uri: &str) -> String {
+    hide(uri, &secret_ranges(uri))
+}
+
+/// Query parameters of a URI, with bookkeeping of which ones were read. Its `Debug` shows the
+/// redacted URI only.
+#[derive(Clone)]
 pub struct Params {
     uri: String,
     pairs: Vec<(String, String)>,
+    /// Per pair: its key, its value lies (partly) inside a credential, so errors never quote
+    /// it.
+    secret: Vec<(bool, bool)>,
     used: Vec<&'static str>,
 }
 
+impl std::fmt::Debug for Params {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Params")
+            .field("uri", &self.uri)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Params {
-    /// The raw value of `key`, if present (the last one wins), marking it as known.
+    /// The raw value of `key`, if present (the last one wins), marking it as known. A pair
+    /// whose key lies inside a password (`postgres://u:pa?table=x@h/db` splits at its `?`) is
+    /// never returned: [`Params::finish`] reports it instead.
     pub fn raw(&mut self, key: &'static str) -> Option<&str> {
         self.used.push(key);
         self.pairs
             .iter()
+            .zip(&self.secret)
             .rev()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
+            .find(|((k, _), (key_secret, _))| k == key && !key_secret)
+            .map(|((_, v), _)| v.as_str())
+    }
+
+    /// The value of `key` (as [`Params::raw`]), with the error to return when it does not
+    /// read: `BadParam` naming `expected`, the value hidden when it lies inside a credential.
+    fn value_or_error(&mut self, key: &'static str, expected: &str) -> Option<(String, Error)> {
+        let v = self.raw(key)?.to_string();
+        let secret = SECRET_KEYS
+            .iter()
+            .any(|s| key.to_ascii_lowercase().contains(s))
+            || self
+                .pairs
+                .iter()
+                .zip(&self.secret)
+                .rev()
+                .find(|((k, _), _)| k == key)
+                .is_some_and(|(_, (_, value_secret))| *value_secret);
+        let err = Error::BadParam {
+            uri: self.uri.clone(),
+            param: key.to_string(),
+            value: if secret { "***".into() } else { v.clone() },
+            expected: expected.to_string(),
+        };
+        Some((v, err))
     }
 
     /// Parses `key` with [`FromStr`]; `expected` describes valid values for the error.
     pub fn parse<T: FromStr>(&mut self, key: &'static str, expected: &str) -> Result<Option<T>> {
-        let uri = self.uri.clone();
-        match self.raw(key) {
+        match self.value_or_error(key, expected) {
             None => Ok(None),
-            Some(v) => v.parse::<T>().map(Some).map_err(|_| Error::BadParam {
-                uri,
-                param: key.to_string(),
-                value: v.to_string(),
-                expected: expected.to_string(),
-            }),
+            Some((v, err)) => v.parse::<T>().map(Some).map_err(|_| err),
         }
     }
 
     /// A boolean parameter: `true|false|1|0|yes|no`; a bare `key` means true.
     pub fn flag(&mut self, key: &'static str) -> Result<bool> {
-        let uri = self.uri.clone();
-        match self.raw(key) {
+        match self.value_or_error(key, "true or false") {
             None => Ok(false),
-            Some("" | "true" | "1" | "yes" | "on") => Ok(true),
-            Some("false" | "0" | "no" | "off") => Ok(false),
-            Some(v) => Err(Error::BadParam {
-                uri,
-                param: key.to_string(),
-                value: v.to_string(),
-                expected: "true or false".into(),
-            }),
+            Some((v, err)) => match v.as_str() {
+                "" | "true" | "1" | "yes" | "on" => Ok(true),
+                "false" | "0" | "no" | "off" => Ok(false),
+                _ => Err(err),
+            },
         }
     }
 
     /// A duration such as `250ms`, `1s`, `2m` or a plain number of seconds.
     pub fn duration(&mut self, key: &'static str) -> Result<Option<Duration>> {
-        let uri = self.uri.clone();
-        match self.raw(key) {
+        let expected = "a duration such as 250ms, 1s, 5m or a number of seconds";
+        match self.value_or_error(key, expected) {
             None => Ok(None),
-            Some(v) => parse_duration(v).map(Some).ok_or_else(|| Error::BadParam {
-                uri,
-                param: key.to_string(),
-                value: v.to_string(),
-                expected: "a duration such as 250ms, 1s, 5m or a number of seconds".into(),
-            }),
+            Some((v, err)) => parse_duration(&v).map(Some).ok_or(err),
         }
     }
 
@@ -206,36 +361,36 @@ impl Params {
         key: &'static str,
         choices: &'static [&'static str],
     ) -> Result<Option<&'static str>> {
-        let uri = self.uri.clone();
-        match self.raw(key) {
+        match self.value_or_error(key, &format!("one of {}", choices.join(", "))) {
             None => Ok(None),
-            Some(v) => choices
+            Some((v, err)) => choices
                 .iter()
                 .find(|c| **c == v)
                 .copied()
                 .map(Some)
-                .ok_or_else(|| Error::BadParam {
-                    uri,
-                    param: key.to_string(),
-                    value: v.to_string(),
-                    expected: format!("one of {}", choices.join(", ")),
-                }),
+                .ok_or(err),
         }
     }
 
-    /// Fails if a parameter was given that no `raw`/`parse`/`flag` call asked for.
+    /// Fails if a parameter was given that no `raw`/`parse`/`flag` call asked for, or a query
+    /// piece lies inside a password (a raw `?` in it).
     pub fn finish(&self) -> Result<()> {
-        if let Some((k, _)) = self
+        if let Some(((k, _), (secret, _))) = self
             .pairs
             .iter()
-            .find(|(k, _)| !self.used.iter().any(|u| u == k))
+            .zip(&self.secret)
+            .find(|((k, _), (key_secret, _))| *key_secret || !self.used.iter().any(|u| u == k))
         {
             let mut valid: Vec<&str> = self.used.clone();
             valid.sort_unstable();
             valid.dedup();
             return Err(Error::UnknownParam {
                 uri: self.uri.clone(),
-                param: k.clone(),
+                param: if *secret {
+                    HIDDEN_PART.into()
+                } else {
+                    k.clone()
+                },
                 valid: if valid.is_empty() {
                     "(none)".into()
                 } else {

@@ -246,3 +246,401 @@ fn an_independent_python_reader_parses_tapedecks_file_and_finds_dtollibs_json() 
     assert_eq!(v["n_channels"], 3);
     assert_eq!(v["channels"][0]["range"], serde_json::json!([-10.0, 10.0]));
 }
+
+// ---- Numbers from the disk that do not fit (issue 12, defect 11) ----
+
+use serde_json::{Value, json};
+use tapedeck::Error;
+use tapedeck::dtraw::{Chunk, ChunkHeader};
+
+fn file_header() -> Value {
+    json!({"format_version": 2, "task": "ai", "device": "dev", "channels": [{"name": "a", "unit": "V"}, {"name": "b", "unit": null}], "n_channels": 2, "sample_rate_hz": 1000.0, "block_period_ns": 1_000_000, "dtype": "int16", "samples_per_buffer": 3, "task_started_at": "2026-01-01T00:00:00+00:00", "metadata": {}})
+}
+
+fn chunk_header() -> Value {
+    json!({"seq": 0, "event_kind": "buffer_done", "first_sample_index": 0, "valid_samples": 3, "buffer_capacity": 3, "t_mono_ns": 5000, "t_utc": "2026-01-01T00:00:00.000005+00:00", "flags": []})
+}
+
+/// A file of `header` and one chunk `chunk` with `payload` bytes of codes.
+fn crafted(header: &Value, chunk: &Value, payload: usize) -> Vec<u8> {
+    let mut b = Vec::new();
+    framed(&mut b, &header.to_string());
+    framed(&mut b, &chunk.to_string());
+    b.extend((0..payload).map(|i| i as u8));
+    b
+}
+
+/// Every way of reading `path` — chunks, blocks, every batch layout, headers only, the
+/// `file:` source — run to its end. Returns the reader's stop, if it made one.
+fn read_everything(path: &Path) -> tapedeck::Result<Option<tapedeck::dtraw::Stop>> {
+    let mut r = DtRawReader::open(path)?;
+    while let Some(c) = r.next_chunk()? {
+        if let Ok(b) = r.to_block(&c) {
+            for batch in [b.to_wide_batch(), b.to_long_batch(), b.to_summary_batch()] {
+                let _ = batch;
+            }
+        }
+    }
+    let mut skim = DtRawReader::open(path)?;
+    while skim.next_chunk_header()?.is_some() {}
+    assert_eq!(
+        skim.stop().map(|s| s.offset),
+        r.stop().map(|s| s.offset),
+        "headers-only reading stops where full reading does"
+    );
+    if let Ok(mut src) = tapedeck::source::open(&format!("file:{}", path.display())) {
+        while let Ok(Some(rec)) = src.next_record() {
+            if let tapedeck::record::Record::Block(b) = rec {
+                let _ = b.to_wide_batch();
+            }
+        }
+    }
+    Ok(r.stop().cloned())
+}
+
+#[test]
+fn huge_numbers_in_a_file_header_are_typed_errors_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("h.dt-raw");
+    for (key, value, needle) in [
+        ("n_channels", json!(u64::MAX), "n_channels"),
+        ("n_channels", json!(-1), "n_channels"),
+        ("n_channels", json!(1e30), "n_channels"),
+        ("format_version", json!(u64::MAX), "format_version"),
+        ("format_version", json!(i64::MIN), "format_version"),
+    ] {
+        let mut h = file_header();
+        h[key] = value.clone();
+        std::fs::write(&path, crafted(&h, &chunk_header(), 12)).unwrap();
+        let err = DtRawReader::open(&path).unwrap_err();
+        assert!(matches!(err, Error::Tape { .. }), "{key}={value}: {err:?}");
+        let msg = err.to_string();
+        assert!(
+            msg.contains(needle) && msg.contains("h.dt-raw"),
+            "{key}={value}: {msg}"
+        );
+    }
+    // A header length prefix of u32::MAX.
+    let mut bytes = crafted(&file_header(), &chunk_header(), 12);
+    bytes[..4].copy_from_slice(&u32::MAX.to_le_bytes());
+    std::fs::write(&path, &bytes).unwrap();
+    assert!(matches!(DtRawReader::open(&path), Err(Error::Tape { .. })));
+    // Huge but harmless header numbers read.
+    for (key, value) in [
+        ("samples_per_buffer", json!(u64::MAX)),
+        ("block_period_ns", json!(i64::MIN)),
+        ("block_period_ns", json!(-1)),
+        ("sample_rate_hz", json!(1e308)),
+    ] {
+        let mut h = file_header();
+        h[key] = value.clone();
+        std::fs::write(&path, crafted(&h, &chunk_header(), 12)).unwrap();
+        let stop = read_everything(&path).unwrap();
+        assert_eq!(stop, None, "{key}={value}");
+        let mut r = DtRawReader::open(&path).unwrap();
+        let c = r.next_chunk().unwrap().unwrap();
+        r.to_block(&c).unwrap().to_long_batch().unwrap();
+    }
+}
+
+#[test]
+fn chunk_numbers_that_overflow_stop_the_reading_there_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.dt-raw");
+    let i16_header = file_header();
+    let mut i32_header = file_header();
+    i32_header["dtype"] = json!("int32");
+    let mut huge_period = file_header();
+    huge_period["block_period_ns"] = json!(i64::MAX);
+    let mut long_period = file_header();
+    long_period["block_period_ns"] = json!(i64::MAX / 4);
+    // (file header, chunk key, value, payload bytes, words the stop reason holds)
+    let cases: Vec<(&Value, &str, Value, usize, &str)> = vec![
+        (
+            &i16_header,
+            "valid_samples",
+            json!(u64::MAX),
+            12,
+            "valid_samples",
+        ),
+        // 2 channels × 2^62 samples × 2 bytes = 2^64: wraps to 0 in unchecked arithmetic.
+        (
+            &i16_header,
+            "valid_samples",
+            json!(1u64 << 62),
+            0,
+            "valid_samples",
+        ),
+        (
+            &i32_header,
+            "valid_samples",
+            json!(1u64 << 61),
+            0,
+            "valid_samples",
+        ),
+        (
+            &i16_header,
+            "valid_samples",
+            json!(1u64 << 40),
+            12,
+            "payload bytes",
+        ),
+        (&i16_header, "valid_samples", json!(-1), 12, "valid_samples"),
+        (
+            &i16_header,
+            "valid_samples",
+            json!(1e30),
+            12,
+            "valid_samples",
+        ),
+        (
+            &i16_header,
+            "first_sample_index",
+            json!(u64::MAX),
+            12,
+            "first_sample_index",
+        ),
+        (
+            &i16_header,
+            "first_sample_index",
+            json!(i64::MAX),
+            12,
+            "first_sample_index",
+        ),
+        (
+            &i16_header,
+            "first_sample_index",
+            json!(-5),
+            12,
+            "first_sample_index",
+        ),
+        (&i16_header, "t_mono_ns", json!(i64::MAX), 12, "t_mono_ns"),
+        (&i16_header, "t_mono_ns", json!(u64::MAX), 12, "t_mono_ns"),
+        (&i16_header, "seq", json!(u64::MAX), 12, "seq"),
+        (
+            &huge_period,
+            "valid_samples",
+            json!(3),
+            12,
+            "block_period_ns",
+        ),
+        (
+            &long_period,
+            "t_mono_ns",
+            json!(i64::MAX - 10),
+            12,
+            "t_mono_ns",
+        ),
+    ];
+    for (header, key, value, payload, needle) in cases {
+        let mut c = chunk_header();
+        c[key] = value.clone();
+        let bytes = crafted(header, &c, payload);
+        std::fs::write(&path, &bytes).unwrap();
+        let stop = read_everything(&path)
+            .unwrap_or_else(|e| panic!("{key}={value}: {e}"))
+            .unwrap_or_else(|| panic!("{key}={value}: read without a stop"));
+        let header_end = 4 + header.to_string().len() as u64;
+        assert_eq!(
+            (stop.offset, stop.chunks, stop.file_len),
+            (header_end, 0, bytes.len() as u64),
+            "{key}={value}: {stop:?}"
+        );
+        assert!(
+            stop.reason.contains(needle),
+            "{key}={value}: {}",
+            stop.reason
+        );
+    }
+    // The extremes that do fit read, and every layout of their block builds.
+    for (key, value) in [
+        ("t_mono_ns", json!(i64::MIN)),
+        ("buffer_capacity", json!(u64::MAX)),
+        ("first_sample_index", json!(i64::MAX - 2)),
+        ("t_mono_ns", json!(i64::MAX - 2_000_000)),
+    ] {
+        let mut c = chunk_header();
+        c[key] = value.clone();
+        std::fs::write(&path, crafted(&i16_header, &c, 12)).unwrap();
+        assert_eq!(read_everything(&path).unwrap(), None, "{key}={value}");
+        let mut r = DtRawReader::open(&path).unwrap();
+        let chunk = r.next_chunk().unwrap().unwrap();
+        let b = r.to_block(&chunk).unwrap();
+        b.to_wide_batch().unwrap();
+        b.to_long_batch().unwrap();
+        b.to_summary_batch().unwrap();
+    }
+}
+
+#[test]
+fn to_block_refuses_a_chunk_whose_numbers_do_not_fit_with_its_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("b.dt-raw");
+    std::fs::write(&path, crafted(&file_header(), &chunk_header(), 12)).unwrap();
+    let mut r = DtRawReader::open(&path).unwrap();
+    let good = r.next_chunk().unwrap().unwrap();
+    let header = |f: &dyn Fn(&mut ChunkHeader)| {
+        let mut c: Chunk = good.clone();
+        f(&mut c.header);
+        c.offset = 4242;
+        c
+    };
+    for (what, chunk) in [
+        ("too few codes", header(&|h| h.valid_samples = 5)),
+        (
+            "usize::MAX samples",
+            header(&|h| h.valid_samples = usize::MAX),
+        ),
+        ("2^62 samples", header(&|h| h.valid_samples = 1 << 62)),
+        ("t_mono_ns", header(&|h| h.t_mono_ns = i64::MAX)),
+        (
+            "first_sample_index",
+            header(&|h| h.first_sample_index = u64::MAX),
+        ),
+    ] {
+        let err = r.to_block(&chunk).unwrap_err();
+        assert!(matches!(err, Error::InvalidBlock { .. }), "{what}: {err:?}");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("4242") && msg.contains("b.dt-raw"),
+            "{what}: {msg}"
+        );
+    }
+    let mut codes = good.clone();
+    codes.codes = RawCodes::I16(vec![1, 2]);
+    assert!(matches!(
+        r.to_block(&codes),
+        Err(Error::InvalidBlock { .. })
+    ));
+}
+
+/// xorshift64: a deterministic stream of pseudo-random numbers.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+}
+
+const INTERESTING: &[&str] = &[
+    "0",
+    "1",
+    "2",
+    "3",
+    "-1",
+    "18446744073709551615",
+    "18446744073709551616",
+    "9223372036854775807",
+    "9223372036854775808",
+    "-9223372036854775808",
+    "4611686018427387904",
+    "2305843009213693952",
+    "4294967295",
+    "1e30",
+    "-0",
+    "1.5",
+    "null",
+    "\"3\"",
+];
+
+/// Replaces one JSON number of `json` by an interesting value.
+fn mutate_number(json: &str, rng: &mut Rng) -> String {
+    let starts: Vec<usize> = json
+        .char_indices()
+        .filter(|&(i, c)| {
+            ((c.is_ascii_digit() || c == '-') && json[..i].ends_with(": "))
+                || (c.is_ascii_digit() && json[..i].ends_with('['))
+        })
+        .map(|(i, _)| i)
+        .collect();
+    if starts.is_empty() {
+        return json.to_string();
+    }
+    let s = starts[rng.below(starts.len())];
+    let end = json[s..]
+        .find(|c: char| !(c.is_ascii_digit() || "-+.eE".contains(c)))
+        .map_or(json.len(), |e| s + e);
+    let value = INTERESTING[rng.below(INTERESTING.len())];
+    format!("{}{value}{}", &json[..s], &json[end..])
+}
+
+#[test]
+fn random_mutations_of_valid_files_never_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m.dt-raw");
+    // Two valid files: the golden dtollib one and one tapedeck wrote (scales, final marker).
+    let written = dir.path().join("w.dt-raw");
+    write_sample(&written);
+    let originals = [golden().0, std::fs::read(&written).unwrap()];
+    // Their frames, to mutate numbers and re-frame.
+    let frames = |bytes: &[u8]| -> Vec<(String, Vec<u8>)> {
+        let mut out = Vec::new();
+        let mut at = 0;
+        let n = |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+        let hl = n(0);
+        out.push((
+            String::from_utf8(bytes[4..4 + hl].to_vec()).unwrap(),
+            Vec::new(),
+        ));
+        at += 4 + hl;
+        let v: Value = serde_json::from_str(&out[0].0).unwrap();
+        let width = if v["dtype"] == "int32" { 4 } else { 2 };
+        let channels = v["n_channels"].as_u64().unwrap() as usize;
+        while at < bytes.len() {
+            let cl = n(at);
+            let text = String::from_utf8(bytes[at + 4..at + 4 + cl].to_vec()).unwrap();
+            let c: Value = serde_json::from_str(&text).unwrap();
+            let payload = c["valid_samples"].as_u64().unwrap() as usize * channels * width;
+            at += 4 + cl;
+            out.push((text, bytes[at..at + payload].to_vec()));
+            at += payload;
+        }
+        out
+    };
+    let parsed = [frames(&originals[0]), frames(&originals[1])];
+    let mut rng = Rng(0x5EED_0000_D7A4_0001);
+    let runs = 3000;
+    for run in 0..runs {
+        let which = rng.below(2);
+        let mut bytes = if rng.below(2) == 0 {
+            // Structural: numbers in the headers replaced, the frames' lengths kept right.
+            let mut parts = parsed[which].clone();
+            for _ in 0..=rng.below(3) {
+                let k = rng.below(parts.len());
+                parts[k].0 = mutate_number(&parts[k].0, &mut rng);
+            }
+            let mut b = Vec::new();
+            for (json, payload) in &parts {
+                framed(&mut b, json);
+                b.extend_from_slice(payload);
+            }
+            b
+        } else {
+            originals[which].clone()
+        };
+        // Byte-level: bit flips, bytes set to 0x00 / 0xff / anything, a cut.
+        for _ in 0..rng.below(4) {
+            let i = rng.below(bytes.len());
+            match rng.below(4) {
+                0 => bytes[i] ^= 1 << rng.below(8),
+                1 => bytes[i] = 0,
+                2 => bytes[i] = 0xff,
+                _ => bytes[i] = rng.next() as u8,
+            }
+        }
+        if rng.below(4) == 0 {
+            let cut = rng.below(bytes.len() + 1);
+            bytes.truncate(cut);
+        }
+        std::fs::write(&path, &bytes).unwrap();
+        let outcome = std::panic::catch_unwind(|| read_everything(&path));
+        assert!(outcome.is_ok(), "run {run} panicked; bytes: {bytes:?}");
+    }
+}

@@ -342,3 +342,55 @@ fn file_source_picks_format_from_extension_and_names_missing_files() {
         "{err}"
     );
 }
+
+// ---- Numbers from a URI that do not fit (issue 12, defect 11) ----
+
+#[test]
+fn daq_times_beyond_i64_nanoseconds_are_refused_not_wrapped() {
+    // One block of 2^26 samples at 0.001 Hz spans 6.7e19 ns, more than i64 holds.
+    let err = source::open("sim:daq?channels=1&rate=0.001&block=67108864&pace=max")
+        .err()
+        .expect("a block longer than i64 nanoseconds is refused");
+    assert!(matches!(err, Error::BadParam { .. }), "{err:?}");
+    assert!(err.to_string().contains("`block`"), "{err}");
+    // 10,000 blocks of 1,000 samples at 0.001 Hz end after 1e19 ns: refused up front.
+    let err = source::open("sim:daq?channels=1&rate=0.001&block=1000&blocks=10000&pace=max")
+        .err()
+        .expect("a run longer than i64 nanoseconds is refused");
+    assert!(err.to_string().contains("`blocks`"), "{err}");
+    // Unbounded: the blocks that fit come out, then a typed error (not a panic, not a wrap).
+    let mut s = source::open("sim:daq?channels=1&rate=0.001&block=1000000&pace=max").unwrap();
+    let mut last_t = i64::MIN;
+    let err = loop {
+        match s.next_record() {
+            Ok(Some(Record::Block(b))) => {
+                assert!(b.t_mono_ns > last_t, "times only grow");
+                last_t = b.t_mono_ns;
+                b.to_summary_batch().unwrap();
+                if last_t >= 8_000_000_000_000_000_000 {
+                    b.to_wide_batch().unwrap();
+                }
+            }
+            Ok(other) => panic!("unexpected {other:?}"),
+            Err(e) => break e,
+        }
+    };
+    assert!(matches!(err, Error::InvalidBlock { .. }), "{err:?}");
+    assert!(err.to_string().contains("sim:daq"), "{err}");
+    assert_eq!(last_t, 8_000_000_000_000_000_000);
+}
+
+#[test]
+fn alicat_batches_past_the_i64_clock_are_errors() {
+    let sim = AlicatSim::new(None, 0.0);
+    for (first, count) in [
+        (u64::MAX - 5, 10),
+        (u64::MAX, 1),
+        (i64::MAX as u64 / 100 + 1, 1),
+        (i64::MAX as u64 / 100 - 10, 100),
+    ] {
+        let err = sim.batch(first, count).unwrap_err();
+        assert!(err.to_string().contains("sim:alicat"), "{first}: {err}");
+    }
+    assert_eq!(sim.batch(1_000_000, 3).unwrap().num_rows(), 3);
+}

@@ -131,6 +131,8 @@ impl Delivery {
         });
         let mut workers = Vec::new();
         for (shown, spec) in sinks {
+            // Whatever the caller passed, no credential reaches a status, a file or a log.
+            let shown = crate::uri::redact(&shown);
             let status = Arc::new(Mutex::new(DeliveryStatus::new(shown.clone())));
             let ctx = WorkerCtx {
                 tape: tape.clone(),

@@ -107,7 +107,12 @@ pub fn read_all(dir: &Path) -> Vec<DeliveryStatus> {
             continue;
         }
         match std::fs::read(&path).map(|b| serde_json::from_slice::<DeliveryStatus>(&b)) {
-            Ok(Ok(s)) => out.push(s),
+            // Files written by older versions may hold a password their redaction missed.
+            Ok(Ok(mut s)) => {
+                s.sink = crate::uri::redact(&s.sink);
+                s.error = s.error.map(|e| crate::uri::redact(&e));
+                out.push(s);
+            }
             Ok(Err(e)) => {
                 tracing::warn!("{}: not a delivery status ({e}); skipped", path.display())
             }

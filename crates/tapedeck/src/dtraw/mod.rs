@@ -114,9 +114,12 @@ pub struct ChunkHeader {
 }
 
 impl ChunkHeader {
-    /// Payload bytes this chunk carries for `n_channels` channels of `dtype`.
-    pub fn payload_len(&self, n_channels: usize, dtype: Dtype) -> usize {
-        n_channels * self.valid_samples * dtype.size()
+    /// Payload bytes this chunk carries for `n_channels` channels of `dtype`; `None` when the
+    /// product does not fit `usize` (a damaged header: no file holds that many bytes).
+    pub fn payload_len(&self, n_channels: usize, dtype: Dtype) -> Option<usize> {
+        n_channels
+            .checked_mul(self.valid_samples)?
+            .checked_mul(dtype.size())
     }
 }
 

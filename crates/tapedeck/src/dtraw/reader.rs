@@ -124,7 +124,7 @@ fn parse_file_header(v: &serde_json::Value) -> std::result::Result<FileHeader, S
         })
         .collect::<std::result::Result<_, String>>()?;
     let n = u64_field(v, "n_channels")?;
-    if n as usize != channels.len() || n == 0 {
+    if usize::try_from(n).ok() != Some(channels.len()) || n == 0 {
         return Err(format!(
             "n_channels is {n} but `channels` lists {}",
             channels.len()
@@ -140,7 +140,8 @@ fn parse_file_header(v: &serde_json::Value) -> std::result::Result<FileHeader, S
             .unwrap_or(0.0),
         block_period_ns: i64_field(v, "block_period_ns").unwrap_or(0),
         dtype,
-        samples_per_buffer: u64_field(v, "samples_per_buffer").unwrap_or(0) as usize,
+        samples_per_buffer: usize::try_from(u64_field(v, "samples_per_buffer").unwrap_or(0))
+            .map_err(|_| "`samples_per_buffer` does not fit this machine's usize".to_string())?,
         task_started_at: str_field(v, "task_started_at").unwrap_or_default(),
         metadata_json: v
             .get("metadata")
@@ -148,13 +149,18 @@ fn parse_file_header(v: &serde_json::Value) -> std::result::Result<FileHeader, S
     })
 }
 
+fn usize_field(v: &serde_json::Value, key: &str) -> std::result::Result<usize, String> {
+    let n = u64_field(v, key)?;
+    usize::try_from(n).map_err(|_| format!("`{key}` {n} does not fit this machine's usize"))
+}
+
 fn parse_chunk_header(v: &serde_json::Value) -> std::result::Result<ChunkHeader, String> {
     Ok(ChunkHeader {
         seq: u64_field(v, "seq")?,
         event_kind: str_field(v, "event_kind")?,
         first_sample_index: u64_field(v, "first_sample_index")?,
-        valid_samples: u64_field(v, "valid_samples")? as usize,
-        buffer_capacity: u64_field(v, "buffer_capacity")? as usize,
+        valid_samples: usize_field(v, "valid_samples")?,
+        buffer_capacity: usize_field(v, "buffer_capacity")?,
         t_mono_ns: i64_field(v, "t_mono_ns")?,
         t_utc: str_field(v, "t_utc")?,
         flags: v
@@ -165,6 +171,59 @@ fn parse_chunk_header(v: &serde_json::Value) -> std::result::Result<ChunkHeader,
             .filter_map(|f| f.as_str().map(str::to_string))
             .collect(),
     })
+}
+
+/// A chunk's numbers as a block carries them, checked: every sample's index and times fit the
+/// i64 columns blocks become (`sample_index`, `t_mono_ns`, `t_utc`), and the read window fits
+/// i64 nanoseconds. `Err` says which number does not fit; the chunk header is then damaged.
+struct BlockNumbers {
+    read_window_ns: i64,
+}
+
+fn block_numbers(
+    h: &FileHeader,
+    c: &ChunkHeader,
+    t_utc_us: Option<i64>,
+) -> std::result::Result<BlockNumbers, String> {
+    let samples = c.valid_samples;
+    let n = i64::try_from(samples)
+        .map_err(|_| format!("valid_samples {samples} does not fit 64-bit sample indices"))?;
+    let period = h.block_period_ns.max(0);
+    let read_window_ns = period.checked_mul(n).ok_or_else(|| {
+        format!(
+            "block_period_ns {} × valid_samples {samples} overflows 64-bit nanoseconds",
+            h.block_period_ns
+        )
+    })?;
+    // The last sample: index first + n − 1, time t + (n − 1)·period.
+    let last = n.saturating_sub(1);
+    let span = period.saturating_mul(last);
+    i64::try_from(c.first_sample_index)
+        .ok()
+        .and_then(|f| f.checked_add(last))
+        .ok_or_else(|| {
+            format!(
+                "first_sample_index {} + {samples} samples passes the largest 64-bit sample index",
+                c.first_sample_index
+            )
+        })?;
+    c.t_mono_ns.checked_add(span).ok_or_else(|| {
+        format!(
+            "t_mono_ns {} + {samples} samples × {period} ns passes the largest 64-bit time",
+            c.t_mono_ns
+        )
+    })?;
+    if let Some(t) = t_utc_us {
+        t.checked_add(span.div_euclid(1000)).ok_or_else(|| {
+            format!(
+                "t_utc `{}` + {samples} samples × {period} ns passes the largest 64-bit time",
+                c.t_utc
+            )
+        })?;
+    }
+    i64::try_from(c.seq)
+        .map_err(|_| format!("seq {} passes the largest 64-bit block index", c.seq))?;
+    Ok(BlockNumbers { read_window_ns })
 }
 
 impl DtRawReader {
@@ -194,17 +253,25 @@ impl DtRawReader {
                 ),
             ));
         }
-        let mut buf = vec![0u8; n as usize];
-        read_full(&mut input, &mut buf).map_err(io)?;
+        let header_end = 4 + u64::from(n);
+        let mut buf = vec![0u8; header_len(n)];
+        if read_full(&mut input, &mut buf).map_err(io)? < buf.len() {
+            return Err(bad_file(
+                path,
+                format!(
+                    "the file header (bytes 4..{header_end}) was cut while being read; the file shrank"
+                ),
+            ));
+        }
         let header = serde_json::from_slice::<serde_json::Value>(&buf)
             .map_err(|e| e.to_string())
             .and_then(|v| parse_file_header(&v))
-            .map_err(|m| bad_file(path, format!("file header (bytes 4..{}): {m}", 4 + n)))?;
+            .map_err(|m| bad_file(path, format!("file header (bytes 4..{header_end}): {m}; not a .dt-raw v2 file, or a damaged one")))?;
         Ok(DtRawReader {
             input,
             path: path.to_path_buf(),
             header,
-            offset: 4 + u64::from(n),
+            offset: header_end,
             file_len,
             chunks: 0,
             stop: None,
@@ -253,11 +320,18 @@ impl DtRawReader {
     /// The next complete chunk; `None` at the end of the file or where a truncated or damaged
     /// chunk starts (see [`DtRawReader::stop`]).
     pub fn next_chunk(&mut self) -> Result<Option<Chunk>> {
-        let Some((header, offset, need)) = self.next_header()? else {
+        let Some(next) = self.next_header()? else {
             return Ok(None);
         };
-        let mut payload = vec![0u8; need];
-        read_full(&mut self.input, &mut payload).map_err(|e| Error::io("read", &self.path, e))?;
+        let mut payload = vec![0u8; next.payload];
+        let got = read_full(&mut self.input, &mut payload)
+            .map_err(|e| Error::io("read", &self.path, e))?;
+        if got < payload.len() {
+            return self.stop_here(format!(
+                "chunk seq {} has {got} of its {} payload bytes: the file shrank while being read",
+                next.header.seq, next.payload
+            ));
+        }
         let codes = match self.header.dtype {
             Dtype::I16 => RawCodes::I16(
                 payload
@@ -273,28 +347,38 @@ impl DtRawReader {
             ),
         };
         Ok(Some(Chunk {
-            header,
+            header: next.header,
             codes,
-            offset,
+            offset: self.commit(next.end),
         }))
     }
 
     /// The next complete chunk's header and offset, its payload skipped unread (a writer that
     /// resumes a file only needs to find its last chunk).
     pub fn next_chunk_header(&mut self) -> Result<Option<(ChunkHeader, u64)>> {
-        let Some((header, offset, need)) = self.next_header()? else {
+        let Some(next) = self.next_header()? else {
             return Ok(None);
         };
+        // `payload` is at most the bytes left in the file, so it fits i64.
+        let skip = i64::try_from(next.payload).unwrap_or(i64::MAX);
         self.input
-            .seek_relative(need as i64)
+            .seek_relative(skip)
             .map_err(|e| Error::io("seek in", &self.path, e))?;
-        Ok(Some((header, offset)))
+        Ok(Some((next.header, self.commit(next.end))))
     }
 
-    /// Reads a chunk header whose payload is known to be complete; leaves the input at the
-    /// payload and the offset past it. Returns the header, the chunk's offset and the payload
-    /// length.
-    fn next_header(&mut self) -> Result<Option<(ChunkHeader, u64, usize)>> {
+    /// Counts a complete chunk ending at byte `end`; returns its offset.
+    fn commit(&mut self, end: u64) -> u64 {
+        let offset = self.offset;
+        self.offset = end;
+        self.chunks = self.chunks.saturating_add(1);
+        offset
+    }
+
+    /// Reads a chunk header whose payload is complete in the file and whose numbers fit a
+    /// block; leaves the input at the payload. The caller reads or skips the payload and then
+    /// commits `end`.
+    fn next_header(&mut self) -> Result<Option<NextChunk>> {
         if self.done {
             return Ok(None);
         }
@@ -310,14 +394,18 @@ impl DtRawReader {
             return self.stop_here(format!("a chunk header length cut after {got} of 4 bytes"));
         }
         let n = u32::from_le_bytes(len);
-        let left = self.file_len.saturating_sub(self.offset + 4);
+        let left = self.file_len.saturating_sub(self.offset.saturating_add(4));
         if n > MAX_HEADER || u64::from(n) > left {
             return self.stop_here(format!(
                 "a chunk header of {n} bytes with {left} bytes left in the file"
             ));
         }
-        let mut buf = vec![0u8; n as usize];
-        read_full(&mut self.input, &mut buf).map_err(io)?;
+        let mut buf = vec![0u8; header_len(n)];
+        if read_full(&mut self.input, &mut buf).map_err(io)? < buf.len() {
+            return self.stop_here(format!(
+                "a chunk header of {n} bytes cut short: the file shrank while being read"
+            ));
+        }
         let header = match serde_json::from_slice::<serde_json::Value>(&buf)
             .map_err(|e| e.to_string())
             .and_then(|v| parse_chunk_header(&v))
@@ -326,58 +414,105 @@ impl DtRawReader {
             Err(m) => return self.stop_here(format!("a chunk header that does not read: {m}")),
         };
         let channels = self.header.channels.len();
-        let need = header.payload_len(channels, self.header.dtype);
-        let left = left - u64::from(n);
-        if need as u64 > left {
+        let size = self.header.dtype.size();
+        let left = left.saturating_sub(u64::from(n));
+        let Some(need) = header
+            .payload_len(channels, self.header.dtype)
+            .and_then(|need| u64::try_from(need).ok())
+        else {
             return self.stop_here(format!(
-                "chunk seq {} needs {need} payload bytes ({channels} channels × {} samples × {}), {left} left",
-                header.seq,
-                header.valid_samples,
-                self.header.dtype.size()
+                "chunk seq {}: valid_samples {} × {channels} channels × {size} bytes overflows 64 bits (a damaged chunk header); {left} bytes left",
+                header.seq, header.valid_samples
+            ));
+        };
+        if need > left {
+            return self.stop_here(format!(
+                "chunk seq {} needs {need} payload bytes ({channels} channels × {} samples × {size}), {left} left",
+                header.seq, header.valid_samples
             ));
         }
-        let offset = self.offset;
-        self.offset += 4 + u64::from(n) + need as u64;
-        self.chunks += 1;
-        Ok(Some((header, offset, need)))
+        if let Err(m) = block_numbers(&self.header, &header, None) {
+            return self.stop_here(format!(
+                "chunk seq {}: {m} (a damaged chunk header)",
+                header.seq
+            ));
+        }
+        // need ≤ left ≤ file_len − offset − 4 − n: the sum fits.
+        let end = self
+            .offset
+            .saturating_add(4 + u64::from(n))
+            .saturating_add(need);
+        Ok(Some(NextChunk {
+            payload: usize::try_from(need).unwrap_or(usize::MAX),
+            header,
+            end,
+        }))
     }
 
     /// The chunk as a block: codes kept, values converted with the channels' scales (codes as
-    /// numbers, unit `counts`, for channels without one).
+    /// numbers, unit `counts`, for channels without one). An error
+    /// ([`Error::InvalidBlock`], naming the file and the chunk's byte offset) when the chunk's
+    /// codes do not match its header or its numbers do not fit a block's 64-bit columns.
     pub fn to_block(&self, chunk: &Chunk) -> Result<Block> {
         let h = &self.header;
         let n = chunk.header.valid_samples;
-        let bits = h.dtype.bits();
-        let code = |i: usize| -> i64 {
-            match &chunk.codes {
-                RawCodes::I16(v) => i64::from(v[i]),
-                RawCodes::I32(v) => i64::from(v[i]),
-            }
+        let bad = |message: String| Error::InvalidBlock {
+            device: h.device.clone(),
+            block_index: chunk.header.seq,
+            message: format!(
+                "{}: chunk seq {} at byte {}: {message}",
+                self.path.display(),
+                chunk.header.seq,
+                chunk.offset
+            ),
         };
-        let mut values = Vec::with_capacity(h.channels.len() * n);
-        let mut channels = h.channels.clone();
-        for (c, ch) in channels.iter_mut().enumerate() {
-            match ch.scale {
-                Some(s) => values.extend((0..n).map(|k| s.to_units(code(c * n + k), bits))),
-                None => {
-                    ch.unit = Some("counts".into());
-                    values.extend((0..n).map(|k| code(c * n + k) as f64));
-                }
-            }
+        let codes_len = match &chunk.codes {
+            RawCodes::I16(v) => v.len(),
+            RawCodes::I32(v) => v.len(),
+        };
+        if h.channels.len().checked_mul(n) != Some(codes_len) {
+            return Err(bad(format!(
+                "{codes_len} codes for {} channels × {n} samples; the chunk does not match its header",
+                h.channels.len()
+            )));
         }
         let t_utc_us =
             crate::record::time::parse_timestamp(&chunk.header.t_utc).ok_or_else(|| {
-                Error::InvalidBlock {
-                    device: h.device.clone(),
-                    block_index: chunk.header.seq,
-                    message: format!(
-                        "{}: chunk at byte {}: t_utc `{}` is not an ISO 8601 time",
-                        self.path.display(),
-                        chunk.offset,
-                        chunk.header.t_utc
-                    ),
-                }
+                bad(format!(
+                    "t_utc `{}` is not an ISO 8601 time",
+                    chunk.header.t_utc
+                ))
             })?;
+        let numbers = block_numbers(h, &chunk.header, Some(t_utc_us))
+            .map_err(|m| bad(format!("{m}; the chunk header is damaged")))?;
+        let bits = h.dtype.bits();
+        let mut values = Vec::with_capacity(codes_len);
+        let mut channels = h.channels.clone();
+        // codes_len = channels × n, so each channel has exactly n codes (none when n = 0).
+        for (c, ch) in channels.iter_mut().enumerate() {
+            let range = c.saturating_mul(n)..(c + 1).saturating_mul(n);
+            let convert = |code: i64| match ch.scale {
+                Some(s) => s.to_units(code, bits),
+                None => code as f64,
+            };
+            match &chunk.codes {
+                RawCodes::I16(v) => values.extend(
+                    v.get(range)
+                        .unwrap_or_default()
+                        .iter()
+                        .map(|&x| convert(i64::from(x))),
+                ),
+                RawCodes::I32(v) => values.extend(
+                    v.get(range)
+                        .unwrap_or_default()
+                        .iter()
+                        .map(|&x| convert(i64::from(x))),
+                ),
+            }
+            if ch.scale.is_none() {
+                ch.unit = Some("counts".into());
+            }
+        }
         let block = Block {
             device: h.device.clone(),
             task: h.task.clone(),
@@ -386,7 +521,7 @@ impl DtRawReader {
             t_mono_ns: chunk.header.t_mono_ns,
             t_utc_us,
             period_ns: (h.block_period_ns > 0).then_some(h.block_period_ns),
-            read_window_ns: h.block_period_ns.max(0) * n as i64,
+            read_window_ns: numbers.read_window_ns,
             channels,
             samples: n,
             values,
@@ -408,6 +543,20 @@ impl DtRawReader {
         block.validate()?;
         Ok(block)
     }
+}
+
+/// A chunk header read by [`DtRawReader::next_header`], its payload not yet consumed.
+struct NextChunk {
+    header: ChunkHeader,
+    /// Payload bytes.
+    payload: usize,
+    /// Byte offset just past the payload.
+    end: u64,
+}
+
+/// A header length already checked against [`MAX_HEADER`], as a buffer size.
+fn header_len(n: u32) -> usize {
+    usize::try_from(n.min(MAX_HEADER)).unwrap_or(0)
 }
 
 /// `file:PATH.dt-raw` — the chunks of a `.dt-raw` file as blocks (zero-payload chunks — the
@@ -479,7 +628,7 @@ impl Source for DtRawSource {
                 if let Some(c) = &next {
                     r.complete = c.header.flags.iter().any(|f| f == super::FLAG_FINAL);
                     if c.header.valid_samples == 0 {
-                        r.markers += 1;
+                        r.markers = r.markers.saturating_add(1);
                     }
                 }
             }
@@ -487,7 +636,7 @@ impl Source for DtRawSource {
                 return Ok(None);
             };
             if chunk.header.valid_samples == 0 {
-                self.markers += 1;
+                self.markers = self.markers.saturating_add(1);
                 continue;
             }
             return Ok(Some(Record::Block(self.reader.to_block(&chunk)?)));

@@ -120,9 +120,12 @@ pub fn open(uri: &str) -> Result<Box<dyn Source>> {
     match (uri.scheme.as_str(), uri.path.as_str()) {
         ("sim", "alicat") => Ok(Box::new(sim_alicat::AlicatSim::from_uri(uri)?)),
         ("sim", "daq") => Ok(Box::new(sim_daq::DaqSim::from_uri(uri)?)),
-        ("sim", other) => Err(Error::MalformedUri {
+        ("sim", _) => Err(Error::MalformedUri {
             uri: uri.shown().to_string(),
-            reason: format!("unknown simulator `{other}`; known: sim:alicat, sim:daq"),
+            reason: format!(
+                "unknown simulator `{}`; known: sim:alicat, sim:daq",
+                uri.shown_path()
+            ),
         }),
         ("file", path) if path.ends_with(".dt-raw") => {
             uri.params.finish()?;

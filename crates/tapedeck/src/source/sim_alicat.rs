@@ -79,11 +79,28 @@ impl AlicatSim {
         Ok(sim)
     }
 
-    /// Builds rows `first..first+count` as one batch.
+    /// Builds rows `first..first+count` as one batch; an error when a row's timestamps
+    /// (`2026-01-01 + i·100 µs + 5 ms`) would not fit i64 microseconds.
     pub fn batch(&self, first: u64, count: usize) -> Result<RecordBatch> {
-        let requested: Vec<i64> = (first..first + count as u64)
-            .map(|i| BASE_MICROS + i as i64 * 100)
-            .collect();
+        let end = u64::try_from(count)
+            .ok()
+            .and_then(|c| first.checked_add(c))
+            .filter(|&end| {
+                // The last row's latest timestamp, received_at, must fit.
+                i64::try_from(end.saturating_sub(1))
+                    .ok()
+                    .and_then(|i| i.checked_mul(100))
+                    .and_then(|t| t.checked_add(BASE_MICROS + 5_000))
+                    .is_some()
+            })
+            .ok_or_else(|| Error::Unsupported {
+                sink: self.name.clone(),
+                what: format!(
+                    "rows {first}..{first}+{count}: row timestamps (2026-01-01 + row × 100 µs) past the year 294,000 do not fit i64 microseconds; ask for fewer rows"
+                ),
+            })?;
+        // Every product and sum below is at most the one checked above.
+        let requested: Vec<i64> = (first..end).map(|i| BASE_MICROS + i as i64 * 100).collect();
         let shifted = |d: i64| {
             TimestampMicrosecondArray::from_iter_values(requested.iter().map(|t| t + d))
                 .with_timezone("UTC")
@@ -95,9 +112,8 @@ impl AlicatSim {
             }
             b.finish()
         };
-        let flow = Float64Array::from_iter_values(
-            (first..first + count as u64).map(|i| 10.0 + (i % 1000) as f64 * 0.01),
-        );
+        let flow =
+            Float64Array::from_iter_values((first..end).map(|i| 10.0 + (i % 1000) as f64 * 0.01));
         let columns: Vec<ArrayRef> = vec![
             Arc::new(constant("fuel")),
             Arc::new(constant("A")),
@@ -133,18 +149,23 @@ impl Source for AlicatSim {
         if self.rate > 0.0 {
             let start = *self.started.get_or_insert_with(Instant::now);
             // Row i is due at start + i / rate; emit what is due, waiting for at least one row.
-            let due_at = |i: u64| start + Duration::from_secs_f64(i as f64 / self.rate);
+            let first_due = Duration::try_from_secs_f64(self.next as f64 / self.rate)
+                .ok()
+                .and_then(|d| start.checked_add(d));
             let now = Instant::now();
-            let first_due = due_at(self.next);
-            if first_due > now {
+            if let Some(first_due) = first_due
+                && first_due > now
+            {
                 std::thread::sleep(first_due - now);
             }
             let elapsed = start.elapsed().as_secs_f64();
-            let due = ((elapsed * self.rate) as u64 + 1).saturating_sub(self.next);
+            let due = ((elapsed * self.rate) as u64)
+                .saturating_add(1)
+                .saturating_sub(self.next);
             count = count.min(due.max(1));
         }
-        let batch = self.batch(self.next, count as usize)?;
-        self.next += count;
+        let batch = self.batch(self.next, usize::try_from(count).unwrap_or(usize::MAX))?;
+        self.next = self.next.saturating_add(count);
         Ok(Some(Record::Batch(batch)))
     }
 }

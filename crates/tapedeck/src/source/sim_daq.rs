@@ -153,12 +153,49 @@ impl DaqSim {
                 "channels × block of at most 67,108,864 values (512 MiB of f64)",
             ));
         }
+        // Sample times are i64 nanoseconds: one block, and a bounded run, must fit in them.
+        let period_ns = period_ns(rate);
+        let fits = |samples: Option<u64>| {
+            samples
+                .and_then(|n| i64::try_from(n).ok())
+                .and_then(|n| n.checked_mul(period_ns))
+                .is_some()
+        };
+        if !fits(u64::try_from(block).ok()) {
+            return Err(too_big(
+                "block",
+                block.to_string(),
+                "a block that lasts (block / rate seconds) less than the 292 years of i64 nanoseconds; raise `rate` or lower `block`",
+            ));
+        }
+        if let Some(n) = blocks
+            && !fits(u64::try_from(block).ok().and_then(|b| b.checked_mul(n)))
+        {
+            return Err(too_big(
+                "blocks",
+                n.to_string(),
+                "a run (blocks × block / rate seconds) shorter than the 292 years of i64 nanoseconds; lower `blocks`, or raise `rate`",
+            ));
+        }
         let mut sim = DaqSim::new(channels, rate, block)
             .with_blocks(blocks)
             .with_real_time(pace == "real")
             .with_raw(raw);
         sim.name = shown;
         Ok(sim)
+    }
+
+    /// The first sample index and its `t_mono_ns` of block `index`, when every sample time of
+    /// the block (its read window's end included, in ns and, from `t0_utc_us`, in µs) fits i64.
+    fn block_start(&self, index: u64, t0_utc_us: i64) -> Option<(u64, i64)> {
+        let period = period_ns(self.rate);
+        let block = u64::try_from(self.block).ok()?;
+        let first = index.checked_mul(block)?;
+        let end_ns = i64::try_from(first.checked_add(block)?)
+            .ok()?
+            .checked_mul(period)?;
+        t0_utc_us.checked_add(end_ns / 1000)?;
+        Some((first, i64::try_from(first).ok()?.checked_mul(period)?))
     }
 
     fn noise(&mut self) -> f64 {
@@ -170,20 +207,25 @@ impl DaqSim {
         ((x >> 11) as f64 / (1u64 << 53) as f64 - 0.5) * 0.02
     }
 
-    /// Builds block `index`.
+    /// Builds block `index`. Times past the i64 clock (292 years of nanoseconds) saturate; the
+    /// source itself ends with an error before it would build such a block.
     pub fn make_block(&mut self, index: u64, t0_utc_us: i64) -> Block {
-        let period_ns = (1e9 / self.rate).round() as i64;
-        let first = index * self.block as u64;
+        let period_ns = period_ns(self.rate);
         let n = self.block;
-        let mut values = Vec::with_capacity(n * self.channels.len());
+        let n_i64 = i64::try_from(n).unwrap_or(i64::MAX);
+        let first = index.saturating_mul(n as u64);
+        let mut values = Vec::with_capacity(n.saturating_mul(self.channels.len()));
         for c in 0..self.channels.len() {
             let f = 10 * (c as u64 + 1);
             for k in 0..n {
-                let sample = first + k as u64;
+                // The phase only: wrapping is harmless here.
+                let sample = first.wrapping_add(k as u64);
                 let s = match &self.sine {
                     // sin(2π·f·n/rate) = table[(n·f) mod rate] when the rate is whole.
                     Some(table) => {
-                        table[((sample % table.len() as u64) * f % table.len() as u64) as usize]
+                        let len = table.len() as u64;
+                        let i = (sample % len).wrapping_mul(f) % len;
+                        table.get(i as usize).copied().unwrap_or(0.0)
                     }
                     None => (TAU * f as f64 * sample as f64 / self.rate).sin(),
                 };
@@ -198,16 +240,18 @@ impl DaqSim {
                     .collect(),
             )
         });
-        let t_mono_ns = first as i64 * period_ns;
+        let t_mono_ns = i64::try_from(first)
+            .unwrap_or(i64::MAX)
+            .saturating_mul(period_ns);
         Block {
             device: "sim-daq".into(),
             task: "ai".into(),
             block_index: index,
             first_sample_index: first,
             t_mono_ns,
-            t_utc_us: t0_utc_us + t_mono_ns / 1000,
+            t_utc_us: t0_utc_us.saturating_add(t_mono_ns / 1000),
             period_ns: Some(period_ns),
-            read_window_ns: period_ns * n as i64,
+            read_window_ns: period_ns.saturating_mul(n_i64),
             channels: self.channels.clone(),
             samples: n,
             values,
@@ -215,6 +259,11 @@ impl DaqSim {
             error: None,
         }
     }
+}
+
+/// The sample period in whole nanoseconds for `rate` Hz (saturating for rates near 0).
+fn period_ns(rate: f64) -> i64 {
+    (1e9 / rate).round() as i64
 }
 
 impl Source for DaqSim {
@@ -229,25 +278,39 @@ impl Source for DaqSim {
         let (start, t0) = *self.start.get_or_insert_with(|| {
             let utc = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_micros() as i64);
+                .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX));
             (Instant::now(), utc)
         });
         let index = self.next_block;
+        if self.block_start(index, t0).is_none() {
+            return Err(Error::InvalidBlock {
+                device: "sim-daq".into(),
+                block_index: index,
+                message: format!(
+                    "{}: block {index}'s sample times ({} samples per block at {} Hz) run past the 292 years that i64 nanoseconds hold; bound the run with `blocks=`, or raise `rate`",
+                    self.name, self.block, self.rate
+                ),
+            });
+        }
+        let rate = self.rate;
+        let seconds =
+            |samples: f64| Duration::try_from_secs_f64(samples / rate).unwrap_or(Duration::MAX);
         let mut late_by = Duration::ZERO;
         if self.real_time {
-            let ready =
-                start + Duration::from_secs_f64((index + 1) as f64 * self.block as f64 / self.rate);
-            let now = Instant::now();
-            if ready > now {
-                std::thread::sleep(ready - now);
-            } else {
-                late_by = now - ready;
+            let due = seconds((index as f64 + 1.0) * self.block as f64);
+            if let Some(ready) = start.checked_add(due) {
+                let now = Instant::now();
+                if ready > now {
+                    std::thread::sleep(ready - now);
+                } else {
+                    late_by = now - ready;
+                }
             }
         }
-        self.next_block += 1;
+        self.next_block = index.saturating_add(1);
         let mut block = self.make_block(index, t0);
-        let buffer = Duration::from_secs_f64(self.block as f64 / self.rate);
-        if late_by > buffer * BOARD_BUFFERS {
+        let buffer = seconds(self.block as f64);
+        if late_by > buffer.saturating_mul(BOARD_BUFFERS) {
             // A board with this many buffers would have overwritten one by now.
             block.error = Some(crate::record::BlockError {
                 kind: "overrun".into(),
