@@ -574,3 +574,93 @@ fn random_faults_and_crashes_never_lose_or_repeat_an_acknowledged_row() {
         panic!("{e}");
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Bit rot: flips anywhere in a sealed tape are found, and cost only the rows they hit.
+
+/// Rows in `got` must be increasing (in order, each once), and every row of `0..total` that
+/// is missing must lie in a segment verify flagged.
+fn only_flagged_rows_missing(
+    got: &[i64],
+    total: i64,
+    ranges: &[(String, i64, i64)],
+    flagged: &std::collections::BTreeSet<String>,
+) -> Result<(), TestCaseError> {
+    prop_assert!(
+        got.windows(2).all(|w| w[0] < w[1]),
+        "in order, once: {got:?}"
+    );
+    let have: std::collections::BTreeSet<i64> = got.iter().copied().collect();
+    for row in 0..total {
+        if !have.contains(&row) {
+            let seg = ranges.iter().find(|(_, a, b)| (*a..*b).contains(&row));
+            prop_assert!(
+                seg.is_some_and(|(name, ..)| flagged.contains(name)),
+                "row {row} lost in {seg:?}, which verify did not flag ({flagged:?})"
+            );
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: cases(), failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn bit_flips_anywhere_are_reported_and_cost_only_the_rows_they_hit(
+        flips in proptest::collection::vec((any::<u32>(), any::<u32>(), 0u8..8), 1..4),
+    ) {
+        let storage = MemStorage::new();
+        let w = open(&storage, opts(FsyncPolicy::Always, 1200));
+        for i in 0..40 {
+            w.append(&rows(i * 10, 10)).unwrap();
+        }
+        w.close().unwrap();
+        let id = read_or_create(&storage, false).unwrap();
+        let names = segments(&storage);
+        let mut ranges = Vec::new();
+        for (k, n) in names.iter().enumerate() {
+            let first = n[4..24].parse::<i64>().unwrap();
+            let end = names.get(k + 1).map_or(400, |m| m[4..24].parse::<i64>().unwrap());
+            ranges.push((n.clone(), first, end));
+        }
+        let files = storage.list().unwrap();
+        let before: BTreeMap<String, Vec<u8>> =
+            files.iter().map(|f| (f.clone(), storage.bytes(f).unwrap())).collect();
+        for (file, at, bit) in &flips {
+            let name = &files[*file as usize % files.len()];
+            let len = before[name].len();
+            storage.flip_bit(name, *at as usize % len, *bit);
+        }
+        let changed: Vec<String> = files
+            .iter()
+            .filter(|f| storage.bytes(f).as_ref() != before.get(*f))
+            .cloned()
+            .collect();
+        let report = verify(&storage).unwrap();
+        let flagged: std::collections::BTreeSet<String> =
+            report.problems.iter().map(|p| p.file.clone()).collect();
+        for f in &changed {
+            if f.starts_with("seg-") || f == "MANIFEST" || f == TAPE_ID_FILE {
+                prop_assert!(flagged.contains(f), "{f} changed but verify says {:?}", report.problems);
+            }
+        }
+        for f in &flagged {
+            prop_assert!(changed.contains(f), "verify flagged {f}, which is intact: {:?}", report.problems);
+        }
+        only_flagged_rows_missing(&read_all(&storage), 400, &ranges, &flagged)?;
+        // Recovery never fails, keeps what readers could read, and the id survives one
+        // damaged copy (both copies damaged is the one typed error, saying what to do).
+        {
+            if tapedeck::tape::id::health(&storage).unwrap() == tapedeck::tape::id::IdHealth::Damaged {
+                let err = TapeWriter::open_storage(Arc::new(storage.clone()), opts(FsyncPolicy::Always, 1200));
+                prop_assert!(err.err().is_some_and(|e| e.to_string().contains("both copies")));
+                return Ok(());
+            }
+        }
+        let w = open(&storage, opts(FsyncPolicy::Always, 1200));
+        prop_assert_eq!(Some(w.id().to_string()), id.clone());
+        w.close().unwrap();
+        only_flagged_rows_missing(&read_all(&storage), 400, &ranges, &flagged)?;
+    }
+}

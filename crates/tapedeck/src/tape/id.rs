@@ -58,6 +58,38 @@ pub fn read_or_create(storage: &dyn Storage, create: bool) -> Result<Option<Stri
     Ok(Some(id))
 }
 
+/// The state of a tape's id file, for `verify`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdHealth {
+    /// No id file (a tape never opened by a writer).
+    Absent,
+    /// Both copies check out.
+    Intact,
+    /// One copy is damaged; the next writer rewrites the file.
+    OneCopyDamaged,
+    /// No copy checks out.
+    Damaged,
+}
+
+/// Checks the id file without changing it.
+pub fn health(storage: &dyn Storage) -> Result<IdHealth> {
+    let io = |e| Error::io("read", storage.describe(TAPE_ID_FILE), e);
+    let Some(len) = storage.len(TAPE_ID_FILE).map_err(io)? else {
+        return Ok(IdHealth::Absent);
+    };
+    let mut buf = vec![0u8; usize::try_from(len).unwrap_or(0).min(4 * LINE)];
+    storage.read_at(TAPE_ID_FILE, 0, &mut buf).map_err(io)?;
+    let copies: Vec<Option<String>> = buf.chunks(LINE).map(parse_line).collect();
+    let Some(id) = copies.iter().flatten().next() else {
+        return Ok(IdHealth::Damaged);
+    };
+    Ok(if buf == line_for(id).repeat(2).into_bytes() {
+        IdHealth::Intact
+    } else {
+        IdHealth::OneCopyDamaged
+    })
+}
+
 fn line_for(id: &str) -> String {
     format!("{id} {:08x}\n", crc32c::crc32c(id.as_bytes()))
 }

@@ -73,19 +73,48 @@ pub fn read_only(storage: &dyn Storage) -> Result<Vec<Record>> {
     read_records(storage, false)
 }
 
+/// Where the valid records end and the file's length, when bytes after them do not check out
+/// (a torn or damaged record); `None` when the whole file is good or absent.
+pub fn damage(storage: &dyn Storage) -> Result<Option<(u64, u64)>> {
+    let (_, valid, len) = scan(storage)?;
+    Ok((valid < len).then_some((valid, len)))
+}
+
 fn read_records(storage: &dyn Storage, repair: bool) -> Result<Vec<Record>> {
+    let (out, at, len) = scan(storage)?;
+    if repair && at < len {
+        tracing::warn!(
+            "manifest: cutting {} damaged bytes off its end at offset {at}",
+            len - at
+        );
+        storage
+            .truncate(MANIFEST, at)
+            .map_err(|e| Error::io("truncate", storage.describe(MANIFEST), e))?;
+    }
+    Ok(out)
+}
+
+/// The valid records, where they end, and the file's length.
+fn scan(storage: &dyn Storage) -> Result<(Vec<Record>, u64, u64)> {
     let io = |e| Error::io("read", storage.describe(MANIFEST), e);
     let Some(len) = storage.len(MANIFEST).map_err(io)? else {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), 0, 0));
     };
-    let mut data = vec![0u8; len as usize];
+    let size = usize::try_from(len).map_err(|_| Error::Tape {
+        path: storage.describe(MANIFEST),
+        message: format!("{len} bytes is too large for a manifest; move the file aside (it is rebuilt from the segments)"),
+    })?;
+    let mut data = vec![0u8; size];
     storage.read_at(MANIFEST, 0, &mut data).map_err(io)?;
     let mut out = Vec::new();
     let mut at = 0usize;
     while at + 8 <= data.len() {
         let n = u32::from_le_bytes([data[at], data[at + 1], data[at + 2], data[at + 3]]) as usize;
         let crc = u32::from_le_bytes([data[at + 4], data[at + 5], data[at + 6], data[at + 7]]);
-        let Some(payload) = data.get(at + 8..at + 8 + n) else {
+        let Some(payload) = (at + 8)
+            .checked_add(n)
+            .and_then(|end| data.get(at + 8..end))
+        else {
             break;
         };
         if crc32c::crc32c(payload) != crc {
@@ -97,16 +126,7 @@ fn read_records(storage: &dyn Storage, repair: bool) -> Result<Vec<Record>> {
         }
         at += 8 + n;
     }
-    if repair && at < data.len() {
-        tracing::warn!(
-            "manifest: cutting {} damaged bytes off its end at offset {at}",
-            data.len() - at
-        );
-        storage
-            .truncate(MANIFEST, at as u64)
-            .map_err(|e| Error::io("truncate", storage.describe(MANIFEST), e))?;
-    }
-    Ok(out)
+    Ok((out, at as u64, len))
 }
 
 /// Appends a record and fsyncs it.

@@ -221,6 +221,18 @@ impl TapeReader {
     }
 
     fn open_cursor(&mut self) -> Result<bool> {
+        // Each round skips one segment whose header is damaged; a loop, not recursion, so a
+        // long run of them cannot exhaust a thread's stack.
+        loop {
+            if let Some(opened) = self.open_segment()? {
+                return Ok(opened);
+            }
+        }
+    }
+
+    /// Opens the segment holding the position: `Some(true)` opened, `Some(false)` nothing to
+    /// read yet, `None` a damaged segment was skipped (look again).
+    fn open_segment(&mut self) -> Result<Option<bool>> {
         let segs = segment::list(self.storage.as_ref())?;
         // The last segment starting at or before the position, else the first after it.
         let pick = segs
@@ -228,16 +240,37 @@ impl TapeReader {
             .rev()
             .find(|(first, _)| *first <= self.position)
             .or_else(|| segs.iter().find(|(first, _)| *first > self.position));
-        let Some((_, name)) = pick else {
-            return Ok(false);
+        let Some((first, name)) = pick else {
+            return Ok(Some(false));
         };
         let storage = self.storage.as_ref();
         let (scanned, sealed) = match segment::open_indexed(storage, name)? {
             Some(s) => (s, true),
             None => match segment::scan(storage, name)? {
                 Ok(s) => (s, false),
-                // A header still being written: nothing to read yet.
-                Err(_) => return Ok(false),
+                Err(bad) => {
+                    // A later segment exists: this header is damage, not one still being
+                    // written. Its rows are reported and the reader goes on with the next.
+                    if let Some((next, _)) = segs.iter().find(|(f, _)| f > first) {
+                        tracing::warn!(
+                            "{}: segment {name}: its header is damaged ({}); rows {}..{next} skipped",
+                            self.name,
+                            bad.problem,
+                            self.position.max(*first)
+                        );
+                        self.unreadable.push(Unreadable {
+                            from: self.position.max(*first),
+                            to: *next,
+                            segment: Some(name.clone()),
+                            bytes: Some((0, bad.file_len)),
+                            why: format!("the segment's header is damaged ({})", bad.problem),
+                        });
+                        self.position = self.position.max(*next);
+                        return Ok(None);
+                    }
+                    // The last segment, its header still being written: nothing to read yet.
+                    return Ok(Some(false));
+                }
             },
         };
         // A later segment exists: this one will not grow, even without a footer.
@@ -264,7 +297,7 @@ impl TapeReader {
             sealed: sealed || later,
             decoder,
         });
-        Ok(true)
+        Ok(Some(true))
     }
 
     /// Looks for frames appended to an unsealed segment since the last look.

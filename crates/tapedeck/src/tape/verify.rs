@@ -53,7 +53,9 @@ pub struct VerifyReport {
 /// Checks every CRC and the hash chain; see the module docs.
 pub fn verify(storage: &dyn Storage) -> Result<VerifyReport> {
     let mut report = VerifyReport::default();
-    let mut prev_chain = [0u8; 32];
+    // The previous segment's chain hash; `None` when its footer is damaged (that is reported
+    // there, and the next header cannot be checked against it).
+    let mut prev_chain = Some([0u8; 32]);
     let mut expected_seq: Option<u64> = None;
     let names = segment_names(storage)?;
     for (i, name) in names.iter().enumerate() {
@@ -69,10 +71,14 @@ pub fn verify(storage: &dyn Storage) -> Result<VerifyReport> {
                 report
                     .problems
                     .push(problem(Some(0), format!("header: {}", bad.problem)));
+                // Its rows, its end and its chain are unknown: reported here, not again as a
+                // mismatch on the next segment.
+                prev_chain = None;
+                expected_seq = None;
                 continue;
             }
         };
-        if s.header.prev_chain != prev_chain {
+        if prev_chain.is_some_and(|c| c != s.header.prev_chain) {
             report.problems.push(problem(
                 Some(32),
                 "header's previous-segment hash does not match the chain".into(),
@@ -102,13 +108,20 @@ pub fn verify(storage: &dyn Storage) -> Result<VerifyReport> {
             ));
         }
         if s.torn_bytes() > 0 {
-            report.problems.push(problem(
-                Some(s.valid_end),
-                format!(
+            let what = match &s.footer {
+                // Sealed: the footer says how many rows there are, so these bytes are damage.
+                Some(_) => format!(
+                    "{} damaged bytes before the footer: rows {}..{} unreadable",
+                    s.torn_bytes(),
+                    s.end_seq(),
+                    s.end_seq_from_footer()
+                ),
+                None => format!(
                     "{} bytes after the last good frame are not a frame (torn tail)",
                     s.torn_bytes()
                 ),
-            ));
+            };
+            report.problems.push(problem(Some(s.valid_end), what));
         }
         report.frames += s.frames.len() as u64;
         report.rows += s.rows();
@@ -133,7 +146,7 @@ pub fn verify(storage: &dyn Storage) -> Result<VerifyReport> {
                         "footer's frame index does not match the frames".into(),
                     ));
                 }
-                prev_chain = footer.chain;
+                prev_chain = Some(footer.chain);
             }
             _ => {
                 let what = if i + 1 == names.len() {
@@ -142,12 +155,31 @@ pub fn verify(storage: &dyn Storage) -> Result<VerifyReport> {
                     "no valid footer, but a later segment exists"
                 };
                 report.problems.push(problem(None, what.into()));
+                prev_chain = None;
             }
         }
-        expected_seq = Some(s.end_seq());
+        // A sealed segment's footer says where the next one starts, even when its last frames
+        // are damaged (the damage is reported once, here, not again on the next segment).
+        // Without a footer, a segment that is not the last ends where nobody can say (its
+        // damage is reported above), so the next one's start is not checked against it.
+        expected_seq = match &s.footer {
+            Some(_) => Some(s.end_seq_from_footer()),
+            None if i + 1 == names.len() => Some(s.end_seq()),
+            None => None,
+        };
     }
     let records = manifest::read_only(storage)?;
     whole_tape_problems(storage, &names, &records, &mut report)?;
+    if let Some((valid, len)) = manifest::damage(storage)? {
+        report.problems.push(Problem {
+            file: manifest::MANIFEST.into(),
+            offset: Some(valid),
+            what: format!(
+                "{} bytes after the last good record do not check out (a torn or damaged record; the next writer cuts them — the segments hold everything the manifest says)",
+                len - valid
+            ),
+        });
+    }
     for r in records {
         if let Record::Quarantined {
             file,
@@ -191,6 +223,22 @@ fn whole_tape_problems(
             what: "not a tape: no segments, no MANIFEST, no TAPEID (a tape directory is made by `tapedeck record --tape DIR`)".into(),
         });
         return Ok(());
+    }
+    let id_problem = match super::id::health(storage)? {
+        super::id::IdHealth::Absent | super::id::IdHealth::Intact => None,
+        super::id::IdHealth::OneCopyDamaged => Some(
+            "one of its two copies is damaged; the next writer (`record --tape`, `deliver`) rewrites it from the other",
+        ),
+        super::id::IdHealth::Damaged => Some(
+            "both copies of the tape id are damaged: sinks' cursors cannot be matched to this tape; restore the file from a backup",
+        ),
+    };
+    if let Some(what) = id_problem {
+        report.problems.push(Problem {
+            file: super::id::TAPE_ID_FILE.into(),
+            offset: None,
+            what: what.into(),
+        });
     }
     if let Some(first) = names.first()
         && let Some(seq) = super::format::parse_segment_name(first)
