@@ -348,8 +348,9 @@ struct RecordArgs {
     #[arg(long, value_name = "DIR")]
     tape: Option<PathBuf>,
 
-    /// When tape frames are acknowledged: always (fdatasync per group commit), interval:DUR, or
-    /// never, e.g. `--fsync always`.
+    /// When tape frames are acknowledged: always (after the fdatasync that covers them, group
+    /// committed), interval:DUR (an fdatasync at least that often), or never (once handed to the
+    /// OS, every 10 ms: survives a killed process, not a power failure), e.g. `--fsync always`.
     #[arg(long, value_name = "POLICY", default_value = "interval:10ms", value_parser = parse_fsync)]
     fsync: FsyncPolicy,
 
@@ -469,6 +470,7 @@ fn record(args: RecordArgs) -> u8 {
         let delivery_options = DeliveryOptions {
             flush_interval: args.flush_interval,
             new_start: args.from.into(),
+            quarantine: Some(watch.clone()),
             ..DeliveryOptions::default()
         };
         // The sinks are fed from the tape, each from its own cursor; the recorder only
@@ -807,6 +809,7 @@ fn deliver(args: &DeliverArgs) -> u8 {
     let options = DeliveryOptions {
         flush_interval: args.flush_interval,
         new_start: args.from.into(),
+        quarantine: Some(writer.watch()),
         ..DeliveryOptions::default()
     };
     let started = Instant::now();

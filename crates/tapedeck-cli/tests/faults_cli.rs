@@ -82,11 +82,32 @@ fn a_delivery_that_meets_damage_says_which_rows_and_exits_3() {
     assert_eq!(v.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&v.stdout).contains(&name));
     let i = tapedeck().arg("inspect").arg(&tape).output().unwrap();
+    let shown = String::from_utf8_lossy(&i.stdout).into_owned();
     assert!(
-        String::from_utf8_lossy(&i.stdout).contains("skipped unreadable acknowledged rows"),
-        "{}",
-        String::from_utf8_lossy(&i.stdout)
+        shown.contains("skipped unreadable acknowledged rows"),
+        "{shown}"
     );
+    // Defect 2: the damage in the sealed segment is quarantined like damage in an open one —
+    // in the manifest with its sequence range and rows, a copy of the bytes kept.
+    assert!(
+        shown.contains(&format!("quarantined: {name} bytes"))
+            && shown.contains(&format!("({lost} rows)")),
+        "{shown}"
+    );
+    let copies = std::fs::read_dir(tape.join("quarantine")).unwrap().count();
+    assert_eq!(copies, 1);
+    // A second delivery meets the same damage: recorded once.
+    let o = tapedeck()
+        .arg("deliver")
+        .arg(&tape)
+        .arg("--sink")
+        .arg(format!("csv:{}", dir.path().join("second.csv").display()))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    let i = tapedeck().arg("inspect").arg(&tape).output().unwrap();
+    let shown = String::from_utf8_lossy(&i.stdout).into_owned();
+    assert_eq!(shown.matches("quarantined:").count(), 1, "{shown}");
 }
 
 /// Defect 14: verify of a directory that is not a tape, or a file, is a problem (exit 1).

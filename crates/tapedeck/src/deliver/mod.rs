@@ -50,6 +50,9 @@ pub struct DeliveryOptions {
     pub new_start: NewStart,
     /// How long to keep trying to open a sink whose server cannot be reached.
     pub open_retry_for: Duration,
+    /// The tape's writer, when this process holds it: damage a delivery finds in a sealed
+    /// segment is quarantined through it (recorded in the manifest).
+    pub quarantine: Option<TapeWatch>,
 }
 
 impl Default for DeliveryOptions {
@@ -59,6 +62,7 @@ impl Default for DeliveryOptions {
             commit_rows: 65_536,
             new_start: NewStart::Start,
             open_retry_for: Duration::from_secs(300),
+            quarantine: None,
         }
     }
 }
@@ -440,6 +444,13 @@ impl WorkerCtx {
             "delivery to {}: acknowledged {range}; the cursor moves past them",
             target.name()
         );
+        if let Some(w) = &self.options.quarantine {
+            for d in damaged.iter().filter(|d| d.from < to && d.to > from) {
+                if let Err(e) = w.quarantine(d) {
+                    tracing::warn!("cannot quarantine the damaged {d}: {e}");
+                }
+            }
+        }
         target.skip(to - from);
         self.set(|s| s.skipped.push(range));
     }

@@ -219,6 +219,45 @@ impl TapeWatch {
     pub fn next_seq(&self) -> u64 {
         lock(&self.0.inner).next_seq
     }
+
+    /// Quarantines damage a reader found in a sealed segment, as recovery does for an open one:
+    /// the damaged bytes are copied to `quarantine/` and a `quarantined` record (segment, bytes,
+    /// sequence range, rows) goes into the manifest, so `verify` and `inspect` list it from then
+    /// on. The bytes stay in the sealed segment (readers skip them by their CRC). Each range is
+    /// recorded once; returns whether this call recorded it.
+    pub fn quarantine(&self, damage: &super::reader::Unreadable) -> Result<bool> {
+        let (Some(file), Some((offset, end))) = (&damage.segment, damage.bytes) else {
+            return Ok(false);
+        };
+        let shared = &self.0;
+        let inner = lock(&shared.inner);
+        let storage = shared.storage.as_ref();
+        let records = manifest::read_only(storage)?;
+        let known = records.iter().any(|r| {
+            matches!(r, Record::Quarantined { file: f, offset: o, .. } if f == file && *o == offset)
+        });
+        if known {
+            return Ok(false);
+        }
+        let to = format!(
+            "quarantine/{}.{offset}-{end}.bad",
+            file.trim_end_matches(".tape")
+        );
+        quarantine_copy(storage, file, offset, end, &to)?;
+        manifest::append(
+            storage,
+            &Record::Quarantined {
+                file: file.clone(),
+                offset,
+                end,
+                rows_from: damage.from,
+                rows: damage.to.saturating_sub(damage.from),
+                to,
+            },
+        )?;
+        drop(inner);
+        Ok(true)
+    }
 }
 
 /// The sequence range of an appended batch.
