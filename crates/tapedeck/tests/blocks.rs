@@ -138,3 +138,33 @@ fn wide_batches_turn_back_into_the_blocks_they_came_from() {
             .is_none()
     );
 }
+
+/// Issue 12, defect 11: a block whose sample times or indexes would pass `i64::MAX` is a typed
+/// error, never a wrap-around or a panic — both when it is built and when it is read back.
+#[test]
+fn times_and_indexes_that_overflow_are_typed_errors() {
+    let mut b = block(Some(i64::MAX / 2));
+    assert!(matches!(b.validate(), Err(Error::InvalidBlock { .. })));
+    assert!(b.to_long_batch().is_err());
+    b = block(Some(250_000));
+    b.t_mono_ns = i64::MAX - 10;
+    assert!(matches!(b.validate(), Err(Error::InvalidBlock { .. })));
+    b = block(Some(250_000));
+    b.first_sample_index = u64::MAX;
+    assert!(matches!(b.validate(), Err(Error::InvalidBlock { .. })));
+
+    // A wide batch whose t_mono_ns column jumps from i64::MIN to i64::MAX (a damaged or
+    // hand-made file): an error naming the block.
+    let good = block(Some(250_000)).to_wide_batch().unwrap();
+    let mut columns = good.columns().to_vec();
+    let mono_at = good.schema().index_of("t_mono_ns").unwrap();
+    columns[mono_at] = std::sync::Arc::new(arrow_array::Int64Array::from(vec![
+        i64::MIN,
+        i64::MAX,
+        0,
+        1,
+    ]));
+    let bad = arrow_array::RecordBatch::try_new(good.schema(), columns).unwrap();
+    let err = Block::from_wide_batch(&bad).err().map(|e| e.to_string());
+    assert!(err.is_some_and(|e| e.contains("too far apart")));
+}

@@ -664,3 +664,43 @@ proptest! {
         only_flagged_rows_missing(&read_all(&storage), 400, &ranges, &flagged)?;
     }
 }
+
+/// Defect 11: a stop position (`--to`) inside a quarantined gap ends the read at the gap, with
+/// no underflow, and a later, larger stop position reads on past it.
+#[test]
+fn a_stop_position_inside_a_gap_ends_the_read_there() {
+    let storage = MemStorage::new();
+    let w = open(&storage, opts(FsyncPolicy::Always, 1 << 20));
+    for i in 0..10 {
+        w.append(&rows(i * 10, 10)).unwrap();
+    }
+    w.abandon();
+    // Damage the frame holding rows 30..40 of the open segment; recovery quarantines it.
+    let seg = segments(&storage).remove(0);
+    let bytes = storage.bytes(&seg).unwrap();
+    let frame_starts: Vec<usize> = bytes
+        .windows(4)
+        .enumerate()
+        .filter(|(_, w)| *w == b"TDFR")
+        .map(|(i, _)| i)
+        .collect();
+    storage.flip_bit(&seg, frame_starts[3] + 50, 2);
+    let w = open(&storage, opts(FsyncPolicy::Always, 1 << 20));
+    assert_eq!(w.recovery().quarantined.len(), 1);
+    w.close().unwrap();
+    let mut r = TapeReader::open_storage(Arc::new(storage.clone()), StartAt::Start)
+        .unwrap()
+        .until(Some(35));
+    let mut got = Vec::new();
+    while let Some((_, b)) = r.next_batch().unwrap() {
+        let n = b.column(0).as_any().downcast_ref::<Int64Array>().unwrap();
+        got.extend(n.values().iter().copied());
+    }
+    assert_eq!(got, (0..30).collect::<Vec<_>>());
+    r.set_until(Some(60));
+    while let Some((_, b)) = r.next_batch().unwrap() {
+        let n = b.column(0).as_any().downcast_ref::<Int64Array>().unwrap();
+        got.extend(n.values().iter().copied());
+    }
+    assert_eq!(got, (0..30).chain(40..60).collect::<Vec<_>>());
+}

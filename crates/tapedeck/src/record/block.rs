@@ -220,6 +220,27 @@ impl Block {
                 self.samples
             )));
         }
+        // Every sample's index and times must fit an i64 (the layouts' column types), so
+        // nothing downstream can wrap around.
+        let last = i64::try_from(self.samples.saturating_sub(1)).ok();
+        let span = last.and_then(|k| k.checked_mul(self.effective_period_ns()));
+        let fits = span.is_some_and(|span| {
+            self.t_mono_ns.checked_add(span).is_some()
+                && self.t_utc_us.checked_add(span.div_euclid(1000)).is_some()
+        }) && i64::try_from(self.first_sample_index)
+            .ok()
+            .zip(last)
+            .is_some_and(|(first, k)| first.checked_add(k).is_some())
+            && i64::try_from(self.block_index).is_ok();
+        if !fits {
+            return Err(bad(format!(
+                "{} samples from index {} at {} ns (period {} ns) go past what an i64 holds",
+                self.samples,
+                self.first_sample_index,
+                self.t_mono_ns,
+                self.effective_period_ns()
+            )));
+        }
         let mut seen = HashMap::new();
         for c in &self.channels {
             if let Some(prev) = seen.insert(c.name.to_lowercase(), &c.name) {
@@ -240,17 +261,23 @@ impl Block {
     /// Period in ns used for per-sample times (the clock period, or the read window spread
     /// uniformly).
     pub fn effective_period_ns(&self) -> i64 {
-        self.period_ns
-            .unwrap_or(self.read_window_ns / self.samples.max(1) as i64)
+        self.period_ns.unwrap_or_else(|| {
+            self.read_window_ns / i64::try_from(self.samples.max(1)).unwrap_or(i64::MAX)
+        })
     }
 
     fn sample_times(&self) -> (Vec<i64>, Vec<i64>) {
         let p = self.effective_period_ns();
+        // Saturating: `validate` refuses a block whose times do not fit, so these never clamp
+        // for a block that passed it.
         let mono = (0..self.samples as i64)
-            .map(|k| self.t_mono_ns + k * p)
+            .map(|k| self.t_mono_ns.saturating_add(k.saturating_mul(p)))
             .collect();
         let utc = (0..self.samples as i64)
-            .map(|k| self.t_utc_us + (k * p).div_euclid(1000))
+            .map(|k| {
+                self.t_utc_us
+                    .saturating_add(k.saturating_mul(p).div_euclid(1000))
+            })
             .collect();
         (mono, utc)
     }
@@ -292,9 +319,11 @@ impl Block {
             Arc::new(StringArray::from(vec![self.device.as_str(); n])),
             Arc::new(StringArray::from(vec![self.task.as_str(); n])),
             Arc::new(Int64Array::from(vec![self.block_index as i64; n])),
-            Arc::new(Int64Array::from_iter_values(
-                (0..n as i64).map(|k| self.first_sample_index as i64 + k),
-            )),
+            Arc::new(Int64Array::from_iter_values((0..n as i64).map(|k| {
+                i64::try_from(self.first_sample_index)
+                    .unwrap_or(i64::MAX)
+                    .saturating_add(k)
+            }))),
             Arc::new(Int64Array::from(mono)),
             Arc::new(TimestampMicrosecondArray::from(utc).with_timezone("UTC")),
         ];
@@ -462,7 +491,25 @@ impl Block {
             let raw = gather_codes::<Int16Type>(&raws, start..end)
                 .map(RawCodes::I16)
                 .or_else(|| gather_codes::<Int32Type>(&raws, start..end).map(RawCodes::I32));
-            let period = (len > 1).then(|| mono.value(start + 1) - mono.value(start));
+            let bad = |message: String| Error::InvalidBlock {
+                device: device.value(start).to_string(),
+                block_index: index as u64,
+                message,
+            };
+            let period = match len {
+                0 | 1 => None,
+                _ => Some(
+                    mono.value(start + 1)
+                        .checked_sub(mono.value(start))
+                        .ok_or_else(|| {
+                            bad("its sample times are too far apart for an i64".into())
+                        })?,
+                ),
+            };
+            let read_window_ns = period
+                .unwrap_or(0)
+                .checked_mul(len as i64)
+                .ok_or_else(|| bad("its read window does not fit an i64 of nanoseconds".into()))?;
             let error = match (&error_type, &error_message) {
                 (Some(t), m) if t.is_valid(start) => Some(BlockError {
                     kind: t.value(start).to_string(),
@@ -482,7 +529,7 @@ impl Block {
                 t_mono_ns: mono.value(start),
                 t_utc_us: utc.value(start),
                 period_ns: period,
-                read_window_ns: period.unwrap_or(0) * len as i64,
+                read_window_ns,
                 channels: channels.iter().map(|(c, _, _)| c.clone()).collect(),
                 samples: len,
                 values,

@@ -380,6 +380,11 @@ impl TapeReader {
                 continue;
             };
             if let Some(frame) = c.frames.get(c.next).copied() {
+                if self.until.is_some_and(|u| frame.header.first_seq >= u) {
+                    // A gap (quarantined rows) reaches the stop position: nothing before it to
+                    // give. The frame stays for a later, larger stop position.
+                    return Ok(None);
+                }
                 c.next += 1;
                 let len = storage
                     .len(&c.name)
@@ -421,7 +426,9 @@ impl TapeReader {
                 let skip = self.position.saturating_sub(h.first_seq) as usize;
                 let mut take = batch.num_rows() - skip.min(batch.num_rows());
                 if let Some(u) = self.until {
-                    take = take.min((u - self.position.max(h.first_seq)) as usize);
+                    // `first_seq < u` (checked above) and `position < u`: no underflow.
+                    let left = u.saturating_sub(self.position.max(h.first_seq));
+                    take = take.min(usize::try_from(left).unwrap_or(usize::MAX));
                 }
                 let first = h.first_seq + skip as u64;
                 self.position = first + take as u64;
