@@ -562,10 +562,10 @@ fn record(args: RecordArgs) -> u8 {
             );
         }
     }
-    if !args.quiet {
-        if let Some(d) = &deliveries {
-            print_deliveries(d);
-        }
+    if !args.quiet
+        && let Some(d) = &deliveries
+    {
+        print_deliveries(d);
     }
     if let Some(path) = &args.summary_json
         && let Err(e) = write_summary_json(path, &report.summary, tape, deliveries.as_deref())

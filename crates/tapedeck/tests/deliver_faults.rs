@@ -1,6 +1,7 @@
 //! Delivery under real faults: a data file that cannot be fdatasynced never gets a cursor that
-//! covers it, a damaged cursor with `--from end` never costs a file its bytes, and a database
-//! table that holds one tape's delivery refuses another tape's.
+//! covers it, a damaged cursor with `--from end` never costs a file its bytes, a whole file is
+//! never rebuilt with fewer rows than it holds when the tape lost some, and a database table
+//! that holds one tape's delivery refuses another tape's.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -30,14 +31,20 @@ fn batch(from: i64, n: i64) -> RecordBatch {
 
 /// Appends rows `from..from+n` (in batches of 100) to the tape in `dir`; returns its ref and end.
 fn record(dir: &Path, from: i64, n: i64) -> (TapeRef, u64) {
-    let w = TapeWriter::open(
+    record_with(
         dir,
+        from,
+        n,
         TapeOptions {
             fsync: FsyncPolicy::Never,
             ..TapeOptions::default()
         },
     )
-    .unwrap();
+}
+
+/// [`record`] with the tape's options given.
+fn record_with(dir: &Path, from: i64, n: i64, options: TapeOptions) -> (TapeRef, u64) {
+    let w = TapeWriter::open(dir, options).unwrap();
     let mut at = from;
     while at < from + n {
         let k = 100.min(from + n - at);
@@ -235,6 +242,121 @@ fn a_damaged_cursor_with_from_end_never_replaces_a_whole_file() {
     assert_eq!(s.state, "failed");
     assert!(s.error.unwrap_or_default().contains("--from end"));
     assert_eq!(std::fs::read(&out).unwrap(), before);
+}
+
+/// Small uncompressed segments: a few 100-row frames each.
+fn small_segments() -> TapeOptions {
+    TapeOptions {
+        fsync: FsyncPolicy::Never,
+        compression: tapedeck::tape::Compression::None,
+        segment_bytes: 4096,
+        ..TapeOptions::default()
+    }
+}
+
+/// Flips one byte in the middle of the tape's first segment (sealed: later ones follow), as a
+/// disk error would, and returns the rows the tape can no longer supply because of it.
+fn damage_first_segment(tape: &Path) -> Vec<tapedeck::tape::reader::Unreadable> {
+    let mut segs: Vec<_> = std::fs::read_dir(tape)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            let n = p.file_name().unwrap().to_string_lossy().into_owned();
+            n.starts_with("seg-") && n.ends_with(".tape")
+        })
+        .collect();
+    segs.sort();
+    assert!(segs.len() >= 2, "want several segments, got {segs:?}");
+    let mut bytes = std::fs::read(&segs[0]).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x40;
+    std::fs::write(&segs[0], bytes).unwrap();
+    let mut reader =
+        tapedeck::tape::TapeReader::open(tape, tapedeck::tape::StartAt::Start).unwrap();
+    while reader.next_batch().unwrap().is_some() {}
+    let lost = reader.take_unreadable();
+    assert!(!lost.is_empty(), "the flipped byte must cost rows");
+    lost
+}
+
+/// Whether a hidden rebuild (`.NAME.tapedeck-partial`) is left beside `data`.
+fn partial_left(data: &Path) -> bool {
+    target::hidden_beside(data, "tapedeck-partial").exists()
+}
+
+/// A whole file (`scheme`: ipc or single Parquet) holding rows the tape can no longer supply is
+/// not rebuilt without them: the file stays byte for byte, its cursor stays, and the error says
+/// which rows and what to do; a new file takes the tape as it is now.
+fn whole_file_keeps_rows_the_tape_lost(scheme: &str, file: &str, rows: fn(&Path) -> usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let tape_dir = dir.path().join("tape");
+    let out = dir.path().join(file);
+    let uri = format!("{scheme}:{}", out.display());
+    let (tape, end) = record_with(&tape_dir, 0, 1000, small_segments());
+    let s = deliver(&tape, end, &uri);
+    assert_eq!((s.state.as_str(), s.cursor), ("done", Some(1000)), "{s:?}");
+    assert_eq!(rows(&out), 1000);
+
+    let lost = damage_first_segment(&tape_dir);
+    let (tape, end) = record_with(&tape_dir, 1000, 200, small_segments());
+    let before = std::fs::read(&out).unwrap();
+    let s = deliver(&tape, end, &uri);
+    assert_eq!(s.state, "failed", "{scheme}: {s:?}");
+    let e = s.error.unwrap_or_default();
+    for l in &lost {
+        assert!(
+            e.contains(&format!("rows {}..{}", l.from, l.to)),
+            "{scheme}: the error must name rows {}..{}: {e}",
+            l.from,
+            l.to
+        );
+    }
+    assert!(
+        e.contains(&out.display().to_string())
+            && e.contains("kept exactly as it was")
+            && e.contains("new file"),
+        "{scheme}: {e}"
+    );
+    assert_eq!(std::fs::read(&out).unwrap(), before, "{scheme}");
+    assert_eq!(cursor_position(&out, &tape), Some(1000), "{scheme}");
+    assert!(!partial_left(&out), "{scheme}: the rebuild is discarded");
+    // Again: the same refusal, the same file.
+    assert_eq!(deliver(&tape, end, &uri).state, "failed", "{scheme}");
+    assert_eq!(std::fs::read(&out).unwrap(), before, "{scheme}");
+
+    // A new file gets what the tape still has, the new rows included.
+    let fresh = dir.path().join(format!("fresh-{file}"));
+    let s = deliver(&tape, end, &format!("{scheme}:{}", fresh.display()));
+    assert_eq!((s.state.as_str(), s.cursor), ("done", Some(1200)), "{s:?}");
+    let missing: u64 = lost.iter().map(|l| l.to - l.from).sum();
+    assert_eq!(rows(&fresh) as u64, 1200 - missing, "{scheme}");
+}
+
+fn ipc_rows(path: &Path) -> usize {
+    let r =
+        arrow_ipc::reader::FileReader::try_new(std::fs::File::open(path).unwrap(), None).unwrap();
+    r.map(|b| b.unwrap().num_rows()).sum()
+}
+
+#[test]
+fn an_ipc_file_is_not_rebuilt_without_rows_the_tape_lost() {
+    whole_file_keeps_rows_the_tape_lost("ipc", "out.arrow", ipc_rows);
+}
+
+#[cfg(feature = "parquet")]
+#[test]
+fn a_parquet_file_is_not_rebuilt_without_rows_the_tape_lost() {
+    fn rows(path: &Path) -> usize {
+        parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+            std::fs::File::open(path).unwrap(),
+        )
+        .unwrap()
+        .build()
+        .unwrap()
+        .map(|b| b.unwrap().num_rows())
+        .sum()
+    }
+    whole_file_keeps_rows_the_tape_lost("parquet", "out.parquet", rows);
 }
 
 #[cfg(feature = "sqlite")]

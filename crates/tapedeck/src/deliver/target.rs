@@ -17,7 +17,10 @@
 //!   the last finished part are delivered again from the tape.
 //! - **Arrow IPC file, single Parquet file** — the file only appears complete: it is written
 //!   under a hidden name and renamed at the end of the delivery. A later delivery with new rows
-//!   rebuilds the file from the tape (`start..end`) and replaces it in one rename.
+//!   rebuilds the file from the tape (`start..end`) and replaces it in one rename — unless the
+//!   tape can no longer supply rows the visible file holds (a damaged or quarantined range):
+//!   then the rebuild is discarded, the old file is kept as it is, and the delivery fails
+//!   saying which rows and what to do. A rebuild never has fewer rows than the file it replaces.
 //! - **memory:, null:** — nothing to resume; they start where the delivery starts.
 
 use std::path::{Path, PathBuf};
@@ -27,6 +30,7 @@ use arrow_array::RecordBatch;
 use super::cursor_file::{COMPLETE, CursorFile, Found, Position, RENAME_PENDING};
 use crate::error::{Error, Result};
 use crate::sink::{Sink, SinkSpec, SinkStats};
+use crate::tape::reader::Unreadable;
 use crate::tape::{StartAt, TapeReader};
 
 /// The tape a delivery reads.
@@ -602,6 +606,11 @@ struct WholeFile {
     /// The visible file holds `start..complete`.
     complete: Option<u64>,
     tape: TapeRef,
+    /// Rows of `start..complete` (the visible file's) the tape could not supply to the rebuild.
+    /// Any makes the rebuild worthless: it would replace the file with one that lacks them.
+    /// (Rows the delivery itself skips — `Target::skip` — all lie past `complete`, where it
+    /// resumes, so the file never held them and the rebuild may go without them.)
+    lost: Vec<Unreadable>,
 }
 
 impl WholeFile {
@@ -671,6 +680,7 @@ impl WholeFile {
                 true,
             )?;
         }
+        let complete = complete.map(|p| p.seq);
         Ok(WholeFile {
             name,
             path: path.to_path_buf(),
@@ -678,28 +688,102 @@ impl WholeFile {
             make,
             inner: None,
             finished: SinkStats::default(),
-            complete: complete.map(|p| p.seq),
+            complete,
             cursor,
             tape: tape.clone(),
+            lost: Vec::new(),
         })
     }
 
     /// Starts the hidden copy; when the visible file holds rows, copies them from the tape first.
+    /// Rows of the visible file the tape cannot supply refuse the rebuild (see [`Self::refusal`]).
     fn start_copy(&mut self) -> Result<&mut Box<dyn Sink>> {
+        if !self.lost.is_empty() {
+            return Err(self.refuse());
+        }
         if self.inner.is_none() {
             let mut inner = (self.make)(&self.partial)?;
             let start = self.cursor.start();
             if let Some(end) = self.complete.filter(|e| *e > start) {
-                let reader = TapeReader::open(&self.tape.dir, StartAt::Seq(start))?;
-                for item in reader.until(Some(end)) {
-                    inner.write(&item?.1)?;
+                let mut reader =
+                    TapeReader::open(&self.tape.dir, StartAt::Seq(start))?.until(Some(end));
+                let mut at = start;
+                while let Some((first, batch)) = reader.next_batch()? {
+                    if first > at {
+                        self.lose(at, first, &reader.take_unreadable());
+                    }
+                    at = first.saturating_add(batch.num_rows() as u64);
+                    if self.lost.is_empty() {
+                        inner.write(&batch)?;
+                    }
+                }
+                if at < end {
+                    self.lose(at, end, &reader.take_unreadable());
                 }
             }
             self.inner = Some(inner);
+            if !self.lost.is_empty() {
+                return Err(self.refuse());
+            }
         }
         self.inner.as_mut().ok_or_else(|| Error::SinkClosed {
             sink: self.name.clone(),
         })
+    }
+
+    /// Records rows `from..to` of the visible file as ones the tape can no longer supply,
+    /// with what the reader found wrong there.
+    fn lose(&mut self, from: u64, to: u64, damaged: &[Unreadable]) {
+        let found = damaged.iter().find(|d| d.from < to && d.to > from);
+        self.lost.push(Unreadable {
+            from,
+            to,
+            segment: found.and_then(|d| d.segment.clone()),
+            bytes: found.and_then(|d| d.bytes),
+            why: found.map_or_else(
+                || "no segment on the tape holds them (a damaged range was quarantined, or a segment is missing)".to_string(),
+                |d| d.why.clone(),
+            ),
+        });
+    }
+
+    /// Discards the hidden rebuild (the visible file and its cursor stay as they are) and
+    /// returns the error that says why.
+    fn refuse(&mut self) -> Error {
+        drop(self.inner.take());
+        if let Err(e) = remove_if_exists(&self.partial) {
+            // The next delivery removes it when it opens; the visible file is what matters.
+            tracing::warn!("{}: {e}", self.name);
+        }
+        self.refusal()
+    }
+
+    /// The refusal to replace the visible file with a rebuild that lacks rows in `lost`.
+    fn refusal(&self) -> Error {
+        let start = self.cursor.start();
+        let held = self.complete.unwrap_or(start);
+        let rows: u64 = self
+            .lost
+            .iter()
+            .map(|l| l.to.saturating_sub(l.from))
+            .fold(0, u64::saturating_add);
+        let mut ranges = self
+            .lost
+            .iter()
+            .take(3)
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ");
+        if self.lost.len() > 3 {
+            ranges.push_str(&format!("; and {} more ranges", self.lost.len() - 3));
+        }
+        Error::Delivery {
+            sink: self.name.clone(),
+            message: format!(
+                "{path} holds tape rows {start}..{held}, but the tape can no longer supply {rows} of them: {ranges}. Rebuilding the file with the new rows would drop them, so {path} was kept exactly as it was (its cursor stays at {held}) and the rebuild was discarded. Deliver into a new file to get a copy without those rows and with the new ones (the old file is untouched; keep it for the rows only it still holds); `tapedeck verify` shows the damage",
+                path = self.path.display(),
+            ),
+        }
     }
 }
 
@@ -717,6 +801,9 @@ impl Target for WholeFile {
     }
 
     fn commit(&mut self, _end: u64) -> Result<()> {
+        if !self.lost.is_empty() {
+            return Err(self.refuse());
+        }
         match &mut self.inner {
             Some(s) => s.flush(),
             None => Ok(()),
@@ -728,6 +815,9 @@ impl Target for WholeFile {
     }
 
     fn finish(&mut self, end: u64) -> Result<()> {
+        if !self.lost.is_empty() {
+            return Err(self.refuse());
+        }
         if self.inner.is_none() && self.complete.is_some() {
             // Nothing new: the visible file is already complete.
             return Ok(());

@@ -123,6 +123,8 @@ pub struct TapeReader {
     unreadable: Vec<Unreadable>,
     idle: Duration,
     pending_start: Option<StartAt>,
+    /// The segments as last listed (see `segments_after`).
+    listed: Arc<Vec<(u64, String)>>,
 }
 
 impl std::fmt::Debug for TapeReader {
@@ -162,6 +164,7 @@ impl TapeReader {
             unreadable: Vec::new(),
             idle: Duration::from_millis(5),
             pending_start: None,
+            listed: Arc::new(Vec::new()),
         };
         match start {
             StartAt::Start => {}
@@ -230,16 +233,27 @@ impl TapeReader {
         }
     }
 
+    /// The tape's segments, listed again only when the cached list has none after `at` (the
+    /// reader is at the tail): a tape of 10,000 segments is read without 10,000 directory
+    /// listings.
+    fn segments_after(&mut self, at: u64) -> Result<Arc<Vec<(u64, String)>>> {
+        if !self.listed.last().is_some_and(|(f, _)| *f > at) {
+            self.listed = Arc::new(segment::list(self.storage.as_ref())?);
+        }
+        Ok(self.listed.clone())
+    }
+
     /// Opens the segment holding the position: `Some(true)` opened, `Some(false)` nothing to
-    /// read yet, `None` a damaged segment was skipped (look again).
+    /// read yet, `None` a damaged segment was skipped, or the cached list was stale (look
+    /// again).
     fn open_segment(&mut self) -> Result<Option<bool>> {
-        let segs = segment::list(self.storage.as_ref())?;
+        let segs = self.segments_after(self.position)?;
         // The last segment starting at or before the position, else the first after it.
-        let pick = segs
-            .iter()
-            .rev()
-            .find(|(first, _)| *first <= self.position)
-            .or_else(|| segs.iter().find(|(first, _)| *first > self.position));
+        let cut = segs.partition_point(|(first, _)| *first <= self.position);
+        let pick = cut
+            .checked_sub(1)
+            .and_then(|i| segs.get(i))
+            .or_else(|| segs.get(cut));
         let Some((first, name)) = pick else {
             return Ok(Some(false));
         };
@@ -249,6 +263,16 @@ impl TapeReader {
             None => match segment::scan(storage, name)? {
                 Ok(s) => (s, false),
                 Err(bad) => {
+                    let gone = storage
+                        .len(name)
+                        .map_err(|e| Error::io("read", storage.describe(name), e))?
+                        .is_none();
+                    if gone {
+                        // Removed since the list was read (a recovery removed an empty
+                        // segment): list again.
+                        self.listed = Arc::new(segment::list(storage)?);
+                        return Ok(None);
+                    }
                     // A later segment exists: this header is damage, not one still being
                     // written. Its rows are reported and the reader goes on with the next.
                     if let Some((next, _)) = segs.iter().find(|(f, _)| f > first) {
@@ -441,9 +465,10 @@ impl TapeReader {
             let sealed = self.cursor.as_ref().is_some_and(|c| c.sealed);
             if sealed {
                 // Next segment, if any.
-                let segs = segment::list(storage.as_ref())?;
                 let first = self.cursor.as_ref().map_or(0, |c| c.first_seq);
-                if let Some((next_first, _)) = segs.iter().find(|(f, _)| *f > first) {
+                let segs = self.segments_after(first)?;
+                if let Some((next_first, _)) = segs.get(segs.partition_point(|(f, _)| *f <= first))
+                {
                     self.position = self.position.max(*next_first);
                     self.cursor = None;
                     continue;
