@@ -400,13 +400,31 @@ fn main() -> ExitCode {
         .init();
     ExitCode::from(match cli.command {
         Command::Record(args) => record(args),
-        Command::Verify(args) => verify(&args),
-        Command::Inspect(args) => inspect(&args),
+        Command::Verify(args) => {
+            quiet_on_closed_pipe();
+            verify(&args)
+        }
+        Command::Inspect(args) => {
+            quiet_on_closed_pipe();
+            inspect(&args)
+        }
         Command::Tail(args) => tail(&args),
         Command::Replay(args) => replay(args),
         Command::Deliver(args) => deliver(&args),
         Command::Import(args) => import(&args),
     })
+}
+
+/// For commands that only print (`inspect`, `verify`): a reader that closes the pipe early
+/// (`tapedeck inspect DIR | head`) ends the process quietly, as it does any Unix tool, instead
+/// of `println!` panicking on the write error. Not for `record`: a recorder must flush its tape
+/// whatever happens to stdout.
+fn quiet_on_closed_pipe() {
+    // SAFETY: restoring the default disposition of SIGPIPE touches no memory and runs before
+    // any other thread of this process is started.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
 }
 
 fn fail(e: &Error) -> u8 {

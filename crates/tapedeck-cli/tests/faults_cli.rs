@@ -200,3 +200,35 @@ fn one_sigterm_ends_a_record_whose_sink_never_answers() {
     let v: serde_json::Value = serde_json::from_slice(&i.stdout).unwrap();
     assert_eq!(v["rows"], 500);
 }
+
+/// `tapedeck inspect DIR | head`: a reader that closes the pipe early ends inspect quietly,
+/// never with a panic.
+#[test]
+fn inspect_into_a_closed_pipe_does_not_panic() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let tape = dir.path().join("tape");
+    let o = tapedeck()
+        .args(["record", "--source", "sim:alicat?n=60000", "--tape"])
+        .arg(&tape)
+        .args(["--segment-bytes", "4096", "--compression", "none", "-q"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let mut child = tapedeck()
+        .arg("inspect")
+        .arg(&tape)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    // The pipe's reader is gone now.
+    let o = child.wait_with_output().unwrap();
+    assert!(first.starts_with("tape "));
+    assert!(!stderr(&o).contains("panicked"), "{}", stderr(&o));
+    assert_ne!(o.status.code(), Some(101));
+}
