@@ -390,8 +390,13 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Colour only on a terminal, and never with NO_COLOR set (https://no-color.org): logs that
+    // go to a file or a pipe stay plain text.
+    let colour = std::io::stderr().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(colour)
         .with_target(false)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("TAPEDECK_LOG")
@@ -610,7 +615,11 @@ fn parse_sinks(uris: &[String], delivered: bool) -> Result<Vec<(String, sink::Si
     uris.iter()
         .map(|uri| {
             let spec = if delivered {
-                sink::parse_unchecked(uri)?
+                // An existing file the delivery would refuse is a usage error now, before the
+                // tape is created or recovered (exit 2, as without a tape).
+                let spec = sink::parse_unchecked(uri)?;
+                tapedeck::deliver::target::check_destination(&spec)?;
+                spec
             } else {
                 sink::parse(uri)?
             };
@@ -805,11 +814,9 @@ fn deliver(args: &DeliverArgs) -> u8 {
         Ok(s) => s,
         Err(e) => return fail(&e),
     };
-    if !args.dir.is_dir() {
-        return fail(&Error::Tape {
-            path: args.dir.clone(),
-            message: "no such tape directory".into(),
-        });
+    // Same message as `verify` and `inspect` for a path that is no tape directory.
+    if let Err(e) = tapedeck::tape::verify::storage_for(&args.dir) {
+        return fail(&e);
     }
     let (_, interrupted) = install_ctrlc();
     // Opening the writer recovers the tape and takes its lock, so no recorder appends to it

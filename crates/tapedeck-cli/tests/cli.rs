@@ -355,10 +355,14 @@ fn python_with_pyarrow() -> Option<String> {
     if ok {
         return Some(python);
     }
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("CI=true but `{python}` cannot import pyarrow; .ci/run must provide it");
+    if std::env::var("CI").is_ok_and(|v| v == "true")
+        || std::env::var_os("TAPEDECK_TEST_PYTHON").is_some()
+    {
+        panic!("`{python}` cannot import pyarrow; `bash scripts/test` prepares a Python that can");
     }
-    eprintln!("skipping: `{python}` cannot import pyarrow (set TAPEDECK_TEST_PYTHON)");
+    eprintln!(
+        "SKIPPED: `{python}` cannot import pyarrow — run the suite with `bash scripts/test`, which prepares it"
+    );
     None
 }
 
@@ -453,7 +457,14 @@ print(t.num_rows, str(t.schema.field("requested_at").type), t.column("requested_
         .output()
         .is_ok_and(|o| o.status.success());
     if !has_duckdb {
-        eprintln!("skipping the DuckDB half: `{python}` cannot import duckdb");
+        if std::env::var_os("TAPEDECK_TEST_PYTHON").is_some() {
+            panic!(
+                "`{python}` cannot import duckdb; `bash scripts/test` prepares a Python that can"
+            );
+        }
+        eprintln!(
+            "SKIPPED the DuckDB half: `{python}` cannot import duckdb — run the suite with `bash scripts/test`"
+        );
         return;
     }
     let script = r#"

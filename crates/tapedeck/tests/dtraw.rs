@@ -209,10 +209,14 @@ fn tapedeck_files_read_back_to_the_same_codes_and_volts_within_half_a_step() {
 fn an_independent_python_reader_parses_tapedecks_file_and_finds_dtollibs_json() {
     let python = std::env::var("TAPEDECK_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
     if Command::new(&python).arg("-c").arg("1").output().is_err() {
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("CI=true but no {python} to run the independent .dt-raw reader");
+        if std::env::var("CI").as_deref() == Ok("true")
+            || std::env::var_os("TAPEDECK_TEST_PYTHON").is_some()
+        {
+            panic!("no {python} to run the independent .dt-raw reader");
         }
-        eprintln!("skipping: no {python} for the independent .dt-raw reader");
+        eprintln!(
+            "SKIPPED: no {python} for the independent .dt-raw reader — run the suite with `bash scripts/test`"
+        );
         return;
     }
     let dir = tempfile::tempdir().unwrap();

@@ -65,6 +65,54 @@ pub trait Target: Send {
     fn stats(&self) -> SinkStats;
 }
 
+/// Checks, before anything is created or any tape opened, that `spec` names no existing file
+/// this delivery would refuse: a file (or a Parquet directory holding parts) with no delivery
+/// cursor beside it, and no `overwrite=true`. A usage error ([`Error::FileExists`], exit 2),
+/// like the same file given to a sink without a tape. A file with a cursor is checked against
+/// the tape when the delivery opens.
+pub fn check_destination(spec: &SinkSpec) -> Result<()> {
+    let refuse = |path: &Path| {
+        Err(Error::FileExists {
+            path: path.to_path_buf(),
+            append_hint: " (a delivery continues a file only from its own cursor file)",
+        })
+    };
+    let has_cursor = |path: &Path| hidden_beside(path, "tapedeck-cursor").exists();
+    match spec {
+        SinkSpec::Csv(path, crate::sink::csv::CsvOptions { file, .. })
+        | SinkSpec::Jsonl(path, crate::sink::jsonl::JsonlOptions { file, .. })
+        | SinkSpec::Raw(path, crate::sink::raw::RawOptions { file, .. }) => {
+            if file_len(path)?.is_some_and(|l| l > 0) && !has_cursor(path) && !file.overwrite {
+                return refuse(path);
+            }
+        }
+        SinkSpec::Ipc(path, o) => {
+            if path.exists() && !has_cursor(path) && !o.file.overwrite {
+                return refuse(path);
+            }
+        }
+        #[cfg(feature = "parquet")]
+        SinkSpec::Parquet(crate::sink::parquet::ParquetTarget::File(path), o) => {
+            if path.exists() && !has_cursor(path) && !o.file.overwrite {
+                return refuse(path);
+            }
+        }
+        #[cfg(feature = "parquet")]
+        SinkSpec::Parquet(crate::sink::parquet::ParquetTarget::Dir(dir), _) => {
+            let parts = std::fs::read_dir(dir).is_ok_and(|entries| {
+                entries.flatten().any(|e| {
+                    crate::sink::parquet::part_number(&e.file_name().to_string_lossy()).is_some()
+                })
+            });
+            if parts && !dir.join(".tapedeck-cursor").exists() {
+                return refuse(dir);
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
 /// Opens `spec` as a delivery target of `tape`; a destination that holds no delivery yet starts
 /// at `start`.
 pub fn open(spec: SinkSpec, tape: &TapeRef, start: u64) -> Result<Box<dyn Target>> {

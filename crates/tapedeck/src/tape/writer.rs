@@ -273,6 +273,12 @@ impl TapeWriter {
     /// Opens (creating if needed) the tape in directory `dir`, taking its lock and recovering it.
     pub fn open(dir: impl AsRef<std::path::Path>, options: TapeOptions) -> Result<TapeWriter> {
         let dir = dir.as_ref();
+        if dir.exists() && !dir.is_dir() {
+            return Err(Error::Tape {
+                path: dir.to_path_buf(),
+                message: "this is a file, not a tape directory; give a directory (it is created if missing), e.g. `--tape runs/tape`".into(),
+            });
+        }
         let storage = super::storage::FsStorage::new(dir)
             .map_err(|e| Error::io("create directory", dir, e))?;
         let lock = take_lock(dir)?;
