@@ -109,3 +109,182 @@ fn logs_are_plain_text_off_a_terminal() {
     assert!(err.contains("WARN"), "a warning was logged: {err}");
     assert!(!err.contains('\u{1b}'), "no escape codes: {err:?}");
 }
+
+/// The sinks of the both-ways test, by file name: (name, URI template with `{d}` for the
+/// directory).
+const BOTH_WAYS_SINKS: &[(&str, &str)] = &[
+    ("csv", "csv:{d}/out.csv?accept_blocks=true"),
+    ("jsonl", "jsonl:{d}/out.jsonl?accept_blocks=true"),
+    ("sqlite", "sqlite:{d}/out.db?table=samples"),
+    (
+        "sqlite_long",
+        "sqlite:{d}/long.db?table=samples&blocks=long",
+    ),
+    ("parquet", "parquet:{d}/out.parquet"),
+    ("ipc", "ipc:{d}/out.arrow"),
+    ("raw", "raw:{d}/out.dt-raw"),
+];
+
+fn sqlite_dump(path: &Path) -> Vec<String> {
+    let c = rusqlite::Connection::open(path).unwrap();
+    let mut tables: Vec<String> = c
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name <> 'tapedeck_cursor' ORDER BY name")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(|r| r.unwrap())
+        .collect();
+    tables.sort();
+    let mut out = Vec::new();
+    for t in tables {
+        let mut s = c
+            .prepare(&format!("SELECT * FROM \"{t}\" ORDER BY rowid"))
+            .unwrap();
+        let n = s.column_count();
+        let rows = s
+            .query_map([], |r| {
+                Ok((0..n)
+                    .map(|i| format!("{:?}", r.get_ref(i).unwrap()))
+                    .collect::<Vec<_>>()
+                    .join("|"))
+            })
+            .unwrap();
+        out.push(format!("table {t}"));
+        out.extend(rows.map(|r| r.unwrap()));
+    }
+    out
+}
+
+fn arrow_batches(name: &str, path: &Path) -> Vec<arrow_array::RecordBatch> {
+    let f = std::fs::File::open(path).unwrap();
+    if name == "parquet" {
+        parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(f)
+            .unwrap()
+            .build()
+            .unwrap()
+            .map(|b| b.unwrap())
+            .collect()
+    } else {
+        arrow_ipc::reader::FileReader::try_new(f, None)
+            .unwrap()
+            .map(|b| b.unwrap())
+            .collect()
+    }
+}
+
+/// The columns of every batch, concatenated: what a reader sees, whatever the batch sizes.
+fn columns(batches: &[arrow_array::RecordBatch]) -> Vec<String> {
+    let Some(first) = batches.first() else {
+        return Vec::new();
+    };
+    let schema = first.schema();
+    let all = arrow_select::concat::concat_batches(&schema, batches).unwrap();
+    schema
+        .fields()
+        .iter()
+        .zip(all.columns())
+        .map(|(f, c)| format!("{}: {:?} {:?}", f.name(), f.data_type(), c))
+        .collect()
+}
+
+/// Item 1: the same DAQ blocks give the same result in every sink with or without a tape —
+/// SQLite summary rows or long rows, CSV and JSONL rows, Parquet and IPC tables, `.dt-raw`
+/// chunks — and a CSV without `accept_blocks=true` refuses them both ways.
+#[test]
+fn every_sink_holds_the_same_with_or_without_a_tape() {
+    let dir = tempfile::tempdir().unwrap();
+    // A deterministic block source: a .dt-raw file made once.
+    let src = dir.path().join("src.dt-raw");
+    let o = tapedeck()
+        .args([
+            "record",
+            "--source",
+            "sim:daq?channels=3&rate=1000&block=250&blocks=8&pace=max&raw=true",
+        ])
+        .arg("--sink")
+        .arg(format!("raw:{}", src.display()))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let source = format!("file:{}", src.display());
+    let direct = dir.path().join("direct");
+    let taped = dir.path().join("taped");
+    for (out, tape) in [(&direct, None), (&taped, Some(dir.path().join("tape")))] {
+        std::fs::create_dir_all(out).unwrap();
+        let mut c = tapedeck();
+        c.args(["record", "--source", &source, "--progress", "never"]);
+        if let Some(t) = &tape {
+            c.arg("--tape").arg(t);
+        }
+        for (_, uri) in BOTH_WAYS_SINKS {
+            c.args(["--sink", &uri.replace("{d}", &out.display().to_string())]);
+        }
+        let o = c.output().unwrap();
+        assert!(o.status.success(), "tape {tape:?}: {}", stderr(&o));
+    }
+    for (name, uri) in BOTH_WAYS_SINKS {
+        let file = uri
+            .split_once(':')
+            .unwrap()
+            .1
+            .split('?')
+            .next()
+            .unwrap()
+            .replace("{d}/", "");
+        let (a, b) = (direct.join(&file), taped.join(&file));
+        match *name {
+            "csv" | "jsonl" => assert_eq!(
+                std::fs::read_to_string(&a).unwrap(),
+                std::fs::read_to_string(&b).unwrap(),
+                "{name}"
+            ),
+            "sqlite" | "sqlite_long" => {
+                let (x, y) = (sqlite_dump(&a), sqlite_dump(&b));
+                assert!(x.len() > 2, "{name}: {x:?}");
+                assert_eq!(x, y, "{name}");
+            }
+            "parquet" | "ipc" => {
+                let (x, y) = (arrow_batches(name, &a), arrow_batches(name, &b));
+                assert_eq!(columns(&x), columns(&y), "{name}");
+            }
+            "raw" => assert_eq!(
+                std::fs::read(&a).unwrap(),
+                std::fs::read(&b).unwrap(),
+                "{name}"
+            ),
+            _ => unreachable!(),
+        }
+    }
+    // `replay` hands the tape's blocks to its sinks as blocks too.
+    let replayed = dir.path().join("replayed.db");
+    let o = tapedeck()
+        .arg("replay")
+        .arg(dir.path().join("tape"))
+        .arg("--sink")
+        .arg(format!("sqlite:{}?table=samples", replayed.display()))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(sqlite_dump(&replayed), sqlite_dump(&direct.join("out.db")));
+    // Blocks into a CSV that does not accept them: refused both ways, with the same advice.
+    for tape in [None, Some(dir.path().join("tape2"))] {
+        let mut c = tapedeck();
+        c.args(["record", "--source", &source, "--progress", "never"]);
+        if let Some(t) = &tape {
+            c.arg("--tape").arg(t);
+        }
+        c.arg("--sink").arg(format!(
+            "csv:{}",
+            dir.path()
+                .join(format!("refuse{}.csv", tape.is_some()))
+                .display()
+        ));
+        let o = c.output().unwrap();
+        assert_eq!(o.status.code(), Some(1), "tape {tape:?}: {}", stderr(&o));
+        assert!(
+            stderr(&o).contains("accept_blocks=true"),
+            "tape {tape:?}: {}",
+            stderr(&o)
+        );
+    }
+}

@@ -42,6 +42,22 @@ pub struct TapeRef {
     pub id: String,
 }
 
+/// Hands a tape batch to a sink as the direct path did: DAQ blocks (stored on the tape in the
+/// wide layout, marked) as blocks — so every sink rule about blocks (a CSV refusing them
+/// without `accept_blocks=true`, SQLite's summary rows, Parquet's shape lock) holds the same
+/// with or without a tape — and rows as rows.
+pub(crate) fn write_tape_batch(sink: &mut dyn Sink, batch: &RecordBatch) -> Result<()> {
+    if crate::record::Block::is_wide_block_batch(batch)
+        && let Some(blocks) = crate::record::Block::from_wide_batch(batch)?
+    {
+        for block in &blocks {
+            sink.write_block(block)?;
+        }
+        return Ok(());
+    }
+    sink.write(batch)
+}
+
 /// A sink fed by a delivery; see the module docs.
 pub trait Target: Send {
     /// The sink's name (credentials removed).
@@ -421,7 +437,7 @@ impl Target for TextFile {
     }
 
     fn write(&mut self, batch: &RecordBatch) -> Result<()> {
-        self.sink.write(batch)
+        write_tape_batch(self.sink.as_mut(), batch)
     }
 
     fn commit(&mut self, end: u64) -> Result<()> {
@@ -762,7 +778,7 @@ impl WholeFile {
                     }
                     at = first.saturating_add(batch.num_rows() as u64);
                     if self.lost.is_empty() {
-                        inner.write(&batch)?;
+                        write_tape_batch(inner.as_mut(), &batch)?;
                     }
                 }
                 if at < end {
@@ -845,7 +861,7 @@ impl Target for WholeFile {
     }
 
     fn write(&mut self, batch: &RecordBatch) -> Result<()> {
-        self.start_copy()?.write(batch)
+        write_tape_batch(self.start_copy()?.as_mut(), batch)
     }
 
     fn commit(&mut self, _end: u64) -> Result<()> {
@@ -939,7 +955,7 @@ impl<S: CursorRow> Target for Counted<S> {
     }
 
     fn write(&mut self, batch: &RecordBatch) -> Result<()> {
-        self.sink.write(batch)
+        write_tape_batch(&mut self.sink, batch)
     }
 
     fn commit(&mut self, _end: u64) -> Result<()> {
@@ -981,7 +997,7 @@ impl Target for Volatile {
     }
 
     fn write(&mut self, batch: &RecordBatch) -> Result<()> {
-        self.sink.write(batch)
+        write_tape_batch(self.sink.as_mut(), batch)
     }
 
     fn commit(&mut self, end: u64) -> Result<()> {

@@ -190,6 +190,11 @@ pub const LONG_COLUMNS: [&str; 11] = [
     "error_message",
 ];
 
+/// Schema metadata key naming the layout of a batch built from DAQ blocks.
+pub const LAYOUT_KEY: &str = "tapedeck.layout";
+/// Its value for [`Block::to_wide_batch`].
+pub const WIDE_LAYOUT: &str = "daq-block-wide";
+
 impl Block {
     /// Checks that the buffers match `channels × samples`.
     pub fn validate(&self) -> Result<()> {
@@ -369,8 +374,23 @@ impl Block {
         columns.push(Arc::new(StringArray::from(vec![et; n])));
         columns.push(Arc::new(StringArray::from(vec![em; n])));
         super::schema_lock::check_collisions(fields.iter().map(|f| f.name().as_str()))?;
-        RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
+        let schema = Schema::new(fields).with_metadata(std::collections::HashMap::from([(
+            LAYOUT_KEY.to_string(),
+            WIDE_LAYOUT.to_string(),
+        )]));
+        RecordBatch::try_new(Arc::new(schema), columns)
             .map_err(|e| Error::arrow("building a wide batch from a block", e))
+    }
+
+    /// True for a batch made by [`Block::to_wide_batch`] (its schema carries the layout
+    /// marker): a tape stores DAQ blocks so, and a delivery hands them back to sinks as blocks —
+    /// the same thing the sink got when it was written to directly.
+    pub fn is_wide_block_batch(batch: &RecordBatch) -> bool {
+        batch
+            .schema_ref()
+            .metadata()
+            .get(LAYOUT_KEY)
+            .is_some_and(|v| v == WIDE_LAYOUT)
     }
 
     /// The blocks a wide batch ([`Block::to_wide_batch`]) was made from — one per run of equal

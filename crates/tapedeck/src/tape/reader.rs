@@ -125,6 +125,8 @@ pub struct TapeReader {
     pending_start: Option<StartAt>,
     /// The segments as last listed (see `segments_after`).
     listed: Arc<Vec<(u64, String)>>,
+    /// Blocks of a batch read for [`Source::next_record`] and not yet handed out.
+    pending_blocks: std::collections::VecDeque<crate::record::Block>,
 }
 
 impl std::fmt::Debug for TapeReader {
@@ -165,6 +167,7 @@ impl TapeReader {
             idle: Duration::from_millis(5),
             pending_start: None,
             listed: Arc::new(Vec::new()),
+            pending_blocks: std::collections::VecDeque::new(),
         };
         match start {
             StartAt::Start => {}
@@ -515,7 +518,23 @@ impl Source for TapeReader {
         &self.name
     }
 
+    /// DAQ blocks come back as blocks (the tape stores them in the marked wide layout), so a
+    /// replayed tape reaches its sinks as the recording did; rows as batches.
     fn next_record(&mut self) -> Result<Option<Record>> {
-        Ok(self.next_batch()?.map(|(_, b)| Record::Batch(b)))
+        if let Some(b) = self.pending_blocks.pop_front() {
+            return Ok(Some(Record::Block(b)));
+        }
+        let Some((_, batch)) = self.next_batch()? else {
+            return Ok(None);
+        };
+        if crate::record::Block::is_wide_block_batch(&batch)
+            && let Some(blocks) = crate::record::Block::from_wide_batch(&batch)?
+        {
+            self.pending_blocks.extend(blocks);
+            if let Some(b) = self.pending_blocks.pop_front() {
+                return Ok(Some(Record::Block(b)));
+            }
+        }
+        Ok(Some(Record::Batch(batch)))
     }
 }
