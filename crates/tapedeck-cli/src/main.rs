@@ -1200,6 +1200,9 @@ fn tail(args: &TailArgs) -> u8 {
     let mut out = std::io::stdout().lock();
     let mut enc = tapedeck::sink::text::TextEncoder::default();
     let mut header = true;
+    // Table widths carry over from batch to batch (they only grow), so a followed tape's
+    // columns stay put.
+    let mut widths: Vec<usize> = Vec::new();
     for item in reader {
         let (_, batch) = match item {
             Ok(x) => x,
@@ -1219,7 +1222,7 @@ fn tail(args: &TailArgs) -> u8 {
             return fail(&e);
         }
         if args.format == TailFormat::Table {
-            buf = as_table(&buf, header);
+            buf = as_table(&buf, header, &mut widths);
         }
         header = false;
         if out.write_all(&buf).and_then(|()| out.flush()).is_err() {
@@ -1230,8 +1233,9 @@ fn tail(args: &TailArgs) -> u8 {
     EXIT_OK
 }
 
-/// CSV text as aligned columns (widths from this chunk).
-fn as_table(csv_text: &[u8], header: bool) -> Vec<u8> {
+/// CSV text as aligned columns: each column as wide as its widest value so far (`widths`
+/// carries them from chunk to chunk and only grows).
+fn as_table(csv_text: &[u8], header: bool, widths: &mut Vec<usize>) -> Vec<u8> {
     let rows: Vec<Vec<String>> = ::csv::ReaderBuilder::new()
         .has_headers(false)
         .flexible(true)
@@ -1241,15 +1245,19 @@ fn as_table(csv_text: &[u8], header: bool) -> Vec<u8> {
         .map(|r| r.iter().map(str::to_string).collect())
         .collect();
     let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
-    let widths: Vec<usize> = (0..cols)
-        .map(|c| {
-            rows.iter()
-                .filter_map(|r| r.get(c))
-                .map(|v| v.chars().count())
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
+    if widths.len() < cols {
+        widths.resize(cols, 0);
+    }
+    for (c, w) in widths.iter_mut().enumerate() {
+        let here = rows
+            .iter()
+            .filter_map(|r| r.get(c))
+            .map(|v| v.chars().count())
+            .max()
+            .unwrap_or(0);
+        *w = (*w).max(here);
+    }
+    let widths: &[usize] = widths;
     let mut out = String::new();
     for (i, r) in rows.iter().enumerate() {
         let line: Vec<String> = r

@@ -288,3 +288,52 @@ fn every_sink_holds_the_same_with_or_without_a_tape() {
         );
     }
 }
+
+/// Item 4: `tail --format table` keeps its column widths from batch to batch (they only grow),
+/// so a short value after a long one does not pull the columns left.
+#[test]
+fn tail_table_columns_do_not_move_between_batches() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let tape = dir.path().join("tape");
+    let mut child = tapedeck()
+        .args([
+            "record",
+            "--source",
+            "stdin:csv",
+            "--batch-size",
+            "2",
+            "--tape",
+        ])
+        .arg(&tape)
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"a,b\n1000000,x\n2000000,x\n1,y\n2,y\n")
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = tapedeck()
+        .arg("tail")
+        .arg(&tape)
+        .args(["--format", "table"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = String::from_utf8_lossy(&o.stdout).into_owned();
+    let rows: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains('x') || l.contains('y'))
+        .collect();
+    assert_eq!(rows.len(), 4, "{text}");
+    let at: Vec<usize> = rows.iter().map(|l| l.find(['x', 'y']).unwrap()).collect();
+    assert!(
+        at.windows(2).all(|w| w[0] == w[1]),
+        "columns moved:\n{text}"
+    );
+}

@@ -617,3 +617,28 @@ fn a_following_reader_sees_rows_as_they_are_appended_and_across_segment_rolls() 
     );
     w.close().unwrap();
 }
+
+/// Issue 13, item 4: `--from time:T` starts at the first row whose time reaches T, not at the
+/// start of the frame that holds it.
+#[test]
+fn a_time_start_trims_the_first_frame_to_that_time() {
+    let storage = MemStorage::new();
+    let w =
+        TapeWriter::open_storage(Arc::new(storage.clone()), options(FsyncPolicy::Always)).unwrap();
+    for i in 0..10 {
+        w.append(&rows(i * 10, 10)).unwrap();
+    }
+    w.close().unwrap();
+    // Row n has time n ms.
+    let r = TapeReader::open_storage(Arc::new(storage.clone()), StartAt::Time(25_000)).unwrap();
+    let mut got = Vec::new();
+    for item in r {
+        let (first, b) = item.unwrap();
+        let n = b.column(1).as_any().downcast_ref::<Int64Array>().unwrap();
+        if got.is_empty() {
+            assert_eq!(first, 25, "the sequence number of the first row given");
+        }
+        got.extend(n.values().iter().copied());
+    }
+    assert_eq!(got, (25..100).collect::<Vec<_>>());
+}

@@ -8,6 +8,7 @@
 
 use std::sync::Arc;
 
+use arrow_array::Array;
 use arrow_array::RecordBatch;
 use arrow_buffer::Buffer;
 use arrow_ipc::CompressionType;
@@ -120,6 +121,26 @@ impl BatchDecoder {
         }
         out.ok_or_else(|| ArrowError::IpcError("frame payload holds no record batch".into()))
     }
+}
+
+/// The first row at or after `from` whose event time (first timestamp column) reaches `t`
+/// (µs); `None` when no row from `from` on does. A batch without a timestamp column starts at
+/// `from`.
+pub fn first_row_at(batch: &RecordBatch, t: i64, from: usize) -> Option<usize> {
+    let Some((i, unit)) = batch
+        .schema()
+        .fields()
+        .iter()
+        .enumerate()
+        .find_map(|(i, f)| match f.data_type() {
+            DataType::Timestamp(unit, _) => Some((i, *unit)),
+            _ => None,
+        })
+    else {
+        return Some(from);
+    };
+    let micros = micros_array(batch.column(i), unit);
+    (from..micros.len()).find(|&k| micros.is_valid(k) && micros.value(k) >= t)
 }
 
 /// The event-time range of a batch: min and max (µs) of its first timestamp column.

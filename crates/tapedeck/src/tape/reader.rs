@@ -125,6 +125,8 @@ pub struct TapeReader {
     pending_start: Option<StartAt>,
     /// The segments as last listed (see `segments_after`).
     listed: Arc<Vec<(u64, String)>>,
+    /// With `--from time:T`: rows before T in the first frames read are left out.
+    trim_before: Option<i64>,
     /// Blocks of a batch read for [`Source::next_record`] and not yet handed out.
     pending_blocks: std::collections::VecDeque<crate::record::Block>,
 }
@@ -168,6 +170,7 @@ impl TapeReader {
             pending_start: None,
             listed: Arc::new(Vec::new()),
             pending_blocks: std::collections::VecDeque::new(),
+            trim_before: None,
         };
         match start {
             StartAt::Start => {}
@@ -379,6 +382,7 @@ impl TapeReader {
                     && h.time.is_some_and(|(_, hi)| hi >= t)
                 {
                     self.position = h.first_seq;
+                    self.trim_before = Some(t);
                     return Ok(());
                 }
             }
@@ -450,7 +454,21 @@ impl TapeReader {
                 if h.end_seq() <= self.position {
                     continue;
                 }
-                let skip = self.position.saturating_sub(h.first_seq) as usize;
+                let mut skip = self.position.saturating_sub(h.first_seq) as usize;
+                if let Some(t) = self.trim_before {
+                    // `--from time:T` found the first frame that reaches T; rows before T in
+                    // it (and in any frame before the first row that reaches it) are left out.
+                    match super::codec::first_row_at(&batch, t, skip) {
+                        Some(k) => {
+                            skip = k;
+                            self.trim_before = None;
+                        }
+                        None => {
+                            self.position = h.end_seq();
+                            continue;
+                        }
+                    }
+                }
                 let mut take = batch.num_rows() - skip.min(batch.num_rows());
                 if let Some(u) = self.until {
                     // `first_seq < u` (checked above) and `position < u`: no underflow.
