@@ -563,14 +563,29 @@ fn record(args: RecordArgs) -> u8 {
         let _ = t.join();
     }
     if !args.quiet {
-        print_summary(&report.summary);
+        print_summary(&report.summary, tape.is_some());
         if let Some(t) = &tape {
+            let bytes = report
+                .summary
+                .sinks
+                .iter()
+                .find(|k| k.uri.starts_with("tape:"))
+                .map_or(0, |k| k.bytes);
             eprintln!(
-                "  tape {}: {} rows acknowledged (sequence {}..{})",
+                "  tape {}: {} rows acknowledged (sequence {}..{}), {}{}",
                 t["dir"].as_str().unwrap_or(""),
                 t["acknowledged"],
                 t["first_seq"],
-                t["end_seq"]
+                t["end_seq"],
+                human_bytes(bytes),
+                report
+                    .summary
+                    .sinks
+                    .iter()
+                    .find(|k| k.uri.starts_with("tape:"))
+                    .and_then(|k| k.error.as_ref())
+                    .map(|e| format!(" — FAILED: {e}"))
+                    .unwrap_or_default()
             );
         }
     }
@@ -766,7 +781,7 @@ fn import(args: &ImportArgs) -> u8 {
         .map(|r| r.clone())
         .unwrap_or_else(|p| p.into_inner().clone());
     if !args.quiet {
-        print_summary(&report.summary);
+        print_summary(&report.summary, false);
         eprintln!(
             "  {}: {} chunks read, {} zero-payload markers, {}",
             args.file.display(),
@@ -930,6 +945,14 @@ fn progress_loop(
         }
         if let Some(d) = deliveries {
             for s in d.statuses() {
+                if s.replaced_at_end && s.state == "delivering" {
+                    // Rebuilt whole and swapped in at the end: no cursor moves before that.
+                    line.push_str(&format!(
+                        "  {}: {} rows written, replaced at the end",
+                        s.sink, s.rows
+                    ));
+                    continue;
+                }
                 line.push_str(&format!(
                     "  {}: cursor {} lag {} rows {:.1}s{}",
                     s.sink,
@@ -980,7 +1003,9 @@ fn human_bytes(b: u64) -> String {
     }
 }
 
-fn print_summary(s: &Summary) {
+/// The run's summary on stderr. With a tape, its line (rows acknowledged, bytes) is printed by
+/// the caller, so the tape is not listed twice.
+fn print_summary(s: &Summary, taped: bool) {
     eprintln!(
         "recorded {} rows in {:.2}s ({}), ended by {}{}",
         s.rows,
@@ -993,7 +1018,11 @@ fn print_summary(s: &Summary) {
             String::new()
         }
     );
-    for k in &s.sinks {
+    for k in s
+        .sinks
+        .iter()
+        .filter(|k| !(taped && k.uri.starts_with("tape:")))
+    {
         eprintln!(
             "  {}: {} rows, {}{}",
             k.uri,
@@ -1302,7 +1331,7 @@ fn replay(args: ReplayArgs) -> u8 {
     }
     let report = pipe_report(reader, sinks, &options);
     if !args.quiet {
-        print_summary(&report.summary);
+        print_summary(&report.summary, false);
     }
     if let Some(path) = &args.summary_json
         && let Err(e) = write_summary_json(path, &report.summary, None, None)

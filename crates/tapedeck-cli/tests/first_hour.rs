@@ -337,3 +337,42 @@ fn tail_table_columns_do_not_move_between_batches() {
         "columns moved:\n{text}"
     );
 }
+
+/// Item 9: the tape is listed once, with its bytes; a failed delivery says how far behind it
+/// is.
+#[test]
+fn the_summary_counts_the_tape_once_with_bytes_and_a_failed_delivery_its_lag() {
+    let dir = tempfile::tempdir().unwrap();
+    let tape = dir.path().join("tape");
+    let summary = dir.path().join("s.json");
+    let o = tapedeck()
+        .args([
+            "record",
+            "--source",
+            "sim:daq?channels=2&rate=1000&block=100&blocks=5&pace=max",
+        ])
+        .arg("--tape")
+        .arg(&tape)
+        .arg("--sink")
+        .arg(format!("csv:{}", dir.path().join("blocks.csv").display()))
+        .arg("--summary-json")
+        .arg(&summary)
+        .output()
+        .unwrap();
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "the csv refuses blocks: {err}");
+    assert_eq!(err.matches(&tape.display().to_string()).count(), 1, "{err}");
+    assert!(!err.contains(" 0 B"), "the tape's bytes are counted: {err}");
+    let s: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&summary).unwrap()).unwrap();
+    let tape_sink = s["sinks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["uri"].as_str().unwrap().starts_with("tape:"))
+        .unwrap();
+    assert!(tape_sink["bytes"].as_u64().unwrap() > 0, "{s}");
+    let d = &s["deliveries"][0];
+    assert_eq!(d["state"], "failed");
+    assert_eq!(d["lag_rows"], 500, "{s}");
+}

@@ -250,6 +250,10 @@ impl WorkerCtx {
                 s.error = Some(e.to_string());
             }
         }
+        // The lag as it stands now: a delivery that failed early is as far behind as the
+        // tape's end from its cursor, not "0 rows behind".
+        s.tape_end = s.tape_end.max(self.limit().0);
+        s.lag_rows = s.tape_end.saturating_sub(s.cursor.unwrap_or(0));
         s.updated_at = crate::record::time::iso_micros(now_micros());
         let snapshot = s.clone();
         drop(s);
@@ -480,6 +484,7 @@ impl WorkerCtx {
         );
         s.rows = stats.rows;
         s.bytes = stats.bytes;
+        s.replaced_at_end = target.replaced_at_finish();
         s.pending = stats.pending;
         if stats.pending > 0 && s.state == "delivering" {
             s.state = "reconnecting".into();

@@ -40,6 +40,10 @@ pub struct DeliveryStatus {
     pub pending: u64,
     /// Why it failed, or the last connection error while reconnecting.
     pub error: Option<String>,
+    /// The destination is rewritten whole and replaced when the delivery finishes (Arrow IPC,
+    /// a single Parquet file): its cursor moves only then, so a lag before it is expected.
+    #[serde(default)]
+    pub replaced_at_end: bool,
     /// Acknowledged rows the tape could not supply (damage found after they were
     /// acknowledged): the cursor moved past them, and each range was reported as an error.
     #[serde(default)]
@@ -64,6 +68,7 @@ impl DeliveryStatus {
             bytes: 0,
             pending: 0,
             error: None,
+            replaced_at_end: false,
             skipped: Vec::new(),
             updated_at: String::new(),
             written: None,

@@ -79,6 +79,11 @@ pub trait Target: Send {
     /// Rows and bytes written in this run; `pending` rows are written but not yet in the
     /// destination (a database away).
     fn stats(&self) -> SinkStats;
+    /// True when the destination is rebuilt and replaced only when the delivery finishes, so
+    /// its cursor stays put until then.
+    fn replaced_at_finish(&self) -> bool {
+        false
+    }
 }
 
 /// Checks, before anything is created or any tape opened, that `spec` names no existing file
@@ -854,6 +859,10 @@ impl WholeFile {
 impl Target for WholeFile {
     fn name(&self) -> &str {
         &self.name
+    }
+
+    fn replaced_at_finish(&self) -> bool {
+        true
     }
 
     fn resume_at(&self) -> u64 {

@@ -34,6 +34,8 @@ pub struct TapeSink {
     writer: Option<TapeWriter>,
     start_seq: u64,
     rows: u64,
+    /// Bytes added to the tape, as last seen (kept after the writer closes).
+    bytes: u64,
 }
 
 impl TapeSink {
@@ -55,6 +57,7 @@ impl TapeSink {
             writer: Some(writer),
             start_seq,
             rows: 0,
+            bytes: 0,
         }
     }
 
@@ -90,7 +93,9 @@ impl Sink for TapeSink {
     }
 
     fn write(&mut self, batch: &RecordBatch) -> Result<()> {
-        self.open_writer()?.submit(batch)?;
+        let writer = self.open_writer()?;
+        writer.submit(batch)?;
+        self.bytes = writer.bytes();
         self.rows += batch.num_rows() as u64;
         Ok(())
     }
@@ -101,7 +106,12 @@ impl Sink for TapeSink {
 
     fn close(&mut self) -> Result<()> {
         match self.writer.take() {
-            Some(w) => w.close(),
+            Some(w) => {
+                let watch = w.watch();
+                let closed = w.close();
+                self.bytes = watch.bytes();
+                closed
+            }
             None => Ok(()),
         }
     }
@@ -109,7 +119,7 @@ impl Sink for TapeSink {
     fn stats(&self) -> SinkStats {
         SinkStats {
             rows: self.rows,
-            bytes: 0,
+            bytes: self.bytes,
             pending: 0,
         }
     }

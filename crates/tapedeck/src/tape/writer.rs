@@ -153,6 +153,8 @@ struct Inner {
     /// A failed write or sync: the writer refuses further work (nothing unacknowledged is
     /// reported durable).
     failed: Option<String>,
+    /// Bytes this writer added to the tape (headers, frames, footers), for summaries.
+    bytes: u64,
     /// Bytes of the open segment's file handed to storage, and covered by an fsync.
     seg_written: u64,
     seg_synced: u64,
@@ -218,6 +220,11 @@ impl TapeWatch {
     /// Sequence number the next row will get.
     pub fn next_seq(&self) -> u64 {
         lock(&self.0.inner).next_seq
+    }
+
+    /// Bytes this writer added to the tape so far (headers, frames, footers).
+    pub fn bytes(&self) -> u64 {
+        lock(&self.0.inner).bytes
     }
 
     /// Quarantines damage a reader found in a sealed segment, as recovery does for an open one:
@@ -309,6 +316,7 @@ impl TapeWriter {
                 write_wanted: false,
                 writing: false,
                 failed: None,
+                bytes: 0,
                 seg_written: 0,
                 seg_synced: 0,
                 closing: false,
@@ -353,6 +361,11 @@ impl TapeWriter {
     /// Sequence number the next row will get (= rows on the tape, gaps included).
     pub fn next_seq(&self) -> u64 {
         lock(&self.shared.inner).next_seq
+    }
+
+    /// Bytes this writer added to the tape so far (headers, frames, footers).
+    pub fn bytes(&self) -> u64 {
+        lock(&self.shared.inner).bytes
     }
 
     /// Rows acknowledged so far (sequence numbers below this are durable under the policy).
@@ -648,6 +661,7 @@ fn write_frame(shared: &Shared, inner: &mut Inner, batch: &RecordBatch) -> Resul
     let start = inner.pending.len();
     header.encode_into(&payload, &mut inner.pending);
     let frame_len = (inner.pending.len() - start) as u64;
+    inner.bytes += frame_len;
     seg.hasher.update(&inner.pending[start..]);
     seg.index.push((seg.bytes, first_seq));
     seg.bytes += frame_len;
@@ -684,6 +698,7 @@ fn start_segment(shared: &Shared, inner: &mut Inner, schema: &SchemaRef) -> Resu
     inner.seg_synced = 0;
     let mut hasher = ChainHasher::new(&inner.prev_chain);
     hasher.update(&bytes);
+    inner.bytes += bytes.len() as u64;
     inner.pending.extend_from_slice(&bytes);
     inner.segment = Some(OpenSegment {
         name,
@@ -783,6 +798,7 @@ fn seal_idle(shared: &Shared, inner: &mut Inner) -> Result<()> {
         return Err(io("fsync", e));
     }
     inner.durable_seq = inner.durable_seq.max(inner.written_seq);
+    inner.bytes += bytes.len() as u64;
     shared.durable.notify_all();
     inner.prev_chain = chain;
     manifest::append(
