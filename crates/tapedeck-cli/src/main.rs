@@ -835,25 +835,51 @@ fn deliver(args: &DeliverArgs) -> u8 {
     }
     let (_, interrupted) = install_ctrlc();
     // Opening the writer recovers the tape and takes its lock, so no recorder appends to it
-    // (or delivers to the same sinks) meanwhile.
-    let writer = match TapeWriter::open(&args.dir, TapeOptions::default()) {
-        Ok(w) => w,
+    // (or delivers to the same sinks) meanwhile. If a recorder holds it, this delivery runs
+    // beside it as a reader, up to what the recorder publishes as acknowledged, and ends when
+    // the recorder does.
+    let (writer, tape_id, end) = match TapeWriter::open(&args.dir, TapeOptions::default()) {
+        Ok(w) => {
+            report_recovery(&args.dir, &w);
+            let id = w.id().to_string();
+            let end = TapeEnd::Fixed(w.next_seq());
+            (Some(w), id, end)
+        }
+        Err(Error::TapeLocked { pid, .. }) => {
+            let id = tapedeck::tape::verify::storage_for(&args.dir).and_then(|s| {
+                tapedeck::tape::id::read_or_create(s.as_ref(), false)?.ok_or_else(|| Error::Tape {
+                    path: args.dir.clone(),
+                    message:
+                        "the recorder has not written the tape's id yet; try again in a moment"
+                            .into(),
+                })
+            });
+            let id = match id {
+                Ok(id) => id,
+                Err(e) => return fail(&e),
+            };
+            if !args.quiet {
+                eprintln!(
+                    "tape {} is being recorded by process {pid}: delivering alongside it, up to what it has acknowledged, until it stops (Ctrl-C to stop sooner; committed rows stay)",
+                    args.dir.display()
+                );
+            }
+            (None, id, TapeEnd::Published(args.dir.clone()))
+        }
         Err(e) => return fail(&e),
     };
-    report_recovery(&args.dir, &writer);
-    let end = writer.next_seq();
     let tape = TapeRef {
         dir: args.dir.clone(),
-        id: writer.id().to_string(),
+        id: tape_id,
     };
     let options = DeliveryOptions {
         flush_interval: args.flush_interval,
         new_start: args.from.into(),
-        quarantine: Some(writer.watch()),
+        quarantine: writer.as_ref().map(TapeWriter::watch),
         ..DeliveryOptions::default()
     };
     let started = Instant::now();
-    let delivery = match Delivery::start(tape, specs, TapeEnd::Fixed(end), &options) {
+    let delivery = match Delivery::start(tape, specs, end.clone(), &options) {
         Ok(d) => d,
         Err(e) => return fail(&e),
     };
@@ -866,12 +892,19 @@ fn deliver(args: &DeliverArgs) -> u8 {
         })
     });
     let handle = delivery.status_handle();
-    let statuses = delivery.finish_or_stop(end, &|| stop_requested(&interrupted, &handle));
+    let stop = || stop_requested(&interrupted, &handle);
+    let statuses = match end {
+        TapeEnd::Fixed(e) => delivery.finish_or_stop(e, &stop),
+        _ => delivery.wait_or_stop(&stop),
+    };
+    let end = statuses.iter().map(|s| s.tape_end).max().unwrap_or(0);
     done.store(true, Ordering::SeqCst);
     if let Some(t) = ticker {
         let _ = t.join();
     }
-    if let Err(e) = writer.close() {
+    if let Some(w) = writer
+        && let Err(e) = w.close()
+    {
         return fail(&e);
     }
     if !args.quiet {

@@ -376,3 +376,47 @@ fn the_summary_counts_the_tape_once_with_bytes_and_a_failed_delivery_its_lag() {
     assert_eq!(d["state"], "failed");
     assert_eq!(d["lag_rows"], 500, "{s}");
 }
+
+/// Item 6: a sink attached to a live recording: `deliver` runs beside the recorder, follows
+/// what it acknowledges, and ends with every row once the recorder stops.
+#[test]
+fn deliver_attaches_a_sink_to_a_live_recording() {
+    let dir = tempfile::tempdir().unwrap();
+    let tape = dir.path().join("tape");
+    let csv = dir.path().join("late.csv");
+    let mut rec = tapedeck()
+        .args([
+            "record",
+            "--source",
+            "sim:alicat?rate=2000&n=4000",
+            "--tape",
+        ])
+        .arg(&tape)
+        .args(["--progress", "never"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until the tape exists and holds some rows.
+    let t0 = std::time::Instant::now();
+    while !tape.join("ACKED").exists() && t0.elapsed() < std::time::Duration::from_secs(10) {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let o = tapedeck()
+        .arg("deliver")
+        .arg(&tape)
+        .arg("--sink")
+        .arg(format!("csv:{}", csv.display()))
+        .output()
+        .unwrap();
+    let rec = rec.wait_with_output().unwrap();
+    assert!(rec.status.success(), "{}", stderr(&rec));
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("delivering alongside it"),
+        "{}",
+        stderr(&o)
+    );
+    let lines = std::fs::read_to_string(&csv).unwrap().lines().count();
+    assert_eq!(lines, 4001, "header and every row");
+}

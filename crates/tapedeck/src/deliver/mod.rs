@@ -74,6 +74,10 @@ pub enum TapeEnd {
     Live(TapeWatch),
     /// A finished tape: deliver up to this sequence number.
     Fixed(u64),
+    /// A tape another process is recording (in this directory): deliver what its writer has
+    /// published as acknowledged (`ACKED`); once the writer is gone, up to the last position
+    /// it published, and stop.
+    Published(PathBuf),
 }
 
 struct Shared {
@@ -129,7 +133,7 @@ impl Delivery {
         let shared = Arc::new(Shared {
             final_end: Mutex::new(match end {
                 TapeEnd::Fixed(e) => Some(e),
-                TapeEnd::Live(_) => None,
+                TapeEnd::Live(_) | TapeEnd::Published(_) => None,
             }),
             abort: AtomicBool::new(false),
         });
@@ -179,8 +183,15 @@ impl Delivery {
     /// Like [`Delivery::finish`], but stops every worker where it is (as [`Delivery::abort`])
     /// as soon as `stop()` returns true — a user's Ctrl-C or SIGTERM must end a run whose sink
     /// is away, not wait for it.
-    pub fn finish_or_stop(mut self, end: u64, stop: &dyn Fn() -> bool) -> Vec<DeliveryStatus> {
+    pub fn finish_or_stop(self, end: u64, stop: &dyn Fn() -> bool) -> Vec<DeliveryStatus> {
         *lock(&self.shared.final_end) = Some(end);
+        self.wait_or_stop(stop)
+    }
+
+    /// Waits for every worker to reach the end its [`TapeEnd`] gives (for
+    /// [`TapeEnd::Published`]: the writer's last position once it is gone), stopping them
+    /// where they are as soon as `stop()` returns true.
+    pub fn wait_or_stop(mut self, stop: &dyn Fn() -> bool) -> Vec<DeliveryStatus> {
         while self
             .workers
             .iter()
@@ -268,6 +279,13 @@ impl WorkerCtx {
         match &self.end {
             TapeEnd::Live(w) => (w.durable_seq(), false),
             TapeEnd::Fixed(e) => (*e, true),
+            TapeEnd::Published(dir) => {
+                // Look at the lock first: a position read after the writer is seen gone is its
+                // last one.
+                let running = crate::tape::acked::writer_running(dir);
+                let seq = crate::tape::acked::read(dir).ok().flatten().unwrap_or(0);
+                (seq, !running)
+            }
         }
     }
 

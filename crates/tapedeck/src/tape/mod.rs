@@ -7,6 +7,7 @@
 //! (CRCs, hash chain, summary). [`TapeSink`] puts a tape behind the [`Sink`] trait so `pipe`
 //! can record onto it alongside other sinks.
 
+pub mod acked;
 pub mod codec;
 pub mod format;
 pub mod id;

@@ -171,6 +171,20 @@ struct Shared {
     work: Condvar,
     /// Signalled when the committer finishes a write.
     idle: Condvar,
+    /// Publishes the acknowledged position to other processes (a tape on a directory).
+    publisher: Mutex<Option<super::acked::Publisher>>,
+}
+
+/// Publishes `seq` as the acknowledged position, if this tape publishes one.
+fn publish(shared: &Shared, seq: u64) {
+    if let Some(p) = shared
+        .publisher
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .as_mut()
+    {
+        p.publish(seq);
+    }
 }
 
 fn lock(m: &Mutex<Inner>) -> MutexGuard<'_, Inner> {
@@ -291,6 +305,11 @@ impl TapeWriter {
         let lock = take_lock(dir)?;
         let mut w = TapeWriter::open_storage(Arc::new(storage), options)?;
         w._lock = Some(lock);
+        *w.shared
+            .publisher
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(super::acked::Publisher::open(dir)?);
+        publish(&w.shared, w.durable_seq());
         Ok(w)
     }
 
@@ -324,6 +343,7 @@ impl TapeWriter {
             durable: Condvar::new(),
             work: Condvar::new(),
             idle: Condvar::new(),
+            publisher: Mutex::new(None),
         });
         let committer = {
             let s = shared.clone();
@@ -513,6 +533,7 @@ impl TapeWriter {
         if let Some(t) = self.committer.take() {
             let _ = t.join();
         }
+        publish(&self.shared, self.durable_seq());
         result
     }
 }
@@ -798,6 +819,7 @@ fn seal_idle(shared: &Shared, inner: &mut Inner) -> Result<()> {
         return Err(io("fsync", e));
     }
     inner.durable_seq = inner.durable_seq.max(inner.written_seq);
+    publish(shared, inner.durable_seq);
     inner.bytes += bytes.len() as u64;
     shared.durable.notify_all();
     inner.prev_chain = chain;
@@ -894,6 +916,7 @@ fn commit_loop(shared: &Shared) {
                     inner.durable_seq = inner.durable_seq.max(target);
                     last_sync = Instant::now();
                 }
+                publish(shared, inner.durable_seq);
             }
             Err(e) => {
                 inner.seg_written += written;
