@@ -154,8 +154,9 @@ const DELIVER_HELP: &str = "Examples:
   # add a sink later that only wants what is recorded from now on
   tapedeck deliver runs/tape --sink 'parquet:parts/?roll_rows=100000' --from end
 
-The tape is recovered first (as `record --tape` would) and locked while the delivery runs.
-Each sink's cursor lives with its data: a row in tapedeck_cursor (SQLite, PostgreSQL), a
+The tape is recovered first (as `record --tape` would) and locked while the delivery runs. If
+a recorder is writing the tape, the delivery runs beside it instead: it delivers what the
+recorder has acknowledged, follows it, and ends when the recorder stops. Each sink's cursor lives with its data: a row in tapedeck_cursor (SQLite, PostgreSQL), a
 hidden cursor file beside the file (CSV, JSONL, Arrow IPC, Parquet). See docs/delivery.md.";
 
 #[derive(clap::Args, Debug)]
