@@ -367,6 +367,11 @@ struct RecordArgs {
     /// row, or only rows recorded from now on), e.g. `--from end`.
     #[arg(long, value_enum, default_value_t = NewFrom::Start, requires = "tape")]
     from: NewFrom,
+
+    /// With --tape: accept rows that share no data column with what the tape holds (by
+    /// default refused: it is almost always the wrong source or the wrong tape).
+    #[arg(long, requires = "tape")]
+    allow_schema_change: bool,
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
@@ -479,6 +484,7 @@ fn record(args: RecordArgs) -> u8 {
             },
             segment_bytes: args.segment_bytes.max(1 << 12),
             segment_age: None,
+            allow_schema_change: args.allow_schema_change,
         };
         let writer = match TapeWriter::open(dir, options) {
             Ok(w) => w,

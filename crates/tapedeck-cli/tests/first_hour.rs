@@ -420,3 +420,50 @@ fn deliver_attaches_a_sink_to_a_live_recording() {
     let lines = std::fs::read_to_string(&csv).unwrap().lines().count();
     assert_eq!(lines, 4001, "header and every row");
 }
+
+/// Item 2: a tape refuses rows unrelated to what it holds (alicat samples onto DAQ blocks),
+/// saying what it holds, unless `--allow-schema-change`.
+#[test]
+fn a_tape_refuses_unrelated_rows_unless_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let tape = dir.path().join("tape");
+    let o = tapedeck()
+        .args([
+            "record",
+            "--source",
+            "sim:daq?channels=2&rate=1000&block=100&blocks=3&pace=max",
+            "--tape",
+        ])
+        .arg(&tape)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = record_tape(&tape, 100);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("no data column in common")
+            && err.contains("ai0")
+            && err.contains("Mass_Flow"),
+        "{err}"
+    );
+    let o = tapedeck()
+        .args([
+            "record",
+            "--source",
+            "sim:alicat?n=100",
+            "--allow-schema-change",
+            "--tape",
+        ])
+        .arg(&tape)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    // More of the same kind is fine.
+    let o = tapedeck()
+        .args(["record", "--source", "sim:alicat?n=100", "--tape"])
+        .arg(&tape)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+}

@@ -43,6 +43,7 @@ fn options(fsync: FsyncPolicy) -> TapeOptions {
         compression: Compression::Zstd,
         segment_bytes: 4096,
         segment_age: None,
+        allow_schema_change: false,
     }
 }
 

@@ -57,3 +57,25 @@ impl From<Block> for Record {
         Record::Block(b)
     }
 }
+
+/// Columns that say where or when a row comes from rather than what was measured: two streams
+/// that share only these (and timestamp columns) hold unrelated data.
+pub const IDENTITY_COLUMNS: &[&str] = &["device", "task", "unit_id", "channel", "source"];
+
+/// The data columns two schemas share: names in both that are neither identity columns nor
+/// timestamps. Empty means the two hold unrelated data (alicat samples onto a tape of DAQ
+/// blocks), which a tape or a locked destination refuses rather than fill with nulls.
+pub fn shared_data_columns<'a>(
+    a: &'a arrow_schema::Schema,
+    b: &arrow_schema::Schema,
+) -> Vec<&'a str> {
+    a.fields()
+        .iter()
+        .filter(|f| {
+            !IDENTITY_COLUMNS.contains(&f.name().as_str())
+                && !matches!(f.data_type(), arrow_schema::DataType::Timestamp(..))
+                && b.field_with_name(f.name()).is_ok()
+        })
+        .map(|f| f.name().as_str())
+        .collect()
+}

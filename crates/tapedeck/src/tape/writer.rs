@@ -78,6 +78,10 @@ pub struct TapeOptions {
     pub segment_bytes: u64,
     /// Roll to a new segment past this age.
     pub segment_age: Option<Duration>,
+    /// Accept a batch whose columns share nothing (but identity and time columns) with what
+    /// the tape holds; by default such a batch is refused — it is almost always the wrong
+    /// source or the wrong tape.
+    pub allow_schema_change: bool,
 }
 
 impl Default for TapeOptions {
@@ -87,6 +91,7 @@ impl Default for TapeOptions {
             compression: Compression::Zstd,
             segment_bytes: 256 << 20,
             segment_age: None,
+            allow_schema_change: false,
         }
     }
 }
@@ -330,7 +335,7 @@ impl TapeWriter {
                 next_segment: state.next_segment,
                 prev_chain: state.prev_chain,
                 schema_version: state.schema_version,
-                last_schema: None,
+                last_schema: state.last_schema.clone(),
                 sync_wanted: false,
                 write_wanted: false,
                 writing: false,
@@ -647,6 +652,27 @@ fn append_frame_locked(
 /// Starts a segment for `batch`'s schema (after a seal) and appends the batch.
 fn start_and_append(shared: &Shared, inner: &mut Inner, batch: &RecordBatch) -> Result<Appended> {
     let schema = batch.schema();
+    if let Some(held) = &inner.last_schema
+        && *held != schema
+        && !shared.options.allow_schema_change
+        && crate::record::shared_data_columns(&schema, held).is_empty()
+    {
+        let names = |s: &SchemaRef| {
+            s.fields()
+                .iter()
+                .map(|f| f.name().as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        return Err(Error::Tape {
+            path: shared.storage.describe(""),
+            message: format!(
+                "the tape holds rows with columns [{}]; these rows have [{}] — no data column in common, so this is probably another source or another tape. Record into a new tape, or pass --allow-schema-change to keep both on this one",
+                names(held),
+                names(&schema)
+            ),
+        });
+    }
     if inner.last_schema.as_ref().is_some_and(|s| *s != schema) {
         inner.schema_version += 1;
     }
@@ -937,6 +963,8 @@ struct Recovered {
     next_segment: u64,
     prev_chain: [u8; 32],
     schema_version: u64,
+    /// Schema of the tape's last segment (what the tape holds now).
+    last_schema: Option<SchemaRef>,
 }
 
 /// Recovers a tape; see the module docs.
@@ -957,7 +985,10 @@ fn recover(storage: &dyn Storage) -> Result<(Recovery, Recovered)> {
         next_segment: 0,
         prev_chain: [0; 32],
         schema_version,
+        last_schema: None,
     };
+    // The last kept segment's schema message, decoded once at the end.
+    let mut last_schema: Option<Vec<u8>> = None;
     for (i, (_, name)) in names.iter().enumerate() {
         let last = i + 1 == names.len();
         if let Some(sealed) = segment::open_indexed(storage, name)? {
@@ -972,6 +1003,7 @@ fn recover(storage: &dyn Storage) -> Result<(Recovery, Recovered)> {
             state.next_segment = sealed.header.segment + 1;
             state.prev_chain = sealed.footer.as_ref().map_or([0; 32], |f| f.chain);
             report.rows += sealed.footer.as_ref().map_or(0, |f| f.rows);
+            last_schema = Some(sealed.header.schema.clone());
             continue;
         }
         let scanned = match segment::scan(storage, name)? {
@@ -1001,8 +1033,14 @@ fn recover(storage: &dyn Storage) -> Result<(Recovery, Recovered)> {
                 continue;
             }
         };
+        if !scanned.frames.is_empty() {
+            last_schema = Some(scanned.header.schema.clone());
+        }
         reseal(storage, &scanned, &mut report, &mut state)?;
     }
+    state.last_schema = last_schema
+        .and_then(|m| super::codec::BatchDecoder::new(&m).ok())
+        .map(|d| d.schema());
     Ok((report, state))
 }
 
