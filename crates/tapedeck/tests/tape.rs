@@ -132,10 +132,11 @@ fn readers_start_at_seq_time_or_end_and_stop_at_until() {
         ),
         (37..52).collect::<Vec<_>>()
     );
-    // Time 45 ms: the frame holding rows 40..50 is the first whose times reach it.
+    // Time 45 ms: the frame holding rows 40..50 is the first whose times reach it, and the
+    // reader starts at the row that reaches it (issue 13: not up to a frame before T).
     assert_eq!(
         collect(TapeReader::open_storage(s.clone(), StartAt::Time(45_000)).unwrap())[0],
-        40
+        45
     );
     assert!(collect(TapeReader::open_storage(s.clone(), StartAt::End).unwrap()).is_empty());
 }
