@@ -265,7 +265,10 @@ Sources:
   stdin:csv | stdin:jsonl | stdin:lines
   file:PATH                        .csv / .jsonl / anything else as lines; format=csv|jsonl|lines
   file:PATH.dt-raw                 a raw-counts file, chunk by chunk as blocks
-  Line sources take on_error=fail|skip (default fail) and, for CSV, infer_rows=N.
+  Line sources take on_error=fail|skip (default fail) and, for CSV, infer_rows=N (default
+  1000) and types=NAME:TYPE,... (int|float|bool|timestamp|text). A column keeps the type of its
+  first infer_rows lines (up to 1 value in 20 there may be a typo: those lines are malformed);
+  the summary says which type each column got.
 
 Sinks:
   csv:PATH      RFC 4180, header from the first batch; overwrite, append, accept_blocks, strict
@@ -536,6 +539,8 @@ fn record(args: RecordArgs) -> u8 {
             progress_loop(&progress, &done, acked, &names, statuses.as_ref());
         })
     });
+    // Read before `src` moves into the pipe: the column types a text source inferred.
+    let src_counters = src.counters();
     let report = pipe_report(src, sinks, &options);
     let mut deliveries = None;
     let tape = tape_run.map(|(dir, w, start, delivery)| {
@@ -571,6 +576,9 @@ fn record(args: RecordArgs) -> u8 {
     }
     if !args.quiet {
         print_summary(&report.summary, tape.is_some());
+        if let Some(t) = src_counters.column_types() {
+            eprintln!("  {t}");
+        }
         if let Some(t) = &tape {
             let bytes = report
                 .summary
@@ -613,7 +621,13 @@ fn record(args: RecordArgs) -> u8 {
         print_deliveries(d);
     }
     if let Some(path) = &args.summary_json
-        && let Err(e) = write_summary_json(path, &report.summary, tape, deliveries.as_deref())
+        && let Err(e) = write_summary_json(
+            path,
+            &report.summary,
+            tape,
+            deliveries.as_deref(),
+            src_counters.column_types().as_ref(),
+        )
     {
         eprintln!("error: {e}");
         return EXIT_FAILED;
@@ -1081,9 +1095,18 @@ fn write_summary_json(
     s: &Summary,
     tape: Option<serde_json::Value>,
     deliveries: Option<&[DeliveryStatus]>,
+    columns: Option<&tapedeck::source::lines::ColumnTypes>,
 ) -> Result<(), Error> {
     let mut value = serde_json::to_value(s).map_err(bad_json)?;
     if let Some(obj) = value.as_object_mut() {
+        if let Some(c) = columns {
+            let list: Vec<serde_json::Value> = c
+                .columns
+                .iter()
+                .map(|(name, t)| serde_json::json!({ "name": name, "type": t.keyword() }))
+                .collect();
+            obj.insert("columns".into(), serde_json::Value::Array(list));
+        }
         if let Some(t) = tape {
             obj.insert("tape".into(), t);
         }
@@ -1374,7 +1397,7 @@ fn replay(args: ReplayArgs) -> u8 {
         print_summary(&report.summary, false);
     }
     if let Some(path) = &args.summary_json
-        && let Err(e) = write_summary_json(path, &report.summary, None, None)
+        && let Err(e) = write_summary_json(path, &report.summary, None, None, None)
     {
         eprintln!("error: {e}");
         return EXIT_FAILED;

@@ -467,3 +467,44 @@ fn a_tape_refuses_unrelated_rows_unless_asked() {
         .unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
 }
+
+/// Item 3: the run says which type each column of a text source got, in the summary and its
+/// JSON.
+#[test]
+fn the_summary_says_which_type_each_column_got() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let summary = dir.path().join("s.json");
+    let mut child = tapedeck()
+        .args([
+            "record",
+            "--source",
+            "stdin:csv",
+            "--sink",
+            "null:",
+            "--summary-json",
+        ])
+        .arg(&summary)
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"t,flow,serial\n1,2.5,A1\n2,3.5,B2\n")
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o)
+            .contains("column types (inferred from lines 2-3): t int, flow float, serial text"),
+        "{}",
+        stderr(&o)
+    );
+    let s: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&summary).unwrap()).unwrap();
+    assert_eq!(s["columns"][1]["name"], "flow");
+    assert_eq!(s["columns"][1]["type"], "float");
+}

@@ -282,6 +282,9 @@ where
         4096 / options.batch_size * options.batch_size
     };
     source.set_batch_hint(hint);
+    // A source that can end itself at the duration (a paced simulator) does, so the last
+    // block due exactly at the end is not cut by a clock that started a moment earlier.
+    let self_timed = options.duration.is_some_and(|d| source.end_after(d));
     let counters = source.counters();
     let (feed, halt, source_thread) = spawn_source(source, options.batch_size);
     let lanes: Vec<SinkLane> = if sinks.len() == 1 && !sinks[0].prefers_own_thread() {
@@ -331,6 +334,7 @@ where
         blocks: 0,
         last_flush: Instant::now(),
         started,
+        self_timed,
     };
     let (ended_by, mut error) = run.drive(&feed);
     halt.store(true, Ordering::SeqCst);
@@ -652,12 +656,36 @@ struct Run<'a> {
     blocks: u64,
     last_flush: Instant,
     started: Instant,
+    /// The source ends itself at the duration; the clock is only a backstop.
+    self_timed: bool,
 }
 
 /// Longest wait between checks of the stop flag and the duration.
 const TICK: Duration = Duration::from_millis(50);
+/// How long past `--duration` the clock waits for a source that ends itself at it.
+const SELF_TIMED_GRACE: Duration = Duration::from_secs(1);
 
 impl Run<'_> {
+    /// When the clock cuts the run: the duration, or a little after it for a source that ends
+    /// itself there.
+    fn deadline(&self) -> Option<Duration> {
+        let d = self.options.duration?;
+        Some(if self.self_timed {
+            d.saturating_add(SELF_TIMED_GRACE)
+        } else {
+            d
+        })
+    }
+
+    /// Why the run ended when the source did: a self-timed source ending at the duration ended
+    /// the run by duration.
+    fn end_reason(&self) -> &'static str {
+        match self.options.duration {
+            Some(d) if self.self_timed && self.started.elapsed() >= d => "duration",
+            _ => "end",
+        }
+    }
+
     /// Reads until the source ends, fails, a limit is reached or a stop is asked for.
     fn drive(&mut self, feed: &Receiver<Feed>) -> (&'static str, Option<Error>) {
         loop {
@@ -670,7 +698,7 @@ impl Run<'_> {
                 }
                 return ("stopped", None);
             }
-            if let Some(d) = self.options.duration
+            if let Some(d) = self.deadline()
                 && self.started.elapsed() >= d
             {
                 return ("duration", None);
@@ -691,7 +719,7 @@ impl Run<'_> {
                 continue;
             }
             let mut wait = (flush_due - now).min(TICK);
-            if let Some(d) = self.options.duration {
+            if let Some(d) = self.deadline() {
                 wait = wait.min(d.saturating_sub(self.started.elapsed()));
             }
             match feed.recv_timeout(wait) {
@@ -700,7 +728,7 @@ impl Run<'_> {
                         return ("error", Some(e));
                     }
                 }
-                Ok(Feed::End) => return ("end", None),
+                Ok(Feed::End) => return (self.end_reason(), None),
                 Ok(Feed::Failed(e)) => return ("error", Some(e)),
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => return ("end", None),

@@ -234,7 +234,7 @@ fn csv_type_errors_after_inference_name_column_and_line() {
     assert!(
         msg.contains("line 4")
             && msg.contains("`n`")
-            && msg.contains("an integer")
+            && msg.contains("integers")
             && msg.contains("`three`"),
         "{msg}"
     );

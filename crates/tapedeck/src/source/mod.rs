@@ -9,18 +9,25 @@
 //! - `sim:daq?channels=8&rate=10000&block=1000&blocks=N&pace=real|max&raw=true` — the daq-block
 //!   workload ([`sim_daq`]);
 //! - `stdin:csv|jsonl|lines` and `file:PATH` (format from the extension or `format=`) — line
-//!   sources ([`lines`]), with `on_error=fail|skip` for malformed lines.
+//!   sources ([`lines`]), with `on_error=fail|skip` for malformed lines;
+//! - `file:PATH.dt-raw` — a raw-counts file, chunk by chunk as blocks.
+//!
+//! A URI that is not a source URI is refused with what was given and what to write instead: a
+//! bare `stdin` or file name (no scheme) is pointed at `stdin:csv` / `file:NAME`, and a sink
+//! scheme (`csv:run.csv`) at the source that reads that format.
 
 pub mod lines;
 pub mod sim_alicat;
 pub mod sim_daq;
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::record::Record;
-use crate::uri::Uri;
+use crate::uri::{Uri, redact};
+use lines::ColumnTypes;
 
 /// A producer of records; see the module docs.
 pub trait Source: Send {
@@ -37,6 +44,17 @@ pub trait Source: Send {
     fn counters(&self) -> SourceCounters {
         SourceCounters::default()
     }
+
+    /// A hint from `pipe` when the run is bounded by a duration (`--duration`). A source that
+    /// paces its records by their own sample clock (`sim:daq` with `pace=real`) ends the
+    /// stream itself after the last record whose samples lie within `duration` of its start,
+    /// and returns true: its last block becomes ready exactly at the deadline, so a wall-clock
+    /// cut would lose it, and the run would hold one block less than duration × rate samples.
+    /// `pipe` then lets such a source end (keeping a wall-clock backstop). The default ignores
+    /// the hint and returns false: the run is cut by the clock.
+    fn end_after(&mut self, _duration: Duration) -> bool {
+        false
+    }
 }
 
 impl Source for Box<dyn Source> {
@@ -52,12 +70,17 @@ impl Source for Box<dyn Source> {
     fn counters(&self) -> SourceCounters {
         (**self).counters()
     }
+    fn end_after(&mut self, duration: Duration) -> bool {
+        (**self).end_after(duration)
+    }
 }
 
-/// Shared counters of a running source.
+/// Shared counters of a running source: take them ([`Source::counters`]) before the source is
+/// moved into `pipe`, and read them during or after the run.
 #[derive(Debug, Clone, Default)]
 pub struct SourceCounters {
     skipped: Arc<AtomicU64>,
+    columns: Arc<Mutex<Option<ColumnTypes>>>,
 }
 
 impl SourceCounters {
@@ -68,6 +91,20 @@ impl SourceCounters {
 
     pub(crate) fn add_skipped(&self) {
         self.skipped.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The type each column got, for a CSV source once it read its header and inference
+    /// window; its `Display` is one line for a summary (`data.csv: column types (inferred from
+    /// lines 2-1001): t timestamp, flow float`).
+    pub fn column_types(&self) -> Option<ColumnTypes> {
+        self.columns
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    pub(crate) fn set_column_types(&self, types: ColumnTypes) {
+        *self.columns.lock().unwrap_or_else(PoisonError::into_inner) = Some(types);
     }
 }
 
@@ -116,27 +153,100 @@ pub const SCHEMES: &[&str] = &["sim", "stdin", "file"];
 /// assert!(tapedeck::source::open("sim:alicat?rows=10").is_err()); // unknown parameter
 /// ```
 pub fn open(uri: &str) -> Result<Box<dyn Source>> {
+    if let Some(err) = not_a_source_uri(uri) {
+        return Err(err);
+    }
     let uri = Uri::parse(uri)?;
     match (uri.scheme.as_str(), uri.path.as_str()) {
         ("sim", "alicat") => Ok(Box::new(sim_alicat::AlicatSim::from_uri(uri)?)),
         ("sim", "daq") => Ok(Box::new(sim_daq::DaqSim::from_uri(uri)?)),
         ("sim", _) => Err(Error::MalformedUri {
             uri: uri.shown().to_string(),
-            reason: format!(
-                "unknown simulator `{}`; known: sim:alicat, sim:daq",
-                uri.shown_path()
-            ),
+            reason: if uri.path.is_empty() {
+                "name the simulator: write `sim:alicat` or `sim:daq`".into()
+            } else {
+                format!(
+                    "unknown simulator `{}`; known: sim:alicat, sim:daq",
+                    uri.shown_path()
+                )
+            },
         }),
         ("file", path) if path.ends_with(".dt-raw") => {
             uri.params.finish()?;
             Ok(Box::new(crate::dtraw::DtRawSource::open(path)?))
         }
         ("stdin" | "file", _) => Ok(Box::new(lines::LineSource::from_uri(uri)?)),
-        (other, _) => Err(Error::UnknownScheme {
-            kind: "source",
-            scheme: other.to_string(),
-            uri: uri.shown().to_string(),
-            known: SCHEMES.join(", "),
+        (other, _) => Err(match sink_scheme_hint(other, uri.shown_path()) {
+            Some(hint) => Error::MalformedUri {
+                uri: uri.shown().to_string(),
+                reason: hint,
+            },
+            None => Error::UnknownScheme {
+                kind: "source",
+                scheme: other.to_string(),
+                uri: uri.shown().to_string(),
+                known: format!("{} (e.g. {EXAMPLES})", SCHEMES.join(", ")),
+            },
         }),
+    }
+}
+
+/// Source URIs to suggest.
+const EXAMPLES: &str = "`sim:alicat`, `stdin:csv`, `file:data.csv`";
+
+/// The error for text that has no scheme at all (`stdin`, `data.csv`), saying which source URI
+/// was probably meant; `None` for anything [`Uri::parse`] should look at.
+fn not_a_source_uri(text: &str) -> Option<Error> {
+    if text.contains(':') {
+        return None;
+    }
+    let shown = redact(text);
+    let word = text.trim().to_ascii_lowercase();
+    let reason = match word.as_str() {
+        "" => format!("no source given; write a source URI such as {EXAMPLES}"),
+        "stdin" | "-" | "stdin/csv" => {
+            "a source URI says what stdin carries: write `stdin:csv`, `stdin:jsonl` or `stdin:lines`".into()
+        }
+        "csv" | "jsonl" | "ndjson" | "lines" => {
+            format!("no scheme; to read {word} from standard input write `stdin:{word}`, from a file `file:data.{word}`")
+        }
+        "sim" => "name the simulator: write `sim:alicat` or `sim:daq`".into(),
+        "alicat" | "daq" => format!("no scheme; write `sim:{word}`"),
+        "file" => "`file` needs a path: write `file:data.csv`".into(),
+        _ => format!(
+            "no scheme; to read the file `{shown}` write `file:{shown}` (sources: {EXAMPLES})"
+        ),
+    };
+    Some(Error::MalformedUri { uri: shown, reason })
+}
+
+/// What to write instead of a sink scheme given as a source.
+fn sink_scheme_hint(scheme: &str, path: &str) -> Option<String> {
+    let path = if path.is_empty() { "PATH" } else { path };
+    match scheme {
+        "csv" | "jsonl" | "ndjson" => {
+            let (what, format) = if scheme == "csv" {
+                ("a CSV file", "csv")
+            } else {
+                ("a JSONL file", "jsonl")
+            };
+            Some(format!(
+                "`{scheme}:` names a sink (where records go); to read {what} as a source write `file:{path}` (the format follows the extension, or add `?format={format}`), or `stdin:{format}` for standard input"
+            ))
+        }
+        "raw" => Some(format!(
+            "`raw:` names a sink (where records go); to read a raw-counts file as a source write `file:{path}` (a path ending in .dt-raw)"
+        )),
+        "tape" => Some(
+            "a tape is not a source URI; play it into sinks with `tapedeck replay DIR --sink …`"
+                .into(),
+        ),
+        "ipc" | "parquet" | "sqlite" | "postgres" | "postgresql" | "memory" | "null" => {
+            Some(format!(
+                "`{scheme}:` names a sink (where records go); tapedeck cannot read it as a source. Sources: {} (e.g. {EXAMPLES})",
+                SCHEMES.join(", ")
+            ))
+        }
+        _ => None,
     }
 }

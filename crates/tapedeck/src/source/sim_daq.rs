@@ -8,6 +8,13 @@
 //! ±10 V converter. `pace=real` (default) emits each block when its last sample would have been
 //! acquired, and marks a block taken more than four buffer durations late as an overrun, as a
 //! board with four buffers would report; `pace=max` emits as fast as possible.
+//!
+//! A run bounded by a duration (`record --duration 5s`, through [`Source::end_after`]) holds
+//! exactly the blocks acquired within it: with `pace=real` the stream ends after the last block
+//! whose last sample falls at or before the duration — 5 s at 10 kHz in blocks of 1000 are 50
+//! blocks, 50,000 samples per channel, the last one ready exactly at 5 s (a block that would end
+//! past the duration is not made: blocks are not split). With `pace=max` the duration is wall
+//! clock time: as many blocks as the machine makes in it.
 
 use std::f64::consts::TAU;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -269,6 +276,20 @@ fn period_ns(rate: f64) -> i64 {
 impl Source for DaqSim {
     fn name(&self) -> &str {
         &self.name
+    }
+
+    fn end_after(&mut self, duration: Duration) -> bool {
+        if !self.real_time {
+            return false;
+        }
+        // Blocks whose last sample lies within `duration`. The relative tolerance keeps an
+        // exact multiple (0.3 s of 0.1 s blocks) from rounding down to one block less.
+        let block_secs = self.block as f64 / self.rate;
+        let whole = (duration.as_secs_f64() / block_secs * (1.0 + 1e-9)).floor();
+        // `as` saturates (and a NaN, impossible here, would give 0).
+        let n = whole as u64;
+        self.blocks = Some(self.blocks.map_or(n, |b| b.min(n)));
+        true
     }
 
     fn next_record(&mut self) -> Result<Option<Record>> {
