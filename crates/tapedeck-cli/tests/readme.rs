@@ -59,8 +59,7 @@ fn every_readme_example_runs_in_order_in_a_fresh_directory() {
             .output()
             .unwrap();
         // `| head` closes the pipe early on purpose; the command before it may end by SIGPIPE.
-        let ok = o.status.success()
-            || (cmd.contains("| head") && o.status.code() == Some(141));
+        let ok = o.status.success() || (cmd.contains("| head") && o.status.code() == Some(141));
         assert!(
             ok,
             "README example failed ({:?}):\n{cmd}\nstderr:\n{}",
