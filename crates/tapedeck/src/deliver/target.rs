@@ -99,24 +99,19 @@ pub fn check_destination(spec: &SinkSpec) -> Result<()> {
         })
     };
     let has_cursor = |path: &Path| hidden_beside(path, "tapedeck-cursor").exists();
-    match spec {
+    let refused: Option<&Path> = match spec {
         SinkSpec::Csv(path, crate::sink::csv::CsvOptions { file, .. })
         | SinkSpec::Jsonl(path, crate::sink::jsonl::JsonlOptions { file, .. })
         | SinkSpec::Raw(path, crate::sink::raw::RawOptions { file, .. }) => {
-            if file_len(path)?.is_some_and(|l| l > 0) && !has_cursor(path) && !file.overwrite {
-                return refuse(path);
-            }
+            (file_len(path)?.is_some_and(|l| l > 0) && !has_cursor(path) && !file.overwrite)
+                .then_some(path.as_path())
         }
         SinkSpec::Ipc(path, o) => {
-            if path.exists() && !has_cursor(path) && !o.file.overwrite {
-                return refuse(path);
-            }
+            (path.exists() && !has_cursor(path) && !o.file.overwrite).then_some(path.as_path())
         }
         #[cfg(feature = "parquet")]
         SinkSpec::Parquet(crate::sink::parquet::ParquetTarget::File(path), o) => {
-            if path.exists() && !has_cursor(path) && !o.file.overwrite {
-                return refuse(path);
-            }
+            (path.exists() && !has_cursor(path) && !o.file.overwrite).then_some(path.as_path())
         }
         #[cfg(feature = "parquet")]
         SinkSpec::Parquet(crate::sink::parquet::ParquetTarget::Dir(dir), _) => {
@@ -125,11 +120,12 @@ pub fn check_destination(spec: &SinkSpec) -> Result<()> {
                     crate::sink::parquet::part_number(&e.file_name().to_string_lossy()).is_some()
                 })
             });
-            if parts && !dir.join(".tapedeck-cursor").exists() {
-                return refuse(dir);
-            }
+            (parts && !dir.join(".tapedeck-cursor").exists()).then_some(dir.as_path())
         }
-        _ => {}
+        _ => None,
+    };
+    if let Some(path) = refused {
+        return refuse(path);
     }
     Ok(())
 }

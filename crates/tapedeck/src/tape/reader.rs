@@ -243,7 +243,7 @@ impl TapeReader {
     /// reader is at the tail): a tape of 10,000 segments is read without 10,000 directory
     /// listings.
     fn segments_after(&mut self, at: u64) -> Result<Arc<Vec<(u64, String)>>> {
-        if !self.listed.last().is_some_and(|(f, _)| *f > at) {
+        if self.listed.last().is_none_or(|(f, _)| *f <= at) {
             self.listed = Arc::new(segment::list(self.storage.as_ref())?);
         }
         Ok(self.listed.clone())
