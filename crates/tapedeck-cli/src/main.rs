@@ -455,6 +455,12 @@ fn record(args: RecordArgs) -> u8 {
         Ok(s) => s,
         Err(e) => return fail(&e),
     };
+    // Rows the run will take, when known: the progress line shows a share and a time left.
+    let expected = match (src.expected_rows(), args.limit) {
+        (Some(n), Some(l)) => Some(n.min(l)),
+        (n, l) => n.or(l),
+    };
+
     // Every URI and option is checked before the first file is created, so a typo in the last
     // `--sink` leaves no empty file behind from the first.
     let specs = match parse_sinks(&args.sinks, args.tape.is_some()) {
@@ -536,7 +542,7 @@ fn record(args: RecordArgs) -> u8 {
             .map(|(_, w, start, _)| (w.clone(), *start));
         let statuses = tape_run.as_ref().map(|(.., d)| d.status_handle());
         std::thread::spawn(move || {
-            progress_loop(&progress, &done, acked, &names, statuses.as_ref());
+            progress_loop(&progress, &done, acked, &names, statuses.as_ref(), expected);
         })
     });
     // Read before `src` moves into the pipe: the column types a text source inferred.
@@ -909,7 +915,14 @@ fn deliver(args: &DeliverArgs) -> u8 {
         let done = done.clone();
         let statuses = delivery.status_handle();
         std::thread::spawn(move || {
-            progress_loop(&Progress::default(), &done, None, &[], Some(&statuses));
+            progress_loop(
+                &Progress::default(),
+                &done,
+                None,
+                &[],
+                Some(&statuses),
+                None,
+            );
         })
     });
     let handle = delivery.status_handle();
@@ -960,6 +973,7 @@ fn progress_loop(
     acked: Option<(TapeWatch, u64)>,
     sink_names: &[String],
     deliveries: Option<&tapedeck::deliver::StatusHandle>,
+    expected: Option<u64>,
 ) {
     let in_place = std::io::stderr().is_terminal();
     let start = Instant::now();
@@ -986,6 +1000,9 @@ fn progress_loop(
                 start.elapsed().as_secs_f64()
             )
         };
+        if let Some(n) = expected.filter(|n| *n > 0) {
+            line.push_str(&progress_share(rows, n, start.elapsed()));
+        }
         if let Some((w, first)) = &acked {
             line.push_str(&format!(
                 "  acked {}",
@@ -1030,6 +1047,20 @@ fn progress_loop(
     if in_place {
         let _ = write!(stderr, "\r\x1b[2K");
     }
+}
+
+/// `  42%  ETA 3s`: the share of `n` rows done and the time left at the average rate so far.
+fn progress_share(rows: u64, n: u64, elapsed: Duration) -> String {
+    let done = rows.min(n);
+    let pct = done as f64 * 100.0 / n as f64;
+    let secs = elapsed.as_secs_f64();
+    let eta = if done == 0 || secs <= 0.0 {
+        "?".to_string()
+    } else {
+        let left = (n - done) as f64 / (done as f64 / secs);
+        humantime::format_duration(Duration::from_secs(left.ceil() as u64)).to_string()
+    };
+    format!("  {pct:.0}%  ETA {eta}")
 }
 
 fn human_rate(r: f64) -> String {

@@ -508,3 +508,27 @@ fn the_summary_says_which_type_each_column_got() {
     assert_eq!(s["columns"][1]["name"], "flow");
     assert_eq!(s["columns"][1]["type"], "float");
 }
+
+/// Item 9: with the row count known, the progress line shows a share and the time left.
+#[test]
+fn the_progress_line_shows_a_share_and_time_left_when_the_count_is_known() {
+    let o = tapedeck()
+        .args([
+            "record",
+            "--source",
+            "sim:alicat?n=1500&rate=2000",
+            "--sink",
+            "null:",
+            "--progress",
+            "always",
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let err = stderr(&o);
+    let line = err
+        .lines()
+        .find(|l| l.contains("ETA"))
+        .unwrap_or_else(|| panic!("no ETA in: {err}"));
+    assert!(line.contains('%'), "{line}");
+}

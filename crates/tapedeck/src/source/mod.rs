@@ -55,6 +55,12 @@ pub trait Source: Send {
     fn end_after(&mut self, _duration: Duration) -> bool {
         false
     }
+
+    /// How many rows the source will yield, when it knows (`sim:alicat?n=…`, `sim:daq?blocks=…`):
+    /// the progress line shows a percentage and an estimate of the time left.
+    fn expected_rows(&self) -> Option<u64> {
+        None
+    }
 }
 
 impl Source for Box<dyn Source> {
@@ -72,6 +78,9 @@ impl Source for Box<dyn Source> {
     }
     fn end_after(&mut self, duration: Duration) -> bool {
         (**self).end_after(duration)
+    }
+    fn expected_rows(&self) -> Option<u64> {
+        (**self).expected_rows()
     }
 }
 

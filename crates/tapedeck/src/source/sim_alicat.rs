@@ -136,6 +136,10 @@ impl Source for AlicatSim {
         &self.name
     }
 
+    fn expected_rows(&self) -> Option<u64> {
+        self.n
+    }
+
     fn set_batch_hint(&mut self, rows: usize) {
         self.chunk = rows.max(1);
     }

@@ -278,6 +278,12 @@ impl Source for DaqSim {
         &self.name
     }
 
+    fn expected_rows(&self) -> Option<u64> {
+        // Rows count samples per channel, as `pipe` does.
+        self.blocks
+            .and_then(|b| b.checked_mul(u64::try_from(self.block).ok()?))
+    }
+
     fn end_after(&mut self, duration: Duration) -> bool {
         if !self.real_time {
             return false;
