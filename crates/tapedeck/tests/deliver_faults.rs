@@ -469,3 +469,64 @@ mod postgres {
             .unwrap();
     }
 }
+
+/// Appends `blocks` simulated DAQ blocks (with raw codes) to the tape in `dir`.
+fn record_blocks(dir: &Path, blocks: u64) -> (TapeRef, u64) {
+    use tapedeck::record::Record;
+    use tapedeck::source::Source;
+    let mut src = tapedeck::source::open(&format!(
+        "sim:daq?channels=2&rate=10000&block=100&blocks={blocks}&pace=max&raw=true"
+    ))
+    .unwrap();
+    let w = TapeWriter::open(dir, TapeOptions::default()).unwrap();
+    while let Some(r) = src.next_record().unwrap() {
+        if let Record::Block(b) = r {
+            w.append(&b.to_wide_batch().unwrap()).unwrap();
+        }
+    }
+    let tape = TapeRef {
+        dir: dir.to_path_buf(),
+        id: w.id().to_string(),
+    };
+    let end = w.next_seq();
+    w.close().unwrap();
+    (tape, end)
+}
+
+/// Crash harness bug A: a finished `.dt-raw` file ends with its `final` marker, which the next
+/// delivery cuts before it appends. Killed before its first commit, that delivery must leave a
+/// file the following one can resume — the cursor moves to the cut length before anything new
+/// is written.
+#[test]
+fn a_raw_file_resumes_after_a_kill_right_after_its_final_marker_was_cut() {
+    let dir = tempfile::tempdir().unwrap();
+    let tape_dir = dir.path().join("tape");
+    let out = dir.path().join("out.dt-raw");
+    let uri = format!("raw:{}", out.display());
+    let (tape, end) = record_blocks(&tape_dir, 3);
+    assert_eq!(deliver(&tape, end, &uri).state, "done");
+    let (_, end2) = record_blocks(&tape_dir, 4);
+    assert!(end2 > end);
+    // The next delivery opens (cutting the marker), writes a block, and is killed: no
+    // destructor, no commit.
+    let spec = tapedeck::sink::parse_unchecked(&uri).unwrap();
+    let mut t = target::open(spec, &tape, 0).unwrap();
+    let mut reader =
+        tapedeck::tape::TapeReader::open(&tape_dir, tapedeck::tape::StartAt::Seq(end)).unwrap();
+    let (_, b) = reader.next_batch().unwrap().unwrap();
+    t.write(&b).unwrap();
+    std::mem::forget(t);
+    // What the page cache holds survives a kill; the next delivery resumes.
+    let status = deliver(&tape, end2, &uri);
+    assert_eq!(status.state, "done", "{status:?}");
+    let mut r = tapedeck::dtraw::reader::DtRawReader::open(&out).unwrap();
+    let mut samples = 0u64;
+    let mut seqs = Vec::new();
+    while let Some(c) = r.next_chunk().unwrap() {
+        samples += c.header.valid_samples as u64;
+        seqs.push(c.header.seq);
+    }
+    assert!(r.stop().is_none(), "the whole file reads: {:?}", r.stop());
+    assert_eq!(samples, end2, "every sample, once");
+    assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{seqs:?}");
+}

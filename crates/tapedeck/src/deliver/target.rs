@@ -404,6 +404,26 @@ impl TextFile {
             .write(true)
             .open(path)
             .map_err(|e| Error::io("open", path, e))?;
+        let mut cursor = cursor;
+        // Opening may have cut the file below its committed length: a `.dt-raw` file loses its
+        // `final` marker, which the new chunks replace. The cursor moves to the cut length
+        // (same row) before anything new is written, durably, so a kill before the first
+        // commit leaves a cursor that cuts the file at a chunk boundary, not inside a new chunk.
+        if let Some(p) = cursor.position()
+            && let Some(now) = file_len(path)?
+            && now < p.value
+        {
+            data.sync_data()
+                .map_err(|e| Error::io("fdatasync", path, e))?;
+            cursor.commit(
+                Position {
+                    seq: p.seq,
+                    value: now,
+                    flags: p.flags,
+                },
+                true,
+            )?;
+        }
         let committer = Committer::start(
             &name,
             Durable {
