@@ -3,7 +3,9 @@
 //! Parsing is deliberately small: the scheme is everything before the first `:`, the path runs to
 //! the first `?`, and the query is `&`-separated `key=value` pairs with `%XX` escapes decoded.
 //! Every sink and source declares the parameters it knows; [`Params::finish`] turns a parameter
-//! nobody asked for into an error that lists the valid ones, so a typo never passes silently.
+//! nobody asked for into an error that lists the valid ones, so a typo never passes silently,
+//! and a parameter given twice is an error naming both values. Booleans read `true` / `false`,
+//! `yes` / `no`, `on` / `off` and `1` / `0` in any letter case ([`Params::flag_or`]).
 //! [`redact`] removes a password from `scheme://user:password@host/…`, and the value of a
 //! `password=` / `pass=` parameter or connection-string key, before a URI is shown; errors about
 //! a part of a URI that lies inside a password never quote that part.
@@ -65,6 +67,7 @@ impl Uri {
         };
         let mut pairs = Vec::new();
         let mut secret = Vec::new();
+        let mut bares = Vec::new();
         if let Some(query) = query {
             // Byte offset of each pair in `text`, so a pair inside a password is known.
             let mut at = path_start + path.len() + 1;
@@ -74,15 +77,20 @@ impl Uri {
                 if pair.is_empty() {
                     continue;
                 }
-                let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+                let (k, v, bare) = match pair.split_once('=') {
+                    Some((k, v)) => (k, v, false),
+                    None => (pair, "", true),
+                };
                 let key_hidden = is_secret(span.start..span.start + k.len());
                 let value_hidden = is_secret(span.start + k.len()..span.end);
                 let key = percent_decode(k).ok_or_else(|| bad_escape(&shown, k, key_hidden))?;
                 let value = percent_decode(v).ok_or_else(|| bad_escape(&shown, v, value_hidden))?;
                 pairs.push((key, value));
                 secret.push((key_hidden, value_hidden));
+                bares.push(bare);
             }
         }
+        check_repeated(&shown, &pairs, &secret)?;
         let path_hidden = is_secret(path_start..path_start + path.len());
         Ok(Uri {
             scheme: scheme.to_ascii_lowercase(),
@@ -91,6 +99,7 @@ impl Uri {
                 uri: shown,
                 pairs,
                 secret,
+                bare: bares,
                 used: Vec::new(),
             },
         })
@@ -131,6 +140,49 @@ fn bad_escape(uri: &str, part: &str, secret: bool) -> Error {
             format!("bad %-escape in `{}`", redact(part))
         },
     }
+}
+
+/// A parameter given twice (`?table=a&table=b`) is an error naming it and both values: which
+/// one was meant cannot be guessed, and keeping the last one silently hides a typo. A value
+/// that lies inside a password is never quoted; keys that lie inside one are left to
+/// [`Params::finish`].
+fn check_repeated(uri: &str, pairs: &[(String, String)], secret: &[(bool, bool)]) -> Result<()> {
+    for (i, ((key, first), (key_secret, first_secret))) in pairs.iter().zip(secret).enumerate() {
+        if *key_secret {
+            continue;
+        }
+        let again = pairs
+            .iter()
+            .zip(secret)
+            .skip(i + 1)
+            .find(|((k, _), (ks, _))| k == key && !ks);
+        if let Some(((_, second), (_, second_secret))) = again {
+            let hidden = SECRET_KEYS
+                .iter()
+                .any(|s| key.to_ascii_lowercase().contains(s));
+            let show = |v: &str, secret: bool| {
+                if hidden || secret {
+                    "***".to_string()
+                } else {
+                    format!("`{v}`")
+                }
+            };
+            return Err(Error::MalformedUri {
+                uri: uri.to_string(),
+                reason: format!(
+                    "parameter `{key}` is given twice ({} and {}); give it once, e.g. `{key}={}`",
+                    show(first, *first_secret),
+                    show(second, *second_secret),
+                    if hidden || *second_secret {
+                        "…"
+                    } else {
+                        second.as_str()
+                    }
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 fn percent_decode(s: &str) -> Option<String> {
@@ -278,6 +330,8 @@ pub struct Params {
     /// Per pair: its key, its value lies (partly) inside a credential, so errors never quote
     /// it.
     secret: Vec<(bool, bool)>,
+    /// Per pair: written without `=` (`?overwrite`), which a boolean reads as true.
+    bare: Vec<bool>,
     used: Vec<&'static str>,
 }
 
@@ -290,7 +344,8 @@ impl std::fmt::Debug for Params {
 }
 
 impl Params {
-    /// The raw value of `key`, if present (the last one wins), marking it as known. A pair
+    /// The raw value of `key`, if present, marking it as known ([`Uri::parse`] refuses a key
+    /// given twice). A pair
     /// whose key lies inside a password (`postgres://u:pa?table=x@h/db` splits at its `?`) is
     /// never returned: [`Params::finish`] reports it instead.
     pub fn raw(&mut self, key: &'static str) -> Option<&str> {
@@ -334,13 +389,40 @@ impl Params {
         }
     }
 
-    /// A boolean parameter: `true|false|1|0|yes|no`; a bare `key` means true.
+    /// A boolean parameter, false when absent; see [`Params::flag_or`].
     pub fn flag(&mut self, key: &'static str) -> Result<bool> {
-        match self.value_or_error(key, "true or false") {
-            None => Ok(false),
-            Some((v, err)) => match v.as_str() {
-                "" | "true" | "1" | "yes" | "on" => Ok(true),
-                "false" | "0" | "no" | "off" => Ok(false),
+        self.flag_or(key, false)
+    }
+
+    /// A boolean parameter, `default` when absent: `true` / `false`, `yes` / `no`, `on` / `off`
+    /// or `1` / `0`, in any letter case; a bare `key` (no `=`) means true. Anything else —
+    /// also `key=` with nothing after the `=` — is [`Error::BadParam`] naming the parameter,
+    /// the value and the accepted forms.
+    ///
+    /// ```
+    /// let mut uri = tapedeck::uri::Uri::parse("csv:a.csv?overwrite=True&strict=perhaps").unwrap();
+    /// assert!(uri.params.flag("overwrite").unwrap());
+    /// let e = uri.params.flag("strict").unwrap_err().to_string();
+    /// assert!(e.contains("`perhaps`") && e.contains("`strict`") && e.contains("strict=true"), "{e}");
+    /// ```
+    pub fn flag_or(&mut self, key: &'static str, default: bool) -> Result<bool> {
+        let bare = self
+            .pairs
+            .iter()
+            .zip(&self.secret)
+            .zip(&self.bare)
+            .rev()
+            .find(|(((k, _), (key_secret, _)), _)| k == key && !key_secret)
+            .is_some_and(|(_, bare)| *bare);
+        let expected = format!(
+            "true or false (also yes/no, on/off, 1/0, in any letter case): write `{key}=true` or `{key}=false`"
+        );
+        match self.value_or_error(key, &expected) {
+            None => Ok(default),
+            Some(_) if bare => Ok(true),
+            Some((v, err)) => match v.to_ascii_lowercase().as_str() {
+                "true" | "yes" | "on" | "1" => Ok(true),
+                "false" | "no" | "off" | "0" => Ok(false),
                 _ => Err(err),
             },
         }

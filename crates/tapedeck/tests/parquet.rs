@@ -340,22 +340,55 @@ fn compression_and_dictionary_options() {
         err.to_string().contains("zstd, snappy, lz4, gzip, none"),
         "{err}"
     );
-    let err = sink::open("parquet:x.parquet?level=99").err().unwrap();
-    assert!(
-        matches!(
-            err,
-            Error::InvalidOption {
-                option: "level",
-                ..
-            }
+    // Out-of-range options are usage errors naming the URI, the parameter, the value and
+    // what to write instead.
+    for (uri, param, value, hint) in [
+        ("parquet:x.parquet?level=99", "level", "99", "level=3"),
+        (
+            "parquet:x.parquet?compression=gzip&level=10",
+            "level",
+            "10",
+            "level=6",
         ),
-        "{err:?}"
-    );
-    let err = sink::open("parquet:x.parquet?row_group_rows=0")
-        .err()
-        .unwrap();
-    assert!(matches!(err, Error::InvalidOption { .. }), "{err:?}");
+        (
+            "parquet:x.parquet?compression=snappy&level=3",
+            "level",
+            "3",
+            "drop `level=`",
+        ),
+        (
+            "parquet:x.parquet?row_group_rows=0",
+            "row_group_rows",
+            "0",
+            "row_group_rows=131072",
+        ),
+        (
+            "parquet:parts/?roll_rows=0",
+            "roll_rows",
+            "0",
+            "roll_rows=1000000",
+        ),
+    ] {
+        let err = sink::open(uri).err().unwrap();
+        match &err {
+            Error::BadParam {
+                uri: shown,
+                param: p,
+                value: v,
+                expected,
+            } => {
+                assert_eq!(
+                    (shown.as_str(), p.as_str(), v.as_str()),
+                    (uri, param, value)
+                );
+                assert!(expected.contains(hint), "{uri}: {expected}");
+            }
+            other => panic!("{uri}: expected BadParam, got {other:?}"),
+        }
+        assert!(err.is_usage(), "{uri}");
+    }
     assert!(!Path::new("x.parquet").exists());
+    assert!(!Path::new("parts").exists());
 }
 
 fn block(index: u64) -> Block {

@@ -293,8 +293,12 @@ fn bad_tables_and_values_are_typed_errors_naming_schema_table_and_column() {
     };
     let s = schema(&db, "bad_tables");
 
-    // Missing table (create_table defaults to false).
-    let mut sink = sink::open(&uri(&url, &format!("schema={s}&table=nothere"))).unwrap();
+    // Missing table under create_table=false.
+    let mut sink = sink::open(&uri(
+        &url,
+        &format!("schema={s}&table=nothere&create_table=false"),
+    ))
+    .unwrap();
     let e = sink.write(&typed_batch(0, 3)).unwrap_err();
     assert!(matches!(e, Error::MissingTable { .. }), "{e:?}");
     assert!(e.to_string().contains(&format!("{s}.nothere")), "{e}");
@@ -580,4 +584,188 @@ fn a_server_restart_mid_run_loses_nothing_and_duplicates_nothing() {
     drop(db);
     let db = Db::connect(&url).unwrap();
     assert_exactly_once(&db, "public.t", n);
+}
+
+#[test]
+fn a_plain_uri_creates_the_table_and_create_table_false_insists_on_one() {
+    let Some((url, db)) = server("plain_uri") else {
+        return;
+    };
+    let s = schema(&db, "plain_uri");
+    // No create_table in the URI: the missing table is created, as SQLite does.
+    let mut sink = sink::open(&uri(&url, &format!("schema={s}&table=fresh"))).unwrap();
+    sink.write(&typed_batch(0, 5)).unwrap();
+    sink.close().unwrap();
+    assert_eq!(db.count(&format!("SELECT count(*) FROM {s}.fresh")), 5);
+    // create_table=false insists on an existing table.
+    let mut sink = sink::open(&uri(
+        &url,
+        &format!("schema={s}&table=absent&create_table=false"),
+    ))
+    .unwrap();
+    let e = sink.write(&typed_batch(0, 1)).unwrap_err();
+    assert!(matches!(e, Error::MissingTable { .. }), "{e:?}");
+    sink.close().unwrap();
+    db.exec(&format!("DROP SCHEMA {s} CASCADE"));
+}
+
+#[test]
+fn a_run_that_fails_before_writing_leaves_no_cursor_row() {
+    let Some((url, db)) = server("no_cursor_row") else {
+        return;
+    };
+    let s = schema(&db, "no_cursor_row");
+    let rows = |db: &Db| db.count(&format!("SELECT count(*) FROM {s}.tapedeck_cursor"));
+    // The first batch is refused (no table under create_table=false).
+    let mut sink = sink::open(&uri(
+        &url,
+        &format!("schema={s}&table=absent&create_table=false"),
+    ))
+    .unwrap();
+    sink.write(&typed_batch(0, 3)).unwrap_err();
+    sink.close().unwrap();
+    assert_eq!(
+        rows(&db),
+        0,
+        "a run refused at its first batch left its row"
+    );
+    // The first flush is refused by the server's types (rolled back).
+    db.exec(&format!("CREATE TABLE {s}.small (id smallint)"));
+    let mut sink = sink::open(&uri(&url, &format!("schema={s}&table=small"))).unwrap();
+    sink.write(&batch(vec![(
+        "id",
+        Arc::new(Int64Array::from(vec![1_000_000])) as ArrayRef,
+    )]))
+    .unwrap();
+    sink.flush().unwrap_err();
+    let _ = sink.close();
+    assert_eq!(rows(&db), 0, "a run whose first flush failed left its row");
+    // A sink dropped without writing (the next sink failed to open).
+    drop(sink::open(&uri(&url, &format!("schema={s}&table=small"))).unwrap());
+    assert_eq!(rows(&db), 0);
+    // A run that commits keeps its row.
+    let mut sink = sink::open(&uri(&url, &format!("schema={s}&table=small"))).unwrap();
+    sink.write(&batch(vec![(
+        "id",
+        Arc::new(Int64Array::from(vec![7])) as ArrayRef,
+    )]))
+    .unwrap();
+    sink.close().unwrap();
+    assert_eq!(rows(&db), 1);
+    assert_eq!(
+        db.count(&format!(
+            "SELECT flushes FROM {s}.tapedeck_cursor WHERE target_table = '{s}.small'"
+        )),
+        1
+    );
+    db.exec(&format!("DROP SCHEMA {s} CASCADE"));
+}
+
+/// A tape in `dir` holding `n` rows `id` (from `from`); returns it and its end.
+fn tape(dir: &std::path::Path, from: i64, n: i64) -> (tapedeck::deliver::TapeRef, u64) {
+    let w = tapedeck::tape::TapeWriter::open(
+        dir,
+        tapedeck::tape::TapeOptions {
+            fsync: tapedeck::tape::FsyncPolicy::Never,
+            ..tapedeck::tape::TapeOptions::default()
+        },
+    )
+    .unwrap();
+    w.append(&batch(vec![(
+        "id",
+        Arc::new(Int64Array::from_iter_values(from..from + n)) as ArrayRef,
+    )]))
+    .unwrap();
+    let tape = tapedeck::deliver::TapeRef {
+        dir: dir.to_path_buf(),
+        id: w.id().to_string(),
+    };
+    let end = w.next_seq();
+    w.close().unwrap();
+    (tape, end)
+}
+
+fn start_delivery(
+    tape: &tapedeck::deliver::TapeRef,
+    end: u64,
+    uri: &str,
+) -> tapedeck::deliver::Delivery {
+    let spec = sink::parse_unchecked(uri).unwrap();
+    tapedeck::deliver::Delivery::start(
+        tape.clone(),
+        vec![(uri.to_string(), spec)],
+        tapedeck::deliver::TapeEnd::Fixed(end),
+        &tapedeck::deliver::DeliveryOptions::default(),
+    )
+    .unwrap()
+}
+
+#[test]
+fn a_delivery_that_fails_before_committing_leaves_no_cursor_row() {
+    let Some((url, db)) = server("delivery_no_row") else {
+        return;
+    };
+    let s = schema(&db, "delivery_no_row");
+    let dir = tempfile::tempdir().unwrap();
+    let (t, end) = tape(&dir.path().join("tape"), 0, 40);
+    let refused = uri(&url, &format!("schema={s}&table=t&create_table=false"));
+    let st = start_delivery(&t, end, &refused).finish(end).pop().unwrap();
+    assert_eq!(st.state, "failed", "{st:?}");
+    assert_eq!(
+        db.count(&format!("SELECT count(*) FROM {s}.tapedeck_cursor")),
+        0,
+        "the failed delivery left its cursor row"
+    );
+    let st = start_delivery(&t, end, &uri(&url, &format!("schema={s}&table=t")))
+        .finish(end)
+        .pop()
+        .unwrap();
+    assert_eq!((st.state.as_str(), st.cursor), ("done", Some(40)), "{st:?}");
+    assert_eq!(db.count(&format!("SELECT count(*) FROM {s}.t")), 40);
+    assert_eq!(
+        db.count(&format!(
+            "SELECT tape_seq FROM {s}.tapedeck_cursor WHERE sink LIKE 'tape:%'"
+        )),
+        40
+    );
+    db.exec(&format!("DROP SCHEMA {s} CASCADE"));
+}
+
+#[test]
+fn two_tapes_delivering_into_one_new_table_at_once_cannot_both_get_in() {
+    let Some((url, db)) = server("two_tapes_race") else {
+        return;
+    };
+    for round in 0..3 {
+        let s = schema(&db, "two_tapes_race");
+        let target = uri(&url, &format!("schema={s}&table=t"));
+        let dir = tempfile::tempdir().unwrap();
+        let (a, end_a) = tape(&dir.path().join("a"), 0, 300);
+        let (b, end_b) = tape(&dir.path().join("b"), 1000, 200);
+        // Both open before either commits: each sees a table no tape holds yet.
+        let da = start_delivery(&a, end_a, &target);
+        let db_ = start_delivery(&b, end_b, &target);
+        let sa = da.finish(end_a).pop().unwrap();
+        let sb = db_.finish(end_b).pop().unwrap();
+        let states = [sa.state.as_str(), sb.state.as_str()];
+        assert!(
+            states == ["done", "failed"] || states == ["failed", "done"],
+            "round {round}: {sa:?} {sb:?}"
+        );
+        let (winner, loser) = if sa.state == "done" {
+            (&sa, &sb)
+        } else {
+            (&sb, &sa)
+        };
+        let e = loser.error.clone().unwrap_or_default();
+        assert!(e.contains("already holds rows delivered from tape"), "{e}");
+        let n = db.count(&format!("SELECT count(*) FROM {s}.t"));
+        assert_eq!(Some(n as u64), winner.cursor, "round {round}");
+        assert_eq!(
+            db.count(&format!("SELECT count(*) FROM {s}.tapedeck_cursor")),
+            1,
+            "round {round}"
+        );
+        db.exec(&format!("DROP SCHEMA {s} CASCADE"));
+    }
 }

@@ -463,3 +463,119 @@ fn python_sqlite3_reads_the_database() {
         "(3, -6, '2026-01-01T00:00:00.000100Z')"
     );
 }
+
+/// A tape in `dir` holding `n` rows `i` (from `from`); returns it and its end.
+fn tape(dir: &std::path::Path, from: i64, n: i64) -> (tapedeck::deliver::TapeRef, u64) {
+    let w = tapedeck::tape::TapeWriter::open(
+        dir,
+        tapedeck::tape::TapeOptions {
+            fsync: tapedeck::tape::FsyncPolicy::Never,
+            ..tapedeck::tape::TapeOptions::default()
+        },
+    )
+    .unwrap();
+    w.append(&batch(vec![(
+        "i",
+        Arc::new(Int64Array::from_iter_values(from..from + n)) as ArrayRef,
+    )]))
+    .unwrap();
+    let tape = tapedeck::deliver::TapeRef {
+        dir: dir.to_path_buf(),
+        id: w.id().to_string(),
+    };
+    let end = w.next_seq();
+    w.close().unwrap();
+    (tape, end)
+}
+
+/// Starts delivering `tape` up to `end` into `uri`.
+fn start_delivery(
+    tape: &tapedeck::deliver::TapeRef,
+    end: u64,
+    uri: &str,
+) -> tapedeck::deliver::Delivery {
+    let spec = sink::parse_unchecked(uri).unwrap();
+    tapedeck::deliver::Delivery::start(
+        tape.clone(),
+        vec![(uri.to_string(), spec)],
+        tapedeck::deliver::TapeEnd::Fixed(end),
+        &tapedeck::deliver::DeliveryOptions::default(),
+    )
+    .unwrap()
+}
+
+fn cursor_rows(path: &std::path::Path) -> i64 {
+    let conn = Connection::open(path).unwrap();
+    let exists: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM sqlite_master WHERE name = 'tapedeck_cursor'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    if exists == 0 {
+        return 0;
+    }
+    conn.query_row("SELECT count(*) FROM tapedeck_cursor", [], |r| r.get(0))
+        .unwrap()
+}
+
+#[test]
+fn a_delivery_that_fails_before_committing_leaves_no_cursor_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = db(&dir);
+    // The database exists (another table), the delivery's table does not.
+    Connection::open(&path)
+        .unwrap()
+        .execute_batch("CREATE TABLE other (x INTEGER)")
+        .unwrap();
+    let (t, end) = tape(&dir.path().join("tape"), 0, 50);
+    let uri = format!("sqlite:{}?table=t&create_table=false", path.display());
+    let st = start_delivery(&t, end, &uri).finish(end).pop().unwrap();
+    assert_eq!(st.state, "failed", "{st:?}");
+    assert_eq!(
+        cursor_rows(&path),
+        0,
+        "the failed delivery left its cursor row"
+    );
+
+    // Fixed, the same delivery goes through from the tape's start and keeps its row.
+    let uri = format!("sqlite:{}?table=t", path.display());
+    let st = start_delivery(&t, end, &uri).finish(end).pop().unwrap();
+    assert_eq!((st.state.as_str(), st.cursor), ("done", Some(50)), "{st:?}");
+    assert_eq!(cursor_rows(&path), 1);
+}
+
+#[test]
+fn two_tapes_delivering_into_one_new_table_at_once_cannot_both_get_in() {
+    for round in 0..5 {
+        let dir = tempfile::tempdir().unwrap();
+        let path = db(&dir);
+        let uri = format!("sqlite:{}?table=t", path.display());
+        let (a, end_a) = tape(&dir.path().join("a"), 0, 300);
+        let (b, end_b) = tape(&dir.path().join("b"), 1000, 200);
+        // Both open before either commits: each sees a table no tape holds yet.
+        let da = start_delivery(&a, end_a, &uri);
+        let db_ = start_delivery(&b, end_b, &uri);
+        let sa = da.finish(end_a).pop().unwrap();
+        let sb = db_.finish(end_b).pop().unwrap();
+        let states = [sa.state.as_str(), sb.state.as_str()];
+        assert!(
+            states == ["done", "failed"] || states == ["failed", "done"],
+            "round {round}: {sa:?} {sb:?}"
+        );
+        let (winner, loser) = if sa.state == "done" {
+            (&sa, &sb)
+        } else {
+            (&sb, &sa)
+        };
+        let e = loser.error.clone().unwrap_or_default();
+        assert!(e.contains("already holds rows delivered from tape"), "{e}");
+        let conn = Connection::open(&path).unwrap();
+        let n: i64 = conn
+            .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(Some(n as u64), winner.cursor, "round {round}");
+        assert_eq!(cursor_rows(&path), 1, "round {round}");
+    }
+}

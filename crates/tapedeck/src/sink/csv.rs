@@ -18,7 +18,7 @@ use std::sync::Arc;
 use arrow_array::RecordBatch;
 use arrow_schema::{DataType, Field, Schema};
 
-use super::file::{BufferedOutput, FileOptions};
+use super::file::{BufferedOutput, Created, FileOptions};
 use super::text::TextEncoder;
 use super::{Lifecycle, Sink, SinkStats};
 use crate::error::{Error, Result};
@@ -48,6 +48,8 @@ pub struct CsvSink {
     header_written: bool,
     encoder: TextEncoder,
     rows: u64,
+    /// What opening created, removed again if the run fails before a row is written.
+    created: Created,
 }
 
 impl CsvSink {
@@ -64,8 +66,9 @@ impl CsvSink {
     /// ```
     pub fn create(path: impl AsRef<Path>, options: CsvOptions) -> Result<CsvSink> {
         let path = path.as_ref();
-        let opened = options.file.open(path, true)?;
+        let mut opened = options.file.open(path, true)?;
         let existing_len = opened.existing_len;
+        let created = std::mem::take(&mut opened.created);
         let mut out = BufferedOutput::new(opened);
         let existing_header = if existing_len > 0 {
             Some(read_header_and_fix_tail(
@@ -91,6 +94,7 @@ impl CsvSink {
             lock,
             encoder: TextEncoder::default(),
             rows: 0,
+            created,
         })
     }
 
@@ -189,28 +193,38 @@ impl Sink for CsvSink {
 
     fn write(&mut self, batch: &RecordBatch) -> Result<()> {
         self.life.check_open()?;
-        self.encode(batch)
+        let r = self.encode(batch);
+        self.life.watch(r)
     }
 
     fn write_block(&mut self, block: &Block) -> Result<()> {
         self.life.check_open()?;
-        if !self.options.accept_blocks {
-            return Err(Error::BlocksRefused {
+        let r = if self.options.accept_blocks {
+            block.to_long_batch().and_then(|b| self.encode(&b))
+        } else {
+            Err(Error::BlocksRefused {
                 sink: self.life.name().to_string(),
-            });
-        }
-        self.encode(&block.to_long_batch()?)
+            })
+        };
+        self.life.watch(r)
     }
 
     fn flush(&mut self) -> Result<()> {
         self.life.check_open()?;
-        self.out.write_out()
+        let r = self.out.write_out();
+        self.life.watch(r)
     }
 
     fn close(&mut self) -> Result<()> {
         if !self.life.begin_close() {
             return Ok(());
         }
+        if self.life.failed() && self.rows == 0 && self.created.has_file() {
+            // The run failed before a row reached this sink: the file it made goes again.
+            self.out.buf.clear();
+            return self.created.remove(&[]);
+        }
+        self.created.keep();
         if !self.header_written
             && let Some(schema) = self.lock.schema().map(Arc::clone)
         {
@@ -218,6 +232,10 @@ impl Sink for CsvSink {
             self.push_header(&schema);
         }
         self.out.write_out()
+    }
+
+    fn abandon(&mut self) {
+        self.life.abandon();
     }
 
     fn stats(&self) -> SinkStats {
@@ -231,7 +249,9 @@ impl Sink for CsvSink {
 
 impl Drop for CsvSink {
     fn drop(&mut self) {
-        // Best effort: a sink dropped without close still leaves its rows in the file.
+        // Best effort: a sink dropped without close still leaves its rows in the file (and
+        // no file at all if it made one and got no row).
+        self.life.abandon_unless_closed();
         let _ = self.close();
     }
 }

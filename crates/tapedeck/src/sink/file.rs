@@ -27,6 +27,98 @@ pub(crate) struct OpenedFile {
     pub path: PathBuf,
     /// Length of the file before this run (non-zero only when appending).
     pub existing_len: u64,
+    /// What opening it created (the file unless it existed, new parent directories).
+    pub created: Created,
+}
+
+/// What a sink created on disk for this run: a file that did not exist before, and the parent
+/// directories it had to make. A run that fails before the sink wrote any data takes them away
+/// again ([`Created::remove`]), so the retry the error message suggests finds the path free
+/// instead of failing with "already exists". Files that existed before (`overwrite=true`,
+/// `append=true`) are never removed.
+#[derive(Debug, Default)]
+pub(crate) struct Created {
+    file: Option<PathBuf>,
+    /// Deepest first.
+    dirs: Vec<PathBuf>,
+}
+
+impl Created {
+    /// Directories made by [`create_parents`]; no file yet.
+    pub(crate) fn dirs(dirs: Vec<PathBuf>) -> Created {
+        Created { file: None, dirs }
+    }
+
+    /// Adds the file `path` (created now) and the directories `dirs` made for it.
+    pub(crate) fn add(&mut self, file: Option<PathBuf>, mut dirs: Vec<PathBuf>) {
+        if file.is_some() {
+            self.file = file;
+        }
+        dirs.append(&mut self.dirs);
+        self.dirs = dirs;
+    }
+
+    /// Forgets everything: what was created now holds data and stays.
+    pub(crate) fn keep(&mut self) {
+        self.file = None;
+        self.dirs.clear();
+    }
+
+    /// True when this run created the file.
+    pub(crate) fn has_file(&self) -> bool {
+        self.file.is_some()
+    }
+
+    /// Removes the file (and the files named `file` + each of `companions`, e.g. SQLite's
+    /// `-wal`), then each directory this run made if it is empty (a directory another sink or
+    /// process put something in stays). Runs once; an error names the file.
+    pub(crate) fn remove(&mut self, companions: &[&str]) -> Result<()> {
+        let mut result = Ok(());
+        if let Some(file) = self.file.take() {
+            for suffix in std::iter::once(&"").chain(companions) {
+                let mut p = file.clone().into_os_string();
+                p.push(suffix);
+                match std::fs::remove_file(&p) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => {
+                        if result.is_ok() {
+                            result = Err(Error::io("remove the unwritten file", p, e));
+                        }
+                    }
+                }
+            }
+            tracing::info!(
+                "removed {}: the run failed before writing anything to it",
+                file.display()
+            );
+        }
+        for dir in std::mem::take(&mut self.dirs) {
+            // Not empty (or already gone): it stays.
+            let _ = std::fs::remove_dir(&dir);
+        }
+        result
+    }
+}
+
+/// Creates the missing parent directories of `path`; returns the ones it made, deepest first.
+pub(crate) fn create_parents(path: &Path) -> Result<Vec<PathBuf>> {
+    let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) else {
+        return Ok(Vec::new());
+    };
+    create_dirs(parent)
+}
+
+/// Creates `dir` and its missing parents; returns the ones it made, deepest first.
+pub(crate) fn create_dirs(dir: &Path) -> Result<Vec<PathBuf>> {
+    let missing: Vec<PathBuf> = dir
+        .ancestors()
+        .filter(|a| !a.as_os_str().is_empty())
+        .take_while(|a| !a.exists())
+        .map(Path::to_path_buf)
+        .collect();
+    std::fs::create_dir_all(dir).map_err(|e| Error::io("create directory", dir, e))?;
+    Ok(missing)
 }
 
 impl FileOptions {
@@ -53,9 +145,9 @@ impl FileOptions {
     /// path is needed, and an existing file needs `overwrite` (or `append`).
     pub(crate) fn check_target(&self, path: &Path, can_append: bool) -> Result<()> {
         if path.as_os_str().is_empty() {
-            return Err(Error::MalformedUri {
-                uri: String::new(),
-                reason: "the sink needs a file path, e.g. `csv:run.csv`".into(),
+            return Err(Error::InvalidOption {
+                option: "path",
+                message: "a file sink needs a file path, e.g. `csv:run.csv`".into(),
             });
         }
         if !self.overwrite && !self.append && path.exists() {
@@ -64,39 +156,53 @@ impl FileOptions {
         Ok(())
     }
 
-    /// Opens `path` for writing under these options.
+    /// Opens `path` for writing under these options, recording what it creates.
     pub(crate) fn open(&self, path: &Path, can_append: bool) -> Result<OpenedFile> {
         self.check_target(path, can_append)?;
-        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent)
-                .map_err(|e| Error::io("create directory", parent, e))?;
-        }
-        let mut oo = OpenOptions::new();
+        let dirs = create_parents(path)?;
         if self.append {
-            oo.read(true).append(true).create(true);
-        } else if self.overwrite {
-            oo.write(true).create(true).truncate(true);
-        } else {
-            oo.write(true).create_new(true);
-        }
-        let file = oo.open(path).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::AlreadyExists {
-                exists(path, can_append)
-            } else {
-                Error::io("create", path, e)
-            }
-        })?;
-        let existing_len = if self.append {
-            file.metadata()
+            // A file appended to is the user's, whether or not this run made it: it stays.
+            let file = OpenOptions::new()
+                .read(true)
+                .append(true)
+                .create(true)
+                .open(path)
+                .map_err(|e| Error::io("create", path, e))?;
+            let existing_len = file
+                .metadata()
                 .map_err(|e| Error::io("stat", path, e))?
-                .len()
-        } else {
-            0
+                .len();
+            return Ok(OpenedFile {
+                file,
+                path: path.to_path_buf(),
+                existing_len,
+                created: Created::default(),
+            });
+        }
+        // `create_new` first: then this run knows whether it made the file.
+        let (file, new) = match OpenOptions::new().write(true).create_new(true).open(path) {
+            Ok(f) => (f, true),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && self.overwrite => {
+                let f = OpenOptions::new()
+                    .write(true)
+                    .truncate(true)
+                    .open(path)
+                    .map_err(|e| Error::io("open", path, e))?;
+                (f, false)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                return Err(exists(path, can_append));
+            }
+            Err(e) => return Err(Error::io("create", path, e)),
         };
+        let mut created = Created::dirs(dirs);
+        created.add(new.then(|| path.to_path_buf()), Vec::new());
+        let existing_len = 0;
         Ok(OpenedFile {
             file,
             path: path.to_path_buf(),
             existing_len,
+            created,
         })
     }
 }

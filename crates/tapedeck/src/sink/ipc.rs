@@ -17,7 +17,7 @@ use arrow_array::RecordBatch;
 use arrow_ipc::writer::FileWriter;
 use arrow_schema::Schema;
 
-use super::file::FileOptions;
+use super::file::{Created, FileOptions};
 use super::{HeldBatches, Lifecycle, Sink, SinkStats};
 use crate::error::{Error, Result};
 use crate::record::{SchemaLock, UnknownColumns};
@@ -76,6 +76,8 @@ pub struct IpcSink {
     held: HeldBatches,
     rows: u64,
     bytes: u64,
+    /// What opening created, removed again if the run fails before a row is written.
+    created: Created,
 }
 
 impl std::fmt::Debug for IpcSink {
@@ -98,7 +100,8 @@ impl IpcSink {
                 what: "an Arrow IPC file cannot be appended to (its footer indexes every batch); write a new file".into(),
             });
         }
-        let opened = options.file.open(path, false)?;
+        let mut opened = options.file.open(path, false)?;
+        let created = std::mem::take(&mut opened.created);
         let lock = SchemaLock::new(name.clone()).with_unknown_columns(if options.strict {
             UnknownColumns::Error
         } else {
@@ -120,6 +123,7 @@ impl IpcSink {
             held: HeldBatches::default(),
             rows: 0,
             bytes: 0,
+            created,
         })
     }
 
@@ -173,6 +177,15 @@ impl IpcSink {
         Ok(())
     }
 
+    fn accept(&mut self, batch: &RecordBatch) -> Result<()> {
+        let batch = self.lock.conform(batch)?;
+        self.rows += batch.num_rows() as u64;
+        if self.held.push(batch) >= self.batch_rows {
+            self.write_held()?;
+        }
+        Ok(())
+    }
+
     fn sync_bytes(&mut self) {
         if let State::Writing(w) = &self.state {
             self.bytes = w.get_ref().bytes;
@@ -187,28 +200,34 @@ impl Sink for IpcSink {
 
     fn write(&mut self, batch: &RecordBatch) -> Result<()> {
         self.life.check_open()?;
-        let batch = self.lock.conform(batch)?;
-        self.rows += batch.num_rows() as u64;
-        if self.held.push(batch) >= self.batch_rows {
-            self.write_held()?;
-        }
-        Ok(())
+        let r = self.accept(batch);
+        self.life.watch(r)
     }
 
     fn flush(&mut self) -> Result<()> {
         self.life.check_open()?;
         if let State::Writing(w) = &mut self.state {
-            let r = w.flush();
-            r.map_err(|e| self.ipc_err("write", e))?;
+            let r = w.flush().map_err(|e| self.ipc_err("write", e));
+            self.life.watch(r)?;
         }
         self.sync_bytes();
         Ok(())
+    }
+
+    fn abandon(&mut self) {
+        self.life.abandon();
     }
 
     fn close(&mut self) -> Result<()> {
         if !self.life.begin_close() {
             return Ok(());
         }
+        if self.life.failed() && self.rows == 0 && self.created.has_file() {
+            // The run failed before a row reached this sink: the file it made goes again.
+            self.state = State::Done;
+            return self.created.remove(&[]);
+        }
+        self.created.keep();
         self.write_held()?;
         if matches!(self.state, State::Pending(_)) {
             // Nothing was written: still leave a readable, empty IPC file.
@@ -239,6 +258,7 @@ impl Sink for IpcSink {
 
 impl Drop for IpcSink {
     fn drop(&mut self) {
+        self.life.abandon_unless_closed();
         let _ = self.close();
     }
 }

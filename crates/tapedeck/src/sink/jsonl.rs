@@ -9,7 +9,7 @@ use std::path::Path;
 
 use arrow_array::RecordBatch;
 
-use super::file::{BufferedOutput, FileOptions};
+use super::file::{BufferedOutput, Created, FileOptions};
 use super::text::TextEncoder;
 use super::{Lifecycle, Sink, SinkStats};
 use crate::error::{Error, Result};
@@ -33,19 +33,23 @@ pub struct JsonlSink {
     options: JsonlOptions,
     encoder: TextEncoder,
     rows: u64,
+    /// What opening created, removed again if the run fails before a row is written.
+    created: Created,
 }
 
 impl JsonlSink {
     /// Creates the sink, opening `path` under `options`.
     pub fn create(path: impl AsRef<Path>, options: JsonlOptions) -> Result<JsonlSink> {
         let path = path.as_ref();
-        let opened = options.file.open(path, true)?;
+        let mut opened = options.file.open(path, true)?;
+        let created = std::mem::take(&mut opened.created);
         Ok(JsonlSink {
             life: Lifecycle::new(format!("jsonl:{}", path.display())),
             out: BufferedOutput::new(opened),
             options,
             encoder: TextEncoder::default(),
             rows: 0,
+            created,
         })
     }
 
@@ -74,29 +78,43 @@ impl Sink for JsonlSink {
 
     fn write(&mut self, batch: &RecordBatch) -> Result<()> {
         self.life.check_open()?;
-        self.encode(batch)
+        let r = self.encode(batch);
+        self.life.watch(r)
     }
 
     fn write_block(&mut self, block: &Block) -> Result<()> {
         self.life.check_open()?;
-        if !self.options.accept_blocks {
-            return Err(Error::BlocksRefused {
+        let r = if self.options.accept_blocks {
+            block.to_long_batch().and_then(|b| self.encode(&b))
+        } else {
+            Err(Error::BlocksRefused {
                 sink: self.life.name().to_string(),
-            });
-        }
-        self.encode(&block.to_long_batch()?)
+            })
+        };
+        self.life.watch(r)
     }
 
     fn flush(&mut self) -> Result<()> {
         self.life.check_open()?;
-        self.out.write_out()
+        let r = self.out.write_out();
+        self.life.watch(r)
     }
 
     fn close(&mut self) -> Result<()> {
         if !self.life.begin_close() {
             return Ok(());
         }
+        if self.life.failed() && self.rows == 0 && self.created.has_file() {
+            // The run failed before a row reached this sink: the file it made goes again.
+            self.out.buf.clear();
+            return self.created.remove(&[]);
+        }
+        self.created.keep();
         self.out.write_out()
+    }
+
+    fn abandon(&mut self) {
+        self.life.abandon();
     }
 
     fn stats(&self) -> SinkStats {
@@ -110,6 +128,7 @@ impl Sink for JsonlSink {
 
 impl Drop for JsonlSink {
     fn drop(&mut self) {
+        self.life.abandon_unless_closed();
         let _ = self.close();
     }
 }

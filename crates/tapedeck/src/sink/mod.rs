@@ -31,7 +31,7 @@ pub mod sql;
 pub mod sqlite;
 pub mod text;
 
-use std::path::PathBuf;
+use std::path::{Component, Path, PathBuf};
 
 use arrow_array::RecordBatch;
 
@@ -94,6 +94,15 @@ pub trait Sink: Send {
 
     /// Rows and bytes written so far.
     fn stats(&self) -> SinkStats;
+
+    /// Tells the sink that the run it belongs to failed — its source, another sink, or opening
+    /// the next sink — so its [`Sink::close`] takes away what this sink created and never
+    /// wrote data to: a file it made (and the parent directories it made for it), a database
+    /// file it made and committed no row to, a delivery's cursor row it never committed. What
+    /// holds data stays. A sink whose own `write`, `write_block` or `flush` failed does this
+    /// without being told, and so does a sink dropped without `close`. The default does
+    /// nothing (sinks that create nothing).
+    fn abandon(&mut self) {}
 
     /// True for sinks that wait on a server (network round trips): [`crate::pipe`] then runs
     /// them on their own thread even when they are the only sink, so the source keeps going
@@ -183,6 +192,17 @@ pub fn parse(uri: &str) -> Result<SinkSpec> {
 /// continues.
 pub fn parse_unchecked(uri: &str) -> Result<SinkSpec> {
     let mut uri = Uri::parse(uri)?;
+    if uri.path.is_empty()
+        && let Some(example) = path_example(&uri.scheme)
+    {
+        return Err(Error::MalformedUri {
+            uri: uri.shown().to_string(),
+            reason: format!(
+                "`{}:` needs a path after the `:`; write e.g. `{}:{example}`",
+                uri.scheme, uri.scheme
+            ),
+        });
+    }
     let path = || PathBuf::from(&uri.path);
     let spec = match uri.scheme.as_str() {
         "csv" => SinkSpec::Csv(path(), csv::CsvSink::options_from_uri(&mut uri)?),
@@ -243,7 +263,120 @@ pub fn parse_unchecked(uri: &str) -> Result<SinkSpec> {
     Ok(spec)
 }
 
+/// An example path for a scheme that writes a file (`None` for the others).
+fn path_example(scheme: &str) -> Option<&'static str> {
+    Some(match scheme {
+        "csv" => "run.csv",
+        "jsonl" | "ndjson" => "run.jsonl",
+        "ipc" | "arrow" => "run.arrow",
+        "sqlite" => "lab.db",
+        "parquet" => "run.parquet` (one file) or `parquet:parts/` (rolling parts",
+        "raw" => "run.dt-raw",
+        _ => return None,
+    })
+}
+
+/// `path` as an absolute path with `.` and `..` resolved and the symbolic links of its
+/// existing part followed, so two spellings of one file compare equal.
+pub(crate) fn normalize_path(path: &Path) -> PathBuf {
+    let absolute = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        std::env::current_dir().map_or_else(|_| path.to_path_buf(), |d| d.join(path))
+    };
+    let mut lexical = PathBuf::new();
+    for part in absolute.components() {
+        match part {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                lexical.pop();
+            }
+            other => lexical.push(other),
+        }
+    }
+    // The longest existing ancestor, with its links resolved, then the rest as written.
+    let mut rest = Vec::new();
+    let mut head = lexical.as_path();
+    loop {
+        if let Ok(real) = head.canonicalize() {
+            let mut out = real;
+            out.extend(rest.iter().rev());
+            return out;
+        }
+        match (head.file_name(), head.parent()) {
+            (Some(name), Some(parent)) => {
+                rest.push(name.to_os_string());
+                head = parent;
+            }
+            _ => return lexical,
+        }
+    }
+}
+
 impl SinkSpec {
+    /// How the sink is named in messages before it is opened: `scheme:path` as given.
+    fn describe(&self) -> String {
+        match self {
+            SinkSpec::Csv(p, _) => format!("csv:{}", p.display()),
+            SinkSpec::Jsonl(p, _) => format!("jsonl:{}", p.display()),
+            SinkSpec::Ipc(p, _) => format!("ipc:{}", p.display()),
+            #[cfg(feature = "sqlite")]
+            SinkSpec::Sqlite(p, o) => format!("sqlite:{} (table {})", p.display(), o.table),
+            #[cfg(feature = "parquet")]
+            SinkSpec::Parquet(
+                parquet::ParquetTarget::File(p) | parquet::ParquetTarget::Dir(p),
+                _,
+            ) => {
+                format!("parquet:{}", p.display())
+            }
+            #[cfg(feature = "postgres")]
+            SinkSpec::Postgres(o) => format!("postgres:{}", o.target()),
+            SinkSpec::Raw(p, _) => format!("raw:{}", p.display()),
+            SinkSpec::Memory => "memory:".into(),
+            SinkSpec::Null => "null:".into(),
+        }
+    }
+
+    /// The file the sink writes (normalized) and the tables its rows go to, each as the text
+    /// that names it (two SQLite sinks may share a database file, not a table).
+    fn destinations(&self) -> (Option<PathBuf>, Vec<String>) {
+        match self {
+            SinkSpec::Csv(p, _)
+            | SinkSpec::Jsonl(p, _)
+            | SinkSpec::Ipc(p, _)
+            | SinkSpec::Raw(p, _) => (Some(normalize_path(p)), Vec::new()),
+            #[cfg(feature = "parquet")]
+            SinkSpec::Parquet(
+                parquet::ParquetTarget::File(p) | parquet::ParquetTarget::Dir(p),
+                _,
+            ) => (Some(normalize_path(p)), Vec::new()),
+            #[cfg(feature = "sqlite")]
+            SinkSpec::Sqlite(p, o) => {
+                let file = normalize_path(p);
+                // SQLite compares table names ignoring case.
+                let table = format!(
+                    "table `{}` of {}",
+                    o.table.to_ascii_lowercase(),
+                    file.display()
+                );
+                (Some(file), vec![table])
+            }
+            #[cfg(feature = "postgres")]
+            SinkSpec::Postgres(o) => (
+                None,
+                vec![format!(
+                    "table {}:{}/{}.{}.{}",
+                    o.host.to_ascii_lowercase(),
+                    o.port,
+                    o.dbname,
+                    o.schema,
+                    o.table
+                )],
+            ),
+            SinkSpec::Memory | SinkSpec::Null => (None, Vec::new()),
+        }
+    }
+
     /// Opens the sink (creating its file).
     pub fn open(self) -> Result<Box<dyn Sink>> {
         Ok(match self {
@@ -261,6 +394,61 @@ impl SinkSpec {
             SinkSpec::Null => Box::new(null::NullSink::new()),
         })
     }
+}
+
+/// Refuses two sinks that write the same file, the same table of one SQLite database, or the
+/// same PostgreSQL table: they would interleave their rows or replace each other's file. Paths
+/// are compared after making them absolute and resolving `.`, `..` and symbolic links, so
+/// `csv:run.csv` and `csv:./out/../run.csv` are one file. Two SQLite sinks may share a
+/// database file when their `table`s differ (SQLite compares names ignoring case). Nothing is created or opened:
+/// a program calls this with every parsed sink before it opens the first one.
+///
+/// ```
+/// use tapedeck::sink;
+/// let a = sink::parse("csv:never-made.csv").unwrap();
+/// let b = sink::parse("csv:./never-made.csv?overwrite=true").unwrap();
+/// let e = sink::check_distinct([&a, &b]).unwrap_err().to_string();
+/// assert!(e.contains("never-made.csv"), "{e}");
+/// assert!(sink::check_distinct([&a, &sink::parse("jsonl:never-made.jsonl").unwrap()]).is_ok());
+/// ```
+pub fn check_distinct<'a>(specs: impl IntoIterator<Item = &'a SinkSpec>) -> Result<()> {
+    let specs: Vec<&SinkSpec> = specs.into_iter().collect();
+    let described: Vec<(String, Option<PathBuf>, Vec<String>, bool)> = specs
+        .iter()
+        .map(|s| {
+            let (file, parts) = s.destinations();
+            #[cfg(feature = "sqlite")]
+            let shares = matches!(s, SinkSpec::Sqlite(..));
+            #[cfg(not(feature = "sqlite"))]
+            let shares = false;
+            (s.describe(), file, parts, shares)
+        })
+        .collect();
+    for (i, (first, file_a, parts_a, shares_a)) in described.iter().enumerate() {
+        for (second, file_b, parts_b, shares_b) in described.iter().skip(i + 1) {
+            if let (Some(a), Some(b)) = (file_a, file_b)
+                && a == b
+                && !(*shares_a && *shares_b)
+            {
+                return Err(Error::InvalidOption {
+                    option: "--sink",
+                    message: format!(
+                        "`{first}` and `{second}` both write {}; two sinks writing one file would interleave or replace each other's rows. Give each --sink its own path",
+                        a.display()
+                    ),
+                });
+            }
+            if let Some(shared) = parts_a.iter().find(|p| parts_b.contains(p)) {
+                return Err(Error::InvalidOption {
+                    option: "--sink",
+                    message: format!(
+                        "`{first}` and `{second}` both write {shared}; two sinks writing one table would write every row twice. Set another `table=` on one of them"
+                    ),
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Opens a sink from its URI: [`parse`], then [`SinkSpec::open`].
@@ -304,11 +492,13 @@ impl HeldBatches {
     }
 }
 
-/// Tracks the open/closed state every sink needs, so "write after close" is one typed error.
+/// Tracks the open/closed state every sink needs, so "write after close" is one typed error,
+/// and whether the run failed (see [`Sink::abandon`]).
 #[derive(Debug)]
 pub(crate) struct Lifecycle {
     name: String,
     closed: bool,
+    failed: bool,
 }
 
 impl Lifecycle {
@@ -316,6 +506,32 @@ impl Lifecycle {
         Lifecycle {
             name: name.into(),
             closed: false,
+            failed: false,
+        }
+    }
+
+    /// Passes `r` through, remembering a failure.
+    pub(crate) fn watch<T>(&mut self, r: Result<T>) -> Result<T> {
+        if r.is_err() {
+            self.failed = true;
+        }
+        r
+    }
+
+    /// The run failed (this sink or elsewhere).
+    pub(crate) fn abandon(&mut self) {
+        self.failed = true;
+    }
+
+    /// True once the run failed.
+    pub(crate) fn failed(&self) -> bool {
+        self.failed
+    }
+
+    /// For `Drop`: a sink dropped before `close` was left by a run that did not finish.
+    pub(crate) fn abandon_unless_closed(&mut self) {
+        if !self.closed {
+            self.failed = true;
         }
     }
 

@@ -35,7 +35,7 @@ use parquet::basic::{Compression, GzipLevel, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties, WriterPropertiesBuilder};
 use parquet::schema::types::ColumnPath;
 
-use super::file::FileOptions;
+use super::file::{Created, FileOptions};
 use super::{HeldBatches, Lifecycle, Sink, SinkStats};
 use crate::error::{Error, Result};
 use crate::record::{Block, SchemaLock, UnknownColumns};
@@ -196,6 +196,8 @@ pub struct ParquetSink {
     bytes: u64,
     parts_finished: u64,
     ledger: Option<Ledger>,
+    /// Directories this run made, removed again (when empty) if it fails before a row.
+    created: Created,
 }
 
 /// A delivery's cursor for the rolling form: committed when a part is complete and fsynced
@@ -261,14 +263,19 @@ impl ParquetSink {
     /// Creates the sink. Nothing is created on disk until the first row arrives (the directory
     /// of the rolling form is created at once).
     pub fn create(target: ParquetTarget, options: ParquetOptions) -> Result<ParquetSink> {
-        let (name, next_part) = match &target {
+        let name = match &target {
             ParquetTarget::File(path) => {
                 options.file.check_target(path, false)?;
-                (format!("parquet:{}", path.display()), 0)
+                format!("parquet:{}", path.display())
             }
             ParquetTarget::Dir(dir) => {
-                std::fs::create_dir_all(dir).map_err(|e| Error::io("create directory", dir, e))?;
-                (format!("parquet:{}", dir.display()), next_part_number(dir)?)
+                if dir.as_os_str().is_empty() {
+                    return Err(Error::InvalidOption {
+                        option: "path",
+                        message: "the Parquet sink needs a directory, e.g. `parquet:parts/`".into(),
+                    });
+                }
+                format!("parquet:{}", dir.display())
             }
         };
         let compression = match options.compression {
@@ -291,7 +298,7 @@ impl ParquetSink {
         if options.row_group_rows == 0 {
             return Err(Error::InvalidOption {
                 option: "row_group_rows",
-                message: "must be at least 1".into(),
+                message: format!("{name}: must be at least 1, e.g. row_group_rows=131072"),
             });
         }
         let properties = WriterProperties::builder()
@@ -304,6 +311,14 @@ impl ParquetSink {
         } else {
             UnknownColumns::DropWithWarning
         });
+        // Everything is checked: only now is the directory of the rolling form made.
+        let (created, next_part) = match &target {
+            ParquetTarget::File(_) => (Created::default(), 0),
+            ParquetTarget::Dir(dir) => (
+                Created::dirs(super::file::create_dirs(dir)?),
+                next_part_number(dir)?,
+            ),
+        };
         Ok(ParquetSink {
             life: Lifecycle::new(name),
             target,
@@ -318,6 +333,7 @@ impl ParquetSink {
             bytes: 0,
             parts_finished: 0,
             ledger: None,
+            created,
         })
     }
 
@@ -325,26 +341,80 @@ impl ParquetSink {
     pub(crate) fn options_from_uri(uri: &mut Uri) -> Result<ParquetOptions> {
         let d = ParquetOptions::default();
         let p = &mut uri.params;
+        let shown = p.uri().to_string();
+        let bad = |param: &str, value: String, expected: &str| Error::BadParam {
+            uri: shown.clone(),
+            param: param.to_string(),
+            value,
+            expected: expected.to_string(),
+        };
         let codec = p.choice("compression", &["zstd", "snappy", "lz4", "gzip", "none"])?;
         let level = p.parse::<i32>("level", "a compression level (zstd 1-22, gzip 0-9)")?;
-        let compression = match codec.unwrap_or("zstd") {
-            "snappy" => ParquetCompression::Snappy,
-            "lz4" => ParquetCompression::Lz4,
-            "gzip" => ParquetCompression::Gzip(level.map_or(6, |l| l.max(0) as u32)),
-            "none" => ParquetCompression::None,
-            _ => ParquetCompression::Zstd(level.unwrap_or(3)),
+        let compression = match (codec.unwrap_or("zstd"), level) {
+            ("zstd", None) => ParquetCompression::Zstd(3),
+            ("zstd", Some(l)) if (1..=22).contains(&l) => ParquetCompression::Zstd(l),
+            ("zstd", Some(l)) => {
+                return Err(bad(
+                    "level",
+                    l.to_string(),
+                    "a zstd level from 1 to 22, e.g. level=3",
+                ));
+            }
+            ("gzip", None) => ParquetCompression::Gzip(6),
+            ("gzip", Some(l)) => match u32::try_from(l).ok().filter(|l| *l <= 9) {
+                Some(l) => ParquetCompression::Gzip(l),
+                None => {
+                    return Err(bad(
+                        "level",
+                        l.to_string(),
+                        "a gzip level from 0 to 9, e.g. level=6",
+                    ));
+                }
+            },
+            (other, Some(l)) => {
+                return Err(bad(
+                    "level",
+                    l.to_string(),
+                    &format!(
+                        "no level: `compression={other}` has none; drop `level=` or use compression=zstd or gzip"
+                    ),
+                ));
+            }
+            ("snappy", None) => ParquetCompression::Snappy,
+            ("lz4", None) => ParquetCompression::Lz4,
+            _ => ParquetCompression::None,
         };
         let options = ParquetOptions {
             file: FileOptions::from_params(p, false)?,
             compression,
-            dictionary: match p.raw("dictionary") {
-                None => true,
-                Some(_) => p.flag("dictionary")?,
+            dictionary: p.flag_or("dictionary", true)?,
+            row_group_rows: match p.parse::<usize>(
+                "row_group_rows",
+                "a number of rows per row group of at least 1, e.g. row_group_rows=131072",
+            )? {
+                None => d.row_group_rows,
+                Some(0) => {
+                    return Err(bad(
+                        "row_group_rows",
+                        "0".into(),
+                        "a number of rows per row group of at least 1, e.g. row_group_rows=131072",
+                    ));
+                }
+                Some(n) => n,
             },
-            row_group_rows: p
-                .parse::<usize>("row_group_rows", "rows per row group")?
-                .unwrap_or(d.row_group_rows),
-            roll_rows: p.parse::<u64>("roll_rows", "rows per part")?,
+            roll_rows: match p.parse::<u64>(
+                "roll_rows",
+                "a number of rows per part of at least 1, e.g. roll_rows=1000000",
+            )? {
+                Some(0) => {
+                    return Err(bad(
+                        "roll_rows",
+                        "0".into(),
+                        "a number of rows per part of at least 1, e.g. roll_rows=1000000",
+                    ));
+                }
+                n => n,
+            },
             roll_interval: p.duration("roll_interval")?,
             blocks: match p.choice("blocks", &["wide", "long"])? {
                 Some("long") => BlockLayout::Long,
@@ -389,10 +459,8 @@ impl ParquetSink {
             }
         };
         let partial = hidden_partial(&path);
-        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent)
-                .map_err(|e| Error::io("create directory", parent, e))?;
-        }
+        let dirs = super::file::create_parents(&path)?;
+        self.created.add(None, dirs);
         let file = File::create(&partial).map_err(|e| Error::io("create", &partial, e))?;
         let writer = ArrowWriter::try_new(
             BufWriter::with_capacity(1 << 20, file),
@@ -567,15 +635,17 @@ impl Sink for ParquetSink {
     }
 
     fn write(&mut self, batch: &RecordBatch) -> Result<()> {
-        self.accept(batch, Shape::Readings)
+        let r = self.accept(batch, Shape::Readings);
+        self.life.watch(r)
     }
 
     fn write_block(&mut self, block: &Block) -> Result<()> {
         let batch = match self.options.blocks {
-            BlockLayout::Wide => block.to_wide_batch()?,
-            BlockLayout::Long => block.to_long_batch()?,
+            BlockLayout::Wide => block.to_wide_batch(),
+            BlockLayout::Long => block.to_long_batch(),
         };
-        self.accept(&batch, Shape::Blocks)
+        let r = batch.and_then(|b| self.accept(&b, Shape::Blocks));
+        self.life.watch(r)
     }
 
     /// Rows stay in the open row group (see the module docs); a rolling sink finishes a part
@@ -583,16 +653,35 @@ impl Sink for ParquetSink {
     fn flush(&mut self) -> Result<()> {
         self.life.check_open()?;
         if self.options.roll_interval.is_some() {
-            self.encode_held()?;
-            self.roll_if_due()?;
+            let r = self.encode_held().and_then(|()| self.roll_if_due());
+            self.life.watch(r)?;
         }
         Ok(())
+    }
+
+    fn abandon(&mut self) {
+        self.life.abandon();
     }
 
     fn close(&mut self) -> Result<()> {
         if !self.life.begin_close() {
             return Ok(());
         }
+        if self.life.failed() && self.rows == 0 {
+            // The run failed before a row reached this sink: no empty file appears, and the
+            // directories it made go again.
+            let mut removed = Ok(());
+            if let Some(part) = self.part.take() {
+                drop(part.writer);
+                if let Err(e) = std::fs::remove_file(&part.partial)
+                    && e.kind() != std::io::ErrorKind::NotFound
+                {
+                    removed = Err(Error::io("remove the unwritten file", &part.partial, e));
+                }
+            }
+            return removed.and(self.created.remove(&[]));
+        }
+        self.created.keep();
         self.encode_held()?;
         if self.part.is_none()
             && let ParquetTarget::File(_) = self.target
@@ -623,6 +712,7 @@ impl Sink for ParquetSink {
 
 impl Drop for ParquetSink {
     fn drop(&mut self) {
+        self.life.abandon_unless_closed();
         let _ = self.close();
     }
 }

@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use arrow_array::RecordBatch;
 
-use super::file::FileOptions;
+use super::file::{Created, FileOptions};
 use super::{Lifecycle, Sink, SinkStats};
 use crate::dtraw::{ChunkHeader, Dtype, FLAG_FINAL, FLAG_OVERRUN, FLAG_PARTIAL, FileHeader};
 use crate::error::{Error, Result};
@@ -67,13 +67,16 @@ pub struct RawSink {
     end: (u64, i64, i64),
     rows: u64,
     bytes: u64,
+    /// What opening created, removed again if the run fails before a chunk is written.
+    created: Created,
 }
 
 impl RawSink {
     /// Creates the file at `path` (refusing an existing one unless `overwrite`).
     pub fn create(path: impl AsRef<Path>, options: RawOptions) -> Result<RawSink> {
         let path = path.as_ref();
-        let opened = options.file.open(path, false)?;
+        let mut opened = options.file.open(path, false)?;
+        let created = std::mem::take(&mut opened.created);
         Ok(RawSink {
             life: Lifecycle::new(format!("raw:{}", path.display())),
             file: opened.file,
@@ -86,6 +89,7 @@ impl RawSink {
             end: (0, 0, 0),
             rows: 0,
             bytes: 0,
+            created,
         })
     }
 
@@ -251,22 +255,65 @@ impl Sink for RawSink {
     /// they were made from; other batches are refused.
     fn write(&mut self, batch: &RecordBatch) -> Result<()> {
         self.life.check_open()?;
-        match Block::from_wide_batch(batch)? {
-            Some(blocks) => {
-                for b in &blocks {
-                    self.write_block(b)?;
-                }
-                Ok(())
-            }
-            None => Err(Error::Unsupported {
+        let r = match Block::from_wide_batch(batch) {
+            Ok(Some(blocks)) => blocks.iter().try_for_each(|b| self.write_block(b)),
+            Ok(None) => Err(Error::Unsupported {
                 sink: self.life.name().to_string(),
                 what: "raw: stores DAQ blocks' raw codes, not rows; record a block source (e.g. `sim:daq?raw=true`) or choose another sink".into(),
             }),
-        }
+            Err(e) => Err(e),
+        };
+        self.life.watch(r)
     }
 
     fn write_block(&mut self, block: &Block) -> Result<()> {
         self.life.check_open()?;
+        let r = self.chunk(block);
+        self.life.watch(r)
+    }
+
+    /// Chunks are in the file as soon as they are written; the syncer thread makes them durable.
+    fn flush(&mut self) -> Result<()> {
+        self.life.check_open()?;
+        let r = match self.syncer.as_ref().and_then(Syncer::take_error) {
+            Some(e) => Err(Error::io("fdatasync", &self.path, e)),
+            None => Ok(()),
+        };
+        self.life.watch(r)
+    }
+
+    fn abandon(&mut self) {
+        self.life.abandon();
+    }
+
+    fn close(&mut self) -> Result<()> {
+        if !self.life.begin_close() {
+            return Ok(());
+        }
+        if self.life.failed() && self.bytes == 0 && self.created.has_file() {
+            // The run failed before a chunk reached this file: the file it made goes again.
+            self.buf.clear();
+            if let Some(s) = self.syncer.take() {
+                let _ = s.stop();
+            }
+            return self.created.remove(&[]);
+        }
+        self.created.keep();
+        self.finish()
+    }
+
+    fn stats(&self) -> SinkStats {
+        SinkStats {
+            rows: self.rows,
+            bytes: self.bytes,
+            pending: 0,
+        }
+    }
+}
+
+impl RawSink {
+    /// One block as one chunk (and the file header before the first).
+    fn chunk(&mut self, block: &Block) -> Result<()> {
         block.validate()?;
         let overrun_only = block.error.is_some() && block.samples == 0;
         let codes = match (&block.raw, overrun_only) {
@@ -348,19 +395,8 @@ impl Sink for RawSink {
         Ok(())
     }
 
-    /// Chunks are in the file as soon as they are written; the syncer thread makes them durable.
-    fn flush(&mut self) -> Result<()> {
-        self.life.check_open()?;
-        match self.syncer.as_ref().and_then(Syncer::take_error) {
-            Some(e) => Err(Error::io("fdatasync", &self.path, e)),
-            None => Ok(()),
-        }
-    }
-
-    fn close(&mut self) -> Result<()> {
-        if !self.life.begin_close() {
-            return Ok(());
-        }
+    /// Ends the file with the `final` marker.
+    fn finish(&mut self) -> Result<()> {
         // A background fdatasync that failed is this close's error: the chunks it should have
         // made durable may be gone after a power failure, and a later fdatasync that succeeds
         // does not bring them back (the kernel reports a writeback error once). The file then
@@ -386,14 +422,6 @@ impl Sink for RawSink {
             self.emit(sync)?;
         }
         Ok(())
-    }
-
-    fn stats(&self) -> SinkStats {
-        SinkStats {
-            rows: self.rows,
-            bytes: self.bytes,
-            pending: 0,
-        }
     }
 }
 
@@ -478,6 +506,7 @@ impl Syncer {
 
 impl Drop for RawSink {
     fn drop(&mut self) {
+        self.life.abandon_unless_closed();
         let _ = self.close();
     }
 }

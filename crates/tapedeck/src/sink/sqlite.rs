@@ -30,6 +30,7 @@ use arrow_array::{Array, RecordBatch};
 use arrow_schema::{DataType, Field, Schema};
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 
+use super::file::Created;
 pub use super::sql::BlockRows;
 use super::sql::{TimestampStorage, check_ident, quote_ident, to_storage};
 use super::{Lifecycle, Sink, SinkStats};
@@ -50,6 +51,46 @@ struct CursorRow {
     key: String,
     tape_id: String,
     base: u64,
+    /// The row is in the table (an earlier run's, or this run's first commit made it). Until
+    /// then every commit checks again, inside its write transaction, that no other tape's
+    /// delivery holds the table.
+    stored: bool,
+}
+
+/// Files a database file comes with.
+const COMPANIONS: &[&str] = &["-wal", "-shm", "-journal"];
+
+/// Database files opened by SQLite sinks of this process, with how many sinks have each open:
+/// a failed sink removes a database file it made only while no other sink has it open.
+static OPEN_FILES: std::sync::Mutex<Vec<(PathBuf, usize)>> = std::sync::Mutex::new(Vec::new());
+
+fn open_files() -> std::sync::MutexGuard<'static, Vec<(PathBuf, usize)>> {
+    OPEN_FILES
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Counts one more sink on `key`.
+fn register_open(key: &Path) {
+    let mut files = open_files();
+    match files.iter_mut().find(|(k, _)| k == key) {
+        Some((_, n)) => *n += 1,
+        None => files.push((key.to_path_buf(), 1)),
+    }
+}
+
+/// Counts one sink less on `key`; returns how many still have it open.
+fn unregister_open(key: &Path) -> usize {
+    let mut files = open_files();
+    let left = match files.iter_mut().find(|(k, _)| k == key) {
+        Some((_, n)) => {
+            *n = n.saturating_sub(1);
+            *n
+        }
+        None => 0,
+    };
+    files.retain(|(_, n)| *n > 0);
+    left
 }
 
 /// Options of the SQLite sink.
@@ -116,6 +157,11 @@ pub struct SqliteSink {
     bytes: u64,
     bytes_checked: Instant,
     cursor: Option<CursorRow>,
+    /// The database file, if this run made it (and its new parent directories): removed
+    /// again when the run fails before a row is committed.
+    created: Created,
+    /// The file's key in [`OPEN_FILES`].
+    open_key: PathBuf,
 }
 
 impl SqliteSink {
@@ -132,24 +178,64 @@ impl SqliteSink {
         let shown = path.display().to_string();
         check_ident(&options.table, "table", &shown)?;
         check_ident(&options.blocks_table, "blocks_table", &shown)?;
-        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent)
-                .map_err(|e| Error::io("create directory", parent, e))?;
+        if path.as_os_str().is_empty() {
+            return Err(Error::InvalidOption {
+                option: "path",
+                message: "the SQLite sink needs a database file, e.g. `sqlite:lab.db`".into(),
+            });
         }
-        let conn = Connection::open_with_flags(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE
-                | OpenFlags::SQLITE_OPEN_CREATE
-                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(|e| db_error(&shown, &options.table, "open the database", &e))?;
-        let setting = |action: &'static str, e: rusqlite::Error| db_error(&shown, "", action, &e);
-        conn.busy_timeout(options.busy_timeout)
-            .map_err(|e| setting("set busy_timeout", e))?;
-        conn.pragma_update(None, "journal_mode", &options.journal_mode)
-            .map_err(|e| setting("set journal_mode", e))?;
-        conn.pragma_update(None, "synchronous", &options.synchronous)
-            .map_err(|e| setting("set synchronous", e))?;
+        let existed = path.exists();
+        let dirs = super::file::create_parents(path)?;
+        let mut created = Created::dirs(dirs);
+        if !existed {
+            created.add(Some(path.to_path_buf()), Vec::new());
+        }
+        let open_key = super::normalize_path(path);
+        register_open(&open_key);
+        let connected = (|| {
+            let conn = Connection::open_with_flags(
+                path,
+                OpenFlags::SQLITE_OPEN_READ_WRITE
+                    | OpenFlags::SQLITE_OPEN_CREATE
+                    | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )
+            .map_err(|e| db_error(&shown, &options.table, "open the database", &e))?;
+            let setting =
+                |action: &'static str, e: rusqlite::Error| db_error(&shown, "", action, &e);
+            conn.busy_timeout(options.busy_timeout)
+                .map_err(|e| setting("set busy_timeout", e))?;
+            // Switching a new database to WAL takes a lock that SQLite does not wait for
+            // (no busy handler): two sinks opening one new file at once would fail. Wait
+            // for it as busy_timeout says.
+            let deadline = Instant::now() + options.busy_timeout;
+            loop {
+                match conn.pragma_update(None, "journal_mode", &options.journal_mode) {
+                    Ok(()) => break,
+                    Err(rusqlite::Error::SqliteFailure(f, _))
+                        if f.code == rusqlite::ErrorCode::DatabaseBusy
+                            && Instant::now() < deadline =>
+                    {
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                    Err(e) => return Err(setting("set journal_mode", e)),
+                }
+            }
+            conn.pragma_update(None, "synchronous", &options.synchronous)
+                .map_err(|e| setting("set synchronous", e))?;
+            Ok(conn)
+        })();
+        let conn = match connected {
+            Ok(conn) => conn,
+            Err(e) => {
+                // Nothing may stay of a database this failed open made.
+                if unregister_open(&open_key) == 0
+                    && let Err(removing) = created.remove(COMPANIONS)
+                {
+                    tracing::warn!("{removing}");
+                }
+                return Err(e);
+            }
+        };
         conn.set_prepared_statement_cache_capacity(64);
         let name = format!("sqlite:{shown}");
         let table = |t: &str| Table {
@@ -179,6 +265,8 @@ impl SqliteSink {
             bytes: 0,
             bytes_checked: Instant::now(),
             cursor: None,
+            created,
+            open_key,
         };
         sink.start_bytes = sink.file_bytes();
         Ok(sink)
@@ -195,10 +283,7 @@ impl SqliteSink {
                 Some("long") => BlockRows::Long,
                 _ => BlockRows::Summary,
             },
-            create_table: match p.raw("create_table") {
-                None => true,
-                Some(_) => p.flag("create_table")?,
-            },
+            create_table: p.flag_or("create_table", true)?,
             timestamps: match p.choice("timestamps", &["iso", "unix_us"])? {
                 Some("unix_us") => TimestampStorage::UnixMicros,
                 _ => TimestampStorage::Iso,
@@ -297,75 +382,54 @@ impl SqliteSink {
         Ok(())
     }
 
-    /// Makes this sink the destination of a delivery from tape `tape_id`: creates
-    /// [`CURSOR_TABLE`] if needed and returns the committed cursor (`start` when the delivery is
-    /// new, whose row is added now). From here on every transaction also moves the cursor,
-    /// atomically with its rows. A table that already holds another tape's delivery is refused:
-    /// two tapes' sequence numbers in one table cannot be told apart, so neither cursor would
-    /// say which rows it holds.
+    /// Makes this sink the destination of a delivery from tape `tape_id` and returns the
+    /// committed cursor (`start` when the delivery is new). From here on every transaction also
+    /// moves the cursor, atomically with its rows. A table that already holds another tape's
+    /// delivery is refused: two tapes' sequence numbers in one table cannot be told apart, so
+    /// neither cursor would say which rows it holds.
+    ///
+    /// Opening only reads: a new delivery's row in [`CURSOR_TABLE`] is written by its first
+    /// commit, so a run that fails (or is killed) before it commits a row leaves no row
+    /// behind. The refusal stays race-free: that first commit checks again for another tape's
+    /// row inside its `BEGIN IMMEDIATE` transaction, which no other writer can interleave
+    /// with (see [`SqliteSink::commit`]).
     pub(crate) fn attach_cursor(&mut self, tape_id: &str, start: u64) -> Result<u64> {
         let shown = self.shown();
         let name = self.life.name().to_string();
         let table = self.options.table.clone();
         let key = format!("tape:{tape_id}/{table}");
-        let first = i64::try_from(start).map_err(|_| Error::Delivery {
-            sink: name.clone(),
-            message: format!(
-                "tape row {start} does not fit SQLite's 64-bit integer cursor; deliver from the tape's start"
-            ),
-        })?;
+        if i64::try_from(start).is_err() {
+            return Err(Error::Delivery {
+                sink: name,
+                message: format!(
+                    "tape row {start} does not fit SQLite's 64-bit integer cursor; deliver from the tape's start"
+                ),
+            });
+        }
         let conn = self.conn()?;
-        // One write transaction (BEGIN IMMEDIATE): the check for another tape and the insert of
-        // this delivery's row cannot interleave with another delivery opening on this table.
-        let read = (|| -> rusqlite::Result<std::result::Result<i64, (String, String)>> {
-            conn.execute_batch("BEGIN IMMEDIATE")?;
-            conn.execute_batch(&format!(
-                "CREATE TABLE IF NOT EXISTS {CURSOR_TABLE} (sink TEXT PRIMARY KEY, tape_id TEXT NOT NULL, \
-                 target_table TEXT NOT NULL, tape_seq INTEGER NOT NULL, updated_at TEXT NOT NULL)"
-            ))?;
-            let other = conn
-                .query_row(
-                    &format!(
-                        "SELECT tape_id, sink FROM {CURSOR_TABLE} WHERE target_table = ?1 AND tape_id <> ?2 \
-                         ORDER BY sink LIMIT 1"
-                    ),
-                    rusqlite::params![table, tape_id],
-                    |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)),
-                )
-                .optional()?;
-            if let Some(other) = other {
-                conn.execute_batch("ROLLBACK")?;
+        let read = (|| -> rusqlite::Result<std::result::Result<Option<i64>, (String, String)>> {
+            if !cursor_table_exists(conn)? {
+                return Ok(Ok(None));
+            }
+            if let Some(other) = other_tape(conn, &table, tape_id)? {
                 return Ok(Err(other));
             }
-            conn.execute(
-                &format!(
-                    "INSERT INTO {CURSOR_TABLE} (sink, tape_id, target_table, tape_seq, updated_at) \
-                     VALUES (?1, ?2, ?3, ?4, strftime('%Y-%m-%dT%H:%M:%fZ', 'now')) ON CONFLICT (sink) DO NOTHING"
-                ),
-                rusqlite::params![key, tape_id, table, first],
-            )?;
-            let seq = conn.query_row(
+            conn.query_row(
                 &format!("SELECT tape_seq FROM {CURSOR_TABLE} WHERE sink = ?1"),
                 [&key],
                 |r| r.get::<_, i64>(0),
-            )?;
-            conn.execute_batch("COMMIT")?;
-            Ok(Ok(seq))
+            )
+            .optional()
+            .map(Ok)
         })();
         let seq = match read {
             Ok(Ok(seq)) => seq,
             Ok(Err((theirs, their_key))) => {
-                return Err(Error::Delivery {
-                    sink: name,
-                    message: format!(
-                        "table {table} in {shown} already holds rows delivered from tape {theirs} (row `{their_key}` in {CURSOR_TABLE}), not from this tape ({tape_id}); deliver into another table (`?table=`) or another database, or drop the table and delete that row to start over"
-                    ),
-                });
+                return Err(other_tape_error(
+                    &name, &table, &shown, &theirs, &their_key, tape_id,
+                ));
             }
             Err(e) => {
-                if !conn.is_autocommit() {
-                    let _ = conn.execute_batch("ROLLBACK");
-                }
                 return Err(db_error(
                     &shown,
                     CURSOR_TABLE,
@@ -374,16 +438,20 @@ impl SqliteSink {
                 ));
             }
         };
-        let base = u64::try_from(seq).map_err(|_| Error::Delivery {
-            sink: name,
-            message: format!(
-                "its cursor row `{key}` in {CURSOR_TABLE} reads {seq}; a cursor is never negative — delete the row to deliver the tape again from its start"
-            ),
-        })?;
+        let base = match seq {
+            None => start,
+            Some(seq) => u64::try_from(seq).map_err(|_| Error::Delivery {
+                sink: name,
+                message: format!(
+                    "its cursor row `{key}` in {CURSOR_TABLE} reads {seq}; a cursor is never negative — delete the row to deliver the tape again from its start"
+                ),
+            })?,
+        };
         self.cursor = Some(CursorRow {
             key,
             tape_id: tape_id.to_string(),
             base,
+            stored: seq.is_some(),
         });
         Ok(base)
     }
@@ -399,6 +467,7 @@ impl SqliteSink {
         self.held_rows = 0;
         let conn = self.conn()?;
         let mut current = self.readings.name.as_str();
+        let mut refused: Option<(String, String)> = None;
         let result = (|| -> std::result::Result<u64, rusqlite::Error> {
             conn.execute_batch("BEGIN IMMEDIATE")?;
             let mut rows = 0;
@@ -418,7 +487,21 @@ impl SqliteSink {
             }
             if let Some(c) = &self.cursor {
                 current = CURSOR_TABLE;
-                let seq = (c.base + self.rows + rows) as i64;
+                if !c.stored {
+                    // This delivery's first commit: its row is written now, and no other
+                    // tape's delivery may have taken the table since it opened (this write
+                    // transaction excludes every other writer from here to COMMIT).
+                    conn.execute_batch(&format!(
+                        "CREATE TABLE IF NOT EXISTS {CURSOR_TABLE} (sink TEXT PRIMARY KEY, tape_id TEXT NOT NULL, \
+                         target_table TEXT NOT NULL, tape_seq INTEGER NOT NULL, updated_at TEXT NOT NULL)"
+                    ))?;
+                    if let Some(other) = other_tape(conn, &self.options.table, &c.tape_id)? {
+                        refused = Some(other);
+                        return Err(rusqlite::Error::QueryReturnedNoRows);
+                    }
+                }
+                let seq = i64::try_from(c.base.saturating_add(self.rows).saturating_add(rows))
+                    .unwrap_or(i64::MAX);
                 conn.prepare_cached(&format!(
                     "INSERT INTO {CURSOR_TABLE} (sink, tape_id, target_table, tape_seq, updated_at) \
                      VALUES (?1, ?2, ?3, ?4, strftime('%Y-%m-%dT%H:%M:%fZ', 'now')) \
@@ -432,6 +515,9 @@ impl SqliteSink {
         match result {
             Ok(rows) => {
                 self.rows += rows;
+                if let Some(c) = &mut self.cursor {
+                    c.stored = true;
+                }
                 self.readings.exists |= !readings.is_empty();
                 self.blocks.exists |= !blocks.is_empty();
                 // Two stat calls are cheap, but not per 64-row flush.
@@ -447,9 +533,63 @@ impl SqliteSink {
                 if !conn.is_autocommit() {
                     let _ = conn.execute_batch("ROLLBACK");
                 }
+                if let (Some((theirs, their_key)), Some(c)) = (refused, &self.cursor) {
+                    return Err(other_tape_error(
+                        self.life.name(),
+                        &self.options.table,
+                        &shown,
+                        &theirs,
+                        &their_key,
+                        &c.tape_id,
+                    ));
+                }
                 Err(db_error(&shown, &table, "insert rows (rolled back)", &e))
             }
         }
+    }
+}
+
+/// Whether [`CURSOR_TABLE`] exists.
+fn cursor_table_exists(conn: &Connection) -> rusqlite::Result<bool> {
+    conn.query_row(
+        "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?1",
+        [CURSOR_TABLE],
+        |r| r.get::<_, i64>(0),
+    )
+    .map(|n| n > 0)
+}
+
+/// Another tape's delivery into `table`: its tape id and row key.
+fn other_tape(
+    conn: &Connection,
+    table: &str,
+    tape_id: &str,
+) -> rusqlite::Result<Option<(String, String)>> {
+    conn.query_row(
+        &format!(
+            "SELECT tape_id, sink FROM {CURSOR_TABLE} WHERE target_table = ?1 AND tape_id <> ?2 \
+             ORDER BY sink LIMIT 1"
+        ),
+        rusqlite::params![table, tape_id],
+        |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)),
+    )
+    .optional()
+}
+
+/// The refusal of a second tape's delivery into a table that holds another tape's.
+fn other_tape_error(
+    sink: &str,
+    table: &str,
+    shown: &str,
+    theirs: &str,
+    their_key: &str,
+    tape_id: &str,
+) -> Error {
+    Error::Delivery {
+        sink: sink.to_string(),
+        message: format!(
+            "table {table} in {shown} already holds rows delivered from tape {theirs} (row `{their_key}` in {CURSOR_TABLE}), not from this tape ({tape_id}); deliver into another table (`?table=`) or another database, or drop the table and delete that row to start over"
+        ),
     }
 }
 
@@ -621,17 +761,27 @@ impl Sink for SqliteSink {
     }
 
     fn write(&mut self, batch: &RecordBatch) -> Result<()> {
-        self.hold(batch, false)
+        let r = self.hold(batch, false);
+        self.life.watch(r)
     }
 
     fn write_block(&mut self, block: &Block) -> Result<()> {
-        let batch = self.options.blocks.batch(block)?;
-        self.hold(&batch, true)
+        let r = self
+            .options
+            .blocks
+            .batch(block)
+            .and_then(|b| self.hold(&b, true));
+        self.life.watch(r)
     }
 
     fn flush(&mut self) -> Result<()> {
         self.life.check_open()?;
-        self.commit()
+        let r = self.commit();
+        self.life.watch(r)
+    }
+
+    fn abandon(&mut self) {
+        self.life.abandon();
     }
 
     fn close(&mut self) -> Result<()> {
@@ -639,11 +789,34 @@ impl Sink for SqliteSink {
             return Ok(());
         }
         let committed = self.commit();
+        if committed.is_err() {
+            self.life.abandon();
+        }
+        // A database file this run made goes again if the run failed before a row was
+        // committed to it — unless another sink of this process has it open, or it holds
+        // anything at all.
+        let empty = self.life.failed()
+            && self.rows == 0
+            && self.created.has_file()
+            && self.conn.as_ref().is_some_and(|c| {
+                c.query_row("SELECT count(*) FROM sqlite_master", [], |r| {
+                    r.get::<_, i64>(0)
+                })
+                .is_ok_and(|n| n == 0)
+            });
         if let Some(conn) = self.conn.take() {
             let shown = self.shown();
-            conn.close()
-                .map_err(|(_, e)| db_error(&shown, "", "close the database", &e))?;
+            let closed = conn
+                .close()
+                .map_err(|(_, e)| db_error(&shown, "", "close the database", &e));
+            let alone = unregister_open(&self.open_key) == 0;
+            closed?;
+            if empty && alone {
+                let removed = self.created.remove(COMPANIONS);
+                return committed.and(removed);
+            }
         }
+        self.created.keep();
         self.bytes = self.file_bytes().saturating_sub(self.start_bytes);
         committed
     }
@@ -659,6 +832,7 @@ impl Sink for SqliteSink {
 
 impl Drop for SqliteSink {
     fn drop(&mut self) {
+        self.life.abandon_unless_closed();
         let _ = self.close();
     }
 }

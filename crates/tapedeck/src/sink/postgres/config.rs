@@ -53,8 +53,8 @@ pub struct PostgresOptions {
     pub blocks_table: String,
     /// How blocks are stored.
     pub blocks: BlockRows,
-    /// Create missing tables from the first batch (default false: the table must exist and its
-    /// columns lock the schema).
+    /// Create missing tables from the first batch (default true, as for SQLite; false
+    /// insists on an existing table, whose columns lock the schema).
     pub create_table: bool,
     /// Write with binary COPY (default); false uses prepared multi-row INSERTs, for roles
     /// without COPY.
@@ -90,7 +90,7 @@ impl Default for PostgresOptions {
             table: "readings".into(),
             blocks_table: "blocks".into(),
             blocks: BlockRows::Summary,
-            create_table: false,
+            create_table: true,
             use_copy: true,
             connect_timeout: Duration::from_secs(30),
             statement_timeout: Duration::from_secs(30),
@@ -175,11 +175,8 @@ impl PostgresOptions {
                 Some("long") => BlockRows::Long,
                 _ => BlockRows::Summary,
             },
-            create_table: p.flag("create_table")?,
-            use_copy: match p.raw("use_copy") {
-                None => true,
-                Some(_) => p.flag("use_copy")?,
-            },
+            create_table: p.flag_or("create_table", d.create_table)?,
+            use_copy: p.flag_or("use_copy", d.use_copy)?,
             connect_timeout: duration(p, "connect_timeout", d.connect_timeout)?,
             statement_timeout: duration(p, "statement_timeout", d.statement_timeout)?,
             close_timeout: duration(p, "close_timeout", d.close_timeout)?,
@@ -280,7 +277,9 @@ mod tests {
     fn defaults() {
         let o = PostgresOptions::from_uri("postgresql://db").unwrap();
         assert_eq!(o.target(), "db:5432/postgres.public.readings");
-        assert!(!o.create_table && o.use_copy);
+        assert!(o.create_table && o.use_copy);
+        let o = PostgresOptions::from_uri("postgresql://db?create_table=false").unwrap();
+        assert!(!o.create_table);
         assert_eq!(o.statement_timeout, Duration::from_secs(30));
         assert_eq!(o.close_timeout, Duration::from_secs(10));
         assert_eq!(o.application_name, "tapedeck");

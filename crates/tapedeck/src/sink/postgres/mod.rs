@@ -6,11 +6,12 @@
 //!   binary)` per table, `COMMIT` — pipelined, so a flush costs two round trips. With
 //!   `use_copy=false` (for roles without COPY) the rows go through prepared multi-row `INSERT`s
 //!   in the same transaction.
-//! - **Tables.** `create_table=false` (default) requires the table: its columns, read from
-//!   `information_schema.columns`, lock the schema, and a missing table is
-//!   [`Error::MissingTable`]; a column of a type tapedeck cannot write is [`Error::ColumnType`].
-//!   `create_table=true` creates a missing table from the first batch with `timestamptz`,
-//!   `double precision`, `bigint`, `boolean`, `text` and `bytea` columns. Columns with a default
+//! - **Tables.** An existing table's columns, read from `information_schema.columns`, lock the
+//!   schema; a column of a type tapedeck cannot write is [`Error::ColumnType`]. A missing table
+//!   is created from the first batch (`create_table=true`, the default, as for SQLite) with
+//!   `timestamptz`, `double precision`, `bigint`, `boolean`, `text` and `bytea` columns;
+//!   `create_table=false` insists on an existing table, and a missing one is
+//!   [`Error::MissingTable`]. Columns with a default
 //!   (`bigserial`, `DEFAULT now()`) that a flush has no values for are left out of its COPY, so
 //!   the default applies; generated columns are never written.
 //! - **Names.** Schema and table names must match `^[A-Za-z_][A-Za-z0-9_]{0,62}$`; column
@@ -19,7 +20,9 @@
 //!   never appears in a name, an error or a log line.
 //! - **The server goes away.** Each flush's transaction also advances this sink's row in
 //!   `SCHEMA.tapedeck_cursor` from the last committed flush number to the next, with the old
-//!   number in the `WHERE` clause. When the connection drops, the rows stay held and the sink
+//!   number in the `WHERE` clause. The row is written by the sink's first committed
+//!   transaction (synchronously), never at open: a run that fails or is killed before it
+//!   commits a row leaves no row behind. When the connection drops, the rows stay held and the sink
 //!   reconnects with backoff (100 ms doubling to 5 s). The retry sends the same rows under the
 //!   same flush number; if the lost transaction did commit, the retry's update matches no row
 //!   (and waits for a still-running old transaction's row lock first), so the retry is rolled
@@ -126,13 +129,21 @@ enum Outcome {
         table: String,
         message: String,
     },
+    /// A delivery's first transaction found another tape's delivery in the table (rolled
+    /// back): the row key of that delivery.
+    OtherTape(String),
 }
 
 /// An open connection and what was prepared on it.
 struct Session {
     client: Client,
     connection: tokio::task::JoinHandle<()>,
+    /// The progress table, quoted and qualified.
+    progress: String,
     advance: Statement,
+    /// The first transaction's progress step: inserts the row (or, for a retry of a first
+    /// transaction that did commit, matches nothing).
+    register: Statement,
     read_progress: Statement,
     copies: HashMap<String, Statement>,
 }
@@ -176,6 +187,8 @@ pub struct PostgresSink {
     /// A delivery from a tape: the cursor when the sink opened; each transaction sets the
     /// progress row's `tape_seq` to this plus the rows committed.
     cursor_base: Option<u64>,
+    /// The progress row exists (a delivery's from an earlier run, or this run committed).
+    registered: bool,
 }
 
 impl std::fmt::Debug for PostgresSink {
@@ -270,18 +283,18 @@ impl PostgresSink {
             bytes: 0,
             received: 0,
             cursor_base: None,
+            registered: false,
         };
         let session = sink.connect().map_err(|e| sink.connect_error(e))?;
         sink.session = Some(session);
-        match delivery {
-            Some((tape_id, start)) => {
-                sink.sink_id = format!(
-                    "tape:{tape_id}/{}.{}",
-                    sink.options.schema, sink.options.table
-                );
-                sink.register_delivery(start)?;
-            }
-            None => sink.register()?,
+        // A run's own progress row is written by its first transaction; a delivery's is read
+        // (and, if new, also written by its first transaction).
+        if let Some((tape_id, start)) = delivery {
+            sink.sink_id = format!(
+                "tape:{tape_id}/{}.{}",
+                sink.options.schema, sink.options.table
+            );
+            sink.register_delivery(start)?;
         }
         for blocks in [false, true] {
             sink.introspect(blocks)?;
@@ -351,6 +364,7 @@ impl PostgresSink {
             config.password(p.expose());
         }
         let progress = self.qualified(PROGRESS_TABLE);
+        let progress_name = progress.clone();
         let create = format!(
             "CREATE TABLE IF NOT EXISTS {progress} (sink text PRIMARY KEY, target_table text NOT NULL, \
              flushes bigint NOT NULL, rows bigint NOT NULL, tape_seq bigint, updated_at timestamptz NOT NULL DEFAULT now())"
@@ -358,6 +372,11 @@ impl PostgresSink {
         let advance = format!(
             "UPDATE {progress} SET flushes = $2, rows = rows + $3, tape_seq = $5, updated_at = now() \
              WHERE sink = $1 AND flushes = $4"
+        );
+        let register = format!(
+            "INSERT INTO {progress} AS p (sink, flushes, rows, tape_seq, target_table) VALUES ($1, $2, $3, $5, $6) \
+             ON CONFLICT (sink) DO UPDATE SET flushes = excluded.flushes, rows = p.rows + excluded.rows, \
+             tape_seq = excluded.tape_seq, updated_at = now() WHERE p.flushes = $4"
         );
         let read = format!("SELECT flushes FROM {progress} WHERE sink = $1");
         let work = async move {
@@ -379,6 +398,20 @@ impl PostgresSink {
                 )
                 .await
                 .map_err(|e| message(&e))?;
+            let register = client
+                .prepare_typed(
+                    &register,
+                    &[
+                        Type::TEXT,
+                        Type::INT8,
+                        Type::INT8,
+                        Type::INT8,
+                        Type::INT8,
+                        Type::TEXT,
+                    ],
+                )
+                .await
+                .map_err(|e| message(&e))?;
             let read_progress = client
                 .prepare_typed(&read, &[Type::TEXT])
                 .await
@@ -386,7 +419,9 @@ impl PostgresSink {
             Ok(Session {
                 client,
                 connection,
+                progress: progress_name,
                 advance,
+                register,
                 read_progress,
                 copies: HashMap::new(),
             })
@@ -396,79 +431,54 @@ impl PostgresSink {
             .map_err(|_| format!("no answer within {:?} (connect_timeout)", o.connect_timeout))?
     }
 
-    /// Adds this run's row to the progress table.
-    fn register(&mut self) -> Result<()> {
-        let progress = self.qualified(PROGRESS_TABLE);
-        let sql = format!(
-            "INSERT INTO {progress} (sink, target_table, flushes, rows) VALUES ($1, $2, 0, 0) \
-             ON CONFLICT (sink) DO NOTHING"
-        );
-        let target = format!("{}.{}", self.options.schema, self.options.table);
-        let id = self.sink_id.clone();
-        let session = self.session_ref()?;
-        let r = self.rt.block_on(async {
-            session
-                .client
-                .execute(&sql, &[&id as &(dyn ToSql + Sync), &target])
-                .await
-        });
-        r.map(|_| ()).map_err(|e| {
-            self.db_error(
-                PROGRESS_TABLE,
-                "register the sink's progress row",
-                message(&e),
-            )
-        })
-    }
-
-    /// Adds the delivery's row if it is new and reads it back, in one synchronously committed
-    /// transaction: the sink continues from what the server will keep even if it crashes now
-    /// (the WAL flush also covers every earlier run's asynchronous commits). A table that
-    /// already holds another tape's delivery is refused: two tapes' sequence numbers in one
-    /// table cannot be told apart, so neither cursor would say which rows it holds. A
-    /// transaction-scoped advisory lock on the table's name makes the check and the insert one
-    /// step for every delivery opening on that table.
+    /// Reads the delivery's row, in one synchronously committed transaction that also touches
+    /// it: the sink continues from what the server will keep even if it crashes now (the WAL
+    /// flush also covers every earlier run's asynchronous commits). A table that already holds
+    /// another tape's delivery is refused: two tapes' sequence numbers in one table cannot be
+    /// told apart, so neither cursor would say which rows it holds.
+    ///
+    /// A new delivery's row is not written here but by its first transaction, so a run that
+    /// fails (or is killed) before it commits a row leaves no row behind. That transaction
+    /// takes a transaction-scoped advisory lock on the table's name and checks for another
+    /// tape again before it inserts the row ([`run_transaction`]), so two deliveries of
+    /// different tapes opening on one table at once cannot both get in.
     fn register_delivery(&mut self, start: u64) -> Result<()> {
         let progress = self.qualified(PROGRESS_TABLE);
-        let guard = "SELECT pg_advisory_xact_lock(hashtext('tapedeck_cursor:' || $1))";
         let others = format!(
             "SELECT sink FROM {progress} WHERE target_table = $1 AND sink LIKE 'tape:%' AND sink <> $2 \
              ORDER BY sink LIMIT 1"
-        );
-        let insert = format!(
-            "INSERT INTO {progress} (sink, target_table, flushes, rows, tape_seq) VALUES ($1, $2, 0, 0, $3) \
-             ON CONFLICT (sink) DO NOTHING"
         );
         let touch = format!(
             "UPDATE {progress} SET updated_at = now() WHERE sink = $1 RETURNING flushes, tape_seq"
         );
         let target = format!("{}.{}", self.options.schema, self.options.table);
         let id = self.sink_id.clone();
-        let first = i64::try_from(start).map_err(|_| Error::Delivery {
-            sink: self.life.name().to_string(),
-            message: format!(
-                "tape row {start} does not fit PostgreSQL's bigint cursor; deliver from the tape's start"
-            ),
-        })?;
+        if i64::try_from(start).is_err() {
+            return Err(Error::Delivery {
+                sink: self.life.name().to_string(),
+                message: format!(
+                    "tape row {start} does not fit PostgreSQL's bigint cursor; deliver from the tape's start"
+                ),
+            });
+        }
         let session = self.session_ref()?;
         let read = self.rt.block_on(async {
             let c = &session.client;
             c.batch_execute(begin_sql(true)).await?;
             let r = async {
-                c.query_one(guard, &[&target as &(dyn ToSql + Sync)])
-                    .await?;
                 if let Some(row) = c
                     .query_opt(&others, &[&target as &(dyn ToSql + Sync), &id])
                     .await?
                 {
                     return Ok(Err(row.try_get::<_, String>(0)?));
                 }
-                c.execute(&insert, &[&id as &(dyn ToSql + Sync), &target, &first])
-                    .await?;
-                let row = c.query_one(&touch, &[&id as &(dyn ToSql + Sync)]).await?;
-                let flushes: i64 = row.try_get(0)?;
-                let seq: Option<i64> = row.try_get(1)?;
-                Ok::<_, tokio_postgres::Error>(Ok((flushes, seq)))
+                let found = match c.query_opt(&touch, &[&id as &(dyn ToSql + Sync)]).await? {
+                    Some(row) => {
+                        Some((row.try_get::<_, i64>(0)?, row.try_get::<_, Option<i64>>(1)?))
+                    }
+                    None => None,
+                };
+                Ok::<_, tokio_postgres::Error>(Ok(found))
             }
             .await;
             match r {
@@ -495,24 +505,13 @@ impl PostgresSink {
             )
         })?;
         let (flushes, seq) = match found {
-            Ok(found) => found,
-            Err(theirs) => {
-                let their_tape = theirs
-                    .strip_prefix("tape:")
-                    .and_then(|r| r.split('/').next())
-                    .unwrap_or(theirs.as_str());
-                let ours = id
-                    .strip_prefix("tape:")
-                    .and_then(|r| r.split('/').next())
-                    .unwrap_or(id.as_str());
-                return Err(Error::Delivery {
-                    sink: self.life.name().to_string(),
-                    message: format!(
-                        "table {target} already holds rows delivered from tape {their_tape} (row `{theirs}` in {}.{PROGRESS_TABLE}), not from this tape ({ours}); deliver into another table (`?table=` or `?schema=`), or drop the table and delete that row to start over",
-                        self.options.schema
-                    ),
-                });
+            Ok(Some(found)) => found,
+            Ok(None) => {
+                // A new delivery: its row comes with its first transaction.
+                self.cursor_base = Some(start);
+                return Ok(());
             }
+            Err(theirs) => return Err(self.other_tape_error(&theirs)),
         };
         let Some(seq) = seq.and_then(|s| u64::try_from(s).ok()) else {
             return Err(Error::Delivery {
@@ -526,7 +525,30 @@ impl PostgresSink {
         self.committed = flushes;
         self.synced_flush = flushes;
         self.cursor_base = Some(seq);
+        self.registered = true;
         Ok(())
+    }
+
+    /// The refusal of a delivery into a table that holds another tape's delivery (row
+    /// `theirs` of the progress table).
+    fn other_tape_error(&self, theirs: &str) -> Error {
+        let target = format!("{}.{}", self.options.schema, self.options.table);
+        let their_tape = theirs
+            .strip_prefix("tape:")
+            .and_then(|r| r.split('/').next())
+            .unwrap_or(theirs);
+        let id = &self.sink_id;
+        let ours = id
+            .strip_prefix("tape:")
+            .and_then(|r| r.split('/').next())
+            .unwrap_or(id.as_str());
+        Error::Delivery {
+            sink: self.life.name().to_string(),
+            message: format!(
+                "table {target} already holds rows delivered from tape {their_tape} (row `{theirs}` in {}.{PROGRESS_TABLE}), not from this tape ({ours}); deliver into another table (`?table=` or `?schema=`), or drop the table and delete that row to start over",
+                self.options.schema
+            ),
+        }
     }
 
     fn session_ref(&self) -> Result<&Session> {
@@ -613,6 +635,11 @@ impl PostgresSink {
     }
 
     fn hold(&mut self, batch: &RecordBatch, blocks: bool) -> Result<()> {
+        let r = self.hold_checked(batch, blocks);
+        self.life.watch(r)
+    }
+
+    fn hold_checked(&mut self, batch: &RecordBatch, blocks: bool) -> Result<()> {
         self.life.check_open()?;
         let table = self.table(blocks);
         if !table.exists && !self.options.create_table {
@@ -703,8 +730,11 @@ impl PostgresSink {
                         covers += 1;
                         rows += h.rows;
                     }
+                    // The first transaction writes the progress row: synchronously, so the
+                    // row the later ones advance cannot vanish in a server crash.
                     let sync = self.async_commit
-                        && (wait
+                        && (!self.registered
+                            || wait
                             || self.last_sync.elapsed() >= SYNC_EVERY
                             || self.unsynced_rows + rows >= self.options.buffer_rows / 2);
                     Attempt {
@@ -743,6 +773,10 @@ impl PostgresSink {
                     self.broken = true;
                     return Err(self.db_error(&table, "write rows (rolled back)", message));
                 }
+                Outcome::OtherTape(theirs) => {
+                    self.broken = true;
+                    return Err(self.other_tape_error(&theirs));
+                }
             }
         }
         Ok(())
@@ -771,6 +805,7 @@ impl PostgresSink {
             self.unsynced.push_back((attempt.flush, done));
         }
         self.committed = attempt.flush;
+        self.registered = true;
         self.in_doubt = None;
         if let Some((since, _)) = self.down.take() {
             tracing::info!(target = %self.options.target(), down_for = ?since.elapsed(), "caught up after the server came back");
@@ -902,6 +937,7 @@ impl PostgresSink {
         let deadline = self.options.statement_timeout + Duration::from_secs(10);
         let use_copy = self.options.use_copy;
         let sink_id = self.sink_id.clone();
+        let target = format!("{}.{}", self.options.schema, self.options.table);
         let prev = attempt.flush - 1;
         let work = run_transaction(
             &mut session,
@@ -914,9 +950,14 @@ impl PostgresSink {
                 rows: total_rows as i64,
                 prev,
                 sync: attempt.sync,
-                tape_seq: self
-                    .cursor_base
-                    .map(|b| (b + self.rows + total_rows) as i64),
+                tape_seq: self.cursor_base.map(|b| {
+                    i64::try_from(b.saturating_add(self.rows).saturating_add(total_rows))
+                        .unwrap_or(i64::MAX)
+                }),
+                first: (!self.registered).then_some(First {
+                    target: &target,
+                    delivery: self.cursor_base.is_some(),
+                }),
             },
             first_row,
         );
@@ -963,6 +1004,7 @@ impl PostgresSink {
             }
             Err(TxError::Lost(e)) => Outcome::Lost(e),
             Err(TxError::Failed { table, message }) => Outcome::Failed { table, message },
+            Err(TxError::OtherTape(theirs)) => Outcome::OtherTape(theirs),
         };
         if let Outcome::Committed { .. } = outcome {
             self.readings.exists |=
@@ -998,6 +1040,17 @@ struct Step<'a> {
     sync: bool,
     /// A delivery's cursor after this transaction (`None` outside a delivery).
     tape_seq: Option<i64>,
+    /// The sink's first transaction: it writes the progress row.
+    first: Option<First<'a>>,
+}
+
+/// What the first transaction needs to write the progress row.
+struct First<'a> {
+    /// `schema.table`.
+    target: &'a String,
+    /// A delivery from a tape: check (under an advisory lock) that no other tape's delivery
+    /// holds the table.
+    delivery: bool,
 }
 
 impl Step<'_> {
@@ -1025,7 +1078,12 @@ fn begin_sql(sync: bool) -> &'static str {
 /// How a transaction failed.
 enum TxError {
     Lost(String),
-    Failed { table: String, message: String },
+    Failed {
+        table: String,
+        message: String,
+    },
+    /// Another tape's delivery holds the table (its row key); rolled back.
+    OtherTape(String),
 }
 
 fn classify(table: &str, e: &tokio_postgres::Error) -> TxError {
@@ -1049,16 +1107,70 @@ async fn run_transaction(
     step: Step<'_>,
     first_row: u64,
 ) -> std::result::Result<Option<u64>, TxError> {
-    if let ([plan], true, true) = (plans, ddl.is_empty(), use_copy) {
+    if let ([plan], true, true, None) = (plans, ddl.is_empty(), use_copy, &step.first) {
         return copy_pipelined(session, plan, step, first_row).await;
     }
     let client = &session.client;
-    let begin = client.batch_execute(begin_sql(step.sync));
-    let params = step.params();
-    let advance = client.execute(&session.advance, &params);
-    let (begin, advanced) = futures_util::future::join(begin, advance).await;
-    begin.map_err(|e| classify(PROGRESS_TABLE, &e))?;
-    let advanced = advanced.map_err(|e| classify(PROGRESS_TABLE, &e))?;
+    let advanced = match &step.first {
+        None => {
+            let begin = client.batch_execute(begin_sql(step.sync));
+            let params = step.params();
+            let advance = client.execute(&session.advance, &params);
+            let (begin, advanced) = futures_util::future::join(begin, advance).await;
+            begin.map_err(|e| classify(PROGRESS_TABLE, &e))?;
+            advanced.map_err(|e| classify(PROGRESS_TABLE, &e))?
+        }
+        Some(first) => {
+            client
+                .batch_execute(begin_sql(step.sync))
+                .await
+                .map_err(|e| classify(PROGRESS_TABLE, &e))?;
+            let registered = async {
+                if first.delivery {
+                    // One delivery at a time past this point for this table, until COMMIT: the
+                    // check for another tape and the insert of this delivery's row are one step.
+                    client
+                        .query_one(
+                            "SELECT pg_advisory_xact_lock(hashtext('tapedeck_cursor:' || $1))",
+                            &[first.target as &(dyn ToSql + Sync)],
+                        )
+                        .await?;
+                    let others = format!(
+                        "SELECT sink FROM {} WHERE target_table = $1 AND sink LIKE 'tape:%' AND sink <> $2 \
+                         ORDER BY sink LIMIT 1",
+                        session.progress
+                    );
+                    if let Some(row) = client
+                        .query_opt(&others, &[first.target as &(dyn ToSql + Sync), step.sink_id])
+                        .await?
+                    {
+                        return Ok(Err(row.try_get::<_, String>(0)?));
+                    }
+                }
+                let p = step.params();
+                let params = [p[0], p[1], p[2], p[3], p[4], first.target as &(dyn ToSql + Sync)];
+                client.execute(&session.register, &params).await.map(Ok)
+            }
+            .await;
+            match registered {
+                Ok(Ok(n)) => n,
+                Ok(Err(theirs)) => {
+                    client
+                        .batch_execute("ROLLBACK")
+                        .await
+                        .map_err(|e| classify(PROGRESS_TABLE, &e))?;
+                    return Err(TxError::OtherTape(theirs));
+                }
+                Err(e) => {
+                    let failure = classify(PROGRESS_TABLE, &e);
+                    if let TxError::Failed { .. } = failure {
+                        let _ = client.batch_execute("ROLLBACK").await;
+                    }
+                    return Err(failure);
+                }
+            }
+        }
+    };
     if advanced != 1 {
         client
             .batch_execute("ROLLBACK")
