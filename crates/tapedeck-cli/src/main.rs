@@ -282,7 +282,7 @@ Sinks:
                 dictionary, row_group_rows (131072), blocks=wide|long, overwrite, strict
   postgres://USER[:PASSWORD]@HOST[:PORT]/DB
                 PostgreSQL over binary COPY, one transaction per flush; schema (public),
-                table (readings), blocks_table (blocks), blocks, create_table (false: the table
+                table (readings), blocks_table (blocks), blocks, create_table (true; false: the table
                 must exist), use_copy, connect_timeout (30s), statement_timeout (30s),
                 close_timeout (10s), application_name, synchronous_commit (off), retry_for (5m),
                 buffer_rows (1000000), strict. Reconnects if the server goes away, holding rows
@@ -654,7 +654,8 @@ fn record(args: RecordArgs) -> u8 {
 /// Parses every sink URI, keeping the URI as shown (credentials removed) beside its spec. A
 /// delivery (`delivered`) decides itself whether an existing file is one it continues.
 fn parse_sinks(uris: &[String], delivered: bool) -> Result<Vec<(String, sink::SinkSpec)>, Error> {
-    uris.iter()
+    let specs = uris
+        .iter()
         .map(|uri| {
             let spec = if delivered {
                 // An existing file the delivery would refuse is a usage error now, before the
@@ -667,7 +668,11 @@ fn parse_sinks(uris: &[String], delivered: bool) -> Result<Vec<(String, sink::Si
             };
             Ok((tapedeck::uri::redact(uri), spec))
         })
-        .collect()
+        .collect::<Result<Vec<_>, Error>>()?;
+    // Two sinks writing one file (or one table) would corrupt it: refused before anything is
+    // created.
+    sink::check_distinct(specs.iter().map(|(_, s)| s))?;
+    Ok(specs)
 }
 
 /// True once deliveries should stop where they are: Ctrl-C / SIGTERM came, and the deliveries

@@ -375,6 +375,14 @@ fn the_summary_counts_the_tape_once_with_bytes_and_a_failed_delivery_its_lag() {
     let d = &s["deliveries"][0];
     assert_eq!(d["state"], "failed");
     assert_eq!(d["lag_rows"], 500, "{s}");
+    // Item 5: the failed delivery leaves no empty file (nor its cursor) behind, so the retry
+    // the error suggests works.
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("blocks.csv"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
 }
 
 /// Item 6: a sink attached to a live recording: `deliver` runs beside the recorder, follows
@@ -531,4 +539,26 @@ fn the_progress_line_shows_a_share_and_time_left_when_the_count_is_known() {
         .find(|l| l.contains("ETA"))
         .unwrap_or_else(|| panic!("no ETA in: {err}"));
     assert!(line.contains('%'), "{line}");
+}
+
+/// Item 5: two `--sink`s naming one file are refused before anything is created (exit 2).
+#[test]
+fn two_sinks_naming_one_file_are_refused_before_anything_is_created() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = format!("csv:{}/out.csv", dir.path().display());
+    let b = format!("csv:{}/./out.csv", dir.path().display());
+    let o = tapedeck()
+        .args([
+            "record",
+            "--source",
+            "sim:alicat?n=10",
+            "--sink",
+            &a,
+            "--sink",
+            &b,
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 }

@@ -197,7 +197,7 @@ pub enum Error {
     },
     /// A database table that should exist does not.
     #[error(
-        "table `{table}` does not exist in {database}; create it first, or add `?create_table=true` to let tapedeck create it from the first batch"
+        "table `{table}` does not exist in {database}; create it first, or drop `create_table=false` to let tapedeck create it from the first batch"
     )]
     MissingTable {
         /// The database (path, or `host:port/db` — never credentials).

@@ -342,6 +342,13 @@ where
     if let Err(e) = run.flush() {
         error.get_or_insert(e);
     }
+    // A failed run leaves nothing it created and never wrote to: each sink that took no rows
+    // removes its file (the retry the error suggests then works).
+    if error.is_some() || run.lanes.iter().any(SinkLane::failed) {
+        for lane in &mut run.lanes {
+            lane.abandon();
+        }
+    }
     let Run {
         lanes,
         rows,
@@ -451,6 +458,8 @@ enum SinkCommand {
     Write(RecordBatch, bool),
     Block(Arc<Block>),
     Flush,
+    /// The run failed (here or elsewhere): a sink that wrote nothing removes what it created.
+    Abandon,
 }
 
 fn apply(sink: &mut dyn Sink, cmd: SinkCommand) -> Result<()> {
@@ -459,6 +468,10 @@ fn apply(sink: &mut dyn Sink, cmd: SinkCommand) -> Result<()> {
         SinkCommand::Write(b, true) => sink.write(&b).and_then(|()| sink.flush()),
         SinkCommand::Block(b) => sink.write_block(&b),
         SinkCommand::Flush => sink.flush(),
+        SinkCommand::Abandon => {
+            sink.abandon();
+            Ok(())
+        }
     }
 }
 
@@ -488,6 +501,7 @@ fn apply_queued(
             }
             SinkCommand::Block(b) => sink.write_block(&b)?,
             SinkCommand::Flush => flush = true,
+            SinkCommand::Abandon => sink.abandon(),
         }
         taken += 1;
         if taken < limit {
@@ -599,6 +613,18 @@ impl SinkLane {
             }
             if let Some(p) = progress {
                 p.set_sink(*index, sink.stats());
+            }
+        }
+    }
+
+    /// Tells the sink the run failed (see [`Sink::abandon`]).
+    fn abandon(&mut self) {
+        match self {
+            SinkLane::Inline { sink, .. } => sink.abandon(),
+            SinkLane::Worker { tx, .. } => {
+                if let Some(tx) = tx {
+                    let _ = tx.send(SinkCommand::Abandon);
+                }
             }
         }
     }

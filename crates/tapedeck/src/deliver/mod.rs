@@ -335,6 +335,15 @@ impl WorkerCtx {
             self.set(|s| s.state = "aborted".into());
             return Ok(());
         };
+        let result = self.deliver_into(&mut target);
+        if result.is_err() {
+            target.abandon();
+        }
+        result
+    }
+
+    /// Delivers into an open target until the tape's end (or an abort).
+    fn deliver_into(&self, target: &mut Box<dyn Target>) -> Result<()> {
         let resume = target.resume_at();
         let (limit, _) = self.limit();
         if resume > limit {

@@ -84,6 +84,9 @@ pub trait Target: Send {
     fn replaced_at_finish(&self) -> bool {
         false
     }
+    /// The delivery failed. A destination this delivery created and never committed a row to
+    /// is removed, so the retry the error suggests starts clean; anything holding rows stays.
+    fn abandon(&mut self) {}
 }
 
 /// Checks, before anything is created or any tape opened, that `spec` names no existing file
@@ -324,6 +327,9 @@ struct TextFile {
     sink: Box<dyn Sink>,
     resume: u64,
     committer: Committer,
+    /// This delivery created the file (it did not exist) and its cursor: a delivery that
+    /// fails before its first commit removes both (see [`Target::abandon`]).
+    created: bool,
 }
 
 impl TextFile {
@@ -337,6 +343,7 @@ impl TextFile {
     ) -> Result<TextFile> {
         let cursor_path = hidden_beside(path, "tapedeck-cursor");
         let existing = file_len(path)?;
+        let created = existing.is_none() && !cursor_path.exists();
         // Either the committed state is kept (file cut back to it), or the file starts over
         // from `Err(start)`.
         let kept = match CursorFile::open(&cursor_path, &tape.id)? {
@@ -439,6 +446,7 @@ impl TextFile {
             path: path.to_path_buf(),
             resume,
             committer,
+            created,
         })
     }
 
@@ -448,7 +456,36 @@ impl TextFile {
     }
 }
 
+impl TextFile {
+    /// For [`Target::abandon`]: removes the file and its cursor when this delivery created
+    /// them and committed nothing.
+    fn remove_if_untouched(&mut self) {
+        if !self.created || self.committer.committed().is_some() {
+            return;
+        }
+        let _ = self.sink.close();
+        let _ = self.committer.stop(&self.name);
+        let cursor = hidden_beside(&self.path, "tapedeck-cursor");
+        for p in [&self.path, &cursor] {
+            if let Err(e) = std::fs::remove_file(p)
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                tracing::warn!(
+                    "{}: cannot remove {} after the failure: {e}",
+                    self.name,
+                    p.display()
+                );
+            }
+        }
+        self.created = false;
+    }
+}
+
 impl Target for TextFile {
+    fn abandon(&mut self) {
+        self.remove_if_untouched();
+    }
+
     fn name(&self) -> &str {
         &self.name
     }
