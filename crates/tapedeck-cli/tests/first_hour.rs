@@ -392,7 +392,7 @@ fn deliver_attaches_a_sink_to_a_live_recording() {
     let dir = tempfile::tempdir().unwrap();
     let tape = dir.path().join("tape");
     let csv = dir.path().join("late.csv");
-    let mut rec = tapedeck()
+    let rec = tapedeck()
         .args([
             "record",
             "--source",
