@@ -769,3 +769,137 @@ fn two_tapes_delivering_into_one_new_table_at_once_cannot_both_get_in() {
         db.exec(&format!("DROP SCHEMA {s} CASCADE"));
     }
 }
+
+/// Waits (up to 20 s) until a backend of `app` waits on a lock other than `not` (a pid);
+/// returns its pid.
+fn opener_waiting_on_lock(db: &Db, app: &str, not: i32) -> i32 {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let rows = db.query(&format!(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = '{app}' \
+             AND wait_event_type = 'Lock' AND pid <> {not}"
+        ));
+        if let Some(row) = rows.first() {
+            return row.get(0);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the sink's open never waited on the table's lock (application_name {app})"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// A table whose columns the sink's open cannot read while another session holds an ACCESS
+/// EXCLUSIVE lock on it (reading a column default locks the table).
+fn lockable_table(db: &Db, s: &str) {
+    db.exec(&format!(
+        "CREATE TABLE {s}.t (id bigint, at timestamptz DEFAULT now())"
+    ));
+}
+
+#[test]
+fn a_connection_lost_while_the_sink_opens_is_a_connect_error_a_delivery_retries() {
+    let Some((url, db)) = server("lost_at_open") else {
+        return;
+    };
+    let s = schema(&db, "lost_at_open");
+    lockable_table(&db, &s);
+    let app = format!("tapedeck_lost_at_open_{}", std::process::id());
+    let target = uri(
+        &url,
+        &format!("schema={s}&table=t&application_name={app}&connect_timeout=2s"),
+    );
+    let password = url.parse::<tokio_postgres::Config>().ok().and_then(|c| {
+        c.get_password()
+            .map(|p| String::from_utf8_lossy(p).into_owned())
+    });
+    let locker = Db::connect(&url).unwrap();
+    let killer = Db::connect(&url).unwrap();
+
+    // A plain open, its backend terminated while it reads the table's columns.
+    locker.exec(&format!("BEGIN; LOCK TABLE {s}.t IN ACCESS EXCLUSIVE MODE"));
+    let opening = {
+        let target = target.clone();
+        std::thread::spawn(move || sink::open(&target).err())
+    };
+    let pid = opener_waiting_on_lock(&killer, &app, 0);
+    killer.exec(&format!("SELECT pg_terminate_backend({pid})"));
+    let e = opening
+        .join()
+        .unwrap()
+        .expect("the open succeeded although its connection was terminated");
+    assert!(matches!(e, Error::Connect { .. }), "{e:?}");
+    let text = format!("{e} {e:?}");
+    assert!(
+        text.contains("57P01") && text.contains(&format!("{s}.t")),
+        "{text}"
+    );
+    if let Some(p) = password.filter(|p| !p.is_empty()) {
+        assert!(!text.contains(&p), "the password shows: {text}");
+    }
+    locker.exec("ROLLBACK");
+
+    // A delivery: the open is terminated the same way, retried, blocks again, and succeeds
+    // once the lock is released.
+    let dir = tempfile::tempdir().unwrap();
+    let (t, end) = tape(&dir.path().join("tape"), 0, 40);
+    locker.exec(&format!("BEGIN; LOCK TABLE {s}.t IN ACCESS EXCLUSIVE MODE"));
+    let spec = sink::parse_unchecked(&target).unwrap();
+    let delivery = tapedeck::deliver::Delivery::start(
+        t.clone(),
+        vec![(target.clone(), spec)],
+        tapedeck::deliver::TapeEnd::Fixed(end),
+        &tapedeck::deliver::DeliveryOptions {
+            open_retry_for: Duration::from_secs(30),
+            ..tapedeck::deliver::DeliveryOptions::default()
+        },
+    )
+    .unwrap();
+    let first = opener_waiting_on_lock(&killer, &app, 0);
+    killer.exec(&format!("SELECT pg_terminate_backend({first})"));
+    // The retry opens a new connection and waits on the lock again.
+    opener_waiting_on_lock(&killer, &app, first);
+    let status = delivery.statuses().pop().unwrap();
+    assert_eq!(status.state, "reconnecting", "{status:?}");
+    locker.exec("COMMIT");
+    let st = delivery.finish(end).pop().unwrap();
+    assert_eq!((st.state.as_str(), st.cursor), ("done", Some(40)), "{st:?}");
+    assert_eq!(
+        db.count(&format!("SELECT count(DISTINCT id) FROM {s}.t")),
+        40
+    );
+    assert_eq!(db.count(&format!("SELECT count(*) FROM {s}.t")), 40);
+    db.exec(&format!("DROP SCHEMA {s} CASCADE"));
+}
+
+#[test]
+fn a_server_stopped_while_a_delivery_opens_its_sink_is_retried_until_it_is_back() {
+    let Some(cluster) = pg_cluster::Cluster::start("stopped_at_open") else {
+        return;
+    };
+    let url = cluster.url();
+    let db = Db::connect(&url).unwrap();
+    lockable_table(&db, "public");
+    let app = "tapedeck_stopped_at_open";
+    let target = uri(
+        &url,
+        &format!("table=t&application_name={app}&connect_timeout=2s"),
+    );
+    // The delivery's open blocks reading the table's columns; the server is stopped (`pg_ctl
+    // -m fast`: every backend gets 57P01) and started again.
+    db.exec("BEGIN; LOCK TABLE public.t IN ACCESS EXCLUSIVE MODE");
+    let dir = tempfile::tempdir().unwrap();
+    let (t, end) = tape(&dir.path().join("tape"), 0, 25);
+    let delivery = start_delivery(&t, end, &target);
+    let watcher = Db::connect(&url).unwrap();
+    opener_waiting_on_lock(&watcher, app, 0);
+    cluster.stop("fast");
+    std::thread::sleep(Duration::from_millis(300));
+    cluster.start_again();
+    let st = delivery.finish(end).pop().unwrap();
+    assert_eq!((st.state.as_str(), st.cursor), ("done", Some(25)), "{st:?}");
+    let db = Db::connect(&url).unwrap();
+    assert_eq!(db.count("SELECT count(DISTINCT id) FROM public.t"), 25);
+    assert_eq!(db.count("SELECT count(*) FROM public.t"), 25);
+}

@@ -29,7 +29,10 @@
 //!   back and the rows are counted once — no row is lost and none is written twice. Meanwhile
 //!   `write` and `flush` keep accepting rows (the sink is *behind*: [`SinkStats::pending`]) up to
 //!   `buffer_rows`, after which `write` waits; after `retry_for` without a server the sink fails
-//!   with [`Error::Connect`].
+//!   with [`Error::Connect`]. While the sink *opens*, a server that cannot be reached, or a
+//!   connection lost on the way (closed, a socket error, SQLSTATE class 08, 57P01–57P03,
+//!   53300), is [`Error::Connect`] — what a delivery retries — and every other refusal is
+//!   [`Error::Database`].
 //! - **Settings.** `connect_timeout` (30 s) caps every connection attempt, `statement_timeout`
 //!   (30 s) is sent as a server setting, `close_timeout` (10 s) caps closing,
 //!   `application_name=tapedeck`. `synchronous_commit` is `off` for the sink's session unless
@@ -134,6 +137,24 @@ enum Outcome {
     OtherTape(String),
 }
 
+/// Why a connection attempt failed.
+enum ConnectFailure {
+    /// No server answered (within `connect_timeout`), or it refused the session
+    /// (authentication, an unknown database).
+    Startup(String),
+    /// The session started, then this step of its setup failed.
+    Setup(&'static str, tokio_postgres::Error),
+}
+
+impl ConnectFailure {
+    fn message(&self) -> String {
+        match self {
+            ConnectFailure::Startup(m) => m.clone(),
+            ConnectFailure::Setup(action, e) => format!("cannot {action}: {}", message(e)),
+        }
+    }
+}
+
 /// An open connection and what was prepared on it.
 struct Session {
     client: Client,
@@ -205,7 +226,9 @@ impl std::fmt::Debug for PostgresSink {
 impl PostgresSink {
     /// Connects (within `connect_timeout`), prepares the progress table, and reads the tables'
     /// columns. A server that cannot be reached here is an error at once: the retry policy is for
-    /// servers that go away *during* a run.
+    /// servers that go away *during* a run. A connection lost while opening (the server shut
+    /// down, crashed, or ended the session) is [`Error::Connect`] too, which a delivery retries;
+    /// anything else the server refuses is [`Error::Database`].
     pub fn open(options: PostgresOptions) -> Result<PostgresSink> {
         Self::open_with(options, None)
     }
@@ -285,7 +308,10 @@ impl PostgresSink {
             cursor_base: None,
             registered: false,
         };
-        let session = sink.connect().map_err(|e| sink.connect_error(e))?;
+        let session = sink.connect().map_err(|f| match f {
+            ConnectFailure::Startup(message) => sink.connect_error(message),
+            ConnectFailure::Setup(action, e) => sink.open_error(PROGRESS_TABLE, action, &e),
+        })?;
         sink.session = Some(session);
         // A run's own progress row is written by its first transaction; a delivery's is read
         // (and, if new, also written by its first transaction).
@@ -334,6 +360,25 @@ impl PostgresSink {
         }
     }
 
+    /// A failure while the sink opens, after the session started. A lost connection or a server
+    /// going away ([`connection_lost`]) is [`Error::Connect`], which a delivery retries; anything
+    /// else (a missing privilege, a table it cannot use) is [`Error::Database`].
+    fn open_error(&self, table: &str, action: &'static str, e: &tokio_postgres::Error) -> Error {
+        if connection_lost(e) {
+            Error::Connect {
+                database: self.database.clone(),
+                message: format!(
+                    "the connection was lost while trying to {action} ({}.{table}): {}",
+                    self.options.schema,
+                    message(e)
+                ),
+                hint: "the server shut down, restarted, crashed or had no connection to spare while the sink opened; a delivery from a tape tries again for 5 minutes, otherwise run again once the server accepts connections",
+            }
+        } else {
+            self.db_error(table, action, message(e))
+        }
+    }
+
     fn db_error(&self, table: &str, action: &'static str, message: String) -> Error {
         Error::Database {
             database: self.database.clone(),
@@ -345,7 +390,7 @@ impl PostgresSink {
 
     /// One connection attempt, capped by `connect_timeout`: connects, makes sure the progress
     /// table exists, and prepares the progress statements.
-    fn connect(&self) -> std::result::Result<Session, String> {
+    fn connect(&self) -> std::result::Result<Session, ConnectFailure> {
         let o = &self.options;
         let mut config = tokio_postgres::Config::new();
         config
@@ -380,7 +425,10 @@ impl PostgresSink {
         );
         let read = format!("SELECT flushes FROM {progress} WHERE sink = $1");
         let work = async move {
-            let (client, connection) = config.connect(NoTls).await.map_err(|e| message(&e))?;
+            let (client, connection) = config
+                .connect(NoTls)
+                .await
+                .map_err(|e| ConnectFailure::Startup(message(&e)))?;
             let connection = tokio::spawn(async move {
                 let _ = connection.await;
             });
@@ -388,7 +436,7 @@ impl PostgresSink {
                 // Two first runs racing to create the table: the loser's CREATE fails with a
                 // unique violation on the catalog, and the table exists.
                 if e.code() != Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) {
-                    return Err(message(&e));
+                    return Err(ConnectFailure::Setup("create the progress table", e));
                 }
             }
             let advance = client
@@ -397,7 +445,7 @@ impl PostgresSink {
                     &[Type::TEXT, Type::INT8, Type::INT8, Type::INT8, Type::INT8],
                 )
                 .await
-                .map_err(|e| message(&e))?;
+                .map_err(|e| ConnectFailure::Setup("prepare the progress statements", e))?;
             let register = client
                 .prepare_typed(
                     &register,
@@ -411,11 +459,11 @@ impl PostgresSink {
                     ],
                 )
                 .await
-                .map_err(|e| message(&e))?;
+                .map_err(|e| ConnectFailure::Setup("prepare the progress statements", e))?;
             let read_progress = client
                 .prepare_typed(&read, &[Type::TEXT])
                 .await
-                .map_err(|e| message(&e))?;
+                .map_err(|e| ConnectFailure::Setup("prepare the progress statements", e))?;
             Ok(Session {
                 client,
                 connection,
@@ -428,7 +476,12 @@ impl PostgresSink {
         };
         self.rt
             .block_on(async { tokio::time::timeout(o.connect_timeout, work).await })
-            .map_err(|_| format!("no answer within {:?} (connect_timeout)", o.connect_timeout))?
+            .map_err(|_| {
+                ConnectFailure::Startup(format!(
+                    "no answer within {:?} (connect_timeout)",
+                    o.connect_timeout
+                ))
+            })?
     }
 
     /// Reads the delivery's row, in one synchronously committed transaction that also touches
@@ -497,13 +550,8 @@ impl PostgresSink {
                 }
             }
         });
-        let found = read.map_err(|e| {
-            self.db_error(
-                PROGRESS_TABLE,
-                "read the delivery's cursor row",
-                message(&e),
-            )
-        })?;
+        let found = read
+            .map_err(|e| self.open_error(PROGRESS_TABLE, "read the delivery's cursor row", &e))?;
         let (flushes, seq) = match found {
             Ok(Some(found)) => found,
             Ok(None) => {
@@ -577,7 +625,7 @@ impl PostgresSink {
                     )
                     .await
             })
-            .map_err(|e| self.db_error(&table_name, "read the table's columns", message(&e)))?;
+            .map_err(|e| self.open_error(&table_name, "read the table's columns", &e))?;
         if rows.is_empty() {
             return Ok(false);
         }
@@ -712,8 +760,8 @@ impl PostgresSink {
                         tracing::info!(target = %self.options.target(), "reconnected to the server");
                         self.session = Some(s);
                     }
-                    Err(e) => {
-                        self.went_away(e)?;
+                    Err(failure) => {
+                        self.went_away(failure.message())?;
                         continue;
                     }
                 }
@@ -1445,6 +1493,29 @@ fn is_lost(e: &tokio_postgres::Error) -> bool {
         // No server error: an I/O or protocol failure on the socket.
         None => e.as_db_error().is_none(),
     }
+}
+
+/// The connection was lost, or the server is going away or cannot take the session now — as
+/// opposed to a server refusing what was asked. Decides which failures while the sink opens are
+/// [`Error::Connect`] (a delivery retries those): the connection closed, an I/O error on the
+/// socket, SQLSTATE class 08 (connection exception), 57P01 / 57P02 / 57P03 (administrator or
+/// crash shutdown, cannot connect now) and 53300 (too many connections).
+fn connection_lost(e: &tokio_postgres::Error) -> bool {
+    if e.is_closed() {
+        return true;
+    }
+    if let Some(code) = e.code() {
+        let c = code.code();
+        return c.starts_with("08") || matches!(c, "57P01" | "57P02" | "57P03" | "53300");
+    }
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if s.is::<std::io::Error>() {
+            return true;
+        }
+        source = s.source();
+    }
+    false
 }
 
 /// The driver's message, with the server's detail and hint when it sent them. Never holds the
