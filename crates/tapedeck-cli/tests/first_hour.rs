@@ -562,3 +562,38 @@ fn two_sinks_naming_one_file_are_refused_before_anything_is_created() {
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 }
+
+/// Item 2: alicat rows into an SQLite table of DAQ rows are refused, naming both column lists,
+/// instead of adding rows of nulls.
+#[test]
+fn a_table_refuses_rows_unrelated_to_its_columns() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite:{}/lab.db?table=samples", dir.path().display());
+    {
+        use std::io::Write;
+        let mut child = tapedeck()
+            .args(["record", "--source", "stdin:csv", "--sink", &db])
+            .stdin(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(b"device,ai0,ai1\ndev1,0.5,0.25\ndev1,0.6,0.26\n")
+            .unwrap();
+        let o = child.wait_with_output().unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    let o = tapedeck()
+        .args(["record", "--source", "sim:alicat?n=10", "--sink", &db])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("no data column in common") && stderr(&o).contains("Mass_Flow"),
+        "{}",
+        stderr(&o)
+    );
+}

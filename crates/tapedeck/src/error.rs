@@ -79,6 +79,19 @@ pub enum Error {
         /// Mentions `append=true` where the format allows appending.
         append_hint: &'static str,
     },
+    /// A batch that shares no data column with the destination's locked columns: another
+    /// source's rows, which would be all nulls here.
+    #[error(
+        "{owner} holds columns [{locked}]; these rows have [{got}] — no data column in common (besides identity and time columns), so they are probably another source's and would be all nulls here. Write them to another file or table"
+    )]
+    UnrelatedColumns {
+        /// The destination.
+        owner: String,
+        /// Its locked column names, comma-separated.
+        locked: String,
+        /// The batch's column names, comma-separated.
+        got: String,
+    },
     /// A value whose type conflicts with the locked schema.
     #[error("column `{column}` is locked as {locked} but row {row} has {got}; {hint}")]
     SchemaConflict {

@@ -298,3 +298,52 @@ fn row_builder_keeps_every_value_type() {
         ]
     );
 }
+
+/// Issue 13, item 2: a batch that shares no data column with the lock (besides identity and
+/// time columns) is an error naming both column lists, not a row of nulls.
+#[test]
+fn a_batch_sharing_no_data_column_is_refused_naming_both_lists() {
+    use arrow_array::{ArrayRef, RecordBatch};
+    use arrow_schema::{Field, Schema};
+    let mk = |cols: Vec<(&str, ArrayRef)>| {
+        let fields: Vec<Field> = cols
+            .iter()
+            .map(|(n, a)| Field::new(*n, a.data_type().clone(), true))
+            .collect();
+        RecordBatch::try_new(
+            Arc::new(Schema::new(fields)),
+            cols.into_iter().map(|(_, a)| a).collect(),
+        )
+        .unwrap()
+    };
+    let daq = mk(vec![
+        (
+            "device",
+            Arc::new(StringArray::from(vec!["dev1"])) as ArrayRef,
+        ),
+        ("ai0", Arc::new(Float64Array::from(vec![0.5]))),
+    ]);
+    let alicat = mk(vec![
+        (
+            "device",
+            Arc::new(StringArray::from(vec!["fuel"])) as ArrayRef,
+        ),
+        ("Mass_Flow", Arc::new(Float64Array::from(vec![10.0]))),
+    ]);
+    let mut lock = SchemaLock::new("sqlite:lab.db/samples");
+    lock.conform(&daq).unwrap();
+    let err = lock.conform(&alicat).unwrap_err().to_string();
+    assert!(
+        err.contains("sqlite:lab.db/samples")
+            && err.contains("ai0")
+            && err.contains("Mass_Flow")
+            && err.contains("no data column in common"),
+        "{err}"
+    );
+    // Sharing one data column is fine: the rest is nulls / dropped, as before.
+    let some = mk(vec![
+        ("ai0", Arc::new(Float64Array::from(vec![1.5])) as ArrayRef),
+        ("Mass_Flow", Arc::new(Float64Array::from(vec![10.0]))),
+    ]);
+    assert_eq!(lock.conform(&some).unwrap().num_rows(), 1);
+}

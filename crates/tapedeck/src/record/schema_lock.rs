@@ -8,6 +8,9 @@
 //! - a locked column missing from a later batch is written as null;
 //! - a column the lock does not know is dropped, with exactly one warning per column name — or,
 //!   under the strict policy, is an error;
+//! - a batch that shares no data column with the lock (only identity columns such as `device`
+//!   and timestamps, or nothing) is [`Error::UnrelatedColumns`]: it would be a row of nulls, and
+//!   is almost always another source's rows;
 //! - integers and floats widen: an integer batch column into a float64 column is converted;
 //! - any other type change is [`Error::SchemaConflict`], naming column, both types and the row;
 //! - names that differ only in letter case (`Unit_ID` / `unit_id`) are [`Error::NameCollision`],
@@ -230,6 +233,31 @@ impl SchemaLock {
                 }
                 None => self.unknown_column(name, locked)?,
             }
+        }
+        let has_data = |s: &Schema| {
+            s.fields().iter().any(|f| {
+                !super::IDENTITY_COLUMNS.contains(&f.name().as_str())
+                    && !matches!(f.data_type(), DataType::Timestamp(..))
+            })
+        };
+        // Missing columns become nulls and unknown ones are dropped — but a batch that shares
+        // no data column at all would become a row of nulls: refused, naming both lists.
+        if has_data(incoming)
+            && has_data(locked)
+            && super::shared_data_columns(incoming, locked).is_empty()
+        {
+            let names = |s: &Schema| {
+                s.fields()
+                    .iter()
+                    .map(|f| f.name().as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            return Err(Error::UnrelatedColumns {
+                owner: self.owner.clone(),
+                locked: names(locked),
+                got: names(incoming),
+            });
         }
         let n = batch.num_rows();
         let columns: Vec<ArrayRef> = columns
