@@ -304,7 +304,7 @@ pub enum Error {
     },
     /// Another process holds the tape's writer lock.
     #[error(
-        "tape `{path}` is being written by process {pid}; only one writer at a time (readers — tail, replay, inspect, verify — can run alongside)"
+        "tape `{path}` is being written by process {pid}; only one writer at a time (readers — tail, replay, inspect, verify, and `deliver` into other sinks — can run alongside)"
     )]
     TapeLocked {
         /// The tape directory.
