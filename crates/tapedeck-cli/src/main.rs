@@ -12,9 +12,8 @@ use tapedeck::deliver::{
     Delivery, DeliveryOptions, DeliveryStatus, NewStart, TapeEnd, TapeRef, status,
 };
 use tapedeck::pipe::{PipeOptions, Progress, StopSignal, Summary, pipe_report};
-use tapedeck::tape::{
-    FsyncPolicy, StartAt, TapeOptions, TapeReader, TapeSink, TapeWatch, TapeWriter,
-};
+use tapedeck::sink::tape::TapeSink;
+use tapedeck::tape::{FsyncPolicy, StartAt, TapeOptions, TapeReader, TapeWatch, TapeWriter};
 use tapedeck::{Error, sink, source};
 
 /// Exit status: success.

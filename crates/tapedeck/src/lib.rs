@@ -4,11 +4,17 @@
 //! every part of tapedeck is built from:
 //!
 //! - [`record`] — rows, DAQ blocks and Arrow batches, and the schema lock;
-//! - [`sink`] — the [`Sink`](sink::Sink) trait and its backends, opened by URI;
-//! - [`source`] — simulators and line readers, opened by URI;
-//! - [`pipe`](mod@pipe) — the direct path: batching, a real flush timer, fan-out to several sinks;
+//! - [`durability`] — the fsync policy the tape and the `raw:` sink share;
 //! - [`tape`] — the checksummed, segmented log every record lands on first;
-//! - [`deliver`] — tape to sinks, each from its own durable cursor, exactly once.
+//! - [`dtraw`] — dtollib's raw-counts file format;
+//! - [`source`] — simulators, line readers, `.dt-raw` files and tapes, opened by URI;
+//! - [`sink`] — the [`Sink`](sink::Sink) trait and its backends (the tape among them), opened
+//!   by URI;
+//! - [`deliver`] — tape to sinks, each from its own durable cursor, exactly once;
+//! - [`pipe`](mod@pipe) — the direct path: batching, a real flush timer, fan-out to several sinks.
+//!
+//! They are listed in layer order: a module uses only modules of earlier layers
+//! (`docs/architecture.md`; `tests/layering.rs` fails on a later one).
 //!
 //! ```
 //! use tapedeck::pipe::{pipe, PipeOptions};
@@ -27,11 +33,13 @@
 
 pub mod deliver;
 pub mod dtraw;
+pub mod durability;
 pub mod error;
 pub mod pipe;
 pub mod record;
 pub mod sink;
 pub mod source;
+mod sync;
 pub mod tape;
 pub mod uri;
 

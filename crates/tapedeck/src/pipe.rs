@@ -29,12 +29,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use arrow_array::RecordBatch;
 
 use crate::error::{Error, Result};
-use crate::record::time::iso_micros;
+use crate::record::time::{iso_micros, now_micros};
 use crate::record::{Block, Record, RowBuilder};
 use crate::sink::{Sink, SinkStats};
 use crate::source::Source;
@@ -137,19 +137,11 @@ impl Progress {
     /// Rows each sink is behind by (accepted, not yet in its destination), in the order the
     /// sinks were given; zero for a sink that keeps up.
     pub fn sinks_behind(&self) -> Vec<u64> {
-        self.sinks
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .iter()
-            .map(|s| s.1)
-            .collect()
+        crate::sync::lock(&self.sinks).iter().map(|s| s.1).collect()
     }
 
     fn set_sink(&self, index: usize, stats: SinkStats) {
-        let mut v = self
-            .sinks
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut v = crate::sync::lock(&self.sinks);
         if v.len() <= index {
             v.resize(index + 1, (0, 0));
         }
@@ -404,12 +396,6 @@ where
         },
         error,
     }
-}
-
-fn now_micros() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as i64)
 }
 
 enum Feed {

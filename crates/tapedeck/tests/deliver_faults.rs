@@ -530,3 +530,30 @@ fn a_raw_file_resumes_after_a_kill_right_after_its_final_marker_was_cut() {
     assert_eq!(samples, end2, "every sample, once");
     assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{seqs:?}");
 }
+
+/// Two deliveries of one tape into one SQLite table at once (a `deliver` beside a recorder
+/// that already feeds that table): the second to commit finds the cursor moved and rolls back,
+/// instead of writing every row twice.
+#[test]
+fn two_deliveries_into_one_sqlite_table_at_once_cannot_both_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let (tape, end) = record(&dir.path().join("tape"), 0, 300);
+    let uri = format!("sqlite:{}/lab.db?table=samples", dir.path().display());
+    let open = || target::open(tapedeck::sink::parse_unchecked(&uri).unwrap(), &tape, 0).unwrap();
+    let (mut a, mut b) = (open(), open());
+    let mut reader =
+        tapedeck::tape::TapeReader::open(&tape.dir, tapedeck::tape::StartAt::Start).unwrap();
+    let (_, first) = reader.next_batch().unwrap().unwrap();
+    a.write(&first).unwrap();
+    a.commit(first.num_rows() as u64).unwrap();
+    b.write(&first).unwrap();
+    let err = b.commit(first.num_rows() as u64).unwrap_err().to_string();
+    assert!(err.contains("another delivery"), "{err}");
+    a.finish(first.num_rows() as u64).unwrap();
+    let c = rusqlite::Connection::open(dir.path().join("lab.db")).unwrap();
+    let n: i64 = c
+        .query_row("SELECT count(*) FROM samples", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(n as usize, first.num_rows(), "each row once");
+    assert!(end >= first.num_rows() as u64);
+}

@@ -12,20 +12,23 @@
 //! `start..cursor`, and the next delivery continues at `cursor`. `docs/delivery.md` states it
 //! per sink, with its limits.
 
-pub mod cursor_file;
 pub mod status;
 pub mod target;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::error::{Error, Result};
+use crate::record::time::{iso_micros, micros_since_epoch, now_micros};
 use crate::sink::SinkSpec;
+use crate::sync::lock;
 use crate::tape::{StartAt, TapeReader, TapeWatch};
 
+/// The cursor file moved beside the sinks that keep it; this keeps the old path working.
+pub use crate::sink::cursor_file;
 pub use status::DeliveryStatus;
 pub use target::{TapeRef, Target};
 
@@ -80,7 +83,9 @@ pub enum TapeEnd {
     Published(PathBuf),
 }
 
-struct Shared {
+/// How the deliveries of one tape end, as every worker sees it: where the tape ends (once
+/// known) and whether to stop at once.
+struct EndSignal {
     /// Set by `finish`: the tape ends here.
     final_end: Mutex<Option<u64>>,
     /// Stop without delivering the rest (the process is going down).
@@ -106,7 +111,7 @@ struct Worker {
 /// Running deliveries from one tape; see the module docs.
 pub struct Delivery {
     workers: Vec<Worker>,
-    shared: Arc<Shared>,
+    shared: Arc<EndSignal>,
 }
 
 impl std::fmt::Debug for Delivery {
@@ -115,10 +120,6 @@ impl std::fmt::Debug for Delivery {
             .field("sinks", &self.workers.len())
             .finish_non_exhaustive()
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl Delivery {
@@ -130,7 +131,7 @@ impl Delivery {
         end: TapeEnd,
         options: &DeliveryOptions,
     ) -> Result<Delivery> {
-        let shared = Arc::new(Shared {
+        let shared = Arc::new(EndSignal {
             final_end: Mutex::new(match end {
                 TapeEnd::Fixed(e) => Some(e),
                 TapeEnd::Live(_) | TapeEnd::Published(_) => None,
@@ -239,7 +240,7 @@ struct WorkerCtx {
     spec: SinkSpec,
     end: TapeEnd,
     options: DeliveryOptions,
-    shared: Arc<Shared>,
+    shared: Arc<EndSignal>,
     status: Arc<Mutex<DeliveryStatus>>,
     status_file: PathBuf,
 }
@@ -265,7 +266,7 @@ impl WorkerCtx {
         // tape's end from its cursor, not "0 rows behind".
         s.tape_end = s.tape_end.max(self.limit().0);
         s.lag_rows = s.tape_end.saturating_sub(s.cursor.unwrap_or(0));
-        s.updated_at = crate::record::time::iso_micros(now_micros());
+        s.updated_at = iso_micros(now_micros());
         let snapshot = s.clone();
         drop(s);
         status::write(&self.status_file, &snapshot);
@@ -504,11 +505,7 @@ impl WorkerCtx {
                 .unwrap_or_default()
                 .as_secs_f64()
         };
-        s.caught_up_at = crate::record::time::iso_micros(
-            caught_up_at
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .map_or(0, |d| d.as_micros() as i64),
-        );
+        s.caught_up_at = iso_micros(micros_since_epoch(caught_up_at));
         s.rows = stats.rows;
         s.bytes = stats.bytes;
         s.replaced_at_end = target.replaced_at_finish();
@@ -524,7 +521,7 @@ impl WorkerCtx {
             || s.state != "delivering";
         if due {
             s.written = Some(Instant::now());
-            s.updated_at = crate::record::time::iso_micros(now_micros());
+            s.updated_at = iso_micros(now_micros());
             let snapshot = s.clone();
             drop(s);
             status::write(&self.status_file, &snapshot);
@@ -538,9 +535,3 @@ const UNREADABLE_FINAL: Duration = Duration::from_millis(200);
 /// The same while the tape is being recorded (acknowledged rows are on disk, so this is long
 /// only to be sure).
 const UNREADABLE_LIVE: Duration = Duration::from_secs(5);
-
-fn now_micros() -> i64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as i64)
-}

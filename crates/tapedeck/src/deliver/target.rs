@@ -5,7 +5,7 @@
 //!
 //! - **SQLite, PostgreSQL** — a row in `tapedeck_cursor`, moved in the same transaction as the
 //!   rows it counts.
-//! - **CSV, JSONL, raw `.dt-raw`** — a cursor file (`.NAME.tapedeck-cursor`, [`super::cursor_file`]) with the
+//! - **CSV, JSONL, raw `.dt-raw`** — a cursor file (`.NAME.tapedeck-cursor`, [`crate::sink::cursor_file`]) with the
 //!   committed sequence number and the file's length at that point. Each commit fdatasyncs the
 //!   file before it writes the cursor (on a thread of its own, so the delivery does not wait on
 //!   the disk), so a cursor never covers bytes a power failure can take back. On resume the file
@@ -27,9 +27,12 @@ use std::path::{Path, PathBuf};
 
 use arrow_array::RecordBatch;
 
-use super::cursor_file::{COMPLETE, CursorFile, Found, Position, RENAME_PENDING};
 use crate::error::{Error, Result};
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "parquet"))]
+use crate::sink::cursor::CursorRow;
+use crate::sink::cursor_file::{COMPLETE, CursorFile, Found, Position, RENAME_PENDING};
 use crate::sink::{Sink, SinkSpec, SinkStats};
+use crate::sync::lock;
 use crate::tape::reader::Unreadable;
 use crate::tape::{StartAt, TapeReader};
 
@@ -584,13 +587,6 @@ struct CommitShared {
     changed: std::sync::Condvar,
 }
 
-fn lock_state(shared: &CommitShared) -> std::sync::MutexGuard<'_, CommitState> {
-    shared
-        .state
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
 /// Commits a text file's cursor on its own thread ([`Durable::commit`]: data fdatasynced,
 /// then the cursor). The delivery never waits on the disk at a commit: a live delivery commits
 /// each time it catches up with the tape, up to a hundred times a second, and waiting for each
@@ -623,12 +619,12 @@ impl Committer {
     }
 
     fn run(shared: &CommitShared, mut durable: Durable) -> Durable {
-        let mut st = lock_state(shared);
+        let mut st = lock(&shared.state);
         while st.failed.is_none() {
             if let Some(p) = st.wanted.take() {
                 drop(st);
                 let r = durable.commit(p, false);
-                st = lock_state(shared);
+                st = lock(&shared.state);
                 match r {
                     Ok(()) => st.committed = Some(p.seq),
                     Err(f) => st.failed = Some(f),
@@ -648,7 +644,7 @@ impl Committer {
 
     /// The failure of an earlier commit, if there was one.
     fn check(&self, name: &str) -> Result<()> {
-        let st = lock_state(&self.shared);
+        let st = lock(&self.shared.state);
         match &st.failed {
             Some(f) => Err(commit_failed(name, f, st.committed)),
             None => Ok(()),
@@ -656,18 +652,18 @@ impl Committer {
     }
 
     fn ask(&self, p: Position) {
-        lock_state(&self.shared).wanted = Some(p);
+        lock(&self.shared.state).wanted = Some(p);
         self.shared.changed.notify_all();
     }
 
     fn committed(&self) -> Option<u64> {
-        lock_state(&self.shared).committed
+        lock(&self.shared.state).committed
     }
 
     /// Lets the thread finish what was asked, stops it, and returns the handles (or the
     /// failure of a commit).
     fn stop(&mut self, name: &str) -> Result<Durable> {
-        lock_state(&self.shared).stop = true;
+        lock(&self.shared.state).stop = true;
         self.shared.changed.notify_all();
         let durable = match self.thread.take().map(std::thread::JoinHandle::join) {
             Some(Ok(d)) => d,
@@ -684,14 +680,14 @@ impl Committer {
 
     /// Records the final commit made after [`Committer::stop`].
     fn finished(&self, end: u64) {
-        lock_state(&self.shared).committed = Some(end);
+        lock(&self.shared.state).committed = Some(end);
     }
 }
 
 impl Drop for Committer {
     fn drop(&mut self) {
         // A delivery that stops (abort, error) keeps the commit it asked for last.
-        lock_state(&self.shared).stop = true;
+        lock(&self.shared.state).stop = true;
         self.shared.changed.notify_all();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
@@ -997,15 +993,6 @@ struct Counted<S: CursorRow> {
     resume: u64,
 }
 
-/// A sink that moves a delivery's cursor itself, with the data it commits.
-#[cfg(any(feature = "sqlite", feature = "postgres", feature = "parquet"))]
-pub(crate) trait CursorRow: Sink {
-    /// The cursor as committed.
-    fn committed_cursor(&self) -> Option<u64>;
-    /// Counts `rows` sequence numbers the tape has no rows for into the cursor.
-    fn skip_cursor(&mut self, rows: u64);
-}
-
 #[cfg(any(feature = "sqlite", feature = "postgres", feature = "parquet"))]
 impl<S: CursorRow> Target for Counted<S> {
     fn name(&self) -> &str {
@@ -1090,8 +1077,8 @@ mod parquet_dir {
     use std::path::{Path, PathBuf};
 
     use super::{Counted, TapeRef, other_tape, remove_if_exists};
-    use crate::deliver::cursor_file::{CursorFile, Found};
     use crate::error::{Error, Result};
+    use crate::sink::cursor_file::{CursorFile, Found};
     use crate::sink::parquet::{
         ParquetOptions, ParquetSink, ParquetTarget, part_name, part_number,
     };

@@ -5,7 +5,9 @@
 //! where the readable part ends and why (a cut length prefix, header or payload; a chunk header
 //! that is not JSON). A damaged *file* header is an error: without it no chunk can be read.
 //! [`DtRawSource`] turns the chunks into [`Block`]s (`file:PATH.dt-raw`), converting codes to
-//! engineering units with the channels' scales when the header has them.
+//! engineering units with the channels' scales when the header has them; the `Source` trait is
+//! implemented for it in `source/dtraw.rs`, one layer up, so this format module does not
+//! depend on the sources that use it.
 
 use std::fs::File;
 use std::io::{BufReader, Read};
@@ -14,7 +16,6 @@ use std::path::{Path, PathBuf};
 use super::{ChunkHeader, Dtype, FLAG_OVERRUN, FORMAT_VERSION, FileHeader, scale_from_json};
 use crate::error::{Error, Result};
 use crate::record::{Block, BlockError, Channel, RawCodes, Record};
-use crate::source::Source;
 
 /// Longest header (file or chunk) accepted, so a damaged length cannot ask for gigabytes.
 const MAX_HEADER: u32 = 16 << 20;
@@ -610,19 +611,19 @@ impl DtRawSource {
     }
 }
 
-impl Source for DtRawSource {
-    fn name(&self) -> &str {
+impl DtRawSource {
+    /// How the file is shown in messages (`file:PATH`).
+    pub fn name(&self) -> &str {
         &self.name
     }
 
-    fn next_record(&mut self) -> Result<Option<Record>> {
+    /// The next block (zero-payload chunks counted and passed over); `Ok(None)` at the end of
+    /// the readable part. The `Source` implementation (`source/dtraw.rs`) calls this.
+    pub fn next_record(&mut self) -> Result<Option<Record>> {
         loop {
             let next = self.reader.next_chunk()?;
             {
-                let mut r = self
-                    .report
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                let mut r = crate::sync::lock(&self.report);
                 r.chunks = self.reader.chunks();
                 r.stop = self.reader.stop().cloned();
                 if let Some(c) = &next {

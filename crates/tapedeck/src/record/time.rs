@@ -108,6 +108,17 @@ impl IsoFormatter {
     }
 }
 
+/// `t` as microseconds since the Unix epoch (0 for a clock set before 1970).
+pub(crate) fn micros_since_epoch(t: std::time::SystemTime) -> i64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64)
+}
+
+/// The wall clock now, as microseconds since the Unix epoch (summaries, statuses).
+pub(crate) fn now_micros() -> i64 {
+    micros_since_epoch(std::time::SystemTime::now())
+}
+
 /// ISO 8601 text of `micros`, for messages and tests.
 pub fn iso_micros(micros: i64) -> String {
     let mut v = Vec::with_capacity(27);

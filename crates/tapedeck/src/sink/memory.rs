@@ -3,7 +3,7 @@
 //! The sink holds a schema lock like a table would. [`MemorySink::handle`] returns a cheap,
 //! cloneable view that stays valid after the sink is moved into `pipe` or closed.
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 
 use arrow_array::RecordBatch;
 
@@ -26,7 +26,7 @@ pub struct MemoryHandle(Arc<Mutex<Contents>>);
 
 impl MemoryHandle {
     fn with<T>(&self, f: impl FnOnce(&Contents) -> T) -> T {
-        f(&self.0.lock().unwrap_or_else(PoisonError::into_inner))
+        f(&crate::sync::lock(&self.0))
     }
 
     /// The batches written so far (after the schema lock).
@@ -101,11 +101,7 @@ impl MemorySink {
     }
 
     fn update(&self, f: impl FnOnce(&mut Contents)) {
-        f(&mut self
-            .contents
-            .0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner));
+        f(&mut crate::sync::lock(&self.contents.0));
     }
 }
 

@@ -14,8 +14,17 @@
 //! Every file sink refuses to replace an existing file unless the URI says `overwrite=true` (or
 //! `append=true` where the format allows appending), so a second run never destroys the first
 //! one's data.
+//!
+//! Beside the backends: [`tape`] (the tape as a sink, so `pipe` can record onto it), and what a
+//! sink keeps for a delivery from a tape — [`cursor_file`] (the hidden cursor file of a file
+//! sink) and `cursor` (the trait of sinks that move their cursor in their own transactions).
+//! They live here, not in `tape/` or `deliver/`, because this module is the layer between
+//! the two: it may use the tape, and the deliveries use it (`docs/architecture.md`).
 
 pub mod csv;
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "parquet"))]
+pub(crate) mod cursor;
+pub mod cursor_file;
 pub(crate) mod file;
 pub mod ipc;
 pub mod jsonl;
@@ -29,6 +38,7 @@ pub mod raw;
 pub mod sql;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
+pub mod tape;
 pub mod text;
 
 use std::path::{Component, Path, PathBuf};

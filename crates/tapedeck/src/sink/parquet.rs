@@ -204,7 +204,7 @@ pub struct ParquetSink {
 /// under its hidden name, before it is renamed into place.
 #[derive(Debug)]
 struct Ledger {
-    cursor: crate::deliver::cursor_file::CursorFile,
+    cursor: super::cursor_file::CursorFile,
     /// The tape rows before this are in finished parts.
     seq: u64,
     /// Sequence numbers without rows (quarantined on the tape) since the last finished part.
@@ -437,7 +437,7 @@ impl ParquetSink {
     pub(crate) fn deliver_parts(
         &mut self,
         next_part: u64,
-        cursor: crate::deliver::cursor_file::CursorFile,
+        cursor: super::cursor_file::CursorFile,
         seq: u64,
     ) {
         self.next_part = next_part;
@@ -531,7 +531,7 @@ impl ParquetSink {
             super::file::sync_parent(&partial)?;
             let seq = l.seq + l.gap + rows;
             l.cursor.commit(
-                crate::deliver::cursor_file::Position {
+                super::cursor_file::Position {
                     seq,
                     value: number + 1,
                     flags: 0,
@@ -717,7 +717,7 @@ impl Drop for ParquetSink {
     }
 }
 
-impl crate::deliver::target::CursorRow for ParquetSink {
+impl super::cursor::CursorRow for ParquetSink {
     fn committed_cursor(&self) -> Option<u64> {
         self.ledger.as_ref().map(|l| l.seq)
     }

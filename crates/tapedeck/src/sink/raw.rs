@@ -28,9 +28,9 @@ use arrow_array::RecordBatch;
 use super::file::{Created, FileOptions};
 use super::{Lifecycle, Sink, SinkStats};
 use crate::dtraw::{ChunkHeader, Dtype, FLAG_FINAL, FLAG_OVERRUN, FLAG_PARTIAL, FileHeader};
+use crate::durability::FsyncPolicy;
 use crate::error::{Error, Result};
 use crate::record::{Block, RawCodes};
-use crate::tape::FsyncPolicy;
 use crate::uri::Uri;
 
 /// Options of the raw sink.
@@ -461,10 +461,7 @@ impl Syncer {
                         && let Err(e) = file.sync_data()
                     {
                         // The first failure is the one to report; keep it until it is taken.
-                        s.error
-                            .lock()
-                            .unwrap_or_else(std::sync::PoisonError::into_inner)
-                            .get_or_insert(e);
+                        crate::sync::lock(&s.error).get_or_insert(e);
                     }
                 }
             })?;
@@ -481,11 +478,7 @@ impl Syncer {
     }
 
     fn take_error(&self) -> Option<std::io::Error> {
-        self.shared
-            .error
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take()
+        crate::sync::lock(&self.shared.error).take()
     }
 
     /// Stops the thread and returns a failure it had not reported yet.
@@ -535,12 +528,7 @@ mod tests {
         let Some(syncer) = &sink.syncer else {
             panic!("fsync=interval starts a syncer at the first chunk");
         };
-        *syncer
-            .shared
-            .error
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) =
-            Some(std::io::Error::from_raw_os_error(5));
+        *crate::sync::lock(&syncer.shared.error) = Some(std::io::Error::from_raw_os_error(5));
         let e = sink.close().err().map(|e| e.to_string());
         assert!(
             e.as_deref()

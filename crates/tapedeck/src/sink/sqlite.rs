@@ -65,9 +65,7 @@ const COMPANIONS: &[&str] = &["-wal", "-shm", "-journal"];
 static OPEN_FILES: std::sync::Mutex<Vec<(PathBuf, usize)>> = std::sync::Mutex::new(Vec::new());
 
 fn open_files() -> std::sync::MutexGuard<'static, Vec<(PathBuf, usize)>> {
-    OPEN_FILES
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
+    crate::sync::lock(&OPEN_FILES)
 }
 
 /// Counts one more sink on `key`.
@@ -468,6 +466,8 @@ impl SqliteSink {
         let conn = self.conn()?;
         let mut current = self.readings.name.as_str();
         let mut refused: Option<(String, String)> = None;
+        // Another delivery moved this cursor since this one last did: (found, expected).
+        let mut moved: Option<(i64, i64)> = None;
         let result = (|| -> std::result::Result<u64, rusqlite::Error> {
             conn.execute_batch("BEGIN IMMEDIATE")?;
             let mut rows = 0;
@@ -499,6 +499,24 @@ impl SqliteSink {
                         refused = Some(other);
                         return Err(rusqlite::Error::QueryReturnedNoRows);
                     }
+                }
+                // The row must still hold what this delivery last committed: two deliveries
+                // into one table at once (another process, say) would otherwise both move it
+                // and write every row twice. Checked inside this write transaction.
+                let expected = i64::try_from(c.base.saturating_add(self.rows)).unwrap_or(i64::MAX);
+                let found: Option<i64> = conn
+                    .prepare_cached(&format!(
+                        "SELECT tape_seq FROM {CURSOR_TABLE} WHERE sink = ?1"
+                    ))?
+                    .query_row(rusqlite::params![c.key], |r| r.get(0))
+                    .map(Some)
+                    .or_else(|e| match e {
+                        rusqlite::Error::QueryReturnedNoRows => Ok(None),
+                        e => Err(e),
+                    })?;
+                if let Some(f) = found.filter(|f| *f != expected) {
+                    moved = Some((f, expected));
+                    return Err(rusqlite::Error::QueryReturnedNoRows);
                 }
                 let seq = i64::try_from(c.base.saturating_add(self.rows).saturating_add(rows))
                     .unwrap_or(i64::MAX);
@@ -532,6 +550,14 @@ impl SqliteSink {
                 // Nothing of this flush may remain: roll the whole transaction back.
                 if !conn.is_autocommit() {
                     let _ = conn.execute_batch("ROLLBACK");
+                }
+                if let Some((found, expected)) = moved {
+                    return Err(Error::Delivery {
+                        sink: self.life.name().to_string(),
+                        message: format!(
+                            "its cursor row in {CURSOR_TABLE} of {shown} says tape row {found}, but this delivery last committed {expected}: another delivery is writing this table at the same time. This flush was rolled back; run one delivery per table (the rows stay on the tape)"
+                        ),
+                    });
                 }
                 if let (Some((theirs, their_key)), Some(c)) = (refused, &self.cursor) {
                     return Err(other_tape_error(
@@ -837,7 +863,7 @@ impl Drop for SqliteSink {
     }
 }
 
-impl crate::deliver::target::CursorRow for SqliteSink {
+impl super::cursor::CursorRow for SqliteSink {
     fn committed_cursor(&self) -> Option<u64> {
         self.cursor.as_ref().map(|c| c.base + self.rows)
     }

@@ -10,22 +10,31 @@
 //!   workload ([`sim_daq`]);
 //! - `stdin:csv|jsonl|lines` and `file:PATH` (format from the extension or `format=`) — line
 //!   sources ([`lines`]), with `on_error=fail|skip` for malformed lines;
-//! - `file:PATH.dt-raw` — a raw-counts file, chunk by chunk as blocks.
+//! - `file:PATH.dt-raw` — a raw-counts file, chunk by chunk as blocks (`crate::dtraw`'s
+//!   `DtRawSource`, made a source in `dtraw.rs` here).
+//!
+//! A tape is a source too: `tape::TapeReader` implements [`Source`] (in `tape.rs` here), so
+//! `replay` pipes a tape like any stream. Those two implementations live in this module, not
+//! beside the formats, because the formats (`dtraw`, `tape`) are a lower layer than the sources
+//! and must not import them (`docs/architecture.md`).
 //!
 //! A URI that is not a source URI is refused with what was given and what to write instead: a
 //! bare `stdin` or file name (no scheme) is pointed at `stdin:csv` / `file:NAME`, and a sink
 //! scheme (`csv:run.csv`) at the source that reads that format.
 
+mod dtraw;
 pub mod lines;
 pub mod sim_alicat;
 pub mod sim_daq;
+mod tape;
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::record::Record;
+use crate::sync::lock;
 use crate::uri::{Uri, redact};
 use lines::ColumnTypes;
 
@@ -106,14 +115,11 @@ impl SourceCounters {
     /// window; its `Display` is one line for a summary (`data.csv: column types (inferred from
     /// lines 2-1001): t timestamp, flow float`).
     pub fn column_types(&self) -> Option<ColumnTypes> {
-        self.columns
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        lock(&self.columns).clone()
     }
 
     pub(crate) fn set_column_types(&self, types: ColumnTypes) {
-        *self.columns.lock().unwrap_or_else(PoisonError::into_inner) = Some(types);
+        *lock(&self.columns) = Some(types);
     }
 }
 

@@ -18,7 +18,6 @@ use super::segment::{self, FrameRef};
 use super::storage::{FsStorage, Storage};
 use crate::error::{Error, Result};
 use crate::record::Record;
-use crate::source::Source;
 
 /// Rows a reader could not read: a frame that failed its checksum, or a range of sequence
 /// numbers no segment holds (quarantined, or a segment lost).
@@ -127,7 +126,7 @@ pub struct TapeReader {
     listed: Arc<Vec<(u64, String)>>,
     /// With `--from time:T`: rows before T in the first frames read are left out.
     trim_before: Option<i64>,
-    /// Blocks of a batch read for [`Source::next_record`] and not yet handed out.
+    /// Blocks of a batch read for [`TapeReader::next_record`] and not yet handed out.
     pending_blocks: std::collections::VecDeque<crate::record::Block>,
 }
 
@@ -531,14 +530,16 @@ impl Iterator for TapeReader {
     }
 }
 
-impl Source for TapeReader {
-    fn name(&self) -> &str {
+impl TapeReader {
+    /// How the reader is shown in messages (`tape:DIR`).
+    pub fn name(&self) -> &str {
         &self.name
     }
 
-    /// DAQ blocks come back as blocks (the tape stores them in the marked wide layout), so a
-    /// replayed tape reaches its sinks as the recording did; rows as batches.
-    fn next_record(&mut self) -> Result<Option<Record>> {
+    /// The next record, for a reader used as a `Source` (`source/tape.rs`): DAQ blocks come
+    /// back as blocks (the tape stores them in the marked wide layout), so a replayed tape
+    /// reaches its sinks as the recording did; rows as batches.
+    pub fn next_record(&mut self) -> Result<Option<Record>> {
         if let Some(b) = self.pending_blocks.pop_front() {
             return Ok(Some(Record::Block(b)));
         }

@@ -25,7 +25,9 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
+
+use crate::sync::lock;
 
 /// What a tape needs from its directory.
 pub trait Storage: Send + Sync {
@@ -58,10 +60,6 @@ pub trait Storage: Send + Sync {
 /// The directory part of a storage name (`""` for top-level files).
 pub fn dir_of(name: &str) -> &str {
     name.rfind('/').map_or("", |i| &name[..i])
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Open handles an [`FsStorage`] keeps at most. A long tape has thousands of segments; a reader

@@ -30,42 +30,9 @@ use super::format::{
 use super::manifest::{self, Record};
 use super::segment::{self, Scanned};
 use super::storage::Storage;
+use crate::durability::FsyncPolicy;
 use crate::error::{Error, Result};
-
-/// When appended frames are fsynced.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FsyncPolicy {
-    /// Every append waits for an fdatasync that covers it (group commit).
-    Always,
-    /// An fdatasync at least this often while frames are pending.
-    Interval(Duration),
-    /// Never fsync; the operating system writes back when it likes.
-    Never,
-}
-
-impl Default for FsyncPolicy {
-    fn default() -> Self {
-        FsyncPolicy::Interval(Duration::from_millis(10))
-    }
-}
-
-impl std::str::FromStr for FsyncPolicy {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        match s {
-            "always" => Ok(FsyncPolicy::Always),
-            "never" => Ok(FsyncPolicy::Never),
-            _ => s
-                .strip_prefix("interval:")
-                .and_then(crate::uri::parse_duration)
-                .filter(|d| !d.is_zero())
-                .map(FsyncPolicy::Interval)
-                .ok_or_else(|| {
-                    format!("`{s}` is not always, never or interval:DURATION (e.g. interval:10ms)")
-                }),
-        }
-    }
-}
+use crate::sync::lock;
 
 /// Options of a tape writer.
 #[derive(Debug, Clone)]
@@ -182,18 +149,9 @@ struct Shared {
 
 /// Publishes `seq` as the acknowledged position, if this tape publishes one.
 fn publish(shared: &Shared, seq: u64) {
-    if let Some(p) = shared
-        .publisher
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .as_mut()
-    {
+    if let Some(p) = lock(&shared.publisher).as_mut() {
         p.publish(seq);
     }
-}
-
-fn lock(m: &Mutex<Inner>) -> MutexGuard<'_, Inner> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Bytes gathered before they are handed to storage.
@@ -310,10 +268,7 @@ impl TapeWriter {
         let lock = take_lock(dir)?;
         let mut w = TapeWriter::open_storage(Arc::new(storage), options)?;
         w._lock = Some(lock);
-        *w.shared
-            .publisher
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = Some(super::acked::Publisher::open(dir)?);
+        *crate::sync::lock(&w.shared.publisher) = Some(super::acked::Publisher::open(dir)?);
         publish(&w.shared, w.durable_seq());
         Ok(w)
     }

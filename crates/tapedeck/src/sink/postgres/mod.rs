@@ -1609,7 +1609,7 @@ impl Drop for PostgresSink {
     }
 }
 
-impl crate::deliver::target::CursorRow for PostgresSink {
+impl crate::sink::cursor::CursorRow for PostgresSink {
     fn committed_cursor(&self) -> Option<u64> {
         self.cursor_base.map(|b| b + self.rows)
     }

@@ -1,6 +1,10 @@
 //! The cursor file of a file sink: where its delivery from a tape stands, updated in place with
 //! one small `pwrite` per commit and never torn.
 //!
+//! It lives beside the sinks, not in `deliver/`, because the sinks keep it (the rolling Parquet
+//! sink commits it with each finished part) and a sink must not import the delivery layer above
+//! it. `tapedeck::deliver::cursor_file` re-exports this module.
+//!
 //! Layout (all integers little-endian; `docs/delivery.md` has the same table):
 //!
 //! | bytes | field |
@@ -237,7 +241,7 @@ impl CursorFile {
         std::fs::rename(&tmp, path).map_err(|e| Error::io("rename into place", path, e))?;
         // The new name must be durable before anything relies on this cursor: a commit into a
         // file whose name a power failure can take back would be lost with it.
-        crate::sink::file::sync_parent(path)?;
+        super::file::sync_parent(path)?;
         let file = OpenOptions::new()
             .read(true)
             .write(true)

@@ -1,0 +1,14 @@
+//! Locking a mutex whose holder panicked: tapedeck takes the data and goes on.
+//!
+//! Every mutex in tapedeck guards state that stays consistent at each point a panic could
+//! leave it (counters, statuses, a writer's buffers whose failure is recorded separately), and a
+//! recorder that stops reporting or flushing because some other thread panicked would lose
+//! exactly what it exists to keep. So a poisoned lock is taken as it is. This one helper says
+//! so once, instead of a private copy of it in each module.
+
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+/// Locks `m`, ignoring poison (see the module docs).
+pub(crate) fn lock<T: ?Sized>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
