@@ -597,3 +597,48 @@ fn a_table_refuses_rows_unrelated_to_its_columns() {
         stderr(&o)
     );
 }
+
+/// A `deliver` beside a recorder into the sink the recorder already feeds is refused (the
+/// destination's lock), so no row is written twice.
+#[test]
+fn deliver_beside_a_recorder_into_its_own_sink_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let tape = dir.path().join("tape");
+    let csv = dir.path().join("out.csv");
+    let rec = tapedeck()
+        .args([
+            "record",
+            "--source",
+            "sim:alicat?rate=2000&n=3000",
+            "--tape",
+        ])
+        .arg(&tape)
+        .arg("--sink")
+        .arg(format!("csv:{}", csv.display()))
+        .args(["--progress", "never"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    while !csv.exists() && t0.elapsed() < std::time::Duration::from_secs(10) {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let o = tapedeck()
+        .arg("deliver")
+        .arg(&tape)
+        .arg("--sink")
+        .arg(format!("csv:{}", csv.display()))
+        .output()
+        .unwrap();
+    let rec = rec.wait_with_output().unwrap();
+    assert!(rec.status.success(), "{}", stderr(&rec));
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("another delivery is writing it"),
+        "{}",
+        stderr(&o)
+    );
+    let lines = std::fs::read_to_string(&csv).unwrap().lines().count();
+    assert_eq!(lines, 3001, "header and every row once");
+}

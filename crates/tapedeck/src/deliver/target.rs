@@ -45,6 +45,36 @@ pub struct TapeRef {
     pub id: String,
 }
 
+/// Takes this delivery's lock on its destination: an exclusive `flock` on a hidden lock file
+/// (`.NAME.tapedeck-lock` beside a file, `DIR/.tapedeck-lock` in a Parquet directory), held as
+/// long as the target lives. Two deliveries into one destination at once — a `deliver` beside a
+/// recorder that already feeds that sink, say — would each resume from the same cursor and
+/// write every row twice; the second is refused instead. The lock file is never renamed or
+/// removed while in use, so both always lock the same inode.
+fn lock_destination(name: &str, lock: &Path) -> Result<std::fs::File> {
+    if let Some(parent) = lock.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(|e| Error::io("create directory", parent, e))?;
+    }
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(lock)
+        .map_err(|e| Error::io("open", lock, e))?;
+    match f.try_lock() {
+        Ok(()) => Ok(f),
+        Err(std::fs::TryLockError::WouldBlock) => Err(Error::Delivery {
+            sink: name.to_string(),
+            message: format!(
+                "another delivery is writing it right now (it holds {}): a recorder that already feeds this sink, or another `tapedeck deliver`. Deliver into another destination, or let the other one finish",
+                lock.display()
+            ),
+        }),
+        Err(std::fs::TryLockError::Error(e)) => Err(Error::io("lock", lock, e)),
+    }
+}
+
 /// Hands a tape batch to a sink as the direct path did: DAQ blocks (stored on the tape in the
 /// wide layout, marked) as blocks — so every sink rule about blocks (a CSV refusing them
 /// without `accept_blocks=true`, SQLite's summary rows, Parquet's shape lock) holds the same
@@ -218,6 +248,7 @@ pub fn open(spec: SinkSpec, tape: &TapeRef, start: u64) -> Result<Box<dyn Target
                 name: sink.name().to_string(),
                 resume,
                 sink,
+                _lock: None,
             })
         }
         #[cfg(feature = "postgres")]
@@ -228,6 +259,7 @@ pub fn open(spec: SinkSpec, tape: &TapeRef, start: u64) -> Result<Box<dyn Target
                 name: sink.name().to_string(),
                 resume,
                 sink,
+                _lock: None,
             })
         }
         spec @ (SinkSpec::Memory | SinkSpec::Null) => {
@@ -333,6 +365,8 @@ struct TextFile {
     /// This delivery created the file (it did not exist) and its cursor: a delivery that
     /// fails before its first commit removes both (see [`Target::abandon`]).
     created: bool,
+    /// This delivery's lock on the file (see [`lock_destination`]).
+    _lock: std::fs::File,
 }
 
 impl TextFile {
@@ -344,6 +378,7 @@ impl TextFile {
         start: u64,
         make: impl Fn(&Path) -> Result<Box<dyn Sink>>,
     ) -> Result<TextFile> {
+        let lock = lock_destination(&name, &hidden_beside(path, "tapedeck-lock"))?;
         let cursor_path = hidden_beside(path, "tapedeck-cursor");
         let existing = file_len(path)?;
         let created = existing.is_none() && !cursor_path.exists();
@@ -450,6 +485,7 @@ impl TextFile {
             resume,
             committer,
             created,
+            _lock: lock,
         })
     }
 
@@ -469,7 +505,8 @@ impl TextFile {
         let _ = self.sink.close();
         let _ = self.committer.stop(&self.name);
         let cursor = hidden_beside(&self.path, "tapedeck-cursor");
-        for p in [&self.path, &cursor] {
+        let lock = hidden_beside(&self.path, "tapedeck-lock");
+        for p in [&self.path, &cursor, &lock] {
             if let Err(e) = std::fs::remove_file(p)
                 && e.kind() != std::io::ErrorKind::NotFound
             {
@@ -729,6 +766,8 @@ struct WholeFile {
     /// (Rows the delivery itself skips — `Target::skip` — all lie past `complete`, where it
     /// resumes, so the file never held them and the rebuild may go without them.)
     lost: Vec<Unreadable>,
+    /// This delivery's lock on the file (see [`lock_destination`]).
+    _lock: std::fs::File,
 }
 
 impl WholeFile {
@@ -740,6 +779,7 @@ impl WholeFile {
         start: u64,
         make: MakeSink,
     ) -> Result<WholeFile> {
+        let lock = lock_destination(&name, &hidden_beside(path, "tapedeck-lock"))?;
         let cursor_path = hidden_beside(path, "tapedeck-cursor");
         let partial = hidden_beside(path, "tapedeck-partial");
         let (mut cursor, complete) = match CursorFile::open(&cursor_path, &tape.id)? {
@@ -810,6 +850,7 @@ impl WholeFile {
             cursor,
             tape: tape.clone(),
             lost: Vec::new(),
+            _lock: lock,
         })
     }
 
@@ -991,6 +1032,9 @@ struct Counted<S: CursorRow> {
     name: String,
     sink: S,
     resume: u64,
+    /// A Parquet directory's lock (see [`lock_destination`]); databases keep their own (the
+    /// cursor row moves only from the value this delivery last committed).
+    _lock: Option<std::fs::File>,
 }
 
 #[cfg(any(feature = "sqlite", feature = "postgres", feature = "parquet"))]
@@ -1099,6 +1143,7 @@ mod parquet_dir {
     ) -> Result<Counted<ParquetSink>> {
         let name = format!("parquet:{}", dir.display());
         std::fs::create_dir_all(dir).map_err(|e| Error::io("create directory", dir, e))?;
+        let lock = super::lock_destination(&name, &dir.join(".tapedeck-lock"))?;
         let cursor_path = dir.join(".tapedeck-cursor");
         let mut parts = Vec::new();
         let mut partials = Vec::new();
@@ -1170,6 +1215,7 @@ mod parquet_dir {
             name,
             sink,
             resume: seq,
+            _lock: Some(lock),
         })
     }
 }
