@@ -155,8 +155,12 @@ const DELIVER_HELP: &str = "Examples:
 
 The tape is recovered first (as `record --tape` would) and locked while the delivery runs. If
 a recorder is writing the tape, the delivery runs beside it instead: it delivers what the
-recorder has acknowledged, follows it, and ends when the recorder stops. Each sink's cursor lives with its data: a row in tapedeck_cursor (SQLite, PostgreSQL), a
-hidden cursor file beside the file (CSV, JSONL, Arrow IPC, Parquet). See docs/delivery.md.";
+recorder has acknowledged, follows it, and ends when the recorder stops (a sink the recorder
+already feeds is refused: each destination is locked by the delivery writing it).
+
+Each sink's cursor lives with its data: a row in tapedeck_cursor (SQLite, PostgreSQL), a hidden
+cursor file beside the file (CSV, JSONL, raw .dt-raw, Arrow IPC, a single Parquet file), or
+.tapedeck-cursor inside a parquet:DIR/. See docs/delivery.md.";
 
 #[derive(clap::Args, Debug)]
 struct VerifyArgs {
@@ -281,8 +285,8 @@ Sinks:
                 dictionary, row_group_rows (131072), blocks=wide|long, overwrite, strict
   postgres://USER[:PASSWORD]@HOST[:PORT]/DB
                 PostgreSQL over binary COPY, one transaction per flush; schema (public),
-                table (readings), blocks_table (blocks), blocks, create_table (true; false: the table
-                must exist), use_copy, connect_timeout (30s), statement_timeout (30s),
+                table (readings), blocks_table (blocks), blocks, create_table (true;
+                false: the table must exist), use_copy, connect_timeout (30s), statement_timeout (30s),
                 close_timeout (10s), application_name, synchronous_commit (off), retry_for (5m),
                 buffer_rows (1000000), strict. Reconnects if the server goes away, holding rows
                 (the progress line says the sink is behind) and writing each exactly once.
@@ -322,7 +326,8 @@ struct RecordArgs {
     #[arg(long, value_name = "ROWS", default_value_t = 64)]
     batch_size: usize,
 
-    /// Longest time rows wait in the buffer, even if the source goes quiet, e.g. `250ms`, `1s`.
+    /// Longest time rows wait in the buffer, even if the source goes quiet (with --tape: also
+    /// the longest time a delivered row waits for its cursor commit), e.g. `250ms`, `1s`.
     #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
     flush_interval: Duration,
 
@@ -346,8 +351,8 @@ struct RecordArgs {
     #[arg(long, short)]
     quiet: bool,
 
-    /// Also record onto the tape in this directory (created, or recovered and appended to),
-    /// e.g. `--tape runs/tape`.
+    /// Record onto the tape in this directory first (created, or recovered and appended to); the
+    /// sinks are then fed from the tape, each from its own cursor, e.g. `--tape runs/tape`.
     #[arg(long, value_name = "DIR")]
     tape: Option<PathBuf>,
 
