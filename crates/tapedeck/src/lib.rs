@@ -37,6 +37,7 @@ pub mod durability;
 pub mod error;
 pub mod pipe;
 pub mod record;
+pub mod recorder;
 pub mod sink;
 pub mod source;
 mod sync;

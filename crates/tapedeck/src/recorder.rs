@@ -1,0 +1,339 @@
+//! The library's front door: record into sinks the way `tapedeck record` does, from a program.
+//!
+//! A [`Recorder`] holds the careful sequence that makes a recording with a tape exactly once —
+//! every sink URI checked before anything is created, the tape opened (recovered) and locked,
+//! one delivery per sink started from that sink's cursor, rows written only to the tape, and at
+//! the end every delivery brought to the tape's acknowledged end — so a program embedding
+//! tapedeck does not copy it. Without a tape the rows go straight to the sinks. Feed it with
+//! [`Recorder::write_batch`], [`Recorder::write_block`] or [`Recorder::write_rows`], or hand it a
+//! whole [`Source`] with [`Recorder::run`] (batching, the flush timer and the stop signal of
+//! [`crate::pipe`]). [`Recorder::finish`] returns what happened.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use arrow_array::{Int64Array, RecordBatch};
+//! use arrow_schema::{DataType, Field, Schema};
+//! use tapedeck::recorder::Recorder;
+//!
+//! let dir = std::env::temp_dir().join(format!("tapedeck-recorder-doc-{}", std::process::id()));
+//! # let _ = std::fs::remove_dir_all(&dir);
+//! let mut rec = Recorder::builder()
+//!     .tape(dir.join("tape"))
+//!     .sink(&format!("csv:{}", dir.join("a.csv").display()))
+//!     .sink(&format!("jsonl:{}", dir.join("a.jsonl").display()))
+//!     .open()
+//!     .unwrap();
+//! let schema = Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, false)]));
+//! for k in 0..10 {
+//!     let batch = RecordBatch::try_new(
+//!         schema.clone(),
+//!         vec![Arc::new(Int64Array::from_iter_values(k * 100..(k + 1) * 100))],
+//!     )
+//!     .unwrap();
+//!     rec.write_batch(&batch).unwrap();
+//! }
+//! let summary = rec.finish().unwrap();
+//! assert_eq!(summary.tape.as_ref().map(|t| t.acknowledged), Some(1000));
+//! assert!(summary.deliveries.iter().all(|d| d.state == "done" && d.cursor == Some(1000)));
+//! let csv = std::fs::read_to_string(dir.join("a.csv")).unwrap();
+//! assert_eq!(csv.lines().count(), 1001); // the header and every row, once
+//! let jsonl = std::fs::read_to_string(dir.join("a.jsonl")).unwrap();
+//! assert_eq!(jsonl.lines().count(), 1000);
+//! # let _ = std::fs::remove_dir_all(&dir);
+//! ```
+
+use std::path::PathBuf;
+
+use arrow_array::RecordBatch;
+
+use crate::deliver::{Delivery, DeliveryOptions, DeliveryStatus, TapeEnd, TapeRef};
+use crate::error::{Error, Result};
+use crate::pipe::{PipeOptions, PipeReport, SinkSummary};
+use crate::record::{Block, Row, RowBuilder};
+use crate::sink::tape::TapeSink;
+use crate::sink::{Sink, SinkSpec};
+use crate::source::Source;
+use crate::tape::{TapeOptions, TapeWatch, TapeWriter};
+
+/// What a [`Recorder`] is built from; see [`Recorder::builder`].
+#[derive(Debug, Default)]
+pub struct RecorderBuilder {
+    tape: Option<(PathBuf, TapeOptions)>,
+    sinks: Vec<String>,
+    delivery: DeliveryOptions,
+}
+
+impl RecorderBuilder {
+    /// Record onto the tape in `dir` first (created, or recovered and appended to), with the
+    /// default [`TapeOptions`]; the sinks are then fed from the tape.
+    pub fn tape(mut self, dir: impl Into<PathBuf>) -> Self {
+        let options = self.tape.take().map(|(_, o)| o).unwrap_or_default();
+        self.tape = Some((dir.into(), options));
+        self
+    }
+
+    /// The tape's options (fsync policy, compression, segment size); implies nothing without
+    /// [`RecorderBuilder::tape`].
+    pub fn tape_options(mut self, options: TapeOptions) -> Self {
+        if let Some((_, o)) = &mut self.tape {
+            *o = options;
+        }
+        self
+    }
+
+    /// Adds a sink by URI (`csv:run.csv`, `sqlite:lab.db?table=flow`, …).
+    pub fn sink(mut self, uri: &str) -> Self {
+        self.sinks.push(uri.to_string());
+        self
+    }
+
+    /// How deliveries run (with a tape): flush interval, where a new sink starts, …
+    pub fn delivery_options(mut self, options: DeliveryOptions) -> Self {
+        self.delivery = options;
+        self
+    }
+
+    /// Checks every sink URI (before anything is created), then opens the tape and starts the
+    /// deliveries, or opens the sinks.
+    pub fn open(self) -> Result<Recorder> {
+        let taped = self.tape.is_some();
+        let mut specs: Vec<(String, SinkSpec)> = Vec::new();
+        for uri in &self.sinks {
+            let spec = if taped {
+                // An existing file the delivery would refuse is refused now, before the tape
+                // is created or recovered.
+                let spec = crate::sink::parse_unchecked(uri)?;
+                crate::deliver::target::check_destination(&spec)?;
+                spec
+            } else {
+                crate::sink::parse(uri)?
+            };
+            specs.push((crate::uri::redact(uri), spec));
+        }
+        crate::sink::check_distinct(specs.iter().map(|(_, s)| s))?;
+        match self.tape {
+            Some((dir, options)) => {
+                let writer = TapeWriter::open(&dir, options)?;
+                let watch = writer.watch();
+                let start = writer.next_seq();
+                let tape = TapeRef {
+                    dir: dir.clone(),
+                    id: writer.id().to_string(),
+                };
+                let delivery_options = DeliveryOptions {
+                    quarantine: Some(watch.clone()),
+                    ..self.delivery
+                };
+                let delivery =
+                    Delivery::start(tape, specs, TapeEnd::Live(watch.clone()), &delivery_options)?;
+                let sink = TapeSink::from_writer(format!("tape:{}", dir.display()), writer);
+                Ok(Recorder {
+                    sinks: vec![Box::new(sink)],
+                    tape: Some(TapeRun {
+                        dir,
+                        watch,
+                        start,
+                        delivery,
+                    }),
+                    rows: 0,
+                })
+            }
+            None => {
+                let mut sinks = Vec::new();
+                for (_, spec) in specs {
+                    sinks.push(spec.open()?);
+                }
+                Ok(Recorder {
+                    sinks,
+                    tape: None,
+                    rows: 0,
+                })
+            }
+        }
+    }
+}
+
+/// A recording onto a tape: its writer's position and the deliveries it feeds.
+struct TapeRun {
+    dir: PathBuf,
+    watch: TapeWatch,
+    start: u64,
+    delivery: Delivery,
+}
+
+/// What the tape did in a run.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct TapeSummary {
+    /// The tape directory.
+    pub dir: PathBuf,
+    /// Sequence number of this run's first row.
+    pub first_seq: u64,
+    /// Sequence number after its last row.
+    pub end_seq: u64,
+    /// Rows of this run acknowledged (durable under the fsync policy).
+    pub acknowledged: u64,
+    /// Rows of this run received (more than acknowledged only after a tape failure).
+    pub received: u64,
+}
+
+/// What a [`Recorder`] did: the same fields as `tapedeck record --summary-json`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RecordSummary {
+    /// Rows written by [`Recorder::write_batch`] and friends (not those of [`Recorder::run`],
+    /// which reports its own).
+    pub rows: u64,
+    /// Each sink written to directly (with a tape: the tape).
+    pub sinks: Vec<SinkSummary>,
+    /// The tape, when there is one.
+    pub tape: Option<TapeSummary>,
+    /// Each sink's delivery from the tape, as it ended.
+    pub deliveries: Vec<DeliveryStatus>,
+}
+
+/// Records into sinks, directly or through a tape; see the module docs.
+pub struct Recorder {
+    /// The sinks written to: the tape's sink alone with a tape, else the user's sinks.
+    sinks: Vec<Box<dyn Sink>>,
+    tape: Option<TapeRun>,
+    rows: u64,
+}
+
+impl std::fmt::Debug for Recorder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Recorder")
+            .field("sinks", &self.sinks.len())
+            .field("taped", &self.tape.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Recorder {
+    /// Starts building a recorder.
+    pub fn builder() -> RecorderBuilder {
+        RecorderBuilder::default()
+    }
+
+    /// Writes a batch to every sink (with a tape: onto the tape).
+    pub fn write_batch(&mut self, batch: &RecordBatch) -> Result<()> {
+        for s in &mut self.sinks {
+            s.write(batch)?;
+        }
+        self.rows += batch.num_rows() as u64;
+        Ok(())
+    }
+
+    /// Writes a DAQ block to every sink (a tape stores it in the marked wide layout and its
+    /// deliveries hand it back as a block).
+    pub fn write_block(&mut self, block: &Block) -> Result<()> {
+        for s in &mut self.sinks {
+            s.write_block(block)?;
+        }
+        self.rows += block.samples as u64;
+        Ok(())
+    }
+
+    /// Writes rows (one batch, its columns inferred from the rows).
+    pub fn write_rows(&mut self, rows: impl IntoIterator<Item = Row>) -> Result<()> {
+        let mut builder = RowBuilder::per_batch();
+        for r in rows {
+            builder.push(r);
+        }
+        match builder.finish()? {
+            Some(batch) => self.write_batch(&batch),
+            None => Ok(()),
+        }
+    }
+
+    /// Hands what was written to the destinations (the tape acknowledges under its fsync
+    /// policy; see [`Recorder::acknowledged`]).
+    pub fn flush(&mut self) -> Result<()> {
+        for s in &mut self.sinks {
+            s.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Rows of this run the tape has acknowledged; `None` without a tape.
+    pub fn acknowledged(&self) -> Option<u64> {
+        self.tape
+            .as_ref()
+            .map(|t| t.watch.durable_seq().saturating_sub(t.start))
+    }
+
+    /// Where every sink's delivery stands now (cursor, lag, state); empty without a tape.
+    pub fn deliveries(&self) -> Vec<DeliveryStatus> {
+        self.tape
+            .as_ref()
+            .map(|t| t.delivery.statuses())
+            .unwrap_or_default()
+    }
+
+    /// Reads `source` to its end (or `options`' limit, duration or stop signal) into the
+    /// sinks, with [`crate::pipe`]'s batching and flush timer, then finishes as
+    /// [`Recorder::finish`] does; `stop` ends a delivery still running at the end (a sink away)
+    /// where it is. Returns the pipe's report beside the summary.
+    pub fn run<S: Source + 'static>(
+        mut self,
+        source: S,
+        options: &PipeOptions,
+        stop: &dyn Fn() -> bool,
+    ) -> (PipeReport, RecordSummary) {
+        let sinks = std::mem::take(&mut self.sinks);
+        let report = crate::pipe::pipe_report(source, sinks, options);
+        let summary = self.finish_deliveries(stop, Vec::new());
+        (report, summary)
+    }
+
+    /// Closes every sink (with a tape: makes the tape durable and seals it), brings every
+    /// delivery to the tape's acknowledged end, and says what happened. An error closing a
+    /// sink (a failed tape writer: a full disk) is returned after the deliveries finished;
+    /// a delivery that failed is reported in [`RecordSummary::deliveries`].
+    pub fn finish(mut self) -> Result<RecordSummary> {
+        let mut first: Option<Error> = None;
+        let mut sinks = Vec::new();
+        for mut s in std::mem::take(&mut self.sinks) {
+            let closed = s.close();
+            let stats = s.stats();
+            sinks.push(SinkSummary {
+                uri: s.name().to_string(),
+                rows: stats.rows,
+                bytes: stats.bytes,
+                error: closed.as_ref().err().map(ToString::to_string),
+            });
+            if let Err(e) = closed {
+                first.get_or_insert(e);
+            }
+        }
+        let summary = self.finish_deliveries(&|| false, sinks);
+        match first {
+            Some(e) => Err(e),
+            None => Ok(summary),
+        }
+    }
+
+    fn finish_deliveries(
+        mut self,
+        stop: &dyn Fn() -> bool,
+        sinks: Vec<SinkSummary>,
+    ) -> RecordSummary {
+        let mut tape = None;
+        let mut deliveries = Vec::new();
+        if let Some(t) = self.tape.take() {
+            deliveries = t.delivery.finish_or_stop(t.watch.durable_seq(), stop);
+            let end = t.watch.next_seq();
+            tape = Some(TapeSummary {
+                dir: t.dir,
+                first_seq: t.start,
+                end_seq: end,
+                acknowledged: t.watch.durable_seq().saturating_sub(t.start),
+                received: end.saturating_sub(t.start),
+            });
+        }
+        RecordSummary {
+            rows: self.rows,
+            sinks,
+            tape,
+            deliveries,
+        }
+    }
+}
