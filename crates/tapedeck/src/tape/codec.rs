@@ -127,24 +127,14 @@ impl BatchDecoder {
 /// (µs); `None` when no row from `from` on does. A batch without a timestamp column starts at
 /// `from`.
 pub fn first_row_at(batch: &RecordBatch, t: i64, from: usize) -> Option<usize> {
-    let Some((i, unit)) = batch
-        .schema()
-        .fields()
-        .iter()
-        .enumerate()
-        .find_map(|(i, f)| match f.data_type() {
-            DataType::Timestamp(unit, _) => Some((i, *unit)),
-            _ => None,
-        })
-    else {
+    let Some(micros) = event_times(batch) else {
         return Some(from);
     };
-    let micros = micros_array(batch.column(i), unit);
     (from..micros.len()).find(|&k| micros.is_valid(k) && micros.value(k) >= t)
 }
 
-/// The event-time range of a batch: min and max (µs) of its first timestamp column.
-pub fn time_range(batch: &RecordBatch) -> Option<(i64, i64)> {
+/// The batch's event times: its first timestamp column, in µs.
+fn event_times(batch: &RecordBatch) -> Option<arrow_array::TimestampMicrosecondArray> {
     let (i, unit) = batch
         .schema()
         .fields()
@@ -154,7 +144,12 @@ pub fn time_range(batch: &RecordBatch) -> Option<(i64, i64)> {
             DataType::Timestamp(unit, _) => Some((i, *unit)),
             _ => None,
         })?;
-    let micros = micros_array(batch.column(i), unit);
+    Some(micros_array(batch.column(i), unit))
+}
+
+/// The event-time range of a batch: min and max (µs) of its first timestamp column.
+pub fn time_range(batch: &RecordBatch) -> Option<(i64, i64)> {
+    let micros = event_times(batch)?;
     let mut range: Option<(i64, i64)> = None;
     for v in micros.iter().flatten() {
         range = Some(match range {
