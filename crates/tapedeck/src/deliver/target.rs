@@ -52,16 +52,7 @@ pub struct TapeRef {
 /// write every row twice; the second is refused instead. The lock file is never renamed or
 /// removed while in use, so both always lock the same inode.
 fn lock_destination(name: &str, lock: &Path) -> Result<std::fs::File> {
-    if let Some(parent) = lock.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent).map_err(|e| Error::io("create directory", parent, e))?;
-    }
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(lock)
-        .map_err(|e| Error::io("open", lock, e))?;
+    let f = open_or_create(lock)?;
     match f.try_lock() {
         Ok(()) => Ok(f),
         Err(std::fs::TryLockError::WouldBlock) => Err(Error::Delivery {
@@ -314,18 +305,25 @@ fn remove_if_exists(path: &Path) -> Result<()> {
     }
 }
 
-/// Cuts `path` to `len` bytes (creating it empty when `len` is 0 and it does not exist). A
-/// file already that long is left alone: nothing to cut, and no metadata change to make durable.
-fn cut(path: &Path, len: u64) -> Result<()> {
+/// Opens `path` for reading and writing, creating it (and its folders) if missing, keeping
+/// what it holds.
+fn open_or_create(path: &Path) -> Result<std::fs::File> {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).map_err(|e| Error::io("create directory", parent, e))?;
     }
-    let f = std::fs::OpenOptions::new()
+    std::fs::OpenOptions::new()
+        .read(true)
         .write(true)
         .create(true)
         .truncate(false)
         .open(path)
-        .map_err(|e| Error::io("open", path, e))?;
+        .map_err(|e| Error::io("open", path, e))
+}
+
+/// Cuts `path` to `len` bytes (creating it empty when `len` is 0 and it does not exist). A
+/// file already that long is left alone: nothing to cut, and no metadata change to make durable.
+fn cut(path: &Path, len: u64) -> Result<()> {
+    let f = open_or_create(path)?;
     let have = f.metadata().map_err(|e| Error::io("stat", path, e))?.len();
     if have == len {
         return Ok(());
