@@ -46,13 +46,19 @@ pub struct TapeRef {
 }
 
 /// Takes this delivery's lock on its destination: an exclusive `flock` on a hidden lock file
-/// (`.NAME.tapedeck-lock` beside a file, `DIR/.tapedeck-lock` in a Parquet directory), held as
-/// long as the target lives. Two deliveries into one destination at once — a `deliver` beside a
+/// beside a file (`.NAME.tapedeck-lock`), or on a Parquet directory itself, held as long as the
+/// target lives. Two deliveries into one destination at once — a `deliver` beside a
 /// recorder that already feeds that sink, say — would each resume from the same cursor and
 /// write every row twice; the second is refused instead. The lock file is never renamed or
 /// removed while in use, so both always lock the same inode.
 fn lock_destination(name: &str, lock: &Path) -> Result<std::fs::File> {
-    let f = open_or_create(lock)?;
+    // A directory (a Parquet directory's parts) is locked itself; a file by a hidden file
+    // beside it.
+    let f = if lock.is_dir() {
+        std::fs::File::open(lock).map_err(|e| Error::io("open", lock, e))?
+    } else {
+        open_or_create(lock)?
+    };
     match f.try_lock() {
         Ok(()) => Ok(f),
         Err(std::fs::TryLockError::WouldBlock) => Err(Error::Delivery {
@@ -1141,7 +1147,7 @@ mod parquet_dir {
     ) -> Result<Counted<ParquetSink>> {
         let name = format!("parquet:{}", dir.display());
         std::fs::create_dir_all(dir).map_err(|e| Error::io("create directory", dir, e))?;
-        let lock = super::lock_destination(&name, &dir.join(".tapedeck-lock"))?;
+        let lock = super::lock_destination(&name, dir)?;
         let cursor_path = dir.join(".tapedeck-cursor");
         let mut parts = Vec::new();
         let mut partials = Vec::new();
