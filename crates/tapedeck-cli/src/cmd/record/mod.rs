@@ -1,0 +1,273 @@
+//! `tapedeck record`: a source into sinks, directly through the pipe or, with `--tape`, onto a
+//! tape first with one delivery per sink (`tape.rs`); then the summary and the exit code.
+
+mod tape;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use tapedeck::pipe::{PipeOptions, Progress, pipe_report};
+use tapedeck::source;
+use tapedeck::tape::FsyncPolicy;
+
+use self::tape::{TapeCompression, parse_fsync};
+use super::{NewFrom, parse_duration};
+use crate::report::json::write_summary_json;
+use crate::report::progress::{ProgressMode, progress_loop, show_progress};
+use crate::report::{
+    EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, delivery_failure, exit_codes, fail, parse_sinks,
+    print_deliveries, print_summary,
+};
+use crate::signals::install_ctrlc;
+
+/// The examples and notes `--help` shows after the options.
+pub const HELP: &str = concat!(
+    "Examples:
+  # 5 s of simulated DAQ blocks (8 channels at 10 kHz) into an Arrow IPC file
+  tapedeck record --source sim:daq --duration 5s --sink ipc:run.arrow
+
+  # one million alicat samples into CSV and JSONL at once, summary as JSON
+  tapedeck record --source 'sim:alicat?n=1000000' --sink csv:run.csv --sink jsonl:run.jsonl \\
+      --summary-json summary.json
+
+  # a rolling Parquet directory and a SQLite table from the same stream
+  tapedeck record --source 'sim:alicat?rate=1000' --duration 1m \\
+      --sink 'parquet:parts/?roll_rows=10000' --sink 'sqlite:lab.db?table=samples'
+
+  # into an existing PostgreSQL table (the password never appears in output)
+  tapedeck record --source 'sim:alicat?rate=100' \\
+      --sink 'postgres://lab:secret@db.local:5432/plant?schema=raw&table=flow'
+
+  # onto a crash-safe tape first, each row acknowledged after its fdatasync; the sinks are fed
+  # from the tape, each from its own cursor, exactly once even if the recorder is killed
+  tapedeck record --source 'sim:alicat?rate=1000' --tape runs/tape --fsync always \\
+      --sink csv:run.csv --sink 'sqlite:lab.db?table=samples&create_table=true'
+  tapedeck verify runs/tape
+  tapedeck record --source 'sim:alicat?rate=1000' --tape runs/tape --sink csv:run.csv   # resumes
+
+  # tail a CSV stream from stdin, skipping malformed lines, flushing every 250 ms
+  producer | tapedeck record --source 'stdin:csv?on_error=skip' --flush-interval 250ms \\
+      --sink 'csv:log.csv?append=true'
+
+Sources:
+  sim:alicat?n=N&rate=HZ           alicat-sample rows; unbounded without n; unpaced without rate
+  sim:daq?channels=8&rate=10000&block=1000&blocks=N&pace=real|max&raw=true
+                                   simulated DAQ blocks (rate is per channel)
+  stdin:csv | stdin:jsonl | stdin:lines
+  file:PATH                        .csv / .jsonl / anything else as lines; format=csv|jsonl|lines
+  file:PATH.dt-raw                 a raw-counts file, chunk by chunk as blocks
+  Line sources take on_error=fail|skip (default fail) and, for CSV, infer_rows=N (default
+  1000) and types=NAME:TYPE,... (int|float|bool|timestamp|text). A column keeps the type of its
+  first infer_rows lines (up to 1 value in 20 there may be a typo: those lines are malformed);
+  the summary says which type each column got.
+
+Sinks:
+  csv:PATH      RFC 4180, header from the first batch; overwrite, append, accept_blocks, strict
+  jsonl:PATH    one JSON object per line, no schema lock; overwrite, append, accept_blocks
+  ipc:PATH      Arrow IPC file (pyarrow.ipc.open_file); overwrite, strict, batch_rows
+  sqlite:PATH   SQLite database; table (readings), blocks_table (blocks), blocks=summary|long,
+                create_table, timestamps=iso|unix_us, journal_mode, synchronous, busy_timeout,
+                strict. One transaction per flush.
+  parquet:PATH  one Parquet file, visible only once complete; parquet:DIR/ rolling parts
+                (roll_rows, roll_interval); compression=zstd|snappy|lz4|gzip|none, level,
+                dictionary, row_group_rows (131072), blocks=wide|long, overwrite, strict
+  postgres://USER[:PASSWORD]@HOST[:PORT]/DB
+                PostgreSQL over binary COPY, one transaction per flush; schema (public),
+                table (readings), blocks_table (blocks), blocks, create_table (true;
+                false: the table must exist), use_copy, connect_timeout (30s), statement_timeout (30s),
+                close_timeout (10s), application_name, synchronous_commit (off), retry_for (5m),
+                buffer_rows (1000000), strict. Reconnects if the server goes away, holding rows
+                (the progress line says the sink is behind) and writing each exactly once.
+  raw:PATH      DAQ blocks' raw codes as .dt-raw v2 (dtollib-compatible, with per-channel
+                ranges, a final marker, overruns as zero-payload chunks); overwrite,
+                fsync=always|never|interval:DUR (interval:10ms)
+  memory:       kept in memory (tests);   null:  discarded (benchmarks)
+  File sinks never replace an existing file unless the URI says overwrite=true (or append=true).
+  CSV and JSONL refuse DAQ blocks unless the URI says accept_blocks=true.
+
+",
+    exit_codes!()
+);
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Where records come from, e.g. `sim:daq`, `sim:alicat?n=1000`, `stdin:csv`, `file:log.jsonl`.
+    #[arg(long, value_name = "URI")]
+    source: String,
+
+    /// Where records go; repeat for several sinks, e.g. `--sink csv:run.csv --sink ipc:run.arrow`
+    /// (optional with --tape).
+    #[arg(long = "sink", value_name = "URI", required_unless_present = "tape")]
+    sinks: Vec<String>,
+
+    /// Rows buffered before they are written to the sinks, e.g. `--batch-size 1000`.
+    #[arg(long, value_name = "ROWS", default_value_t = 64)]
+    batch_size: usize,
+
+    /// Longest time rows wait in the buffer, even if the source goes quiet (with --tape: also
+    /// the longest time a delivered row waits for its cursor commit), e.g. `250ms`, `1s`.
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
+    flush_interval: Duration,
+
+    /// Stop after this many rows, e.g. `--limit 1000000`.
+    #[arg(long, value_name = "N")]
+    limit: Option<u64>,
+
+    /// Stop after this long, e.g. `--duration 5s`, `--duration 10m`.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    duration: Option<Duration>,
+
+    /// Write the run's summary as JSON to this file (`-` for stdout), e.g. `--summary-json s.json`.
+    #[arg(long, value_name = "PATH")]
+    summary_json: Option<PathBuf>,
+
+    /// Show a progress line on stderr (rows, rows/s, bytes, elapsed), e.g. `--progress always`.
+    #[arg(long, value_enum, default_value_t = ProgressMode::Auto)]
+    progress: ProgressMode,
+
+    /// Do not print the summary to stderr.
+    #[arg(long, short)]
+    quiet: bool,
+
+    /// Record onto the tape in this directory first (created, or recovered and appended to); the
+    /// sinks are then fed from the tape, each from its own cursor, e.g. `--tape runs/tape`.
+    #[arg(long, value_name = "DIR")]
+    tape: Option<PathBuf>,
+
+    /// When tape frames are acknowledged: always (after the fdatasync that covers them, group
+    /// committed), interval:DUR (an fdatasync at least that often), or never (once handed to the
+    /// OS, every 10 ms: survives a killed process, not a power failure), e.g. `--fsync always`.
+    #[arg(long, value_name = "POLICY", default_value = "interval:10ms", value_parser = parse_fsync)]
+    fsync: FsyncPolicy,
+
+    /// Compression of tape frames: none, lz4 or zstd, e.g. `--compression lz4`.
+    #[arg(long, value_enum, default_value_t = TapeCompression::Zstd)]
+    compression: TapeCompression,
+
+    /// Roll to a new tape segment past this many bytes, e.g. `--segment-bytes 67108864`.
+    #[arg(long, value_name = "N", default_value_t = 256 << 20)]
+    segment_bytes: u64,
+
+    /// With --tape: where a sink that holds nothing from this tape yet starts (the tape's first
+    /// row, or only rows recorded from now on), e.g. `--from end`.
+    #[arg(long, value_enum, default_value_t = NewFrom::Start, requires = "tape")]
+    from: NewFrom,
+
+    /// With --tape: accept rows that share no data column with what the tape holds (by
+    /// default refused: it is almost always the wrong source or the wrong tape).
+    #[arg(long, requires = "tape")]
+    allow_schema_change: bool,
+}
+
+/// Runs `tapedeck record`; returns the exit code.
+pub fn run(args: Args) -> u8 {
+    let src = match source::open(&args.source) {
+        Ok(s) => s,
+        Err(e) => return fail(&e),
+    };
+    // Rows the run will take, when known: the progress line shows a share and a time left.
+    let expected = match (src.expected_rows(), args.limit) {
+        (Some(n), Some(l)) => Some(n.min(l)),
+        (n, l) => n.or(l),
+    };
+
+    // Every URI and option is checked before the first file is created, so a typo in the last
+    // `--sink` leaves no empty file behind from the first.
+    let specs = match parse_sinks(&args.sinks, args.tape.is_some()) {
+        Ok(s) => s,
+        Err(e) => return fail(&e),
+    };
+    let (stop, interrupted) = install_ctrlc();
+    let progress = Arc::new(Progress::default());
+    let options = PipeOptions {
+        batch_size: args.batch_size,
+        flush_interval: args.flush_interval,
+        limit: args.limit,
+        duration: args.duration,
+        stop,
+        progress: Some(progress.clone()),
+        ..PipeOptions::default()
+    };
+    if let Err(e) = options.validate() {
+        return fail(&e);
+    }
+    let mut sinks = Vec::new();
+    let mut tape_run = None;
+    if let Some(dir) = &args.tape {
+        match tape::open(dir, &args, specs) {
+            Ok((run, sink)) => {
+                sinks.push(sink);
+                tape_run = Some(run);
+            }
+            Err(e) => return fail(&e),
+        }
+    } else {
+        for (_, spec) in specs {
+            match spec.open() {
+                Ok(s) => sinks.push(s),
+                Err(e) => return fail(&e),
+            }
+        }
+    }
+    let done = Arc::new(AtomicBool::new(false));
+    let names: Vec<String> = sinks.iter().map(|s| s.name().to_string()).collect();
+    let ticker = show_progress(args.progress).then(|| {
+        let done = done.clone();
+        let progress = progress.clone();
+        let acked = tape_run.as_ref().map(|t| (t.watch.clone(), t.start));
+        let statuses = tape_run.as_ref().map(|t| t.delivery.status_handle());
+        std::thread::spawn(move || {
+            progress_loop(&progress, &done, acked, &names, statuses.as_ref(), expected);
+        })
+    });
+    // Read before `src` moves into the pipe: the column types a text source inferred.
+    let src_counters = src.counters();
+    let report = pipe_report(src, sinks, &options);
+    let (tape, deliveries) = tape_run.map(|run| tape::finish(run, &interrupted)).unzip();
+    done.store(true, Ordering::SeqCst);
+    if let Some(t) = ticker {
+        let _ = t.join();
+    }
+    if !args.quiet {
+        print_summary(&report.summary, tape.is_some());
+        if let Some(t) = src_counters.column_types() {
+            eprintln!("  {t}");
+        }
+        if let Some(t) = &tape {
+            tape::print_line(t, &report.summary);
+        }
+    }
+    if let Some(t) = &tape {
+        tape::report_unacknowledged(t);
+    }
+    if !args.quiet
+        && let Some(d) = &deliveries
+    {
+        print_deliveries(d);
+    }
+    if let Some(path) = &args.summary_json
+        && let Err(e) = write_summary_json(
+            path,
+            &report.summary,
+            tape,
+            deliveries.as_deref(),
+            src_counters.column_types().as_ref(),
+        )
+    {
+        eprintln!("error: {e}");
+        return EXIT_FAILED;
+    }
+    if let Some(e) = &report.error {
+        return fail(e);
+    }
+    if let Some(code) = deliveries.as_deref().and_then(delivery_failure) {
+        return code;
+    }
+    if interrupted.load(Ordering::SeqCst) {
+        EXIT_INTERRUPTED
+    } else {
+        EXIT_OK
+    }
+}
