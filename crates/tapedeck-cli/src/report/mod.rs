@@ -5,7 +5,7 @@
 pub mod json;
 pub mod progress;
 
-use tapedeck::deliver::DeliveryStatus;
+use tapedeck::deliver::{DeliveryState, DeliveryStatus};
 use tapedeck::pipe::Summary;
 use tapedeck::tape::TapeWriter;
 use tapedeck::{Error, sink};
@@ -47,32 +47,34 @@ pub fn fail(e: &Error) -> u8 {
     }
 }
 
-// A delivery's state, asked in one place. `DeliveryStatus::state` is a string in the library
-// today; these are the only places the CLI names its values.
+// A delivery's state (`DeliveryState`), asked in one place.
 
 /// The delivery ended: done, or failed.
 pub fn is_finished(s: &DeliveryStatus) -> bool {
-    is_done(s) || is_failed(s)
+    s.state.is_finished()
 }
 
 /// The delivery brought its sink to the end it was given.
 pub fn is_done(s: &DeliveryStatus) -> bool {
-    s.state == "done"
+    s.state == DeliveryState::Done
 }
 
 /// The delivery failed (its error says why).
 pub fn is_failed(s: &DeliveryStatus) -> bool {
-    s.state == "failed"
+    s.state == DeliveryState::Failed
 }
 
 /// The delivery is writing to its sink.
 pub fn is_delivering(s: &DeliveryStatus) -> bool {
-    s.state == "delivering"
+    s.state == DeliveryState::Delivering
 }
 
 /// The delivery waits for its sink: still opening it, or reconnecting to it.
 pub fn is_waiting_for_sink(s: &DeliveryStatus) -> bool {
-    matches!(s.state.as_str(), "opening" | "reconnecting")
+    matches!(
+        s.state,
+        DeliveryState::Opening | DeliveryState::Reconnecting
+    )
 }
 
 /// Parses every sink URI, keeping the URI as shown (credentials removed) beside its spec. A

@@ -29,7 +29,7 @@ use crate::tape::{StartAt, TapeReader, TapeWatch};
 
 /// The cursor file moved beside the sinks that keep it; this keeps the old path working.
 pub use crate::sink::cursor_file;
-pub use status::DeliveryStatus;
+pub use status::{DeliveryState, DeliveryStatus};
 pub use target::{TapeRef, Target};
 
 /// Where a destination that holds no delivery from this tape yet starts.
@@ -220,7 +220,7 @@ impl Delivery {
                 && h.join().is_err()
             {
                 let mut s = lock(&w.status);
-                s.state = "failed".into();
+                s.state = DeliveryState::Failed;
                 s.error = Some("the delivery thread panicked".into());
             }
         }
@@ -251,14 +251,14 @@ impl WorkerCtx {
         let mut s = lock(&self.status);
         match result {
             Ok(()) => {
-                if s.state != "aborted" {
-                    s.state = "done".into();
+                if s.state != DeliveryState::Aborted {
+                    s.state = DeliveryState::Done;
                 }
             }
             Err(e) => {
                 // Reported through the status (the CLI prints it once, with what to do).
                 tracing::debug!(sink = %s.sink, "delivery failed: {e}");
-                s.state = "failed".into();
+                s.state = DeliveryState::Failed;
                 s.error = Some(e.to_string());
             }
         }
@@ -314,7 +314,7 @@ impl WorkerCtx {
                         return Err(e);
                     }
                     self.set(|s| {
-                        s.state = "reconnecting".into();
+                        s.state = DeliveryState::Reconnecting;
                         s.error = Some(e.to_string());
                     });
                     let until = Instant::now() + backoff;
@@ -333,7 +333,7 @@ impl WorkerCtx {
 
     fn deliver(&self) -> Result<()> {
         let Some(mut target) = self.open()? else {
-            self.set(|s| s.state = "aborted".into());
+            self.set(|s| s.state = DeliveryState::Aborted);
             return Ok(());
         };
         let result = self.deliver_into(&mut target);
@@ -367,7 +367,7 @@ impl WorkerCtx {
         // Since when the reader has yielded nothing while acknowledged rows lie ahead.
         let mut stalled_since: Option<Instant> = None;
         self.set(|s| {
-            s.state = "delivering".into();
+            s.state = DeliveryState::Delivering;
             s.error = None;
             s.cursor = target.committed().or(Some(resume));
         });
@@ -376,7 +376,7 @@ impl WorkerCtx {
                 if uncommitted > 0 {
                     target.commit(pos)?;
                 }
-                self.set(|s| s.state = "aborted".into());
+                self.set(|s| s.state = DeliveryState::Aborted);
                 self.publish(target.as_ref(), pos, caught_up_at);
                 return Ok(());
             }
@@ -435,7 +435,7 @@ impl WorkerCtx {
                     }
                     if last && pos >= limit {
                         target.finish(pos)?;
-                        self.set(|s| s.state = "done".into());
+                        self.set(|s| s.state = DeliveryState::Done);
                         self.publish(target.as_ref(), pos, SystemTime::now());
                         return Ok(());
                     }
@@ -510,15 +510,15 @@ impl WorkerCtx {
         s.bytes = stats.bytes;
         s.replaced_at_end = target.replaced_at_finish();
         s.pending = stats.pending;
-        if stats.pending > 0 && s.state == "delivering" {
-            s.state = "reconnecting".into();
-        } else if stats.pending == 0 && s.state == "reconnecting" {
-            s.state = "delivering".into();
+        if stats.pending > 0 && s.state == DeliveryState::Delivering {
+            s.state = DeliveryState::Reconnecting;
+        } else if stats.pending == 0 && s.state == DeliveryState::Reconnecting {
+            s.state = DeliveryState::Delivering;
         }
         let due = s
             .written
             .is_none_or(|t| t.elapsed() >= Duration::from_secs(1))
-            || s.state != "delivering";
+            || s.state != DeliveryState::Delivering;
         if due {
             s.written = Some(Instant::now());
             s.updated_at = iso_micros(now_micros());

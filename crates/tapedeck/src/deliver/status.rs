@@ -14,13 +14,63 @@ use sha2::{Digest, Sha256};
 /// Folder of the status files inside a tape directory.
 pub const DIR: &str = "deliveries";
 
+/// Where a delivery is; written as the lowercase word in status files and summaries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeliveryState {
+    /// Opening the sink (connecting, finding its cursor).
+    Opening,
+    /// Writing rows from the tape.
+    Delivering,
+    /// Its server is away: rows wait (on the tape, or held by the sink) until it is back.
+    Reconnecting,
+    /// Brought to the tape's end; the sink is closed.
+    Done,
+    /// Stopped where it was (Ctrl-C, or the process going down); its cursor is committed.
+    Aborted,
+    /// Failed; `error` says why. The tape keeps every row for the next delivery.
+    Failed,
+}
+
+impl DeliveryState {
+    /// The lowercase word (`delivering`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryState::Opening => "opening",
+            DeliveryState::Delivering => "delivering",
+            DeliveryState::Reconnecting => "reconnecting",
+            DeliveryState::Done => "done",
+            DeliveryState::Aborted => "aborted",
+            DeliveryState::Failed => "failed",
+        }
+    }
+
+    /// True once the delivery stopped for good in this run (done or failed).
+    pub fn is_finished(self) -> bool {
+        matches!(self, DeliveryState::Done | DeliveryState::Failed)
+    }
+}
+
+impl std::fmt::Display for DeliveryState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Lets tests and tools compare with the word a status file holds (`state == "done"`).
+impl PartialEq<&str> for DeliveryState {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
 /// One sink's delivery, as last seen.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct DeliveryStatus {
     /// The sink (URI with credentials removed).
     pub sink: String,
-    /// `opening`, `delivering`, `reconnecting`, `done`, `aborted` or `failed`.
-    pub state: String,
+    /// Where the delivery is.
+    pub state: DeliveryState,
     /// Committed cursor: the destination holds the tape's rows before it.
     pub cursor: Option<u64>,
     /// The tape's acknowledged end when last looked at.
@@ -58,7 +108,7 @@ impl DeliveryStatus {
     pub(crate) fn new(sink: String) -> DeliveryStatus {
         DeliveryStatus {
             sink,
-            state: "opening".into(),
+            state: DeliveryState::Opening,
             cursor: None,
             tape_end: 0,
             lag_rows: 0,
