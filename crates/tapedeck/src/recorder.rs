@@ -46,14 +46,14 @@ use std::path::PathBuf;
 
 use arrow_array::RecordBatch;
 
-use crate::deliver::{Delivery, DeliveryOptions, DeliveryStatus, TapeEnd, TapeRef};
+use crate::deliver::{Delivery, DeliveryOptions, DeliveryStatus, StatusHandle, TapeEnd, TapeRef};
 use crate::error::{Error, Result};
 use crate::pipe::{PipeOptions, PipeReport, SinkSummary};
 use crate::record::{Block, Row, RowBuilder};
 use crate::sink::tape::TapeSink;
 use crate::sink::{Sink, SinkSpec};
 use crate::source::Source;
-use crate::tape::{TapeOptions, TapeWatch, TapeWriter};
+use crate::tape::{Recovery, TapeOptions, TapeWatch, TapeWriter};
 
 /// What a [`Recorder`] is built from; see [`Recorder::builder`].
 #[derive(Debug, Default)]
@@ -114,6 +114,7 @@ impl RecorderBuilder {
         match self.tape {
             Some((dir, options)) => {
                 let writer = TapeWriter::open(&dir, options)?;
+                let recovery = writer.recovery().clone();
                 let watch = writer.watch();
                 let start = writer.next_seq();
                 let tape = TapeRef {
@@ -134,6 +135,7 @@ impl RecorderBuilder {
                         watch,
                         start,
                         delivery,
+                        recovery,
                     }),
                     rows: 0,
                 })
@@ -159,6 +161,8 @@ struct TapeRun {
     watch: TapeWatch,
     start: u64,
     delivery: Delivery,
+    /// What recovery did when the tape was opened.
+    recovery: Recovery,
 }
 
 /// What the tape did in a run.
@@ -260,6 +264,27 @@ impl Recorder {
             .map(|t| t.watch.durable_seq().saturating_sub(t.start))
     }
 
+    /// What recovery found and did when the tape was opened; `None` without a tape.
+    pub fn recovery(&self) -> Option<&Recovery> {
+        self.tape.as_ref().map(|t| &t.recovery)
+    }
+
+    /// The tape writer's positions (for a progress display) and the sequence number of this
+    /// run's first row; `None` without a tape.
+    pub fn tape_watch(&self) -> Option<(TapeWatch, u64)> {
+        self.tape.as_ref().map(|t| (t.watch.clone(), t.start))
+    }
+
+    /// A handle that reads the deliveries' statuses from another thread (a progress line).
+    pub fn status_handle(&self) -> Option<StatusHandle> {
+        self.tape.as_ref().map(|t| t.delivery.status_handle())
+    }
+
+    /// The names of the sinks written to directly (with a tape: the tape).
+    pub fn sink_names(&self) -> Vec<String> {
+        self.sinks.iter().map(|s| s.name().to_string()).collect()
+    }
+
     /// Where every sink's delivery stands now (cursor, lag, state); empty without a tape.
     pub fn deliveries(&self) -> Vec<DeliveryStatus> {
         self.tape
@@ -278,17 +303,41 @@ impl Recorder {
         options: &PipeOptions,
         stop: &dyn Fn() -> bool,
     ) -> (PipeReport, RecordSummary) {
-        let sinks = std::mem::take(&mut self.sinks);
-        let report = crate::pipe::pipe_report(source, sinks, options);
+        let report = self.pipe(source, options);
         let summary = self.finish_deliveries(stop, Vec::new());
         (report, summary)
+    }
+
+    /// The first half of [`Recorder::run`]: reads `source` into the sinks through
+    /// [`crate::pipe`], which closes them (with a tape: seals it). Finish with
+    /// [`Recorder::finish_with`]; in between, [`Recorder::deliveries`] says which sinks it will
+    /// wait for.
+    pub fn pipe<S: Source + 'static>(&mut self, source: S, options: &PipeOptions) -> PipeReport {
+        let sinks = std::mem::take(&mut self.sinks);
+        crate::pipe::pipe_report(source, sinks, options)
+    }
+
+    /// Like [`Recorder::finish`], but `stop()` ends a delivery still running (its sink away)
+    /// where it is, its cursor committed, as soon as it returns true.
+    pub fn finish_with(mut self, stop: &dyn Fn() -> bool) -> Result<RecordSummary> {
+        let (sinks, first) = self.close_sinks();
+        let summary = self.finish_deliveries(stop, sinks);
+        match first {
+            Some(e) => Err(e),
+            None => Ok(summary),
+        }
     }
 
     /// Closes every sink (with a tape: makes the tape durable and seals it), brings every
     /// delivery to the tape's acknowledged end, and says what happened. An error closing a
     /// sink (a failed tape writer: a full disk) is returned after the deliveries finished;
     /// a delivery that failed is reported in [`RecordSummary::deliveries`].
-    pub fn finish(mut self) -> Result<RecordSummary> {
+    pub fn finish(self) -> Result<RecordSummary> {
+        self.finish_with(&|| false)
+    }
+
+    /// Closes the sinks still held (none after [`Recorder::pipe`]); the first error aside.
+    fn close_sinks(&mut self) -> (Vec<SinkSummary>, Option<Error>) {
         let mut first: Option<Error> = None;
         let mut sinks = Vec::new();
         for mut s in std::mem::take(&mut self.sinks) {
@@ -304,11 +353,7 @@ impl Recorder {
                 first.get_or_insert(e);
             }
         }
-        let summary = self.finish_deliveries(&|| false, sinks);
-        match first {
-            Some(e) => Err(e),
-            None => Ok(summary),
-        }
+        (sinks, first)
     }
 
     fn finish_deliveries(

@@ -79,7 +79,7 @@ pub fn run(args: &Args) -> u8 {
     // the recorder does.
     let (writer, tape_id, end) = match TapeWriter::open(&args.dir, TapeOptions::default()) {
         Ok(w) => {
-            report_recovery(&args.dir, &w);
+            report_recovery(&args.dir, w.recovery());
             let id = w.id().to_string();
             let end = TapeEnd::Fixed(w.next_seq());
             (Some(w), id, end)

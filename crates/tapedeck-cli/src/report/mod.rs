@@ -7,7 +7,6 @@ pub mod progress;
 
 use tapedeck::deliver::{DeliveryState, DeliveryStatus};
 use tapedeck::pipe::Summary;
-use tapedeck::tape::TapeWriter;
 use tapedeck::{Error, sink};
 
 /// Exit status: success.
@@ -105,8 +104,7 @@ pub fn parse_sinks(
 }
 
 /// Says what recovering the tape in `dir` did, when it did anything.
-pub fn report_recovery(dir: &std::path::Path, writer: &TapeWriter) {
-    let r = writer.recovery();
+pub fn report_recovery(dir: &std::path::Path, r: &tapedeck::tape::Recovery) {
     if !r.is_clean() {
         eprintln!(
             "tape {}: recovered — {} torn tail(s) cut, {} damaged range(s) quarantined, {} segment(s) sealed; {} rows on the tape",

@@ -8,7 +8,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use tapedeck::pipe::{PipeOptions, Progress, pipe_report};
+use tapedeck::pipe::{PipeOptions, Progress};
+use tapedeck::recorder::Recorder;
 use tapedeck::source;
 use tapedeck::tape::FsyncPolicy;
 
@@ -17,8 +18,8 @@ use super::{NewFrom, parse_duration};
 use crate::report::json::write_summary_json;
 use crate::report::progress::{ProgressMode, progress_loop, show_progress};
 use crate::report::{
-    EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, delivery_failure, exit_codes, fail, parse_sinks,
-    print_deliveries, print_summary,
+    EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, delivery_failure, exit_codes, fail, print_deliveries,
+    print_summary, report_recovery,
 };
 use crate::signals::install_ctrlc;
 
@@ -173,12 +174,6 @@ pub fn run(args: Args) -> u8 {
         (n, l) => n.or(l),
     };
 
-    // Every URI and option is checked before the first file is created, so a typo in the last
-    // `--sink` leaves no empty file behind from the first.
-    let specs = match parse_sinks(&args.sinks, args.tape.is_some()) {
-        Ok(s) => s,
-        Err(e) => return fail(&e),
-    };
     let (stop, interrupted) = install_ctrlc();
     let progress = Arc::new(Progress::default());
     let options = PipeOptions {
@@ -193,39 +188,46 @@ pub fn run(args: Args) -> u8 {
     if let Err(e) = options.validate() {
         return fail(&e);
     }
-    let mut sinks = Vec::new();
-    let mut tape_run = None;
+    // The library's front door does the careful part: every URI checked before the first file
+    // is created (a typo in the last `--sink` leaves no empty file behind from the first), the
+    // tape recovered and locked, one delivery per sink started from its cursor.
+    let mut builder = Recorder::builder();
     if let Some(dir) = &args.tape {
-        match tape::open(dir, &args, specs) {
-            Ok((run, sink)) => {
-                sinks.push(sink);
-                tape_run = Some(run);
-            }
-            Err(e) => return fail(&e),
-        }
-    } else {
-        for (_, spec) in specs {
-            match spec.open() {
-                Ok(s) => sinks.push(s),
-                Err(e) => return fail(&e),
-            }
-        }
+        builder = builder
+            .tape(dir)
+            .tape_options(tape::options(&args))
+            .delivery_options(tape::delivery_options(&args));
+    }
+    for uri in &args.sinks {
+        builder = builder.sink(uri);
+    }
+    let mut rec = match builder.open() {
+        Ok(r) => r,
+        Err(e) => return fail(&e),
+    };
+    if let (Some(dir), Some(r)) = (&args.tape, rec.recovery()) {
+        report_recovery(dir, r);
     }
     let done = Arc::new(AtomicBool::new(false));
-    let names: Vec<String> = sinks.iter().map(|s| s.name().to_string()).collect();
+    let names = rec.sink_names();
     let ticker = show_progress(args.progress).then(|| {
         let done = done.clone();
         let progress = progress.clone();
-        let acked = tape_run.as_ref().map(|t| (t.watch.clone(), t.start));
-        let statuses = tape_run.as_ref().map(|t| t.delivery.status_handle());
+        let acked = rec.tape_watch();
+        let statuses = rec.status_handle();
         std::thread::spawn(move || {
             progress_loop(&progress, &done, acked, &names, statuses.as_ref(), expected);
         })
     });
     // Read before `src` moves into the pipe: the column types a text source inferred.
     let src_counters = src.counters();
-    let report = pipe_report(src, sinks, &options);
-    let (tape, deliveries) = tape_run.map(|run| tape::finish(run, &interrupted)).unzip();
+    let report = rec.pipe(src, &options);
+    let (tape, deliveries) = if args.tape.is_some() {
+        let (t, d) = tape::finish(rec, &interrupted);
+        (t, Some(d))
+    } else {
+        (None, None)
+    };
     done.store(true, Ordering::SeqCst);
     if let Some(t) = ticker {
         let _ = t.join();

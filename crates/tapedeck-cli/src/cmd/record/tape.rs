@@ -1,20 +1,17 @@
-//! `record --tape`: the recording's tape part — opening (or recovering) the tape writer and
-//! starting one delivery per sink from it, then bringing those deliveries to the tape's
-//! acknowledged end and reporting what the tape holds. Apart from `record`'s own module so
-//! the command stays readable.
+//! `record --tape`: the recording's tape part — the tape's and the deliveries' options for the
+//! [`Recorder`], bringing the deliveries to the tape's acknowledged end, and reporting what the
+//! tape holds. Apart from `record`'s own module so the command stays readable.
 
-use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
 use clap::ValueEnum;
-use tapedeck::deliver::{Delivery, DeliveryOptions, DeliveryStatus, TapeEnd, TapeRef};
+use tapedeck::deliver::{DeliveryOptions, DeliveryStatus};
 use tapedeck::pipe::Summary;
-use tapedeck::sink::tape::TapeSink;
-use tapedeck::tape::{FsyncPolicy, TapeOptions, TapeWatch, TapeWriter};
-use tapedeck::{Error, sink};
+use tapedeck::recorder::Recorder;
+use tapedeck::tape::{FsyncPolicy, TapeOptions};
 
 use super::Args;
-use crate::report::{human_bytes, is_waiting_for_sink, report_recovery};
+use crate::report::{human_bytes, is_waiting_for_sink};
 use crate::signals::stop_requested;
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
@@ -32,23 +29,9 @@ pub fn parse_fsync(s: &str) -> Result<FsyncPolicy, String> {
     s.parse()
 }
 
-/// A recording onto a tape while it runs: where the tape is, its acknowledged position, the
-/// sequence number its first row of this run got, and the deliveries feeding the sinks.
-pub struct TapeRun {
-    pub dir: PathBuf,
-    pub watch: TapeWatch,
-    pub start: u64,
-    pub delivery: Delivery,
-}
-
-/// Opens (or recovers) the tape in `dir` and starts a delivery for each sink of `specs`;
-/// returns the run and the sink the pipe writes: the tape itself.
-pub fn open(
-    dir: &Path,
-    args: &Args,
-    specs: Vec<(String, sink::SinkSpec)>,
-) -> Result<(TapeRun, Box<dyn sink::Sink>), Error> {
-    let options = TapeOptions {
+/// The tape's options from `record`'s arguments.
+pub fn options(args: &Args) -> TapeOptions {
+    TapeOptions {
         fsync: args.fsync,
         compression: match args.compression {
             TapeCompression::None => tapedeck::tape::Compression::None,
@@ -58,49 +41,27 @@ pub fn open(
         segment_bytes: args.segment_bytes.max(1 << 12),
         segment_age: None,
         allow_schema_change: args.allow_schema_change,
-    };
-    let writer = TapeWriter::open(dir, options)?;
-    report_recovery(dir, &writer);
-    let watch = writer.watch();
-    let start = writer.next_seq();
-    let tape = TapeRef {
-        dir: dir.to_path_buf(),
-        id: writer.id().to_string(),
-    };
-    let delivery_options = DeliveryOptions {
-        flush_interval: args.flush_interval,
-        new_start: args.from.into(),
-        quarantine: Some(watch.clone()),
-        ..DeliveryOptions::default()
-    };
-    // The sinks are fed from the tape, each from its own cursor; the recorder only
-    // writes the tape, so a slow or absent sink never holds it up.
-    let delivery = Delivery::start(tape, specs, TapeEnd::Live(watch.clone()), &delivery_options)?;
-    let sink = Box::new(TapeSink::from_writer(
-        format!("tape:{}", dir.display()),
-        writer,
-    )) as Box<dyn sink::Sink>;
-    let run = TapeRun {
-        dir: dir.to_path_buf(),
-        watch,
-        start,
-        delivery,
-    };
-    Ok((run, sink))
+    }
 }
 
-/// Once the pipe has closed the tape: brings every sink to the tape's acknowledged end (all of
-/// it, unless the tape failed, or the user stops it). Returns the tape's part of the summary
-/// and each delivery's status.
-pub fn finish(run: TapeRun, interrupted: &AtomicBool) -> (serde_json::Value, Vec<DeliveryStatus>) {
-    let TapeRun {
-        dir,
-        watch: w,
-        start,
-        delivery,
-    } = run;
-    let waiting: Vec<String> = delivery
-        .statuses()
+/// How the deliveries run, from `record`'s arguments.
+pub fn delivery_options(args: &Args) -> DeliveryOptions {
+    DeliveryOptions {
+        flush_interval: args.flush_interval,
+        new_start: args.from.into(),
+        ..DeliveryOptions::default()
+    }
+}
+
+/// Once the pipe has closed the tape: says which sinks the run waits for, then brings every
+/// sink to the tape's acknowledged end (all of it, unless the tape failed, or the user stops
+/// it). Returns the tape's part of the summary and each delivery's status.
+pub fn finish(
+    rec: Recorder,
+    interrupted: &AtomicBool,
+) -> (Option<serde_json::Value>, Vec<DeliveryStatus>) {
+    let waiting: Vec<String> = rec
+        .deliveries()
         .into_iter()
         .filter(is_waiting_for_sink)
         .map(|s| s.sink)
@@ -111,17 +72,24 @@ pub fn finish(run: TapeRun, interrupted: &AtomicBool) -> (serde_json::Value, Vec
             waiting.join(", ")
         );
     }
-    let statuses = delivery.status_handle();
-    let deliveries =
-        delivery.finish_or_stop(w.durable_seq(), &|| stop_requested(interrupted, &statuses));
-    let tape = serde_json::json!({
-        "dir": dir.display().to_string(),
-        "first_seq": start,
-        "end_seq": w.next_seq(),
-        "acknowledged": w.durable_seq().saturating_sub(start),
-        "received": w.next_seq().saturating_sub(start),
-    });
-    (tape, deliveries)
+    let statuses = rec.status_handle();
+    let stop = || {
+        statuses
+            .as_ref()
+            .is_some_and(|h| stop_requested(interrupted, h))
+    };
+    // After the pipe the recorder holds no sink, so closing cannot fail here; its errors are
+    // in the pipe's report.
+    match rec.finish_with(&stop) {
+        Ok(s) => (
+            s.tape.and_then(|t| serde_json::to_value(t).ok()),
+            s.deliveries,
+        ),
+        Err(e) => {
+            eprintln!("error: {e}");
+            (None, Vec::new())
+        }
+    }
 }
 
 /// The summary's tape line: rows acknowledged, their sequence numbers, bytes, and the tape's
