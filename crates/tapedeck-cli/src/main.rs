@@ -33,7 +33,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Record a source into one or more sinks (and, with --tape, onto a tape).
-    #[command(after_long_help = cmd::record::HELP)]
+    #[command(after_long_help = cmd::record::help())]
     Record(cmd::record::Args),
     /// Check every CRC and the hash chain of a tape; exit 1 on any problem.
     Verify(cmd::verify::Args),
@@ -49,6 +49,8 @@ enum Command {
     /// Bring sinks up to the end of a tape, each from its own cursor, exactly once.
     #[command(after_long_help = cmd::deliver::HELP)]
     Deliver(cmd::deliver::Args),
+    /// List every sink scheme with its URI parameters and their defaults.
+    Sinks(cmd::sinks::Args),
 }
 
 fn main() -> ExitCode {
@@ -80,5 +82,9 @@ fn main() -> ExitCode {
         Command::Replay(args) => cmd::replay::run(args),
         Command::Deliver(args) => cmd::deliver::run(&args),
         Command::Import(args) => cmd::import::run(&args),
+        Command::Sinks(args) => {
+            quiet_on_closed_pipe();
+            cmd::sinks::run(&args)
+        }
     })
 }

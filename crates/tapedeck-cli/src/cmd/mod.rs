@@ -6,6 +6,7 @@ pub mod import;
 pub mod inspect;
 pub mod record;
 pub mod replay;
+pub mod sinks;
 pub mod tail;
 pub mod verify;
 

@@ -18,12 +18,25 @@ use std::sync::Arc;
 use arrow_array::RecordBatch;
 use arrow_schema::{DataType, Field, Schema};
 
+use super::descriptor::{ACCEPT_BLOCKS, APPEND, OVERWRITE, STRICT, SinkDescriptor};
 use super::file::{BufferedOutput, Created, FileOptions};
 use super::text::TextEncoder;
 use super::{Lifecycle, Sink, SinkStats};
 use crate::error::{Error, Result};
 use crate::record::{Block, SchemaLock, UnknownColumns};
 use crate::uri::Uri;
+
+/// `csv:PATH`; see [`super::descriptor`].
+pub const DESCRIPTOR: SinkDescriptor = SinkDescriptor {
+    schemes: &["csv"],
+    usage: "csv:PATH",
+    example: "csv:run.csv",
+    summary: "RFC 4180, header from the first batch; overwrite, append, accept_blocks, strict",
+    path_example: Some("run.csv"),
+    params: &[OVERWRITE, APPEND, ACCEPT_BLOCKS, STRICT],
+    feature: None,
+    compiled_in: true,
+};
 
 /// Options of the CSV sink.
 #[derive(Debug, Clone, Default)]

@@ -17,11 +17,33 @@ use arrow_array::RecordBatch;
 use arrow_ipc::writer::FileWriter;
 use arrow_schema::Schema;
 
+use super::descriptor::{OVERWRITE, ParamDescriptor, STRICT, SinkDescriptor};
 use super::file::{Created, FileOptions};
 use super::{HeldBatches, Lifecycle, Sink, SinkStats};
 use crate::error::{Error, Result};
 use crate::record::{SchemaLock, UnknownColumns};
 use crate::uri::Uri;
+
+/// `ipc:PATH` (also `arrow:`); see [`super::descriptor`].
+pub const DESCRIPTOR: SinkDescriptor = SinkDescriptor {
+    schemes: &["ipc", "arrow"],
+    usage: "ipc:PATH",
+    example: "ipc:run.arrow",
+    summary: "Arrow IPC file (pyarrow.ipc.open_file); overwrite, strict, batch_rows",
+    path_example: Some("run.arrow"),
+    params: &[
+        OVERWRITE,
+        STRICT,
+        ParamDescriptor {
+            name: "batch_rows",
+            kind: "rows",
+            default: "65536",
+            doc: "rows per record batch in the file (small writes are collected)",
+        },
+    ],
+    feature: None,
+    compiled_in: true,
+};
 
 /// Counts bytes on their way to the file.
 #[derive(Debug)]

@@ -9,12 +9,25 @@ use std::path::Path;
 
 use arrow_array::RecordBatch;
 
+use super::descriptor::{ACCEPT_BLOCKS, APPEND, OVERWRITE, SinkDescriptor};
 use super::file::{BufferedOutput, Created, FileOptions};
 use super::text::TextEncoder;
 use super::{Lifecycle, Sink, SinkStats};
 use crate::error::{Error, Result};
 use crate::record::Block;
 use crate::uri::Uri;
+
+/// `jsonl:PATH` (also `ndjson:`); see [`super::descriptor`].
+pub const DESCRIPTOR: SinkDescriptor = SinkDescriptor {
+    schemes: &["jsonl", "ndjson"],
+    usage: "jsonl:PATH",
+    example: "jsonl:run.jsonl",
+    summary: "one JSON object per line, no schema lock; overwrite, append, accept_blocks",
+    path_example: Some("run.jsonl"),
+    params: &[OVERWRITE, APPEND, ACCEPT_BLOCKS],
+    feature: None,
+    compiled_in: true,
+};
 
 /// Options of the JSONL sink.
 #[derive(Debug, Clone, Default)]

@@ -7,9 +7,22 @@ use std::sync::{Arc, Mutex};
 
 use arrow_array::RecordBatch;
 
+use super::descriptor::SinkDescriptor;
 use super::{Lifecycle, Sink, SinkStats};
 use crate::error::Result;
 use crate::record::{Block, SchemaLock};
+
+/// `memory:`; see [`super::descriptor`].
+pub const DESCRIPTOR: SinkDescriptor = SinkDescriptor {
+    schemes: &["memory"],
+    usage: "memory:",
+    example: "memory:",
+    summary: "kept in memory (tests)",
+    path_example: None,
+    params: &[],
+    feature: None,
+    compiled_in: true,
+};
 
 /// What a memory sink has received.
 #[derive(Debug, Default)]

@@ -10,7 +10,9 @@
 //! [`open`] builds a sink from a URI (`csv:PATH`, `jsonl:PATH`, `ipc:PATH`, `sqlite:PATH`,
 //! `parquet:PATH` or `parquet:DIR/`, `postgres://…`, `raw:PATH`, `memory:`, `null:`); SQLite, Parquet and
 //! PostgreSQL are behind the cargo features of the same names, and a URI of a left-out backend
-//! says which feature to enable.
+//! says which feature to enable. Each sink describes itself in a `DESCRIPTOR` (schemes,
+//! summary, URI parameters and defaults, cargo feature); [`descriptors`] is the registry of them,
+//! and the unknown-scheme, unknown-parameter and left-out-feature errors are made from it.
 //! Every file sink refuses to replace an existing file unless the URI says `overwrite=true` (or
 //! `append=true` where the format allows appending), so a second run never destroys the first
 //! one's data.
@@ -25,6 +27,7 @@ pub mod csv;
 #[cfg(any(feature = "sqlite", feature = "postgres", feature = "parquet"))]
 pub(crate) mod cursor;
 pub mod cursor_file;
+pub mod descriptor;
 pub(crate) mod file;
 pub mod ipc;
 pub mod jsonl;
@@ -49,6 +52,7 @@ use crate::error::{Error, Result};
 use crate::record::Block;
 use crate::uri::Uri;
 
+pub use descriptor::{ParamDescriptor, SinkDescriptor, descriptors, schemes};
 pub use file::{FileOptions, hidden_beside};
 
 /// Rows and bytes a sink has written so far.
@@ -122,22 +126,6 @@ pub trait Sink: Send {
     }
 }
 
-/// Sink schemes this build knows (`sqlite`, `parquet` and `postgres` with their cargo features).
-pub const SCHEMES: &[&str] = &[
-    "csv",
-    "jsonl",
-    "ipc",
-    #[cfg(feature = "sqlite")]
-    "sqlite",
-    #[cfg(feature = "parquet")]
-    "parquet",
-    #[cfg(feature = "postgres")]
-    "postgres",
-    "raw",
-    "memory",
-    "null",
-];
-
 /// A sink described by its URI, checked but not opened yet.
 ///
 /// [`parse`] reads every parameter and checks that a file sink's path is free (or may be
@@ -202,8 +190,22 @@ pub fn parse(uri: &str) -> Result<SinkSpec> {
 /// continues.
 pub fn parse_unchecked(uri: &str) -> Result<SinkSpec> {
     let mut uri = Uri::parse(uri)?;
+    let Some(descriptor) = descriptor::find(&uri.scheme) else {
+        return Err(Error::UnknownScheme {
+            kind: "sink",
+            scheme: uri.scheme.clone(),
+            uri: uri.shown().to_string(),
+            known: schemes().join(", "),
+        });
+    };
+    if !descriptor.compiled_in {
+        return Err(Error::FeatureDisabled {
+            scheme: descriptor.scheme(),
+            feature: descriptor.feature.unwrap_or(descriptor.scheme()),
+        });
+    }
     if uri.path.is_empty()
-        && let Some(example) = path_example(&uri.scheme)
+        && let Some(example) = descriptor.path_example
     {
         return Err(Error::MalformedUri {
             uri: uri.shown().to_string(),
@@ -213,77 +215,58 @@ pub fn parse_unchecked(uri: &str) -> Result<SinkSpec> {
             ),
         });
     }
-    let path = || PathBuf::from(&uri.path);
-    let spec = match uri.scheme.as_str() {
-        "csv" => SinkSpec::Csv(path(), csv::CsvSink::options_from_uri(&mut uri)?),
-        "jsonl" | "ndjson" => {
-            SinkSpec::Jsonl(path(), jsonl::JsonlSink::options_from_uri(&mut uri)?)
-        }
-        "ipc" | "arrow" => SinkSpec::Ipc(path(), ipc::IpcSink::options_from_uri(&mut uri)?),
+    build_spec(descriptor.scheme(), &mut uri).map_err(|e| with_listed_params(e, descriptor))
+}
+
+/// The spec of a compiled-in sink whose main scheme is `scheme`, its options read from `uri`.
+fn build_spec(scheme: &str, uri: &mut Uri) -> Result<SinkSpec> {
+    let path = PathBuf::from(&uri.path);
+    Ok(match scheme {
+        "csv" => SinkSpec::Csv(path, csv::CsvSink::options_from_uri(uri)?),
+        "jsonl" => SinkSpec::Jsonl(path, jsonl::JsonlSink::options_from_uri(uri)?),
+        "ipc" => SinkSpec::Ipc(path, ipc::IpcSink::options_from_uri(uri)?),
         #[cfg(feature = "sqlite")]
-        "sqlite" => SinkSpec::Sqlite(path(), sqlite::SqliteSink::options_from_uri(&mut uri)?),
+        "sqlite" => SinkSpec::Sqlite(path, sqlite::SqliteSink::options_from_uri(uri)?),
         #[cfg(feature = "parquet")]
         "parquet" => SinkSpec::Parquet(
             parquet::ParquetTarget::from_path(&uri.path),
-            parquet::ParquetSink::options_from_uri(&mut uri)?,
+            parquet::ParquetSink::options_from_uri(uri)?,
         ),
         #[cfg(feature = "postgres")]
-        "postgres" | "postgresql" => {
-            SinkSpec::Postgres(postgres::PostgresSink::options_from_uri(&mut uri)?)
-        }
-        #[cfg(not(feature = "postgres"))]
-        "postgres" | "postgresql" => {
-            return Err(Error::FeatureDisabled {
-                scheme: "postgres",
-                feature: "postgres",
-            });
-        }
-        #[cfg(not(feature = "sqlite"))]
-        "sqlite" => {
-            return Err(Error::FeatureDisabled {
-                scheme: "sqlite",
-                feature: "sqlite",
-            });
-        }
-        #[cfg(not(feature = "parquet"))]
-        "parquet" => {
-            return Err(Error::FeatureDisabled {
-                scheme: "parquet",
-                feature: "parquet",
-            });
-        }
-        "raw" => SinkSpec::Raw(path(), raw::RawSink::options_from_uri(&mut uri)?),
-        "memory" | "null" => {
+        "postgres" => SinkSpec::Postgres(postgres::PostgresSink::options_from_uri(uri)?),
+        "raw" => SinkSpec::Raw(path, raw::RawSink::options_from_uri(uri)?),
+        "memory" => {
             uri.params.finish()?;
-            if uri.scheme == "memory" {
-                SinkSpec::Memory
-            } else {
-                SinkSpec::Null
-            }
+            SinkSpec::Memory
         }
-        other => {
-            return Err(Error::UnknownScheme {
-                kind: "sink",
-                scheme: other.to_string(),
-                uri: uri.shown().to_string(),
-                known: SCHEMES.join(", "),
-            });
+        "null" => {
+            uri.params.finish()?;
+            SinkSpec::Null
         }
-    };
-    Ok(spec)
+        other => unreachable!("sink `{other}` is registered and compiled in but not built"),
+    })
 }
 
-/// An example path for a scheme that writes a file (`None` for the others).
-fn path_example(scheme: &str) -> Option<&'static str> {
-    Some(match scheme {
-        "csv" => "run.csv",
-        "jsonl" | "ndjson" => "run.jsonl",
-        "ipc" | "arrow" => "run.arrow",
-        "sqlite" => "lab.db",
-        "parquet" => "run.parquet` (one file) or `parquet:parts/` (rolling parts",
-        "raw" => "run.dt-raw",
-        _ => return None,
-    })
+/// An unknown-parameter error lists the parameters of the sink's descriptor (the same list
+/// the sink read, which a debug build checks, so the descriptor cannot drift from the parsing).
+fn with_listed_params(e: Error, descriptor: &SinkDescriptor) -> Error {
+    match e {
+        Error::UnknownParam { uri, param, valid } => {
+            let listed = descriptor.param_list();
+            debug_assert_eq!(
+                valid,
+                listed,
+                "the parameters `{}:` reads differ from its descriptor's",
+                descriptor.scheme()
+            );
+            Error::UnknownParam {
+                uri,
+                param,
+                valid: listed,
+            }
+        }
+        other => other,
+    }
 }
 
 /// `path` as an absolute path with `.` and `..` resolved and the symbolic links of its

@@ -2,9 +2,22 @@
 
 use arrow_array::RecordBatch;
 
+use super::descriptor::SinkDescriptor;
 use super::{Lifecycle, Sink, SinkStats};
 use crate::error::Result;
 use crate::record::Block;
+
+/// `null:`; see [`super::descriptor`].
+pub const DESCRIPTOR: SinkDescriptor = SinkDescriptor {
+    schemes: &["null"],
+    usage: "null:",
+    example: "null:",
+    summary: "discarded (benchmarks)",
+    path_example: None,
+    params: &[],
+    feature: None,
+    compiled_in: true,
+};
 
 /// Discards batches, counting rows (bytes stay 0: nothing is stored).
 #[derive(Debug)]

@@ -41,6 +41,9 @@ use crate::error::{Error, Result};
 use crate::record::{Block, SchemaLock, UnknownColumns};
 use crate::uri::Uri;
 
+/// This sink's descriptor (written beside the registry, so builds without the feature list it).
+pub use super::descriptor::PARQUET as DESCRIPTOR;
+
 /// Default rows per row group.
 pub const DEFAULT_ROW_GROUP_ROWS: usize = 131_072;
 

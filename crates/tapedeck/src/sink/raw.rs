@@ -25,6 +25,7 @@ use std::time::Duration;
 
 use arrow_array::RecordBatch;
 
+use super::descriptor::{OVERWRITE, ParamDescriptor, SinkDescriptor};
 use super::file::{Created, FileOptions};
 use super::{Lifecycle, Sink, SinkStats};
 use crate::dtraw::{ChunkHeader, Dtype, FLAG_FINAL, FLAG_OVERRUN, FLAG_PARTIAL, FileHeader};
@@ -32,6 +33,28 @@ use crate::durability::FsyncPolicy;
 use crate::error::{Error, Result};
 use crate::record::{Block, RawCodes};
 use crate::uri::Uri;
+
+/// `raw:PATH`; see [`super::descriptor`].
+pub const DESCRIPTOR: SinkDescriptor = SinkDescriptor {
+    schemes: &["raw"],
+    usage: "raw:PATH",
+    example: "raw:run.dt-raw",
+    summary: "DAQ blocks' raw codes as .dt-raw v2 (dtollib-compatible, with per-channel \
+              ranges, a final marker, overruns as zero-payload chunks); overwrite, \
+              fsync=always|never|interval:DUR (interval:10ms)",
+    path_example: Some("run.dt-raw"),
+    params: &[
+        OVERWRITE,
+        ParamDescriptor {
+            name: "fsync",
+            kind: "always|never|interval:DUR",
+            default: "interval:10ms",
+            doc: "when the file is fdatasynced",
+        },
+    ],
+    feature: None,
+    compiled_in: true,
+};
 
 /// Options of the raw sink.
 #[derive(Debug, Clone)]

@@ -38,6 +38,9 @@ use crate::error::{Error, Result};
 use crate::record::{Block, SchemaLock, UnknownColumns};
 use crate::uri::Uri;
 
+/// This sink's descriptor (written beside the registry, so builds without the feature list it).
+pub use super::descriptor::SQLITE as DESCRIPTOR;
+
 /// Rows held before a write commits them even without a flush.
 const HOLD_LIMIT: usize = 65_536;
 

@@ -23,9 +23,8 @@ use crate::report::{
 };
 use crate::signals::install_ctrlc;
 
-/// The examples and notes `--help` shows after the options.
-pub const HELP: &str = concat!(
-    "Examples:
+/// The examples and the sources, before the generated list of sinks in `--help`.
+const HELP_BEFORE_SINKS: &str = "Examples:
   # 5 s of simulated DAQ blocks (8 channels at 10 kHz) into an Arrow IPC file
   tapedeck record --source sim:daq --duration 5s --sink ipc:run.arrow
 
@@ -64,33 +63,26 @@ Sources:
   first infer_rows lines (up to 1 value in 20 there may be a typo: those lines are malformed);
   the summary says which type each column got.
 
-Sinks:
-  csv:PATH      RFC 4180, header from the first batch; overwrite, append, accept_blocks, strict
-  jsonl:PATH    one JSON object per line, no schema lock; overwrite, append, accept_blocks
-  ipc:PATH      Arrow IPC file (pyarrow.ipc.open_file); overwrite, strict, batch_rows
-  sqlite:PATH   SQLite database; table (readings), blocks_table (blocks), blocks=summary|long,
-                create_table, timestamps=iso|unix_us, journal_mode, synchronous, busy_timeout,
-                strict. One transaction per flush.
-  parquet:PATH  one Parquet file, visible only once complete; parquet:DIR/ rolling parts
-                (roll_rows, roll_interval); compression=zstd|snappy|lz4|gzip|none, level,
-                dictionary, row_group_rows (131072), blocks=wide|long, overwrite, strict
-  postgres://USER[:PASSWORD]@HOST[:PORT]/DB
-                PostgreSQL over binary COPY, one transaction per flush; schema (public),
-                table (readings), blocks_table (blocks), blocks, create_table (true;
-                false: the table must exist), use_copy, connect_timeout (30s), statement_timeout (30s),
-                close_timeout (10s), application_name, synchronous_commit (off), retry_for (5m),
-                buffer_rows (1000000), strict. Reconnects if the server goes away, holding rows
-                (the progress line says the sink is behind) and writing each exactly once.
-  raw:PATH      DAQ blocks' raw codes as .dt-raw v2 (dtollib-compatible, with per-channel
-                ranges, a final marker, overruns as zero-payload chunks); overwrite,
-                fsync=always|never|interval:DUR (interval:10ms)
-  memory:       kept in memory (tests);   null:  discarded (benchmarks)
-  File sinks never replace an existing file unless the URI says overwrite=true (or append=true).
+";
+
+/// The notes after the list of sinks, and the exit codes.
+const HELP_AFTER_SINKS: &str = concat!(
+    "  File sinks never replace an existing file unless the URI says overwrite=true (or append=true).
   CSV and JSONL refuse DAQ blocks unless the URI says accept_blocks=true.
 
 ",
     exit_codes!()
 );
+
+/// The examples and notes `--help` shows after the options; the sinks come from
+/// [`tapedeck::sink::descriptors`] (those this build includes).
+pub fn help() -> String {
+    let mut out = String::from(HELP_BEFORE_SINKS);
+    out.push_str("Sinks:\n");
+    out.push_str(&super::sinks::help_lines());
+    out.push_str(HELP_AFTER_SINKS);
+    out
+}
 
 #[derive(clap::Args, Debug)]
 pub struct Args {

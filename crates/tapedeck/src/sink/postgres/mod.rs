@@ -63,6 +63,9 @@ use crate::error::{Error, Result};
 use crate::record::{Block, SchemaLock, UnknownColumns};
 use crate::uri::Uri;
 
+/// This sink's descriptor (written beside the registry, so builds without the feature list it).
+pub use super::descriptor::POSTGRES as DESCRIPTOR;
+
 /// The table that records each sink's committed flushes, in the sink's schema.
 pub const PROGRESS_TABLE: &str = "tapedeck_cursor";
 
