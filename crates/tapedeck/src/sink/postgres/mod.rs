@@ -437,8 +437,15 @@ impl PostgresSink {
             });
             if let Err(e) = client.batch_execute(&create).await {
                 // Two first runs racing to create the table: the loser's CREATE fails with a
-                // unique violation on the catalog, and the table exists.
-                if e.code() != Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) {
+                // unique violation on the catalog, or "type already exists" (42710), or
+                // "relation already exists" (42P07) — and the table exists.
+                use tokio_postgres::error::SqlState;
+                let raced = [
+                    SqlState::UNIQUE_VIOLATION,
+                    SqlState::DUPLICATE_OBJECT,
+                    SqlState::DUPLICATE_TABLE,
+                ];
+                if !e.code().is_some_and(|c| raced.contains(c)) {
                     return Err(ConnectFailure::Setup("create the progress table", e));
                 }
             }
