@@ -174,9 +174,14 @@ pub fn open(spec: SinkSpec, tape: &TapeRef, start: u64) -> Result<Box<dyn Target
                 append: true,
             };
             let name = format!("csv:{}", path.display());
-            Box::new(TextFile::open(name, &path, overwrite, tape, start, |p| {
-                Ok(Box::new(crate::sink::csv::CsvSink::create(p, o.clone())?))
-            })?)
+            Box::new(AppendedFile::open(
+                name,
+                &path,
+                overwrite,
+                tape,
+                start,
+                |p| Ok(Box::new(crate::sink::csv::CsvSink::create(p, o.clone())?)),
+            )?)
         }
         SinkSpec::Jsonl(path, mut o) => {
             let overwrite = o.file.overwrite;
@@ -185,19 +190,31 @@ pub fn open(spec: SinkSpec, tape: &TapeRef, start: u64) -> Result<Box<dyn Target
                 append: true,
             };
             let name = format!("jsonl:{}", path.display());
-            Box::new(TextFile::open(name, &path, overwrite, tape, start, |p| {
-                Ok(Box::new(crate::sink::jsonl::JsonlSink::create(
-                    p,
-                    o.clone(),
-                )?))
-            })?)
+            Box::new(AppendedFile::open(
+                name,
+                &path,
+                overwrite,
+                tape,
+                start,
+                |p| {
+                    Ok(Box::new(crate::sink::jsonl::JsonlSink::create(
+                        p,
+                        o.clone(),
+                    )?))
+                },
+            )?)
         }
         SinkSpec::Raw(path, o) => {
             let overwrite = o.file.overwrite;
             let name = format!("raw:{}", path.display());
-            Box::new(TextFile::open(name, &path, overwrite, tape, start, |p| {
-                Ok(Box::new(crate::sink::raw::RawSink::append(p, o.clone())?))
-            })?)
+            Box::new(AppendedFile::open(
+                name,
+                &path,
+                overwrite,
+                tape,
+                start,
+                |p| Ok(Box::new(crate::sink::raw::RawSink::append(p, o.clone())?)),
+            )?)
         }
         SinkSpec::Ipc(path, mut o) => {
             let overwrite = o.file.overwrite;
@@ -360,7 +377,7 @@ fn damaged_refused(
 
 /// CSV, JSONL and raw `.dt-raw`: the file is cut back to its committed length on resume, and
 /// its data is fdatasynced before any cursor that covers it is written.
-struct TextFile {
+struct AppendedFile {
     name: String,
     path: PathBuf,
     sink: Box<dyn Sink>,
@@ -373,7 +390,7 @@ struct TextFile {
     _lock: std::fs::File,
 }
 
-impl TextFile {
+impl AppendedFile {
     fn open(
         name: String,
         path: &Path,
@@ -381,7 +398,7 @@ impl TextFile {
         tape: &TapeRef,
         start: u64,
         make: impl Fn(&Path) -> Result<Box<dyn Sink>>,
-    ) -> Result<TextFile> {
+    ) -> Result<AppendedFile> {
         let lock = lock_destination(&name, &hidden_beside(path, "tapedeck-lock"))?;
         let cursor_path = hidden_beside(path, "tapedeck-cursor");
         let existing = file_len(path)?;
@@ -482,7 +499,7 @@ impl TextFile {
             },
             committed,
         )?;
-        Ok(TextFile {
+        Ok(AppendedFile {
             sink,
             name,
             path: path.to_path_buf(),
@@ -499,7 +516,7 @@ impl TextFile {
     }
 }
 
-impl TextFile {
+impl AppendedFile {
     /// For [`Target::abandon`]: removes the file and its cursor when this delivery created
     /// them and committed nothing.
     fn remove_if_untouched(&mut self) {
@@ -525,7 +542,7 @@ impl TextFile {
     }
 }
 
-impl Target for TextFile {
+impl Target for AppendedFile {
     fn abandon(&mut self) {
         self.remove_if_untouched();
     }

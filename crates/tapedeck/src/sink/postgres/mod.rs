@@ -736,7 +736,7 @@ impl PostgresSink {
             // Bounded memory: deliver what is held before taking more, waiting for the server
             // if it is away.
             self.move_held();
-            self.deliver(true)?;
+            self.commit_pending(true)?;
         }
         Ok(())
     }
@@ -752,7 +752,7 @@ impl PostgresSink {
     /// Commits pending flushes. With `wait`, keeps trying (with backoff) until everything is
     /// committed — and durable — or `retry_for` has passed; without, a sink whose server is
     /// away returns at once when an attempt is not yet due.
-    fn deliver(&mut self, wait: bool) -> Result<()> {
+    fn commit_pending(&mut self, wait: bool) -> Result<()> {
         if self.broken {
             return Ok(());
         }
@@ -1574,7 +1574,7 @@ impl Sink for PostgresSink {
     fn flush(&mut self) -> Result<()> {
         self.life.check_open()?;
         self.move_held();
-        self.deliver(false)
+        self.commit_pending(false)
     }
 
     fn close(&mut self) -> Result<()> {
@@ -1582,7 +1582,7 @@ impl Sink for PostgresSink {
             return Ok(());
         }
         self.move_held();
-        let delivered = self.deliver(true);
+        let delivered = self.commit_pending(true);
         if let Some(session) = self.session.take() {
             let Session {
                 client, connection, ..
