@@ -32,7 +32,7 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Record a source into one or more sinks (and, with --tape, onto a tape).
+    /// Record a source into one or more sinks, directly or (with --tape) through a crash-safe tape.
     #[command(after_long_help = cmd::record::help())]
     Record(cmd::record::Args),
     /// Check every CRC and the hash chain of a tape; exit 1 on any problem.

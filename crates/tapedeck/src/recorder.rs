@@ -50,8 +50,8 @@ use crate::deliver::{Delivery, DeliveryOptions, DeliveryStatus, StatusHandle, Ta
 use crate::error::{Error, Result};
 use crate::pipe::{PipeOptions, PipeReport, SinkSummary};
 use crate::record::{Block, Row, RowBuilder};
+use crate::sink::Sink;
 use crate::sink::tape::TapeSink;
-use crate::sink::{Sink, SinkSpec};
 use crate::source::Source;
 use crate::tape::{Recovery, TapeOptions, TapeWatch, TapeWriter};
 
@@ -96,21 +96,9 @@ impl RecorderBuilder {
     /// Checks every sink URI (before anything is created), then opens the tape and starts the
     /// deliveries, or opens the sinks.
     pub fn open(self) -> Result<Recorder> {
-        let taped = self.tape.is_some();
-        let mut specs: Vec<(String, SinkSpec)> = Vec::new();
-        for uri in &self.sinks {
-            let spec = if taped {
-                // An existing file the delivery would refuse is refused now, before the tape
-                // is created or recovered.
-                let spec = crate::sink::parse_unchecked(uri)?;
-                crate::deliver::target::check_destination(&spec)?;
-                spec
-            } else {
-                crate::sink::parse(uri)?
-            };
-            specs.push((crate::uri::redact(uri), spec));
-        }
-        crate::sink::check_distinct(specs.iter().map(|(_, s)| s))?;
+        // An existing file a delivery would refuse is refused now, before the tape is created
+        // or recovered.
+        let specs = crate::deliver::parse_sinks(&self.sinks, self.tape.is_some())?;
         match self.tape {
             Some((dir, options)) => {
                 let writer = TapeWriter::open(&dir, options)?;

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use tapedeck::Error;
+use tapedeck::deliver::parse_sinks;
 use tapedeck::deliver::{Delivery, DeliveryOptions, TapeEnd, TapeRef};
 use tapedeck::pipe::Progress;
 use tapedeck::tape::{TapeOptions, TapeWriter};
@@ -15,7 +16,7 @@ use super::{NewFrom, parse_duration};
 use crate::report::json::write_json;
 use crate::report::progress::{ProgressMode, progress_loop, show_progress};
 use crate::report::{
-    EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, delivery_failure, fail, parse_sinks, print_deliveries,
+    EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, delivery_failure, fail, print_deliveries,
     report_recovery,
 };
 use crate::signals::{install_ctrlc, stop_requested};
@@ -118,7 +119,7 @@ pub fn run(args: &Args) -> u8 {
         ..DeliveryOptions::default()
     };
     let started = Instant::now();
-    let delivery = match Delivery::start(tape, specs, end.clone(), &options) {
+    let delivery = match Delivery::start(tape, specs, end, &options) {
         Ok(d) => d,
         Err(e) => return fail(&e),
     };
@@ -139,10 +140,8 @@ pub fn run(args: &Args) -> u8 {
     });
     let handle = delivery.status_handle();
     let stop = || stop_requested(&interrupted, &handle);
-    let statuses = match end {
-        TapeEnd::Fixed(e) => delivery.finish_or_stop(e, &stop),
-        _ => delivery.wait_or_stop(&stop),
-    };
+    // The end is in the delivery already: the tape's end, or the recorder's last position.
+    let statuses = delivery.wait_or_stop(&stop);
     let end = statuses.iter().map(|s| s.tape_end).max().unwrap_or(0);
     done.store(true, Ordering::SeqCst);
     if let Some(t) = ticker {

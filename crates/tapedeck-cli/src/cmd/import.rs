@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use tapedeck::pipe::{PipeOptions, pipe_report};
 
 use crate::report::json::write_json;
-use crate::report::{EXIT_FAILED, EXIT_OK, fail, parse_sinks, print_summary};
+use crate::report::{EXIT_FAILED, EXIT_OK, fail, print_summary};
+use tapedeck::deliver::parse_sinks;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {

@@ -8,7 +8,8 @@ use tapedeck::tape::{StartAt, TapeReader};
 
 use super::parse_start;
 use crate::report::json::write_summary_json;
-use crate::report::{EXIT_FAILED, EXIT_OK, fail, parse_sinks, print_summary};
+use crate::report::{EXIT_FAILED, EXIT_OK, fail, print_summary};
+use tapedeck::deliver::parse_sinks;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {

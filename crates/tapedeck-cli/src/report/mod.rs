@@ -5,9 +5,9 @@
 pub mod json;
 pub mod progress;
 
+use tapedeck::Error;
 use tapedeck::deliver::{DeliveryState, DeliveryStatus};
 use tapedeck::pipe::Summary;
-use tapedeck::{Error, sink};
 
 /// Exit status: success.
 pub const EXIT_OK: u8 = 0;
@@ -74,33 +74,6 @@ pub fn is_waiting_for_sink(s: &DeliveryStatus) -> bool {
         s.state,
         DeliveryState::Opening | DeliveryState::Reconnecting
     )
-}
-
-/// Parses every sink URI, keeping the URI as shown (credentials removed) beside its spec. A
-/// delivery (`delivered`) decides itself whether an existing file is one it continues.
-pub fn parse_sinks(
-    uris: &[String],
-    delivered: bool,
-) -> Result<Vec<(String, sink::SinkSpec)>, Error> {
-    let specs = uris
-        .iter()
-        .map(|uri| {
-            let spec = if delivered {
-                // An existing file the delivery would refuse is a usage error now, before the
-                // tape is created or recovered (exit 2, as without a tape).
-                let spec = sink::parse_unchecked(uri)?;
-                tapedeck::deliver::target::check_destination(&spec)?;
-                spec
-            } else {
-                sink::parse(uri)?
-            };
-            Ok((tapedeck::uri::redact(uri), spec))
-        })
-        .collect::<Result<Vec<_>, Error>>()?;
-    // Two sinks writing one file (or one table) would corrupt it: refused before anything is
-    // created.
-    sink::check_distinct(specs.iter().map(|(_, s)| s))?;
-    Ok(specs)
 }
 
 /// Says what recovering the tape in `dir` did, when it did anything.

@@ -32,6 +32,28 @@ pub use crate::sink::cursor_file;
 pub use status::{DeliveryState, DeliveryStatus};
 pub use target::{TapeRef, Target};
 
+/// Parses every sink URI, keeping the URI as shown (credentials removed) beside its spec, and
+/// refuses — before anything is created or any tape opened — two sinks writing one file or
+/// table. For a delivery (`delivered`) an existing file is checked the way the delivery will
+/// check it ([`target::check_destination`]); otherwise as a sink opened directly does.
+pub fn parse_sinks(uris: &[String], delivered: bool) -> Result<Vec<(String, SinkSpec)>> {
+    let specs = uris
+        .iter()
+        .map(|uri| {
+            let spec = if delivered {
+                let spec = crate::sink::parse_unchecked(uri)?;
+                target::check_destination(&spec)?;
+                spec
+            } else {
+                crate::sink::parse(uri)?
+            };
+            Ok((crate::uri::redact(uri), spec))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    crate::sink::check_distinct(specs.iter().map(|(_, s)| s))?;
+    Ok(specs)
+}
+
 /// Where a destination that holds no delivery from this tape yet starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum NewStart {
@@ -151,6 +173,7 @@ impl Delivery {
                 shared: shared.clone(),
                 status: status.clone(),
                 status_file: status::path_for(&tape.dir, &shown),
+                published: Mutex::new(None),
             };
             let handle = std::thread::Builder::new()
                 .name(format!("deliver {shown}"))
@@ -243,6 +266,8 @@ struct WorkerCtx {
     shared: Arc<EndSignal>,
     status: Arc<Mutex<DeliveryStatus>>,
     status_file: PathBuf,
+    /// The recorder's published position as last read, and when (`TapeEnd::Published`).
+    published: Mutex<Option<(Instant, (u64, bool))>>,
 }
 
 impl WorkerCtx {
@@ -281,11 +306,20 @@ impl WorkerCtx {
             TapeEnd::Live(w) => (w.durable_seq(), false),
             TapeEnd::Fixed(e) => (*e, true),
             TapeEnd::Published(dir) => {
-                // Look at the lock first: a position read after the writer is seen gone is its
-                // last one.
-                let running = crate::tape::acked::writer_running(dir);
-                let seq = crate::tape::acked::read(dir).ok().flatten().unwrap_or(0);
-                (seq, !running)
+                // Two opens, a lock attempt and a read: at most every PUBLISHED_LOOK, not per
+                // batch.
+                let mut seen = lock(&self.published);
+                match *seen {
+                    Some((at, limit)) if at.elapsed() < PUBLISHED_LOOK => limit,
+                    _ => {
+                        // The lock first: a position read after the writer is seen gone is
+                        // its last one.
+                        let running = crate::tape::acked::writer_running(dir);
+                        let seq = crate::tape::acked::read(dir).ok().flatten().unwrap_or(0);
+                        *seen = Some((Instant::now(), (seq, !running)));
+                        (seq, !running)
+                    }
+                }
             }
         }
     }
@@ -461,17 +495,8 @@ impl WorkerCtx {
         to: u64,
     ) {
         let damaged = reader.take_unreadable();
-        let found = damaged.iter().find(|d| d.from < to && d.to > from);
-        let range = crate::tape::reader::Unreadable {
-            from,
-            to,
-            segment: found.and_then(|d| d.segment.clone()),
-            bytes: found.and_then(|d| d.bytes),
-            why: found.map_or_else(
-                || "no segment on the tape holds them (a damaged range was quarantined, or a segment is missing; `tapedeck verify` shows which)".to_string(),
-                |d| format!("{}; `tapedeck verify` shows the damage", d.why),
-            ),
-        };
+        let mut range = crate::tape::reader::Unreadable::covering(from, to, &damaged);
+        range.why.push_str("; `tapedeck verify` shows the damage");
         tracing::error!(
             "delivery to {}: acknowledged {range}; the cursor moves past them",
             target.name()
@@ -528,6 +553,9 @@ impl WorkerCtx {
         }
     }
 }
+
+/// How often a delivery beside a recorder looks at its published position.
+const PUBLISHED_LOOK: Duration = Duration::from_millis(10);
 
 /// How long a delivery of a finished tape waits for rows the reader cannot reach before it
 /// reports them unreadable.

@@ -914,17 +914,7 @@ impl WholeFile {
     /// Records rows `from..to` of the visible file as ones the tape can no longer supply,
     /// with what the reader found wrong there.
     fn lose(&mut self, from: u64, to: u64, damaged: &[Unreadable]) {
-        let found = damaged.iter().find(|d| d.from < to && d.to > from);
-        self.lost.push(Unreadable {
-            from,
-            to,
-            segment: found.and_then(|d| d.segment.clone()),
-            bytes: found.and_then(|d| d.bytes),
-            why: found.map_or_else(
-                || "no segment on the tape holds them (a damaged range was quarantined, or a segment is missing)".to_string(),
-                |d| d.why.clone(),
-            ),
-        });
+        self.lost.push(Unreadable::covering(from, to, damaged));
     }
 
     /// Discards the hidden rebuild (the visible file and its cursor stay as they are) and

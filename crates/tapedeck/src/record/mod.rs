@@ -71,11 +71,22 @@ pub fn shared_data_columns<'a>(
 ) -> Vec<&'a str> {
     a.fields()
         .iter()
-        .filter(|f| {
-            !IDENTITY_COLUMNS.contains(&f.name().as_str())
-                && !matches!(f.data_type(), arrow_schema::DataType::Timestamp(..))
-                && b.field_with_name(f.name()).is_ok()
-        })
+        .filter(|f| is_data_column(f) && b.field_with_name(f.name()).is_ok())
         .map(|f| f.name().as_str())
         .collect()
+}
+
+/// A column that holds what was measured: neither an identity column nor a timestamp.
+pub fn is_data_column(f: &arrow_schema::Field) -> bool {
+    !IDENTITY_COLUMNS.contains(&f.name().as_str())
+        && !matches!(f.data_type(), arrow_schema::DataType::Timestamp(..))
+}
+
+/// A schema's column names, comma-separated, for messages.
+pub fn column_list(s: &arrow_schema::Schema) -> String {
+    s.fields()
+        .iter()
+        .map(|f| f.name().as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
 }

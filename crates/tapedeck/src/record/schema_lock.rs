@@ -234,29 +234,17 @@ impl SchemaLock {
                 None => self.unknown_column(name, locked)?,
             }
         }
-        let has_data = |s: &Schema| {
-            s.fields().iter().any(|f| {
-                !super::IDENTITY_COLUMNS.contains(&f.name().as_str())
-                    && !matches!(f.data_type(), DataType::Timestamp(..))
-            })
-        };
+        let has_data = |s: &Schema| s.fields().iter().any(|f| super::is_data_column(f));
         // Missing columns become nulls and unknown ones are dropped — but a batch that shares
         // no data column at all would become a row of nulls: refused, naming both lists.
         if has_data(incoming)
             && has_data(locked)
             && super::shared_data_columns(incoming, locked).is_empty()
         {
-            let names = |s: &Schema| {
-                s.fields()
-                    .iter()
-                    .map(|f| f.name().as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            };
             return Err(Error::UnrelatedColumns {
                 owner: self.owner.clone(),
-                locked: names(locked),
-                got: names(incoming),
+                locked: super::column_list(locked),
+                got: super::column_list(incoming),
             });
         }
         let n = batch.num_rows();

@@ -512,11 +512,7 @@ impl SqliteSink {
                         "SELECT tape_seq FROM {CURSOR_TABLE} WHERE sink = ?1"
                     ))?
                     .query_row(rusqlite::params![c.key], |r| r.get(0))
-                    .map(Some)
-                    .or_else(|e| match e {
-                        rusqlite::Error::QueryReturnedNoRows => Ok(None),
-                        e => Err(e),
-                    })?;
+                    .optional()?;
                 if let Some(f) = found.filter(|f| *f != expected) {
                     moved = Some((f, expected));
                     return Err(rusqlite::Error::QueryReturnedNoRows);

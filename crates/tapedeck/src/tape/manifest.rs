@@ -73,11 +73,14 @@ pub fn read_only(storage: &dyn Storage) -> Result<Vec<Record>> {
     read_records(storage, false)
 }
 
-/// Where the valid records end and the file's length, when bytes after them do not check out
-/// (a torn or damaged record); `None` when the whole file is good or absent.
-pub fn damage(storage: &dyn Storage) -> Result<Option<(u64, u64)>> {
-    let (_, valid, len) = scan(storage)?;
-    Ok((valid < len).then_some((valid, len)))
+/// Where a manifest's valid records end, and the file's length.
+pub type Damage = (u64, u64);
+
+/// Every valid record, and — when bytes after them do not check out (a torn or damaged
+/// record) — where the valid records end and the file's length. Changes nothing (`verify`).
+pub fn read_checked(storage: &dyn Storage) -> Result<(Vec<Record>, Option<Damage>)> {
+    let (records, valid, len) = scan(storage)?;
+    Ok((records, (valid < len).then_some((valid, len))))
 }
 
 fn read_records(storage: &dyn Storage, repair: bool) -> Result<Vec<Record>> {

@@ -35,6 +35,24 @@ pub struct Unreadable {
     pub why: String,
 }
 
+impl Unreadable {
+    /// Rows `from..to` a reader could not give, described by the first of `damaged` (what the
+    /// reader met) that overlaps them; without one, no segment holds them.
+    pub fn covering(from: u64, to: u64, damaged: &[Unreadable]) -> Unreadable {
+        let found = damaged.iter().find(|d| d.from < to && d.to > from);
+        Unreadable {
+            from,
+            to,
+            segment: found.and_then(|d| d.segment.clone()),
+            bytes: found.and_then(|d| d.bytes),
+            why: found.map_or_else(
+                || "no segment on the tape holds them (a damaged range was quarantined, or a segment is missing)".to_string(),
+                |d| d.why.clone(),
+            ),
+        }
+    }
+}
+
 impl std::fmt::Display for Unreadable {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(

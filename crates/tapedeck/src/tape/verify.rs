@@ -168,9 +168,9 @@ pub fn verify(storage: &dyn Storage) -> Result<VerifyReport> {
             None => None,
         };
     }
-    let records = manifest::read_only(storage)?;
+    let (records, damage) = manifest::read_checked(storage)?;
     whole_tape_problems(storage, &names, &records, &mut report)?;
-    if let Some((valid, len)) = manifest::damage(storage)? {
+    if let Some((valid, len)) = damage {
         report.problems.push(Problem {
             file: manifest::MANIFEST.into(),
             offset: Some(valid),

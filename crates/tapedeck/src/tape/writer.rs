@@ -612,19 +612,12 @@ fn start_and_append(shared: &Shared, inner: &mut Inner, batch: &RecordBatch) -> 
         && !shared.options.allow_schema_change
         && crate::record::shared_data_columns(&schema, held).is_empty()
     {
-        let names = |s: &SchemaRef| {
-            s.fields()
-                .iter()
-                .map(|f| f.name().as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
         return Err(Error::Tape {
             path: shared.storage.describe(""),
             message: format!(
                 "the tape holds rows with columns [{}]; these rows have [{}] — no data column in common, so this is probably another source or another tape. Record into a new tape, or pass --allow-schema-change to keep both on this one",
-                names(held),
-                names(&schema)
+                crate::record::column_list(held),
+                crate::record::column_list(&schema)
             ),
         });
     }
