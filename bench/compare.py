@@ -10,7 +10,15 @@ run), plus tapedeck into null:. It prints the medians, tapedeck / baseline, byte
 the peak RSS (/usr/bin/time) of a --rss-rows recording into each sink. Needs a release build
 (cargo build --release) and a Python with pyarrow (the baseline's Parquet writer).
 """
-import argparse, json, os, re, shutil, statistics, subprocess, sys, tempfile
+import argparse
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)

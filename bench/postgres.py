@@ -15,7 +15,14 @@ Rates are rows / wall-clock seconds of the whole process (start, connect, load, 
 and psql; the baseline's own figure (it times its loop). Medians are printed with the ratios. Needs
 a release build (cargo build --release) and a Python with asyncpg.
 """
-import argparse, os, shutil, statistics, subprocess, sys, tempfile, time
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)

@@ -51,6 +51,9 @@ enum Command {
     Deliver(cmd::deliver::Args),
     /// List every sink scheme with its URI parameters and their defaults.
     Sinks(cmd::sinks::Args),
+    /// Run SQL over a tape, also while it is being recorded; print the result or write it to a sink.
+    #[command(after_long_help = cmd::query::HELP)]
+    Query(cmd::query::Args),
 }
 
 fn main() -> ExitCode {
@@ -82,6 +85,10 @@ fn main() -> ExitCode {
         Command::Replay(args) => cmd::replay::run(args),
         Command::Deliver(args) => cmd::deliver::run(&args),
         Command::Import(args) => cmd::import::run(&args),
+        Command::Query(args) => {
+            quiet_on_closed_pipe();
+            cmd::query::run(&args)
+        }
         Command::Sinks(args) => {
             quiet_on_closed_pipe();
             cmd::sinks::run(&args)

@@ -50,8 +50,14 @@ fn every_readme_example_runs_in_order_in_a_fresh_directory() {
         if cmd.contains("scripts/test") {
             continue;
         }
-        // `cargo run --release --` is how a fresh clone runs the binary this test built.
-        let cmd = cmd.replace("cargo run --release --", "tapedeck");
+        // `cargo run --release [--no-default-features --features F] --` is how a fresh clone
+        // runs the binary this test built.
+        let cmd = match cmd.find("cargo run --release").zip(cmd.find(" -- ")) {
+            Some((start, end)) if start < end => {
+                format!("{}tapedeck{}", &cmd[..start], &cmd[end + 3..])
+            }
+            _ => cmd.clone(),
+        };
         let o = Command::new("bash")
             .args(["-o", "pipefail", "-c", &cmd])
             .current_dir(dir.path())

@@ -12,7 +12,8 @@ import sys
 
 
 def main(path):
-    data = open(path, "rb").read()
+    with open(path, "rb") as f:
+        data = f.read()
     at = 0
     (n,) = struct.unpack_from("<I", data, at)
     at += 4

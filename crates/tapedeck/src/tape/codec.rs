@@ -123,6 +123,48 @@ impl BatchDecoder {
     }
 }
 
+/// Decodes only the columns `projection` names (indices into the segment's `schema`, in
+/// the order wanted) of one frame payload: the buffers of the other columns are skipped,
+/// not decompressed. An empty projection gives a batch with the frame's row count and no
+/// columns.
+pub fn decode_projected(
+    schema: &SchemaRef,
+    payload: &[u8],
+    projection: &[usize],
+) -> Result<RecordBatch, ArrowError> {
+    let bad = |what: &str| ArrowError::IpcError(format!("frame payload: {what}"));
+    // An encapsulated message: continuation marker, metadata length, metadata, body.
+    let (meta_start, meta_len) = match payload {
+        [0xff, 0xff, 0xff, 0xff, a, b, c, d, ..] => (8, i32::from_le_bytes([*a, *b, *c, *d])),
+        [a, b, c, d, ..] => (4, i32::from_le_bytes([*a, *b, *c, *d])),
+        _ => return Err(bad("shorter than a message prefix")),
+    };
+    let meta_end = usize::try_from(meta_len)
+        .ok()
+        .and_then(|l| l.checked_add(meta_start))
+        .filter(|&e| e <= payload.len())
+        .ok_or_else(|| bad("metadata length runs past the payload"))?;
+    let message = arrow_ipc::root_as_message(&payload[meta_start..meta_end])
+        .map_err(|e| bad(&format!("metadata does not parse: {e}")))?;
+    let batch = message
+        .header_as_record_batch()
+        .ok_or_else(|| bad("not a record-batch message"))?;
+    let body_end = usize::try_from(message.bodyLength())
+        .ok()
+        .and_then(|l| l.checked_add(meta_end))
+        .filter(|&e| e <= payload.len())
+        .ok_or_else(|| bad("body length runs past the payload"))?;
+    let body = Buffer::from(&payload[meta_end..body_end]);
+    arrow_ipc::reader::read_record_batch(
+        &body,
+        batch,
+        schema.clone(),
+        &std::collections::HashMap::new(),
+        Some(projection),
+        &message.version(),
+    )
+}
+
 /// The first row at or after `from` whose event time (first timestamp column) reaches `t`
 /// (µs); `None` when no row from `from` on does. A batch without a timestamp column starts at
 /// `from`.

@@ -188,7 +188,11 @@ pub fn read_frame(
     offset: u64,
     limit: u64,
 ) -> Result<std::result::Result<(FrameHeader, Vec<u8>), FormatError>> {
-    if offset + FRAME_HEADER as u64 > limit {
+    // Offsets come from a footer index: checked, so a crafted one cannot overflow.
+    if offset
+        .checked_add(FRAME_HEADER as u64)
+        .is_none_or(|e| e > limit)
+    {
         return Ok(Err(FormatError::Short));
     }
     let mut head = [0u8; FRAME_HEADER];
@@ -200,7 +204,7 @@ pub fn read_frame(
         Err(e) => return Ok(Err(e)),
     };
     let len = h.frame_len() as u64;
-    if offset + len > limit {
+    if offset.checked_add(len).is_none_or(|e| e > limit) {
         return Ok(Err(FormatError::Short));
     }
     let mut bytes = vec![0u8; len as usize];

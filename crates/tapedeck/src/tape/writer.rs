@@ -1173,7 +1173,17 @@ fn take_lock(dir: &std::path::Path) -> Result<std::fs::File> {
         .truncate(false)
         .open(&path)
         .map_err(|e| Error::io("open", &path, e))?;
-    if f.try_lock().is_err() {
+    // A reader asking whether a writer runs holds a shared lock for a moment (`acked::
+    // writer_running`): a refusal is retried for up to 100 ms before it means another writer.
+    let mut locked = f.try_lock();
+    for _ in 0..20 {
+        if !matches!(locked, Err(std::fs::TryLockError::WouldBlock)) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        locked = f.try_lock();
+    }
+    if locked.is_err() {
         let mut holder = String::new();
         let _ = f.read_to_string(&mut holder);
         let pid = holder

@@ -1,0 +1,569 @@
+//! The tape as a DataFusion table: [`TapeTable`] plans a scan of a [`Snapshot`] — segments and
+//! frames outside the filters' time and `_seq` ranges left unread, only the projected columns
+//! decoded — as parallel partitions of frames.
+//!
+//! Every frame read has its CRC32C checked before it is decoded. A frame that fails, or rows the
+//! snapshot lists as damaged inside the range a query reads, end the query with
+//! [`QueryError::Damaged`] naming the segment, byte offset and sequence range — unless the
+//! table was opened with `skip_damage`, when they are left out and counted in [`ScanStats`].
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use arrow_array::{ArrayRef, RecordBatch, RecordBatchOptions, UInt64Array, new_null_array};
+use arrow_schema::SchemaRef;
+use async_trait::async_trait;
+use datafusion::catalog::Session;
+use datafusion::datasource::{TableProvider, TableType};
+use datafusion::error::DataFusionError;
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::empty::EmptyExec;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::streaming::{PartitionStream, StreamingTableExec};
+use tapedeck::tape::codec::decode_projected;
+use tapedeck::tape::format::FRAME_HEADER;
+use tapedeck::tape::segment;
+
+use crate::error::{QueryError, Result};
+use crate::prune::Bounds;
+use crate::snapshot::{AsOf, FrameInfo, SEQ_COLUMN, Snapshot};
+
+/// How a tape is opened as a table.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct TapeTableOptions {
+    /// Which state of the tape to read.
+    pub as_of: AsOf,
+    /// Leave damaged rows out (counted in [`ScanStats`]) instead of failing the query.
+    pub skip_damage: bool,
+    /// Re-check the hash chain of every segment a query reads; refuse to answer over a broken
+    /// one.
+    pub verify: bool,
+}
+
+impl TapeTableOptions {
+    /// Reads the tape as it stood at `as_of`.
+    pub fn as_of(mut self, as_of: AsOf) -> Self {
+        self.as_of = as_of;
+        self
+    }
+
+    /// Leaves damaged rows out instead of failing.
+    pub fn skip_damage(mut self, skip: bool) -> Self {
+        self.skip_damage = skip;
+        self
+    }
+
+    /// Re-checks the hash chain of the segments each query reads.
+    pub fn verify(mut self, verify: bool) -> Self {
+        self.verify = verify;
+        self
+    }
+}
+
+/// What the scans of a [`TapeTable`] read, summed over its queries since it was opened (or
+/// since [`TapeTable::refresh`]).
+#[derive(Debug, Default)]
+pub struct ScanStats {
+    segments: AtomicU64,
+    segments_pruned: AtomicU64,
+    frames: AtomicU64,
+    frames_pruned: AtomicU64,
+    bytes_read: AtomicU64,
+    rows_decoded: AtomicU64,
+    rows_damaged: AtomicU64,
+}
+
+/// A reading of [`ScanStats`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
+pub struct ScanReport {
+    /// Segments in the snapshot, per scan.
+    pub segments: u64,
+    /// Segments left unread: outside the filters' ranges.
+    pub segments_pruned: u64,
+    /// Frames in the segments read.
+    pub frames: u64,
+    /// Frames left unread (zone maps).
+    pub frames_pruned: u64,
+    /// Bytes read from segment files (frame headers and frames).
+    pub bytes_read: u64,
+    /// Bytes of the snapshot's segment files, per scan.
+    pub bytes_total: u64,
+    /// Rows decoded.
+    pub rows_decoded: u64,
+    /// Damaged rows left out (with `skip_damage`).
+    pub rows_damaged: u64,
+}
+
+impl ScanStats {
+    fn add(&self, counter: &AtomicU64, n: u64) {
+        let _ = self;
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    fn read(&self, bytes_total: u64, scans: u64) -> ScanReport {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        ScanReport {
+            segments: get(&self.segments),
+            segments_pruned: get(&self.segments_pruned),
+            frames: get(&self.frames),
+            frames_pruned: get(&self.frames_pruned),
+            bytes_read: get(&self.bytes_read),
+            bytes_total: bytes_total.saturating_mul(scans.max(1)),
+            rows_decoded: get(&self.rows_decoded),
+            rows_damaged: get(&self.rows_damaged),
+        }
+    }
+}
+
+struct State {
+    snapshot: Arc<Snapshot>,
+    stats: Arc<ScanStats>,
+    scans: u64,
+}
+
+/// A tape as a DataFusion table; see the module docs.
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let rt = tokio::runtime::Builder::new_current_thread().build()?;
+/// # rt.block_on(async {
+/// use datafusion::prelude::SessionContext;
+/// use tapedeck::recorder::Recorder;
+/// use tapedeck::record::Row;
+///
+/// let dir = tempfile::tempdir()?;
+/// let tape = dir.path().join("tape");
+/// let mut recorder = Recorder::builder().tape(&tape).open()?;
+/// recorder.write_rows((0..100).map(|i| Row::new().with("device", "A").with("value", i as f64)))?;
+/// recorder.finish()?;
+///
+/// let ctx = SessionContext::new();
+/// tapedeck_query::register_tape(&ctx, "tape", &tape)?;
+/// let batches = ctx
+///     .sql("SELECT count(*) AS n, max(value) AS top FROM tape WHERE _seq >= 50")
+///     .await?
+///     .collect()
+///     .await?;
+/// let text = datafusion::arrow::util::pretty::pretty_format_batches(&batches)?.to_string();
+/// assert!(text.contains("| 50 | 99.0 |"), "{text}");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// # })?;
+/// # Ok(())
+/// # }
+/// ```
+pub struct TapeTable {
+    dir: std::path::PathBuf,
+    options: TapeTableOptions,
+    state: Mutex<State>,
+}
+
+impl std::fmt::Debug for TapeTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TapeTable")
+            .field("dir", &self.dir)
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TapeTable {
+    /// Opens the tape in `dir` as a table, with a snapshot taken now.
+    pub fn open(dir: impl AsRef<std::path::Path>, options: TapeTableOptions) -> Result<TapeTable> {
+        let dir = dir.as_ref().to_path_buf();
+        let snapshot = Arc::new(Snapshot::open(&dir, options.as_of)?);
+        Ok(TapeTable {
+            dir,
+            options,
+            state: Mutex::new(State {
+                snapshot,
+                stats: Arc::default(),
+                scans: 0,
+            }),
+        })
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The snapshot queries read now.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.state().snapshot.clone()
+    }
+
+    /// Takes a new snapshot (rows acknowledged since are seen by the next query) and resets
+    /// the statistics. The schema may have grown: plan queries after refreshing.
+    pub fn refresh(&self) -> Result<()> {
+        let snapshot = Arc::new(Snapshot::open(&self.dir, self.options.as_of)?);
+        let mut s = self.state();
+        s.snapshot = snapshot;
+        s.stats = Arc::default();
+        s.scans = 0;
+        Ok(())
+    }
+
+    /// What the scans since the last refresh read.
+    pub fn stats(&self) -> ScanReport {
+        let s = self.state();
+        s.stats.read(s.snapshot.bytes(), s.scans)
+    }
+
+    /// Plans one scan: prunes, checks damage and the chain, splits frames into partitions.
+    fn plan(
+        &self,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+        target_partitions: usize,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let (snap, stats) = {
+            let mut s = self.state();
+            s.scans += 1;
+            (s.snapshot.clone(), s.stats.clone())
+        };
+        let schema = snap.schema();
+        let projection: Vec<usize> = match projection {
+            Some(p) => p.clone(),
+            None => (0..schema.fields().len()).collect(),
+        };
+        let out_schema = Arc::new(schema.project(&projection).map_err(|e| {
+            QueryError::Engine(format!("projection does not fit the tape's schema: {e}"))
+        })?);
+        let bounds = Bounds::from_filters(filters, snap.time_column(), SEQ_COLUMN);
+        // The rows to read: the filters' `_seq` range within the snapshot.
+        let seq_lo = bounds
+            .seq
+            .lo
+            .map_or(0, |l| u64::try_from(l.max(0)).unwrap_or(u64::MAX));
+        let seq_end = bounds
+            .seq
+            .hi
+            .map_or(snap.end(), |h| {
+                u64::try_from(h.saturating_add(1).max(0)).unwrap_or(u64::MAX)
+            })
+            .min(snap.end());
+
+        if seq_lo >= seq_end {
+            // `_seq BETWEEN 10 AND 5`, or a range past the snapshot's end: nothing to read.
+            return Ok(Arc::new(EmptyExec::new(out_schema)));
+        }
+        let mut work: Vec<(usize, FrameInfo)> = Vec::new();
+        for (k, s) in snap.segments.iter().enumerate() {
+            stats.add(&stats.segments, 1);
+            let seq_out = s.end_seq <= seq_lo || s.first_seq >= seq_end;
+            let time_out = !bounds.time.is_open()
+                && s.same_time_column
+                && match s.time {
+                    Some((a, b)) => bounds.time.excludes(i128::from(a), i128::from(b)),
+                    // No event time in the segment: every row's is null, no time filter passes.
+                    None => true,
+                };
+            if seq_out || time_out {
+                stats.add(&stats.segments_pruned, 1);
+                continue;
+            }
+            if self.options.verify {
+                snap.check_chain(k)?;
+            }
+            let frames = if !bounds.time.is_open() && s.same_time_column {
+                let (frames, header_bytes) = snap.frame_times(k)?;
+                stats.add(&stats.bytes_read, header_bytes);
+                frames
+            } else {
+                s.frames.clone()
+            };
+            stats.add(&stats.frames, frames.len() as u64);
+            for f in frames {
+                let seq_out = f.end_seq() <= seq_lo || f.first_seq >= seq_end;
+                let time_out = !bounds.time.is_open()
+                    && s.same_time_column
+                    && f.time
+                        .is_none_or(|(a, b)| bounds.time.excludes(i128::from(a), i128::from(b)));
+                if seq_out || time_out {
+                    stats.add(&stats.frames_pruned, 1);
+                } else {
+                    work.push((k, f));
+                }
+            }
+        }
+        // Damage inside the range read fails the query before anything is read.
+        for d in &snap.damage {
+            if d.seq_to > seq_lo && d.seq_from < seq_end {
+                if self.options.skip_damage {
+                    let rows = d.seq_to.min(seq_end) - d.seq_from.max(seq_lo);
+                    stats.add(&stats.rows_damaged, rows);
+                } else {
+                    return Err(QueryError::Damaged {
+                        tape: snap.dir().to_path_buf(),
+                        segment: d.segment.clone(),
+                        offset: d.offset,
+                        seq_from: d.seq_from,
+                        seq_to: d.seq_to,
+                        problem: d.problem.clone(),
+                    });
+                }
+            }
+        }
+        if work.is_empty() {
+            return Ok(Arc::new(EmptyExec::new(out_schema)));
+        }
+        let parts = split(work, target_partitions.max(1));
+        let partitions: Vec<Arc<dyn PartitionStream>> = parts
+            .into_iter()
+            .map(|frames| {
+                Arc::new(FramePartition {
+                    snapshot: snap.clone(),
+                    frames: Arc::new(frames),
+                    projection: projection.clone(),
+                    schema: out_schema.clone(),
+                    window: (seq_lo, seq_end),
+                    limit,
+                    skip_damage: self.options.skip_damage,
+                    stats: stats.clone(),
+                }) as Arc<dyn PartitionStream>
+            })
+            .collect();
+        let exec = StreamingTableExec::try_new(out_schema, partitions, None, [], false, limit)
+            .map_err(QueryError::from_datafusion)?;
+        Ok(Arc::new(exec))
+    }
+}
+
+/// Splits the frames to read into at most `n` runs of about equal rows, in order.
+fn split(work: Vec<(usize, FrameInfo)>, n: usize) -> Vec<Vec<(usize, FrameInfo)>> {
+    let total: u64 = work.iter().map(|(_, f)| u64::from(f.rows)).sum();
+    let n = n.min(work.len()).max(1);
+    let per = total.div_ceil(n as u64).max(1);
+    let mut parts = vec![Vec::new()];
+    let mut rows = 0u64;
+    for w in work {
+        if rows >= per && parts.len() < n {
+            parts.push(Vec::new());
+            rows = 0;
+        }
+        rows += u64::from(w.1.rows);
+        if let Some(last) = parts.last_mut() {
+            last.push(w);
+        }
+    }
+    parts
+}
+
+#[async_trait]
+impl TableProvider for TapeTable {
+    fn schema(&self) -> SchemaRef {
+        self.snapshot().schema()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> datafusion::error::Result<Vec<TableProviderFilterPushDown>> {
+        let snap = self.snapshot();
+        Ok(filters
+            .iter()
+            .map(|f| {
+                if Bounds::understands(f, snap.time_column(), SEQ_COLUMN) {
+                    TableProviderFilterPushDown::Inexact
+                } else {
+                    TableProviderFilterPushDown::Unsupported
+                }
+            })
+            .collect())
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
+        let partitions = state.config().target_partitions();
+        Ok(self.plan(projection, filters, limit, partitions)?)
+    }
+}
+
+/// One partition of a scan: a run of frames, read and decoded in order.
+#[derive(Debug)]
+struct FramePartition {
+    snapshot: Arc<Snapshot>,
+    frames: Arc<Vec<(usize, FrameInfo)>>,
+    /// Columns of the snapshot's schema to produce.
+    projection: Vec<usize>,
+    schema: SchemaRef,
+    /// Rows outside `[from, to)` are cut from the batches.
+    window: (u64, u64),
+    limit: Option<usize>,
+    skip_damage: bool,
+    stats: Arc<ScanStats>,
+}
+
+impl PartitionStream for FramePartition {
+    fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
+        let reader = FrameReader {
+            part: FramePartition {
+                snapshot: self.snapshot.clone(),
+                frames: self.frames.clone(),
+                projection: self.projection.clone(),
+                schema: self.schema.clone(),
+                window: self.window,
+                limit: self.limit,
+                skip_damage: self.skip_damage,
+                stats: self.stats.clone(),
+            },
+            next: 0,
+            rows: 0,
+        };
+        Box::pin(RecordBatchStreamAdapter::new(
+            self.schema.clone(),
+            futures_util::stream::iter(reader),
+        ))
+    }
+}
+
+/// Reads a partition's frames one by one.
+struct FrameReader {
+    part: FramePartition,
+    next: usize,
+    rows: usize,
+}
+
+impl Iterator for FrameReader {
+    type Item = datafusion::error::Result<RecordBatch>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if self.part.limit.is_some_and(|l| self.rows >= l) {
+                return None;
+            }
+            let (k, frame) = *self.part.frames.get(self.next)?;
+            self.next += 1;
+            match self.part.read(k, &frame) {
+                Ok(Some(batch)) => {
+                    self.rows += batch.num_rows();
+                    return Some(Ok(batch));
+                }
+                Ok(None) => continue,
+                Err(e) => {
+                    // One error ends the partition.
+                    self.next = self.part.frames.len();
+                    return Some(Err(DataFusionError::from(e)));
+                }
+            }
+        }
+    }
+}
+
+impl FramePartition {
+    /// Reads, checks and decodes one frame; `None` if it holds no row of the window (or is
+    /// damaged and damage is skipped).
+    fn read(&self, k: usize, frame: &FrameInfo) -> Result<Option<RecordBatch>> {
+        let snap = &self.snapshot;
+        let seg = &snap.segments[k];
+        let checked =
+            segment::read_frame(snap.storage.as_ref(), &seg.name, frame.offset, seg.limit)?;
+        let damaged = |problem: String| QueryError::Damaged {
+            tape: snap.dir().to_path_buf(),
+            segment: seg.name.clone(),
+            offset: frame.offset,
+            seq_from: frame.first_seq,
+            seq_to: frame.end_seq(),
+            problem,
+        };
+        let (header, bytes) = match checked {
+            Ok((h, b)) if h.first_seq == frame.first_seq && h.rows == frame.rows => (h, b),
+            Ok(_) => {
+                return self.damage(
+                    frame,
+                    damaged("the frame does not match the segment's index".into()),
+                );
+            }
+            Err(problem) => {
+                return self.damage(
+                    frame,
+                    damaged(format!("the frame fails its check: {problem}")),
+                );
+            }
+        };
+        self.stats.add(&self.stats.bytes_read, bytes.len() as u64);
+        let payload = &bytes[FRAME_HEADER..FRAME_HEADER + header.payload_len as usize];
+        // The segment columns to decode, in the order of the output.
+        let wanted: Vec<usize> = self
+            .projection
+            .iter()
+            .filter_map(|&c| seg.columns.get(c).copied().flatten())
+            .collect();
+        let decoded = match decode_projected(&seg.schema, payload, &wanted) {
+            Ok(b) => b,
+            Err(e) => {
+                return self.damage(frame, damaged(format!("the frame does not decode: {e}")));
+            }
+        };
+        let n = decoded.num_rows();
+        if n != frame.rows as usize {
+            return self.damage(
+                frame,
+                damaged(format!(
+                    "the frame holds {n} rows, its header says {}",
+                    frame.rows
+                )),
+            );
+        }
+        self.stats
+            .add(&self.stats.rows_decoded, u64::from(frame.rows));
+        let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.projection.len());
+        let mut next_decoded = 0;
+        for (i, &c) in self.projection.iter().enumerate() {
+            let field = self.schema.field(i);
+            if field.name() == SEQ_COLUMN && c + 1 == snap.schema().fields().len() {
+                let first = frame.first_seq;
+                columns.push(Arc::new(UInt64Array::from_iter_values(
+                    (0..n as u64).map(|r| first.saturating_add(r)),
+                )));
+            } else if seg.columns.get(c).copied().flatten().is_some() {
+                columns.push(decoded.column(next_decoded).clone());
+                next_decoded += 1;
+            } else {
+                columns.push(new_null_array(field.data_type(), n));
+            }
+        }
+        let options = RecordBatchOptions::new().with_row_count(Some(n));
+        let batch = RecordBatch::try_new_with_options(self.schema.clone(), columns, &options)
+            .map_err(|e| {
+                damaged(format!(
+                    "the frame's columns do not fit the tape's schema: {e}"
+                ))
+            })?;
+        // Cut to the window: the snapshot's end (exact) and the `_seq` filter (conservative).
+        let (from, to) = self.window;
+        let skip = from.saturating_sub(frame.first_seq).min(n as u64) as usize;
+        let keep_to = to.saturating_sub(frame.first_seq).min(n as u64) as usize;
+        if keep_to <= skip {
+            return Ok(None);
+        }
+        Ok(Some(batch.slice(skip, keep_to - skip)))
+    }
+
+    fn damage(&self, frame: &FrameInfo, e: QueryError) -> Result<Option<RecordBatch>> {
+        if self.skip_damage {
+            self.stats
+                .add(&self.stats.rows_damaged, u64::from(frame.rows));
+            Ok(None)
+        } else {
+            Err(e)
+        }
+    }
+}

@@ -1,0 +1,378 @@
+//! The tape as a table: snapshots, pruning, projection, schema change, damage, chain checks,
+//! `--as-of`, and a property test of random ranges against a brute-force filter.
+
+mod common;
+
+use std::sync::Arc;
+
+use arrow_array::Array;
+
+use common::*;
+use proptest::prelude::*;
+use tapedeck_query::{AsOf, QueryError, TapeTable, TapeTableOptions};
+
+#[test]
+fn every_row_reads_back_with_its_seq_and_a_later_column_is_null_before() {
+    let f = build(5_000, 250, 64 << 10);
+    let b = query(&f.tape, "SELECT _seq, value, temp FROM tape ORDER BY _seq").unwrap();
+    let seqs = u64s(&b);
+    assert_eq!(seqs, (0..5_000).collect::<Vec<_>>());
+    let all =
+        tapedeck_query::datafusion::arrow::compute::concat_batches(&b[0].schema(), &b).unwrap();
+    let value = all
+        .column(1)
+        .as_any()
+        .downcast_ref::<arrow_array::Float64Array>()
+        .unwrap();
+    let temp = all
+        .column(2)
+        .as_any()
+        .downcast_ref::<arrow_array::Float64Array>()
+        .unwrap();
+    for r in &f.rows {
+        let k = r.seq as usize;
+        assert_eq!(value.is_valid(k), r.value.is_some(), "row {k}");
+        assert_eq!(temp.is_valid(k), r.temp.is_some(), "row {k}");
+        if let Some(t) = r.temp {
+            assert_eq!(temp.value(k), t);
+        }
+    }
+}
+
+#[test]
+fn a_time_range_reads_only_the_frames_it_overlaps() {
+    let f = build(20_000, 200, 64 << 10);
+    let table = TapeTable::open(&f.tape, TapeTableOptions::default()).unwrap();
+    let snap = table.snapshot();
+    assert!(
+        snap.segment_count() >= 4,
+        "{} segments",
+        snap.segment_count()
+    );
+    // 1% of the time range, in the middle.
+    let lo = BASE_US + 10_000 * 1000;
+    let hi = lo + 200 * 1000;
+    let sql = format!(
+        "SELECT count(*) FROM tape WHERE time >= to_timestamp_micros({lo}) AND time < to_timestamp_micros({hi})"
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let ctx = tapedeck_query::session();
+    let table = Arc::new(table);
+    ctx.register_table("tape", table.clone()).unwrap();
+    let got = u64s(&rt.block_on(run(&ctx, &sql)).unwrap());
+    let want = f
+        .rows
+        .iter()
+        .filter(|r| r.time >= lo && r.time < hi)
+        .count() as u64;
+    assert_eq!(got, vec![want]);
+    let s = table.stats();
+    assert!(s.segments_pruned >= 1, "{s:?}");
+    assert!(s.frames_pruned > 0, "{s:?}");
+    assert!(
+        s.bytes_read * 50 < s.bytes_total,
+        "a 1% query read {} of {} bytes",
+        s.bytes_read,
+        s.bytes_total
+    );
+    assert!(s.rows_decoded < 1_000, "{s:?}");
+}
+
+#[test]
+fn seq_filters_prune_and_cut_inside_a_frame() {
+    let f = build(3_000, 100, 32 << 10);
+    let b = query(
+        &f.tape,
+        "SELECT _seq FROM tape WHERE _seq BETWEEN 1234 AND 1240 ORDER BY _seq",
+    )
+    .unwrap();
+    assert_eq!(u64s(&b), (1234..=1240).collect::<Vec<_>>());
+    let b = query(&f.tape, "SELECT count(*) FROM tape WHERE _seq > 2990").unwrap();
+    assert_eq!(u64s(&b), vec![9]);
+}
+
+#[test]
+fn as_of_reads_the_first_n_rows_and_beyond_the_end_is_refused() {
+    let f = build(1_000, 64, 1 << 20);
+    let b = query_with(
+        &f.tape,
+        "SELECT count(*), max(_seq) FROM tape",
+        TapeTableOptions::default().as_of(AsOf::Seq(100)),
+    )
+    .unwrap();
+    assert_eq!(u64s(&b), vec![100]);
+    let e = query_with(
+        &f.tape,
+        "SELECT 1",
+        TapeTableOptions::default().as_of(AsOf::Seq(1_001)),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(e, QueryError::AsOfBeyondEnd { end: 1_000, .. }),
+        "{e}"
+    );
+    assert!(e.is_usage());
+    assert_eq!(
+        "time:2026-01-01T00:00:00Z".parse::<AsOf>(),
+        Ok(AsOf::Time(BASE_US))
+    );
+    assert!("time:yesterday".parse::<AsOf>().is_err());
+    assert!("seq:-1".parse::<AsOf>().is_err());
+    assert_eq!("seq:5".parse::<AsOf>(), Ok(AsOf::Seq(5)));
+}
+
+fn now_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as i64
+}
+
+#[test]
+fn as_of_a_time_reads_the_tape_as_it_stood_then() {
+    use tapedeck::tape::{FsyncPolicy, TapeOptions, TapeWriter};
+    let dir = tempfile::tempdir().unwrap();
+    let tape = dir.path().join("tape");
+    let before = now_us();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let options = || TapeOptions {
+        fsync: FsyncPolicy::Always,
+        ..TapeOptions::default()
+    };
+    let mut marks = Vec::new();
+    let w = TapeWriter::open(&tape, options()).unwrap();
+    for k in 0..3u64 {
+        let rows: Vec<Row> = (k * 100..(k + 1) * 100).map(|s| row(s, u64::MAX)).collect();
+        w.append(&to_batch(&rows, false, false)).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(150));
+        marks.push((now_us(), (k + 1) * 100));
+        std::thread::sleep(std::time::Duration::from_millis(150));
+    }
+    w.close().unwrap();
+    // A second run appends: the history goes on.
+    let w = TapeWriter::open(&tape, options()).unwrap();
+    let rows: Vec<Row> = (300..350).map(|s| row(s, u64::MAX)).collect();
+    w.append(&to_batch(&rows, false, false)).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(150));
+    marks.push((now_us(), 350));
+    w.close().unwrap();
+    for (t, want) in marks {
+        let b = query_with(
+            &tape,
+            "SELECT count(*) FROM tape",
+            TapeTableOptions::default().as_of(AsOf::Time(t)),
+        )
+        .unwrap();
+        assert_eq!(u64s(&b), vec![want], "as of {t}");
+    }
+    let b = query_with(
+        &tape,
+        "SELECT count(*) FROM tape",
+        TapeTableOptions::default().as_of(AsOf::Time(before)),
+    )
+    .unwrap();
+    assert_eq!(u64s(&b), vec![0]);
+    // A tape without its history says so.
+    std::fs::remove_file(tape.join("DURABLE")).unwrap();
+    let e = query_with(
+        &tape,
+        "SELECT 1",
+        TapeTableOptions::default().as_of(AsOf::Time(before)),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(e, QueryError::AsOfUnknown { .. }) && e.is_usage(),
+        "{e}"
+    );
+}
+
+#[test]
+fn sql_mistakes_are_usage_errors_that_say_what() {
+    let f = build(100, 50, 1 << 20);
+    for (sql, needle) in [
+        ("SELEC * FROM tape", "SELEC"),
+        ("SELECT nope FROM tape", "nope"),
+        ("SELECT * FROM elsewhere", "elsewhere"),
+    ] {
+        let e = query(&f.tape, sql).unwrap_err();
+        assert!(e.is_usage(), "{sql}: {e:?}");
+        assert!(e.to_string().contains(needle), "{sql}: {e}");
+    }
+    let e = query(&f.dir.path().join("missing"), "SELECT 1").unwrap_err();
+    assert!(
+        e.is_usage() && e.to_string().contains("no such tape directory"),
+        "{e}"
+    );
+}
+
+/// Flips a byte in the payload of the frame holding row `seq` of the first segment.
+fn damage_first_segment(f: &Fixture) -> (String, u64) {
+    let mut segs: Vec<_> = std::fs::read_dir(&f.tape)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("seg-"))
+        .collect();
+    segs.sort();
+    let path = &segs[0];
+    let mut bytes = std::fs::read(path).unwrap();
+    // The second frame: find the frame magic after the header.
+    let magic = b"TDFR";
+    let first = bytes.windows(4).position(|w| w == magic).unwrap();
+    let second = first
+        + 4
+        + bytes[first + 4..]
+            .windows(4)
+            .position(|w| w == magic)
+            .unwrap();
+    bytes[second + 60] ^= 0x40;
+    std::fs::write(path, bytes).unwrap();
+    (
+        path.file_name().unwrap().to_string_lossy().into_owned(),
+        second as u64,
+    )
+}
+
+#[test]
+fn a_damaged_frame_fails_the_query_naming_where_unless_damage_is_skipped() {
+    let f = build(2_000, 100, 1 << 20);
+    let (segment, offset) = damage_first_segment(&f);
+    let e = query(&f.tape, "SELECT count(*) FROM tape").unwrap_err();
+    match &e {
+        QueryError::Damaged {
+            segment: s,
+            offset: o,
+            seq_from,
+            seq_to,
+            ..
+        } => {
+            assert_eq!((s, *o), (&segment, offset));
+            assert_eq!((*seq_from, *seq_to), (100, 200));
+        }
+        other => panic!("expected Damaged, got {other:?}"),
+    }
+    assert!(!e.is_usage());
+    // A query whose range avoids the damage is answered.
+    let b = query(&f.tape, "SELECT count(*) FROM tape WHERE _seq >= 200").unwrap();
+    assert_eq!(u64s(&b), vec![1_800]);
+    let b = query_with(
+        &f.tape,
+        "SELECT count(*) FROM tape",
+        TapeTableOptions::default().skip_damage(true),
+    )
+    .unwrap();
+    assert_eq!(u64s(&b), vec![1_900]);
+}
+
+#[test]
+fn verify_refuses_to_answer_over_a_broken_chain() {
+    // Sealed segments with good CRCs but a footer whose chain hash is wrong.
+    let f = build(2_000, 100, 16 << 10);
+    let mut segs: Vec<_> = std::fs::read_dir(&f.tape)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("seg-"))
+        .collect();
+    segs.sort();
+    assert!(segs.len() >= 2);
+    // Rewrite the first segment's footer chain (and its CRC) as a forger would.
+    let path = &segs[0];
+    let mut bytes = std::fs::read(path).unwrap();
+    let n = bytes.len();
+    let footer_len = u64::from_le_bytes(bytes[n - 16..n - 8].try_into().unwrap()) as usize;
+    let start = n - footer_len;
+    let body_end = n - 20;
+    let chain_at = body_end - 32;
+    bytes[chain_at] ^= 1;
+    let crc = crc32c::crc32c(&bytes[start..body_end]);
+    bytes[body_end..body_end + 4].copy_from_slice(&crc.to_le_bytes());
+    std::fs::write(path, bytes).unwrap();
+    // Without --verify the rows read (their CRCs are good).
+    assert_eq!(
+        u64s(&query(&f.tape, "SELECT count(*) FROM tape").unwrap()),
+        vec![2_000]
+    );
+    let e = query_with(
+        &f.tape,
+        "SELECT count(*) FROM tape",
+        TapeTableOptions::default().verify(true),
+    )
+    .unwrap_err();
+    assert!(matches!(e, QueryError::BrokenChain { .. }), "{e:?}");
+}
+
+#[test]
+fn a_query_during_a_recording_never_sees_more_than_is_acknowledged_nor_goes_back() {
+    use tapedeck::tape::{FsyncPolicy, TapeOptions, TapeWriter};
+    let dir = tempfile::tempdir().unwrap();
+    let tape = dir.path().join("tape");
+    let options = TapeOptions {
+        segment_bytes: 64 << 10,
+        fsync: FsyncPolicy::Interval(std::time::Duration::from_millis(2)),
+        ..TapeOptions::default()
+    };
+    let w = TapeWriter::open(&tape, options).unwrap();
+    let watch = w.watch();
+    let total = 40_000u64;
+    let writer = std::thread::spawn(move || {
+        for k in 0..(total / 100) {
+            let rows: Vec<Row> = (k * 100..(k + 1) * 100).map(|s| row(s, u64::MAX)).collect();
+            w.submit(&to_batch(&rows, false, false)).unwrap();
+            if k.is_multiple_of(20) {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+        }
+        w.close().unwrap();
+    });
+    let mut last = 0u64;
+    let mut answers = 0;
+    loop {
+        let done = writer.is_finished();
+        let b = query(&tape, "SELECT count(*), max(_seq) FROM tape").unwrap();
+        let acked_after = watch.durable_seq();
+        let n = u64s(&b)[0];
+        assert!(
+            n <= acked_after,
+            "query saw {n} rows, only {acked_after} acknowledged"
+        );
+        assert!(n >= last, "count went back from {last} to {n}");
+        last = n;
+        answers += 1;
+        if done {
+            break;
+        }
+    }
+    writer.join().unwrap();
+    assert_eq!(
+        u64s(&query(&tape, "SELECT count(*) FROM tape").unwrap()),
+        vec![total]
+    );
+    assert!(answers >= 2);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    #[test]
+    fn random_time_and_seq_ranges_match_a_brute_force_filter(
+        s_lo in 0u64..3_200, s_len in 0u64..3_200, t_lo in -100i64..3_200, t_len in 0i64..3_200,
+        strict in any::<bool>(),
+    ) {
+        static FIXTURE: std::sync::OnceLock<Fixture> = std::sync::OnceLock::new();
+        let f = FIXTURE.get_or_init(|| build(3_000, 70, 12 << 10));
+        let s_hi = s_lo + s_len;
+        let t_lo_us = BASE_US + t_lo * 1000;
+        let t_hi_us = t_lo_us + t_len * 1000;
+        let op = if strict { "<" } else { "<=" };
+        let sql = format!(
+            "SELECT _seq FROM tape WHERE _seq >= {s_lo} AND _seq {op} {s_hi} \
+             AND time >= to_timestamp_micros({t_lo_us}) AND time {op} to_timestamp_micros({t_hi_us}) ORDER BY _seq"
+        );
+        let got = u64s(&query(&f.tape, &sql).unwrap());
+        let want: Vec<u64> = f.rows.iter().filter(|r| {
+            let seq_ok = r.seq >= s_lo && if strict { r.seq < s_hi } else { r.seq <= s_hi };
+            let t_ok = r.time >= t_lo_us && if strict { r.time < t_hi_us } else { r.time <= t_hi_us };
+            seq_ok && t_ok
+        }).map(|r| r.seq).collect();
+        prop_assert_eq!(got, want);
+    }
+}
