@@ -90,7 +90,7 @@ def bench_tape(name, tape, parquet, time_col, group_col, value_col, args):
     one = (f"SELECT {agg} FROM tape WHERE {time_col} >= to_timestamp_micros({lo}) "
            f"AND {time_col} < to_timestamp_micros({hi}) GROUP BY {group_col} ORDER BY {group_col}")
     if not os.path.exists(parquet):
-        run(["replay", tape, "--sink", f"parquet:{parquet}", "--quiet", "--progress", "never"])
+        run(["replay", tape, "--sink", f"parquet:{parquet}", "--quiet"])
     full_t, one_t, duck_t = [], [], []
     full_bytes = one_bytes = None
     for r in range(args.runs):
@@ -153,7 +153,7 @@ def main():
     ap.add_argument("--live-rows", type=int, default=5_000_000)
     ap.add_argument("--python", default=os.path.expanduser("~/.cache/tapedeck-venv/bin/python"))
     ap.add_argument("--work", default="/tmp/tapedeck-query-bench")
-    ap.add_argument("--compression", default="lz4")
+    ap.add_argument("--compression", default="none")
     ap.add_argument("--keep", action="store_true")
     ap.add_argument("--only", default="alicat,daq,live")
     args = ap.parse_args()

@@ -23,8 +23,7 @@ use datafusion::physical_plan::empty::EmptyExec;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::streaming::{PartitionStream, StreamingTableExec};
 use tapedeck::tape::codec::decode_projected;
-use tapedeck::tape::format::FRAME_HEADER;
-use tapedeck::tape::segment;
+use tapedeck::tape::format::{FRAME_HEADER, FrameHeader};
 
 use crate::error::{QueryError, Result};
 use crate::prune::Bounds;
@@ -412,7 +411,7 @@ impl PartitionStream for FramePartition {
         &self.schema
     }
 
-    fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
+    fn execute(&self, ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
         let reader = FrameReader {
             part: FramePartition {
                 snapshot: self.snapshot.clone(),
@@ -426,6 +425,11 @@ impl PartitionStream for FramePartition {
             },
             next: 0,
             rows: 0,
+            chunk: None,
+            pending: Vec::new(),
+            pending_rows: 0,
+            batch_rows: ctx.session_config().batch_size().max(1),
+            done: false,
         };
         Box::pin(RecordBatchStreamAdapter::new(
             self.schema.clone(),
@@ -434,101 +438,267 @@ impl PartitionStream for FramePartition {
     }
 }
 
-/// Reads a partition's frames one by one.
+/// Bytes read from a segment at a time: many small frames come in one `pread`.
+const CHUNK_BYTES: u64 = 1 << 20;
+
+/// Bytes of a segment read at once, and where they start.
+struct Chunk {
+    segment: usize,
+    start: u64,
+    bytes: arrow_buffer::Buffer,
+}
+
+/// Reads a partition's frames in order, a chunk of the segment at a time, and hands them to
+/// the engine in batches of about the session's batch size (frames of a few dozen rows — a
+/// recorder flushing often — would otherwise cost the engine its per-batch overhead each).
 struct FrameReader {
     part: FramePartition,
     next: usize,
     rows: usize,
+    chunk: Option<Chunk>,
+    pending: Vec<RecordBatch>,
+    pending_rows: usize,
+    batch_rows: usize,
+    done: bool,
+}
+
+impl FrameReader {
+    /// The whole frame at `frame.offset` of segment `k` (header, payload, CRC), from the chunk
+    /// in hand or a new one; `Err` with what is wrong if it does not check out.
+    fn frame_bytes(
+        &mut self,
+        j: usize,
+        k: usize,
+        frame: &FrameInfo,
+    ) -> Result<std::result::Result<(FrameHeader, arrow_buffer::Buffer), String>> {
+        let snap = &self.part.snapshot;
+        let seg = &snap.segments[k];
+        for attempt in 0..2 {
+            let in_hand = self.chunk.as_ref().and_then(|c| {
+                let at = frame.offset.checked_sub(c.start)?;
+                (c.segment == k && at.saturating_add(FRAME_HEADER as u64) <= c.bytes.len() as u64)
+                    .then_some((c, at as usize))
+            });
+            if let Some((c, at)) = in_hand {
+                let header = match FrameHeader::decode(&c.bytes[at..]) {
+                    Ok(h) => h,
+                    Err(e) => return Ok(Err(format!("the frame fails its check: {e}"))),
+                };
+                let len = header.frame_len();
+                if at + len <= c.bytes.len() {
+                    let bytes = c.bytes.slice_with_length(at, len);
+                    return Ok(match header.check(&bytes) {
+                        Ok(_) => Ok((header, bytes)),
+                        Err(e) => Err(format!("the frame fails its check: {e}")),
+                    });
+                }
+                if attempt == 1 {
+                    // A new chunk was read from this frame and it still does not fit: the
+                    // header's length runs past what the segment holds.
+                    return Ok(Err(format!(
+                        "the frame fails its check: its length ({len} bytes) runs past the \
+                         segment's frames"
+                    )));
+                }
+            }
+            // Read a chunk from this frame on: at least its header, at most to the segment's
+            // last frame.
+            let room = seg.limit.saturating_sub(frame.offset);
+            if room < FRAME_HEADER as u64 {
+                return Ok(Err("the frame lies past the segment's frames".into()));
+            }
+            let want = match in_hand {
+                // The frame is longer than a chunk: read all of it.
+                Some((c, at)) => FrameHeader::decode(&c.bytes[at..])
+                    .map_or(CHUNK_BYTES, |h| h.frame_len() as u64)
+                    .max(CHUNK_BYTES),
+                None => self.run_end(j).saturating_sub(frame.offset),
+            }
+            .clamp(FRAME_HEADER as u64, room);
+            let mut buf = vec![0u8; want as usize];
+            snap.storage
+                .read_at(&seg.name, frame.offset, &mut buf)
+                .map_err(|e| tapedeck::Error::io("read", snap.storage.describe(&seg.name), e))?;
+            self.part.stats.add(&self.part.stats.bytes_read, want);
+            self.chunk = Some(Chunk {
+                segment: k,
+                start: frame.offset,
+                bytes: arrow_buffer::Buffer::from_vec(buf),
+            });
+        }
+        Ok(Err("the frame cannot be read whole".into()))
+    }
+
+    /// Where the run of wanted frames that starts with work item `j` ends in its segment (the
+    /// start of the first frame after it that is not wanted), read at most a chunk ahead: a
+    /// query that wants a few frames reads those, not the frames pruned around them.
+    fn run_end(&self, j: usize) -> u64 {
+        let frames = &self.part.frames;
+        let (k, first) = frames[j];
+        let seg = &self.part.snapshot.segments[k];
+        let Ok(mut p) = seg
+            .frames
+            .binary_search_by_key(&first.first_seq, |f| f.first_seq)
+        else {
+            return seg.limit.min(first.offset.saturating_add(CHUNK_BYTES));
+        };
+        let mut jj = j;
+        loop {
+            let Some(after) = seg.frames.get(p + 1) else {
+                // The segment's last frame in the snapshot: its end is not known here.
+                return seg.limit.min(
+                    first
+                        .offset
+                        .saturating_add(CHUNK_BYTES)
+                        .max(seg.frames[p].offset + 1),
+                );
+            };
+            if after.offset.saturating_sub(first.offset) >= CHUNK_BYTES {
+                return after.offset;
+            }
+            match frames.get(jj + 1) {
+                Some(&(k2, f2)) if k2 == k && f2.first_seq == after.first_seq => {
+                    jj += 1;
+                    p += 1;
+                }
+                _ => return after.offset,
+            }
+        }
+    }
+
+    /// The next decoded frame's rows, `None` at the end of the partition.
+    fn next_frame(&mut self) -> Result<Option<RecordBatch>> {
+        while let Some(&(k, frame)) = self.part.frames.get(self.next) {
+            let j = self.next;
+            self.next += 1;
+            let batch = match self.frame_bytes(j, k, &frame)? {
+                Ok((header, bytes)) => self.part.decode(k, &frame, &header, &bytes)?,
+                Err(problem) => self
+                    .part
+                    .damage(&frame, self.part.damaged(k, &frame, problem))?,
+            };
+            if batch.is_some() {
+                return Ok(batch);
+            }
+        }
+        Ok(None)
+    }
+
+    /// The pending frames as one batch.
+    fn flush(&mut self) -> Option<datafusion::error::Result<RecordBatch>> {
+        if self.pending.is_empty() {
+            return None;
+        }
+        let batches = std::mem::take(&mut self.pending);
+        self.pending_rows = 0;
+        Some(
+            arrow_select::concat::concat_batches(&self.part.schema, &batches)
+                .map_err(|e| DataFusionError::ArrowError(Box::new(e), None)),
+        )
+    }
 }
 
 impl Iterator for FrameReader {
     type Item = datafusion::error::Result<RecordBatch>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        loop {
+        while !self.done {
             if self.part.limit.is_some_and(|l| self.rows >= l) {
-                return None;
+                self.done = true;
+                break;
             }
-            let (k, frame) = *self.part.frames.get(self.next)?;
-            self.next += 1;
-            match self.part.read(k, &frame) {
+            match self.next_frame() {
                 Ok(Some(batch)) => {
                     self.rows += batch.num_rows();
-                    return Some(Ok(batch));
+                    self.pending_rows += batch.num_rows();
+                    self.pending.push(batch);
+                    if self.pending_rows >= self.batch_rows {
+                        return self.flush();
+                    }
                 }
-                Ok(None) => continue,
+                Ok(None) => self.done = true,
                 Err(e) => {
-                    // One error ends the partition.
-                    self.next = self.part.frames.len();
+                    // One error ends the partition (the rows before it are not handed out:
+                    // the query fails).
+                    self.done = true;
+                    self.pending.clear();
                     return Some(Err(DataFusionError::from(e)));
                 }
             }
         }
+        self.flush()
     }
 }
 
 impl FramePartition {
-    /// Reads, checks and decodes one frame; `None` if it holds no row of the window (or is
-    /// damaged and damage is skipped).
-    fn read(&self, k: usize, frame: &FrameInfo) -> Result<Option<RecordBatch>> {
-        let snap = &self.snapshot;
-        let seg = &snap.segments[k];
-        let checked =
-            segment::read_frame(snap.storage.as_ref(), &seg.name, frame.offset, seg.limit)?;
-        let damaged = |problem: String| QueryError::Damaged {
-            tape: snap.dir().to_path_buf(),
-            segment: seg.name.clone(),
+    fn damaged(&self, k: usize, frame: &FrameInfo, problem: String) -> QueryError {
+        QueryError::Damaged {
+            tape: self.snapshot.dir().to_path_buf(),
+            segment: self.snapshot.segments[k].name.clone(),
             offset: frame.offset,
             seq_from: frame.first_seq,
             seq_to: frame.end_seq(),
             problem,
-        };
-        let (header, bytes) = match checked {
-            Ok((h, b)) if h.first_seq == frame.first_seq && h.rows == frame.rows => (h, b),
-            Ok(_) => {
-                return self.damage(
+        }
+    }
+
+    /// Decodes one checked frame (`bytes`: header, payload, CRC) into the output schema; `None`
+    /// if it holds no row of the window (or is damaged and damage is skipped).
+    fn decode(
+        &self,
+        k: usize,
+        frame: &FrameInfo,
+        header: &FrameHeader,
+        bytes: &arrow_buffer::Buffer,
+    ) -> Result<Option<RecordBatch>> {
+        let snap = &self.snapshot;
+        let seg = &snap.segments[k];
+        if header.first_seq != frame.first_seq || header.rows != frame.rows {
+            return self.damage(
+                frame,
+                self.damaged(
+                    k,
                     frame,
-                    damaged("the frame does not match the segment's index".into()),
-                );
-            }
-            Err(problem) => {
-                return self.damage(
-                    frame,
-                    damaged(format!("the frame fails its check: {problem}")),
-                );
-            }
-        };
-        self.stats.add(&self.stats.bytes_read, bytes.len() as u64);
-        let payload = &bytes[FRAME_HEADER..FRAME_HEADER + header.payload_len as usize];
+                    "the frame does not match the segment's index".into(),
+                ),
+            );
+        }
+        // The frame's bytes become the batch's buffers: no copy of the payload.
+        let payload = bytes.slice_with_length(FRAME_HEADER, header.payload_len as usize);
         // The segment columns to decode, in the order of the output.
         let wanted: Vec<usize> = self
             .projection
             .iter()
             .filter_map(|&c| seg.columns.get(c).copied().flatten())
             .collect();
-        let decoded = match decode_projected(&seg.schema, payload, &wanted) {
+        let decoded = match decode_projected(&seg.schema, &payload, &wanted) {
             Ok(b) => b,
             Err(e) => {
-                return self.damage(frame, damaged(format!("the frame does not decode: {e}")));
+                return self.damage(
+                    frame,
+                    self.damaged(k, frame, format!("the frame does not decode: {e}")),
+                );
             }
         };
         let n = decoded.num_rows();
         if n != frame.rows as usize {
             return self.damage(
                 frame,
-                damaged(format!(
-                    "the frame holds {n} rows, its header says {}",
-                    frame.rows
-                )),
+                self.damaged(
+                    k,
+                    frame,
+                    format!("the frame holds {n} rows, its header says {}", frame.rows),
+                ),
             );
         }
         self.stats
             .add(&self.stats.rows_decoded, u64::from(frame.rows));
+        let seq_column = snap.schema().fields().len() - 1;
         let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.projection.len());
         let mut next_decoded = 0;
         for (i, &c) in self.projection.iter().enumerate() {
             let field = self.schema.field(i);
-            if field.name() == SEQ_COLUMN && c + 1 == snap.schema().fields().len() {
+            if c == seq_column {
                 let first = frame.first_seq;
                 columns.push(Arc::new(UInt64Array::from_iter_values(
                     (0..n as u64).map(|r| first.saturating_add(r)),
@@ -541,12 +711,20 @@ impl FramePartition {
             }
         }
         let options = RecordBatchOptions::new().with_row_count(Some(n));
-        let batch = RecordBatch::try_new_with_options(self.schema.clone(), columns, &options)
-            .map_err(|e| {
-                damaged(format!(
-                    "the frame's columns do not fit the tape's schema: {e}"
-                ))
-            })?;
+        let batch = match RecordBatch::try_new_with_options(self.schema.clone(), columns, &options)
+        {
+            Ok(b) => b,
+            Err(e) => {
+                return self.damage(
+                    frame,
+                    self.damaged(
+                        k,
+                        frame,
+                        format!("the frame's columns do not fit the tape's schema: {e}"),
+                    ),
+                );
+            }
+        };
         // Cut to the window: the snapshot's end (exact) and the `_seq` filter (conservative).
         let (from, to) = self.window;
         let skip = from.saturating_sub(frame.first_seq).min(n as u64) as usize;

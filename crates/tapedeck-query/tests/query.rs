@@ -205,14 +205,20 @@ fn sql_mistakes_are_usage_errors_that_say_what() {
     );
 }
 
-/// Flips a byte in the payload of the frame holding row `seq` of the first segment.
-fn damage_first_segment(f: &Fixture) -> (String, u64) {
-    let mut segs: Vec<_> = std::fs::read_dir(&f.tape)
+/// The tape's segment files, in order.
+fn segments(tape: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut segs: Vec<_> = std::fs::read_dir(tape)
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("seg-"))
         .collect();
     segs.sort();
+    segs
+}
+
+/// Flips a byte in the payload of the frame holding row `seq` of the first segment.
+fn damage_first_segment(f: &Fixture) -> (String, u64) {
+    let segs = segments(&f.tape);
     let path = &segs[0];
     let mut bytes = std::fs::read(path).unwrap();
     // The second frame: find the frame magic after the header.
@@ -267,12 +273,7 @@ fn a_damaged_frame_fails_the_query_naming_where_unless_damage_is_skipped() {
 fn verify_refuses_to_answer_over_a_broken_chain() {
     // Sealed segments with good CRCs but a footer whose chain hash is wrong.
     let f = build(2_000, 100, 16 << 10);
-    let mut segs: Vec<_> = std::fs::read_dir(&f.tape)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("seg-"))
-        .collect();
-    segs.sort();
+    let segs = segments(&f.tape);
     assert!(segs.len() >= 2);
     // Rewrite the first segment's footer chain (and its CRC) as a forger would.
     let path = &segs[0];

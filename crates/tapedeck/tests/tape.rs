@@ -644,3 +644,34 @@ fn a_time_start_trims_the_first_frame_to_that_time() {
     }
     assert_eq!(got, (25..100).collect::<Vec<_>>());
 }
+
+#[test]
+fn a_projected_decode_equals_the_full_decode_projected_and_refuses_cut_payloads() {
+    use arrow_buffer::Buffer;
+    use tapedeck::tape::codec::{BatchDecoder, BatchEncoder, decode_projected};
+    let b = rows(10, 100);
+    for compression in [Compression::None, Compression::Lz4, Compression::Zstd] {
+        let mut enc = BatchEncoder::new(&b.schema(), compression).unwrap();
+        let payload = enc.encode(&b).unwrap();
+        let mut dec = BatchDecoder::new(enc.schema_message()).unwrap();
+        let full = dec.decode(&payload).unwrap();
+        let schema = dec.schema();
+        let buf = Buffer::from_vec(payload.clone());
+        for projection in [vec![2, 0], vec![1], vec![], vec![0, 1, 2]] {
+            let got = decode_projected(&schema, &buf, &projection).unwrap();
+            assert_eq!(
+                got,
+                full.project(&projection).unwrap(),
+                "{compression:?} {projection:?}"
+            );
+            assert_eq!(got.num_rows(), 100);
+        }
+        for cut in [0, 3, 7, 20, payload.len() / 2, payload.len() - 1] {
+            let short = Buffer::from_vec(payload[..cut].to_vec());
+            assert!(
+                decode_projected(&schema, &short, &[0]).is_err(),
+                "cut at {cut}"
+            );
+        }
+    }
+}

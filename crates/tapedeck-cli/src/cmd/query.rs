@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::ValueEnum;
 
-use crate::report::{EXIT_FAILED, EXIT_USAGE};
+use crate::report::EXIT_USAGE;
 
 pub const HELP: &str = "\
 The tape is the table `tape`: the rows acknowledged when the query starts (also while `record`
@@ -104,7 +104,7 @@ pub fn run(args: &Args) -> u8 {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the query runtime: {e}");
-            return EXIT_FAILED;
+            return crate::report::EXIT_FAILED;
         }
     };
     match rt.block_on(engine::run(args)) {
@@ -182,7 +182,7 @@ mod engine {
             }
         }
         if args.explain {
-            return explain(&ctx, &args.sql).await;
+            return explain(&ctx, &args.sql, &tapes).await;
         }
         loop {
             let started = std::time::Instant::now();
@@ -201,13 +201,29 @@ mod engine {
         }
     }
 
-    async fn explain(ctx: &SessionContext, sql: &str) -> Result<()> {
+    async fn explain(ctx: &SessionContext, sql: &str, tapes: &[Arc<TapeTable>]) -> Result<()> {
         let frame = ctx.sql(sql).await.map_err(df)?;
         let logical = frame.logical_plan().display_indent().to_string();
         let physical = frame.create_physical_plan().await.map_err(df)?;
         let mut out = std::io::stdout().lock();
         writeln!(out, "logical plan:\n{logical}\n\nphysical plan:").map_err(io)?;
-        write!(out, "{}", displayable(physical.as_ref()).indent(true)).map_err(io)?;
+        writeln!(out, "{}", displayable(physical.as_ref()).indent(true)).map_err(io)?;
+        // Planning pruned the tapes' segments and frames already: say what a run would read.
+        for t in tapes {
+            let s = t.stats();
+            writeln!(
+                out,
+                "tape scan of {}: {} of {} segments and {} of {} frames to read ({} and {} pruned)",
+                t.snapshot().dir().display(),
+                s.segments - s.segments_pruned,
+                s.segments,
+                s.frames - s.frames_pruned,
+                s.frames,
+                s.segments_pruned,
+                s.frames_pruned
+            )
+            .map_err(io)?;
+        }
         Ok(())
     }
 
@@ -250,8 +266,7 @@ mod engine {
                     let end: u64 = tapes.first().map_or(0, |t| t.snapshot().end());
                     writeln!(out, "-- {} rows acknowledged", end).map_err(io)?;
                 }
-                let text = pretty::pretty_format_batches(&batches)
-                    .map_err(|e| QueryError::Engine(e.to_string()))?;
+                let text = pretty::pretty_format_batches(&batches).map_err(arrow)?;
                 writeln!(out, "{text}").map_err(io)?;
                 let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
                 writeln!(out, "({rows} row{})", if rows == 1 { "" } else { "s" }).map_err(io)?;
@@ -260,28 +275,39 @@ mod engine {
                 let mut w = csv::WriterBuilder::new()
                     .with_header(true)
                     .build(stdout.lock());
-                while let Some(b) = stream.next().await {
-                    w.write(&b.map_err(df)?)
-                        .map_err(|e| QueryError::Engine(e.to_string()))?;
-                }
+                drain(&mut stream, |b| w.write(b)).await?;
             }
             Format::Jsonl => {
                 let mut w = json::LineDelimitedWriter::new(stdout.lock());
-                while let Some(b) = stream.next().await {
-                    w.write(&b.map_err(df)?)
-                        .map_err(|e| QueryError::Engine(e.to_string()))?;
-                }
-                w.finish().map_err(|e| QueryError::Engine(e.to_string()))?;
+                drain(&mut stream, |b| w.write(b)).await?;
+                w.finish().map_err(arrow)?;
             }
             Format::Json => {
                 let mut w = json::ArrayWriter::new(stdout.lock());
-                while let Some(b) = stream.next().await {
-                    w.write(&b.map_err(df)?)
-                        .map_err(|e| QueryError::Engine(e.to_string()))?;
-                }
-                w.finish().map_err(|e| QueryError::Engine(e.to_string()))?;
+                drain(&mut stream, |b| w.write(b)).await?;
+                w.finish().map_err(arrow)?;
                 println!();
             }
+        }
+        Ok(())
+    }
+
+    fn arrow(e: tapedeck_query::datafusion::arrow::error::ArrowError) -> QueryError {
+        QueryError::Engine(format!("writing the result: {e}"))
+    }
+
+    /// Hands each batch of the result to `write` as it comes: memory stays bounded.
+    async fn drain(
+        stream: &mut tapedeck_query::datafusion::execution::SendableRecordBatchStream,
+        mut write: impl FnMut(
+            &RecordBatch,
+        ) -> std::result::Result<
+            (),
+            tapedeck_query::datafusion::arrow::error::ArrowError,
+        >,
+    ) -> Result<()> {
+        while let Some(b) = stream.next().await {
+            write(&b.map_err(df)?).map_err(arrow)?;
         }
         Ok(())
     }

@@ -125,16 +125,16 @@ impl BatchDecoder {
 
 /// Decodes only the columns `projection` names (indices into the segment's `schema`, in
 /// the order wanted) of one frame payload: the buffers of the other columns are skipped,
-/// not decompressed. An empty projection gives a batch with the frame's row count and no
-/// columns.
+/// not decompressed, and uncompressed buffers are used in place (no copy, where aligned). An
+/// empty projection gives a batch with the frame's row count and no columns.
 pub fn decode_projected(
     schema: &SchemaRef,
-    payload: &[u8],
+    payload: &Buffer,
     projection: &[usize],
 ) -> Result<RecordBatch, ArrowError> {
     let bad = |what: &str| ArrowError::IpcError(format!("frame payload: {what}"));
     // An encapsulated message: continuation marker, metadata length, metadata, body.
-    let (meta_start, meta_len) = match payload {
+    let (meta_start, meta_len) = match payload.as_slice() {
         [0xff, 0xff, 0xff, 0xff, a, b, c, d, ..] => (8, i32::from_le_bytes([*a, *b, *c, *d])),
         [a, b, c, d, ..] => (4, i32::from_le_bytes([*a, *b, *c, *d])),
         _ => return Err(bad("shorter than a message prefix")),
@@ -154,7 +154,7 @@ pub fn decode_projected(
         .and_then(|l| l.checked_add(meta_end))
         .filter(|&e| e <= payload.len())
         .ok_or_else(|| bad("body length runs past the payload"))?;
-    let body = Buffer::from(&payload[meta_end..body_end]);
+    let body = payload.slice_with_length(meta_end, body_end - meta_end);
     arrow_ipc::reader::read_record_batch(
         &body,
         batch,
