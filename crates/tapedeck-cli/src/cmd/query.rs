@@ -114,7 +114,7 @@ pub fn run(args: &Args) -> u8 {
             if e.is_usage() {
                 EXIT_USAGE
             } else {
-                EXIT_FAILED
+                crate::report::EXIT_FAILED
             }
         }
     }
