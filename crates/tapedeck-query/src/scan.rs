@@ -98,8 +98,7 @@ pub struct ScanReport {
 }
 
 impl ScanStats {
-    fn add(&self, counter: &AtomicU64, n: u64) {
-        let _ = self;
+    fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
     }
 
@@ -252,7 +251,7 @@ impl TapeTable {
         }
         let mut work: Vec<(usize, FrameInfo)> = Vec::new();
         for (k, s) in snap.segments.iter().enumerate() {
-            stats.add(&stats.segments, 1);
+            ScanStats::add(&stats.segments, 1);
             let seq_out = s.end_seq <= seq_lo || s.first_seq >= seq_end;
             let time_out = !bounds.time.is_open()
                 && s.same_time_column
@@ -262,7 +261,7 @@ impl TapeTable {
                     None => true,
                 };
             if seq_out || time_out {
-                stats.add(&stats.segments_pruned, 1);
+                ScanStats::add(&stats.segments_pruned, 1);
                 continue;
             }
             if self.options.verify {
@@ -270,12 +269,12 @@ impl TapeTable {
             }
             let frames = if !bounds.time.is_open() && s.same_time_column {
                 let (frames, header_bytes) = snap.frame_times(k)?;
-                stats.add(&stats.bytes_read, header_bytes);
+                ScanStats::add(&stats.bytes_read, header_bytes);
                 frames
             } else {
                 s.frames.clone()
             };
-            stats.add(&stats.frames, frames.len() as u64);
+            ScanStats::add(&stats.frames, frames.len() as u64);
             for f in frames {
                 let seq_out = f.end_seq() <= seq_lo || f.first_seq >= seq_end;
                 let time_out = !bounds.time.is_open()
@@ -283,7 +282,7 @@ impl TapeTable {
                     && f.time
                         .is_none_or(|(a, b)| bounds.time.excludes(i128::from(a), i128::from(b)));
                 if seq_out || time_out {
-                    stats.add(&stats.frames_pruned, 1);
+                    ScanStats::add(&stats.frames_pruned, 1);
                 } else {
                     work.push((k, f));
                 }
@@ -294,7 +293,7 @@ impl TapeTable {
             if d.seq_to > seq_lo && d.seq_from < seq_end {
                 if self.options.skip_damage {
                     let rows = d.seq_to.min(seq_end) - d.seq_from.max(seq_lo);
-                    stats.add(&stats.rows_damaged, rows);
+                    ScanStats::add(&stats.rows_damaged, rows);
                 } else {
                     return Err(QueryError::Damaged {
                         tape: snap.dir().to_path_buf(),
@@ -392,7 +391,7 @@ impl TableProvider for TapeTable {
 }
 
 /// One partition of a scan: a run of frames, read and decoded in order.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct FramePartition {
     snapshot: Arc<Snapshot>,
     frames: Arc<Vec<(usize, FrameInfo)>>,
@@ -413,16 +412,7 @@ impl PartitionStream for FramePartition {
 
     fn execute(&self, ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
         let reader = FrameReader {
-            part: FramePartition {
-                snapshot: self.snapshot.clone(),
-                frames: self.frames.clone(),
-                projection: self.projection.clone(),
-                schema: self.schema.clone(),
-                window: self.window,
-                limit: self.limit,
-                skip_damage: self.skip_damage,
-                stats: self.stats.clone(),
-            },
+            part: self.clone(),
             next: 0,
             rows: 0,
             chunk: None,
@@ -519,7 +509,7 @@ impl FrameReader {
             snap.storage
                 .read_at(&seg.name, frame.offset, &mut buf)
                 .map_err(|e| tapedeck::Error::io("read", snap.storage.describe(&seg.name), e))?;
-            self.part.stats.add(&self.part.stats.bytes_read, want);
+            ScanStats::add(&self.part.stats.bytes_read, want);
             self.chunk = Some(Chunk {
                 segment: k,
                 start: frame.offset,
@@ -691,8 +681,7 @@ impl FramePartition {
                 ),
             );
         }
-        self.stats
-            .add(&self.stats.rows_decoded, u64::from(frame.rows));
+        ScanStats::add(&self.stats.rows_decoded, u64::from(frame.rows));
         let seq_column = snap.schema().fields().len() - 1;
         let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.projection.len());
         let mut next_decoded = 0;
@@ -737,8 +726,7 @@ impl FramePartition {
 
     fn damage(&self, frame: &FrameInfo, e: QueryError) -> Result<Option<RecordBatch>> {
         if self.skip_damage {
-            self.stats
-                .add(&self.stats.rows_damaged, u64::from(frame.rows));
+            ScanStats::add(&self.stats.rows_damaged, u64::from(frame.rows));
             Ok(None)
         } else {
             Err(e)

@@ -163,22 +163,27 @@ impl Snapshot {
         let dir = dir.as_ref();
         // A writer that starts while the snapshot is taken without one could have frames on
         // disk that are not yet durable: take it again, from the position it publishes.
+        let mut running = acked::writer_running(dir);
         for _ in 0..3 {
-            let was_running = acked::writer_running(dir);
-            let snap = Snapshot::take(dir, as_of)?;
-            if was_running || !acked::writer_running(dir) {
+            let snap = Snapshot::take(dir, as_of, running)?;
+            if running {
+                return Ok(snap);
+            }
+            running = acked::writer_running(dir);
+            if !running {
                 return Ok(snap);
             }
         }
-        Snapshot::take(dir, as_of)
+        Snapshot::take(dir, as_of, running)
     }
 
-    fn take(dir: &Path, as_of: AsOf) -> Result<Snapshot> {
+    /// Takes the snapshot, from the published position if a writer was `running`.
+    fn take(dir: &Path, as_of: AsOf, running: bool) -> Result<Snapshot> {
         let dir = dir.to_path_buf();
         let storage = verify::storage_for(&dir)?;
         // Read the published position before listing: the segments listed after it hold at
         // least every row it covers.
-        let published = if acked::writer_running(&dir) {
+        let published = if running {
             Some(acked::read(&dir)?.unwrap_or(0))
         } else {
             None

@@ -377,3 +377,29 @@ proptest! {
         prop_assert_eq!(got, want);
     }
 }
+
+#[test]
+fn a_torn_tail_left_by_a_crash_is_not_read_and_whole_frames_are() {
+    use tapedeck::tape::{FsyncPolicy, TapeOptions, TapeWriter};
+    let dir = tempfile::tempdir().unwrap();
+    let tape = dir.path().join("tape");
+    let options = TapeOptions {
+        fsync: FsyncPolicy::Always,
+        ..TapeOptions::default()
+    };
+    let w = TapeWriter::open(&tape, options).unwrap();
+    for k in 0..10u64 {
+        let rows: Vec<Row> = (k * 100..(k + 1) * 100).map(|s| row(s, u64::MAX)).collect();
+        w.append(&to_batch(&rows, false, false)).unwrap();
+    }
+    // A crash: the writer never seals its segment, and the last frame is cut short (a torn
+    // write).
+    w.abandon();
+    let seg = segments(&tape).pop().unwrap();
+    let len = std::fs::metadata(&seg).unwrap().len();
+    let f = std::fs::OpenOptions::new().write(true).open(&seg).unwrap();
+    f.set_len(len - 10).unwrap();
+    drop(f);
+    let b = query(&tape, "SELECT count(*), max(_seq) FROM tape").unwrap();
+    assert_eq!(u64s(&b), vec![900]);
+}
