@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use arrow_array::{Float64Array, Int64Array, RecordBatch};
 use arrow_schema::{DataType, Field, Schema};
-use tapedeck::deliver::{Delivery, DeliveryOptions, TapeEnd, TapeRef, target};
+use tapedeck::deliver::{Delivery, DeliveryOptions, TapeEnd, TapeRef, destination};
 use tapedeck::tape::{FsyncPolicy, TapeOptions, TapeWriter};
 
 fn batch(from: i64, n: i64) -> RecordBatch {
@@ -156,7 +156,7 @@ fn a_damaged_cursor_file_rebuilds_a_text_file() {
     let uri = format!("csv:{}", out.display());
     let (tape, end) = record(&dir.path().join("tape"), 0, 250);
     deliver(&tape, end, &uri);
-    let cursor = target::hidden_beside(&out, "tapedeck-cursor");
+    let cursor = destination::hidden_beside(&out, "tapedeck-cursor");
     let mut bytes = std::fs::read(&cursor).unwrap();
     bytes[3] ^= 1;
     std::fs::write(&cursor, bytes).unwrap();
@@ -275,9 +275,9 @@ fn a_whole_file_is_rebuilt_with_new_rows_and_an_interrupted_rename_is_finished()
     // Stopped after the cursor said "rename pending" and before the rename: the next delivery
     // finishes it. Rebuild the state by hand: the complete copy under the hidden name, the
     // cursor slot marked pending.
-    let hidden = target::hidden_beside(&out, "tapedeck-partial");
+    let hidden = destination::hidden_beside(&out, "tapedeck-partial");
     std::fs::rename(&out, &hidden).unwrap();
-    let cursor_path = target::hidden_beside(&out, "tapedeck-cursor");
+    let cursor_path = destination::hidden_beside(&out, "tapedeck-cursor");
     let tapedeck::deliver::cursor_file::Found::Ours(mut c) =
         tapedeck::deliver::cursor_file::CursorFile::open(&cursor_path, &tape.id).unwrap()
     else {
@@ -337,7 +337,7 @@ fn a_cursor_past_the_end_of_the_tape_is_an_error_not_a_silent_skip() {
     let (tape, end) = record(&dir.path().join("tape"), 0, 200);
     deliver(&tape, end, &uri);
     // As if the tape lost its last rows in a power failure after the sink had them.
-    let cursor_path = target::hidden_beside(&out, "tapedeck-cursor");
+    let cursor_path = destination::hidden_beside(&out, "tapedeck-cursor");
     let tapedeck::deliver::cursor_file::Found::Ours(mut c) =
         tapedeck::deliver::cursor_file::CursorFile::open(&cursor_path, &tape.id).unwrap()
     else {

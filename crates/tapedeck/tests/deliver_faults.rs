@@ -9,7 +9,7 @@ use std::sync::Arc;
 use arrow_array::{Float64Array, Int64Array, RecordBatch};
 use arrow_schema::{DataType, Field, Schema};
 use tapedeck::deliver::cursor_file::{CursorFile, Found};
-use tapedeck::deliver::{Delivery, DeliveryOptions, NewStart, TapeEnd, TapeRef, target};
+use tapedeck::deliver::{Delivery, DeliveryOptions, NewStart, TapeEnd, TapeRef, destination};
 use tapedeck::tape::{FsyncPolicy, TapeOptions, TapeWriter};
 
 fn batch(from: i64, n: i64) -> RecordBatch {
@@ -96,7 +96,7 @@ fn csv_column(path: &Path) -> Vec<i64> {
 
 /// The committed position in the cursor file beside `data`.
 fn cursor_position(data: &Path, tape: &TapeRef) -> Option<u64> {
-    let path = target::hidden_beside(data, "tapedeck-cursor");
+    let path = destination::hidden_beside(data, "tapedeck-cursor");
     match CursorFile::open(&path, &tape.id).unwrap() {
         Found::Ours(c) => c.position().map(|p| p.seq),
         other => panic!(
@@ -129,7 +129,7 @@ fn a_text_file_whose_data_cannot_be_synced_never_gets_a_cursor_covering_it() {
 
         // `finish` alone, with no commit before it.
         let spec = tapedeck::sink::parse_unchecked(&uri).unwrap();
-        let mut t = target::open(spec, &tape, 0).unwrap();
+        let mut t = destination::open(spec, &tape, 0).unwrap();
         t.write(&batch(0, 10)).unwrap();
         let e = t
             .finish(10)
@@ -143,7 +143,7 @@ fn a_text_file_whose_data_cannot_be_synced_never_gets_a_cursor_covering_it() {
 
         // A commit whose sync fails stops the next commit, and the cursor stays put.
         let spec = tapedeck::sink::parse_unchecked(&uri).unwrap();
-        let mut t = target::open(spec, &tape, 0).unwrap();
+        let mut t = destination::open(spec, &tape, 0).unwrap();
         t.write(&batch(0, 10)).unwrap();
         let failed = (0..200).any(|i| {
             std::thread::sleep(std::time::Duration::from_millis(5));
@@ -166,14 +166,14 @@ fn a_committed_cursor_covers_exactly_the_synced_file() {
     let uri = format!("csv:{}", out.display());
     let (tape, end) = record(&dir.path().join("tape"), 0, 500);
     let spec = tapedeck::sink::parse_unchecked(&uri).unwrap();
-    let mut t = target::open(spec, &tape, 0).unwrap();
+    let mut t = destination::open(spec, &tape, 0).unwrap();
     t.write(&batch(0, 200)).unwrap();
     t.commit(200).unwrap();
     t.write(&batch(200, 300)).unwrap();
     t.finish(end).unwrap();
     assert_eq!(t.committed(), Some(end));
     drop(t);
-    let cursor = target::hidden_beside(&out, "tapedeck-cursor");
+    let cursor = destination::hidden_beside(&out, "tapedeck-cursor");
     let Found::Ours(c) = CursorFile::open(&cursor, &tape.id).unwrap() else {
         panic!("the cursor file is ours");
     };
@@ -187,7 +187,7 @@ fn a_committed_cursor_covers_exactly_the_synced_file() {
 
 /// Damages the cursor file beside `data` (its magic), as a disk error would.
 fn damage_cursor(data: &Path) {
-    let cursor = target::hidden_beside(data, "tapedeck-cursor");
+    let cursor = destination::hidden_beside(data, "tapedeck-cursor");
     let mut bytes = std::fs::read(&cursor).unwrap();
     bytes[3] ^= 1;
     std::fs::write(&cursor, bytes).unwrap();
@@ -281,7 +281,7 @@ fn damage_first_segment(tape: &Path) -> Vec<tapedeck::tape::reader::Unreadable> 
 
 /// Whether a hidden rebuild (`.NAME.tapedeck-partial`) is left beside `data`.
 fn partial_left(data: &Path) -> bool {
-    target::hidden_beside(data, "tapedeck-partial").exists()
+    destination::hidden_beside(data, "tapedeck-partial").exists()
 }
 
 /// A whole file (`scheme`: ipc or single Parquet) holding rows the tape can no longer supply is
@@ -510,21 +510,21 @@ fn a_raw_file_resumes_after_a_kill_right_after_its_final_marker_was_cut() {
     // The next delivery opens (cutting the marker), writes a block, and is killed: no
     // destructor, no commit.
     let spec = tapedeck::sink::parse_unchecked(&uri).unwrap();
-    let mut t = target::open(spec, &tape, 0).unwrap();
+    let mut t = destination::open(spec, &tape, 0).unwrap();
     let mut reader =
         tapedeck::tape::TapeReader::open(&tape_dir, tapedeck::tape::StartAt::Seq(end)).unwrap();
     let (_, b) = reader.next_batch().unwrap().unwrap();
     t.write(&b).unwrap();
     std::mem::forget(t);
     // A killed process's descriptors are closed by the kernel, which releases its locks: do
-    // that for the leaked target's lock file (nothing else of it runs).
-    let lock = target::hidden_beside(&out, "tapedeck-lock");
+    // that for the leaked destination's lock file (nothing else of it runs).
+    let lock = destination::hidden_beside(&out, "tapedeck-lock");
     for entry in std::fs::read_dir("/proc/self/fd").unwrap().flatten() {
         if std::fs::read_link(entry.path()).is_ok_and(|p| p == lock)
             && let Ok(fd) = entry.file_name().to_string_lossy().parse::<i32>()
         {
             use std::os::fd::FromRawFd;
-            // SAFETY: the descriptor belongs to the target leaked above, which never uses it
+            // SAFETY: the descriptor belongs to the destination leaked above, which never uses it
             // again; closing it is what the kernel does when the process dies.
             drop(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) });
         }
@@ -552,7 +552,8 @@ fn two_deliveries_into_one_sqlite_table_at_once_cannot_both_commit() {
     let dir = tempfile::tempdir().unwrap();
     let (tape, end) = record(&dir.path().join("tape"), 0, 300);
     let uri = format!("sqlite:{}/lab.db?table=samples", dir.path().display());
-    let open = || target::open(tapedeck::sink::parse_unchecked(&uri).unwrap(), &tape, 0).unwrap();
+    let open =
+        || destination::open(tapedeck::sink::parse_unchecked(&uri).unwrap(), &tape, 0).unwrap();
     let (mut a, mut b) = (open(), open());
     let mut reader =
         tapedeck::tape::TapeReader::open(&tape.dir, tapedeck::tape::StartAt::Start).unwrap();

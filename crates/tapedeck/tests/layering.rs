@@ -497,7 +497,11 @@ fn a_forbidden_edge_is_caught() {
     );
     // In a group, in a path in code, through `super::` to the root, from an inline module.
     assert_eq!(
-        check("sink/csv.rs", "use crate::{error::Error, deliver::target};").len(),
+        check(
+            "sink/csv.rs",
+            "use crate::{error::Error, deliver::destination};"
+        )
+        .len(),
         1
     );
     assert_eq!(
@@ -525,7 +529,7 @@ fn a_forbidden_edge_is_caught() {
     // inside the module, and mentions in comments, doc comments and strings.
     let ok = "use crate::error::{Error, Result};\nuse crate::Error as E;\nuse crate::sink::Sink;\n\
               use super::file::Created;\nmod tests { use super::super::text::X; }\n\
-              // crate::deliver::target\n/// [`crate::pipe`]\nconst S: &str = \"crate::deliver\";\n\
+              // crate::deliver::destination\n/// [`crate::pipe`]\nconst S: &str = \"crate::deliver\";\n\
               const R: &str = r#\"crate::pipe\"#;\nfn f<'a>(x: &'a str) -> char { '\"' }\n";
     assert_eq!(check("sink/csv.rs", ok), Vec::<String>::new());
 }

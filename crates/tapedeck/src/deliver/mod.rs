@@ -1,7 +1,7 @@
 //! Delivery: from the tape to every sink, each from its own durable cursor, exactly once.
 //!
 //! Each sink gets a worker thread that reads the tape from the sink's committed cursor (see
-//! [`target`] for where each kind of sink keeps it), writes what it reads, and commits the
+//! [`destination`] and `resume/` for how each kind of sink keeps it), writes what it reads, and commits the
 //! cursor with the data: after `commit_rows` rows, after `flush_interval`, and whenever it has
 //! caught up with the tape. A worker reads only rows the tape has acknowledged (durable under
 //! its fsync policy), so a sink never holds a row the tape could lose. A sink that is slow or
@@ -12,8 +12,9 @@
 //! `start..cursor`, and the next delivery continues at `cursor`. `docs/delivery.md` states it
 //! per sink, with its limits.
 
+pub mod destination;
+mod resume;
 pub mod status;
-pub mod target;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -29,20 +30,21 @@ use crate::tape::{StartAt, TapeReader, TapeWatch};
 
 /// The cursor file moved beside the sinks that keep it; this keeps the old path working.
 pub use crate::sink::cursor_file;
+pub use crate::tape::id::TapeRef;
+pub use destination::Destination;
 pub use status::{DeliveryState, DeliveryStatus};
-pub use target::{TapeRef, Target};
 
 /// Parses every sink URI, keeping the URI as shown (credentials removed) beside its spec, and
 /// refuses — before anything is created or any tape opened — two sinks writing one file or
 /// table. For a delivery (`delivered`) an existing file is checked the way the delivery will
-/// check it ([`target::check_destination`]); otherwise as a sink opened directly does.
+/// check it ([`destination::check_destination`]); otherwise as a sink opened directly does.
 pub fn parse_sinks(uris: &[String], delivered: bool) -> Result<Vec<(String, SinkSpec)>> {
     let specs = uris
         .iter()
         .map(|uri| {
             let spec = if delivered {
                 let spec = crate::sink::parse_unchecked(uri)?;
-                target::check_destination(&spec)?;
+                destination::check_destination(&spec)?;
                 spec
             } else {
                 crate::sink::parse(uri)?
@@ -333,7 +335,7 @@ impl WorkerCtx {
     }
 
     /// Opens the sink, retrying one whose server cannot be reached for `open_retry_for`.
-    fn open(&self) -> Result<Option<Box<dyn Target>>> {
+    fn open(&self) -> Result<Option<Box<dyn Destination>>> {
         let start = match self.options.new_start {
             NewStart::Start => 0,
             NewStart::End => self.limit().0,
@@ -341,7 +343,7 @@ impl WorkerCtx {
         let began = Instant::now();
         let mut backoff = Duration::from_millis(100);
         loop {
-            match target::open(self.spec.clone(), &self.tape, start) {
+            match destination::open(self.spec.clone(), &self.tape, start) {
                 Ok(t) => return Ok(Some(t)),
                 Err(e @ Error::Connect { .. }) => {
                     if began.elapsed() >= self.options.open_retry_for {
@@ -366,26 +368,26 @@ impl WorkerCtx {
     }
 
     fn deliver(&self) -> Result<()> {
-        let Some(mut target) = self.open()? else {
+        let Some(mut dest) = self.open()? else {
             self.set(|s| s.state = DeliveryState::Aborted);
             return Ok(());
         };
-        let result = self.deliver_into(&mut target);
+        let result = self.deliver_into(&mut dest);
         if result.is_err() {
-            target.abandon();
+            dest.abandon();
         }
         result
     }
 
-    /// Delivers into an open target until the tape's end (or an abort).
-    fn deliver_into(&self, target: &mut Box<dyn Target>) -> Result<()> {
-        let resume = target.resume_at();
+    /// Delivers into an open destination until the tape's end (or an abort).
+    fn deliver_into(&self, dest: &mut Box<dyn Destination>) -> Result<()> {
+        let resume = dest.resume_at();
         let (limit, _) = self.limit();
         if resume > limit {
             // The cursor is past what the tape holds: the tape lost acknowledged rows (a power
             // failure under fsync=never). New rows would reuse those sequence numbers.
             return Err(Error::Delivery {
-                sink: target.name().to_string(),
+                sink: dest.name().to_string(),
                 message: format!(
                     "its cursor is {resume} but the tape ends at {limit}: the tape lost rows this sink holds (a power failure with --fsync never?); deliver into a new destination"
                 ),
@@ -403,15 +405,15 @@ impl WorkerCtx {
         self.set(|s| {
             s.state = DeliveryState::Delivering;
             s.error = None;
-            s.cursor = target.committed().or(Some(resume));
+            s.cursor = dest.committed().or(Some(resume));
         });
         loop {
             if self.aborted() {
                 if uncommitted > 0 {
-                    target.commit(pos)?;
+                    dest.commit(pos)?;
                 }
                 self.set(|s| s.state = DeliveryState::Aborted);
-                self.publish(target.as_ref(), pos, caught_up_at);
+                self.publish(dest.as_ref(), pos, caught_up_at);
                 return Ok(());
             }
             let (limit, last) = self.limit();
@@ -420,17 +422,17 @@ impl WorkerCtx {
                 Some((first, batch)) => {
                     stalled_since = None;
                     if first > pos {
-                        self.skip_unreadable(target.as_mut(), &mut reader, pos, first);
+                        self.skip_unreadable(dest.as_mut(), &mut reader, pos, first);
                     }
                     let n = batch.num_rows() as u64;
-                    target.write(&batch)?;
+                    dest.write(&batch)?;
                     pos = first + n;
                     uncommitted += n;
                     idle = Duration::from_millis(2);
                     if uncommitted >= self.options.commit_rows
                         || last_commit.elapsed() >= self.options.flush_interval
                     {
-                        target.commit(pos)?;
+                        dest.commit(pos)?;
                         uncommitted = 0;
                         last_commit = Instant::now();
                     }
@@ -453,14 +455,14 @@ impl WorkerCtx {
                         }
                     }
                     if at_end > pos {
-                        self.skip_unreadable(target.as_mut(), &mut reader, pos, at_end);
+                        self.skip_unreadable(dest.as_mut(), &mut reader, pos, at_end);
                         pos = at_end;
                     }
-                    let behind = target.stats().pending > 0;
+                    let behind = dest.stats().pending > 0;
                     if uncommitted > 0
                         || (behind && last_commit.elapsed() >= self.options.flush_interval)
                     {
-                        target.commit(pos)?;
+                        dest.commit(pos)?;
                         uncommitted = 0;
                         last_commit = Instant::now();
                     }
@@ -468,9 +470,9 @@ impl WorkerCtx {
                         caught_up_at = SystemTime::now();
                     }
                     if last && pos >= limit {
-                        target.finish(pos)?;
+                        dest.finish(pos)?;
                         self.set(|s| s.state = DeliveryState::Done);
-                        self.publish(target.as_ref(), pos, SystemTime::now());
+                        self.publish(dest.as_ref(), pos, SystemTime::now());
                         return Ok(());
                     }
                     std::thread::sleep(idle);
@@ -478,7 +480,7 @@ impl WorkerCtx {
                 }
             }
             if last_status.elapsed() >= Duration::from_millis(250) {
-                self.publish(target.as_ref(), pos, caught_up_at);
+                self.publish(dest.as_ref(), pos, caught_up_at);
                 last_status = Instant::now();
             }
         }
@@ -489,7 +491,7 @@ impl WorkerCtx {
     /// status — in the summary and the exit code. Never silent.
     fn skip_unreadable(
         &self,
-        target: &mut dyn Target,
+        dest: &mut dyn Destination,
         reader: &mut TapeReader,
         from: u64,
         to: u64,
@@ -499,7 +501,7 @@ impl WorkerCtx {
         range.why.push_str("; `tapedeck verify` shows the damage");
         tracing::error!(
             "delivery to {}: acknowledged {range}; the cursor moves past them",
-            target.name()
+            dest.name()
         );
         if let Some(w) = &self.options.quarantine {
             for d in damaged.iter().filter(|d| d.from < to && d.to > from) {
@@ -508,17 +510,17 @@ impl WorkerCtx {
                 }
             }
         }
-        target.skip(to - from);
+        dest.skip(to - from);
         self.set(|s| s.skipped.push(range));
     }
 
     /// Updates the in-memory status; writes the status file at most once a second.
-    fn publish(&self, target: &dyn Target, pos: u64, caught_up_at: SystemTime) {
+    fn publish(&self, dest: &dyn Destination, pos: u64, caught_up_at: SystemTime) {
         let tape_end = self.limit().0.max(pos);
-        let stats = target.stats();
-        let cursor = target.committed();
+        let stats = dest.stats();
+        let cursor = dest.committed();
         let mut s = lock(&self.status);
-        s.sink = target.name().to_string();
+        s.sink = dest.name().to_string();
         s.cursor = cursor;
         s.tape_end = tape_end;
         s.lag_rows = tape_end.saturating_sub(cursor.unwrap_or(0));
@@ -533,7 +535,7 @@ impl WorkerCtx {
         s.caught_up_at = iso_micros(micros_since_epoch(caught_up_at));
         s.rows = stats.rows;
         s.bytes = stats.bytes;
-        s.replaced_at_end = target.replaced_at_finish();
+        s.replaced_at_end = dest.replaced_at_finish();
         s.pending = stats.pending;
         if stats.pending > 0 && s.state == DeliveryState::Delivering {
             s.state = DeliveryState::Reconnecting;

@@ -20,6 +20,8 @@ use arrow_schema::{DataType, Field, Schema};
 
 use super::descriptor::{ACCEPT_BLOCKS, APPEND, OVERWRITE, STRICT, SinkDescriptor};
 use super::file::{BufferedOutput, Created, FileOptions};
+use super::resume::ResumeBy;
+use super::spec::{AtPath, Claims, SinkConfig, claims_file};
 use super::text::TextEncoder;
 use super::{Lifecycle, Sink, SinkStats};
 use crate::error::{Error, Result};
@@ -36,6 +38,7 @@ pub const DESCRIPTOR: SinkDescriptor = SinkDescriptor {
     params: &[OVERWRITE, APPEND, ACCEPT_BLOCKS, STRICT],
     feature: None,
     compiled_in: true,
+    parse: Some(parse),
 };
 
 /// Options of the CSV sink.
@@ -266,5 +269,42 @@ impl Drop for CsvSink {
         // no file at all if it made one and got no row).
         self.life.abandon_unless_closed();
         let _ = self.close();
+    }
+}
+/// Reads a `csv:` URI (the registry's `parse`).
+fn parse(uri: &mut Uri) -> Result<Arc<dyn SinkConfig>> {
+    let options = CsvSink::options_from_uri(uri)?;
+    Ok(AtPath::config(uri, options))
+}
+
+impl SinkConfig for AtPath<CsvOptions> {
+    fn describe(&self) -> String {
+        format!("csv:{}", self.path.display())
+    }
+
+    fn claims(&self) -> Claims {
+        claims_file(&self.path)
+    }
+
+    fn check_free(&self) -> Result<()> {
+        self.options.file.check_path(&self.path, true)
+    }
+
+    fn open(&self) -> Result<Box<dyn Sink>> {
+        Ok(Box::new(CsvSink::create(&self.path, self.options.clone())?))
+    }
+
+    fn resume_by(&self) -> ResumeBy {
+        // Resumed by appending to what the cursor kept.
+        let mut options = self.options.clone();
+        options.file = FileOptions {
+            overwrite: false,
+            append: true,
+        };
+        ResumeBy::TruncateToCursor {
+            path: self.path.clone(),
+            overwrite: self.options.file.overwrite,
+            reopen: Box::new(move |p| Ok(Box::new(CsvSink::create(p, options.clone())?))),
+        }
     }
 }

@@ -3,11 +3,14 @@
 //! [`descriptors`]. The unknown-scheme, unknown-parameter and "feature not compiled in" errors,
 //! the CLI's sink help and `tapedeck sinks` are all made from the registry.
 //!
-//! Each sink module exports its `DESCRIPTOR`. The descriptors of the sinks behind a cargo
+//! Each sink module exports its `DESCRIPTOR`, whose `parse` reads a URI into the sink's
+//! [`super::SinkConfig`] (path and options; how to open it and how a delivery resumes it). The descriptors of the sinks behind a cargo
 //! feature (SQLite, Parquet, PostgreSQL) are written here, beside the registry, so that a build
 //! leaving the feature out still lists them (as not compiled in); their modules re-export them.
 
 use serde::Serialize;
+
+use super::spec::ParseFn;
 
 /// One URI parameter of a sink.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -23,7 +26,7 @@ pub struct ParamDescriptor {
 }
 
 /// Everything the registry knows about one sink; see the module docs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Serialize)]
 pub struct SinkDescriptor {
     /// The URI schemes, the main one first (`jsonl`, then its alias `ndjson`).
     pub schemes: &'static [&'static str],
@@ -42,6 +45,9 @@ pub struct SinkDescriptor {
     pub feature: Option<&'static str>,
     /// Whether this build includes the sink (its feature is on, or it needs none).
     pub compiled_in: bool,
+    /// Reads a URI of this sink into its path and options (`None` when not compiled in).
+    #[serde(skip)]
+    pub parse: Option<ParseFn>,
 }
 
 impl SinkDescriptor {
@@ -202,6 +208,10 @@ pub const SQLITE: SinkDescriptor = SinkDescriptor {
     ],
     feature: Some("sqlite"),
     compiled_in: cfg!(feature = "sqlite"),
+    #[cfg(feature = "sqlite")]
+    parse: Some(super::sqlite::parse),
+    #[cfg(not(feature = "sqlite"))]
+    parse: None,
 };
 
 /// `parquet:PATH` or `parquet:DIR/` (cargo feature `parquet`).
@@ -261,6 +271,10 @@ pub const PARQUET: SinkDescriptor = SinkDescriptor {
     ],
     feature: Some("parquet"),
     compiled_in: cfg!(feature = "parquet"),
+    #[cfg(feature = "parquet")]
+    parse: Some(super::parquet::parse),
+    #[cfg(not(feature = "parquet"))]
+    parse: None,
 };
 
 /// `postgres://USER[:PASSWORD]@HOST[:PORT]/DB` (cargo feature `postgres`).
@@ -344,4 +358,37 @@ pub const POSTGRES: SinkDescriptor = SinkDescriptor {
     ],
     feature: Some("postgres"),
     compiled_in: cfg!(feature = "postgres"),
+    #[cfg(feature = "postgres")]
+    parse: Some(super::postgres::parse),
+    #[cfg(not(feature = "postgres"))]
+    parse: None,
 };
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sink_is_compiled_in_exactly_when_it_can_parse() {
+        for d in descriptors() {
+            assert_eq!(d.compiled_in, d.parse.is_some(), "{}", d.scheme());
+        }
+    }
+
+    #[test]
+    fn every_compiled_in_example_parses_into_its_own_sink() {
+        for d in descriptors().iter().filter(|d| d.compiled_in) {
+            for scheme in d.schemes {
+                let uri = d.example.replacen(d.scheme(), scheme, 1);
+                let spec = crate::sink::parse_unchecked(&uri)
+                    .unwrap_or_else(|e| panic!("{uri} does not parse: {e}"));
+                assert_eq!(spec.descriptor().scheme(), d.scheme(), "{uri}");
+                let shown = spec.describe();
+                assert!(
+                    shown.starts_with(&format!("{}:", d.scheme())),
+                    "{uri} is described as {shown}"
+                );
+            }
+        }
+    }
+}

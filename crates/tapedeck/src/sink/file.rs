@@ -143,7 +143,7 @@ impl FileOptions {
 
     /// Checks, without creating anything, that `path` may be written under these options: a
     /// path is needed, and an existing file needs `overwrite` (or `append`).
-    pub(crate) fn check_target(&self, path: &Path, can_append: bool) -> Result<()> {
+    pub(crate) fn check_path(&self, path: &Path, can_append: bool) -> Result<()> {
         if path.as_os_str().is_empty() {
             return Err(Error::InvalidOption {
                 option: "path",
@@ -158,7 +158,7 @@ impl FileOptions {
 
     /// Opens `path` for writing under these options, recording what it creates.
     pub(crate) fn open(&self, path: &Path, can_append: bool) -> Result<OpenedFile> {
-        self.check_target(path, can_append)?;
+        self.check_path(path, can_append)?;
         let dirs = create_parents(path)?;
         if self.append {
             // A file appended to is the user's, whether or not this run made it: it stays.
@@ -291,6 +291,39 @@ pub(crate) fn sync_parent(path: &Path) -> Result<()> {
     File::open(&dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| Error::io("fsync the directory", &dir, e))
+}
+
+/// The length of `path`, `None` when it does not exist.
+pub(crate) fn file_len(path: &Path) -> Result<Option<u64>> {
+    match std::fs::metadata(path) {
+        Ok(m) => Ok(Some(m.len())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io("stat", path, e)),
+    }
+}
+
+/// Removes `path`; one that is not there is fine.
+pub(crate) fn remove_if_exists(path: &Path) -> Result<()> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io("remove", path, e)),
+    }
+}
+
+/// Opens `path` for reading and writing, creating it (and its folders) if missing, keeping
+/// what it holds.
+pub(crate) fn open_or_create(path: &Path) -> Result<File> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(|e| Error::io("create directory", parent, e))?;
+    }
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map_err(|e| Error::io("open", path, e))
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use arrow_array::RecordBatch;
 use arrow_ipc::writer::FileWriter;
@@ -19,6 +20,8 @@ use arrow_schema::Schema;
 
 use super::descriptor::{OVERWRITE, ParamDescriptor, STRICT, SinkDescriptor};
 use super::file::{Created, FileOptions};
+use super::resume::ResumeBy;
+use super::spec::{AtPath, Claims, SinkConfig, claims_file};
 use super::{HeldBatches, Lifecycle, Sink, SinkStats};
 use crate::error::{Error, Result};
 use crate::record::{SchemaLock, UnknownColumns};
@@ -43,6 +46,7 @@ pub const DESCRIPTOR: SinkDescriptor = SinkDescriptor {
     ],
     feature: None,
     compiled_in: true,
+    parse: Some(parse),
 };
 
 /// Counts bytes on their way to the file.
@@ -282,5 +286,39 @@ impl Drop for IpcSink {
     fn drop(&mut self) {
         self.life.abandon_unless_closed();
         let _ = self.close();
+    }
+}
+/// Reads a `ipc:` URI (the registry's `parse`).
+fn parse(uri: &mut Uri) -> Result<Arc<dyn SinkConfig>> {
+    let options = IpcSink::options_from_uri(uri)?;
+    Ok(AtPath::config(uri, options))
+}
+
+impl SinkConfig for AtPath<IpcOptions> {
+    fn describe(&self) -> String {
+        format!("ipc:{}", self.path.display())
+    }
+
+    fn claims(&self) -> Claims {
+        claims_file(&self.path)
+    }
+
+    fn check_free(&self) -> Result<()> {
+        self.options.file.check_path(&self.path, false)
+    }
+
+    fn open(&self) -> Result<Box<dyn Sink>> {
+        Ok(Box::new(IpcSink::create(&self.path, self.options.clone())?))
+    }
+
+    fn resume_by(&self) -> ResumeBy {
+        // Every rebuild writes a new hidden copy.
+        let mut options = self.options.clone();
+        options.file.overwrite = true;
+        ResumeBy::RebuildAndRename {
+            path: self.path.clone(),
+            overwrite: self.options.file.overwrite,
+            create: Box::new(move |p| Ok(Box::new(IpcSink::create(p, options.clone())?))),
+        }
     }
 }

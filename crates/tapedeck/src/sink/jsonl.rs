@@ -6,11 +6,14 @@
 //! `append=true`, `accept_blocks=true` (DAQ blocks as long rows; refused by default).
 
 use std::path::Path;
+use std::sync::Arc;
 
 use arrow_array::RecordBatch;
 
 use super::descriptor::{ACCEPT_BLOCKS, APPEND, OVERWRITE, SinkDescriptor};
 use super::file::{BufferedOutput, Created, FileOptions};
+use super::resume::ResumeBy;
+use super::spec::{AtPath, Claims, SinkConfig, claims_file};
 use super::text::TextEncoder;
 use super::{Lifecycle, Sink, SinkStats};
 use crate::error::{Error, Result};
@@ -27,6 +30,7 @@ pub const DESCRIPTOR: SinkDescriptor = SinkDescriptor {
     params: &[OVERWRITE, APPEND, ACCEPT_BLOCKS],
     feature: None,
     compiled_in: true,
+    parse: Some(parse),
 };
 
 /// Options of the JSONL sink.
@@ -143,5 +147,45 @@ impl Drop for JsonlSink {
     fn drop(&mut self) {
         self.life.abandon_unless_closed();
         let _ = self.close();
+    }
+}
+/// Reads a `jsonl:` URI (the registry's `parse`).
+fn parse(uri: &mut Uri) -> Result<Arc<dyn SinkConfig>> {
+    let options = JsonlSink::options_from_uri(uri)?;
+    Ok(AtPath::config(uri, options))
+}
+
+impl SinkConfig for AtPath<JsonlOptions> {
+    fn describe(&self) -> String {
+        format!("jsonl:{}", self.path.display())
+    }
+
+    fn claims(&self) -> Claims {
+        claims_file(&self.path)
+    }
+
+    fn check_free(&self) -> Result<()> {
+        self.options.file.check_path(&self.path, true)
+    }
+
+    fn open(&self) -> Result<Box<dyn Sink>> {
+        Ok(Box::new(JsonlSink::create(
+            &self.path,
+            self.options.clone(),
+        )?))
+    }
+
+    fn resume_by(&self) -> ResumeBy {
+        // Resumed by appending to what the cursor kept.
+        let mut options = self.options.clone();
+        options.file = FileOptions {
+            overwrite: false,
+            append: true,
+        };
+        ResumeBy::TruncateToCursor {
+            path: self.path.clone(),
+            overwrite: self.options.file.overwrite,
+            reopen: Box::new(move |p| Ok(Box::new(JsonlSink::create(p, options.clone())?))),
+        }
     }
 }

@@ -8,9 +8,12 @@ use std::sync::{Arc, Mutex};
 use arrow_array::RecordBatch;
 
 use super::descriptor::SinkDescriptor;
+use super::resume::ResumeBy;
+use super::spec::SinkConfig;
 use super::{Lifecycle, Sink, SinkStats};
 use crate::error::Result;
 use crate::record::{Block, SchemaLock};
+use crate::uri::Uri;
 
 /// `memory:`; see [`super::descriptor`].
 pub const DESCRIPTOR: SinkDescriptor = SinkDescriptor {
@@ -22,6 +25,7 @@ pub const DESCRIPTOR: SinkDescriptor = SinkDescriptor {
     params: &[],
     feature: None,
     compiled_in: true,
+    parse: Some(parse),
 };
 
 /// What a memory sink has received.
@@ -158,5 +162,28 @@ impl Sink for MemorySink {
             bytes: 0,
             pending: 0,
         }
+    }
+}
+/// `memory:` read: it has no path and no parameters.
+#[derive(Debug, Clone, Copy)]
+struct MemoryConfig;
+
+/// Reads a `memory:` URI (the registry's `parse`).
+fn parse(uri: &mut Uri) -> Result<Arc<dyn SinkConfig>> {
+    uri.params.finish()?;
+    Ok(Arc::new(MemoryConfig))
+}
+
+impl SinkConfig for MemoryConfig {
+    fn describe(&self) -> String {
+        "memory:".into()
+    }
+
+    fn open(&self) -> Result<Box<dyn Sink>> {
+        Ok(Box::new(MemorySink::new()))
+    }
+
+    fn resume_by(&self) -> ResumeBy {
+        ResumeBy::Nothing
     }
 }

@@ -17,15 +17,19 @@
 //! `append=true` where the format allows appending), so a second run never destroys the first
 //! one's data.
 //!
+//! A URI is read into a [`SinkSpec`] ([`spec`]): the sink's [`SinkConfig`], which says how it is
+//! named, what it claims, how it opens and how a delivery from a tape resumes it
+//! ([`ResumeBy`], [`resume`]). Adding a sink is its module (a `DESCRIPTOR` whose `parse` makes
+//! its config) and one line in [`descriptors`].
+//!
 //! Beside the backends: [`tape`] (the tape as a sink, so `pipe` can record onto it), and what a
 //! sink keeps for a delivery from a tape — [`cursor_file`] (the hidden cursor file of a file
-//! sink) and `cursor` (the trait of sinks that move their cursor in their own transactions).
+//! sink) and [`resume`] (the resume strategies a sink names, the trait of sinks that move their
+//! cursor in their own transactions).
 //! They live here, not in `tape/` or `deliver/`, because this module is the layer between
 //! the two: it may use the tape, and the deliveries use it (`docs/architecture.md`).
 
 pub mod csv;
-#[cfg(any(feature = "sqlite", feature = "postgres", feature = "parquet"))]
-pub(crate) mod cursor;
 pub mod cursor_file;
 pub mod descriptor;
 pub(crate) mod file;
@@ -38,22 +42,23 @@ pub mod parquet;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 pub mod raw;
+pub mod resume;
+pub mod spec;
 pub mod sql;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
 pub mod tape;
 pub mod text;
 
-use std::path::{Component, Path, PathBuf};
-
 use arrow_array::RecordBatch;
 
 use crate::error::{Error, Result};
 use crate::record::Block;
-use crate::uri::Uri;
 
 pub use descriptor::{ParamDescriptor, SinkDescriptor, descriptors, schemes};
 pub use file::{FileOptions, hidden_beside};
+pub use resume::{CursorSink, ResumeBy};
+pub use spec::{SinkConfig, SinkSpec, check_distinct, parse, parse_unchecked};
 
 /// Rows and bytes a sink has written so far.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
@@ -124,324 +129,6 @@ pub trait Sink: Send {
     fn prefers_own_thread(&self) -> bool {
         false
     }
-}
-
-/// A sink described by its URI, checked but not opened yet.
-///
-/// [`parse`] reads every parameter and checks that a file sink's path is free (or may be
-/// replaced or appended to) without creating anything, so a program can check all its sink URIs
-/// before the first file is created — a typo in the third `--sink` then leaves no empty file
-/// behind from the first.
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub enum SinkSpec {
-    /// `csv:PATH`
-    Csv(PathBuf, csv::CsvOptions),
-    /// `jsonl:PATH`
-    Jsonl(PathBuf, jsonl::JsonlOptions),
-    /// `ipc:PATH`
-    Ipc(PathBuf, ipc::IpcOptions),
-    /// `sqlite:PATH`
-    #[cfg(feature = "sqlite")]
-    Sqlite(PathBuf, sqlite::SqliteOptions),
-    /// `parquet:PATH` or `parquet:DIR/`
-    #[cfg(feature = "parquet")]
-    Parquet(parquet::ParquetTarget, parquet::ParquetOptions),
-    /// `postgres://user@host:port/db?table=T`
-    #[cfg(feature = "postgres")]
-    Postgres(postgres::PostgresOptions),
-    /// `raw:PATH` (`.dt-raw` v2 raw codes)
-    Raw(PathBuf, raw::RawOptions),
-    /// `memory:`
-    Memory,
-    /// `null:`
-    Null,
-}
-
-/// Parses and checks a sink URI; see [`SinkSpec`].
-///
-/// ```
-/// let spec = tapedeck::sink::parse("csv:never-created.csv?overwrite=true").unwrap();
-/// assert!(!std::path::Path::new("never-created.csv").exists());
-/// assert!(tapedeck::sink::parse("csv:x.csv?overwrite=perhaps").is_err());
-/// ```
-pub fn parse(uri: &str) -> Result<SinkSpec> {
-    let spec = parse_unchecked(uri)?;
-    match &spec {
-        SinkSpec::Csv(p, o) => o.file.check_target(p, true)?,
-        SinkSpec::Jsonl(p, o) => o.file.check_target(p, true)?,
-        SinkSpec::Ipc(p, o) => o.file.check_target(p, false)?,
-        SinkSpec::Raw(p, o) => o.file.check_target(p, false)?,
-        #[cfg(feature = "sqlite")]
-        SinkSpec::Sqlite(..) => {}
-        #[cfg(feature = "parquet")]
-        SinkSpec::Parquet(parquet::ParquetTarget::File(p), o) => o.file.check_target(p, false)?,
-        #[cfg(feature = "parquet")]
-        SinkSpec::Parquet(parquet::ParquetTarget::Dir(_), _) => {}
-        #[cfg(feature = "postgres")]
-        SinkSpec::Postgres(_) => {}
-        SinkSpec::Memory | SinkSpec::Null => {}
-    }
-    Ok(spec)
-}
-
-/// Parses a sink URI and reads every parameter, without looking at the destination: a
-/// delivery from a tape ([`crate::deliver`]) decides itself whether an existing file is one it
-/// continues.
-pub fn parse_unchecked(uri: &str) -> Result<SinkSpec> {
-    let mut uri = Uri::parse(uri)?;
-    let Some(descriptor) = descriptor::find(&uri.scheme) else {
-        return Err(Error::UnknownScheme {
-            kind: "sink",
-            scheme: uri.scheme.clone(),
-            uri: uri.shown().to_string(),
-            known: schemes().join(", "),
-        });
-    };
-    if !descriptor.compiled_in {
-        return Err(Error::FeatureDisabled {
-            scheme: descriptor.scheme(),
-            feature: descriptor.feature.unwrap_or(descriptor.scheme()),
-        });
-    }
-    if uri.path.is_empty()
-        && let Some(example) = descriptor.path_example
-    {
-        return Err(Error::MalformedUri {
-            uri: uri.shown().to_string(),
-            reason: format!(
-                "`{}:` needs a path after the `:`; write e.g. `{}:{example}`",
-                uri.scheme, uri.scheme
-            ),
-        });
-    }
-    build_spec(descriptor.scheme(), &mut uri).map_err(|e| with_listed_params(e, descriptor))
-}
-
-/// The spec of a compiled-in sink whose main scheme is `scheme`, its options read from `uri`.
-fn build_spec(scheme: &str, uri: &mut Uri) -> Result<SinkSpec> {
-    let path = PathBuf::from(&uri.path);
-    Ok(match scheme {
-        "csv" => SinkSpec::Csv(path, csv::CsvSink::options_from_uri(uri)?),
-        "jsonl" => SinkSpec::Jsonl(path, jsonl::JsonlSink::options_from_uri(uri)?),
-        "ipc" => SinkSpec::Ipc(path, ipc::IpcSink::options_from_uri(uri)?),
-        #[cfg(feature = "sqlite")]
-        "sqlite" => SinkSpec::Sqlite(path, sqlite::SqliteSink::options_from_uri(uri)?),
-        #[cfg(feature = "parquet")]
-        "parquet" => SinkSpec::Parquet(
-            parquet::ParquetTarget::from_path(&uri.path),
-            parquet::ParquetSink::options_from_uri(uri)?,
-        ),
-        #[cfg(feature = "postgres")]
-        "postgres" => SinkSpec::Postgres(postgres::PostgresSink::options_from_uri(uri)?),
-        "raw" => SinkSpec::Raw(path, raw::RawSink::options_from_uri(uri)?),
-        "memory" => {
-            uri.params.finish()?;
-            SinkSpec::Memory
-        }
-        "null" => {
-            uri.params.finish()?;
-            SinkSpec::Null
-        }
-        other => unreachable!("sink `{other}` is registered and compiled in but not built"),
-    })
-}
-
-/// An unknown-parameter error lists the parameters of the sink's descriptor (the same list
-/// the sink read, which a debug build checks, so the descriptor cannot drift from the parsing).
-fn with_listed_params(e: Error, descriptor: &SinkDescriptor) -> Error {
-    match e {
-        Error::UnknownParam { uri, param, valid } => {
-            let listed = descriptor.param_list();
-            debug_assert_eq!(
-                valid,
-                listed,
-                "the parameters `{}:` reads differ from its descriptor's",
-                descriptor.scheme()
-            );
-            Error::UnknownParam {
-                uri,
-                param,
-                valid: listed,
-            }
-        }
-        other => other,
-    }
-}
-
-/// `path` as an absolute path with `.` and `..` resolved and the symbolic links of its
-/// existing part followed, so two spellings of one file compare equal.
-pub(crate) fn normalize_path(path: &Path) -> PathBuf {
-    let absolute = if path.is_absolute() {
-        path.to_path_buf()
-    } else {
-        std::env::current_dir().map_or_else(|_| path.to_path_buf(), |d| d.join(path))
-    };
-    let mut lexical = PathBuf::new();
-    for part in absolute.components() {
-        match part {
-            Component::CurDir => {}
-            Component::ParentDir => {
-                lexical.pop();
-            }
-            other => lexical.push(other),
-        }
-    }
-    // The longest existing ancestor, with its links resolved, then the rest as written.
-    let mut rest = Vec::new();
-    let mut head = lexical.as_path();
-    loop {
-        if let Ok(real) = head.canonicalize() {
-            let mut out = real;
-            out.extend(rest.iter().rev());
-            return out;
-        }
-        match (head.file_name(), head.parent()) {
-            (Some(name), Some(parent)) => {
-                rest.push(name.to_os_string());
-                head = parent;
-            }
-            _ => return lexical,
-        }
-    }
-}
-
-impl SinkSpec {
-    /// How the sink is named in messages before it is opened: `scheme:path` as given.
-    fn describe(&self) -> String {
-        match self {
-            SinkSpec::Csv(p, _) => format!("csv:{}", p.display()),
-            SinkSpec::Jsonl(p, _) => format!("jsonl:{}", p.display()),
-            SinkSpec::Ipc(p, _) => format!("ipc:{}", p.display()),
-            #[cfg(feature = "sqlite")]
-            SinkSpec::Sqlite(p, o) => format!("sqlite:{} (table {})", p.display(), o.table),
-            #[cfg(feature = "parquet")]
-            SinkSpec::Parquet(
-                parquet::ParquetTarget::File(p) | parquet::ParquetTarget::Dir(p),
-                _,
-            ) => {
-                format!("parquet:{}", p.display())
-            }
-            #[cfg(feature = "postgres")]
-            SinkSpec::Postgres(o) => format!("postgres:{}", o.target()),
-            SinkSpec::Raw(p, _) => format!("raw:{}", p.display()),
-            SinkSpec::Memory => "memory:".into(),
-            SinkSpec::Null => "null:".into(),
-        }
-    }
-
-    /// The file the sink writes (normalized) and the tables its rows go to, each as the text
-    /// that names it (two SQLite sinks may share a database file, not a table).
-    fn destinations(&self) -> (Option<PathBuf>, Vec<String>) {
-        match self {
-            SinkSpec::Csv(p, _)
-            | SinkSpec::Jsonl(p, _)
-            | SinkSpec::Ipc(p, _)
-            | SinkSpec::Raw(p, _) => (Some(normalize_path(p)), Vec::new()),
-            #[cfg(feature = "parquet")]
-            SinkSpec::Parquet(
-                parquet::ParquetTarget::File(p) | parquet::ParquetTarget::Dir(p),
-                _,
-            ) => (Some(normalize_path(p)), Vec::new()),
-            #[cfg(feature = "sqlite")]
-            SinkSpec::Sqlite(p, o) => {
-                let file = normalize_path(p);
-                // SQLite compares table names ignoring case.
-                let table = format!(
-                    "table `{}` of {}",
-                    o.table.to_ascii_lowercase(),
-                    file.display()
-                );
-                (Some(file), vec![table])
-            }
-            #[cfg(feature = "postgres")]
-            SinkSpec::Postgres(o) => (
-                None,
-                vec![format!(
-                    "table {}:{}/{}.{}.{}",
-                    o.host.to_ascii_lowercase(),
-                    o.port,
-                    o.dbname,
-                    o.schema,
-                    o.table
-                )],
-            ),
-            SinkSpec::Memory | SinkSpec::Null => (None, Vec::new()),
-        }
-    }
-
-    /// Opens the sink (creating its file).
-    pub fn open(self) -> Result<Box<dyn Sink>> {
-        Ok(match self {
-            SinkSpec::Csv(p, o) => Box::new(csv::CsvSink::create(p, o)?),
-            SinkSpec::Jsonl(p, o) => Box::new(jsonl::JsonlSink::create(p, o)?),
-            SinkSpec::Ipc(p, o) => Box::new(ipc::IpcSink::create(p, o)?),
-            #[cfg(feature = "sqlite")]
-            SinkSpec::Sqlite(p, o) => Box::new(sqlite::SqliteSink::open(p, o)?),
-            #[cfg(feature = "parquet")]
-            SinkSpec::Parquet(t, o) => Box::new(parquet::ParquetSink::create(t, o)?),
-            #[cfg(feature = "postgres")]
-            SinkSpec::Postgres(o) => Box::new(postgres::PostgresSink::open(o)?),
-            SinkSpec::Raw(p, o) => Box::new(raw::RawSink::create(p, o)?),
-            SinkSpec::Memory => Box::new(memory::MemorySink::new()),
-            SinkSpec::Null => Box::new(null::NullSink::new()),
-        })
-    }
-}
-
-/// Refuses two sinks that write the same file, the same table of one SQLite database, or the
-/// same PostgreSQL table: they would interleave their rows or replace each other's file. Paths
-/// are compared after making them absolute and resolving `.`, `..` and symbolic links, so
-/// `csv:run.csv` and `csv:./out/../run.csv` are one file. Two SQLite sinks may share a
-/// database file when their `table`s differ (SQLite compares names ignoring case). Nothing is created or opened:
-/// a program calls this with every parsed sink before it opens the first one.
-///
-/// ```
-/// use tapedeck::sink;
-/// let a = sink::parse("csv:never-made.csv").unwrap();
-/// let b = sink::parse("csv:./never-made.csv?overwrite=true").unwrap();
-/// let e = sink::check_distinct([&a, &b]).unwrap_err().to_string();
-/// assert!(e.contains("never-made.csv"), "{e}");
-/// assert!(sink::check_distinct([&a, &sink::parse("jsonl:never-made.jsonl").unwrap()]).is_ok());
-/// ```
-pub fn check_distinct<'a>(specs: impl IntoIterator<Item = &'a SinkSpec>) -> Result<()> {
-    let specs: Vec<&SinkSpec> = specs.into_iter().collect();
-    let described: Vec<(String, Option<PathBuf>, Vec<String>, bool)> = specs
-        .iter()
-        .map(|s| {
-            let (file, parts) = s.destinations();
-            #[cfg(feature = "sqlite")]
-            let shares = matches!(s, SinkSpec::Sqlite(..));
-            #[cfg(not(feature = "sqlite"))]
-            let shares = false;
-            (s.describe(), file, parts, shares)
-        })
-        .collect();
-    for (i, (first, file_a, parts_a, shares_a)) in described.iter().enumerate() {
-        for (second, file_b, parts_b, shares_b) in described.iter().skip(i + 1) {
-            if let (Some(a), Some(b)) = (file_a, file_b)
-                && a == b
-                && !(*shares_a && *shares_b)
-            {
-                return Err(Error::InvalidOption {
-                    option: "--sink",
-                    message: format!(
-                        "`{first}` and `{second}` both write {}; two sinks writing one file would interleave or replace each other's rows. Give each --sink its own path",
-                        a.display()
-                    ),
-                });
-            }
-            if let Some(shared) = parts_a.iter().find(|p| parts_b.contains(p)) {
-                return Err(Error::InvalidOption {
-                    option: "--sink",
-                    message: format!(
-                        "`{first}` and `{second}` both write {shared}; two sinks writing one table would write every row twice. Set another `table=` on one of them"
-                    ),
-                });
-            }
-        }
-    }
-    Ok(())
 }
 
 /// Opens a sink from its URI: [`parse`], then [`SinkSpec::open`].

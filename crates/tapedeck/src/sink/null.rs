@@ -1,11 +1,16 @@
 //! `null:` — accepts everything and keeps nothing; for benchmarks and dry runs.
 
+use std::sync::Arc;
+
 use arrow_array::RecordBatch;
 
 use super::descriptor::SinkDescriptor;
+use super::resume::ResumeBy;
+use super::spec::SinkConfig;
 use super::{Lifecycle, Sink, SinkStats};
 use crate::error::Result;
 use crate::record::Block;
+use crate::uri::Uri;
 
 /// `null:`; see [`super::descriptor`].
 pub const DESCRIPTOR: SinkDescriptor = SinkDescriptor {
@@ -17,6 +22,7 @@ pub const DESCRIPTOR: SinkDescriptor = SinkDescriptor {
     params: &[],
     feature: None,
     compiled_in: true,
+    parse: Some(parse),
 };
 
 /// Discards batches, counting rows (bytes stay 0: nothing is stored).
@@ -75,5 +81,28 @@ impl Sink for NullSink {
             bytes: 0,
             pending: 0,
         }
+    }
+}
+/// `null:` read: it has no path and no parameters.
+#[derive(Debug, Clone, Copy)]
+struct NullConfig;
+
+/// Reads a `null:` URI (the registry's `parse`).
+fn parse(uri: &mut Uri) -> Result<Arc<dyn SinkConfig>> {
+    uri.params.finish()?;
+    Ok(Arc::new(NullConfig))
+}
+
+impl SinkConfig for NullConfig {
+    fn describe(&self) -> String {
+        "null:".into()
+    }
+
+    fn open(&self) -> Result<Box<dyn Sink>> {
+        Ok(Box::new(NullSink::new()))
+    }
+
+    fn resume_by(&self) -> ResumeBy {
+        ResumeBy::Nothing
     }
 }

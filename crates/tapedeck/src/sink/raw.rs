@@ -21,12 +21,15 @@
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use arrow_array::RecordBatch;
 
 use super::descriptor::{OVERWRITE, ParamDescriptor, SinkDescriptor};
 use super::file::{Created, FileOptions};
+use super::resume::ResumeBy;
+use super::spec::{AtPath, Claims, SinkConfig, claims_file};
 use super::{Lifecycle, Sink, SinkStats};
 use crate::dtraw::{ChunkHeader, Dtype, FLAG_FINAL, FLAG_OVERRUN, FLAG_PARTIAL, FileHeader};
 use crate::durability::FsyncPolicy;
@@ -54,6 +57,7 @@ pub const DESCRIPTOR: SinkDescriptor = SinkDescriptor {
     ],
     feature: None,
     compiled_in: true,
+    parse: Some(parse),
 };
 
 /// Options of the raw sink.
@@ -524,6 +528,39 @@ impl Drop for RawSink {
     fn drop(&mut self) {
         self.life.abandon_unless_closed();
         let _ = self.close();
+    }
+}
+
+/// Reads a `raw:` URI (the registry's `parse`).
+fn parse(uri: &mut Uri) -> Result<Arc<dyn SinkConfig>> {
+    let options = RawSink::options_from_uri(uri)?;
+    Ok(AtPath::config(uri, options))
+}
+
+impl SinkConfig for AtPath<RawOptions> {
+    fn describe(&self) -> String {
+        format!("raw:{}", self.path.display())
+    }
+
+    fn claims(&self) -> Claims {
+        claims_file(&self.path)
+    }
+
+    fn check_free(&self) -> Result<()> {
+        self.options.file.check_path(&self.path, false)
+    }
+
+    fn open(&self) -> Result<Box<dyn Sink>> {
+        Ok(Box::new(RawSink::create(&self.path, self.options.clone())?))
+    }
+
+    fn resume_by(&self) -> ResumeBy {
+        let options = self.options.clone();
+        ResumeBy::TruncateToCursor {
+            path: self.path.clone(),
+            overwrite: self.options.file.overwrite,
+            reopen: Box::new(move |p| Ok(Box::new(RawSink::append(p, options.clone())?))),
+        }
     }
 }
 

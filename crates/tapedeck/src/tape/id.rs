@@ -12,6 +12,15 @@ use sha2::{Digest, Sha256};
 use super::storage::Storage;
 use crate::error::{Error, Result};
 
+/// A tape as a delivery names it: its directory and its id.
+#[derive(Debug, Clone)]
+pub struct TapeRef {
+    /// Its directory.
+    pub dir: std::path::PathBuf,
+    /// Its id (`TAPEID`).
+    pub id: String,
+}
+
 /// File name of the tape id.
 pub const TAPE_ID_FILE: &str = "TAPEID";
 

@@ -1,12 +1,16 @@
 //! `postgres://user:password@host:port/db?table=T&schema=S&…` — what the URI says, checked.
 //!
 //! The password is kept in a [`Secret`] whose `Debug` shows `***`, and nothing here formats it
-//! into a string: the sink names its target as `host:port/db.schema.table` ([`PostgresOptions::target`]).
+//! into a string: the sink names its table as `host:port/db.schema.table` ([`PostgresOptions::table_address`]).
 //! A missing password is taken from `PGPASSWORD`, as libpq does.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::{Error, Result};
+use crate::sink::Sink;
+use crate::sink::resume::{ResumeBy, WithCursor};
+use crate::sink::spec::{Claims, SinkConfig};
 use crate::sink::sql::{BlockRows, check_ident};
 use crate::uri::Uri;
 
@@ -110,7 +114,7 @@ impl PostgresOptions {
     /// ```
     /// use tapedeck::sink::postgres::PostgresOptions;
     /// let o = PostgresOptions::from_uri("postgres://lab:pw@db.local:6543/plant?table=flow&schema=raw").unwrap();
-    /// assert_eq!(o.target(), "db.local:6543/plant.raw.flow");
+    /// assert_eq!(o.table_address(), "db.local:6543/plant.raw.flow");
     /// assert!(!format!("{o:?}").contains("pw"));
     /// ```
     pub fn from_uri(uri: &str) -> Result<PostgresOptions> {
@@ -226,8 +230,8 @@ impl PostgresOptions {
         format!("{}:{}/{}", self.host, self.port, self.dbname)
     }
 
-    /// `host:port/db.schema.table` — the sink's target, free of credentials.
-    pub fn target(&self) -> String {
+    /// `host:port/db.schema.table` — the table the sink writes, free of credentials.
+    pub fn table_address(&self) -> String {
         format!("{}.{}.{}", self.database(), self.schema, self.table)
     }
 }
@@ -248,6 +252,47 @@ fn split_host_port(s: &str) -> Option<(String, Option<u16>)> {
         None => None,
     };
     Some((host.to_string(), port))
+}
+
+/// Reads a `postgres://` URI (the registry's `parse`).
+pub(crate) fn parse(uri: &mut Uri) -> Result<Arc<dyn SinkConfig>> {
+    Ok(Arc::new(super::PostgresSink::options_from_uri(uri)?))
+}
+
+impl SinkConfig for PostgresOptions {
+    fn describe(&self) -> String {
+        format!("postgres:{}", self.table_address())
+    }
+
+    fn claims(&self) -> Claims {
+        Claims {
+            tables: vec![format!(
+                "table {}:{}/{}.{}.{}",
+                self.host.to_ascii_lowercase(),
+                self.port,
+                self.dbname,
+                self.schema,
+                self.table
+            )],
+            ..Claims::default()
+        }
+    }
+
+    fn open(&self) -> Result<Box<dyn Sink>> {
+        Ok(Box::new(super::PostgresSink::open(self.clone())?))
+    }
+
+    fn resume_by(&self) -> ResumeBy {
+        let options = self.clone();
+        ResumeBy::CursorInTransaction(Box::new(move |tape, start| {
+            let (sink, resume) = super::PostgresSink::open_delivery(options, &tape.id, start)?;
+            Ok(WithCursor {
+                sink: Box::new(sink),
+                resume,
+                lock: None,
+            })
+        }))
+    }
 }
 
 #[cfg(test)]
@@ -276,7 +321,7 @@ mod tests {
     #[test]
     fn defaults() {
         let o = PostgresOptions::from_uri("postgresql://db").unwrap();
-        assert_eq!(o.target(), "db:5432/postgres.public.readings");
+        assert_eq!(o.table_address(), "db:5432/postgres.public.readings");
         assert!(o.create_table && o.use_copy);
         let o = PostgresOptions::from_uri("postgresql://db?create_table=false").unwrap();
         assert!(!o.create_table);

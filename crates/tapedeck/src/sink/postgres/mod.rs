@@ -54,6 +54,7 @@ use futures_util::SinkExt;
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, NoTls, Statement};
 
+pub(crate) use config::parse;
 pub use config::{PostgresOptions, Secret};
 pub use encode::{PgType, SUPPORTED_PG_TYPES};
 
@@ -218,7 +219,7 @@ pub struct PostgresSink {
 impl std::fmt::Debug for PostgresSink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PostgresSink")
-            .field("target", &self.options.target())
+            .field("table", &self.options.table_address())
             .field("connected", &self.session.is_some())
             .field("rows", &self.rows)
             .field("pending_rows", &self.pending_rows)
@@ -260,7 +261,7 @@ impl PostgresSink {
                 message: format!("cannot start the client runtime: {e}"),
                 hint: "the process may be out of threads or file descriptors",
             })?;
-        let name = format!("postgres:{}", options.target());
+        let name = format!("postgres:{}", options.table_address());
         let table = |t: &str| Table {
             name: t.to_string(),
             lock: SchemaLock::new(format!("{}.{}.{t}", database, options.schema))
@@ -329,7 +330,7 @@ impl PostgresSink {
             sink.introspect(blocks)?;
         }
         tracing::info!(
-            target = %sink.options.target(),
+            table = %sink.options.table_address(),
             use_copy = sink.options.use_copy,
             create_table = sink.options.create_table,
             "postgres sink open"
@@ -342,9 +343,9 @@ impl PostgresSink {
         PostgresOptions::from_parsed(uri)
     }
 
-    /// The target, `host:port/db.schema.table`.
-    pub fn target(&self) -> String {
-        self.options.target()
+    /// The table it writes, `host:port/db.schema.table`.
+    pub fn table_address(&self) -> String {
+        self.options.table_address()
     }
 
     fn qualified(&self, table: &str) -> String {
@@ -767,7 +768,7 @@ impl PostgresSink {
                 }
                 match self.connect() {
                     Ok(s) => {
-                        tracing::info!(target = %self.options.target(), "reconnected to the server");
+                        tracing::info!(table = %self.options.table_address(), "reconnected to the server");
                         self.session = Some(s);
                     }
                     Err(failure) => {
@@ -809,7 +810,7 @@ impl PostgresSink {
                     self.bytes += bytes;
                 }
                 Outcome::AlreadyCommitted => {
-                    tracing::info!(target = %self.options.target(), flush = attempt.flush, "the transaction lost with the connection had committed; not writing it again");
+                    tracing::info!(table = %self.options.table_address(), flush = attempt.flush, "the transaction lost with the connection had committed; not writing it again");
                     let rows: usize = self
                         .pending
                         .iter()
@@ -866,7 +867,7 @@ impl PostgresSink {
         self.registered = true;
         self.in_doubt = None;
         if let Some((since, _)) = self.down.take() {
-            tracing::info!(target = %self.options.target(), down_for = ?since.elapsed(), "caught up after the server came back");
+            tracing::info!(table = %self.options.table_address(), down_for = ?since.elapsed(), "caught up after the server came back");
         }
         self.backoff = Duration::ZERO;
     }
@@ -894,7 +895,7 @@ impl PostgresSink {
                 ),
             ));
         }
-        tracing::warn!(target = %self.options.target(), lost_flushes = lost, rows, "the server restarted without its last asynchronous commits; writing those rows again");
+        tracing::warn!(table = %self.options.table_address(), lost_flushes = lost, rows, "the server restarted without its last asynchronous commits; writing those rows again");
         for held in back {
             self.pending_rows += held.rows;
             self.pending.push_front(held);
@@ -912,7 +913,7 @@ impl PostgresSink {
         let since = match &self.down {
             Some((since, _)) => *since,
             None => {
-                tracing::warn!(target = %self.options.target(), error = %e, "lost the server; holding rows and reconnecting");
+                tracing::warn!(table = %self.options.table_address(), error = %e, "lost the server; holding rows and reconnecting");
                 now
             }
         };
@@ -1594,7 +1595,7 @@ impl Sink for PostgresSink {
                 tokio::time::timeout(self.options.close_timeout, connection).await
             });
             if closed.is_err() {
-                tracing::warn!(target = %self.options.target(), "connection did not close within close_timeout; dropped it");
+                tracing::warn!(table = %self.options.table_address(), "connection did not close within close_timeout; dropped it");
             }
         }
         delivered
@@ -1619,7 +1620,7 @@ impl Drop for PostgresSink {
     }
 }
 
-impl crate::sink::cursor::CursorRow for PostgresSink {
+impl crate::sink::resume::CursorSink for PostgresSink {
     fn committed_cursor(&self) -> Option<u64> {
         self.cursor_base.map(|b| b + self.rows)
     }

@@ -35,14 +35,22 @@ use parquet::basic::{Compression, GzipLevel, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties, WriterPropertiesBuilder};
 use parquet::schema::types::ColumnPath;
 
-use super::file::{Created, FileOptions};
-use super::{HeldBatches, Lifecycle, Sink, SinkStats};
 use crate::error::{Error, Result};
 use crate::record::{Block, SchemaLock, UnknownColumns};
+use crate::sink::file::{Created, FileOptions};
+use crate::sink::{HeldBatches, Lifecycle, Sink, SinkStats};
 use crate::uri::Uri;
 
 /// This sink's descriptor (written beside the registry, so builds without the feature list it).
-pub use super::descriptor::PARQUET as DESCRIPTOR;
+pub use crate::sink::descriptor::PARQUET as DESCRIPTOR;
+
+mod config;
+mod parts;
+
+pub use config::ParquetConfig;
+pub(crate) use config::parse;
+use parts::part_name;
+use parts::{Ledger, next_part_number};
 
 /// Default rows per row group.
 pub const DEFAULT_ROW_GROUP_ROWS: usize = 131_072;
@@ -111,22 +119,29 @@ impl Default for ParquetOptions {
     }
 }
 
-/// Where the sink writes.
+/// Where the sink writes: one file, or rolling parts in a directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ParquetTarget {
+pub enum ParquetLayout {
     /// One file, renamed into place on close.
     File(PathBuf),
     /// Rolling parts in a directory.
     Dir(PathBuf),
 }
 
-impl ParquetTarget {
+impl ParquetLayout {
+    /// The file or the directory.
+    pub fn path(&self) -> &std::path::Path {
+        match self {
+            ParquetLayout::File(p) | ParquetLayout::Dir(p) => p,
+        }
+    }
+
     /// `DIR/` (trailing slash) is the rolling form, anything else one file.
-    pub fn from_path(path: &str) -> ParquetTarget {
+    pub fn from_path(path: &str) -> ParquetLayout {
         if path.ends_with('/') || path.ends_with(std::path::MAIN_SEPARATOR) {
-            ParquetTarget::Dir(PathBuf::from(path))
+            ParquetLayout::Dir(PathBuf::from(path))
         } else {
-            ParquetTarget::File(PathBuf::from(path))
+            ParquetLayout::File(PathBuf::from(path))
         }
     }
 }
@@ -186,7 +201,7 @@ impl Shape {
 /// The Parquet sink; see the module docs.
 pub struct ParquetSink {
     life: Lifecycle,
-    target: ParquetTarget,
+    layout: ParquetLayout,
     options: ParquetOptions,
     /// Properties common to every column; per-column encodings are added per schema.
     properties: WriterPropertiesBuilder,
@@ -203,21 +218,10 @@ pub struct ParquetSink {
     created: Created,
 }
 
-/// A delivery's cursor for the rolling form: committed when a part is complete and fsynced
-/// under its hidden name, before it is renamed into place.
-#[derive(Debug)]
-struct Ledger {
-    cursor: super::cursor_file::CursorFile,
-    /// The tape rows before this are in finished parts.
-    seq: u64,
-    /// Sequence numbers without rows (quarantined on the tape) since the last finished part.
-    gap: u64,
-}
-
 impl std::fmt::Debug for ParquetSink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ParquetSink")
-            .field("target", &self.target)
+            .field("layout", &self.layout)
             .field("rows", &self.rows)
             .finish_non_exhaustive()
     }
@@ -232,46 +236,19 @@ fn parquet_error(action: &'static str, path: &Path, e: impl std::fmt::Display) -
 }
 
 fn hidden_partial(path: &Path) -> PathBuf {
-    super::file::hidden_beside(path, "partial")
-}
-
-/// `part-NNNNNN.parquet`
-pub(crate) fn part_name(n: u64) -> String {
-    format!("part-{n:06}.parquet")
-}
-
-/// The number of a `part-NNNNNN.parquet` file name.
-pub(crate) fn part_number(name: &str) -> Option<u64> {
-    name.strip_prefix("part-")
-        .and_then(|r| r.strip_suffix(".parquet"))
-        .and_then(|n| n.parse().ok())
-}
-
-/// The number after the highest `part-NNNNNN.parquet` in `dir`, so a new run continues it.
-fn next_part_number(dir: &Path) -> Result<u64> {
-    let mut next = 0;
-    let entries = std::fs::read_dir(dir).map_err(|e| Error::io("list", dir, e))?;
-    for entry in entries {
-        let entry = entry.map_err(|e| Error::io("list", dir, e))?;
-        let name = entry.file_name();
-        let name = name.to_string_lossy();
-        if let Some(n) = part_number(&name) {
-            next = next.max(n + 1);
-        }
-    }
-    Ok(next)
+    crate::sink::file::hidden_beside(path, "partial")
 }
 
 impl ParquetSink {
     /// Creates the sink. Nothing is created on disk until the first row arrives (the directory
     /// of the rolling form is created at once).
-    pub fn create(target: ParquetTarget, options: ParquetOptions) -> Result<ParquetSink> {
-        let name = match &target {
-            ParquetTarget::File(path) => {
-                options.file.check_target(path, false)?;
+    pub fn create(layout: ParquetLayout, options: ParquetOptions) -> Result<ParquetSink> {
+        let name = match &layout {
+            ParquetLayout::File(path) => {
+                options.file.check_path(path, false)?;
                 format!("parquet:{}", path.display())
             }
-            ParquetTarget::Dir(dir) => {
+            ParquetLayout::Dir(dir) => {
                 if dir.as_os_str().is_empty() {
                     return Err(Error::InvalidOption {
                         option: "path",
@@ -315,16 +292,16 @@ impl ParquetSink {
             UnknownColumns::DropWithWarning
         });
         // Everything is checked: only now is the directory of the rolling form made.
-        let (created, next_part) = match &target {
-            ParquetTarget::File(_) => (Created::default(), 0),
-            ParquetTarget::Dir(dir) => (
-                Created::dirs(super::file::create_dirs(dir)?),
+        let (created, next_part) = match &layout {
+            ParquetLayout::File(_) => (Created::default(), 0),
+            ParquetLayout::Dir(dir) => (
+                Created::dirs(crate::sink::file::create_dirs(dir)?),
                 next_part_number(dir)?,
             ),
         };
         Ok(ParquetSink {
             life: Lifecycle::new(name),
-            target,
+            layout,
             options,
             properties,
             lock,
@@ -434,35 +411,18 @@ impl ParquetSink {
         self.parts_finished
     }
 
-    /// Makes this rolling sink the destination of a delivery: parts are numbered from
-    /// `next_part`, and each finished part commits `cursor` (finished parts hold the tape rows
-    /// before `seq` now).
-    pub(crate) fn deliver_parts(
-        &mut self,
-        next_part: u64,
-        cursor: super::cursor_file::CursorFile,
-        seq: u64,
-    ) {
-        self.next_part = next_part;
-        self.ledger = Some(Ledger {
-            cursor,
-            seq,
-            gap: 0,
-        });
-    }
-
     fn open_part(&mut self, schema: &SchemaRef) -> Result<()> {
         let number = self.next_part;
-        let path = match &self.target {
-            ParquetTarget::File(path) => path.clone(),
-            ParquetTarget::Dir(dir) => {
+        let path = match &self.layout {
+            ParquetLayout::File(path) => path.clone(),
+            ParquetLayout::Dir(dir) => {
                 let p = dir.join(part_name(self.next_part));
                 self.next_part += 1;
                 p
             }
         };
         let partial = hidden_partial(&path);
-        let dirs = super::file::create_parents(&path)?;
+        let dirs = crate::sink::file::create_parents(&path)?;
         self.created.add(None, dirs);
         let file = File::create(&partial).map_err(|e| Error::io("create", &partial, e))?;
         let writer = ArrowWriter::try_new(
@@ -531,10 +491,10 @@ impl ParquetSink {
         if let Some(l) = &mut self.ledger {
             // The cursor is about to name this hidden part as finished; after a power failure
             // the next run renames it into place, so its directory entry must be durable first.
-            super::file::sync_parent(&partial)?;
+            crate::sink::file::sync_parent(&partial)?;
             let seq = l.seq + l.gap + rows;
             l.cursor.commit(
-                super::cursor_file::Position {
+                crate::sink::cursor_file::Position {
                     seq,
                     value: number + 1,
                     flags: 0,
@@ -544,7 +504,7 @@ impl ParquetSink {
             l.seq = seq;
             l.gap = 0;
         }
-        if let ParquetTarget::File(_) = self.target
+        if let ParquetLayout::File(_) = self.layout
             && !self.options.file.overwrite
             && path.exists()
         {
@@ -555,7 +515,7 @@ impl ParquetSink {
             });
         }
         std::fs::rename(&partial, &path).map_err(|e| Error::io("rename into place", &path, e))?;
-        super::file::sync_parent(&path)?;
+        crate::sink::file::sync_parent(&path)?;
         self.parts_finished += 1;
         Ok(())
     }
@@ -573,8 +533,8 @@ impl ParquetSink {
             if self.part.is_none() {
                 self.open_part(batch.schema_ref())?;
             }
-            let room = match (&self.target, self.options.roll_rows, &self.part) {
-                (ParquetTarget::Dir(_), Some(roll), Some(part)) => {
+            let room = match (&self.layout, self.options.roll_rows, &self.part) {
+                (ParquetLayout::Dir(_), Some(roll), Some(part)) => {
                     (roll.saturating_sub(part.rows)).max(1) as usize
                 }
                 _ => usize::MAX,
@@ -594,7 +554,7 @@ impl ParquetSink {
     }
 
     fn roll_if_due(&mut self) -> Result<()> {
-        if !matches!(self.target, ParquetTarget::Dir(_)) {
+        if !matches!(self.layout, ParquetLayout::Dir(_)) {
             return Ok(());
         }
         let due = self.part.as_ref().is_some_and(|p| {
@@ -687,7 +647,7 @@ impl Sink for ParquetSink {
         self.created.keep();
         self.encode_held()?;
         if self.part.is_none()
-            && let ParquetTarget::File(_) = self.target
+            && let ParquetLayout::File(_) = self.layout
         {
             // No rows at all: still leave a readable (empty) file at the path.
             let schema = self
@@ -717,17 +677,5 @@ impl Drop for ParquetSink {
     fn drop(&mut self) {
         self.life.abandon_unless_closed();
         let _ = self.close();
-    }
-}
-
-impl super::cursor::CursorRow for ParquetSink {
-    fn committed_cursor(&self) -> Option<u64> {
-        self.ledger.as_ref().map(|l| l.seq)
-    }
-
-    fn skip_cursor(&mut self, rows: u64) {
-        if let Some(l) = &mut self.ledger {
-            l.gap += rows;
-        }
     }
 }
