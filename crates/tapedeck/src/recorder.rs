@@ -93,6 +93,88 @@ impl RecorderBuilder {
         self
     }
 
+    /// Adds every sink of `uris`.
+    pub fn sinks<S: AsRef<str>>(mut self, uris: impl IntoIterator<Item = S>) -> Self {
+        self.sinks
+            .extend(uris.into_iter().map(|u| u.as_ref().to_string()));
+        self
+    }
+
+    /// Brings every sink up to the end of the tape, each from its own cursor, without
+    /// recording (`tapedeck deliver`): the tape is recovered and locked as
+    /// [`RecorderBuilder::open`] would, or — when a recorder holds it — the deliveries run
+    /// beside that recorder as readers, up to what it publishes as acknowledged, until it
+    /// stops. Needs [`RecorderBuilder::tape`]; the sinks are checked before the tape is
+    /// touched.
+    ///
+    /// ```
+    /// use tapedeck::recorder::Recorder;
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// # let dir = dir.path();
+    /// let mut rec = Recorder::builder().tape(dir.join("tape")).open().unwrap();
+    /// rec.write_rows((0..5).map(|n| tapedeck::record::Row::new().with("n", n as i64))).unwrap();
+    /// rec.finish().unwrap();
+    ///
+    /// let csv = format!("csv:{}", dir.join("later.csv").display());
+    /// let run = Recorder::builder().tape(dir.join("tape")).sink(&csv).deliver().unwrap();
+    /// assert_eq!(run.beside_recorder(), None); // nobody is recording it: the tape is locked
+    /// let done = run.finish().unwrap();
+    /// assert_eq!(done.end_seq, 5);
+    /// assert_eq!(done.deliveries[0].cursor, Some(5));
+    /// assert_eq!(std::fs::read_to_string(dir.join("later.csv")).unwrap().lines().count(), 6);
+    /// ```
+    pub fn deliver(self) -> Result<TapeDelivery> {
+        let specs = crate::deliver::parse_sinks(&self.sinks, true)?;
+        let Some((dir, options)) = self.tape else {
+            return Err(Error::InvalidOption {
+                option: "tape",
+                message: "a delivery reads a tape: name its directory (`RecorderBuilder::tape`)"
+                    .into(),
+            });
+        };
+        // Same message as `verify` and `inspect` for a path that is no tape directory.
+        crate::tape::verify::storage_for(&dir)?;
+        // Opening the writer recovers the tape and takes its lock, so no recorder appends to
+        // it (or delivers to the same sinks) meanwhile. If a recorder holds it, the delivery
+        // runs beside it as a reader and ends when the recorder does.
+        let (writer, id, end, recorder) = match TapeWriter::open(&dir, options) {
+            Ok(w) => {
+                let id = w.id().to_string();
+                let end = TapeEnd::Fixed(w.next_seq());
+                (Some(w), id, end, None)
+            }
+            Err(Error::TapeLocked { pid, .. }) => {
+                let storage = crate::tape::verify::storage_for(&dir)?;
+                let id =
+                    crate::tape::id::read_or_create(storage.as_ref(), false)?.ok_or_else(|| {
+                        Error::Tape {
+                        path: dir.clone(),
+                        message:
+                            "the recorder has not written the tape's id yet; try again in a moment"
+                                .into(),
+                    }
+                    })?;
+                (None, id, TapeEnd::Published(dir.clone()), Some(pid))
+            }
+            Err(e) => return Err(e),
+        };
+        let delivery_options = DeliveryOptions {
+            quarantine: writer.as_ref().map(TapeWriter::watch),
+            ..self.delivery
+        };
+        let tape = TapeRef {
+            dir: dir.clone(),
+            id,
+        };
+        let delivery = Delivery::start(tape, specs, end, &delivery_options)?;
+        Ok(TapeDelivery {
+            dir,
+            delivery,
+            writer,
+            recorder,
+        })
+    }
+
     /// Checks every sink URI (before anything is created), then opens the tape and starts the
     /// deliveries, or opens the sinks.
     pub fn open(self) -> Result<Recorder> {
@@ -140,6 +222,75 @@ impl RecorderBuilder {
                 })
             }
         }
+    }
+}
+
+/// Deliveries from a tape without a recording; see [`RecorderBuilder::deliver`].
+pub struct TapeDelivery {
+    dir: PathBuf,
+    delivery: Delivery,
+    /// The tape's writer, held for its lock (`None` beside a recorder).
+    writer: Option<TapeWriter>,
+    /// The pid of the recorder this delivery runs beside, as the tape's lock file says.
+    recorder: Option<String>,
+}
+
+/// What a [`TapeDelivery`] did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DeliverySummary {
+    /// The tape directory.
+    pub dir: PathBuf,
+    /// The sequence number the deliveries ended at (the tape's end, or the recorder's last
+    /// acknowledged position).
+    pub end_seq: u64,
+    /// Each sink's delivery, as it ended.
+    pub deliveries: Vec<DeliveryStatus>,
+}
+
+impl std::fmt::Debug for TapeDelivery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TapeDelivery")
+            .field("dir", &self.dir)
+            .field("recorder", &self.recorder)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TapeDelivery {
+    /// The pid of the recorder holding the tape, when the deliveries run beside it.
+    pub fn beside_recorder(&self) -> Option<&str> {
+        self.recorder.as_deref()
+    }
+
+    /// What recovery found and did when the tape was opened; `None` beside a recorder.
+    pub fn recovery(&self) -> Option<&Recovery> {
+        self.writer.as_ref().map(TapeWriter::recovery)
+    }
+
+    /// A handle that reads the deliveries' statuses from another thread (a progress line).
+    pub fn status_handle(&self) -> StatusHandle {
+        self.delivery.status_handle()
+    }
+
+    /// Waits until every delivery reached the end, then releases the tape.
+    pub fn finish(self) -> Result<DeliverySummary> {
+        self.finish_with(&|| false)
+    }
+
+    /// Like [`TapeDelivery::finish`], but `stop()` ends the deliveries where they are, their
+    /// cursors committed, as soon as it returns true. A delivery that failed is reported in
+    /// [`DeliverySummary::deliveries`]; an error releasing the tape is returned.
+    pub fn finish_with(self, stop: &dyn Fn() -> bool) -> Result<DeliverySummary> {
+        let deliveries = self.delivery.wait_or_stop(stop);
+        let end_seq = deliveries.iter().map(|s| s.tape_end).max().unwrap_or(0);
+        if let Some(w) = self.writer {
+            w.close()?;
+        }
+        Ok(DeliverySummary {
+            dir: self.dir,
+            end_seq,
+            deliveries,
+        })
     }
 }
 
@@ -322,6 +473,17 @@ impl Recorder {
     /// a delivery that failed is reported in [`RecordSummary::deliveries`].
     pub fn finish(self) -> Result<RecordSummary> {
         self.finish_with(&|| false)
+    }
+
+    /// Gives up before anything was recorded (the source could not be opened, say): every
+    /// sink takes away what it created and holds no rows ([`Sink::abandon`]), and deliveries
+    /// stop where they are.
+    pub fn abandon(mut self) {
+        for s in &mut self.sinks {
+            s.abandon();
+        }
+        let _ = self.close_sinks();
+        let _ = self.finish_deliveries(&|| true, Vec::new());
     }
 
     /// Closes the sinks still held (none after [`Recorder::pipe`]); the first error aside.

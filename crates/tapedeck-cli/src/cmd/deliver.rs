@@ -6,11 +6,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use tapedeck::Error;
-use tapedeck::deliver::parse_sinks;
-use tapedeck::deliver::{Delivery, DeliveryOptions, TapeEnd, TapeRef};
+use tapedeck::deliver::DeliveryOptions;
 use tapedeck::pipe::Progress;
-use tapedeck::tape::{TapeOptions, TapeWriter};
+use tapedeck::recorder::Recorder;
 
 use super::{NewFrom, parse_duration};
 use crate::report::json::write_json;
@@ -65,68 +63,37 @@ cursor file beside the file (CSV, JSONL, raw .dt-raw, Arrow IPC, a single Parque
 
 /// Runs `tapedeck deliver`; returns the exit code.
 pub fn run(args: &Args) -> u8 {
-    let specs = match parse_sinks(&args.sinks, true) {
-        Ok(s) => s,
-        Err(e) => return fail(&e),
-    };
-    // Same message as `verify` and `inspect` for a path that is no tape directory.
-    if let Err(e) = tapedeck::tape::verify::storage_for(&args.dir) {
-        return fail(&e);
-    }
     let (_, interrupted) = install_ctrlc();
-    // Opening the writer recovers the tape and takes its lock, so no recorder appends to it
-    // (or delivers to the same sinks) meanwhile. If a recorder holds it, this delivery runs
-    // beside it as a reader, up to what the recorder publishes as acknowledged, and ends when
-    // the recorder does.
-    let (writer, tape_id, end) = match TapeWriter::open(&args.dir, TapeOptions::default()) {
-        Ok(w) => {
-            report_recovery(&args.dir, w.recovery());
-            let id = w.id().to_string();
-            let end = TapeEnd::Fixed(w.next_seq());
-            (Some(w), id, end)
-        }
-        Err(Error::TapeLocked { pid, .. }) => {
-            let id = tapedeck::tape::verify::storage_for(&args.dir).and_then(|s| {
-                tapedeck::tape::id::read_or_create(s.as_ref(), false)?.ok_or_else(|| Error::Tape {
-                    path: args.dir.clone(),
-                    message:
-                        "the recorder has not written the tape's id yet; try again in a moment"
-                            .into(),
-                })
-            });
-            let id = match id {
-                Ok(id) => id,
-                Err(e) => return fail(&e),
-            };
-            if !args.quiet {
-                eprintln!(
-                    "tape {} is being recorded by process {pid}: delivering alongside it, up to what it has acknowledged, until it stops (Ctrl-C to stop sooner; committed rows stay)",
-                    args.dir.display()
-                );
-            }
-            (None, id, TapeEnd::Published(args.dir.clone()))
-        }
-        Err(e) => return fail(&e),
-    };
-    let tape = TapeRef {
-        dir: args.dir.clone(),
-        id: tape_id,
-    };
     let options = DeliveryOptions {
         flush_interval: args.flush_interval,
         new_start: args.from.into(),
-        quarantine: writer.as_ref().map(TapeWriter::watch),
         ..DeliveryOptions::default()
     };
-    let started = Instant::now();
-    let delivery = match Delivery::start(tape, specs, end, &options) {
-        Ok(d) => d,
+    let run = Recorder::builder()
+        .tape(&args.dir)
+        .sinks(&args.sinks)
+        .delivery_options(options)
+        .deliver();
+    let run = match run {
+        Ok(r) => r,
         Err(e) => return fail(&e),
     };
+    if let Some(recovery) = run.recovery() {
+        report_recovery(&args.dir, recovery);
+    }
+    if let Some(pid) = run.beside_recorder()
+        && !args.quiet
+    {
+        eprintln!(
+            "tape {} is being recorded by process {pid}: delivering alongside it, up to what it has acknowledged, until it stops (Ctrl-C to stop sooner; committed rows stay)",
+            args.dir.display()
+        );
+    }
+    let started = Instant::now();
     let done = Arc::new(AtomicBool::new(false));
     let ticker = show_progress(args.progress).then(|| {
         let done = done.clone();
-        let statuses = delivery.status_handle();
+        let statuses = run.status_handle();
         std::thread::spawn(move || {
             progress_loop(
                 &Progress::default(),
@@ -138,40 +105,39 @@ pub fn run(args: &Args) -> u8 {
             );
         })
     });
-    let handle = delivery.status_handle();
+    let handle = run.status_handle();
     let stop = || stop_requested(&interrupted, &handle);
     // The end is in the delivery already: the tape's end, or the recorder's last position.
-    let statuses = delivery.wait_or_stop(&stop);
-    let end = statuses.iter().map(|s| s.tape_end).max().unwrap_or(0);
+    let finished = run.finish_with(&stop);
     done.store(true, Ordering::SeqCst);
     if let Some(t) = ticker {
         let _ = t.join();
     }
-    if let Some(w) = writer
-        && let Err(e) = w.close()
-    {
-        return fail(&e);
-    }
+    let summary = match finished {
+        Ok(s) => s,
+        Err(e) => return fail(&e),
+    };
     if !args.quiet {
         eprintln!(
-            "delivered tape {} (rows up to sequence {end}) in {:.2}s",
+            "delivered tape {} (rows up to sequence {}) in {:.2}s",
             args.dir.display(),
+            summary.end_seq,
             started.elapsed().as_secs_f64()
         );
-        print_deliveries(&statuses);
+        print_deliveries(&summary.deliveries);
     }
     if let Some(path) = &args.summary_json {
         let value = serde_json::json!({
-            "tape": { "dir": args.dir.display().to_string(), "end_seq": end },
+            "tape": { "dir": args.dir.display().to_string(), "end_seq": summary.end_seq },
             "seconds": started.elapsed().as_secs_f64(),
-            "deliveries": statuses,
+            "deliveries": summary.deliveries,
         });
         if let Err(e) = write_json(path, &value) {
             eprintln!("error: {e}");
             return EXIT_FAILED;
         }
     }
-    delivery_failure(&statuses).unwrap_or(if interrupted.load(Ordering::SeqCst) {
+    delivery_failure(&summary.deliveries).unwrap_or(if interrupted.load(Ordering::SeqCst) {
         EXIT_INTERRUPTED
     } else {
         EXIT_OK

@@ -3,11 +3,11 @@
 
 use std::path::PathBuf;
 
-use tapedeck::pipe::{PipeOptions, pipe_report};
+use tapedeck::pipe::PipeOptions;
+use tapedeck::recorder::Recorder;
 
 use crate::report::json::write_json;
 use crate::report::{EXIT_FAILED, EXIT_OK, fail, print_summary};
-use tapedeck::deliver::parse_sinks;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -38,24 +38,20 @@ error_type `overrun`. The same file can be a source of `record`: --source file:r
 
 /// Runs `tapedeck import`; returns the exit code.
 pub fn run(args: &Args) -> u8 {
-    let specs = match parse_sinks(&args.sinks, false) {
-        Ok(s) => s,
+    // The sinks are checked (and opened) first: a bad URI is a usage error whatever the file.
+    let recorder = match Recorder::builder().sinks(&args.sinks).open() {
+        Ok(r) => r,
         Err(e) => return fail(&e),
     };
     let src = match tapedeck::dtraw::DtRawSource::open(&args.file) {
         Ok(s) => s,
-        Err(e) => return fail(&e),
+        Err(e) => {
+            recorder.abandon();
+            return fail(&e);
+        }
     };
     let report_handle = src.report();
-    let mut sinks = Vec::new();
-    for (_, spec) in specs {
-        match spec.open() {
-            Ok(s) => sinks.push(s),
-            Err(e) => return fail(&e),
-        }
-    }
-    let options = PipeOptions::default();
-    let report = pipe_report(src, sinks, &options);
+    let (report, _) = recorder.run(src, &PipeOptions::default(), &|| false);
     let read = report_handle
         .lock()
         .map(|r| r.clone())

@@ -3,13 +3,13 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use tapedeck::pipe::{PipeOptions, pipe_report};
+use tapedeck::pipe::PipeOptions;
+use tapedeck::recorder::Recorder;
 use tapedeck::tape::{StartAt, TapeReader};
 
 use super::parse_start;
 use crate::report::json::write_summary_json;
 use crate::report::{EXIT_FAILED, EXIT_OK, fail, print_summary};
-use tapedeck::deliver::parse_sinks;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -37,14 +37,6 @@ pub struct Args {
 
 /// Runs `tapedeck replay`; returns the exit code.
 pub fn run(args: Args) -> u8 {
-    let specs = match parse_sinks(&args.sinks, false) {
-        Ok(s) => s,
-        Err(e) => return fail(&e),
-    };
-    let reader = match TapeReader::open(&args.dir, args.from) {
-        Ok(r) => r.until(args.to),
-        Err(e) => return fail(&e),
-    };
     let options = PipeOptions {
         batch_size: args.batch_size,
         flush_interval: Duration::from_secs(1),
@@ -53,14 +45,19 @@ pub fn run(args: Args) -> u8 {
     if let Err(e) = options.validate() {
         return fail(&e);
     }
-    let mut sinks = Vec::new();
-    for (_, spec) in specs {
-        match spec.open() {
-            Ok(s) => sinks.push(s),
-            Err(e) => return fail(&e),
+    // The sinks are checked (and opened) first: a bad URI is a usage error whatever the tape.
+    let recorder = match Recorder::builder().sinks(&args.sinks).open() {
+        Ok(r) => r,
+        Err(e) => return fail(&e),
+    };
+    let reader = match TapeReader::open(&args.dir, args.from) {
+        Ok(r) => r.until(args.to),
+        Err(e) => {
+            recorder.abandon();
+            return fail(&e);
         }
-    }
-    let report = pipe_report(reader, sinks, &options);
+    };
+    let (report, _) = recorder.run(reader, &options, &|| false);
     if !args.quiet {
         print_summary(&report.summary, false);
     }
