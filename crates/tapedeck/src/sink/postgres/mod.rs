@@ -515,7 +515,7 @@ impl PostgresSink {
         let touch = format!(
             "UPDATE {progress} SET updated_at = now() WHERE sink = $1 RETURNING flushes, tape_seq"
         );
-        let target = format!("{}.{}", self.options.schema, self.options.table);
+        let table_key = format!("{}.{}", self.options.schema, self.options.table);
         let id = self.sink_id.clone();
         if i64::try_from(start).is_err() {
             return Err(Error::Delivery {
@@ -531,7 +531,7 @@ impl PostgresSink {
             c.batch_execute(begin_sql(true)).await?;
             let r = async {
                 if let Some(row) = c
-                    .query_opt(&others, &[&target as &(dyn ToSql + Sync), &id])
+                    .query_opt(&others, &[&table_key as &(dyn ToSql + Sync), &id])
                     .await?
                 {
                     return Ok(Err(row.try_get::<_, String>(0)?));
@@ -591,7 +591,7 @@ impl PostgresSink {
     /// The refusal of a delivery into a table that holds another tape's delivery (row
     /// `theirs` of the progress table).
     fn other_tape_error(&self, theirs: &str) -> Error {
-        let target = format!("{}.{}", self.options.schema, self.options.table);
+        let table_key = format!("{}.{}", self.options.schema, self.options.table);
         let their_tape = theirs
             .strip_prefix("tape:")
             .and_then(|r| r.split('/').next())
@@ -604,7 +604,7 @@ impl PostgresSink {
         Error::Delivery {
             sink: self.life.name().to_string(),
             message: format!(
-                "table {target} already holds rows delivered from tape {their_tape} (row `{theirs}` in {}.{PROGRESS_TABLE}), not from this tape ({ours}); deliver into another table (`?table=` or `?schema=`), or drop the table and delete that row to start over",
+                "table {table_key} already holds rows delivered from tape {their_tape} (row `{theirs}` in {}.{PROGRESS_TABLE}), not from this tape ({ours}); deliver into another table (`?table=` or `?schema=`), or drop the table and delete that row to start over",
                 self.options.schema
             ),
         }
@@ -996,7 +996,7 @@ impl PostgresSink {
         let deadline = self.options.statement_timeout + Duration::from_secs(10);
         let use_copy = self.options.use_copy;
         let sink_id = self.sink_id.clone();
-        let target = format!("{}.{}", self.options.schema, self.options.table);
+        let table_key = format!("{}.{}", self.options.schema, self.options.table);
         let prev = attempt.flush - 1;
         let work = run_transaction(
             &mut session,
@@ -1014,7 +1014,7 @@ impl PostgresSink {
                         .unwrap_or(i64::MAX)
                 }),
                 first: (!self.registered).then_some(First {
-                    target: &target,
+                    table_key: &table_key,
                     delivery: self.cursor_base.is_some(),
                 }),
             },
@@ -1106,7 +1106,7 @@ struct Step<'a> {
 /// What the first transaction needs to write the progress row.
 struct First<'a> {
     /// `schema.table`.
-    target: &'a String,
+    table_key: &'a String,
     /// A delivery from a tape: check (under an advisory lock) that no other tape's delivery
     /// holds the table.
     delivery: bool,
@@ -1191,7 +1191,7 @@ async fn run_transaction(
                     client
                         .query_one(
                             "SELECT pg_advisory_xact_lock(hashtext('tapedeck_cursor:' || $1))",
-                            &[first.target as &(dyn ToSql + Sync)],
+                            &[first.table_key as &(dyn ToSql + Sync)],
                         )
                         .await?;
                     let others = format!(
@@ -1200,14 +1200,14 @@ async fn run_transaction(
                         session.progress
                     );
                     if let Some(row) = client
-                        .query_opt(&others, &[first.target as &(dyn ToSql + Sync), step.sink_id])
+                        .query_opt(&others, &[first.table_key as &(dyn ToSql + Sync), step.sink_id])
                         .await?
                     {
                         return Ok(Err(row.try_get::<_, String>(0)?));
                     }
                 }
                 let p = step.params();
-                let params = [p[0], p[1], p[2], p[3], p[4], first.target as &(dyn ToSql + Sync)];
+                let params = [p[0], p[1], p[2], p[3], p[4], first.table_key as &(dyn ToSql + Sync)];
                 client.execute(&session.register, &params).await.map(Ok)
             }
             .await;
