@@ -8,7 +8,8 @@ Each round runs, for every sink, the baseline and `tapedeck record --source sim:
 --sink KIND:FILE --batch-size 64 --flush-interval 1s` into fresh files (with `sync` before each
 run), plus tapedeck into null:. It prints the medians, tapedeck / baseline, bytes per sample, and
 the peak RSS (/usr/bin/time) of a --rss-rows recording into each sink. Needs a release build
-(cargo build --release) and a Python with pyarrow (the baseline's Parquet writer).
+(cargo build --release; TAPEDECK_BIN=PATH runs another binary) and a Python with pyarrow (the
+baseline's Parquet writer).
 """
 import argparse
 import json
@@ -24,7 +25,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 BASELINE = os.path.join(ROOT, "..", "shared", "bench", "pysinks.py")
 TARGET = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
-BIN = os.path.join(TARGET, "release", "tapedeck")
+BIN = os.environ.get("TAPEDECK_BIN") or os.path.join(TARGET, "release", "tapedeck")
 EXT = {"csv": "csv", "jsonl": "jsonl", "sqlite": "db", "parquet": "parquet"}
 
 

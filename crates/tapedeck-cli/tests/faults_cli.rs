@@ -20,7 +20,8 @@ fn record_tape(tape: &Path, rows: u64) {
         .arg(format!("sim:alicat?n={rows}"))
         .arg("--tape")
         .arg(tape)
-        .args(["--compression", "none", "--batch-size", "100"])
+        // Frames of 100 rows, so one damaged byte costs one frame of 100 rows.
+        .args(["--compression", "none", "--batch-size", "100", "--frame-rows", "100"])
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", stderr(&o));

@@ -92,8 +92,10 @@ pub fn build(n: u64, batch_rows: u64, segment_bytes: u64) -> Fixture {
 }
 
 pub fn write_tape(tape: &Path, rows: &[Row], batch_rows: u64, segment_bytes: u64) {
+    // A frame per batch: the tests count frames read and pruned.
     let options = TapeOptions {
         segment_bytes,
+        frame_rows: batch_rows as usize,
         ..TapeOptions::default()
     };
     let w = TapeWriter::open(tape, options).unwrap();

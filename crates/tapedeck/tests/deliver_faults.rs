@@ -250,6 +250,7 @@ fn small_segments() -> TapeOptions {
         fsync: FsyncPolicy::Never,
         compression: tapedeck::tape::Compression::None,
         segment_bytes: 4096,
+        frame_rows: 100,
         ..TapeOptions::default()
     }
 }

@@ -30,6 +30,7 @@ fn opts(fsync: FsyncPolicy, segment_bytes: u64) -> TapeOptions {
         compression: Compression::None,
         segment_bytes,
         segment_age: None,
+        frame_rows: tapedeck::tape::writer::DEFAULT_FRAME_ROWS,
         allow_schema_change: false,
     }
 }

@@ -43,6 +43,7 @@ fn options(fsync: FsyncPolicy) -> TapeOptions {
         compression: Compression::Zstd,
         segment_bytes: 4096,
         segment_age: None,
+        frame_rows: tapedeck::tape::writer::DEFAULT_FRAME_ROWS,
         allow_schema_change: false,
     }
 }
@@ -257,8 +258,15 @@ fn a_corrupt_middle_frame_is_quarantined_and_the_rest_stays_readable() {
 #[test]
 fn verify_finds_a_flipped_bit_in_a_sealed_segment_and_the_broken_chain() {
     let storage = MemStorage::new();
-    let w =
-        TapeWriter::open_storage(Arc::new(storage.clone()), options(FsyncPolicy::Never)).unwrap();
+    // Frames of 10 rows, so a flipped bit costs one of them.
+    let w = TapeWriter::open_storage(
+        Arc::new(storage.clone()),
+        TapeOptions {
+            frame_rows: 10,
+            ..options(FsyncPolicy::Never)
+        },
+    )
+    .unwrap();
     for i in 0..40 {
         w.submit(&rows(i * 10, 10)).unwrap();
     }
@@ -674,4 +682,97 @@ fn a_projected_decode_equals_the_full_decode_projected_and_refuses_cut_payloads(
             );
         }
     }
+}
+
+/// Submits `batches` batches of `n` rows each (without waiting), closes, and returns the
+/// storage with the sequence ranges `submit` returned.
+fn submitted(options: TapeOptions, batches: i64, n: usize) -> (MemStorage, Vec<(u64, u64)>) {
+    let storage = MemStorage::new();
+    let w = TapeWriter::open_storage(Arc::new(storage.clone()), options).unwrap();
+    let mut ranges = Vec::new();
+    for i in 0..batches {
+        let a = w.submit(&rows(i * n as i64, n)).unwrap();
+        ranges.push((a.first_seq, a.end_seq));
+    }
+    w.close().unwrap();
+    (storage, ranges)
+}
+
+#[test]
+fn flushes_submitted_between_commits_become_one_frame() {
+    // 64-row flushes, as `record` makes them, under an fsync interval long enough that many
+    // arrive between two commits.
+    let options = TapeOptions {
+        segment_bytes: 1 << 30,
+        ..options(FsyncPolicy::Interval(Duration::from_secs(60)))
+    };
+    let (storage, ranges) = submitted(options, 1000, 64);
+    // Sequence numbers are given at submission, one after the other.
+    for (i, (first, end)) in ranges.iter().enumerate() {
+        assert_eq!((*first, *end), (i as u64 * 64, (i as u64 + 1) * 64));
+    }
+    let report = verify(&storage).unwrap();
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    assert_eq!(report.rows, 64_000);
+    // 64,000 rows fit in one frame of at most 65,536 rows.
+    assert_eq!(
+        report.frames, 1,
+        "64-row flushes were written as {} frames",
+        report.frames
+    );
+    assert_eq!(read_all(&storage), (0..64_000).collect::<Vec<_>>());
+}
+
+#[test]
+fn a_frame_holds_at_most_frame_rows_and_frame_rows_1_keeps_a_frame_per_batch() {
+    for (frame_rows, batch_rows, frames) in [(1000, 64, 7), (1, 64, 100), (100, 250, 100)] {
+        let options = TapeOptions {
+            segment_bytes: 1 << 30,
+            frame_rows,
+            ..options(FsyncPolicy::Interval(Duration::from_secs(60)))
+        };
+        let (storage, _) = submitted(options, 100, batch_rows);
+        let report = verify(&storage).unwrap();
+        assert!(report.problems.is_empty(), "{:?}", report.problems);
+        // 100 × 64 = 6,400 rows in frames cut at the first batch reaching 1,000 rows (16
+        // batches, 1,024 rows): 6 of them and the 256 rows left; a batch bigger than
+        // frame_rows is a frame of its own.
+        assert_eq!(
+            report.frames, frames,
+            "frame_rows {frame_rows}, batches of {batch_rows}"
+        );
+        let n = 100 * batch_rows as i64;
+        assert_eq!(read_all(&storage), (0..n).collect::<Vec<_>>());
+    }
+}
+
+#[test]
+fn held_rows_go_to_their_own_segment_when_the_schema_changes() {
+    let storage = MemStorage::new();
+    let w = TapeWriter::open_storage(
+        Arc::new(storage.clone()),
+        TapeOptions {
+            allow_schema_change: true,
+            ..options(FsyncPolicy::Interval(Duration::from_secs(60)))
+        },
+    )
+    .unwrap();
+    w.submit(&rows(0, 10)).unwrap();
+    w.submit(&rows(10, 10)).unwrap();
+    let other = batch(vec![(
+        "m",
+        Arc::new(Int64Array::from_iter_values(0..5)) as ArrayRef,
+    )]);
+    w.submit(&other).unwrap();
+    w.submit(&rows(20, 10)).unwrap();
+    w.close().unwrap();
+    let report = verify(&storage).unwrap();
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+    // Three segments (a schema change rolls), each of one frame: 20 rows, 5, 10.
+    assert_eq!((report.segments, report.frames, report.rows), (3, 3, 35));
+    let seqs: Vec<(u64, usize)> = TapeReader::open_storage(Arc::new(storage), StartAt::Start)
+        .unwrap()
+        .map(|item| item.map(|(seq, b)| (seq, b.num_rows())).unwrap())
+        .collect();
+    assert_eq!(seqs, vec![(0, 20), (20, 5), (25, 10)]);
 }

@@ -148,23 +148,31 @@ pub(super) fn not_ours(name: String, path: &Path, cursor: &Path) -> Error {
     }
 }
 
-/// The refusal for a file whose cursor cannot be read when the delivery would start it over
-/// past the tape's first row (`--from end`): nothing proves which rows the file holds, and
-/// starting it over at `start` would throw them away.
-pub(super) fn damaged_refused(
+/// A file whose cursor cannot be read is started over at `start` — from the tape's first row
+/// (or into an empty file) every row it can have held comes back from the tape. From a later
+/// start (`--from end`) that would throw away the rows it holds, and nothing proves which they
+/// are: refused, the file untouched.
+pub(super) fn start_over_damaged(
     name: &str,
     path: &Path,
     cursor: &Path,
     problem: &str,
     have: u64,
     start: u64,
-) -> Error {
-    Error::Delivery {
-        sink: name.to_string(),
-        message: format!(
-            "its cursor {} is damaged ({problem}), so nothing proves which tape rows {} ({have} bytes) holds, and this delivery would start it over at tape row {start} (`--from end`), losing them; the file was not touched. Deliver from the tape's start (without `--from end`) to rebuild it from the tape's first row, or move it and its cursor file aside to deliver into a new file",
-            cursor.display(),
-            path.display()
-        ),
+) -> Result<()> {
+    if have > 0 && start > 0 {
+        return Err(Error::Delivery {
+            sink: name.to_string(),
+            message: format!(
+                "its cursor {} is damaged ({problem}), so nothing proves which tape rows {} ({have} bytes) holds, and this delivery would start it over at tape row {start} (`--from end`), losing them; the file was not touched. Deliver from the tape's start (without `--from end`) to rebuild it from the tape's first row, or move it and its cursor file aside to deliver into a new file",
+                cursor.display(),
+                path.display()
+            ),
+        });
     }
+    tracing::warn!(
+        "{name}: its cursor {} is damaged ({problem}); rebuilding the file from tape row {start}",
+        cursor.display()
+    );
+    Ok(())
 }

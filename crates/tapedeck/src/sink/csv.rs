@@ -296,15 +296,12 @@ impl SinkConfig for AtPath<CsvOptions> {
 
     fn resume_by(&self) -> ResumeBy {
         // Resumed by appending to what the cursor kept.
-        let mut options = self.options.clone();
-        options.file = FileOptions {
-            overwrite: false,
-            append: true,
+        let options = CsvOptions {
+            file: FileOptions::APPEND,
+            ..self.options.clone()
         };
-        ResumeBy::TruncateToCursor {
-            path: self.path.clone(),
-            overwrite: self.options.file.overwrite,
-            reopen: Box::new(move |p| Ok(Box::new(CsvSink::create(p, options.clone())?))),
-        }
+        ResumeBy::truncate_to_cursor(&self.path, self.options.file.overwrite, move |p| {
+            CsvSink::create(p, options.clone())
+        })
     }
 }

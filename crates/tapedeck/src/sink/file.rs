@@ -122,6 +122,12 @@ pub(crate) fn create_dirs(dir: &Path) -> Result<Vec<PathBuf>> {
 }
 
 impl FileOptions {
+    /// Appending to an existing file: how a delivery reopens a file it continues.
+    pub(crate) const APPEND: FileOptions = FileOptions {
+        overwrite: false,
+        append: true,
+    };
+
     /// Reads `overwrite` (and `append` if `can_append`) from URI parameters.
     pub(crate) fn from_params(params: &mut Params, can_append: bool) -> Result<FileOptions> {
         let overwrite = params.flag("overwrite")?;

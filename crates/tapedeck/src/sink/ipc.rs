@@ -315,10 +315,8 @@ impl SinkConfig for AtPath<IpcOptions> {
         // Every rebuild writes a new hidden copy.
         let mut options = self.options.clone();
         options.file.overwrite = true;
-        ResumeBy::RebuildAndRename {
-            path: self.path.clone(),
-            overwrite: self.options.file.overwrite,
-            create: Box::new(move |p| Ok(Box::new(IpcSink::create(p, options.clone())?))),
-        }
+        ResumeBy::rebuild_and_rename(&self.path, self.options.file.overwrite, move |p| {
+            IpcSink::create(p, options.clone())
+        })
     }
 }

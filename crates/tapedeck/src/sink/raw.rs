@@ -556,11 +556,9 @@ impl SinkConfig for AtPath<RawOptions> {
 
     fn resume_by(&self) -> ResumeBy {
         let options = self.options.clone();
-        ResumeBy::TruncateToCursor {
-            path: self.path.clone(),
-            overwrite: self.options.file.overwrite,
-            reopen: Box::new(move |p| Ok(Box::new(RawSink::append(p, options.clone())?))),
-        }
+        ResumeBy::truncate_to_cursor(&self.path, self.options.file.overwrite, move |p| {
+            RawSink::append(p, options.clone())
+        })
     }
 }
 

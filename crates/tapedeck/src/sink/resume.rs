@@ -70,6 +70,35 @@ pub enum ResumeBy {
     Nothing,
 }
 
+impl ResumeBy {
+    /// [`ResumeBy::TruncateToCursor`] for the file at `path`, reopened for appending by
+    /// `reopen`.
+    pub(crate) fn truncate_to_cursor<S: Sink + 'static>(
+        path: &Path,
+        overwrite: bool,
+        reopen: impl Fn(&Path) -> Result<S> + Send + 'static,
+    ) -> ResumeBy {
+        ResumeBy::TruncateToCursor {
+            path: path.to_path_buf(),
+            overwrite,
+            reopen: Box::new(move |p| Ok(Box::new(reopen(p)?))),
+        }
+    }
+
+    /// [`ResumeBy::RebuildAndRename`] for the file at `path`, each copy made by `create`.
+    pub(crate) fn rebuild_and_rename<S: Sink + 'static>(
+        path: &Path,
+        overwrite: bool,
+        create: impl Fn(&Path) -> Result<S> + Send + 'static,
+    ) -> ResumeBy {
+        ResumeBy::RebuildAndRename {
+            path: path.to_path_buf(),
+            overwrite,
+            create: Box::new(move |p| Ok(Box::new(create(p)?))),
+        }
+    }
+}
+
 /// A sink that moves a delivery's cursor itself, with the data it commits.
 pub trait CursorSink: Sink {
     /// The cursor as committed.

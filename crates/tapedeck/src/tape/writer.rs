@@ -7,7 +7,10 @@
 //! is cut to nothing; every unsealed segment is then sealed, so appending always starts a fresh
 //! segment. Recovery never fails on damaged data and never asks for a directory to be deleted.
 //!
-//! **Appending** encodes a batch into a frame in memory; frames are handed to the file in large
+//! **Appending** holds a batch in memory; what was submitted while the previous commit was in
+//! flight becomes one frame when the committer next writes (or at `frame_rows` rows or
+//! [`FRAME_BYTES`] held), so a recorder flushing 64 rows at a time still writes frames sized
+//! for the disk — group commit at the frame level. Frames are handed to the file in large
 //! writes (at 1 MiB, or when a sync is due), not one syscall per batch. [`TapeWriter::submit`]
 //! returns at once with the sequence range of the batch; [`TapeWriter::append`] also waits until
 //! the batch is durable under the policy. Under `fsync=always` and `interval:D` a committer
@@ -45,6 +48,10 @@ pub struct TapeOptions {
     pub segment_bytes: u64,
     /// Roll to a new segment past this age.
     pub segment_age: Option<Duration>,
+    /// The most rows one frame holds: batches submitted between two commits are joined into
+    /// one frame up to this many rows (a larger batch is a frame of its own). 1 keeps one
+    /// frame per batch.
+    pub frame_rows: usize,
     /// Accept a batch whose columns share nothing (but identity and time columns) with what
     /// the tape holds; by default such a batch is refused — it is almost always the wrong
     /// source or the wrong tape.
@@ -58,6 +65,7 @@ impl Default for TapeOptions {
             compression: Compression::Zstd,
             segment_bytes: 256 << 20,
             segment_age: None,
+            frame_rows: DEFAULT_FRAME_ROWS,
             allow_schema_change: false,
         }
     }
@@ -103,6 +111,12 @@ struct OpenSegment {
 
 struct Inner {
     segment: Option<OpenSegment>,
+    /// Batches submitted since the last frame was cut, with their first sequence number, rows
+    /// and memory: the next frame ([`cut_frame`]).
+    held: Vec<RecordBatch>,
+    held_first: u64,
+    held_rows: usize,
+    held_bytes: usize,
     pending: Vec<u8>,
     /// The committer's last written buffer, kept to be reused (its pages are already mapped).
     spare: Vec<u8>,
@@ -154,6 +168,11 @@ fn publish(shared: &Shared, seq: u64) {
     }
 }
 
+/// Rows per frame by default ([`TapeOptions::frame_rows`]).
+pub const DEFAULT_FRAME_ROWS: usize = 65_536;
+/// Memory of held batches at which a frame is cut whatever its rows (bounds a frame of wide
+/// rows or DAQ blocks).
+pub const FRAME_BYTES: usize = 8 << 20;
 /// Bytes gathered before they are handed to storage.
 const WRITE_CHUNK: usize = 1 << 20;
 /// Pending bytes at which appends wait for the committer (bounds memory).
@@ -282,6 +301,10 @@ impl TapeWriter {
             options: options.clone(),
             inner: Mutex::new(Inner {
                 segment: None,
+                held: Vec::new(),
+                held_first: 0,
+                held_rows: 0,
+                held_bytes: 0,
                 pending: Vec::new(),
                 spare: Vec::new(),
                 next_seq: state.end_seq,
@@ -540,6 +563,7 @@ fn wait_idle<'a>(shared: &'a Shared, mut inner: MutexGuard<'a, Inner>) -> MutexG
 
 /// Hashes and hands pending bytes to the storage, under the lock (the committer must be idle).
 fn flush_pending(shared: &Shared, inner: &mut Inner) -> Result<()> {
+    cut_frame(shared, inner)?;
     if inner.pending.is_empty() {
         inner.written_seq = inner.next_seq;
         return Ok(());
@@ -599,9 +623,13 @@ fn append_frame_locked(
         }
     };
     if roll {
-        return Err(Roll);
+        // What is held belongs to the segment being sealed.
+        return match cut_frame(shared, inner) {
+            Ok(()) => Err(Roll),
+            Err(e) => Ok(Err(e)),
+        };
     }
-    Ok(write_frame(shared, inner, batch))
+    Ok(hold(shared, inner, batch))
 }
 
 /// Starts a segment for `batch`'s schema (after a seal) and appends the batch.
@@ -626,14 +654,64 @@ fn start_and_append(shared: &Shared, inner: &mut Inner, batch: &RecordBatch) -> 
     }
     inner.last_schema = Some(schema.clone());
     start_segment(shared, inner, &schema)?;
-    write_frame(shared, inner, batch)
+    hold(shared, inner, batch)
 }
 
-fn write_frame(shared: &Shared, inner: &mut Inner, batch: &RecordBatch) -> Result<Appended> {
+/// Gives `batch` its sequence numbers and holds it for the next frame; cuts the frame when it
+/// is full.
+fn hold(shared: &Shared, inner: &mut Inner, batch: &RecordBatch) -> Result<Appended> {
+    let rows = batch.num_rows();
+    if u32::try_from(rows).is_err() {
+        return Err(Error::InvalidOption {
+            option: "batch",
+            message: "a batch of more than 4,294,967,295 rows".into(),
+        });
+    }
     let first_seq = inner.next_seq;
+    if inner.held.is_empty() {
+        inner.held_first = first_seq;
+    }
+    inner.held.push(batch.clone());
+    inner.held_rows = inner.held_rows.saturating_add(rows);
+    inner.held_bytes = inner
+        .held_bytes
+        .saturating_add(batch.get_array_memory_size());
+    inner.next_seq += rows as u64;
+    // A frame is cut when full, and before the held rows would take the segment past its
+    // size (so segments roll near `segment_bytes` however rows are flushed).
+    let segment_full = inner.segment.as_ref().is_some_and(|seg| {
+        seg.bytes.saturating_add(inner.held_bytes as u64) >= shared.options.segment_bytes
+    });
+    if inner.held_rows >= shared.options.frame_rows.max(1)
+        || inner.held_bytes >= FRAME_BYTES
+        || segment_full
+    {
+        cut_frame(shared, inner)?;
+    }
+    Ok(Appended {
+        first_seq,
+        end_seq: inner.next_seq,
+    })
+}
+
+/// Encodes the held batches as one frame of the open segment, into the pending bytes.
+fn cut_frame(shared: &Shared, inner: &mut Inner) -> Result<()> {
+    if inner.held.is_empty() {
+        return Ok(());
+    }
+    let held = std::mem::take(&mut inner.held);
+    let first_seq = inner.held_first;
+    inner.held_rows = 0;
+    inner.held_bytes = 0;
+    let batch = match held.as_slice() {
+        [one] => one.clone(),
+        [first, ..] => arrow_select::concat::concat_batches(&first.schema(), &held)
+            .map_err(|e| Error::arrow("joining batches into a tape frame", e))?,
+        [] => return Ok(()),
+    };
     let rows = u32::try_from(batch.num_rows()).map_err(|_| Error::InvalidOption {
         option: "batch",
-        message: "a batch of more than 4,294,967,295 rows".into(),
+        message: "a frame of more than 4,294,967,295 rows".into(),
     })?;
     let Some(seg) = inner.segment.as_mut() else {
         return Err(Error::InvalidOption {
@@ -643,9 +721,9 @@ fn write_frame(shared: &Shared, inner: &mut Inner, batch: &RecordBatch) -> Resul
     };
     let payload = seg
         .encoder
-        .encode(batch)
+        .encode(&batch)
         .map_err(|e| Error::arrow("encoding a batch for the tape", e))?;
-    let time = time_range(batch);
+    let time = time_range(&batch);
     let header = FrameHeader {
         compression: seg.encoder.compression(),
         payload_len: payload.len() as u32,
@@ -665,16 +743,12 @@ fn write_frame(shared: &Shared, inner: &mut Inner, batch: &RecordBatch) -> Resul
         (Some((a, b)), Some((c, d))) => Some((a.min(c), b.max(d))),
         (x, y) => x.or(y),
     };
-    inner.next_seq += u64::from(rows);
     if inner.pending.len() >= WRITE_CHUNK {
         // The committer writes, off this thread.
         inner.write_wanted = true;
         shared.work.notify_one();
     }
-    Ok(Appended {
-        first_seq,
-        end_seq: inner.next_seq,
-    })
+    Ok(())
 }
 
 fn start_segment(shared: &Shared, inner: &mut Inner, schema: &SchemaRef) -> Result<()> {
@@ -848,6 +922,12 @@ fn commit_loop(shared: &Shared) {
         inner.write_wanted = false;
         if sync_due {
             inner.sync_wanted = false;
+        }
+        // What was submitted since the last round becomes one frame.
+        if let Err(e) = cut_frame(shared, &mut inner) {
+            inner.failed = Some(e.to_string());
+            shared.durable.notify_all();
+            continue;
         }
         // Take the pending bytes; write and fsync them without the lock, so appends go on
         // meanwhile (and are covered by the next round: group commit).

@@ -143,6 +143,13 @@ pub struct Args {
     #[arg(long, value_name = "N", default_value_t = 256 << 20)]
     segment_bytes: u64,
 
+    /// The most rows in one tape frame: the flushes that arrive while the previous commit is
+    /// in flight are joined into one frame, up to this many rows (1: a frame per flush), e.g.
+    /// `--frame-rows 8192`.
+    #[arg(long, value_name = "ROWS", default_value_t = tapedeck::tape::writer::DEFAULT_FRAME_ROWS,
+          value_parser = clap::value_parser!(usize))]
+    frame_rows: usize,
+
     /// With --tape: where a sink that holds nothing from this tape yet starts (the tape's first
     /// row, or only rows recorded from now on), e.g. `--from end`.
     #[arg(long, value_enum, default_value_t = NewFrom::Start, requires = "tape")]

@@ -5,7 +5,7 @@
 use std::sync::atomic::AtomicBool;
 
 use clap::ValueEnum;
-use tapedeck::deliver::{DeliveryOptions, DeliveryStatus};
+use tapedeck::deliver::{DeliveryOptions, DeliveryState, DeliveryStatus};
 use tapedeck::pipe::Summary;
 use tapedeck::recorder::Recorder;
 use tapedeck::tape::{FsyncPolicy, TapeOptions};
@@ -40,6 +40,7 @@ pub fn options(args: &Args) -> TapeOptions {
         },
         segment_bytes: args.segment_bytes.max(1 << 12),
         segment_age: None,
+        frame_rows: args.frame_rows.max(1),
         allow_schema_change: args.allow_schema_change,
     }
 }
@@ -60,17 +61,25 @@ pub fn finish(
     rec: Recorder,
     interrupted: &AtomicBool,
 ) -> (Option<serde_json::Value>, Vec<DeliveryStatus>) {
-    let waiting: Vec<String> = rec
-        .deliveries()
-        .into_iter()
-        .filter(is_waiting_for_sink)
-        .map(|s| s.sink)
-        .collect();
-    if !waiting.is_empty() {
-        eprintln!(
-            "waiting for {} to come back (up to 5 minutes); press Ctrl-C twice to stop now — committed rows stay, and `tapedeck deliver` catches up later",
-            waiting.join(", ")
-        );
+    let deliveries = rec.deliveries();
+    let waiting = |state: DeliveryState| -> Vec<String> {
+        deliveries
+            .iter()
+            .filter(|s| is_waiting_for_sink(s) && s.state == state)
+            .map(|s| s.sink.clone())
+            .collect()
+    };
+    // A sink still connecting when the source ended (a fast run) is not one that went away.
+    for (sinks, what) in [
+        (waiting(DeliveryState::Opening), "to open (connect)"),
+        (waiting(DeliveryState::Reconnecting), "to come back"),
+    ] {
+        if !sinks.is_empty() {
+            eprintln!(
+                "waiting for {} {what} (up to 5 minutes); press Ctrl-C twice to stop now — committed rows stay, and `tapedeck deliver` catches up later",
+                sinks.join(", ")
+            );
+        }
     }
     let statuses = rec.status_handle();
     let stop = || {

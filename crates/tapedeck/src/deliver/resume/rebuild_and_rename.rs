@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use arrow_array::RecordBatch;
 
 use crate::deliver::destination::{
-    Destination, damaged_refused, hidden_beside, not_ours, write_tape_batch,
+    Destination, hidden_beside, not_ours, start_over_damaged, write_tape_batch,
 };
 use crate::error::{Error, Result};
 use crate::sink::cursor_file::{COMPLETE, CursorFile, Found, Position, RENAME_PENDING};
@@ -74,23 +74,15 @@ impl RebuildAndRename {
                 return Err(other_tape(&name, &cursor_path, &theirs, &tape.id));
             }
             Found::Damaged(problem) => {
-                // The rebuilt file replaces this one at the end of the delivery: from a start
-                // past the tape's first row that would lose the rows it holds.
-                let have = file_len(path)?.unwrap_or(0);
-                if have > 0 && start > 0 {
-                    return Err(damaged_refused(
-                        &name,
-                        path,
-                        &cursor_path,
-                        &problem,
-                        have,
-                        start,
-                    ));
-                }
-                tracing::warn!(
-                    "{name}: its cursor {} is damaged ({problem}); rebuilding the file from tape row {start}",
-                    cursor_path.display()
-                );
+                // The rebuilt file replaces what this one holds.
+                start_over_damaged(
+                    &name,
+                    path,
+                    &cursor_path,
+                    &problem,
+                    file_len(path)?.unwrap_or(0),
+                    start,
+                )?;
                 (CursorFile::create(&cursor_path, &tape.id, start)?, None)
             }
             Found::Missing => {

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use arrow_array::RecordBatch;
 
 use crate::deliver::destination::{
-    Destination, damaged_refused, hidden_beside, not_ours, write_tape_batch,
+    Destination, hidden_beside, not_ours, start_over_damaged, write_tape_batch,
 };
 use crate::error::{Error, Result};
 use crate::sink::cursor_file::{CursorFile, Found, Position};
@@ -83,23 +83,15 @@ impl TruncateToCursor {
                 return Err(other_tape(&name, &cursor_path, &theirs, &tape.id));
             }
             Found::Damaged(problem) => {
-                let have = existing.unwrap_or(0);
-                if have > 0 && start > 0 {
-                    return Err(damaged_refused(
-                        &name,
-                        path,
-                        &cursor_path,
-                        &problem,
-                        have,
-                        start,
-                    ));
-                }
-                // From the tape's first row (or into an empty file): every row the file can
-                // have held comes back from the tape.
-                tracing::warn!(
-                    "{name}: its cursor {} is damaged ({problem}); rebuilding the file from tape row {start}",
-                    cursor_path.display()
-                );
+                // The file starts over from the tape, if that loses nothing.
+                start_over_damaged(
+                    &name,
+                    path,
+                    &cursor_path,
+                    &problem,
+                    existing.unwrap_or(0),
+                    start,
+                )?;
                 Err(start)
             }
             Found::Missing => {

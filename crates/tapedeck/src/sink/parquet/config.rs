@@ -66,16 +66,9 @@ impl SinkConfig for ParquetConfig {
             ParquetLayout::File(path) => {
                 // Every rebuild writes a new hidden copy.
                 options.file.overwrite = true;
-                ResumeBy::RebuildAndRename {
-                    path: path.clone(),
-                    overwrite: self.options.file.overwrite,
-                    create: Box::new(move |p| {
-                        Ok(Box::new(ParquetSink::create(
-                            ParquetLayout::File(p.to_path_buf()),
-                            options.clone(),
-                        )?))
-                    }),
-                }
+                ResumeBy::rebuild_and_rename(path, self.options.file.overwrite, move |p| {
+                    ParquetSink::create(ParquetLayout::File(p.to_path_buf()), options.clone())
+                })
             }
             ParquetLayout::Dir(dir) => {
                 let dir = dir.clone();
