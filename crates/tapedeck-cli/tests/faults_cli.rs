@@ -21,7 +21,14 @@ fn record_tape(tape: &Path, rows: u64) {
         .arg("--tape")
         .arg(tape)
         // Frames of 100 rows, so one damaged byte costs one frame of 100 rows.
-        .args(["--compression", "none", "--batch-size", "100", "--frame-rows", "100"])
+        .args([
+            "--compression",
+            "none",
+            "--batch-size",
+            "100",
+            "--frame-rows",
+            "100",
+        ])
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", stderr(&o));

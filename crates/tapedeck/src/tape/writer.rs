@@ -173,6 +173,9 @@ pub const DEFAULT_FRAME_ROWS: usize = 65_536;
 /// Memory of held batches at which a frame is cut whatever its rows (bounds a frame of wide
 /// rows or DAQ blocks).
 pub const FRAME_BYTES: usize = 8 << 20;
+/// Rows of a batch that is written as a frame of its own rather than joined with others (its
+/// frame overhead is already small; joining would only copy it).
+pub const OWN_FRAME_ROWS: usize = 512;
 /// Bytes gathered before they are handed to storage.
 const WRITE_CHUNK: usize = 1 << 20;
 /// Pending bytes at which appends wait for the committer (bounds memory).
@@ -667,22 +670,27 @@ fn hold(shared: &Shared, inner: &mut Inner, batch: &RecordBatch) -> Result<Appen
             message: "a batch of more than 4,294,967,295 rows".into(),
         });
     }
+    let bytes = batch.get_array_memory_size();
+    // A batch this big is a frame of its own: joining it would only copy it (DAQ blocks).
+    let own_frame = rows >= OWN_FRAME_ROWS;
+    if own_frame {
+        cut_frame(shared, inner)?;
+    }
     let first_seq = inner.next_seq;
     if inner.held.is_empty() {
         inner.held_first = first_seq;
     }
     inner.held.push(batch.clone());
     inner.held_rows = inner.held_rows.saturating_add(rows);
-    inner.held_bytes = inner
-        .held_bytes
-        .saturating_add(batch.get_array_memory_size());
+    inner.held_bytes = inner.held_bytes.saturating_add(bytes);
     inner.next_seq += rows as u64;
     // A frame is cut when full, and before the held rows would take the segment past its
     // size (so segments roll near `segment_bytes` however rows are flushed).
     let segment_full = inner.segment.as_ref().is_some_and(|seg| {
         seg.bytes.saturating_add(inner.held_bytes as u64) >= shared.options.segment_bytes
     });
-    if inner.held_rows >= shared.options.frame_rows.max(1)
+    if own_frame
+        || inner.held_rows >= shared.options.frame_rows.max(1)
         || inner.held_bytes >= FRAME_BYTES
         || segment_full
     {
