@@ -58,6 +58,12 @@ def query(tape, sql, stats=False, rss=False):
     return secs, p.stdout, p.stderr, int(m.group(1)) if m else None
 
 
+def inner_secs(stderr):
+    """The query's own time as `--stats` prints it (snapshot to last row, no process start)."""
+    m = re.search(r"; ([0-9.]+) s\s*$", stderr.strip().splitlines()[-1])
+    return float(m.group(1))
+
+
 def bytes_read(stderr):
     m = re.search(r"(\d+) of (\d+) bytes", stderr)
     return int(m.group(1)), int(m.group(2))
@@ -91,14 +97,16 @@ def bench_tape(name, tape, parquet, time_col, group_col, value_col, args):
            f"AND {time_col} < to_timestamp_micros({hi}) GROUP BY {group_col} ORDER BY {group_col}")
     if not os.path.exists(parquet):
         run(["replay", tape, "--sink", f"parquet:{parquet}", "--quiet"])
-    full_t, one_t, duck_t = [], [], []
+    full_t, one_t, duck_t, full_in, one_in = [], [], [], [], []
     full_bytes = one_bytes = None
     for r in range(args.runs):
         s, _, err, _ = query(tape, full, stats=True)
         full_t.append(s)
+        full_in.append(inner_secs(err))
         full_bytes = bytes_read(err)
         s, _, err, _ = query(tape, one, stats=True)
         one_t.append(s)
+        one_in.append(inner_secs(err))
         one_bytes = bytes_read(err)
     duck = duckdb_times(args.python, parquet, full.replace("FROM tape", "FROM tape"), args.runs)
     duck_t = duck["times"]
@@ -109,6 +117,8 @@ def bench_tape(name, tape, parquet, time_col, group_col, value_col, args):
         "parquet_gb": os.path.getsize(parquet) / 1e9 if os.path.isfile(parquet) else None,
         "full_s": med(full_t), "one_pct_s": med(one_t), "duckdb_full_s": med(duck_t),
         "speedup_1pct": med(full_t) / med(one_t), "vs_duckdb": med(full_t) / med(duck_t),
+        "full_query_s": med(full_in), "one_pct_query_s": med(one_in),
+        "speedup_1pct_query": med(full_in) / med(one_in), "vs_duckdb_query": med(full_in) / med(duck_t),
         "one_pct_bytes_frac": one_bytes[0] / one_bytes[1], "full_bytes_frac": full_bytes[0] / full_bytes[1],
         "full_rss_mib": rss / 1024 if rss else None,
         "full_runs": full_t, "one_pct_runs": one_t, "duckdb_runs": duck_t,

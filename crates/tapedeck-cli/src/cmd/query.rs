@@ -162,6 +162,8 @@ mod engine {
             .as_of(as_of)
             .skip_damage(args.skip_damage)
             .verify(args.verify);
+        // --stats times the query from here: taking the snapshot is part of it.
+        let mut started = std::time::Instant::now();
         let ctx = tapedeck_query::session();
         let mut tapes = vec![tapedeck_query::register_tape_with(
             &ctx,
@@ -185,7 +187,6 @@ mod engine {
             return explain(&ctx, &args.sql, &tapes).await;
         }
         loop {
-            let started = std::time::Instant::now();
             let out = once(&ctx, args, &tapes).await;
             if args.stats {
                 print_stats(&tapes, started.elapsed());
@@ -195,6 +196,7 @@ mod engine {
                 return Ok(());
             }
             tokio::time::sleep(args.every).await;
+            started = std::time::Instant::now();
             for t in &tapes {
                 t.refresh()?;
             }
