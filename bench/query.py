@@ -2,7 +2,9 @@
 """`tapedeck query` on big tapes, in one run: a 1%-of-the-time-range query vs the same query
 over the whole tape, a full-scan aggregate vs DuckDB over a Parquet file of the same rows, the
 bytes each query reads, and the full scan's peak RSS; then the recorder's speed with and without
-a `query --follow` beside it.
+a `query --follow` beside it. tapedeck's times are given both as whole processes and as the
+query's own time (`--stats`: from taking the snapshot to the last row printed), which is how
+DuckDB's are taken (inside one Python process).
 
 usage: bench/query.py [--rows 20000000] [--blocks 4000] [--runs 5] [--python VENV_PYTHON]
                       [--work DIR] [--compression none|lz4|zstd] [--keep]
