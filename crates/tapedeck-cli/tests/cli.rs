@@ -1138,3 +1138,30 @@ fn raw_files_resume_from_the_tape_and_import_salvages_a_cut_file() {
     assert_eq!(s["dt_raw"]["chunks"], blocks);
     assert!(s["dt_raw"]["stopped_at"].as_u64().unwrap() < bytes.len() as u64);
 }
+
+#[test]
+fn replay_and_import_of_a_missing_input_leave_an_existing_output_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_csv = dir.path().join("kept.csv");
+    std::fs::write(&out_csv, "a,b\n1,2\n").unwrap();
+    let sink = format!("csv:{}?overwrite=true", out_csv.display());
+    let missing_tape = dir.path().join("no-tape").display().to_string();
+    let missing_raw = dir.path().join("none.dt-raw").display().to_string();
+    for args in [
+        ["replay", missing_tape.as_str(), "--sink", sink.as_str()],
+        ["import", missing_raw.as_str(), "--sink", sink.as_str()],
+    ] {
+        let o = run(&args);
+        assert!(!o.status.success(), "{args:?} succeeded");
+        assert_eq!(
+            std::fs::read_to_string(&out_csv).unwrap(),
+            "a,b\n1,2\n",
+            "{args:?} touched the output: {}",
+            stderr(&o)
+        );
+    }
+    // A bad sink URI is still the first thing reported (usage, exit 2), whatever the input.
+    let o = run(&["replay", &missing_tape, "--sink", "csv:x.csv?overwrit=true"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("overwrit"), "{}", stderr(&o));
+}

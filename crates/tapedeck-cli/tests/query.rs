@@ -285,3 +285,76 @@ fn queries_beside_a_running_recorder_never_exceed_the_acknowledged_rows_nor_go_b
     let n = csv_value(&out);
     assert!(n >= last && n > 0);
 }
+
+#[test]
+fn follow_reprints_the_result_on_each_new_snapshot_until_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let tape = dir.path().join("tape");
+    let tape_arg = tape.to_str().unwrap();
+    let mut rec = tapedeck()
+        .args([
+            "record",
+            "--source",
+            "sim:alicat?rate=20000",
+            "--duration",
+            "3s",
+            "--tape",
+            tape_arg,
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    while !tape.join("ACKED").exists() {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let follow = tapedeck()
+        .args([
+            "query",
+            tape_arg,
+            "SELECT count(*) AS n FROM tape",
+            "--format",
+            "csv",
+            "--follow",
+            "--every",
+            "100ms",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(rec.wait().unwrap().success());
+    // Long enough for a few more rounds after the recorder stopped.
+    std::thread::sleep(Duration::from_millis(600));
+    let pid = follow.id();
+    let _ = Command::new("kill").arg(pid.to_string()).status();
+    let out = follow.wait_with_output().unwrap();
+    let stdout = text(&out.stdout);
+    let counts: Vec<u64> = stdout.lines().filter_map(|l| l.parse().ok()).collect();
+    assert!(
+        counts.len() >= 5,
+        "only {} results from --follow: {stdout}\n{}",
+        counts.len(),
+        text(&out.stderr)
+    );
+    assert!(
+        counts.windows(2).all(|w| w[0] <= w[1]),
+        "a count went back: {counts:?}"
+    );
+    assert!(
+        counts.first() < counts.last(),
+        "the result never changed while rows landed: {counts:?}"
+    );
+    let final_count = csv_value(&run(&[
+        "query",
+        tape_arg,
+        "SELECT count(*) AS n FROM tape",
+        "--format",
+        "csv",
+    ]));
+    assert_eq!(
+        counts.last().copied(),
+        Some(final_count),
+        "the last result after the recorder stopped is the whole tape"
+    );
+}

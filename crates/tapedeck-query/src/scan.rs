@@ -155,6 +155,8 @@ struct State {
 /// ```
 pub struct TapeTable {
     dir: std::path::PathBuf,
+    /// The tape's storage when it was opened from one ([`TapeTable::open_storage`]).
+    storage: Option<Arc<dyn tapedeck::tape::storage::Storage>>,
     options: TapeTableOptions,
     state: Mutex<State>,
 }
@@ -175,6 +177,25 @@ impl TapeTable {
         let snapshot = Arc::new(Snapshot::open(&dir, options.as_of)?);
         Ok(TapeTable {
             dir,
+            storage: None,
+            options,
+            state: Mutex::new(State {
+                snapshot,
+                stats: Arc::default(),
+                scans: 0,
+            }),
+        })
+    }
+
+    /// Opens the tape held by `storage` as a table ([`Snapshot::open_storage`]).
+    pub fn open_storage(
+        storage: Arc<dyn tapedeck::tape::storage::Storage>,
+        options: TapeTableOptions,
+    ) -> Result<TapeTable> {
+        let snapshot = Arc::new(Snapshot::open_storage(storage.clone(), options.as_of)?);
+        Ok(TapeTable {
+            dir: storage.describe(""),
+            storage: Some(storage),
             options,
             state: Mutex::new(State {
                 snapshot,
@@ -196,7 +217,10 @@ impl TapeTable {
     /// Takes a new snapshot (rows acknowledged since are seen by the next query) and resets
     /// the statistics. The schema may have grown: plan queries after refreshing.
     pub fn refresh(&self) -> Result<()> {
-        let snapshot = Arc::new(Snapshot::open(&self.dir, self.options.as_of)?);
+        let snapshot = Arc::new(match &self.storage {
+            Some(storage) => Snapshot::open_storage(storage.clone(), self.options.as_of)?,
+            None => Snapshot::open(&self.dir, self.options.as_of)?,
+        });
         let mut s = self.state();
         s.snapshot = snapshot;
         s.stats = Arc::default();

@@ -177,10 +177,40 @@ impl Snapshot {
         Snapshot::take(dir, as_of, running)
     }
 
+    /// Takes a snapshot of a tape held by `storage` rather than a directory (a simulated disk
+    /// in tests, a tape kept elsewhere): its rows up to the last whole frame, as when no writer
+    /// runs — no writer publishes a position there. `--as-of time:` needs the tape's
+    /// directory (its `DURABLE` history).
+    pub fn open_storage(storage: Arc<dyn Storage>, as_of: AsOf) -> Result<Snapshot> {
+        let dir = storage.describe("");
+        // A directory a writer holds is read up to the position it publishes, as `open` does.
+        let running = dir.is_dir() && acked::writer_running(&dir);
+        if matches!(as_of, AsOf::Time(_)) && !dir.is_dir() {
+            return Err(QueryError::AsOfUnknown {
+                tape: dir,
+                requested: "time".into(),
+                message: "this tape is not in a directory, so it has no durability history \
+                          (DURABLE); use seq:N"
+                    .into(),
+            });
+        }
+        Snapshot::take_from(dir, storage, as_of, running)
+    }
+
     /// Takes the snapshot, from the published position if a writer was `running`.
     fn take(dir: &Path, as_of: AsOf, running: bool) -> Result<Snapshot> {
-        let dir = dir.to_path_buf();
-        let storage = verify::storage_for(&dir)?;
+        let storage = verify::storage_for(dir)?;
+        Snapshot::take_from(dir.to_path_buf(), storage, as_of, running)
+    }
+
+    /// [`Snapshot::take`] over `storage`, the tape directory `dir` naming it (and holding
+    /// `ACKED` and `DURABLE`).
+    fn take_from(
+        dir: PathBuf,
+        storage: Arc<dyn Storage>,
+        as_of: AsOf,
+        running: bool,
+    ) -> Result<Snapshot> {
         // Read the published position before listing: the segments listed after it hold at
         // least every row it covers.
         let published = if running {

@@ -403,3 +403,106 @@ fn a_torn_tail_left_by_a_crash_is_not_read_and_whole_frames_are() {
     let b = query(&tape, "SELECT count(*), max(_seq) FROM tape").unwrap();
     assert_eq!(u64s(&b), vec![900]);
 }
+
+/// A tape's storage where a read touching `segment`'s bytes `failing` (frames in its second
+/// quarter; its header and footer read fine) fails with EIO, as a failing disk's would;
+/// everything else goes to the tape's directory.
+struct FailingReads {
+    inner: Arc<dyn tapedeck::tape::storage::Storage>,
+    segment: String,
+    failing: std::ops::Range<u64>,
+}
+
+impl tapedeck::tape::storage::Storage for FailingReads {
+    fn list(&self) -> std::io::Result<Vec<String>> {
+        self.inner.list()
+    }
+    fn len(&self, name: &str) -> std::io::Result<Option<u64>> {
+        self.inner.len(name)
+    }
+    fn read_at(&self, name: &str, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        let end = offset + buf.len() as u64;
+        if name == self.segment && offset < self.failing.end && end > self.failing.start {
+            return Err(std::io::Error::from_raw_os_error(5));
+        }
+        self.inner.read_at(name, offset, buf)
+    }
+    fn create_new(&self, name: &str) -> std::io::Result<()> {
+        self.inner.create_new(name)
+    }
+    fn append(&self, name: &str, data: &[u8]) -> std::io::Result<()> {
+        self.inner.append(name, data)
+    }
+    fn sync(&self, name: &str) -> std::io::Result<()> {
+        self.inner.sync(name)
+    }
+    fn sync_dir(&self, dir: &str) -> std::io::Result<()> {
+        self.inner.sync_dir(dir)
+    }
+    fn rename(&self, from: &str, to: &str) -> std::io::Result<()> {
+        self.inner.rename(from, to)
+    }
+    fn truncate(&self, name: &str, len: u64) -> std::io::Result<()> {
+        self.inner.truncate(name, len)
+    }
+    fn remove(&self, name: &str) -> std::io::Result<()> {
+        self.inner.remove(name)
+    }
+    fn describe(&self, name: &str) -> std::path::PathBuf {
+        self.inner.describe(name)
+    }
+}
+
+#[test]
+fn a_read_error_fails_the_query_naming_the_segment_and_skipping_damage_does_not_hide_it() {
+    let f = build(5_000, 250, 64 << 10);
+    let inner = tapedeck::tape::verify::storage_for(&f.tape).unwrap();
+    let segment = inner
+        .list()
+        .unwrap()
+        .into_iter()
+        .filter(|n| n.starts_with("seg-"))
+        .min()
+        .unwrap();
+    let len = inner.len(&segment).unwrap().unwrap();
+    let storage: Arc<dyn tapedeck::tape::storage::Storage> = Arc::new(FailingReads {
+        inner,
+        segment: segment.clone(),
+        failing: len / 4..len / 2,
+    });
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .build()
+        .unwrap();
+    for skip_damage in [false, true] {
+        let options = TapeTableOptions::default().skip_damage(skip_damage);
+        let result = rt.block_on(async {
+            let ctx = tapedeck_query::session();
+            let table = TapeTable::open_storage(storage.clone(), options).unwrap();
+            ctx.register_table("tape", Arc::new(table)).unwrap();
+            run(&ctx, "SELECT sum(value) FROM tape").await
+        });
+        let e = result
+            .expect_err("a failed read must fail the query")
+            .to_string();
+        assert!(
+            e.contains(&segment) && e.contains("os error 5"),
+            "skip_damage {skip_damage}: {e}"
+        );
+    }
+    // Reads that avoid the failing segment answer.
+    let first_elsewhere = rt.block_on(async {
+        let ctx = tapedeck_query::session();
+        let table = TapeTable::open_storage(storage.clone(), TapeTableOptions::default()).unwrap();
+        let end = table.snapshot().end();
+        ctx.register_table("tape", Arc::new(table)).unwrap();
+        let last = run(
+            &ctx,
+            &format!("SELECT count(*) FROM tape WHERE _seq >= {}", end - 10),
+        )
+        .await
+        .unwrap();
+        u64s(&last)
+    });
+    assert_eq!(first_elsewhere, vec![10]);
+}

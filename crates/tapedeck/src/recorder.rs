@@ -124,6 +124,12 @@ impl RecorderBuilder {
     /// assert_eq!(std::fs::read_to_string(dir.join("later.csv")).unwrap().lines().count(), 6);
     /// ```
     pub fn deliver(self) -> Result<TapeDelivery> {
+        if self.sinks.is_empty() {
+            return Err(Error::InvalidOption {
+                option: "sink",
+                message: "a delivery needs at least one sink to bring up to the tape's end".into(),
+            });
+        }
         let specs = crate::deliver::parse_sinks(&self.sinks, true)?;
         let Some((dir, options)) = self.tape else {
             return Err(Error::InvalidOption {
@@ -173,6 +179,13 @@ impl RecorderBuilder {
             writer,
             recorder,
         })
+    }
+
+    /// Checks every sink URI as [`RecorderBuilder::open`] will, creating nothing: a program
+    /// that must open something else first (a source) checks its sinks before, so a bad URI
+    /// is reported first and no sink is opened for a source that cannot be.
+    pub fn check(&self) -> Result<()> {
+        crate::deliver::parse_sinks(&self.sinks, self.tape.is_some()).map(|_| ())
     }
 
     /// Checks every sink URI (before anything is created), then opens the tape and starts the
@@ -473,17 +486,6 @@ impl Recorder {
     /// a delivery that failed is reported in [`RecordSummary::deliveries`].
     pub fn finish(self) -> Result<RecordSummary> {
         self.finish_with(&|| false)
-    }
-
-    /// Gives up before anything was recorded (the source could not be opened, say): every
-    /// sink takes away what it created and holds no rows ([`Sink::abandon`]), and deliveries
-    /// stop where they are.
-    pub fn abandon(mut self) {
-        for s in &mut self.sinks {
-            s.abandon();
-        }
-        let _ = self.close_sinks();
-        let _ = self.finish_deliveries(&|| true, Vec::new());
     }
 
     /// Closes the sinks still held (none after [`Recorder::pipe`]); the first error aside.

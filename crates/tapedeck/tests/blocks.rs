@@ -168,3 +168,38 @@ fn times_and_indexes_that_overflow_are_typed_errors() {
     let err = Block::from_wide_batch(&bad).err().map(|e| e.to_string());
     assert!(err.is_some_and(|e| e.contains("too far apart")));
 }
+
+#[test]
+fn small_blocks_of_two_devices_come_back_from_a_tape_as_they_went_in() {
+    use std::sync::Arc;
+    use tapedeck::tape::storage::MemStorage;
+    use tapedeck::tape::{FsyncPolicy, StartAt, TapeOptions, TapeReader, TapeWriter};
+    // Two devices with the same channels and block_index, 4-sample blocks, submitted without
+    // waiting: the writer joins small batches into frames, but never blocks, which are split
+    // back by block_index alone.
+    let storage = MemStorage::new();
+    let w = TapeWriter::open_storage(
+        Arc::new(storage.clone()),
+        TapeOptions {
+            fsync: FsyncPolicy::Interval(std::time::Duration::from_secs(60)),
+            ..TapeOptions::default()
+        },
+    )
+    .unwrap();
+    let mut sent = Vec::new();
+    for device in ["dev1", "dev2"] {
+        let mut b = block(Some(100_000));
+        b.device = device.into();
+        w.submit(&b.to_wide_batch().unwrap()).unwrap();
+        sent.push(b);
+    }
+    w.close().unwrap();
+    let mut got = Vec::new();
+    for item in TapeReader::open_storage(Arc::new(storage), StartAt::Start).unwrap() {
+        let (_, batch) = item.unwrap();
+        got.extend(Block::from_wide_batch(&batch).unwrap().unwrap());
+    }
+    let devices: Vec<&str> = got.iter().map(|b| b.device.as_str()).collect();
+    assert_eq!(devices, ["dev1", "dev2"]);
+    assert_eq!(got[1].values, sent[1].values);
+}

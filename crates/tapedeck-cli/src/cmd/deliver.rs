@@ -69,6 +69,7 @@ pub fn run(args: &Args) -> u8 {
         new_start: args.from.into(),
         ..DeliveryOptions::default()
     };
+    let started = Instant::now();
     let run = Recorder::builder()
         .tape(&args.dir)
         .sinks(&args.sinks)
@@ -89,7 +90,6 @@ pub fn run(args: &Args) -> u8 {
             args.dir.display()
         );
     }
-    let started = Instant::now();
     let done = Arc::new(AtomicBool::new(false));
     let ticker = show_progress(args.progress).then(|| {
         let done = done.clone();

@@ -38,17 +38,19 @@ error_type `overrun`. The same file can be a source of `record`: --source file:r
 
 /// Runs `tapedeck import`; returns the exit code.
 pub fn run(args: &Args) -> u8 {
-    // The sinks are checked (and opened) first: a bad URI is a usage error whatever the file.
-    let recorder = match Recorder::builder().sinks(&args.sinks).open() {
-        Ok(r) => r,
-        Err(e) => return fail(&e),
-    };
+    // The sinks are checked first (a bad URI is a usage error whatever the file) and opened
+    // only once the file is: a missing file leaves an existing sink file alone.
+    let builder = Recorder::builder().sinks(&args.sinks);
+    if let Err(e) = builder.check() {
+        return fail(&e);
+    }
     let src = match tapedeck::dtraw::DtRawSource::open(&args.file) {
         Ok(s) => s,
-        Err(e) => {
-            recorder.abandon();
-            return fail(&e);
-        }
+        Err(e) => return fail(&e),
+    };
+    let recorder = match builder.open() {
+        Ok(r) => r,
+        Err(e) => return fail(&e),
     };
     let report_handle = src.report();
     let (report, _) = recorder.run(src, &PipeOptions::default(), &|| false);

@@ -45,17 +45,19 @@ pub fn run(args: Args) -> u8 {
     if let Err(e) = options.validate() {
         return fail(&e);
     }
-    // The sinks are checked (and opened) first: a bad URI is a usage error whatever the tape.
-    let recorder = match Recorder::builder().sinks(&args.sinks).open() {
-        Ok(r) => r,
-        Err(e) => return fail(&e),
-    };
+    // The sinks are checked first (a bad URI is a usage error whatever the tape) and opened
+    // only once the tape is: a missing tape leaves an existing file alone.
+    let builder = Recorder::builder().sinks(&args.sinks);
+    if let Err(e) = builder.check() {
+        return fail(&e);
+    }
     let reader = match TapeReader::open(&args.dir, args.from) {
         Ok(r) => r.until(args.to),
-        Err(e) => {
-            recorder.abandon();
-            return fail(&e);
-        }
+        Err(e) => return fail(&e),
+    };
+    let recorder = match builder.open() {
+        Ok(r) => r,
+        Err(e) => return fail(&e),
     };
     let (report, _) = recorder.run(reader, &options, &|| false);
     if !args.quiet {

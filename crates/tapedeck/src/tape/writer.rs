@@ -48,9 +48,10 @@ pub struct TapeOptions {
     pub segment_bytes: u64,
     /// Roll to a new segment past this age.
     pub segment_age: Option<Duration>,
-    /// The most rows one frame holds: batches submitted between two commits are joined into
-    /// one frame up to this many rows (a larger batch is a frame of its own). 1 keeps one
-    /// frame per batch.
+    /// Frame size in rows: batches submitted between two commits are joined into one frame,
+    /// which is cut once it holds this many rows (so it may pass it by less than one batch; a
+    /// batch of 512 rows or more, or a DAQ block, is a frame of its own). 1 keeps one frame
+    /// per batch.
     pub frame_rows: usize,
     /// Accept a batch whose columns share nothing (but identity and time columns) with what
     /// the tape holds; by default such a batch is refused — it is almost always the wrong
@@ -671,8 +672,10 @@ fn hold(shared: &Shared, inner: &mut Inner, batch: &RecordBatch) -> Result<Appen
         });
     }
     let bytes = batch.get_array_memory_size();
-    // A batch this big is a frame of its own: joining it would only copy it (DAQ blocks).
-    let own_frame = rows >= OWN_FRAME_ROWS;
+    // A batch this big is a frame of its own: joining it would only copy it. DAQ blocks are
+    // never joined: a delivery splits a frame back into blocks by `block_index` alone, and two
+    // devices' blocks may share one.
+    let own_frame = rows >= OWN_FRAME_ROWS || crate::record::Block::is_wide_block_batch(batch);
     if own_frame {
         cut_frame(shared, inner)?;
     }
@@ -915,7 +918,8 @@ fn commit_loop(shared: &Shared) {
             inner.sync_wanted || (unsynced && interval.is_some_and(|d| last_sync.elapsed() >= d));
         if inner.failed.is_some() || !(sync_due || inner.write_wanted) {
             let wait = match interval {
-                Some(d) if unsynced => d
+                // A failed writer only waits to be closed.
+                Some(d) if unsynced && inner.failed.is_none() => d
                     .saturating_sub(last_sync.elapsed())
                     .max(Duration::from_micros(100)),
                 _ => Duration::from_secs(1),
