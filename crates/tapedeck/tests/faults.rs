@@ -395,10 +395,14 @@ fn xorshift(seed: &mut u32) -> u32 {
     x
 }
 
-/// Runs one sequence of steps; returns (rows checked, faults fired).
-fn run_model(steps: &[Step], tally: &mut Tally) -> Result<(), TestCaseError> {
+/// Runs one sequence of steps with frames of up to `frame_rows` rows (1: a frame per submit;
+/// more: submits joined into frames, which must not change what is acknowledged).
+fn run_model(steps: &[Step], frame_rows: usize, tally: &mut Tally) -> Result<(), TestCaseError> {
     let storage = MemStorage::new();
-    let o = opts(manual(), 900);
+    let o = TapeOptions {
+        frame_rows,
+        ..opts(manual(), 900)
+    };
     // Recovery itself may hit an armed fault (ENOSPC while sealing): that is a typed error,
     // and the next attempt, with the fault gone, succeeds.
     let reopen = |storage: &MemStorage| -> Result<TapeWriter, TestCaseError> {
@@ -553,9 +557,15 @@ fn random_faults_and_crashes_never_lose_or_repeat_an_acknowledged_row() {
         failure_persistence: None,
         ..ProptestConfig::default()
     });
-    let result = runner.run(&proptest::collection::vec(step(), 1..40), |steps| {
+    let frame_rows = prop_oneof![
+        Just(1usize),
+        2usize..100,
+        Just(tapedeck::tape::writer::DEFAULT_FRAME_ROWS)
+    ];
+    let cases = (proptest::collection::vec(step(), 1..40), frame_rows);
+    let result = runner.run(&cases, |(steps, frame_rows)| {
         let mut t = Tally::default();
-        let r = run_model(&steps, &mut t);
+        let r = run_model(&steps, frame_rows, &mut t);
         let mut all = tally.borrow_mut();
         all.cases += 1;
         all.crashes += t.crashes;
