@@ -106,6 +106,9 @@ fn a_tape_of_ten_thousand_segments_works_under_ulimit_256() {
         "4096",
         "--batch-size",
         "4",
+        // A frame per 4-row flush, so every segment holds a few rows.
+        "--frame-rows",
+        "4",
         "--compression",
         "none",
         "--fsync",

@@ -671,7 +671,7 @@ fn hold(shared: &Shared, inner: &mut Inner, batch: &RecordBatch) -> Result<Appen
             message: "a batch of more than 4,294,967,295 rows".into(),
         });
     }
-    let bytes = batch.get_array_memory_size();
+    let bytes = held_size(batch);
     // A batch this big is a frame of its own: joining it would only copy it. DAQ blocks are
     // never joined: a delivery splits a frame back into blocks by `block_index` alone, and two
     // devices' blocks may share one.
@@ -703,6 +703,21 @@ fn hold(shared: &Shared, inner: &mut Inner, batch: &RecordBatch) -> Result<Appen
         first_seq,
         end_seq: inner.next_seq,
     })
+}
+
+/// The bytes of `batch`'s rows: what joining it copies. Not `get_array_memory_size`, which
+/// counts the whole buffers a sliced batch shares (a 64-row slice of a large batch would count
+/// as all of it, and frames would be cut after a few batches).
+fn held_size(batch: &RecordBatch) -> usize {
+    batch
+        .columns()
+        .iter()
+        .map(|c| {
+            let data = c.to_data();
+            data.get_slice_memory_size()
+                .unwrap_or_else(|_| c.get_array_memory_size())
+        })
+        .fold(0, usize::saturating_add)
 }
 
 /// Encodes the held batches as one frame of the open segment, into the pending bytes.
