@@ -312,6 +312,39 @@ pub enum Error {
         /// The holder's pid, as its lock file says.
         pid: String,
     },
+    /// Another process holds the journal's writer lock.
+    #[error(
+        "journal `{path}` is being written by process {pid}; only one writer at a time (open it read-only to read it alongside)"
+    )]
+    JournalLocked {
+        /// The journal file.
+        path: PathBuf,
+        /// The holder's pid, as its lock file says.
+        pid: String,
+    },
+    /// A journal record that cannot be read or applied: where, and what.
+    #[error("journal `{path}`, record {record} at byte {offset}: {message}")]
+    JournalDamaged {
+        /// The journal file.
+        path: PathBuf,
+        /// The record's number in the file (0 is its first).
+        record: u64,
+        /// The record's byte offset in the file.
+        offset: u64,
+        /// What failed (bad CRC, bad JSON, a patch that does not apply) and what to do.
+        message: String,
+    },
+    /// A journal transaction that did not commit: the closure failed or panicked, or its
+    /// state cannot be written as JSON. State and file are as before it.
+    #[error("journal `{path}`: transaction `{action}` rolled back: {message}")]
+    JournalRolledBack {
+        /// The journal file.
+        path: PathBuf,
+        /// The transaction's action name.
+        action: String,
+        /// Why.
+        message: String,
+    },
     /// A tape that is damaged beyond what recovery handles, or not a tape.
     #[error("tape `{path}`: {message}")]
     Tape {

@@ -3,8 +3,10 @@
 //! A crash-safe flight recorder for measurement and event streams. This crate is the library
 //! every part of tapedeck is built from:
 //!
+//! - [`storage`] — the file I/O seam of the tape and the journal, with a crashable double;
 //! - [`record`] — rows, DAQ blocks and Arrow batches, and the schema lock;
-//! - [`durability`] — the fsync policy the tape and the `raw:` sink share;
+//! - [`durability`] — the fsync policy the tape, the journal and the `raw:` sink share;
+//! - [`journal`] — crash-safe, audited state: JSON Patch records with CRCs, snapshots;
 //! - [`tape`] — the checksummed, segmented log every record lands on first;
 //! - [`dtraw`] — dtollib's raw-counts file format;
 //! - [`source`] — simulators, line readers, `.dt-raw` files and tapes, opened by URI;
@@ -35,11 +37,13 @@ pub mod deliver;
 pub mod dtraw;
 pub mod durability;
 pub mod error;
+pub mod journal;
 pub mod pipe;
 pub mod record;
 pub mod recorder;
 pub mod sink;
 pub mod source;
+pub mod storage;
 mod sync;
 pub mod tape;
 pub mod uri;

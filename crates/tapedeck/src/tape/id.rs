@@ -9,8 +9,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use sha2::{Digest, Sha256};
 
-use super::storage::Storage;
 use crate::error::{Error, Result};
+use crate::storage::Storage;
 
 /// A tape as a delivery names it: its directory and its id.
 #[derive(Debug, Clone)]

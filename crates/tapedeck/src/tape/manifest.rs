@@ -6,8 +6,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::storage::Storage;
 use crate::error::{Error, Result};
+use crate::storage::Storage;
 
 /// File name of the manifest.
 pub const MANIFEST: &str = "MANIFEST";

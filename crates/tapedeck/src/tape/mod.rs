@@ -2,7 +2,7 @@
 //!
 //! Layout on disk: `docs/tape-format.md`. The pieces, in the order data flows:
 //! [`format`](mod@format) (bytes), [`codec`] (Arrow IPC payloads), [`storage`] (I/O, with a
-//! crashable in-memory double), [`writer`] (append, group commit, segment roll, recovery on open),
+//! crashable in-memory double; a top-level module the journal shares), [`writer`] (append, group commit, segment roll, recovery on open),
 //! [`manifest`] (the journal), [`segment`] (scans), [`reader`] (positions, follow), [`verify`]
 //! (CRCs, hash chain, summary).
 //!
@@ -18,11 +18,12 @@ pub mod id;
 pub mod manifest;
 pub mod reader;
 pub mod segment;
-pub mod storage;
 pub mod verify;
 pub mod writer;
 
 pub use crate::durability::FsyncPolicy;
+/// The storage seam moved below the tape (the journal uses it too); this keeps the old path.
+pub use crate::storage;
 pub use format::Compression;
 pub use reader::{StartAt, TapeReader};
 pub use writer::{Recovery, TapeOptions, TapeWatch, TapeWriter};

@@ -15,9 +15,9 @@ use arrow_array::RecordBatch;
 
 use super::codec::BatchDecoder;
 use super::segment::{self, FrameRef};
-use super::storage::{FsStorage, Storage};
 use crate::error::{Error, Result};
 use crate::record::Record;
+use crate::storage::{FsStorage, Storage};
 
 /// Rows a reader could not read: a frame that failed its checksum, or a range of sequence
 /// numbers no segment holds (quarantined, or a segment lost).

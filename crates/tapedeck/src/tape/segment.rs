@@ -10,8 +10,8 @@
 use super::format::{
     FRAME_HEADER, FRAME_MAGIC, Footer, FormatError, FrameHeader, HEADER_FIXED, SegmentHeader,
 };
-use super::storage::Storage;
 use crate::error::{Error, Result};
+use crate::storage::Storage;
 
 /// A frame found in a segment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -14,8 +14,8 @@ use super::codec::BatchDecoder;
 use super::format::hex;
 use super::manifest::{self, Record};
 use super::segment;
-use super::storage::Storage;
 use crate::error::{Error, Result};
+use crate::storage::Storage;
 
 /// One problem found by [`verify`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -401,6 +401,6 @@ pub fn storage_for(dir: &std::path::Path) -> Result<Arc<dyn Storage>> {
         });
     }
     Ok(Arc::new(
-        super::storage::FsStorage::new(dir).map_err(|e| Error::io("open", dir, e))?,
+        crate::storage::FsStorage::new(dir).map_err(|e| Error::io("open", dir, e))?,
     ))
 }

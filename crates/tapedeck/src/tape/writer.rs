@@ -32,9 +32,9 @@ use super::format::{
 };
 use super::manifest::{self, Record};
 use super::segment::{self, Scanned};
-use super::storage::Storage;
 use crate::durability::FsyncPolicy;
 use crate::error::{Error, Result};
+use crate::storage::Storage;
 use crate::sync::lock;
 
 /// Options of a tape writer.
@@ -286,7 +286,7 @@ impl TapeWriter {
                 message: "this is a file, not a tape directory; give a directory (it is created if missing), e.g. `--tape runs/tape`".into(),
             });
         }
-        let storage = super::storage::FsStorage::new(dir)
+        let storage = crate::storage::FsStorage::new(dir)
             .map_err(|e| Error::io("create directory", dir, e))?;
         let lock = take_lock(dir)?;
         let mut w = TapeWriter::open_storage(Arc::new(storage), options)?;
@@ -1139,7 +1139,7 @@ fn quarantine_copy(storage: &dyn Storage, name: &str, from: u64, end: u64, to: &
     segment::copy_range(storage, name, from, end, to)?;
     storage.sync(to).map_err(|e| io("fsync", e))?;
     storage
-        .sync_dir(super::storage::dir_of(to))
+        .sync_dir(crate::storage::dir_of(to))
         .map_err(|e| io("fsync the directory of", e))
 }
 

@@ -1,6 +1,7 @@
-//! The tape's I/O, behind a small trait so tests can crash it at any write or fsync.
+//! The I/O of the tape and the journal, behind a small trait so tests can crash it at any write
+//! or fsync.
 //!
-//! A tape touches its directory in few ways: list files, create a file, append to it, fsync it,
+//! A tape (or a journal) touches its directory in few ways: list files, create a file, append to it, fsync it,
 //! fsync the directory, read bytes at an offset, cut a file short, rename or remove a file.
 //! [`Storage`] is exactly that; [`FsStorage`] does it on a real directory, [`MemStorage`] in
 //! memory with a model of what a power loss keeps:

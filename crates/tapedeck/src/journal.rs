@@ -1,0 +1,783 @@
+//! The journal: an application's state kept as a history of changes that survives crashes and
+//! cannot be quietly rewritten (kanta's job, done durably).
+//!
+//! A [`Journal`] holds a state (any `T: Serialize + DeserializeOwned`) as a JSON value and a
+//! file of records, one per committed transaction: its sequence number, wall time, action name,
+//! optional author, and the change as an RFC 6902 JSON Patch. A transaction either commits —
+//! one record appended, durable under the [`FsyncPolicy`] when the call returns — or leaves the
+//! state and the file exactly as they were (an error or a panic in the closure rolls back).
+//! Two ways to change the state:
+//!
+//! - [`Journal::transaction`]: a closure changes a typed copy of the state; the journal diffs
+//!   before and after (cost grows with the state: fine for small states);
+//! - [`Journal::set`] / [`Journal::remove`]: one change at a JSON pointer, recorded as the patch
+//!   directly (cost grows with the change, not the state).
+//!
+//! **Durability.** `always`: a transaction returns after an `fdatasync` covering its record;
+//! transactions of several threads share fsyncs (group commit). `interval:D`: an fsync when
+//! at least `D` passed since the last one. `never`: records reach the OS, not the disk.
+//!
+//! **Opening** replays the file: the first record is a snapshot of the state, each later one a
+//! patch. A torn tail (a crash mid-append: an unterminated or unreadable last record) is cut off
+//! and reported in [`Journal::recovery`], never an error. Damage followed by good records is an
+//! error naming the record and byte offset ([`Error::JournalDamaged`]); a read-only open
+//! ([`Journal::open_read_only`], no lock) reads up to it instead.
+//!
+//! **Snapshots and rotation.** [`Journal::snapshot`] (or `snapshot_every` records) starts a new
+//! file with a snapshot of the state and keeps the history before it, readable, as
+//! `NAME.<seq>` — so opening replays only the records since the last snapshot. The switch is
+//! crash-safe: the new file is complete and durable under `NAME.next` before the renames, and an
+//! interrupted switch is finished (or undone) by the next open.
+//!
+//! The byte format is in `docs/journal-format.md`. Only one writer at a time: a lock file
+//! `.NAME.lock` (the holder's pid in it); a second writer is told that pid.
+//!
+//! ```
+//! use std::collections::BTreeMap;
+//! use tapedeck::journal::{Journal, JournalOptions};
+//!
+//! # let dir = tempfile::tempdir().unwrap();
+//! let path = dir.path().join("run.journal");
+//! let j: Journal<BTreeMap<String, f64>> = Journal::open(&path, JournalOptions::default()).unwrap();
+//! j.transaction("calibrate", |s| {
+//!     s.insert("gain".into(), 2.5);
+//!     Ok::<_, String>(())
+//! })
+//! .unwrap();
+//! j.set("offset", "/offset", &0.125).unwrap();
+//! // A failed transaction changes nothing.
+//! assert!(j.transaction("bad", |s| { s.clear(); Err::<(), _>("no") }).is_err());
+//! drop(j);
+//!
+//! let j: Journal<BTreeMap<String, f64>> = Journal::open(&path, JournalOptions::default()).unwrap();
+//! assert_eq!(j.state().unwrap().get("gain"), Some(&2.5));
+//! assert_eq!(j.state().unwrap().get("offset"), Some(&0.125));
+//! let actions: Vec<String> = j.history().unwrap().into_iter().map(|r| r.action).collect();
+//! assert_eq!(actions, ["open", "calibrate", "offset"]);
+//! ```
+
+use std::marker::PhantomData;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::durability::FsyncPolicy;
+use crate::error::{Error, Result};
+use crate::storage::{FsStorage, Storage};
+use crate::sync::lock;
+
+/// How a journal is kept.
+#[derive(Debug, Clone, Default)]
+pub struct JournalOptions {
+    /// When a committed record is on the disk (default `interval:10ms`).
+    pub fsync: FsyncPolicy,
+    /// Start a new file with a snapshot after this many records (`None`: only on request).
+    pub snapshot_every: Option<u64>,
+    /// Recorded as the author of every transaction, unless one says otherwise.
+    pub author: Option<String>,
+}
+
+/// One record of the history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    /// Its sequence number: 0 for the first record ever, one more for each later one.
+    pub seq: u64,
+    /// Wall time of the commit, µs since the Unix epoch.
+    pub time: i64,
+    /// The action's name.
+    pub action: String,
+    /// Who did it, if said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub author: Option<String>,
+    /// The change, as an RFC 6902 JSON Patch (absent in a snapshot).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub patch: Option<json_patch::Patch>,
+    /// The whole state (a snapshot: the first record of every file).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<Value>,
+}
+
+/// What opening found and repaired.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JournalRecovery {
+    /// A torn tail cut off: (byte offset where it began, bytes cut).
+    pub torn_tail: Option<(u64, u64)>,
+    /// An interrupted snapshot switch that opening finished or undid.
+    pub switch_repaired: bool,
+    /// Records replayed (snapshot included).
+    pub records: u64,
+}
+
+struct Core {
+    value: Value,
+    /// The next record's sequence number.
+    next_seq: u64,
+    /// Records in the live file (its snapshot included).
+    in_file: u64,
+    /// Records written, and covered by an fsync.
+    written: u64,
+    failed: Option<String>,
+    last_sync: Instant,
+}
+
+/// Crash-safe, audited state; see the module docs.
+pub struct Journal<T> {
+    storage: Arc<dyn Storage>,
+    name: String,
+    path: PathBuf,
+    options: JournalOptions,
+    core: Mutex<Core>,
+    /// Serializes fsyncs; holds the number of records covered by the last one.
+    synced: Mutex<u64>,
+    recovery: JournalRecovery,
+    read_only: bool,
+    _lock: Option<std::fs::File>,
+    _state: PhantomData<fn() -> T>,
+}
+
+impl<T> std::fmt::Debug for Journal<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Journal")
+            .field("path", &self.path)
+            .field("read_only", &self.read_only)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The journal file's name for the history before record `seq` (a rotated file).
+fn rotated_name(name: &str, seq: u64) -> String {
+    format!("{name}.{seq:020}")
+}
+
+/// The name a new file is written under before it replaces the live one.
+fn next_name(name: &str) -> String {
+    format!("{name}.next")
+}
+
+/// One record as a line: CRC32C of the JSON (8 hex digits), a tab, the JSON, a newline.
+fn encode_line(record: &Record) -> std::result::Result<Vec<u8>, serde_json::Error> {
+    let json = serde_json::to_vec(record)?;
+    let mut line = format!("{:08x}\t", crc32c::crc32c(&json)).into_bytes();
+    line.extend_from_slice(&json);
+    line.push(b'\n');
+    Ok(line)
+}
+
+/// A line's record, or what is wrong with it.
+fn decode_line(line: &[u8]) -> std::result::Result<Record, String> {
+    let (crc, json) = match line.get(..9) {
+        Some(head) if head[8] == b'\t' => (&head[..8], &line[9..]),
+        _ => return Err("no CRC before the record".into()),
+    };
+    let crc = std::str::from_utf8(crc)
+        .ok()
+        .and_then(|c| u32::from_str_radix(c, 16).ok())
+        .ok_or("the CRC is not 8 hex digits")?;
+    if crc32c::crc32c(json) != crc {
+        return Err(format!(
+            "bad CRC (stored {crc:08x}, computed {:08x})",
+            crc32c::crc32c(json)
+        ));
+    }
+    serde_json::from_slice(json).map_err(|e| format!("bad JSON: {e}"))
+}
+
+/// The state and records read from a live file.
+struct Replayed {
+    value: Value,
+    records: Vec<(u64, Record)>,
+    /// Bytes of whole, good records.
+    good_len: u64,
+    /// A bad record followed by good ones: (record number, offset, problem).
+    damage: Option<(u64, u64, String)>,
+    /// A torn tail: (offset, bytes).
+    torn: Option<(u64, u64)>,
+}
+
+fn replay(storage: &dyn Storage, name: &str, keep_records: bool) -> Result<Replayed> {
+    let path = storage.describe(name);
+    let io = |action, e| Error::io(action, &path, e);
+    let len = storage.len(name).map_err(|e| io("stat", e))?.unwrap_or(0);
+    let mut bytes = vec![0u8; usize::try_from(len).unwrap_or(usize::MAX)];
+    storage
+        .read_at(name, 0, &mut bytes)
+        .map_err(|e| io("read", e))?;
+    let mut out = Replayed {
+        value: Value::Null,
+        records: Vec::new(),
+        good_len: 0,
+        damage: None,
+        torn: None,
+    };
+    let mut at = 0usize;
+    let mut number = 0u64;
+    let mut bad: Option<(u64, u64, String)> = None;
+    while at < bytes.len() {
+        let Some(end) = bytes[at..].iter().position(|b| *b == b'\n') else {
+            // No newline: the last append did not finish.
+            bad.get_or_insert((number, at as u64, "an unterminated record".into()));
+            break;
+        };
+        let line = &bytes[at..at + end];
+        match decode_line(line) {
+            Ok(record) if bad.is_none() => {
+                let applied = if number == 0 {
+                    match &record.snapshot {
+                        Some(s) => {
+                            out.value = s.clone();
+                            Ok(())
+                        }
+                        None => Err("the first record is not a snapshot".to_string()),
+                    }
+                } else {
+                    match &record.patch {
+                        Some(p) => json_patch::patch(&mut out.value, p)
+                            .map_err(|e| format!("its patch does not apply: {e}")),
+                        None => match &record.snapshot {
+                            Some(s) => {
+                                out.value = s.clone();
+                                Ok(())
+                            }
+                            None => Err("a record with neither patch nor snapshot".into()),
+                        },
+                    }
+                };
+                match applied {
+                    Ok(()) => {
+                        out.good_len = (at + end + 1) as u64;
+                        if keep_records {
+                            out.records.push((at as u64, record));
+                        } else {
+                            out.records.clear();
+                            out.records.push((at as u64, record));
+                        }
+                    }
+                    Err(problem) => bad = Some((number, at as u64, problem)),
+                }
+            }
+            Ok(_) => {
+                // A good record after a bad one: the bad one is damage, not a torn tail.
+                out.damage = bad.take();
+                break;
+            }
+            Err(problem) => {
+                bad.get_or_insert((number, at as u64, problem));
+            }
+        }
+        at += end + 1;
+        number += 1;
+    }
+    if out.damage.is_none()
+        && let Some((_, offset, _)) = bad
+    {
+        out.torn = Some((offset, len - offset));
+    }
+    Ok(out)
+}
+
+impl<T: Serialize + DeserializeOwned> Journal<T> {
+    /// Opens (or creates, with `T::default()`) the journal file at `path` for writing.
+    pub fn open(path: impl AsRef<Path>, options: JournalOptions) -> Result<Journal<T>>
+    where
+        T: Default,
+    {
+        Self::open_with(path, options, T::default)
+    }
+
+    /// Like [`Journal::open`], with the initial state of a new journal made by `initial`.
+    pub fn open_with(
+        path: impl AsRef<Path>,
+        options: JournalOptions,
+        initial: impl FnOnce() -> T,
+    ) -> Result<Journal<T>> {
+        let path = path.as_ref();
+        let (storage, name) = fs_storage(path)?;
+        let lock = take_lock(path)?;
+        let mut j = Self::open_storage(storage, &name, options, initial)?;
+        j._lock = Some(lock);
+        Ok(j)
+    }
+
+    /// Opens the journal `name` in `storage` for writing (no lock: the caller owns the
+    /// storage; the simulated disk in tests).
+    pub fn open_storage(
+        storage: Arc<dyn Storage>,
+        name: &str,
+        options: JournalOptions,
+        initial: impl FnOnce() -> T,
+    ) -> Result<Journal<T>> {
+        let path = storage.describe(name);
+        let io = |action, e| Error::io(action, storage.describe(name), e);
+        let mut recovery = JournalRecovery::default();
+        // An interrupted switch to a new file: finish it (the new file is complete and
+        // durable before the renames begin) or, if the old file is still there, undo it.
+        let next = next_name(name);
+        let live = storage.len(name).map_err(|e| io("stat", e))?;
+        if storage.len(&next).map_err(|e| io("stat", e))?.is_some() {
+            if live.is_some() {
+                storage.remove(&next).map_err(|e| io("remove", e))?;
+            } else {
+                storage.rename(&next, name).map_err(|e| io("rename", e))?;
+                storage
+                    .sync_dir(crate::storage::dir_of(name))
+                    .map_err(|e| io("fsync the directory of", e))?;
+            }
+            recovery.switch_repaired = true;
+        }
+        if storage.len(name).map_err(|e| io("stat", e))?.is_none() {
+            let value = serde_json::to_value(initial()).map_err(|e| Error::JournalRolledBack {
+                path: path.clone(),
+                action: "open".into(),
+                message: format!("the initial state cannot be written as JSON: {e}"),
+            })?;
+            let record = Record {
+                seq: 0,
+                time: crate::record::time::now_micros(),
+                action: "open".into(),
+                author: options.author.clone(),
+                patch: None,
+                snapshot: Some(value),
+            };
+            write_new_file(storage.as_ref(), name, &record)?;
+        }
+        let r = replay(storage.as_ref(), name, false)?;
+        if let Some((record, offset, message)) = r.damage {
+            return Err(Error::JournalDamaged {
+                path,
+                record,
+                offset,
+                message: format!(
+                    "{message}; good records follow it, so this is damage, not a torn tail. Open the journal read-only to read up to it, or restore the file from a copy"
+                ),
+            });
+        }
+        if let Some((offset, bytes)) = r.torn {
+            storage
+                .truncate(name, offset)
+                .map_err(|e| io("truncate", e))?;
+            tracing::warn!(
+                "journal {}: cut a torn tail of {bytes} bytes at byte {offset} (a crash while a record was written; it was never committed)",
+                path.display()
+            );
+            recovery.torn_tail = Some((offset, bytes));
+        }
+        let in_file = count_records(storage.as_ref(), name)?;
+        let next_seq = r.records.last().map_or(0, |(_, rec)| rec.seq + 1);
+        recovery.records = in_file;
+        Ok(Journal {
+            storage,
+            name: name.to_string(),
+            path,
+            options,
+            core: Mutex::new(Core {
+                value: r.value,
+                next_seq,
+                in_file,
+                written: next_seq,
+                failed: None,
+                last_sync: Instant::now(),
+            }),
+            synced: Mutex::new(next_seq),
+            recovery,
+            read_only: false,
+            _lock: None,
+            _state: PhantomData,
+        })
+    }
+
+    /// Opens the journal at `path` to read it: no lock (a writer may be running), nothing
+    /// repaired; a torn tail or damage ends what is read.
+    pub fn open_read_only(path: impl AsRef<Path>) -> Result<Journal<T>> {
+        let path = path.as_ref();
+        if !path.is_file() {
+            return Err(Error::io(
+                "open",
+                path,
+                std::io::Error::from(std::io::ErrorKind::NotFound),
+            ));
+        }
+        let (storage, name) = fs_storage(path)?;
+        let r = replay(storage.as_ref(), &name, false)?;
+        let next_seq = r.records.last().map_or(0, |(_, rec)| rec.seq + 1);
+        Ok(Journal {
+            path: storage.describe(&name),
+            storage,
+            name,
+            options: JournalOptions::default(),
+            core: Mutex::new(Core {
+                value: r.value,
+                next_seq,
+                in_file: 0,
+                written: next_seq,
+                failed: None,
+                last_sync: Instant::now(),
+            }),
+            synced: Mutex::new(next_seq),
+            recovery: JournalRecovery::default(),
+            read_only: true,
+            _lock: None,
+            _state: PhantomData,
+        })
+    }
+
+    /// The state now.
+    pub fn state(&self) -> Result<T> {
+        let core = lock(&self.core);
+        serde_json::from_value(core.value.clone()).map_err(|e| Error::JournalRolledBack {
+            path: self.path.clone(),
+            action: "read".into(),
+            message: format!("the state does not read as this type: {e}"),
+        })
+    }
+
+    /// The state now, as JSON.
+    pub fn value(&self) -> Value {
+        lock(&self.core).value.clone()
+    }
+
+    /// What opening found and repaired.
+    pub fn recovery(&self) -> &JournalRecovery {
+        &self.recovery
+    }
+
+    /// The sequence number the next record gets (records committed so far, ever).
+    pub fn next_seq(&self) -> u64 {
+        lock(&self.core).next_seq
+    }
+
+    /// Runs `change` on a copy of the state; commits the difference as one record, or — if it
+    /// returns an error or panics — leaves state and file as they were
+    /// ([`Error::JournalRolledBack`], with the closure's error or panic message).
+    pub fn transaction<R, E: std::fmt::Display>(
+        &self,
+        action: &str,
+        change: impl FnOnce(&mut T) -> std::result::Result<R, E>,
+    ) -> Result<R> {
+        let rolled_back = |message: String| Error::JournalRolledBack {
+            path: self.path.clone(),
+            action: action.to_string(),
+            message,
+        };
+        let mut core = lock(&self.core);
+        let mut state: T = serde_json::from_value(core.value.clone())
+            .map_err(|e| rolled_back(format!("the state does not read as this type: {e}")))?;
+        let result = match catch_unwind(AssertUnwindSafe(|| change(&mut state))) {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => return Err(rolled_back(e.to_string())),
+            Err(panic) => {
+                let message = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "the transaction panicked".into());
+                return Err(rolled_back(format!("it panicked: {message}")));
+            }
+        };
+        let after = serde_json::to_value(&state)
+            .map_err(|e| rolled_back(format!("the new state cannot be written as JSON: {e}")))?;
+        let patch = json_patch::diff(&core.value, &after);
+        let seq = self.append(&mut core, action, patch, after)?;
+        drop(core);
+        self.make_durable(seq)?;
+        Ok(result)
+    }
+
+    /// Sets the value at JSON pointer `pointer` (`/gains/ai0`; the parent must exist) and
+    /// commits that as one record: the cost is the change's, not the state's.
+    pub fn set(&self, action: &str, pointer: &str, value: &impl Serialize) -> Result<()> {
+        let value = serde_json::to_value(value).map_err(|e| Error::JournalRolledBack {
+            path: self.path.clone(),
+            action: action.to_string(),
+            message: format!("the value cannot be written as JSON: {e}"),
+        })?;
+        let op = json_patch::PatchOperation::Add(json_patch::AddOperation {
+            path: self.pointer(action, pointer)?,
+            value,
+        });
+        self.apply(action, json_patch::Patch(vec![op]))
+    }
+
+    /// Removes the value at JSON pointer `pointer` and commits that as one record.
+    pub fn remove(&self, action: &str, pointer: &str) -> Result<()> {
+        let op = json_patch::PatchOperation::Remove(json_patch::RemoveOperation {
+            path: self.pointer(action, pointer)?,
+        });
+        self.apply(action, json_patch::Patch(vec![op]))
+    }
+
+    fn pointer(&self, action: &str, pointer: &str) -> Result<json_patch::jsonptr::PointerBuf> {
+        json_patch::jsonptr::PointerBuf::parse(pointer).map_err(|e| Error::JournalRolledBack {
+            path: self.path.clone(),
+            action: action.to_string(),
+            message: format!("`{pointer}` is not a JSON pointer (write it as `/key/sub`): {e}"),
+        })
+    }
+
+    /// Applies `patch` to the state and commits it.
+    fn apply(&self, action: &str, patch: json_patch::Patch) -> Result<()> {
+        let mut core = lock(&self.core);
+        let mut after = core.value.clone();
+        json_patch::patch(&mut after, &patch).map_err(|e| Error::JournalRolledBack {
+            path: self.path.clone(),
+            action: action.to_string(),
+            message: format!("the change does not apply to the state: {e}"),
+        })?;
+        let seq = self.append(&mut core, action, patch, after)?;
+        drop(core);
+        self.make_durable(seq)
+    }
+
+    /// Writes the record of a change (under the core's lock); the state moves to `after` only
+    /// once the bytes are written.
+    fn append(
+        &self,
+        core: &mut Core,
+        action: &str,
+        patch: json_patch::Patch,
+        after: Value,
+    ) -> Result<u64> {
+        if self.read_only {
+            return Err(Error::JournalRolledBack {
+                path: self.path.clone(),
+                action: action.to_string(),
+                message: "the journal is open read-only".into(),
+            });
+        }
+        if let Some(f) = &core.failed {
+            return Err(Error::JournalRolledBack {
+                path: self.path.clone(),
+                action: action.to_string(),
+                message: format!(
+                    "an earlier write failed ({f}); reopen the journal (what was committed is kept)"
+                ),
+            });
+        }
+        let seq = core.next_seq;
+        let record = Record {
+            seq,
+            time: crate::record::time::now_micros(),
+            action: action.to_string(),
+            author: self.options.author.clone(),
+            patch: Some(patch),
+            snapshot: None,
+        };
+        let line = encode_line(&record).map_err(|e| Error::JournalRolledBack {
+            path: self.path.clone(),
+            action: action.to_string(),
+            message: format!("the record cannot be written as JSON: {e}"),
+        })?;
+        if let Err(e) = self.storage.append(&self.name, &line) {
+            // What may have reached the file is cut by the next open (a torn tail).
+            core.failed = Some(e.to_string());
+            return Err(Error::io("append to", &self.path, e));
+        }
+        core.value = after;
+        core.next_seq = seq + 1;
+        core.written = seq + 1;
+        core.in_file += 1;
+        if self
+            .options
+            .snapshot_every
+            .is_some_and(|n| core.in_file > n.max(1))
+            && let Err(e) = self.rotate(core)
+        {
+            // The record is committed (it is in the file, or in the history the next open
+            // finishes switching to); only the snapshot failed. No more writes to a file
+            // that may be half switched.
+            tracing::warn!("journal {}: snapshot failed: {e}", self.path.display());
+            core.failed = Some(format!("a snapshot failed: {e}"));
+        }
+        Ok(seq)
+    }
+
+    /// Returns once record `seq` is durable under the policy; fsyncs of several threads are
+    /// shared (the one that syncs covers every record written before it started).
+    fn make_durable(&self, seq: u64) -> Result<()> {
+        match self.options.fsync {
+            FsyncPolicy::Never => Ok(()),
+            FsyncPolicy::Interval(d) => {
+                let due = lock(&self.core).last_sync.elapsed() >= d;
+                if due { self.sync_to(seq) } else { Ok(()) }
+            }
+            FsyncPolicy::Always => self.sync_to(seq),
+        }
+    }
+
+    fn sync_to(&self, seq: u64) -> Result<()> {
+        let mut synced = lock(&self.synced);
+        if *synced > seq {
+            return Ok(());
+        }
+        let target = lock(&self.core).written;
+        if let Err(e) = self.storage.sync(&self.name) {
+            // A failed fsync is never retried: what it covered may be lost.
+            lock(&self.core).failed = Some(e.to_string());
+            return Err(Error::io("fsync", &self.path, e));
+        }
+        *synced = target;
+        lock(&self.core).last_sync = Instant::now();
+        Ok(())
+    }
+
+    /// Makes everything committed durable.
+    pub fn sync(&self) -> Result<()> {
+        let seq = lock(&self.core).written;
+        if seq == 0 {
+            return Ok(());
+        }
+        self.sync_to(seq - 1)
+    }
+
+    /// Starts a new file with a snapshot of the state; the history before it stays readable
+    /// as `NAME.<seq>` (see the module docs).
+    pub fn snapshot(&self) -> Result<()> {
+        let mut core = lock(&self.core);
+        let r = self.rotate(&mut core);
+        if let Err(e) = &r {
+            core.failed = Some(format!("a snapshot failed: {e}"));
+        }
+        r
+    }
+
+    fn rotate(&self, core: &mut Core) -> Result<()> {
+        let io = |action, e| Error::io(action, &self.path, e);
+        let seq = core.next_seq;
+        let record = Record {
+            seq,
+            time: crate::record::time::now_micros(),
+            action: "snapshot".into(),
+            author: self.options.author.clone(),
+            patch: None,
+            snapshot: Some(core.value.clone()),
+        };
+        // The old file's records must be durable before it is kept as history.
+        self.storage.sync(&self.name).map_err(|e| io("fsync", e))?;
+        let next = next_name(&self.name);
+        write_new_file(self.storage.as_ref(), &next, &record)?;
+        let dir = crate::storage::dir_of(&self.name);
+        self.storage
+            .rename(&self.name, &rotated_name(&self.name, seq))
+            .map_err(|e| io("rename", e))?;
+        self.storage
+            .rename(&next, &self.name)
+            .map_err(|e| io("rename", e))?;
+        self.storage
+            .sync_dir(dir)
+            .map_err(|e| io("fsync the directory of", e))?;
+        core.next_seq = seq + 1;
+        core.written = seq + 1;
+        core.in_file = 1;
+        Ok(())
+    }
+
+    /// Every record of the live file, in order (its first is a snapshot).
+    pub fn history(&self) -> Result<Vec<Record>> {
+        let r = replay(self.storage.as_ref(), &self.name, true)?;
+        Ok(r.records.into_iter().map(|(_, rec)| rec).collect())
+    }
+}
+
+/// The storage of the directory holding `path`, and the file's name in it.
+fn fs_storage(path: &Path) -> Result<(Arc<dyn Storage>, String)> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .ok_or_else(|| Error::InvalidOption {
+            option: "journal",
+            message: format!("`{}` names no file", path.display()),
+        })?;
+    let dir = match path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        Some(d) => d.to_path_buf(),
+        None => PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io("create directory", &dir, e))?;
+    let storage = FsStorage::new(&dir).map_err(|e| Error::io("open", &dir, e))?;
+    Ok((Arc::new(storage), name))
+}
+
+/// Takes the writer's lock on the journal at `path` (`.NAME.lock`, the pid inside).
+fn take_lock(path: &Path) -> Result<std::fs::File> {
+    use std::io::Write;
+    let file = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let lock_path = path.with_file_name(format!(".{file}.lock"));
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&lock_path)
+        .map_err(|e| Error::io("open", &lock_path, e))?;
+    match f.try_lock() {
+        Ok(()) => {
+            let _ = f.set_len(0);
+            let _ = writeln!(f, "{}", std::process::id());
+            Ok(f)
+        }
+        Err(std::fs::TryLockError::WouldBlock) => Err(Error::JournalLocked {
+            path: path.to_path_buf(),
+            pid: std::fs::read_to_string(&lock_path)
+                .map(|s| s.trim().to_string())
+                .unwrap_or_else(|_| "unknown".into()),
+        }),
+        Err(std::fs::TryLockError::Error(e)) => Err(Error::io("lock", &lock_path, e)),
+    }
+}
+
+/// Writes a new file holding `record` alone, durably (the file and its directory entry).
+fn write_new_file(storage: &dyn Storage, name: &str, record: &Record) -> Result<()> {
+    let path = storage.describe(name);
+    let io = |action, e| Error::io(action, &path, e);
+    let line = encode_line(record).map_err(|e| Error::JournalRolledBack {
+        path: path.clone(),
+        action: record.action.clone(),
+        message: format!("the state cannot be written as JSON: {e}"),
+    })?;
+    if storage.len(name).map_err(|e| io("stat", e))?.is_some() {
+        storage.remove(name).map_err(|e| io("remove", e))?;
+    }
+    storage.create_new(name).map_err(|e| io("create", e))?;
+    storage.append(name, &line).map_err(|e| io("write", e))?;
+    storage.sync(name).map_err(|e| io("fsync", e))?;
+    storage
+        .sync_dir(crate::storage::dir_of(name))
+        .map_err(|e| io("fsync the directory of", e))
+}
+
+/// Records in a (repaired) live file.
+fn count_records(storage: &dyn Storage, name: &str) -> Result<u64> {
+    let path = storage.describe(name);
+    let len = storage
+        .len(name)
+        .map_err(|e| Error::io("stat", &path, e))?
+        .unwrap_or(0);
+    let mut bytes = vec![0u8; usize::try_from(len).unwrap_or(usize::MAX)];
+    storage
+        .read_at(name, 0, &mut bytes)
+        .map_err(|e| Error::io("read", &path, e))?;
+    Ok(bytes.iter().filter(|b| **b == b'\n').count() as u64)
+}
+
+impl<T> Drop for Journal<T> {
+    /// Makes what was committed durable (under `interval:` the last records may wait for the
+    /// next fsync); an error is logged — a committed record was handed to the OS either way.
+    fn drop(&mut self) {
+        if self.read_only || self.options.fsync == FsyncPolicy::Never {
+            return;
+        }
+        let failed = lock(&self.core).failed.is_some();
+        if !failed && let Err(e) = self.storage.sync(&self.name) {
+            tracing::warn!(
+                "journal {}: fsync on close failed: {e}",
+                self.path.display()
+            );
+        }
+    }
+}

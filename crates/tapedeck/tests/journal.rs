@@ -1,0 +1,268 @@
+//! The journal: rollback, torn tails, damage, the writer lock, snapshots and rotation, group
+//! commit, and crashes at random points of the simulated disk.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use proptest::prelude::*;
+use tapedeck::Error;
+use tapedeck::journal::{Journal, JournalOptions};
+use tapedeck::storage::{MemStorage, Storage};
+use tapedeck::tape::FsyncPolicy;
+
+type Map = BTreeMap<String, i64>;
+
+fn always() -> JournalOptions {
+    JournalOptions {
+        fsync: FsyncPolicy::Always,
+        ..JournalOptions::default()
+    }
+}
+
+fn open_mem(storage: &MemStorage, options: JournalOptions) -> tapedeck::Result<Journal<Map>> {
+    Journal::open_storage(Arc::new(storage.clone()), "j", options, Map::new)
+}
+
+/// The state after `k` transactions `set key{i} = i` (i < k).
+fn prefix(k: usize) -> Map {
+    (0..k).map(|i| (format!("key{i}"), i as i64)).collect()
+}
+
+#[test]
+fn an_error_or_a_panic_rolls_back_state_and_file() {
+    let storage = MemStorage::new();
+    let j = open_mem(&storage, always()).unwrap();
+    j.transaction("one", |s| {
+        s.insert("a".into(), 1);
+        Ok::<_, String>(())
+    })
+    .unwrap();
+    let bytes = storage.bytes("j").unwrap();
+    let e = j
+        .transaction("fails", |s| {
+            s.insert("b".into(), 2);
+            Err::<(), _>("the device did not answer")
+        })
+        .unwrap_err();
+    assert!(
+        matches!(e, Error::JournalRolledBack { .. }) && e.to_string().contains("did not answer"),
+        "{e}"
+    );
+    let e = j
+        .transaction("panics", |s| -> Result<(), String> {
+            s.insert("c".into(), 3);
+            panic!("a bug in the closure")
+        })
+        .unwrap_err();
+    assert!(e.to_string().contains("a bug in the closure"), "{e}");
+    assert_eq!(storage.bytes("j").unwrap(), bytes, "the file changed");
+    assert_eq!(j.state().unwrap(), BTreeMap::from([("a".to_string(), 1)]));
+    // A change that does not apply (no parent) rolls back too.
+    assert!(j.set("deep", "/no/such/parent", &1).is_err());
+    assert_eq!(storage.bytes("j").unwrap(), bytes);
+}
+
+#[test]
+fn every_truncation_opens_with_the_torn_tail_cut_and_a_prefix_of_the_state() {
+    let storage = MemStorage::new();
+    let j = open_mem(&storage, always()).unwrap();
+    for i in 0..6 {
+        j.set("set", &format!("/key{i}"), &(i as i64)).unwrap();
+    }
+    drop(j);
+    let full = storage.bytes("j").unwrap();
+    // Record boundaries: a cut there is a clean file, anywhere else a torn tail.
+    let ends: Vec<usize> = full
+        .iter()
+        .enumerate()
+        .filter(|(_, b)| **b == b'\n')
+        .map(|(i, _)| i + 1)
+        .collect();
+    for cut in ends[0]..=full.len() {
+        let s = MemStorage::new();
+        s.create_new("j").unwrap();
+        s.append("j", &full[..cut]).unwrap();
+        s.sync("j").unwrap();
+        let j = open_mem(&s, always()).unwrap_or_else(|e| panic!("cut at {cut}: {e}"));
+        let whole = ends.iter().filter(|e| **e <= cut).count();
+        assert_eq!(j.state().unwrap(), prefix(whole - 1), "cut at {cut}");
+        let torn = j.recovery().torn_tail;
+        if ends.contains(&cut) {
+            assert_eq!(torn, None, "cut at {cut}");
+        } else {
+            let start = ends[whole - 1] as u64;
+            assert_eq!(torn, Some((start, cut as u64 - start)), "cut at {cut}");
+            assert_eq!(s.bytes("j").unwrap().len() as u64, start, "not cut back");
+        }
+        // And it goes on from there.
+        j.set("again", "/again", &1).unwrap();
+        drop(j);
+        assert_eq!(open_mem(&s, always()).unwrap().state().unwrap()["again"], 1);
+    }
+}
+
+#[test]
+fn damage_in_the_middle_is_named_and_read_only_reads_up_to_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("run.journal");
+    let j: Journal<Map> = Journal::open(&path, always()).unwrap();
+    for i in 0..5 {
+        j.set("set", &format!("/key{i}"), &(i as i64)).unwrap();
+    }
+    drop(j);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let ends: Vec<usize> = bytes
+        .iter()
+        .enumerate()
+        .filter(|(_, b)| **b == b'\n')
+        .map(|(i, _)| i + 1)
+        .collect();
+    // Record 3 (the third set) gets a flipped bit inside its JSON.
+    let at = ends[2] + 20;
+    bytes[at] ^= 0x04;
+    std::fs::write(&path, &bytes).unwrap();
+    let e = Journal::<Map>::open(&path, always()).unwrap_err();
+    match &e {
+        Error::JournalDamaged { record, offset, .. } => {
+            assert_eq!((*record, *offset), (3, ends[2] as u64), "{e}");
+        }
+        other => panic!("expected JournalDamaged, got {other}"),
+    }
+    assert!(e.to_string().contains("CRC"), "{e}");
+    // Nothing was cut: the file is as it was.
+    assert_eq!(std::fs::read(&path).unwrap(), bytes);
+    let ro = Journal::<Map>::open_read_only(&path).unwrap();
+    assert_eq!(ro.state().unwrap(), prefix(2));
+}
+
+#[test]
+fn a_second_writer_is_told_the_holders_pid_and_readers_are_not_blocked() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("meta.journal");
+    let j: Journal<Map> = Journal::open(&path, always()).unwrap();
+    j.set("set", "/a", &1).unwrap();
+    let e = Journal::<Map>::open(&path, always()).unwrap_err();
+    assert!(
+        e.to_string().contains(&std::process::id().to_string()),
+        "{e}"
+    );
+    let ro = Journal::<Map>::open_read_only(&path).unwrap();
+    assert_eq!(ro.state().unwrap()["a"], 1);
+    assert!(
+        ro.set("nope", "/b", &2).is_err(),
+        "a read-only journal wrote"
+    );
+}
+
+#[test]
+fn snapshots_start_a_new_file_and_keep_the_history_readable() {
+    let storage = MemStorage::new();
+    let options = JournalOptions {
+        snapshot_every: Some(10),
+        ..always()
+    };
+    let j = open_mem(&storage, options.clone()).unwrap();
+    for i in 0..25 {
+        j.set("set", &format!("/key{i}"), &(i as i64)).unwrap();
+    }
+    assert_eq!(
+        j.next_seq(),
+        28,
+        "25 sets, the first snapshot and two later ones"
+    );
+    drop(j);
+    let names = storage.list().unwrap();
+    let rotated: Vec<&String> = names.iter().filter(|n| n.starts_with("j.")).collect();
+    assert_eq!(rotated.len(), 2, "{names:?}");
+    let j = open_mem(&storage, options).unwrap();
+    assert_eq!(j.state().unwrap(), prefix(25));
+    // Opening replays only the live file: a snapshot and what came after it.
+    let history = j.history().unwrap();
+    assert_eq!(history[0].action, "snapshot");
+    assert!(history.len() <= 11, "{}", history.len());
+    // A switch interrupted after the old file was renamed is finished by the next open.
+    drop(j);
+    let live = storage.bytes("j").unwrap();
+    storage.rename("j", "j.next").unwrap();
+    let j = open_mem(&storage, always()).unwrap();
+    assert!(j.recovery().switch_repaired);
+    assert_eq!(storage.bytes("j").unwrap(), live);
+    assert_eq!(j.state().unwrap(), prefix(25));
+}
+
+#[test]
+fn threads_committing_at_once_share_fsyncs() {
+    let storage = MemStorage::new();
+    let j = Arc::new(open_mem(&storage, always()).unwrap());
+    let before = storage.syncs();
+    let threads: Vec<_> = (0..8)
+        .map(|t| {
+            let j = j.clone();
+            std::thread::spawn(move || {
+                for i in 0..200 {
+                    j.set("set", &format!("/t{t}_{i}"), &(i as i64)).unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let syncs = storage.syncs() - before;
+    assert_eq!(j.state().unwrap().len(), 1600);
+    assert!(syncs <= 1600, "{syncs} fsyncs for 1600 transactions");
+    drop(j);
+    assert_eq!(
+        open_mem(&storage, always()).unwrap().state().unwrap().len(),
+        1600
+    );
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, failure_persistence: None, ..ProptestConfig::default() })]
+
+    /// After a power loss at any point, the journal opens to the state after some prefix of
+    /// the transactions, and that prefix holds every transaction made durable (`sync`, as a
+    /// commit under `fsync=always` is).
+    #[test]
+    fn a_power_loss_keeps_a_prefix_with_every_durable_transaction(
+        n in 1usize..30,
+        synced_upto in 0usize..30,
+        snapshot_every in prop_oneof![Just(None), (2u64..8).prop_map(Some)],
+        seed in any::<u32>(),
+        zeroed in any::<bool>(),
+    ) {
+        let storage = MemStorage::new();
+        // No fsync of its own: only `sync` makes records durable, so the rest can be torn.
+        let options = JournalOptions {
+            fsync: FsyncPolicy::Interval(std::time::Duration::from_secs(3600)),
+            snapshot_every,
+            ..JournalOptions::default()
+        };
+        let j = open_mem(&storage, options.clone()).unwrap();
+        let mut durable = 0;
+        for i in 0..n {
+            j.set("set", &format!("/key{i}"), &(i as i64)).unwrap();
+            if i < synced_upto {
+                j.sync().unwrap();
+                durable = i + 1;
+            }
+        }
+        // No fsync on drop: the machine loses power here.
+        std::mem::forget(j);
+        let mut rng = seed.max(1);
+        let choose = move |k: usize| {
+            rng ^= rng << 13;
+            rng ^= rng >> 17;
+            rng ^= rng << 5;
+            if k == 0 { 0 } else { rng as usize % (k + 1) }
+        };
+        if zeroed { storage.crash_zeroed(choose) } else { storage.crash(choose) }
+        let j = open_mem(&storage, options).unwrap();
+        let state = j.state().unwrap();
+        let k = state.len();
+        prop_assert!(k >= durable, "{k} transactions survived, {durable} were durable");
+        prop_assert!(k <= n);
+        prop_assert_eq!(state, prefix(k));
+    }
+}
