@@ -499,7 +499,7 @@ impl<T: Serialize + DeserializeOwned> Journal<T> {
             path: self.pointer(action, pointer)?,
             value,
         });
-        self.apply(action, json_patch::Patch(vec![op]))
+        self.apply(action, pointer, op)
     }
 
     /// Removes the value at JSON pointer `pointer` and commits that as one record.
@@ -507,7 +507,7 @@ impl<T: Serialize + DeserializeOwned> Journal<T> {
         let op = json_patch::PatchOperation::Remove(json_patch::RemoveOperation {
             path: self.pointer(action, pointer)?,
         });
-        self.apply(action, json_patch::Patch(vec![op]))
+        self.apply(action, pointer, op)
     }
 
     fn pointer(&self, action: &str, pointer: &str) -> Result<json_patch::jsonptr::PointerBuf> {
@@ -518,16 +518,41 @@ impl<T: Serialize + DeserializeOwned> Journal<T> {
         })
     }
 
-    /// Applies `patch` to the state and commits it.
-    fn apply(&self, action: &str, patch: json_patch::Patch) -> Result<()> {
-        let mut core = lock(&self.core);
-        let mut after = core.value.clone();
-        json_patch::patch(&mut after, &patch).map_err(|e| Error::JournalRolledBack {
+    /// Applies one operation at `pointer` to the state in place and commits it; if the record
+    /// cannot be written, the value that was at `pointer` is put back. Nothing here is
+    /// proportional to the state.
+    fn apply(&self, action: &str, pointer: &str, op: json_patch::PatchOperation) -> Result<()> {
+        let rolled_back = |message: String| Error::JournalRolledBack {
             path: self.path.clone(),
             action: action.to_string(),
-            message: format!("the change does not apply to the state: {e}"),
-        })?;
-        let seq = self.append(&mut core, action, patch, after)?;
+            message,
+        };
+        let mut core = lock(&self.core);
+        // The operation that undoes `op`, should its record not be written: put back what was
+        // at `pointer`, or take away what `op` added there (an `add` into an array inserts).
+        let path = self.pointer(action, pointer)?;
+        let parent = pointer.rsplit_once('/').map_or("", |(p, _)| p);
+        let inserts = matches!(op, json_patch::PatchOperation::Add(_))
+            && core.value.pointer(parent).is_some_and(Value::is_array);
+        let undo = match core.value.pointer(pointer).cloned() {
+            Some(value) if !inserts => {
+                json_patch::PatchOperation::Add(json_patch::AddOperation { path, value })
+            }
+            _ => json_patch::PatchOperation::Remove(json_patch::RemoveOperation { path }),
+        };
+        // `patch` applies all of it or nothing.
+        json_patch::patch(&mut core.value, std::slice::from_ref(&op))
+            .map_err(|e| rolled_back(format!("the change does not apply to the state: {e}")))?;
+        let seq = match self.append_record(&mut core, action, json_patch::Patch(vec![op])) {
+            Ok(seq) => seq,
+            Err(e) => {
+                if json_patch::patch(&mut core.value, &[undo]).is_err() {
+                    core.failed = Some("the state could not be rolled back".into());
+                }
+                return Err(e);
+            }
+        };
+        self.after_append(&mut core);
         drop(core);
         self.make_durable(seq)
     }
@@ -540,6 +565,19 @@ impl<T: Serialize + DeserializeOwned> Journal<T> {
         action: &str,
         patch: json_patch::Patch,
         after: Value,
+    ) -> Result<u64> {
+        let seq = self.append_record(core, action, patch)?;
+        core.value = after;
+        self.after_append(core);
+        Ok(seq)
+    }
+
+    /// Writes the record of `patch` (already applied, or about to be, by the caller).
+    fn append_record(
+        &self,
+        core: &mut Core,
+        action: &str,
+        patch: json_patch::Patch,
     ) -> Result<u64> {
         if self.read_only {
             return Err(Error::JournalRolledBack {
@@ -576,10 +614,14 @@ impl<T: Serialize + DeserializeOwned> Journal<T> {
             core.failed = Some(e.to_string());
             return Err(Error::io("append to", &self.path, e));
         }
-        core.value = after;
         core.next_seq = seq + 1;
         core.written = seq + 1;
         core.in_file += 1;
+        Ok(seq)
+    }
+
+    /// After a record is written: a snapshot when one is due.
+    fn after_append(&self, core: &mut Core) {
         if self
             .options
             .snapshot_every
@@ -592,7 +634,6 @@ impl<T: Serialize + DeserializeOwned> Journal<T> {
             tracing::warn!("journal {}: snapshot failed: {e}", self.path.display());
             core.failed = Some(format!("a snapshot failed: {e}"));
         }
-        Ok(seq)
     }
 
     /// Returns once record `seq` is durable under the policy; fsyncs of several threads are

@@ -266,3 +266,47 @@ proptest! {
         prop_assert_eq!(state, prefix(k));
     }
 }
+
+#[test]
+fn a_record_that_cannot_be_written_leaves_the_state_as_it_was() {
+    use tapedeck::storage::{Fault, Op};
+    for fault in [Fault::NoSpace, Fault::Eio, Fault::ShortWrite] {
+        let storage = MemStorage::new();
+        let j: Journal<serde_json::Value> = Journal::open_storage(
+            Arc::new(storage.clone()),
+            "j",
+            always(),
+            || serde_json::json!({"a": 1, "list": [1, 2]}),
+        )
+        .unwrap();
+        storage.fail_nth(Op::Append, 0, fault);
+        assert!(j.set("replace", "/a", &2).is_err(), "{fault:?}");
+        assert_eq!(
+            j.value(),
+            serde_json::json!({"a": 1, "list": [1, 2]}),
+            "{fault:?}"
+        );
+        // The writer stops after a failed write; what was committed is kept.
+        assert!(j.set("later", "/b", &3).is_err());
+        drop(j);
+        storage.clear_faults();
+        let j: Journal<serde_json::Value> =
+            Journal::open_storage(Arc::new(storage.clone()), "j", always(), || {
+                serde_json::Value::Null
+            })
+            .unwrap();
+        assert_eq!(
+            j.value(),
+            serde_json::json!({"a": 1, "list": [1, 2]}),
+            "{fault:?}"
+        );
+        // An insert into an array is undone by removing it, not by writing the old element back.
+        storage.fail_nth(Op::Append, 0, fault);
+        assert!(j.set("insert", "/list/0", &0).is_err());
+        assert_eq!(
+            j.value(),
+            serde_json::json!({"a": 1, "list": [1, 2]}),
+            "{fault:?}"
+        );
+    }
+}
