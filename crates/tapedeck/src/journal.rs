@@ -721,6 +721,70 @@ impl<T: Serialize + DeserializeOwned> Journal<T> {
         let r = replay(self.storage.as_ref(), &self.name, true)?;
         Ok(r.records.into_iter().map(|(_, rec)| rec).collect())
     }
+
+    /// Every record ever committed, oldest first: the rotated files (`NAME.<seq>`), then the
+    /// live file. Each file opens with a snapshot record; the first one's action is `open`, the
+    /// others' `snapshot`.
+    pub fn all_records(&self) -> Result<Vec<Record>> {
+        let prefix = format!("{}.", self.name);
+        let mut names: Vec<String> = self
+            .storage
+            .list()
+            .map_err(|e| Error::io("list", self.storage.describe(""), e))?
+            .into_iter()
+            .filter(|n| {
+                n.strip_prefix(&prefix)
+                    .is_some_and(|seq| seq.len() == 20 && seq.bytes().all(|b| b.is_ascii_digit()))
+            })
+            .collect();
+        names.sort();
+        names.push(self.name.clone());
+        let mut out = Vec::new();
+        for name in names {
+            let r = replay(self.storage.as_ref(), &name, true)?;
+            out.extend(r.records.into_iter().map(|(_, rec)| rec));
+        }
+        Ok(out)
+    }
+
+    /// The state right after the last record committed at or before `time` (µs since the
+    /// epoch); `None` when `time` is before the journal's first record.
+    pub fn value_as_of(&self, time: i64) -> Result<Option<Value>> {
+        self.value_where(|r| r.time <= time)
+    }
+
+    /// The state right after record `seq`; `None` when there is no such record.
+    pub fn value_at(&self, seq: u64) -> Result<Option<Value>> {
+        if seq >= self.next_seq() {
+            return Ok(None);
+        }
+        self.value_where(|r| r.seq <= seq)
+    }
+
+    /// The state after the records, from the first, for which `keep` holds.
+    fn value_where(&self, keep: impl Fn(&Record) -> bool) -> Result<Option<Value>> {
+        let mut value = None;
+        for r in self.all_records()? {
+            if !keep(&r) {
+                break;
+            }
+            match (&r.snapshot, &r.patch) {
+                (Some(s), _) => value = Some(s.clone()),
+                (None, Some(p)) => {
+                    if let Some(v) = value.as_mut() {
+                        json_patch::patch(v, p).map_err(|e| Error::JournalDamaged {
+                            path: self.path.clone(),
+                            record: r.seq,
+                            offset: 0,
+                            message: format!("its patch does not apply: {e}"),
+                        })?;
+                    }
+                }
+                (None, None) => {}
+            }
+        }
+        Ok(value)
+    }
 }
 
 /// The storage of the directory holding `path`, and the file's name in it.

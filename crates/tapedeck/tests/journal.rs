@@ -310,3 +310,36 @@ fn a_record_that_cannot_be_written_leaves_the_state_as_it_was() {
         );
     }
 }
+
+#[test]
+fn the_state_as_of_any_record_or_time_across_rotated_files() {
+    let storage = MemStorage::new();
+    let options = JournalOptions {
+        snapshot_every: Some(4),
+        ..always()
+    };
+    let j = open_mem(&storage, options).unwrap();
+    let mut times = Vec::new();
+    for i in 0..10 {
+        j.set("set", &format!("/key{i}"), &(i as i64)).unwrap();
+        times.push(j.history().unwrap().last().unwrap().time);
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    let all = j.all_records().unwrap();
+    let sets: Vec<u64> = all
+        .iter()
+        .filter(|r| r.action == "set")
+        .map(|r| r.seq)
+        .collect();
+    assert_eq!(sets.len(), 10, "{all:?}");
+    assert!(all.windows(2).all(|w| w[0].seq < w[1].seq));
+    for (i, seq) in sets.iter().enumerate() {
+        let v = j.value_at(*seq).unwrap().unwrap();
+        let want = serde_json::to_value(prefix(i + 1)).unwrap();
+        assert_eq!(v, want, "after record {seq}");
+        let t = j.value_as_of(times[i]).unwrap().unwrap();
+        assert_eq!(t, want, "as of the time of set {i}");
+    }
+    assert_eq!(j.value_as_of(all[0].time - 1).unwrap(), None);
+    assert_eq!(j.value_at(j.next_seq()).unwrap(), None);
+}
