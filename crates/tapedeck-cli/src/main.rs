@@ -49,6 +49,9 @@ enum Command {
     /// Bring sinks up to the end of a tape, each from its own cursor, exactly once.
     #[command(after_long_help = cmd::deliver::HELP)]
     Deliver(cmd::deliver::Args),
+    /// Set, get and audit a tape's run metadata (operator, calibration, setpoints), kept in a journal.
+    #[command(after_long_help = cmd::meta::HELP)]
+    Meta(cmd::meta::Args),
     /// List every sink scheme with its URI parameters and their defaults.
     Sinks(cmd::sinks::Args),
     /// Run SQL over a tape, also while it is being recorded; print the result or write it to a sink.
@@ -85,6 +88,10 @@ fn main() -> ExitCode {
         Command::Replay(args) => cmd::replay::run(args),
         Command::Deliver(args) => cmd::deliver::run(&args),
         Command::Import(args) => cmd::import::run(&args),
+        Command::Meta(args) => {
+            quiet_on_closed_pipe();
+            cmd::meta::run(&args)
+        }
         Command::Query(args) => {
             quiet_on_closed_pipe();
             cmd::query::run(&args)

@@ -102,6 +102,22 @@ pub struct Record {
     pub snapshot: Option<Value>,
 }
 
+impl Record {
+    /// Applies this record to `state`: a snapshot replaces it, a patch changes it.
+    pub fn apply_to(&self, state: &mut Value) -> std::result::Result<(), String> {
+        match (&self.snapshot, &self.patch) {
+            (Some(s), _) => {
+                *state = s.clone();
+                Ok(())
+            }
+            (None, Some(p)) => {
+                json_patch::patch(state, p).map_err(|e| format!("its patch does not apply: {e}"))
+            }
+            (None, None) => Err("a record with neither patch nor snapshot".into()),
+        }
+    }
+}
+
 /// What opening found and repaired.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct JournalRecovery {
@@ -768,20 +784,13 @@ impl<T: Serialize + DeserializeOwned> Journal<T> {
             if !keep(&r) {
                 break;
             }
-            match (&r.snapshot, &r.patch) {
-                (Some(s), _) => value = Some(s.clone()),
-                (None, Some(p)) => {
-                    if let Some(v) = value.as_mut() {
-                        json_patch::patch(v, p).map_err(|e| Error::JournalDamaged {
-                            path: self.path.clone(),
-                            record: r.seq,
-                            offset: 0,
-                            message: format!("its patch does not apply: {e}"),
-                        })?;
-                    }
-                }
-                (None, None) => {}
-            }
+            let v = value.get_or_insert(Value::Null);
+            r.apply_to(v).map_err(|message| Error::JournalDamaged {
+                path: self.path.clone(),
+                record: r.seq,
+                offset: 0,
+                message,
+            })?;
         }
         Ok(value)
     }

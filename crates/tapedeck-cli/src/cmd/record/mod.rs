@@ -159,6 +159,11 @@ pub struct Args {
     /// default refused: it is almost always the wrong source or the wrong tape).
     #[arg(long, requires = "tape")]
     allow_schema_change: bool,
+
+    /// With --tape: set run metadata as the recording starts (one record of the tape's META
+    /// journal, action `record`; see `tapedeck meta`), e.g. `--meta operator=ana --meta gain=2.5`.
+    #[arg(long = "meta", value_name = "KEY=VALUE", requires = "tape")]
+    meta: Vec<String>,
 }
 
 /// Runs `tapedeck record`; returns the exit code.
@@ -173,6 +178,13 @@ pub fn run(args: Args) -> u8 {
         (n, l) => n.or(l),
     };
 
+    let meta = match super::meta::parse_pairs(&args.meta) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("error: --meta {e}");
+            return crate::report::EXIT_USAGE;
+        }
+    };
     let (stop, interrupted) = install_ctrlc();
     let progress = Arc::new(Progress::default());
     let options = PipeOptions {
@@ -206,6 +218,12 @@ pub fn run(args: Args) -> u8 {
     };
     if let (Some(dir), Some(r)) = (&args.tape, rec.recovery()) {
         report_recovery(dir, r);
+    }
+    if let Some(dir) = args.tape.as_ref().filter(|_| !meta.is_empty()) {
+        let path = dir.join(super::meta::META_FILE);
+        if let Err(e) = super::meta::set_meta(&path, "record", None, |m| m.extend(meta)) {
+            return fail(&e);
+        }
     }
     let done = Arc::new(AtomicBool::new(false));
     let names = rec.sink_names();
