@@ -82,6 +82,30 @@ fn metadata_is_set_with_the_recording_changed_audited_and_read_as_of_a_time() {
     // The tape itself is untouched by its metadata.
     assert!(stdout(&tapedeck(&["verify", t])).contains("100 rows checked"));
 
+    // The history is a table for SQL, beside the tape.
+    #[cfg(feature = "query")]
+    {
+        let csv = stdout(&tapedeck(&[
+            "query",
+            t,
+            "SELECT seq, action, key, old, new FROM meta ORDER BY seq, key",
+            "--format",
+            "csv",
+        ]));
+        assert_eq!(
+            csv.lines().collect::<Vec<_>>(),
+            [
+                "seq,action,key,old,new",
+                "1,record,gain,,2.5",
+                "1,record,operator,,\"\"\"ana\"\"\"",
+                "2,calibrate,gain,2.5,3",
+                "2,calibrate,note,,\"\"\"hello world\"\"\"",
+                "3,unset,note,\"\"\"hello world\"\"\",",
+            ],
+            "{csv}"
+        );
+    }
+
     // Bad input: exit 2, nothing written.
     let before = std::fs::read(tape.join("META")).unwrap();
     assert_eq!(

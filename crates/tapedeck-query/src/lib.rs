@@ -43,6 +43,7 @@
 #![warn(missing_docs)]
 
 mod error;
+mod meta;
 pub mod prune;
 mod scan;
 mod snapshot;
@@ -55,6 +56,7 @@ use std::sync::Arc;
 
 pub use datafusion;
 pub use error::{QueryError, Result};
+pub use meta::register_meta;
 pub use scan::{ScanReport, ScanStats, TapeTable, TapeTableOptions};
 pub use snapshot::{AsOf, SEQ_COLUMN, Snapshot};
 pub use tables::register_uri;

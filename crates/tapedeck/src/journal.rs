@@ -118,6 +118,63 @@ impl Record {
     }
 }
 
+/// One top-level key changed by a record: what `tapedeck meta history` prints and the query
+/// engine's `meta` table holds.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct KeyChange {
+    /// The record's sequence number.
+    pub seq: u64,
+    /// The record's wall time, µs since the epoch.
+    pub time: i64,
+    /// The record's action.
+    pub action: String,
+    /// The record's author.
+    pub author: Option<String>,
+    /// The key.
+    pub key: String,
+    /// Its value before (`None`: it was not set).
+    pub old: Option<Value>,
+    /// Its value after (`None`: it was removed).
+    pub new: Option<Value>,
+}
+
+/// The changes of `records` (oldest first, as [`Journal::all_records`] gives them) to the
+/// top-level keys of an object state, key by key, in record order; each record with the changes
+/// it made (none for a snapshot that changed nothing). A record that does not apply is an error
+/// naming it.
+pub fn key_changes(
+    records: &[Record],
+) -> std::result::Result<Vec<(Record, Vec<KeyChange>)>, String> {
+    let mut state = Value::Object(serde_json::Map::new());
+    let empty = serde_json::Map::new();
+    let mut out = Vec::with_capacity(records.len());
+    for r in records {
+        let before = state.clone();
+        r.apply_to(&mut state)
+            .map_err(|e| format!("record {}: {e}", r.seq))?;
+        let a = before.as_object().unwrap_or(&empty);
+        let b = state.as_object().unwrap_or(&empty);
+        let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();
+        keys.sort();
+        keys.dedup();
+        let changes = keys
+            .into_iter()
+            .filter(|k| a.get(*k) != b.get(*k))
+            .map(|k| KeyChange {
+                seq: r.seq,
+                time: r.time,
+                action: r.action.clone(),
+                author: r.author.clone(),
+                key: k.clone(),
+                old: a.get(k).cloned(),
+                new: b.get(k).cloned(),
+            })
+            .collect();
+        out.push((r.clone(), changes));
+    }
+    Ok(out)
+}
+
 /// What opening found and repaired.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct JournalRecovery {

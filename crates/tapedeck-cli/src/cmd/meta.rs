@@ -223,20 +223,20 @@ fn pretty(v: &Value) -> String {
     serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string())
 }
 
-/// One line per change (or a JSON object per record): time, record, action, author, then each
-/// key's old → new value.
+/// One line per record (or a JSON object per record): time, record, action, author, then each
+/// key's old → new value. Later snapshots (which change nothing) are left out.
 fn print_history(records: &[tapedeck::journal::Record], json: bool) {
-    let mut state = Value::Object(Map::new());
-    for r in records {
-        let before = state.clone();
-        if let Err(e) = r.apply_to(&mut state) {
-            eprintln!("error: record {}: {e}", r.seq);
+    let changed = match tapedeck::journal::key_changes(records) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
             return;
         }
-        if r.snapshot.is_some() && r.action == "snapshot" {
+    };
+    for (r, changes) in changed {
+        if r.action == "snapshot" && changes.is_empty() {
             continue;
         }
-        let changes = changed_keys(&before, &state);
         if json {
             let obj = serde_json::json!({
                 "time": tapedeck::record::time::iso_micros(r.time),
@@ -245,18 +245,18 @@ fn print_history(records: &[tapedeck::journal::Record], json: bool) {
                 "author": r.author,
                 "changes": changes
                     .iter()
-                    .map(|(k, old, new)| serde_json::json!({"key": k, "old": old, "new": new}))
+                    .map(|c| serde_json::json!({"key": c.key, "old": c.old, "new": c.new}))
                     .collect::<Vec<_>>(),
             });
             println!("{obj}");
         } else {
             let what = changes
                 .iter()
-                .map(|(k, old, new)| match (old, new) {
-                    (None, Some(n)) => format!("{k}={n}"),
-                    (Some(o), Some(n)) => format!("{k}: {o} -> {n}"),
-                    (Some(o), None) => format!("{k} removed (was {o})"),
-                    (None, None) => k.clone(),
+                .map(|c| match (&c.old, &c.new) {
+                    (None, Some(n)) => format!("{}={n}", c.key),
+                    (Some(o), Some(n)) => format!("{}: {o} -> {n}", c.key),
+                    (Some(o), None) => format!("{} removed (was {o})", c.key),
+                    (None, None) => c.key.clone(),
                 })
                 .collect::<Vec<_>>()
                 .join(", ");
@@ -273,18 +273,4 @@ fn print_history(records: &[tapedeck::journal::Record], json: bool) {
             );
         }
     }
-}
-
-/// The top-level keys whose values differ between `a` and `b`: (key, old, new).
-fn changed_keys(a: &Value, b: &Value) -> Vec<(String, Option<Value>, Option<Value>)> {
-    let empty = Map::new();
-    let a = a.as_object().unwrap_or(&empty);
-    let b = b.as_object().unwrap_or(&empty);
-    let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();
-    keys.sort();
-    keys.dedup();
-    keys.into_iter()
-        .filter(|k| a.get(*k) != b.get(*k))
-        .map(|k| ((*k).clone(), a.get(k).cloned(), b.get(k).cloned()))
-        .collect()
 }

@@ -172,6 +172,8 @@ mod engine {
             &args.dir,
             options.clone(),
         )?];
+        // The tape's run metadata (`tapedeck meta`), when it has any.
+        tapedeck_query::register_meta(&ctx, "meta", &args.dir)?;
         for t in &args.tables {
             let Some((name, uri)) = t.split_once('=') else {
                 return Err(QueryError::Table {
