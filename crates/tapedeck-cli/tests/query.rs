@@ -49,6 +49,25 @@ fn recorded(dir: &Path, n: u64) -> (String, String) {
     (tape, parquet)
 }
 
+/// A recorder writing 20,000 alicat rows a second onto `tape` for `duration`, in the background.
+fn recording(tape: &Path, duration: &str, more: &[&str]) -> std::process::Child {
+    tapedeck()
+        .args([
+            "record",
+            "--source",
+            "sim:alicat?rate=20000",
+            "--duration",
+            duration,
+        ])
+        .arg("--tape")
+        .arg(tape)
+        .args(more)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
 #[test]
 fn a_query_prints_in_each_format() {
     let dir = tempfile::tempdir().unwrap();
@@ -225,22 +244,7 @@ fn bad_input_exits_2_and_writes_nothing() {
 fn queries_beside_a_running_recorder_never_exceed_the_acknowledged_rows_nor_go_back() {
     let dir = tempfile::tempdir().unwrap();
     let tape = dir.path().join("tape");
-    let mut rec = tapedeck()
-        .args([
-            "record",
-            "--source",
-            "sim:alicat?rate=20000",
-            "--duration",
-            "4s",
-            "--tape",
-            tape.to_str().unwrap(),
-            "--segment-bytes",
-            "262144",
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut rec = recording(&tape, "4s", &["--segment-bytes", "262144"]);
     let mut last = 0u64;
     let mut answers = 0;
     let read_acked = || -> u64 {
@@ -291,20 +295,7 @@ fn follow_reprints_the_result_on_each_new_snapshot_until_stopped() {
     let dir = tempfile::tempdir().unwrap();
     let tape = dir.path().join("tape");
     let tape_arg = tape.to_str().unwrap();
-    let mut rec = tapedeck()
-        .args([
-            "record",
-            "--source",
-            "sim:alicat?rate=20000",
-            "--duration",
-            "3s",
-            "--tape",
-            tape_arg,
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut rec = recording(&tape, "3s", &[]);
     while !tape.join("ACKED").exists() {
         std::thread::sleep(Duration::from_millis(20));
     }
