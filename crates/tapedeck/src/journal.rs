@@ -71,9 +71,23 @@ use crate::error::{Error, Result};
 use crate::storage::{FsStorage, Storage};
 use crate::sync::lock;
 
+/// A change of the state's shape, run once when a journal older than it is opened for writing,
+/// and recorded as a record of its own (action `migrate <name>`, its `version`).
+#[derive(Debug, Clone)]
+pub struct Migration {
+    /// The state's version after it (1, 2, …); a new journal starts at the highest.
+    pub version: u32,
+    /// What it does, for the history (`nest gains by channel`).
+    pub name: &'static str,
+    /// The change, on the state as JSON; an error stops the opening with nothing written.
+    pub apply: fn(&mut Value) -> std::result::Result<(), String>,
+}
+
 /// How a journal is kept.
 #[derive(Debug, Clone, Default)]
 pub struct JournalOptions {
+    /// The migrations of the state, in any order (run by version).
+    pub migrations: Vec<Migration>,
     /// When a committed record is on the disk (default `interval:10ms`).
     pub fsync: FsyncPolicy,
     /// Start a new file with a snapshot after this many records (`None`: only on request).
@@ -100,6 +114,10 @@ pub struct Record {
     /// The whole state (a snapshot: the first record of every file).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snapshot: Option<Value>,
+    /// The state's version from this record on (in snapshots and migrations; absent: 0, or
+    /// unchanged).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<u32>,
 }
 
 impl Record {
@@ -188,6 +206,8 @@ pub struct JournalRecovery {
 
 struct Core {
     value: Value,
+    /// The state's version (the last migration run on it).
+    version: u32,
     /// The next record's sequence number.
     next_seq: u64,
     /// Records in the live file (its snapshot included).
@@ -263,6 +283,7 @@ fn decode_line(line: &[u8]) -> std::result::Result<Record, String> {
 /// The state and records read from a live file.
 struct Replayed {
     value: Value,
+    version: u32,
     records: Vec<(u64, Record)>,
     /// Bytes of whole, good records.
     good_len: u64,
@@ -282,6 +303,7 @@ fn replay(storage: &dyn Storage, name: &str, keep_records: bool) -> Result<Repla
         .map_err(|e| io("read", e))?;
     let mut out = Replayed {
         value: Value::Null,
+        version: 0,
         records: Vec::new(),
         good_len: 0,
         damage: None,
@@ -323,6 +345,9 @@ fn replay(storage: &dyn Storage, name: &str, keep_records: bool) -> Result<Repla
                 match applied {
                     Ok(()) => {
                         out.good_len = (at + end + 1) as u64;
+                        if let Some(v) = record.version {
+                            out.version = v;
+                        }
                         if keep_records {
                             out.records.push((at as u64, record));
                         } else {
@@ -415,6 +440,14 @@ impl<T: Serialize + DeserializeOwned> Journal<T> {
                 author: options.author.clone(),
                 patch: None,
                 snapshot: Some(value),
+                version: Some(
+                    options
+                        .migrations
+                        .iter()
+                        .map(|m| m.version)
+                        .max()
+                        .unwrap_or(0),
+                ),
             };
             write_new_file(storage.as_ref(), name, &record)?;
         }
@@ -442,13 +475,14 @@ impl<T: Serialize + DeserializeOwned> Journal<T> {
         let in_file = count_records(storage.as_ref(), name)?;
         let next_seq = r.records.last().map_or(0, |(_, rec)| rec.seq + 1);
         recovery.records = in_file;
-        Ok(Journal {
+        let journal = Journal {
             storage,
             name: name.to_string(),
             path,
             options,
             core: Mutex::new(Core {
                 value: r.value,
+                version: r.version,
                 next_seq,
                 in_file,
                 written: next_seq,
@@ -460,7 +494,9 @@ impl<T: Serialize + DeserializeOwned> Journal<T> {
             read_only: false,
             _lock: None,
             _state: PhantomData,
-        })
+        };
+        journal.migrate()?;
+        Ok(journal)
     }
 
     /// Opens the journal at `path` to read it: no lock (a writer may be running), nothing
@@ -484,6 +520,7 @@ impl<T: Serialize + DeserializeOwned> Journal<T> {
             options: JournalOptions::default(),
             core: Mutex::new(Core {
                 value: r.value,
+                version: r.version,
                 next_seq,
                 in_file: 0,
                 written: next_seq,
@@ -616,7 +653,7 @@ impl<T: Serialize + DeserializeOwned> Journal<T> {
         // `patch` applies all of it or nothing.
         json_patch::patch(&mut core.value, std::slice::from_ref(&op))
             .map_err(|e| rolled_back(format!("the change does not apply to the state: {e}")))?;
-        let seq = match self.append_record(&mut core, action, json_patch::Patch(vec![op])) {
+        let seq = match self.append_record(&mut core, action, json_patch::Patch(vec![op]), None) {
             Ok(seq) => seq,
             Err(e) => {
                 if json_patch::patch(&mut core.value, &[undo]).is_err() {
@@ -639,7 +676,7 @@ impl<T: Serialize + DeserializeOwned> Journal<T> {
         patch: json_patch::Patch,
         after: Value,
     ) -> Result<u64> {
-        let seq = self.append_record(core, action, patch)?;
+        let seq = self.append_record(core, action, patch, None)?;
         core.value = after;
         self.after_append(core);
         Ok(seq)
@@ -651,6 +688,7 @@ impl<T: Serialize + DeserializeOwned> Journal<T> {
         core: &mut Core,
         action: &str,
         patch: json_patch::Patch,
+        version: Option<u32>,
     ) -> Result<u64> {
         if self.read_only {
             return Err(Error::JournalRolledBack {
@@ -676,6 +714,7 @@ impl<T: Serialize + DeserializeOwned> Journal<T> {
             author: self.options.author.clone(),
             patch: Some(patch),
             snapshot: None,
+            version,
         };
         let line = encode_line(&record).map_err(|e| Error::JournalRolledBack {
             path: self.path.clone(),
@@ -738,6 +777,41 @@ impl<T: Serialize + DeserializeOwned> Journal<T> {
         Ok(())
     }
 
+    /// Runs the migrations newer than the state's version, in version order, each committed
+    /// as its own record and made durable before the next runs.
+    fn migrate(&self) -> Result<()> {
+        let mut migrations = self.options.migrations.clone();
+        migrations.sort_by_key(|m| m.version);
+        for m in migrations {
+            let mut core = lock(&self.core);
+            if m.version <= core.version {
+                continue;
+            }
+            let action = format!("migrate {}", m.name);
+            let mut after = core.value.clone();
+            (m.apply)(&mut after).map_err(|message| Error::JournalRolledBack {
+                path: self.path.clone(),
+                action: action.clone(),
+                message: format!(
+                    "migration to version {} failed: {message}; the journal was not changed",
+                    m.version
+                ),
+            })?;
+            let patch = json_patch::diff(&core.value, &after);
+            let seq = self.append_record(&mut core, &action, patch, Some(m.version))?;
+            core.value = after;
+            core.version = m.version;
+            drop(core);
+            self.sync_to(seq)?;
+        }
+        Ok(())
+    }
+
+    /// The state's version: the last migration run on it.
+    pub fn version(&self) -> u32 {
+        lock(&self.core).version
+    }
+
     /// Makes everything committed durable.
     pub fn sync(&self) -> Result<()> {
         let seq = lock(&self.core).written;
@@ -768,6 +842,7 @@ impl<T: Serialize + DeserializeOwned> Journal<T> {
             author: self.options.author.clone(),
             patch: None,
             snapshot: Some(core.value.clone()),
+            version: Some(core.version),
         };
         // The old file's records must be durable before it is kept as history.
         self.storage.sync(&self.name).map_err(|e| io("fsync", e))?;

@@ -343,3 +343,92 @@ fn the_state_as_of_any_record_or_time_across_rotated_files() {
     assert_eq!(j.value_as_of(all[0].time - 1).unwrap(), None);
     assert_eq!(j.value_at(j.next_seq()).unwrap(), None);
 }
+
+#[test]
+fn migrations_run_once_in_order_as_records_and_a_failing_one_changes_nothing() {
+    use tapedeck::journal::Migration;
+    fn nest(v: &mut serde_json::Value) -> Result<(), String> {
+        let gain = v.get("gain").cloned().ok_or("no gain")?;
+        *v = serde_json::json!({"gains": {"ai0": gain}});
+        Ok(())
+    }
+    fn add_unit(v: &mut serde_json::Value) -> Result<(), String> {
+        v["unit"] = serde_json::json!("V");
+        Ok(())
+    }
+    fn refuse(_: &mut serde_json::Value) -> Result<(), String> {
+        Err("cannot convert".into())
+    }
+    let storage = MemStorage::new();
+    let open = |migrations: Vec<Migration>| {
+        Journal::<serde_json::Value>::open_storage(
+            Arc::new(storage.clone()),
+            "j",
+            JournalOptions {
+                migrations,
+                ..always()
+            },
+            || serde_json::json!({}),
+        )
+    };
+    let j = open(Vec::new()).unwrap();
+    j.set("set", "/gain", &2.5).unwrap();
+    assert_eq!(j.version(), 0);
+    drop(j);
+    let migrations = vec![
+        Migration {
+            version: 2,
+            name: "add unit",
+            apply: add_unit,
+        },
+        Migration {
+            version: 1,
+            name: "nest gains",
+            apply: nest,
+        },
+    ];
+    let j = open(migrations.clone()).unwrap();
+    assert_eq!(j.version(), 2);
+    assert_eq!(
+        j.value(),
+        serde_json::json!({"gains": {"ai0": 2.5}, "unit": "V"})
+    );
+    let actions: Vec<String> = j.history().unwrap().into_iter().map(|r| r.action).collect();
+    assert_eq!(
+        actions,
+        ["open", "set", "migrate nest gains", "migrate add unit"]
+    );
+    drop(j);
+    // Opened again: nothing to run.
+    let j = open(migrations.clone()).unwrap();
+    assert_eq!(j.history().unwrap().len(), 4);
+    drop(j);
+    // A failing migration stops the opening and writes nothing.
+    let before = storage.bytes("j").unwrap();
+    let mut more = migrations;
+    more.push(Migration {
+        version: 3,
+        name: "refuse",
+        apply: refuse,
+    });
+    let e = open(more).unwrap_err().to_string();
+    assert!(e.contains("refuse") && e.contains("cannot convert"), "{e}");
+    assert_eq!(storage.bytes("j").unwrap(), before);
+    // A new journal starts at the newest version: nothing runs.
+    let fresh = MemStorage::new();
+    let j = Journal::<serde_json::Value>::open_storage(
+        Arc::new(fresh),
+        "j",
+        JournalOptions {
+            migrations: vec![Migration {
+                version: 1,
+                name: "nest gains",
+                apply: nest,
+            }],
+            ..always()
+        },
+        || serde_json::json!({"gains": {}}),
+    )
+    .unwrap();
+    assert_eq!((j.version(), j.history().unwrap().len()), (1, 1));
+}
