@@ -25,7 +25,7 @@
 //!
 //! **Snapshots and rotation.** [`Journal::snapshot`] (or `snapshot_every` records) starts a new
 //! file with a snapshot of the state and keeps the history before it, readable, as
-//! `NAME.<seq>` — so opening replays only the records since the last snapshot. The switch is
+//! `NAME.<seq>-<date>` — so opening replays only the records since the last snapshot. The switch is
 //! crash-safe: the new file is complete and durable under `NAME.next` before the renames, and an
 //! interrupted switch is finished (or undone) by the next open.
 //!
@@ -243,8 +243,24 @@ impl<T> std::fmt::Debug for Journal<T> {
 }
 
 /// The journal file's name for the history before record `seq` (a rotated file).
+/// `NAME.<seq>-<date>`: the sequence number (20 digits) orders the files, the UTC date and
+/// time of the switch (`20261129T214431Z`) says when.
 fn rotated_name(name: &str, seq: u64) -> String {
-    format!("{name}.{seq:020}")
+    let iso = crate::record::time::iso_micros(crate::record::time::now_micros());
+    let date: String = iso
+        .chars()
+        .take(19)
+        .filter(|c| c.is_ascii_digit() || *c == 'T')
+        .collect();
+    format!("{name}.{seq:020}-{date}Z")
+}
+
+/// Whether `file` is a rotated history file of the journal `name`.
+fn is_rotated(name: &str, file: &str) -> bool {
+    file.strip_prefix(name)
+        .and_then(|rest| rest.strip_prefix('.'))
+        .and_then(|rest| rest.get(..20))
+        .is_some_and(|seq| seq.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// The name a new file is written under before it replaces the live one.
@@ -822,7 +838,7 @@ impl<T: Serialize + DeserializeOwned> Journal<T> {
     }
 
     /// Starts a new file with a snapshot of the state; the history before it stays readable
-    /// as `NAME.<seq>` (see the module docs).
+    /// as `NAME.<seq>-<date>` (see the module docs).
     pub fn snapshot(&self) -> Result<()> {
         let mut core = lock(&self.core);
         let r = self.rotate(&mut core);
@@ -870,20 +886,16 @@ impl<T: Serialize + DeserializeOwned> Journal<T> {
         Ok(r.records.into_iter().map(|(_, rec)| rec).collect())
     }
 
-    /// Every record ever committed, oldest first: the rotated files (`NAME.<seq>`), then the
+    /// Every record ever committed, oldest first: the rotated files (`NAME.<seq>-<date>`), then the
     /// live file. Each file opens with a snapshot record; the first one's action is `open`, the
     /// others' `snapshot`.
     pub fn all_records(&self) -> Result<Vec<Record>> {
-        let prefix = format!("{}.", self.name);
         let mut names: Vec<String> = self
             .storage
             .list()
             .map_err(|e| Error::io("list", self.storage.describe(""), e))?
             .into_iter()
-            .filter(|n| {
-                n.strip_prefix(&prefix)
-                    .is_some_and(|seq| seq.len() == 20 && seq.bytes().all(|b| b.is_ascii_digit()))
-            })
+            .filter(|n| is_rotated(&self.name, n))
             .collect();
         names.sort();
         names.push(self.name.clone());
