@@ -227,6 +227,10 @@ pub struct Journal<T> {
     core: Mutex<Core>,
     /// Serializes fsyncs; holds the number of records covered by the last one.
     synced: Mutex<u64>,
+    /// Held for reading while the live file is fsynced by name, for writing while a snapshot
+    /// renames it (lock order: `synced`, then `core` briefly, then `gate`; `core`, then
+    /// `gate`).
+    gate: std::sync::RwLock<()>,
     recovery: JournalRecovery,
     read_only: bool,
     _lock: Option<std::fs::File>,
@@ -283,10 +287,16 @@ fn decode_line(line: &[u8]) -> std::result::Result<Record, String> {
         Some(head) if head[8] == b'\t' => (&head[..8], &line[9..]),
         _ => return Err("no CRC before the record".into()),
     };
+    if !crc
+        .iter()
+        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b))
+    {
+        return Err("the CRC is not 8 lowercase hex digits".into());
+    }
     let crc = std::str::from_utf8(crc)
         .ok()
         .and_then(|c| u32::from_str_radix(c, 16).ok())
-        .ok_or("the CRC is not 8 hex digits")?;
+        .ok_or("the CRC is not 8 lowercase hex digits")?;
     if crc32c::crc32c(json) != crc {
         return Err(format!(
             "bad CRC (stored {crc:08x}, computed {:08x})",
@@ -337,31 +347,17 @@ fn replay(storage: &dyn Storage, name: &str, keep_records: bool) -> Result<Repla
         let line = &bytes[at..at + end];
         match decode_line(line) {
             Ok(record) if bad.is_none() => {
-                let applied = if number == 0 {
-                    match &record.snapshot {
-                        Some(s) => {
-                            out.value = s.clone();
-                            Ok(())
-                        }
-                        None => Err("the first record is not a snapshot".to_string()),
-                    }
+                let applied = if number == 0 && record.snapshot.is_none() {
+                    Err("the first record is not a snapshot".to_string())
                 } else {
-                    match &record.patch {
-                        Some(p) => json_patch::patch(&mut out.value, p)
-                            .map_err(|e| format!("its patch does not apply: {e}")),
-                        None => match &record.snapshot {
-                            Some(s) => {
-                                out.value = s.clone();
-                                Ok(())
-                            }
-                            None => Err("a record with neither patch nor snapshot".into()),
-                        },
-                    }
+                    record.apply_to(&mut out.value)
                 };
                 match applied {
                     Ok(()) => {
                         out.good_len = (at + end + 1) as u64;
-                        if let Some(v) = record.version {
+                        if record.snapshot.is_some() {
+                            out.version = record.version.unwrap_or(0);
+                        } else if let Some(v) = record.version {
                             out.version = v;
                         }
                         if keep_records {
@@ -371,7 +367,12 @@ fn replay(storage: &dyn Storage, name: &str, keep_records: bool) -> Result<Repla
                             out.records.push((at as u64, record));
                         }
                     }
-                    Err(problem) => bad = Some((number, at as u64, problem)),
+                    // The line was written whole (its CRC checks out): not a torn append,
+                    // whatever follows it.
+                    Err(problem) => {
+                        out.damage = Some((number, at as u64, problem));
+                        break;
+                    }
                 }
             }
             Ok(_) => {
@@ -443,31 +444,41 @@ impl<T: Serialize + DeserializeOwned> Journal<T> {
             }
             recovery.switch_repaired = true;
         }
-        if storage.len(name).map_err(|e| io("stat", e))?.is_none() {
-            let value = serde_json::to_value(initial()).map_err(|e| Error::JournalRolledBack {
-                path: path.clone(),
-                action: "open".into(),
-                message: format!("the initial state cannot be written as JSON: {e}"),
-            })?;
-            let record = Record {
-                seq: 0,
-                time: crate::record::time::now_micros(),
-                action: "open".into(),
-                author: options.author.clone(),
-                patch: None,
-                snapshot: Some(value),
-                version: Some(
-                    options
+        // A missing file, or one without a single whole record — a crash while the journal was
+        // being created: its first record is fsynced before `open` ever returned, so nothing
+        // was committed — starts with the initial state.
+        let found = match storage.len(name).map_err(|e| io("stat", e))? {
+            Some(_) => Some(replay(storage.as_ref(), name, false)?),
+            None => None,
+        };
+        let r = match found {
+            Some(r) if !r.records.is_empty() || r.damage.is_some() => r,
+            other => {
+                recovery.torn_tail = other.and_then(|r| r.torn);
+                let value =
+                    serde_json::to_value(initial()).map_err(|e| Error::JournalRolledBack {
+                        path: path.clone(),
+                        action: "open".into(),
+                        message: format!("the initial state cannot be written as JSON: {e}"),
+                    })?;
+                let record = Record {
+                    seq: 0,
+                    time: crate::record::time::now_micros(),
+                    action: "open".into(),
+                    author: options.author.clone(),
+                    patch: None,
+                    snapshot: Some(value),
+                    version: options
                         .migrations
                         .iter()
                         .map(|m| m.version)
                         .max()
-                        .unwrap_or(0),
-                ),
-            };
-            write_new_file(storage.as_ref(), name, &record)?;
-        }
-        let r = replay(storage.as_ref(), name, false)?;
+                        .or(Some(0)),
+                };
+                write_new_file(storage.as_ref(), name, &record)?;
+                replay(storage.as_ref(), name, false)?
+            }
+        };
         if let Some((record, offset, message)) = r.damage {
             return Err(Error::JournalDamaged {
                 path,
@@ -489,7 +500,10 @@ impl<T: Serialize + DeserializeOwned> Journal<T> {
             recovery.torn_tail = Some((offset, bytes));
         }
         let in_file = count_records(storage.as_ref(), name)?;
-        let next_seq = r.records.last().map_or(0, |(_, rec)| rec.seq + 1);
+        let next_seq = r
+            .records
+            .last()
+            .map_or(0, |(_, rec)| rec.seq.saturating_add(1));
         recovery.records = in_file;
         let journal = Journal {
             storage,
@@ -506,6 +520,7 @@ impl<T: Serialize + DeserializeOwned> Journal<T> {
                 last_sync: Instant::now(),
             }),
             synced: Mutex::new(next_seq),
+            gate: std::sync::RwLock::new(()),
             recovery,
             read_only: false,
             _lock: None,
@@ -528,7 +543,10 @@ impl<T: Serialize + DeserializeOwned> Journal<T> {
         }
         let (storage, name) = fs_storage(path)?;
         let r = replay(storage.as_ref(), &name, false)?;
-        let next_seq = r.records.last().map_or(0, |(_, rec)| rec.seq + 1);
+        let next_seq = r
+            .records
+            .last()
+            .map_or(0, |(_, rec)| rec.seq.saturating_add(1));
         Ok(Journal {
             path: storage.describe(&name),
             storage,
@@ -544,6 +562,7 @@ impl<T: Serialize + DeserializeOwned> Journal<T> {
                 last_sync: Instant::now(),
             }),
             synced: Mutex::new(next_seq),
+            gate: std::sync::RwLock::new(()),
             recovery: JournalRecovery::default(),
             read_only: true,
             _lock: None,
@@ -656,12 +675,22 @@ impl<T: Serialize + DeserializeOwned> Journal<T> {
         let mut core = lock(&self.core);
         // The operation that undoes `op`, should its record not be written: put back what was
         // at `pointer`, or take away what `op` added there (an `add` into an array inserts).
-        let path = self.pointer(action, pointer)?;
         let parent = pointer.rsplit_once('/').map_or("", |(p, _)| p);
-        let inserts = matches!(op, json_patch::PatchOperation::Add(_))
-            && core.value.pointer(parent).is_some_and(Value::is_array);
+        let parent_len = core
+            .value
+            .pointer(parent)
+            .and_then(Value::as_array)
+            .map(Vec::len);
+        let inserts = matches!(op, json_patch::PatchOperation::Add(_)) && parent_len.is_some();
+        // `-` (after the last element) names, once added, the element at the old length.
+        let undo_pointer = match (pointer.rsplit_once('/'), parent_len) {
+            (Some((p, "-")), Some(n)) => format!("{p}/{n}"),
+            _ => pointer.to_string(),
+        };
+        let path = self.pointer(action, &undo_pointer)?;
         let undo = match core.value.pointer(pointer).cloned() {
-            Some(value) if !inserts => {
+            // The root is replaced whole, never inserted into.
+            Some(value) if !inserts || pointer.is_empty() => {
                 json_patch::PatchOperation::Add(json_patch::AddOperation { path, value })
             }
             _ => json_patch::PatchOperation::Remove(json_patch::RemoveOperation { path }),
@@ -782,8 +811,30 @@ impl<T: Serialize + DeserializeOwned> Journal<T> {
         if *synced > seq {
             return Ok(());
         }
-        let target = lock(&self.core).written;
-        if let Err(e) = self.storage.sync(&self.name) {
+        let target = {
+            let core = lock(&self.core);
+            // After a failed write or fsync nothing more is acknowledged: an fsync that
+            // succeeds now proves nothing (Linux marked the lost pages clean).
+            if let Some(f) = &core.failed {
+                return Err(Error::io(
+                    "fsync",
+                    &self.path,
+                    std::io::Error::other(format!(
+                        "an earlier write or fsync failed ({f}); reopen the journal"
+                    )),
+                ));
+            }
+            core.written
+        };
+        // A snapshot switch renames the live file: not while it is being synced.
+        let gate = self
+            .gate
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let synced_now = self.storage.sync(&self.name);
+        // Released before `core` is taken again: a snapshot holds `core` while it waits here.
+        drop(gate);
+        if let Err(e) = synced_now {
             // A failed fsync is never retried: what it covered may be lost.
             lock(&self.core).failed = Some(e.to_string());
             return Err(Error::io("fsync", &self.path, e));
@@ -850,6 +901,19 @@ impl<T: Serialize + DeserializeOwned> Journal<T> {
 
     fn rotate(&self, core: &mut Core) -> Result<()> {
         let io = |action, e| Error::io(action, &self.path, e);
+        if let Some(f) = &core.failed {
+            return Err(io(
+                "snapshot",
+                std::io::Error::other(format!(
+                    "an earlier write or fsync failed ({f}); reopen the journal"
+                )),
+            ));
+        }
+        // No fsync of the live file runs while it is renamed (see `sync_to`).
+        let _gate = self
+            .gate
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let seq = core.next_seq;
         let record = Record {
             seq,

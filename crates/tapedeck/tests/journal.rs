@@ -432,3 +432,53 @@ fn migrations_run_once_in_order_as_records_and_a_failing_one_changes_nothing() {
     .unwrap();
     assert_eq!((j.version(), j.history().unwrap().len()), (1, 1));
 }
+
+#[test]
+fn a_crash_while_the_journal_was_created_starts_it_anew() {
+    let storage = MemStorage::new();
+    drop(open_mem(&storage, always()).unwrap());
+    let whole = storage.bytes("j").unwrap();
+    for cut in 0..whole.len() {
+        let s = MemStorage::new();
+        s.create_new("j").unwrap();
+        s.append("j", &whole[..cut]).unwrap();
+        let j = open_mem(&s, always()).unwrap_or_else(|e| panic!("cut at {cut}: {e}"));
+        assert_eq!(j.state().unwrap(), Map::new(), "cut at {cut}");
+        j.set("set", "/a", &1).unwrap();
+        drop(j);
+        assert_eq!(open_mem(&s, always()).unwrap().state().unwrap()["a"], 1);
+    }
+}
+
+#[test]
+fn after_a_failed_fsync_nothing_more_is_acknowledged() {
+    use tapedeck::storage::{Fault, Op};
+    let storage = MemStorage::new();
+    let j = open_mem(&storage, always()).unwrap();
+    j.set("set", "/a", &1).unwrap();
+    storage.fail_nth(Op::Sync, 0, Fault::Eio);
+    assert!(j.set("set", "/b", &2).is_err());
+    // The fault is gone, but an fsync succeeding now would prove nothing: refused.
+    storage.clear_faults();
+    assert!(j.set("set", "/c", &3).is_err());
+    assert!(j.sync().is_err());
+    assert!(j.snapshot().is_err());
+}
+
+#[test]
+fn an_append_at_the_end_of_an_array_is_undone_when_its_record_cannot_be_written() {
+    use tapedeck::storage::{Fault, Op};
+    let storage = MemStorage::new();
+    let j: Journal<serde_json::Value> = Journal::open_storage(
+        Arc::new(storage.clone()),
+        "j",
+        always(),
+        || serde_json::json!({"list": [1, 2]}),
+    )
+    .unwrap();
+    j.set("push", "/list/-", &3).unwrap();
+    assert_eq!(j.value(), serde_json::json!({"list": [1, 2, 3]}));
+    storage.fail_nth(Op::Append, 0, Fault::NoSpace);
+    assert!(j.set("push", "/list/-", &4).is_err());
+    assert_eq!(j.value(), serde_json::json!({"list": [1, 2, 3]}));
+}

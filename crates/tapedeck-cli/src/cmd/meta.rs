@@ -110,11 +110,20 @@ pub fn run(args: &Args) -> u8 {
             keys,
             action,
             author,
-        } => change(&path, action, author.clone(), |m| {
-            for k in keys {
-                m.remove(k);
+        } => {
+            if !path.is_file() {
+                eprintln!(
+                    "error: {} holds no metadata; nothing to unset",
+                    path.display()
+                );
+                return EXIT_FAILED;
             }
-        }),
+            change(&path, action, author.clone(), |m| {
+                for k in keys {
+                    m.remove(k);
+                }
+            })
+        }
         What::Get { key } => read(&path, |j| {
             let value = j.value();
             match key {
@@ -130,10 +139,7 @@ pub fn run(args: &Args) -> u8 {
             EXIT_OK
         }),
         What::History { json } => read(&path, |j| match j.all_records() {
-            Ok(records) => {
-                print_history(&records, *json);
-                EXIT_OK
-            }
+            Ok(records) => print_history(&records, *json),
             Err(e) => fail(&e),
         }),
         What::AsOf { time } => {
@@ -225,12 +231,12 @@ fn pretty(v: &Value) -> String {
 
 /// One line per record (or a JSON object per record): time, record, action, author, then each
 /// key's old → new value. Later snapshots (which change nothing) are left out.
-fn print_history(records: &[tapedeck::journal::Record], json: bool) {
+fn print_history(records: &[tapedeck::journal::Record], json: bool) -> u8 {
     let changed = match tapedeck::journal::key_changes(records) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("error: {e}");
-            return;
+            return EXIT_FAILED;
         }
     };
     for (r, changes) in changed {
@@ -273,4 +279,5 @@ fn print_history(records: &[tapedeck::journal::Record], json: bool) {
             );
         }
     }
+    EXIT_OK
 }
