@@ -24,20 +24,24 @@ use std::path::{Path, PathBuf};
 /// 1. `error` (the one error type) and `sync` (locking that survives a panicked holder) need
 ///    nothing from the crate.
 /// 2. `uri` parses the URIs that name every source and sink; its errors are `error`'s.
+///    `storage` is the file I/O seam (with the crashable double the fault tests use) that the
+///    journal and the tape both write through.
 /// 3. `record` is the data model everything passes around (rows, blocks, Arrow batches, the
-///    schema lock); `durability` is the fsync policy that the tape and the `raw:` sink share,
-///    kept apart so neither has to import the other to name it.
-/// 4. The file formats, `dtraw` (dtollib's raw counts) and `tape` (the checksummed log): bytes,
+///    schema lock); `durability` is the fsync policy that the tape, the journal and the `raw:`
+///    sink share, kept apart so none has to import another to name it.
+/// 4. `journal`: crash-safe audited state (JSON Patch records); no Arrow, below the tape whose
+///    manifest is to become a journal.
+/// 5. The file formats, `dtraw` (dtollib's raw counts) and `tape` (the checksummed log): bytes,
 ///    readers and writers of records. They know no `Source` or `Sink` trait, so a format can be
 ///    read and checked (`verify`) without the pipeline, and could become a crate of its own.
-/// 5. `source`: the `Source` trait and every way records come in — simulators, line readers,
+/// 6. `source`: the `Source` trait and every way records come in — simulators, line readers,
 ///    and the formats made sources (a `.dt-raw` file, a tape being replayed).
-/// 6. `sink`: the `Sink` trait and every destination — the file and database sinks, the tape
+/// 7. `sink`: the `Sink` trait and every destination — the file and database sinks, the tape
 ///    as a sink, and what the sinks keep for a delivery (the cursor file, the cursor row). A sink
 ///    comes after the sources only so that its tests may use a simulator for data.
-/// 7. The two paths from sources to sinks, independent of each other: `deliver` (tape → each
+/// 8. The two paths from sources to sinks, independent of each other: `deliver` (tape → each
 ///    sink from its durable cursor) and `pipe` (the direct path: batching, flush timer, fan-out).
-/// 8. `recorder`, the library's front door, which puts a tape, deliveries and the pipe together.
+/// 9. `recorder`, the library's front door, which puts a tape, deliveries and the pipe together.
 ///    The CLI (another crate) comes after all of them; the compiler keeps that edge.
 const LAYERS: &[&[&str]] = &[
     &["error", "sync"],

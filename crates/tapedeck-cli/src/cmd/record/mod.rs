@@ -143,8 +143,8 @@ pub struct Args {
     #[arg(long, value_name = "N", default_value_t = 256 << 20)]
     segment_bytes: u64,
 
-    /// The most rows in one tape frame: the flushes that arrive while the previous commit is
-    /// in flight are joined into one frame, up to this many rows (1: a frame per flush), e.g.
+    /// Rows per tape frame: the flushes that arrive while the previous commit is in flight are
+    /// joined into one frame, cut once it holds this many rows (1: a frame per flush), e.g.
     /// `--frame-rows 8192`.
     #[arg(long, value_name = "ROWS", default_value_t = tapedeck::tape::writer::DEFAULT_FRAME_ROWS,
           value_parser = clap::value_parser!(usize))]
