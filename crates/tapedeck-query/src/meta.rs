@@ -27,8 +27,7 @@ use tapedeck::journal::{Journal, key_changes};
 
 use crate::error::{QueryError, Result};
 
-/// The journal's file name in a tape directory (as `tapedeck meta` writes it).
-pub const META_FILE: &str = "META";
+use tapedeck::tape::META_FILE;
 
 /// Registers the run metadata of the tape in `dir` as table `name`; `false` (nothing
 /// registered) when the tape has none.

@@ -310,6 +310,8 @@ fn decode_line(line: &[u8]) -> std::result::Result<Record, String> {
 struct Replayed {
     value: Value,
     version: u32,
+    /// Whole, good records read (the snapshot included).
+    good: u64,
     records: Vec<(u64, Record)>,
     /// Bytes of whole, good records.
     good_len: u64,
@@ -330,6 +332,7 @@ fn replay(storage: &dyn Storage, name: &str, keep_records: bool) -> Result<Repla
     let mut out = Replayed {
         value: Value::Null,
         version: 0,
+        good: 0,
         records: Vec::new(),
         good_len: 0,
         damage: None,
@@ -355,6 +358,7 @@ fn replay(storage: &dyn Storage, name: &str, keep_records: bool) -> Result<Repla
                 match applied {
                     Ok(()) => {
                         out.good_len = (at + end + 1) as u64;
+                        out.good += 1;
                         if record.snapshot.is_some() {
                             out.version = record.version.unwrap_or(0);
                         } else if let Some(v) = record.version {
@@ -499,33 +503,8 @@ impl<T: Serialize + DeserializeOwned> Journal<T> {
             );
             recovery.torn_tail = Some((offset, bytes));
         }
-        let in_file = count_records(storage.as_ref(), name)?;
-        let next_seq = r
-            .records
-            .last()
-            .map_or(0, |(_, rec)| rec.seq.saturating_add(1));
-        recovery.records = in_file;
-        let journal = Journal {
-            storage,
-            name: name.to_string(),
-            path,
-            options,
-            core: Mutex::new(Core {
-                value: r.value,
-                version: r.version,
-                next_seq,
-                in_file,
-                written: next_seq,
-                failed: None,
-                last_sync: Instant::now(),
-            }),
-            synced: Mutex::new(next_seq),
-            gate: std::sync::RwLock::new(()),
-            recovery,
-            read_only: false,
-            _lock: None,
-            _state: PhantomData,
-        };
+        recovery.records = r.good;
+        let journal = Journal::assemble(storage, name.to_string(), options, r, recovery, false);
         journal.migrate()?;
         Ok(journal)
     }
@@ -543,31 +522,50 @@ impl<T: Serialize + DeserializeOwned> Journal<T> {
         }
         let (storage, name) = fs_storage(path)?;
         let r = replay(storage.as_ref(), &name, false)?;
+        Ok(Journal::assemble(
+            storage,
+            name,
+            JournalOptions::default(),
+            r,
+            JournalRecovery::default(),
+            true,
+        ))
+    }
+
+    /// A journal over `storage` holding what `r` read from the live file `name`.
+    fn assemble(
+        storage: Arc<dyn Storage>,
+        name: String,
+        options: JournalOptions,
+        r: Replayed,
+        recovery: JournalRecovery,
+        read_only: bool,
+    ) -> Journal<T> {
         let next_seq = r
             .records
             .last()
             .map_or(0, |(_, rec)| rec.seq.saturating_add(1));
-        Ok(Journal {
+        Journal {
             path: storage.describe(&name),
             storage,
             name,
-            options: JournalOptions::default(),
+            options,
             core: Mutex::new(Core {
                 value: r.value,
                 version: r.version,
                 next_seq,
-                in_file: 0,
+                in_file: r.good,
                 written: next_seq,
                 failed: None,
                 last_sync: Instant::now(),
             }),
             synced: Mutex::new(next_seq),
             gate: std::sync::RwLock::new(()),
-            recovery: JournalRecovery::default(),
-            read_only: true,
+            recovery,
+            read_only,
             _lock: None,
             _state: PhantomData,
-        })
+        }
     }
 
     /// The state now.
@@ -771,8 +769,8 @@ impl<T: Serialize + DeserializeOwned> Journal<T> {
             core.failed = Some(e.to_string());
             return Err(Error::io("append to", &self.path, e));
         }
-        core.next_seq = seq + 1;
-        core.written = seq + 1;
+        core.next_seq = seq.saturating_add(1);
+        core.written = core.next_seq;
         core.in_file += 1;
         Ok(seq)
     }
@@ -938,8 +936,8 @@ impl<T: Serialize + DeserializeOwned> Journal<T> {
         self.storage
             .sync_dir(dir)
             .map_err(|e| io("fsync the directory of", e))?;
-        core.next_seq = seq + 1;
-        core.written = seq + 1;
+        core.next_seq = seq.saturating_add(1);
+        core.written = core.next_seq;
         core.in_file = 1;
         Ok(())
     }
@@ -1071,20 +1069,6 @@ fn write_new_file(storage: &dyn Storage, name: &str, record: &Record) -> Result<
     storage
         .sync_dir(crate::storage::dir_of(name))
         .map_err(|e| io("fsync the directory of", e))
-}
-
-/// Records in a (repaired) live file.
-fn count_records(storage: &dyn Storage, name: &str) -> Result<u64> {
-    let path = storage.describe(name);
-    let len = storage
-        .len(name)
-        .map_err(|e| Error::io("stat", &path, e))?
-        .unwrap_or(0);
-    let mut bytes = vec![0u8; usize::try_from(len).unwrap_or(usize::MAX)];
-    storage
-        .read_at(name, 0, &mut bytes)
-        .map_err(|e| Error::io("read", &path, e))?;
-    Ok(bytes.iter().filter(|b| **b == b'\n').count() as u64)
 }
 
 impl<T> Drop for Journal<T> {

@@ -139,7 +139,7 @@ impl RecorderBuilder {
             });
         };
         // Same message as `verify` and `inspect` for a path that is no tape directory.
-        crate::tape::verify::storage_for(&dir)?;
+        let storage = crate::tape::verify::storage_for(&dir)?;
         // Opening the writer recovers the tape and takes its lock, so no recorder appends to
         // it (or delivers to the same sinks) meanwhile. If a recorder holds it, the delivery
         // runs beside it as a reader and ends when the recorder does.
@@ -150,7 +150,6 @@ impl RecorderBuilder {
                 (Some(w), id, end, None)
             }
             Err(Error::TapeLocked { pid, .. }) => {
-                let storage = crate::tape::verify::storage_for(&dir)?;
                 let id =
                     crate::tape::id::read_or_create(storage.as_ref(), false)?.ok_or_else(|| {
                         Error::Tape {

@@ -10,8 +10,7 @@ use tapedeck::tape::FsyncPolicy;
 
 use crate::report::{EXIT_FAILED, EXIT_OK, EXIT_USAGE, fail};
 
-/// The journal's file name in a tape directory.
-pub const META_FILE: &str = "META";
+pub use tapedeck::tape::META_FILE;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {

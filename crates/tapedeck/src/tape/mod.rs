@@ -22,6 +22,10 @@ pub mod verify;
 pub mod writer;
 
 pub use crate::durability::FsyncPolicy;
+
+/// The tape directory's run-metadata journal (`tapedeck meta`; `docs/journal-format.md`),
+/// which tape readers ignore.
+pub const META_FILE: &str = "META";
 /// The storage seam moved below the tape (the journal uses it too); this keeps the old path.
 pub use crate::storage;
 pub use format::Compression;
