@@ -353,6 +353,17 @@ pub enum Error {
         /// What is wrong.
         message: String,
     },
+    /// The tape writer stopped after a write or fsync failed (a full disk, EIO): rows after
+    /// the last acknowledged one were not acknowledged, and it takes no more.
+    #[error("tape `{path}`: {message}")]
+    TapeStopped {
+        /// The tape directory.
+        path: PathBuf,
+        /// What failed, what is on the tape, and what to do.
+        message: String,
+        /// The OS error number of the failure (`ENOSPC`, `EIO`), when it was one.
+        os_error: Option<i32>,
+    },
     /// An Arrow operation failed.
     #[error("{context}: {source}")]
     Arrow {
@@ -379,6 +390,17 @@ impl Error {
         Error::Arrow {
             context: context.into(),
             source,
+        }
+    }
+
+    /// The OS error number behind the error (`ENOSPC` for a full disk), when an I/O failure
+    /// caused it.
+    pub fn os_error(&self) -> Option<i32> {
+        match self {
+            Error::Io { source, .. } => source.raw_os_error(),
+            Error::TapeStopped { os_error, .. } => *os_error,
+            Error::Sink { source, .. } => source.os_error(),
+            _ => None,
         }
     }
 

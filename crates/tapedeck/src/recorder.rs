@@ -408,6 +408,18 @@ impl Recorder {
         Ok(())
     }
 
+    /// Like [`Recorder::flush`], then waits until every row written so far is acknowledged:
+    /// with a tape, durable under its fsync policy (under `interval:D` a sync is forced
+    /// rather than waiting for the interval); without one, flushed to the sinks. Fails if the
+    /// tape writer stopped after an I/O error.
+    pub fn sync(&mut self) -> Result<()> {
+        self.flush()?;
+        if let Some(t) = &self.tape {
+            t.watch.wait_durable(t.watch.next_seq())?;
+        }
+        Ok(())
+    }
+
     /// Rows of this run the tape has acknowledged; `None` without a tape.
     pub fn acknowledged(&self) -> Option<u64> {
         self.tape

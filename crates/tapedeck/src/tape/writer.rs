@@ -140,6 +140,8 @@ struct Inner {
     /// A failed write or sync: the writer refuses further work (nothing unacknowledged is
     /// reported durable).
     failed: Option<String>,
+    /// The OS error number of that failure, when it was an I/O error.
+    failed_os: Option<i32>,
     /// Bytes this writer added to the tape (headers, frames, footers), for summaries.
     bytes: u64,
     /// Bytes of the open segment's file handed to storage, and covered by an fsync.
@@ -215,6 +217,12 @@ impl TapeWatch {
     /// Rows acknowledged (durable under the policy).
     pub fn durable_seq(&self) -> u64 {
         lock(&self.0.inner).durable_seq
+    }
+
+    /// Waits until every row below `seq` is durable under the fsync policy (forcing a sync
+    /// rather than waiting for the interval); fails if the writer stopped after an I/O error.
+    pub fn wait_durable(&self, seq: u64) -> Result<()> {
+        wait_durable(&self.0, seq)
     }
 
     /// Sequence number the next row will get.
@@ -322,6 +330,7 @@ impl TapeWriter {
                 write_wanted: false,
                 writing: false,
                 failed: None,
+                failed_os: None,
                 bytes: 0,
                 seg_written: 0,
                 seg_synced: 0,
@@ -402,6 +411,7 @@ impl TapeWriter {
         }
         if let Err(e) = &result {
             inner.failed = Some(e.to_string());
+            inner.failed_os = e.os_error();
             shared.durable.notify_all();
         }
         let appended = result?;
@@ -428,29 +438,7 @@ impl TapeWriter {
 
     /// Waits until every row below `seq` is durable (forcing a sync).
     pub fn wait_durable(&self, seq: u64) -> Result<()> {
-        let shared = &self.shared;
-        let mut inner = lock(&shared.inner);
-        if shared.options.fsync == FsyncPolicy::Never {
-            let mut inner = wait_idle(shared, inner);
-            check_failed(shared, &inner)?;
-            if let Err(e) = flush_pending(shared, &mut inner) {
-                inner.failed = Some(e.to_string());
-                return Err(e);
-            }
-            inner.durable_seq = inner.durable_seq.max(inner.written_seq);
-            shared.durable.notify_all();
-            return Ok(());
-        }
-        while inner.durable_seq < seq {
-            check_failed(shared, &inner)?;
-            inner.sync_wanted = true;
-            shared.work.notify_one();
-            inner = shared
-                .durable
-                .wait(inner)
-                .unwrap_or_else(PoisonError::into_inner);
-        }
-        Ok(())
+        wait_durable(&self.shared, seq)
     }
 
     /// Hands every submitted frame to the storage without waiting for an fsync (what the
@@ -461,6 +449,7 @@ impl TapeWriter {
         check_failed(shared, &inner)?;
         if let Err(e) = flush_pending(shared, &mut inner) {
             inner.failed = Some(e.to_string());
+            inner.failed_os = e.os_error();
             shared.durable.notify_all();
             return Err(e);
         }
@@ -536,15 +525,44 @@ impl Drop for TapeWriter {
 /// `failed` of a writer stopped on purpose by [`TapeWriter::abandon`].
 const ABANDONED: &str = "abandoned";
 
+/// Waits until every row below `seq` is durable (forcing a sync); see
+/// [`TapeWriter::wait_durable`].
+fn wait_durable(shared: &Shared, seq: u64) -> Result<()> {
+    let mut inner = lock(&shared.inner);
+    if shared.options.fsync == FsyncPolicy::Never {
+        let mut inner = wait_idle(shared, inner);
+        check_failed(shared, &inner)?;
+        if let Err(e) = flush_pending(shared, &mut inner) {
+            inner.failed = Some(e.to_string());
+            inner.failed_os = e.os_error();
+            return Err(e);
+        }
+        inner.durable_seq = inner.durable_seq.max(inner.written_seq);
+        shared.durable.notify_all();
+        return Ok(());
+    }
+    while inner.durable_seq < seq {
+        check_failed(shared, &inner)?;
+        inner.sync_wanted = true;
+        shared.work.notify_one();
+        inner = shared
+            .durable
+            .wait(inner)
+            .unwrap_or_else(PoisonError::into_inner);
+    }
+    Ok(())
+}
+
 fn check_failed(shared: &Shared, inner: &Inner) -> Result<()> {
     match &inner.failed {
-        Some(msg) => Err(Error::Tape {
+        Some(msg) => Err(Error::TapeStopped {
             path: shared.storage.describe(""),
             message: format!(
                 "the tape writer stopped after an I/O error ({msg}); rows up to sequence {} are on the tape, {} submitted after them were not acknowledged — free space or fix the disk, then record again (opening the tape recovers it)",
                 inner.durable_seq,
                 inner.next_seq.saturating_sub(inner.durable_seq)
             ),
+            os_error: inner.failed_os,
         }),
         None => Ok(()),
     }
@@ -953,6 +971,7 @@ fn commit_loop(shared: &Shared) {
         // What was submitted since the last round becomes one frame.
         if let Err(e) = cut_frame(shared, &mut inner) {
             inner.failed = Some(e.to_string());
+            inner.failed_os = e.os_error();
             shared.durable.notify_all();
             continue;
         }
@@ -1005,6 +1024,7 @@ fn commit_loop(shared: &Shared) {
                     cut_unacknowledged(shared, &inner, name);
                 }
                 inner.failed = Some(format!("cannot write or fsync `{file}`: {e}"));
+                inner.failed_os = e.raw_os_error();
             }
         }
         shared.idle.notify_all();

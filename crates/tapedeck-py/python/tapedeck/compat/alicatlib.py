@@ -1,0 +1,460 @@
+"""A drop-in for ``alicatlib.sinks``, recording through tapedeck.
+
+Change ``from alicatlib.sinks import pipe, CsvSink`` to
+``from tapedeck.compat.alicatlib import pipe, CsvSink``: the same names, constructor arguments,
+``async with`` / ``open`` / ``write_many`` / ``close`` and ``pipe(source, sink, *, batch_size=64,
+flush_interval=1.0)`` returning a summary with ``started_at``, ``finished_at`` and
+``samples_emitted``. Samples are alicatlib's own ``Sample`` objects (read by their attributes,
+``device``, ``unit_id``, ``t_utc``, ``t_mono_ns``, ``requested_at``, ``received_at``,
+``latency_s`` and ``reading.as_dict()``; alicatlib is never imported) or plain dicts.
+
+What differs, on purpose -- what alicatlib gets wrong:
+
+- ``pipe`` flushes on a real timer: a stream that goes quiet is still written after
+  ``flush_interval`` seconds (alicatlib checks the timer only when a sample arrives).
+- Samples already received are written when the stream raises or is cancelled, before the
+  error propagates (alicatlib drops its buffer).
+- ``ParquetSink`` writes a file that is readable after a kill: with ``tape=DIR`` every
+  acknowledged row is on the tape and delivered to the file on the next run; without it, the
+  rows go to the file in row groups of the flushes.
+- Times are stored as timestamps, not ISO text (a PostgreSQL column is ``timestamptz``), and
+  values of a column are converted to its type instead of failing the batch.
+- Writing and fsyncing happen on a worker thread, never on the event loop.
+- Every sink takes ``tape=DIR``: rows go onto a crash-safe tape first and reach the sink
+  exactly once, whenever the process dies (``tapedeck deliver DIR --sink URI`` finishes a
+  delivery a crash interrupted; reopening the sink with the same tape does it too).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as _dt
+import os
+import re
+import urllib.parse
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+from .. import AsyncRecorder, errors
+
+__all__ = [
+    "AcquisitionSummary",
+    "CsvSink",
+    "InMemorySink",
+    "JsonlSink",
+    "ParquetSink",
+    "PostgresConfig",
+    "PostgresSink",
+    "SampleSink",
+    "SqliteSink",
+    "pipe",
+    "sample_to_row",
+]
+
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+_SAMPLE_TIMES = ("t_utc", "t_mono_ns", "requested_at", "received_at", "midpoint_at", "latency_s")
+_ECHOES = ("received_at", "Unit_ID", "unit_id")
+
+
+def sample_to_row(sample: Any) -> dict[str, Any]:
+    """A flat row for one sample: ``device``, ``unit_id``, the sample's times and latency,
+    the reading's fields, ``status`` -- alicatlib's column order. A dict is taken as a row."""
+    if isinstance(sample, Mapping):
+        return dict(sample)
+    row: dict[str, Any] = {"device": sample.device, "unit_id": sample.unit_id}
+    for name in _SAMPLE_TIMES:
+        value = getattr(sample, name, None)
+        if value is not None:
+            row[name] = value
+    reading = getattr(sample, "reading", None)
+    if reading is None:
+        reading = getattr(sample, "frame", None)
+    if reading is not None:
+        fields = reading.as_dict() if hasattr(reading, "as_dict") else dict(reading)
+        for echo in _ECHOES:
+            fields.pop(echo, None)
+        row.update(fields)
+    return row
+
+
+class SampleSink(Protocol):
+    """What ``pipe`` writes to: ``open``, ``write_many``, ``close``, ``async with``."""
+
+    async def open(self) -> None: ...
+    async def write_many(self, samples: Sequence[Any]) -> None: ...
+    async def close(self) -> None: ...
+
+
+@dataclass(slots=True)
+class AcquisitionSummary:
+    """What :func:`pipe` did: when it started and finished, and the samples handed to the
+    sink (``samples_late`` and ``max_drift_ms`` are alicatlib's fields, always 0 here)."""
+
+    started_at: _dt.datetime
+    finished_at: _dt.datetime | None = None
+    samples_emitted: int = 0
+    samples_late: int = 0
+    max_drift_ms: float = 0.0
+
+
+class _RecorderSink:
+    """A sink that writes through a tapedeck recorder with one sink URI (and an optional tape)."""
+
+    def __init__(self, tape: str | os.PathLike[str] | None) -> None:
+        self._tape = tape
+        self._rec: AsyncRecorder | None = None
+        self._closed = False
+
+    def _uri(self) -> str:
+        raise NotImplementedError
+
+    @property
+    def is_open(self) -> bool:
+        """Whether the sink is open."""
+        return self._rec is not None
+
+    @property
+    def acknowledged(self) -> int:
+        """Samples of this run that are safe: on the tape (durable under its fsync policy),
+        or without a tape, written to the sink."""
+        return self._rec.acknowledged if self._rec is not None else 0
+
+    async def open(self) -> None:
+        """Opens the sink (and its tape): the URI is checked, the file or table prepared."""
+        if self._rec is not None:
+            return
+        rec = AsyncRecorder(self._tape, [self._uri()], batch_size=1 << 62, flush_interval=3600.0)
+        await rec.open()
+        self._rec = rec
+        self._closed = False
+
+    async def write_many(self, samples: Sequence[Any]) -> None:
+        """Writes the samples as one batch (one flush; with a tape, one commit)."""
+        if self._rec is None:
+            word = "after close()" if self._closed else "before open()"
+            raise RuntimeError(f"{type(self).__name__}: write_many called {word}")
+        if not samples:
+            return
+        await self._rec.write_rows([sample_to_row(s) for s in samples])
+        await self._rec.flush()
+
+    async def write_rows(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Writes rows that are dicts already, as one batch (what :func:`pipe` uses)."""
+        if self._rec is None:
+            raise RuntimeError(f"{type(self).__name__}: write_rows called before open()")
+        if rows:
+            await self._rec.write_rows(rows)
+            await self._rec.flush()
+
+    async def close(self) -> None:
+        """Flushes and closes (with a tape: delivers everything acknowledged first)."""
+        rec, self._rec = self._rec, None
+        if rec is not None:
+            self._closed = True
+            await rec.close()
+            self.summary = rec.summary
+
+    async def __aenter__(self) -> Any:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+def _path_uri(scheme: str, path: Path, tape: object, params: dict[str, str]) -> str:
+    query = dict(params)
+    if tape is None:
+        # alicatlib opens its files with mode "w": an earlier run's file is replaced. With a
+        # tape, the delivery resumes the file from its cursor instead.
+        query.setdefault("overwrite", "true")
+    q = "&".join(f"{k}={urllib.parse.quote(v, safe='')}" for k, v in query.items())
+    return f"{scheme}:{path}" + (f"?{q}" if q else "")
+
+
+class InMemorySink:
+    """Keeps the samples in a list (tests): ``samples``, ``is_open``."""
+
+    def __init__(self) -> None:
+        self._samples: list[Any] = []
+        self._open = False
+
+    @property
+    def samples(self) -> list[Any]:
+        return self._samples
+
+    @property
+    def is_open(self) -> bool:
+        return self._open
+
+    async def open(self) -> None:
+        self._open = True
+
+    async def write_many(self, samples: Sequence[Any]) -> None:
+        if not self._open:
+            raise RuntimeError("InMemorySink: write_many called before open()")
+        self._samples.extend(samples)
+
+    async def close(self) -> None:
+        self._open = False
+
+    async def __aenter__(self) -> InMemorySink:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+class CsvSink(_RecorderSink):
+    """CSV with a header; the columns are locked by the first batch."""
+
+    def __init__(self, path: str | os.PathLike[str], *, tape: str | os.PathLike[str] | None = None):
+        super().__init__(tape)
+        self.path = Path(path)
+
+    def _uri(self) -> str:
+        return _path_uri("csv", self.path, self._tape, {})
+
+
+class JsonlSink(_RecorderSink):
+    """One JSON object per line, each with its own keys."""
+
+    def __init__(self, path: str | os.PathLike[str], *, tape: str | os.PathLike[str] | None = None):
+        super().__init__(tape)
+        self.path = Path(path)
+
+    def _uri(self) -> str:
+        return _path_uri("jsonl", self.path, self._tape, {})
+
+
+def _check_identifier(what: str, name: str) -> None:
+    if not _IDENTIFIER.fullmatch(name):
+        raise ValueError(
+            f"{what} {name!r} is not a plain identifier (pattern ^[A-Za-z_][A-Za-z0-9_]{{0,62}}$)"
+        )
+
+
+class SqliteSink(_RecorderSink):
+    """A SQLite table; each batch one transaction. The database file is appended to."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        table: str = "samples",
+        create_table: bool = True,
+        journal_mode: Literal["WAL", "DELETE", "MEMORY", "TRUNCATE", "PERSIST", "OFF"] = "WAL",
+        synchronous: Literal["FULL", "NORMAL", "OFF", "EXTRA"] = "NORMAL",
+        busy_timeout_ms: int = 5000,
+        tape: str | os.PathLike[str] | None = None,
+    ) -> None:
+        _check_identifier("table", table)
+        if busy_timeout_ms < 0:
+            raise ValueError(f"busy_timeout_ms must be >= 0, got {busy_timeout_ms}")
+        super().__init__(tape)
+        self.path = Path(path)
+        self.table = table
+        self._params = {
+            "table": table,
+            "create_table": "true" if create_table else "false",
+            "journal_mode": journal_mode,
+            "synchronous": synchronous,
+            "busy_timeout": str(int(busy_timeout_ms)),
+        }
+
+    def _uri(self) -> str:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        q = "&".join(f"{k}={v}" for k, v in self._params.items())
+        return f"sqlite:{self.path}?{q}"
+
+
+class ParquetSink(_RecorderSink):
+    """A Parquet file (zstd by default); one row group per batch at most ``row_group_size``."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        compression: Literal["zstd", "snappy", "gzip", "brotli", "lz4", "none"] = "zstd",
+        use_dictionary: bool = True,
+        row_group_size: int | None = None,
+        tape: str | os.PathLike[str] | None = None,
+    ) -> None:
+        if row_group_size is not None and row_group_size < 1:
+            raise ValueError(f"row_group_size must be >= 1, got {row_group_size}")
+        if compression == "brotli":
+            raise errors.OptionError(
+                "ParquetSink: brotli is not built into tapedeck; use zstd, snappy, gzip or lz4"
+            )
+        super().__init__(tape)
+        self.path = Path(path)
+        self.compression = compression
+        self._params = {"compression": compression, "dictionary": str(use_dictionary).lower()}
+        if row_group_size is not None:
+            self._params["row_group_rows"] = str(row_group_size)
+
+    def _uri(self) -> str:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        return _path_uri("parquet", self.path, self._tape, self._params)
+
+
+@dataclass(frozen=True, slots=True)
+class PostgresConfig:
+    """Where and how :class:`PostgresSink` writes; alicatlib's fields and checks."""
+
+    dsn: str | None = None
+    host: str | None = None
+    port: int = 5432
+    user: str | None = None
+    password: str | None = None
+    database: str | None = None
+    schema: str = "public"
+    table: str = "samples"
+    pool_min_size: int = 1
+    pool_max_size: int = 4
+    statement_timeout_ms: int = 30000
+    command_timeout_s: float = 10.0
+    connect_timeout_s: float = 30.0
+    close_timeout_s: float = 10.0
+    create_table: bool = False
+    use_copy: bool = True
+
+    def __post_init__(self) -> None:
+        if (self.dsn is None) == (self.host is None):
+            raise ValueError(
+                "PostgresConfig: give exactly one of dsn and host"
+                + (" (they are mutually exclusive)" if self.dsn is not None else "")
+            )
+        _check_identifier("schema", self.schema)
+        _check_identifier("table", self.table)
+        if self.pool_min_size < 1 or self.pool_max_size < self.pool_min_size:
+            raise ValueError("PostgresConfig: need 1 <= pool_min_size <= pool_max_size")
+        if self.statement_timeout_ms < 0:
+            raise ValueError("PostgresConfig: statement_timeout_ms must be >= 0")
+        for name in ("command_timeout_s", "connect_timeout_s", "close_timeout_s"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"PostgresConfig: {name} must be > 0")
+
+    def target(self) -> str:
+        """``host:port/db.schema.table``, without user or password (for logs)."""
+        if self.dsn is not None:
+            u = urllib.parse.urlparse(self.dsn)
+            host, port, db = u.hostname or "?", u.port or self.port, u.path.lstrip("/") or "?"
+        else:
+            host, port, db = self.host or "?", self.port, self.database or "?"
+        return f"{host}:{port}/{db}.{self.schema}.{self.table}"
+
+    def uri(self) -> str:
+        """The tapedeck sink URI for this configuration (it holds the password, if any)."""
+        if self.dsn is not None:
+            u = urllib.parse.urlparse(self.dsn)
+            base = urllib.parse.urlunparse(u._replace(query="", fragment=""))
+            extra = urllib.parse.parse_qsl(u.query)
+        else:
+            auth = ""
+            if self.user:
+                auth = urllib.parse.quote(self.user, safe="")
+                if self.password:
+                    auth += ":" + urllib.parse.quote(self.password, safe="")
+                auth += "@"
+            base = f"postgres://{auth}{self.host}:{self.port}/{self.database or ''}"
+            extra = []
+        params = [
+            ("table", self.table),
+            ("schema", self.schema),
+            ("create_table", "true" if self.create_table else "false"),
+            ("use_copy", "true" if self.use_copy else "false"),
+            ("connect_timeout", f"{self.connect_timeout_s}s"),
+            ("statement_timeout", f"{self.statement_timeout_ms}ms"),
+            ("close_timeout", f"{self.close_timeout_s}s"),
+        ]
+        params += [(k, v) for k, v in extra if k == "sslmode"]
+        return base + "?" + urllib.parse.urlencode(params)
+
+
+class PostgresSink(_RecorderSink):
+    """A PostgreSQL table, by binary COPY (``use_copy``), one transaction per batch; a
+    server that goes away is retried while rows are kept."""
+
+    def __init__(self, config: PostgresConfig, *, tape: str | os.PathLike[str] | None = None):
+        super().__init__(tape)
+        self.config = config
+
+    def _uri(self) -> str:
+        return self.config.uri()
+
+
+async def pipe(
+    source: AsyncIterator[Any] | Any,
+    sink: Any,
+    *,
+    batch_size: int = 64,
+    flush_interval: float = 1.0,
+) -> AcquisitionSummary:
+    """Drains ``source`` -- an async iterator of ``{device: Sample}`` tick mappings (or of
+    single samples / row dicts), or an alicatlib ``Recording`` -- into an open ``sink``,
+    ``batch_size`` samples at a time and at least every ``flush_interval`` seconds.
+
+    The timer is real: samples held when the stream goes quiet are written once
+    ``flush_interval`` has passed. When the stream raises or the task is cancelled, the
+    samples already received are written before the error propagates. The sink is neither
+    opened nor closed here (``async with sink:`` around the call does that).
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if not flush_interval > 0:
+        raise ValueError(f"flush_interval must be > 0, got {flush_interval}")
+    stream = getattr(source, "stream", source)
+    summary = AcquisitionSummary(started_at=_dt.datetime.now(_dt.UTC))
+    buffer: list[Any] = []
+    loop = asyncio.get_running_loop()
+    last_flush = loop.time()
+    lock = asyncio.Lock()
+
+    async def flush() -> None:
+        nonlocal last_flush
+        async with lock:
+            if buffer:
+                taken = buffer[:]
+                buffer.clear()
+                await sink.write_many(taken)
+                summary.samples_emitted += len(taken)
+            last_flush = loop.time()
+
+    async def timer() -> None:
+        while True:
+            await asyncio.sleep(max(0.0, last_flush + flush_interval - loop.time()))
+            if loop.time() - last_flush >= flush_interval:
+                await flush()
+
+    ticker = asyncio.create_task(timer())
+    try:
+        async for item in stream:
+            if isinstance(item, Mapping) and item and not _is_row(item):
+                buffer.extend(item.values())
+            else:
+                buffer.append(item)
+            if ticker.done():
+                ticker.result()  # the timer's flush failed: raise its error here
+            if len(buffer) >= batch_size:
+                await flush()
+    finally:
+        ticker.cancel()
+        try:
+            await ticker
+        except asyncio.CancelledError:
+            pass
+        # Received is written, also when the stream failed or the task was cancelled.
+        await asyncio.shield(flush())
+    summary.finished_at = _dt.datetime.now(_dt.UTC)
+    return summary
+
+
+def _is_row(item: Mapping[Any, Any]) -> bool:
+    """A row dict (values are plain data) rather than a tick mapping of device -> Sample."""
+    for v in item.values():
+        return not hasattr(v, "device")
+    return True

@@ -1,0 +1,630 @@
+//! `Recorder`: Python rows, Arrow data and DAQ blocks into a [`tapedeck::recorder::Recorder`].
+//!
+//! The library's recorder does the careful part — sinks checked before anything is created,
+//! the tape recovered and locked, one exactly-once delivery per sink. This class adds what a
+//! Python acquisition loop expects of alicatlib's and dtollib's `pipe`: writes are held until
+//! `batch_size` rows are waiting, and a real timer thread flushes whatever waits once
+//! `flush_interval` has passed — also when the stream has gone quiet, which is where the
+//! reference pipes' timers (checked only when a sample arrives) fall short.
+//!
+//! Every call that can wait (a sink's write, a flush, an fsync, a database round trip, the
+//! final delivery) runs with the GIL released. A failure on the timer thread is kept and
+//! raised by the next call; the recorder takes no more writes after a failure, and `close()`
+//! still finishes the deliveries of what the tape acknowledged.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use arrow_array::RecordBatch;
+use pyo3::buffer::PyBuffer;
+use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use tapedeck::durability::FsyncPolicy;
+use tapedeck::record::{Block, BlockError, Channel, RawCodes, RowBuilder};
+use tapedeck::recorder::Recorder as Core;
+use tapedeck::tape::{Compression, TapeOptions};
+use tapedeck::{Error, Result};
+
+use crate::errors::{named, to_py};
+use crate::rows::KeyCache;
+
+/// What waits to be written, in the order it came.
+enum Pending {
+    Batch(RecordBatch),
+    Block(Box<Block>),
+}
+
+/// Joins runs of batches with one schema (many small `write_rows` calls) into one batch each,
+/// so a sink gets one write per flush instead of one per call.
+fn joined(pending: Vec<Pending>) -> Result<Vec<Pending>> {
+    let mut out: Vec<Pending> = Vec::with_capacity(pending.len());
+    let mut run: Vec<RecordBatch> = Vec::new();
+    let close_run = |run: &mut Vec<RecordBatch>, out: &mut Vec<Pending>| -> Result<()> {
+        match run.len() {
+            0 => {}
+            1 => out.extend(run.drain(..).map(Pending::Batch)),
+            _ => {
+                let schema = run[0].schema();
+                let b = arrow_select::concat::concat_batches(&schema, run.iter())
+                    .map_err(|e| Error::arrow("joining the rows written", e))?;
+                run.clear();
+                out.push(Pending::Batch(b));
+            }
+        }
+        Ok(())
+    };
+    for p in pending {
+        match p {
+            Pending::Batch(b) => {
+                if run.first().is_some_and(|f| f.schema() != b.schema()) {
+                    close_run(&mut run, &mut out)?;
+                }
+                run.push(b);
+            }
+            block @ Pending::Block(_) => {
+                close_run(&mut run, &mut out)?;
+                out.push(block);
+            }
+        }
+    }
+    close_run(&mut run, &mut out)?;
+    Ok(out)
+}
+
+struct State {
+    core: Option<Core>,
+    pending: Vec<Pending>,
+    pending_rows: usize,
+    last_flush: Instant,
+    /// A failure of the timer thread, raised by the next call.
+    failure: Option<Error>,
+    /// Set once a write or flush failed: what to say to every later write.
+    broken: Option<String>,
+    /// Rows handed to the recorder and flushed.
+    flushed: u64,
+    /// Rows taken by the write calls.
+    received: u64,
+    /// The summary, as JSON, once closed.
+    summary: Option<String>,
+    closing: bool,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    wake: Condvar,
+    batch_size: usize,
+    flush_interval: Duration,
+}
+
+fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
+    // A panic while holding the lock leaves the state as it was between two operations.
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl State {
+    /// Hands everything pending to the recorder and flushes it.
+    fn flush(&mut self) -> Result<()> {
+        if let Some(why) = &self.broken {
+            return Err(Error::InvalidOption {
+                option: "recorder",
+                message: format!("it failed earlier and takes no more rows: {why}"),
+            });
+        }
+        let Some(core) = self.core.as_mut() else {
+            return Err(Error::InvalidOption {
+                option: "recorder",
+                message: "it is closed".into(),
+            });
+        };
+        let pending = std::mem::take(&mut self.pending);
+        let rows = self.pending_rows;
+        self.pending_rows = 0;
+        let written = (|| {
+            for p in joined(pending)? {
+                match p {
+                    Pending::Batch(b) => core.write_batch(&b)?,
+                    Pending::Block(b) => core.write_block(&b)?,
+                }
+            }
+            core.flush()
+        })();
+        self.last_flush = Instant::now();
+        match written {
+            Ok(()) => {
+                self.flushed += rows as u64;
+                Ok(())
+            }
+            Err(e) => {
+                self.broken = Some(e.to_string());
+                Err(e)
+            }
+        }
+    }
+
+    fn check(&mut self) -> Result<()> {
+        if let Some(e) = self.failure.take() {
+            return Err(e);
+        }
+        if self.core.is_none() {
+            return Err(Error::InvalidOption {
+                option: "recorder",
+                message: "it is closed; open a new Recorder to record more".into(),
+            });
+        }
+        if let Some(why) = &self.broken {
+            return Err(Error::InvalidOption {
+                option: "recorder",
+                message: format!("it failed earlier and takes no more rows: {why}"),
+            });
+        }
+        Ok(())
+    }
+
+    /// Queues `p` (`rows` rows) and flushes once `batch_size` rows wait.
+    fn push(&mut self, p: Pending, rows: usize, batch_size: usize) -> Result<()> {
+        self.check()?;
+        self.pending.push(p);
+        self.pending_rows += rows;
+        self.received += rows as u64;
+        if self.pending_rows >= batch_size {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn close(&mut self) -> Result<String> {
+        if let Some(s) = &self.summary {
+            return Ok(s.clone());
+        }
+        let mut first = self.failure.take();
+        if self.broken.is_none()
+            && self.core.is_some()
+            && let Err(e) = self.flush()
+        {
+            first.get_or_insert(e);
+        }
+        let Some(core) = self.core.take() else {
+            return Err(first.unwrap_or(Error::InvalidOption {
+                option: "recorder",
+                message: "it is closed".into(),
+            }));
+        };
+        let finished = core.finish();
+        let summary = match finished {
+            Ok(s) => s,
+            Err(e) => return Err(first.unwrap_or(e)),
+        };
+        let json = serde_json::to_string(&serde_json::json!({
+            "rows": self.received,
+            "flushed": self.flushed,
+            "sinks": summary.sinks,
+            "tape": summary.tape,
+            "deliveries": summary.deliveries,
+        }))
+        .unwrap_or_default();
+        self.summary = Some(json.clone());
+        match first {
+            Some(e) => Err(e),
+            None => Ok(json),
+        }
+    }
+}
+
+/// Records rows, Arrow data and DAQ blocks into sinks, directly or through a crash-safe tape.
+/// The Python class `tapedeck.Recorder` wraps this one; see its docstring.
+#[pyclass(module = "tapedeck._tapedeck", name = "Recorder")]
+pub struct Recorder {
+    shared: Arc<Shared>,
+    keys: Mutex<KeyCache>,
+    timer: Mutex<Option<JoinHandle<()>>>,
+}
+
+fn parse_tape_options(
+    fsync: Option<&str>,
+    compression: Option<&str>,
+    frame_rows: Option<usize>,
+) -> Result<TapeOptions> {
+    let mut o = TapeOptions::default();
+    if let Some(f) = fsync {
+        o.fsync = f.parse::<FsyncPolicy>().map_err(|m| Error::InvalidOption {
+            option: "fsync",
+            message: format!("`{f}`: {m}"),
+        })?;
+    }
+    if let Some(c) = compression {
+        o.compression = match c {
+            "zstd" => Compression::Zstd,
+            "lz4" => Compression::Lz4,
+            "none" => Compression::None,
+            other => {
+                return Err(Error::InvalidOption {
+                    option: "compression",
+                    message: format!("`{other}`: expected zstd, lz4 or none"),
+                });
+            }
+        };
+    }
+    if let Some(n) = frame_rows {
+        if n == 0 {
+            return Err(Error::InvalidOption {
+                option: "frame_rows",
+                message: "must be at least 1".into(),
+            });
+        }
+        o.frame_rows = n;
+    }
+    Ok(o)
+}
+
+fn timer_loop(shared: Arc<Shared>) {
+    let mut st = lock(&shared.state);
+    loop {
+        if st.closing || st.core.is_none() {
+            return;
+        }
+        let due = st.last_flush + shared.flush_interval;
+        let now = Instant::now();
+        if now >= due {
+            if st.pending_rows > 0 && st.broken.is_none() && st.failure.is_none() {
+                if let Err(e) = st.flush() {
+                    st.failure = Some(e);
+                }
+            } else {
+                st.last_flush = now;
+            }
+            continue;
+        }
+        st = shared
+            .wake
+            .wait_timeout(st, due - now)
+            .map(|(g, _)| g)
+            .unwrap_or_else(|p| p.into_inner().0);
+    }
+}
+
+impl Recorder {
+    fn with_state<T: Send>(
+        &self,
+        py: Python<'_>,
+        f: impl FnOnce(&mut State, usize) -> Result<T> + Send,
+    ) -> PyResult<T> {
+        let shared = &self.shared;
+        py.detach(|| f(&mut lock(&shared.state), shared.batch_size))
+            .map_err(|e| to_py(py, e))
+    }
+}
+
+#[pymethods]
+impl Recorder {
+    #[new]
+    #[allow(clippy::too_many_arguments)] // the Python constructor's keyword arguments
+    #[pyo3(signature = (tape=None, sinks=Vec::new(), batch_size=64, flush_interval=1.0, fsync=None, compression=None, frame_rows=None))]
+    fn new(
+        py: Python<'_>,
+        tape: Option<PathBuf>,
+        sinks: Vec<String>,
+        batch_size: usize,
+        flush_interval: f64,
+        fsync: Option<String>,
+        compression: Option<String>,
+        frame_rows: Option<usize>,
+    ) -> PyResult<Recorder> {
+        if batch_size == 0 {
+            return Err(named(py, "OptionError", "batch_size must be at least 1"));
+        }
+        if !(flush_interval.is_finite() && flush_interval > 0.0) {
+            return Err(named(
+                py,
+                "OptionError",
+                format!(
+                    "flush_interval must be a positive number of seconds, got {flush_interval}"
+                ),
+            ));
+        }
+        if tape.is_none() && sinks.is_empty() {
+            return Err(named(
+                py,
+                "OptionError",
+                "a recorder needs a tape or at least one sink (sinks=['csv:run.csv'], tape='runs/tape')",
+            ));
+        }
+        let options = parse_tape_options(fsync.as_deref(), compression.as_deref(), frame_rows)
+            .map_err(|e| to_py(py, e))?;
+        let core = py
+            .detach(|| {
+                let mut b = Core::builder().sinks(&sinks);
+                if let Some(dir) = tape {
+                    b = b.tape(dir).tape_options(options);
+                }
+                b.open()
+            })
+            .map_err(|e| to_py(py, e))?;
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State {
+                core: Some(core),
+                pending: Vec::new(),
+                pending_rows: 0,
+                last_flush: Instant::now(),
+                failure: None,
+                broken: None,
+                flushed: 0,
+                received: 0,
+                summary: None,
+                closing: false,
+            }),
+            wake: Condvar::new(),
+            batch_size,
+            flush_interval: Duration::from_secs_f64(flush_interval),
+        });
+        let for_timer = shared.clone();
+        let timer = std::thread::Builder::new()
+            .name("tapedeck-py-flush".into())
+            .spawn(move || timer_loop(for_timer))
+            .map_err(|e| {
+                named(
+                    py,
+                    "TapedeckError",
+                    format!("cannot start the flush timer: {e}"),
+                )
+            })?;
+        Ok(Recorder {
+            shared,
+            keys: Mutex::new(KeyCache::default()),
+            timer: Mutex::new(Some(timer)),
+        })
+    }
+
+    /// Writes rows: a list (any iterable) of dicts of column name to value.
+    fn write_rows(&self, py: Python<'_>, rows: &Bound<'_, PyAny>) -> PyResult<()> {
+        let first = self.with_state(py, |st, _| Ok(st.received))?;
+        let rows = {
+            let mut keys = self
+                .keys
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            crate::rows::rows(rows, &mut keys, first)?
+        };
+        let n = rows.len();
+        if n == 0 {
+            return Ok(());
+        }
+        // The batch is made now (not at the flush), so a bad row is reported by the call that
+        // brought it.
+        self.with_state(py, move |st, bs| {
+            let mut b = RowBuilder::per_batch();
+            for r in rows {
+                b.push(r);
+            }
+            match b.finish()? {
+                Some(batch) => st.push(Pending::Batch(batch), n, bs),
+                None => Ok(()),
+            }
+        })
+    }
+
+    /// Writes Arrow data: anything with `__arrow_c_stream__` or `__arrow_c_array__`.
+    fn write_batch(&self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<()> {
+        let reader = crate::arrow_ffi::import(data)?;
+        let shared = &self.shared;
+        py.detach(|| -> Result<()> {
+            for batch in reader {
+                let batch = batch.map_err(|e| Error::arrow("reading the Arrow data written", e))?;
+                let n = batch.num_rows();
+                if n > 0 {
+                    lock(&shared.state).push(Pending::Batch(batch), n, shared.batch_size)?;
+                }
+            }
+            Ok(())
+        })
+        .map_err(|e| to_py(py, e))
+    }
+
+    /// Writes one DAQ block; `values` is a C-contiguous float64 buffer of channels × samples.
+    #[pyo3(signature = (values, channels, units, device, task, block_index, first_sample_index, t_mono_ns, t_utc_us, period_ns=None, read_window_ns=0, raw=None, error_kind=None, error_message=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn write_block(
+        &self,
+        py: Python<'_>,
+        values: &Bound<'_, PyAny>,
+        channels: Vec<String>,
+        units: Vec<Option<String>>,
+        device: String,
+        task: String,
+        block_index: u64,
+        first_sample_index: u64,
+        t_mono_ns: i64,
+        t_utc_us: i64,
+        period_ns: Option<i64>,
+        read_window_ns: i64,
+        raw: Option<&Bound<'_, PyAny>>,
+        error_kind: Option<String>,
+        error_message: Option<String>,
+    ) -> PyResult<()> {
+        let (values, shape) = buffer_f64(values)?;
+        let samples = match shape.as_slice() {
+            [c, s] if *c == channels.len() => *s,
+            [s] if channels.len() == 1 => *s,
+            _ => {
+                return Err(PyValueError::new_err(format!(
+                    "values has shape {shape:?}; expected (channels, samples) with {} channels",
+                    channels.len()
+                )));
+            }
+        };
+        if units.len() != channels.len() {
+            return Err(PyValueError::new_err(format!(
+                "{} units for {} channels",
+                units.len(),
+                channels.len()
+            )));
+        }
+        let raw = match raw {
+            None => None,
+            Some(r) => Some(raw_codes(r, values.len())?),
+        };
+        let block = Block {
+            device,
+            task,
+            block_index,
+            first_sample_index,
+            t_mono_ns,
+            t_utc_us,
+            period_ns,
+            read_window_ns,
+            channels: channels
+                .iter()
+                .zip(&units)
+                .map(|(n, u)| Channel::new(n.clone(), u.as_deref()))
+                .collect(),
+            samples,
+            values,
+            raw,
+            error: error_kind.map(|kind| BlockError {
+                kind,
+                message: error_message.unwrap_or_default(),
+            }),
+        };
+        block.validate().map_err(|e| to_py(py, e))?;
+        self.with_state(py, move |st, bs| {
+            st.push(Pending::Block(Box::new(block)), samples, bs)
+        })
+    }
+
+    /// Hands everything written so far to the sinks (with a tape: onto the tape, acknowledged
+    /// under its fsync policy).
+    fn flush(&self, py: Python<'_>) -> PyResult<()> {
+        self.with_state(py, |st, _| {
+            st.check()?;
+            st.flush()
+        })
+    }
+
+    /// Flushes, then waits until every row written so far is acknowledged (with a tape:
+    /// durable under its fsync policy, a sync forced rather than waiting for the interval).
+    fn sync(&self, py: Python<'_>) -> PyResult<()> {
+        self.with_state(py, |st, _| {
+            st.check()?;
+            st.flush()?;
+            match st.core.as_mut() {
+                Some(core) => core.sync(),
+                None => Ok(()),
+            }
+        })
+    }
+
+    /// Rows of this run acknowledged: by the tape (durable under its fsync policy), or without
+    /// a tape, handed to the sinks and flushed.
+    #[getter]
+    fn acknowledged(&self, py: Python<'_>) -> PyResult<u64> {
+        self.with_state(py, |st, _| {
+            Ok(st
+                .core
+                .as_ref()
+                .and_then(Core::acknowledged)
+                .unwrap_or(st.flushed))
+        })
+    }
+
+    /// Rows taken by the write calls so far.
+    #[getter]
+    fn received(&self, py: Python<'_>) -> PyResult<u64> {
+        self.with_state(py, |st, _| Ok(st.received))
+    }
+
+    /// Whether `close()` has run.
+    #[getter]
+    fn closed(&self, py: Python<'_>) -> PyResult<bool> {
+        self.with_state(py, |st, _| Ok(st.core.is_none()))
+    }
+
+    /// Each delivery's cursor, lag and state, as JSON (empty list without a tape).
+    fn progress_json(&self, py: Python<'_>) -> PyResult<String> {
+        self.with_state(py, |st, _| {
+            let deliveries = st.core.as_ref().map(Core::deliveries).unwrap_or_default();
+            Ok(serde_json::to_string(&deliveries).unwrap_or_default())
+        })
+    }
+
+    /// Flushes, closes the sinks (with a tape: seals it and brings every delivery to its
+    /// end) and returns the summary as JSON. A second call returns the same summary.
+    fn close(&self, py: Python<'_>) -> PyResult<String> {
+        let out = self.with_state(py, |st, _| {
+            st.closing = true;
+            st.close()
+        });
+        self.shared.wake.notify_all();
+        let timer = self
+            .timer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(t) = timer {
+            py.detach(|| {
+                let _ = t.join();
+            });
+        }
+        out
+    }
+}
+
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        // A recorder dropped without close() still flushes what it holds and finishes its
+        // deliveries: nothing received is left behind.
+        {
+            let mut st = lock(&self.shared.state);
+            st.closing = true;
+            let _ = st.close();
+        }
+        self.shared.wake.notify_all();
+        if let Some(t) = self
+            .timer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+        {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The float64 values of a buffer (numpy array, `array.array('d')`, memoryview) and its shape.
+fn buffer_f64(obj: &Bound<'_, PyAny>) -> PyResult<(Vec<f64>, Vec<usize>)> {
+    let buf = PyBuffer::<f64>::get(obj).map_err(|_| {
+        PyTypeError::new_err(
+            "values must be a float64 buffer (numpy.ndarray of dtype float64, shape (channels, samples))",
+        )
+    })?;
+    if !buf.is_c_contiguous() {
+        return Err(PyValueError::new_err(
+            "values must be C-contiguous (numpy.ascontiguousarray(values))",
+        ));
+    }
+    let shape = buf.shape().to_vec();
+    Ok((buf.to_vec(obj.py())?, shape))
+}
+
+/// Raw codes, int16 or int32, as many as there are values.
+fn raw_codes(obj: &Bound<'_, PyAny>, n: usize) -> PyResult<RawCodes> {
+    let codes = if let Ok(b) = PyBuffer::<i16>::get(obj) {
+        RawCodes::I16(b.to_vec(obj.py())?)
+    } else if let Ok(b) = PyBuffer::<i32>::get(obj) {
+        RawCodes::I32(b.to_vec(obj.py())?)
+    } else {
+        return Err(PyTypeError::new_err(
+            "raw must be an int16 or int32 buffer of the same shape as values",
+        ));
+    };
+    let len = match &codes {
+        RawCodes::I16(v) => v.len(),
+        RawCodes::I32(v) => v.len(),
+    };
+    if len != n {
+        return Err(PyValueError::new_err(format!(
+            "raw has {len} codes for {n} values"
+        )));
+    }
+    Ok(codes)
+}

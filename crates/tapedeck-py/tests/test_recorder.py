@@ -1,0 +1,235 @@
+"""tapedeck.Recorder: rows, Arrow data and blocks in; sinks, tape and errors out."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import errno
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pytest
+
+import tapedeck
+from tapedeck import errors
+
+
+def rows(n: int, start: int = 0) -> list[dict[str, object]]:
+    return [{"device": f"d{i % 3}", "n": i, "flow": i * 0.5} for i in range(start, start + n)]
+
+
+def test_rows_through_a_tape_reach_every_sink_once(tmp_path: Path) -> None:
+    with tapedeck.Recorder(
+        tape=tmp_path / "tape",
+        sinks=[f"csv:{tmp_path}/a.csv", f"jsonl:{tmp_path}/a.jsonl"],
+        fsync="always",
+    ) as rec:
+        for k in range(10):
+            rec.write_rows(rows(100, k * 100))
+        rec.sync()
+        assert rec.acknowledged == 1000
+        assert rec.received == 1000
+    s = rec.summary
+    assert s is not None
+    assert s["tape"]["acknowledged"] == 1000
+    assert [d["cursor"] for d in s["deliveries"]] == [1000, 1000]
+    with open(tmp_path / "a.csv", newline="") as f:
+        got = list(csv.DictReader(f))
+    assert [int(r["n"]) for r in got] == list(range(1000))
+    lines = (tmp_path / "a.jsonl").read_text().splitlines()
+    assert [json.loads(x)["n"] for x in lines] == list(range(1000))
+
+
+def test_without_a_tape_rows_wait_for_batch_size_then_go(tmp_path: Path) -> None:
+    out = tmp_path / "a.jsonl"
+    rec = tapedeck.Recorder(sinks=[f"jsonl:{out}"], batch_size=10, flush_interval=60)
+    rec.write_rows(rows(9))
+    assert out.read_text() == ""
+    assert rec.acknowledged == 0
+    rec.write_rows(rows(1, 9))
+    assert len(out.read_text().splitlines()) == 10
+    assert rec.acknowledged == 10
+    rec.close()
+
+
+def test_the_flush_timer_fires_on_a_silent_stream(tmp_path: Path) -> None:
+    out = tmp_path / "a.jsonl"
+    rec = tapedeck.Recorder(sinks=[f"jsonl:{out}"], batch_size=1000, flush_interval=0.2)
+    rec.write_rows(rows(3))
+    deadline = time.monotonic() + 5
+    while len(out.read_text().splitlines()) < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    # No call since the write: only the timer can have flushed.
+    assert len(out.read_text().splitlines()) == 3
+    assert rec.acknowledged == 3
+    rec.close()
+
+
+def test_arrow_data_from_pyarrow_polars_and_a_record_batch(tmp_path: Path) -> None:
+    table = pa.table({"n": pa.array(range(500), pa.int64()), "x": pa.array([0.25] * 500)})
+    with tapedeck.Recorder(tape=tmp_path / "tape") as rec:
+        rec.write_batch(table)  # __arrow_c_stream__
+        rec.write_batch(table.to_batches()[0])  # __arrow_c_array__
+        rec.write_batch(pl.DataFrame({"n": list(range(500, 600)), "x": [0.5] * 100}))
+        rec.write_batch(pa.RecordBatchReader.from_batches(table.schema, table.to_batches()))
+    got = pa.table(tapedeck.open_tape(tmp_path / "tape").reader())
+    assert got.num_rows == 1600
+    assert got.column("n").to_pylist()[:600] == list(range(500)) + list(range(100))
+    assert got.column("n").to_pylist()[1000:1100] == list(range(500, 600))
+
+
+def test_values_of_every_kind_and_datetimes_as_utc_timestamps(tmp_path: Path) -> None:
+    import enum
+
+    class Gas(enum.Enum):
+        AIR = "Air"
+
+    aware = dt.datetime(2026, 3, 1, 12, 0, 0, 123456, tzinfo=dt.timezone(dt.timedelta(hours=2)))
+    naive = dt.datetime(2026, 3, 1, 10, 0, 0, 123456)
+    with tapedeck.Recorder(tape=tmp_path / "tape") as rec:
+        rec.write_rows(
+            [
+                {"b": True, "i": 2**62, "f": 1.5, "s": "ü", "y": b"\x00\x01", "t": aware,
+                 "d": dt.date(2026, 3, 1), "g": Gas.AIR, "z": None},
+                {"b": False, "i": -1, "f": float("nan"), "s": "", "y": b"", "t": naive,
+                 "d": dt.date(2026, 3, 2), "g": Gas.AIR, "z": None},
+            ]
+        )
+    t = pa.table(tapedeck.open_tape(tmp_path / "tape").reader())
+    assert t.schema.field("t").type == pa.timestamp("us", tz="UTC")
+    # 12:00+02:00 and a naive 10:00 are the same UTC instant.
+    assert t.column("t").to_pylist()[0] == t.column("t").to_pylist()[1]
+    assert t.column("t").to_pylist()[0] == dt.datetime(2026, 3, 1, 10, 0, 0, 123456, tzinfo=dt.UTC)
+    assert t.column("b").to_pylist() == [True, False]
+    assert t.column("i").to_pylist() == [2**62, -1]
+    assert t.column("s").to_pylist() == ["ü", ""]
+    assert t.column("y").to_pylist() == [b"\x00\x01", b""]
+    assert t.column("d").to_pylist() == ["2026-03-01", "2026-03-02"]
+    assert t.column("g").to_pylist() == ["Air", "Air"]
+
+
+def test_a_value_tapedeck_cannot_store_names_its_row_and_column(tmp_path: Path) -> None:
+    with tapedeck.Recorder(tape=tmp_path / "tape") as rec:
+        with pytest.raises(TypeError, match=r"row 1, column `bad`: values of type object"):
+            rec.write_rows([{"ok": 1}, {"ok": 2, "bad": object()}])
+        with pytest.raises(OverflowError, match="column `big`"):
+            rec.write_rows([{"big": 2**70}])
+        with pytest.raises(TypeError, match="expected a dict"):
+            rec.write_rows([[1, 2]])
+        rec.write_rows([{"ok": 3}])
+    # The refused calls wrote nothing; the good one did.
+    assert pa.table(tapedeck.open_tape(tmp_path / "tape").reader()).num_rows == 1
+
+
+def test_blocks_from_numpy_come_back_with_their_samples(tmp_path: Path) -> None:
+    values = np.arange(2 * 1000, dtype=np.float32).reshape(2, 1000)
+    with tapedeck.Recorder(tape=tmp_path / "tape", sinks=[f"csv:{tmp_path}/b.csv?accept_blocks=true"]) as rec:
+        for _ in range(3):
+            rec.write_block(values, channels=["ai0", "ai1"], units=["V", "V"], device="dev1",
+                            sample_rate=10_000.0)
+        rec.write_block([[1.0, 2.0], [3.0, 4.0]], channels=["ai0", "ai1"], device="dev1",
+                        sample_rate=10_000.0, error=("overrun", "buffer full"))
+    assert rec.summary is not None
+    assert rec.summary["tape"]["acknowledged"] == 3002
+    with open(tmp_path / "b.csv", newline="") as f:
+        got = list(csv.DictReader(f))
+    # One row per channel and sample.
+    assert len(got) == 2 * 3002
+    with pytest.raises(ValueError, match="shape"):
+        with tapedeck.Recorder(tape=tmp_path / "tape2") as rec2:
+            rec2.write_block(values, channels=["only-one"])
+
+
+def test_bad_uris_and_options_are_value_errors_that_say_what_is_valid(tmp_path: Path) -> None:
+    with pytest.raises(errors.UriError) as e:
+        tapedeck.Recorder(sinks=[f"csv:{tmp_path}/a.csv?overwrit=true"])
+    assert isinstance(e.value, ValueError)
+    assert "valid parameters" in str(e.value) and "overwrite" in str(e.value)
+    with pytest.raises(errors.UriError, match="known schemes"):
+        tapedeck.Recorder(sinks=[f"cvs:{tmp_path}/a.csv"])
+    (tmp_path / "exists.csv").write_text("x\n")
+    with pytest.raises(FileExistsError) as e2:
+        tapedeck.Recorder(sinks=[f"csv:{tmp_path}/exists.csv"])
+    assert isinstance(e2.value, errors.DestinationExistsError)
+    assert (tmp_path / "exists.csv").read_text() == "x\n"
+    with pytest.raises(errors.OptionError, match="fsync"):
+        tapedeck.Recorder(tape=tmp_path / "t", fsync="sometimes")
+    with pytest.raises(errors.OptionError, match="batch_size"):
+        tapedeck.Recorder(sinks=[f"csv:{tmp_path}/b.csv"], batch_size=0)
+    with pytest.raises(errors.OptionError, match="needs a tape or at least one sink"):
+        tapedeck.Recorder()
+    # Nothing was created by the refused recorders.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["exists.csv"]
+
+
+def test_a_database_that_cannot_be_reached_is_a_connection_error(tmp_path: Path) -> None:
+    with pytest.raises(ConnectionError) as e:
+        tapedeck.Recorder(
+            sinks=["postgres://postgres:secret@127.0.0.1:9/none?table=t&connect_timeout=1s&retry_for=1s"]
+        )
+    assert isinstance(e.value, errors.ConnectError)
+    assert "secret" not in str(e.value)
+
+
+def test_closed_recorders_refuse_writes_and_close_twice_gives_one_summary(tmp_path: Path) -> None:
+    rec = tapedeck.Recorder(tape=tmp_path / "tape")
+    rec.write_rows(rows(5))
+    first = rec.close()
+    assert rec.close() == first
+    assert rec.closed
+    with pytest.raises(errors.OptionError, match="closed"):
+        rec.write_rows(rows(1))
+
+
+def test_another_recorder_on_a_held_tape_is_a_locked_error(tmp_path: Path) -> None:
+    with tapedeck.Recorder(tape=tmp_path / "tape"):
+        with pytest.raises(errors.LockedError, match=r"process \d+"):
+            tapedeck.Recorder(tape=tmp_path / "tape")
+
+
+def test_help_explains_the_recorder() -> None:
+    doc = tapedeck.Recorder.__doc__ or ""
+    assert "exactly once" in doc and "batch_size" in doc and "fsync" in doc
+    assert tapedeck.__doc__ and "open_tape" in tapedeck.__doc__
+    assert [s["schemes"][0] for s in tapedeck.sinks()][:3] == ["csv", "jsonl", "ipc"]
+
+
+def _can_mount() -> bool:
+    return os.geteuid() == 0
+
+
+def test_a_full_disk_is_a_storage_error_with_enospc_and_keeps_what_was_acknowledged(
+    tmp_path: Path,
+) -> None:
+    if not _can_mount():
+        if os.environ.get("CI") == "true":
+            pytest.fail("mounting a tmpfs needs root")
+        pytest.skip("mounting a tmpfs needs root")
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)], check=True)
+    try:
+        rec = tapedeck.Recorder(tape=mnt / "tape", fsync="always", compression="none")
+        rng = np.random.default_rng(1)
+        acknowledged = 0
+        with pytest.raises(OSError) as e:
+            for _ in range(1000):
+                rec.write_batch(pa.table({"x": rng.random(10_000)}))
+                rec.sync()
+                acknowledged = rec.acknowledged
+        assert isinstance(e.value, errors.StorageError)
+        assert e.value.errno == errno.ENOSPC
+        assert acknowledged > 0
+        with pytest.raises(errors.TapedeckError):
+            rec.close()
+        # Every acknowledged row is on the tape, read back by a fresh reader.
+        got = pa.table(tapedeck.open_tape(mnt / "tape").reader()).num_rows
+        assert got >= acknowledged
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
