@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
-
 import tapedeck
 from tapedeck import errors
 
@@ -107,7 +106,7 @@ def test_the_disk_tier_is_a_tape_replayed_after_the_process_dies(tmp_path: Path)
         os.kill(os.getpid(), signal.SIGKILL)
         """
     )
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-c", script], check=False, capture_output=True, text=True)
     assert out.stdout.strip() == "30", out.stderr
     cache = tapedeck.StreamCache(None, disk_path=disk)
     assert cache.ingested_count == 30 and cache.upstream_exhausted

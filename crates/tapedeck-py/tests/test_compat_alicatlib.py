@@ -20,7 +20,6 @@ from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
-
 from tapedeck.compat import alicatlib as sinks
 
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)

@@ -10,7 +10,6 @@ import duckdb
 import polars as pl
 import pyarrow as pa
 import pytest
-
 import tapedeck
 from tapedeck import errors
 

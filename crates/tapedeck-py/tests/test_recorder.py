@@ -15,7 +15,6 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 import pytest
-
 import tapedeck
 from tapedeck import errors
 
@@ -141,9 +140,8 @@ def test_blocks_from_numpy_come_back_with_their_samples(tmp_path: Path) -> None:
         got = list(csv.DictReader(f))
     # One row per channel and sample.
     assert len(got) == 2 * 3002
-    with pytest.raises(ValueError, match="shape"):
-        with tapedeck.Recorder(tape=tmp_path / "tape2") as rec2:
-            rec2.write_block(values, channels=["only-one"])
+    with pytest.raises(ValueError, match="shape"), tapedeck.Recorder(tape=tmp_path / "tape2") as rec2:
+        rec2.write_block(values, channels=["only-one"])
 
 
 def test_bad_uris_and_options_are_value_errors_that_say_what_is_valid(tmp_path: Path) -> None:
@@ -188,9 +186,8 @@ def test_closed_recorders_refuse_writes_and_close_twice_gives_one_summary(tmp_pa
 
 
 def test_another_recorder_on_a_held_tape_is_a_locked_error(tmp_path: Path) -> None:
-    with tapedeck.Recorder(tape=tmp_path / "tape"):
-        with pytest.raises(errors.LockedError, match=r"process \d+"):
-            tapedeck.Recorder(tape=tmp_path / "tape")
+    with tapedeck.Recorder(tape=tmp_path / "tape"), pytest.raises(errors.LockedError, match=r"process \d+"):
+        tapedeck.Recorder(tape=tmp_path / "tape")
 
 
 def test_help_explains_the_recorder() -> None:

@@ -40,7 +40,7 @@ import json
 import os
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, Self
 
 from . import _tapedeck, errors
 from .cache import StreamCache, StreamCacheReader
@@ -75,14 +75,14 @@ def sinks() -> list[dict[str, Any]]:
     return result
 
 
-def _micros(t: _dt.datetime | float | int) -> int:
+def _micros(t: _dt.datetime | float) -> int:
     """Microseconds since the Unix epoch: a datetime (naive = UTC) or seconds since it."""
     if isinstance(t, _dt.datetime):
         if t.tzinfo is None:
             t = t.replace(tzinfo=_dt.UTC)
         delta = t - _dt.datetime(1970, 1, 1, tzinfo=_dt.UTC)
         return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
-    return int(round(float(t) * 1_000_000))
+    return round(float(t) * 1_000_000)
 
 
 class Recorder:
@@ -145,7 +145,7 @@ class Recorder:
         self.summary: dict[str, Any] | None = None
         """What the run did, once closed: rows, each sink, the tape, each delivery."""
 
-    def __enter__(self) -> Recorder:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -208,7 +208,7 @@ class Recorder:
         if period_ns is None and sample_rate is not None:
             if not sample_rate > 0:
                 raise errors.OptionError(f"sample_rate must be positive, got {sample_rate}")
-            period_ns = int(round(1e9 / sample_rate))
+            period_ns = round(1e9 / sample_rate)
         kind, message = (None, None)
         if isinstance(error, tuple):
             kind, message = error
@@ -309,13 +309,13 @@ class AsyncRecorder:
             raise errors.OptionError("the recorder is not open: use `async with AsyncRecorder(...)`")
         return self._rec
 
-    async def open(self) -> AsyncRecorder:
+    async def open(self) -> Self:
         """Opens the recorder (``async with`` does it)."""
         if self._rec is None:
             self._rec = await self._run(Recorder, *self._args, **self._options)
         return self
 
-    async def __aenter__(self) -> AsyncRecorder:
+    async def __aenter__(self) -> Self:
         return await self.open()
 
     async def __aexit__(self, *exc: object) -> None:

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Self
 
 from . import _tapedeck
 
@@ -191,7 +191,7 @@ class StreamCache:
         from now on. Idempotent."""
         self._native.close()
 
-    def __enter__(self) -> StreamCache:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

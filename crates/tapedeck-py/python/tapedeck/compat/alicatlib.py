@@ -27,17 +27,16 @@ What differs, on purpose -- what alicatlib gets wrong:
 
 from __future__ import annotations
 
-import asyncio
 import datetime as _dt
 import os
-import re
 import urllib.parse
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, Self
 
-from .. import AsyncRecorder, errors
+from .. import errors
+from ._common import RecorderSink, TapeDir, check_identifier, drain, path_uri
 
 __all__ = [
     "AcquisitionSummary",
@@ -53,7 +52,6 @@ __all__ = [
     "sample_to_row",
 ]
 
-_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 _SAMPLE_TIMES = ("t_utc", "t_mono_ns", "requested_at", "received_at", "midpoint_at", "latency_s")
 _ECHOES = ("received_at", "Unit_ID", "unit_id")
 
@@ -99,79 +97,11 @@ class AcquisitionSummary:
     max_drift_ms: float = 0.0
 
 
-class _RecorderSink:
-    """A sink that writes through a tapedeck recorder with one sink URI (and an optional tape)."""
+class _SampleSink(RecorderSink):
+    """A tapedeck-backed sink of alicatlib samples (rows by :func:`sample_to_row`)."""
 
-    def __init__(self, tape: str | os.PathLike[str] | None) -> None:
-        self._tape = tape
-        self._rec: AsyncRecorder | None = None
-        self._closed = False
-
-    def _uri(self) -> str:
-        raise NotImplementedError
-
-    @property
-    def is_open(self) -> bool:
-        """Whether the sink is open."""
-        return self._rec is not None
-
-    @property
-    def acknowledged(self) -> int:
-        """Samples of this run that are safe: on the tape (durable under its fsync policy),
-        or without a tape, written to the sink."""
-        return self._rec.acknowledged if self._rec is not None else 0
-
-    async def open(self) -> None:
-        """Opens the sink (and its tape): the URI is checked, the file or table prepared."""
-        if self._rec is not None:
-            return
-        rec = AsyncRecorder(self._tape, [self._uri()], batch_size=1 << 62, flush_interval=3600.0)
-        await rec.open()
-        self._rec = rec
-        self._closed = False
-
-    async def write_many(self, samples: Sequence[Any]) -> None:
-        """Writes the samples as one batch (one flush; with a tape, one commit)."""
-        if self._rec is None:
-            word = "after close()" if self._closed else "before open()"
-            raise RuntimeError(f"{type(self).__name__}: write_many called {word}")
-        if not samples:
-            return
-        await self._rec.write_rows([sample_to_row(s) for s in samples])
-        await self._rec.flush()
-
-    async def write_rows(self, rows: Sequence[Mapping[str, Any]]) -> None:
-        """Writes rows that are dicts already, as one batch (what :func:`pipe` uses)."""
-        if self._rec is None:
-            raise RuntimeError(f"{type(self).__name__}: write_rows called before open()")
-        if rows:
-            await self._rec.write_rows(rows)
-            await self._rec.flush()
-
-    async def close(self) -> None:
-        """Flushes and closes (with a tape: delivers everything acknowledged first)."""
-        rec, self._rec = self._rec, None
-        if rec is not None:
-            self._closed = True
-            await rec.close()
-            self.summary = rec.summary
-
-    async def __aenter__(self) -> Any:
-        await self.open()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
-
-
-def _path_uri(scheme: str, path: Path, tape: object, params: dict[str, str]) -> str:
-    query = dict(params)
-    if tape is None:
-        # alicatlib opens its files with mode "w": an earlier run's file is replaced. With a
-        # tape, the delivery resumes the file from its cursor instead.
-        query.setdefault("overwrite", "true")
-    q = "&".join(f"{k}={urllib.parse.quote(v, safe='')}" for k, v in query.items())
-    return f"{scheme}:{path}" + (f"?{q}" if q else "")
+    def _row(self, item: Any) -> dict[str, Any]:
+        return sample_to_row(item)
 
 
 class InMemorySink:
@@ -200,7 +130,7 @@ class InMemorySink:
     async def close(self) -> None:
         self._open = False
 
-    async def __aenter__(self) -> InMemorySink:
+    async def __aenter__(self) -> Self:
         await self.open()
         return self
 
@@ -208,36 +138,29 @@ class InMemorySink:
         await self.close()
 
 
-class CsvSink(_RecorderSink):
+class CsvSink(_SampleSink):
     """CSV with a header; the columns are locked by the first batch."""
 
-    def __init__(self, path: str | os.PathLike[str], *, tape: str | os.PathLike[str] | None = None):
+    def __init__(self, path: str | os.PathLike[str], *, tape: TapeDir = None):
         super().__init__(tape)
         self.path = Path(path)
 
     def _uri(self) -> str:
-        return _path_uri("csv", self.path, self._tape, {})
+        return path_uri("csv", self.path, self._tape, {})
 
 
-class JsonlSink(_RecorderSink):
+class JsonlSink(_SampleSink):
     """One JSON object per line, each with its own keys."""
 
-    def __init__(self, path: str | os.PathLike[str], *, tape: str | os.PathLike[str] | None = None):
+    def __init__(self, path: str | os.PathLike[str], *, tape: TapeDir = None):
         super().__init__(tape)
         self.path = Path(path)
 
     def _uri(self) -> str:
-        return _path_uri("jsonl", self.path, self._tape, {})
+        return path_uri("jsonl", self.path, self._tape, {})
 
 
-def _check_identifier(what: str, name: str) -> None:
-    if not _IDENTIFIER.fullmatch(name):
-        raise ValueError(
-            f"{what} {name!r} is not a plain identifier (pattern ^[A-Za-z_][A-Za-z0-9_]{{0,62}}$)"
-        )
-
-
-class SqliteSink(_RecorderSink):
+class SqliteSink(_SampleSink):
     """A SQLite table; each batch one transaction. The database file is appended to."""
 
     def __init__(
@@ -249,9 +172,9 @@ class SqliteSink(_RecorderSink):
         journal_mode: Literal["WAL", "DELETE", "MEMORY", "TRUNCATE", "PERSIST", "OFF"] = "WAL",
         synchronous: Literal["FULL", "NORMAL", "OFF", "EXTRA"] = "NORMAL",
         busy_timeout_ms: int = 5000,
-        tape: str | os.PathLike[str] | None = None,
+        tape: TapeDir = None,
     ) -> None:
-        _check_identifier("table", table)
+        check_identifier("table", table)
         if busy_timeout_ms < 0:
             raise ValueError(f"busy_timeout_ms must be >= 0, got {busy_timeout_ms}")
         super().__init__(tape)
@@ -271,7 +194,7 @@ class SqliteSink(_RecorderSink):
         return f"sqlite:{self.path}?{q}"
 
 
-class ParquetSink(_RecorderSink):
+class ParquetSink(_SampleSink):
     """A Parquet file (zstd by default); one row group per batch at most ``row_group_size``."""
 
     def __init__(
@@ -281,7 +204,7 @@ class ParquetSink(_RecorderSink):
         compression: Literal["zstd", "snappy", "gzip", "brotli", "lz4", "none"] = "zstd",
         use_dictionary: bool = True,
         row_group_size: int | None = None,
-        tape: str | os.PathLike[str] | None = None,
+        tape: TapeDir = None,
     ) -> None:
         if row_group_size is not None and row_group_size < 1:
             raise ValueError(f"row_group_size must be >= 1, got {row_group_size}")
@@ -298,7 +221,7 @@ class ParquetSink(_RecorderSink):
 
     def _uri(self) -> str:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        return _path_uri("parquet", self.path, self._tape, self._params)
+        return path_uri("parquet", self.path, self._tape, self._params)
 
 
 @dataclass(frozen=True, slots=True)
@@ -328,8 +251,8 @@ class PostgresConfig:
                 "PostgresConfig: give exactly one of dsn and host"
                 + (" (they are mutually exclusive)" if self.dsn is not None else "")
             )
-        _check_identifier("schema", self.schema)
-        _check_identifier("table", self.table)
+        check_identifier("schema", self.schema)
+        check_identifier("table", self.table)
         if self.pool_min_size < 1 or self.pool_max_size < self.pool_min_size:
             raise ValueError("PostgresConfig: need 1 <= pool_min_size <= pool_max_size")
         if self.statement_timeout_ms < 0:
@@ -375,11 +298,11 @@ class PostgresConfig:
         return base + "?" + urllib.parse.urlencode(params)
 
 
-class PostgresSink(_RecorderSink):
+class PostgresSink(_SampleSink):
     """A PostgreSQL table, by binary COPY (``use_copy``), one transaction per batch; a
     server that goes away is retried while rows are kept."""
 
-    def __init__(self, config: PostgresConfig, *, tape: str | os.PathLike[str] | None = None):
+    def __init__(self, config: PostgresConfig, *, tape: TapeDir = None):
         super().__init__(tape)
         self.config = config
 
@@ -403,54 +326,23 @@ async def pipe(
     samples already received are written before the error propagates. The sink is neither
     opened nor closed here (``async with sink:`` around the call does that).
     """
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    if not flush_interval > 0:
-        raise ValueError(f"flush_interval must be > 0, got {flush_interval}")
-    stream = getattr(source, "stream", source)
     summary = AcquisitionSummary(started_at=_dt.datetime.now(_dt.UTC))
-    buffer: list[Any] = []
-    loop = asyncio.get_running_loop()
-    last_flush = loop.time()
-    lock = asyncio.Lock()
-
-    async def flush() -> None:
-        nonlocal last_flush
-        async with lock:
-            if buffer:
-                taken = buffer[:]
-                buffer.clear()
-                await sink.write_many(taken)
-                summary.samples_emitted += len(taken)
-            last_flush = loop.time()
-
-    async def timer() -> None:
-        while True:
-            await asyncio.sleep(max(0.0, last_flush + flush_interval - loop.time()))
-            if loop.time() - last_flush >= flush_interval:
-                await flush()
-
-    ticker = asyncio.create_task(timer())
-    try:
-        async for item in stream:
-            if isinstance(item, Mapping) and item and not _is_row(item):
-                buffer.extend(item.values())
-            else:
-                buffer.append(item)
-            if ticker.done():
-                ticker.result()  # the timer's flush failed: raise its error here
-            if len(buffer) >= batch_size:
-                await flush()
-    finally:
-        ticker.cancel()
-        try:
-            await ticker
-        except asyncio.CancelledError:
-            pass
-        # Received is written, also when the stream failed or the task was cancelled.
-        await asyncio.shield(flush())
+    summary.samples_emitted = await drain(
+        getattr(source, "stream", source),
+        sink.write_many,
+        batch_size=batch_size,
+        flush_interval=flush_interval,
+        expand=_samples,
+    )
     summary.finished_at = _dt.datetime.now(_dt.UTC)
     return summary
+
+
+def _samples(item: Any) -> Any:
+    """The samples of one item of the stream: a tick mapping's values, or the item itself."""
+    if isinstance(item, Mapping) and item and not _is_row(item):
+        return item.values()
+    return (item,)
 
 
 def _is_row(item: Mapping[Any, Any]) -> bool:

@@ -1,0 +1,168 @@
+"""What the compat layers share: a sink that writes through a tapedeck recorder, the pipe loop
+with a real flush timer, and the checks alicatlib and dtollib make of names and arguments."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import urllib.parse
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from .. import AsyncRecorder
+
+IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+
+TapeDir = str | os.PathLike[str] | None
+
+
+def check_identifier(what: str, name: str) -> None:
+    """A SQL table or schema name as both references accept it, else ``ValueError``."""
+    if not IDENTIFIER.fullmatch(name):
+        raise ValueError(
+            f"{what} {name!r} is not a plain identifier (pattern ^[A-Za-z_][A-Za-z0-9_]{{0,62}}$)"
+        )
+
+
+def path_uri(scheme: str, path: Path, tape: object, params: Mapping[str, str]) -> str:
+    """A file sink's URI. Without a tape an earlier run's file is replaced, as the references
+    open theirs with mode "w"; with a tape the delivery resumes the file from its cursor."""
+    query = dict(params)
+    if tape is None:
+        query.setdefault("overwrite", "true")
+    q = "&".join(f"{k}={urllib.parse.quote(v, safe='')}" for k, v in query.items())
+    return f"{scheme}:{path}" + (f"?{q}" if q else "")
+
+
+class RecorderSink:
+    """A sink of the references' shape (``open``, ``close``, ``async with``) that writes through
+    a tapedeck recorder with one sink URI, and an optional tape that makes it exactly once.
+    Subclasses give the URI (``_uri``) and turn their records into rows (``_row``)."""
+
+    def __init__(self, tape: TapeDir) -> None:
+        self._tape = tape
+        self._rec: AsyncRecorder | None = None
+        self._closed = False
+        self.summary: dict[str, Any] | None = None
+
+    def _uri(self) -> str:
+        raise NotImplementedError
+
+    def _row(self, item: Any) -> dict[str, Any]:
+        raise NotImplementedError
+
+    @property
+    def is_open(self) -> bool:
+        """Whether the sink is open."""
+        return self._rec is not None
+
+    @property
+    def acknowledged(self) -> int:
+        """Records of this run that are safe: on the tape (durable under its fsync policy),
+        or without a tape, written to the sink."""
+        return self._rec.acknowledged if self._rec is not None else 0
+
+    async def open(self) -> None:
+        """Opens the sink (and its tape): the URI is checked, the file or table prepared."""
+        if self._rec is not None:
+            return
+        rec = AsyncRecorder(self._tape, [self._uri()], batch_size=1 << 62, flush_interval=3600.0)
+        await rec.open()
+        self._rec = rec
+        self._closed = False
+
+    def _recorder(self, call: str) -> AsyncRecorder:
+        if self._rec is None:
+            word = "after close()" if self._closed else "before open()"
+            raise RuntimeError(f"{type(self).__name__}: {call} called {word}")
+        return self._rec
+
+    async def write_many(self, items: Sequence[Any]) -> None:
+        """Writes the records as one batch (one flush; with a tape, one commit)."""
+        rec = self._recorder("write_many")
+        if items:
+            await rec.write_rows([self._row(x) for x in items])
+            await rec.flush()
+
+    async def write_rows(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Writes rows that are dicts already, as one batch."""
+        rec = self._recorder("write_rows")
+        if rows:
+            await rec.write_rows(rows)
+            await rec.flush()
+
+    async def close(self) -> None:
+        """Flushes and closes (with a tape: delivers everything acknowledged first)."""
+        rec, self._rec = self._rec, None
+        if rec is not None:
+            self._closed = True
+            self.summary = await rec.close()
+
+    async def __aenter__(self) -> Any:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+async def drain(
+    stream: AsyncIterator[Any],
+    write_many: Callable[[list[Any]], Awaitable[None]],
+    *,
+    batch_size: int,
+    flush_interval: float,
+    expand: Callable[[Any], Iterable[Any]] | None = None,
+) -> int:
+    """Reads ``stream`` into ``write_many``, ``batch_size`` records at a time and at least
+    every ``flush_interval`` seconds -- by a timer task, so records held when the stream goes
+    quiet are written -- and writes what it holds before an error from the stream (or a
+    cancellation) propagates. Returns the number of records written."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if not flush_interval > 0:
+        raise ValueError(f"flush_interval must be > 0, got {flush_interval}")
+    buffer: list[Any] = []
+    written = 0
+    loop = asyncio.get_running_loop()
+    last_flush = loop.time()
+    lock = asyncio.Lock()
+
+    async def flush() -> None:
+        nonlocal last_flush, written
+        async with lock:
+            if buffer:
+                taken = buffer[:]
+                buffer.clear()
+                await write_many(taken)
+                written += len(taken)
+            last_flush = loop.time()
+
+    async def timer() -> None:
+        while True:
+            await asyncio.sleep(max(0.0, last_flush + flush_interval - loop.time()))
+            if loop.time() - last_flush >= flush_interval:
+                await flush()
+
+    ticker = asyncio.create_task(timer())
+    try:
+        async for item in stream:
+            if expand is None:
+                buffer.append(item)
+            else:
+                buffer.extend(expand(item))
+            if ticker.done():
+                ticker.result()  # the timer's flush failed: raise its error here
+            if len(buffer) >= batch_size:
+                await flush()
+    finally:
+        ticker.cancel()
+        try:
+            await ticker
+        except asyncio.CancelledError:
+            pass
+        # What was received is written, also when the stream failed or the task was cancelled.
+        await asyncio.shield(flush())
+    return written
