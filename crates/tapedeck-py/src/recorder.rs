@@ -572,21 +572,27 @@ impl Recorder {
 impl Drop for Recorder {
     fn drop(&mut self) {
         // A recorder dropped without close() still flushes what it holds and finishes its
-        // deliveries: nothing received is left behind.
-        {
-            let mut st = lock(&self.shared.state);
-            st.closing = true;
-            let _ = st.close();
-        }
-        self.shared.wake.notify_all();
-        if let Some(t) = self
+        // deliveries: nothing received is left behind. The GIL is let go meanwhile (a
+        // delivery may wait on a database).
+        let shared = &self.shared;
+        let timer = self
             .timer
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take()
-        {
-            let _ = t.join();
-        }
+            .take();
+        Python::attach(|py| {
+            py.detach(|| {
+                {
+                    let mut st = lock(&shared.state);
+                    st.closing = true;
+                    let _ = st.close();
+                }
+                shared.wake.notify_all();
+                if let Some(t) = timer {
+                    let _ = t.join();
+                }
+            })
+        });
     }
 }
 

@@ -59,6 +59,8 @@ _ECHOES = ("received_at", "Unit_ID", "unit_id")
 def sample_to_row(sample: Any) -> dict[str, Any]:
     """A flat row for one sample: ``device``, ``unit_id``, the sample's times and latency,
     the reading's fields, ``status`` -- alicatlib's column order. A dict is taken as a row."""
+    if type(sample) is dict:
+        return sample  # a row already (read, never changed)
     if isinstance(sample, Mapping):
         return dict(sample)
     row: dict[str, Any] = {"device": sample.device, "unit_id": sample.unit_id}
@@ -80,9 +82,14 @@ def sample_to_row(sample: Any) -> dict[str, Any]:
 class SampleSink(Protocol):
     """What ``pipe`` writes to: ``open``, ``write_many``, ``close``, ``async with``."""
 
-    async def open(self) -> None: ...
-    async def write_many(self, samples: Sequence[Any]) -> None: ...
-    async def close(self) -> None: ...
+    async def open(self) -> None:
+        """Opens the destination."""
+
+    async def write_many(self, samples: Sequence[Any]) -> None:
+        """Writes one batch of samples."""
+
+    async def close(self) -> None:
+        """Flushes and closes the destination."""
 
 
 @dataclass(slots=True)
@@ -113,21 +120,26 @@ class InMemorySink:
 
     @property
     def samples(self) -> list[Any]:
+        """Every sample written, in order (the live list)."""
         return self._samples
 
     @property
     def is_open(self) -> bool:
+        """Whether the sink is open."""
         return self._open
 
     async def open(self) -> None:
+        """Opens the sink (again, after a close)."""
         self._open = True
 
     async def write_many(self, samples: Sequence[Any]) -> None:
+        """Appends the samples; ``RuntimeError`` when the sink is not open."""
         if not self._open:
             raise RuntimeError("InMemorySink: write_many called before open()")
         self._samples.extend(samples)
 
     async def close(self) -> None:
+        """Closes the sink; the samples are kept."""
         self._open = False
 
     async def __aenter__(self) -> Self:

@@ -191,9 +191,11 @@ class InMemorySink:
 
     @property
     def is_open(self) -> bool:
+        """Whether the sink is open."""
         return self._open
 
     async def open(self) -> None:
+        """Opens the sink (again, after a close)."""
         self._open = True
 
     def _check(self, call: str) -> None:
@@ -201,14 +203,17 @@ class InMemorySink:
             raise RuntimeError(f"InMemorySink: {call} called while not open")
 
     async def write_many(self, items: Sequence[Any]) -> None:
+        """Appends readings; ``RuntimeError`` when the sink is not open."""
         self._check("write_many")
         self.readings.extend(items)
 
     async def write(self, block: Any) -> None:
+        """Appends one block; ``RuntimeError`` when the sink is not open."""
         self._check("write")
         self.blocks.append(block)
 
     async def close(self) -> None:
+        """Closes the sink; what was written is kept."""
         self._open = False
 
     async def __aenter__(self) -> Self:
