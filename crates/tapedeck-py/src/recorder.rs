@@ -3,17 +3,21 @@
 //! The library's recorder does the careful part — sinks checked before anything is created,
 //! the tape recovered and locked, one exactly-once delivery per sink. This class adds what a
 //! Python acquisition loop expects of alicatlib's and dtollib's `pipe`: writes are held until
-//! `batch_size` rows are waiting, and a real timer thread flushes whatever waits once
-//! `flush_interval` has passed — also when the stream has gone quiet, which is where the
+//! `batch_size` rows are waiting, and whatever waits is flushed once `flush_interval` has
+//! passed — by a thread of its own, so also when the stream has gone quiet, which is where the
 //! reference pipes' timers (checked only when a sample arrives) fall short.
 //!
-//! Every call that can wait (a sink's write, a flush, an fsync, a database round trip, the
-//! final delivery) runs with the GIL released. A failure on the timer thread is kept and
-//! raised by the next call; the recorder takes no more writes after a failure, and `close()`
-//! still finishes the deliveries of what the tape acknowledged.
+//! A write call only converts its data (holding the GIL: it reads Python objects) and queues
+//! it; the flusher thread hands the queue to the recorder and its sinks, without the GIL, so
+//! a Python producer and the sinks run on two cores and a write never waits for a disk or a
+//! database — unless the queue holds [`QUEUE_LIMIT`] rows (the sinks are slower than the
+//! producer), when it waits for room, the GIL released. `flush()` and `sync()` wait for what
+//! was written before them. A failure of the flusher is kept and raised by the next call; the
+//! recorder takes no more writes after a failure, and `close()` still finishes the deliveries
+//! of what the tape acknowledged.
 
 use std::path::PathBuf;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -29,6 +33,9 @@ use tapedeck::{Error, Result};
 
 use crate::errors::{named, to_py};
 use crate::rows::KeyCache;
+
+/// Rows the queue holds (beyond one batch) before a write waits for the flusher.
+const QUEUE_LIMIT: usize = 262_144;
 
 /// What waits to be written, in the order it came.
 enum Pending {
@@ -73,54 +80,116 @@ fn joined(pending: Vec<Pending>) -> Result<Vec<Pending>> {
     Ok(out)
 }
 
-struct State {
-    core: Option<Core>,
+/// What the write calls hand over: guarded by its own lock, never held across I/O.
+struct Queue {
     pending: Vec<Pending>,
     pending_rows: usize,
+    /// Rows taken by the write calls.
+    received: u64,
+    /// When the queue was last emptied by a flush.
     last_flush: Instant,
-    /// A failure of the timer thread, raised by the next call.
+    /// A write asked for a flush (`batch_size` reached).
+    flush_wanted: bool,
+    /// A failure of the flusher thread, raised by the next call.
     failure: Option<Error>,
     /// Set once a write or flush failed: what to say to every later write.
     broken: Option<String>,
-    /// Rows handed to the recorder and flushed.
-    flushed: u64,
-    /// Rows taken by the write calls.
-    received: u64,
-    /// The summary, as JSON, once closed.
-    summary: Option<String>,
+    /// `close()` began: no more writes; the flusher ends.
     closing: bool,
 }
 
+/// The recorder and what it did: held while writing to the sinks.
+struct Sinks {
+    core: Option<Core>,
+    /// Rows handed to the recorder and flushed.
+    flushed: u64,
+    /// The summary, as JSON, once closed.
+    summary: Option<String>,
+}
+
 struct Shared {
-    state: Mutex<State>,
+    queue: Mutex<Queue>,
+    sinks: Mutex<Sinks>,
+    /// Signalled when there is work for the flusher, or room in the queue.
     wake: Condvar,
+    room: Condvar,
     batch_size: usize,
     flush_interval: Duration,
 }
 
-fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding the lock leaves the state as it was between two operations.
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-impl State {
-    /// Hands everything pending to the recorder and flushes it.
-    fn flush(&mut self) -> Result<()> {
-        if let Some(why) = &self.broken {
-            return Err(Error::InvalidOption {
-                option: "recorder",
-                message: format!("it failed earlier and takes no more rows: {why}"),
-            });
+fn closed_error() -> Error {
+    Error::InvalidOption {
+        option: "recorder",
+        message: "it is closed; open a new Recorder to record more".into(),
+    }
+}
+
+fn broken_error(why: &str) -> Error {
+    Error::InvalidOption {
+        option: "recorder",
+        message: format!("it failed earlier and takes no more rows: {why}"),
+    }
+}
+
+impl Queue {
+    /// Whether writes are still taken; the flusher's failure is raised once, here.
+    fn check(&mut self) -> Result<()> {
+        if let Some(e) = self.failure.take() {
+            return Err(e);
         }
-        let Some(core) = self.core.as_mut() else {
-            return Err(Error::InvalidOption {
-                option: "recorder",
-                message: "it is closed".into(),
-            });
+        if let Some(why) = &self.broken {
+            return Err(broken_error(why));
+        }
+        if self.closing {
+            return Err(closed_error());
+        }
+        Ok(())
+    }
+}
+
+impl Shared {
+    /// Queues `p` (`rows` rows); asks the flusher for a flush once `batch_size` rows wait, and
+    /// waits for room when the queue is full.
+    fn push(&self, p: Pending, rows: usize) -> Result<()> {
+        let mut q = lock(&self.queue);
+        q.check()?;
+        while q.pending_rows > QUEUE_LIMIT.max(self.batch_size) {
+            q = self.room.wait(q).unwrap_or_else(PoisonError::into_inner);
+            q.check()?;
+        }
+        q.pending.push(p);
+        q.pending_rows += rows;
+        q.received += rows as u64;
+        if q.pending_rows >= self.batch_size {
+            q.flush_wanted = true;
+            self.wake.notify_all();
+        }
+        Ok(())
+    }
+
+    /// Hands everything queued to the recorder and flushes it. The sinks' lock is taken before
+    /// the queue is emptied, so flushes from two threads keep the rows in order.
+    fn flush(&self) -> Result<()> {
+        let mut sinks = lock(&self.sinks);
+        let (pending, rows) = {
+            let mut q = lock(&self.queue);
+            if let Some(why) = &q.broken {
+                return Err(broken_error(why));
+            }
+            q.flush_wanted = false;
+            q.last_flush = Instant::now();
+            let rows = std::mem::take(&mut q.pending_rows);
+            (std::mem::take(&mut q.pending), rows)
         };
-        let pending = std::mem::take(&mut self.pending);
-        let rows = self.pending_rows;
-        self.pending_rows = 0;
+        self.room.notify_all();
+        let Some(core) = sinks.core.as_mut() else {
+            return Err(closed_error());
+        };
         let written = (|| {
             for p in joined(pending)? {
                 match p {
@@ -130,85 +199,87 @@ impl State {
             }
             core.flush()
         })();
-        self.last_flush = Instant::now();
         match written {
             Ok(()) => {
-                self.flushed += rows as u64;
+                sinks.flushed += rows as u64;
                 Ok(())
             }
             Err(e) => {
-                self.broken = Some(e.to_string());
+                lock(&self.queue).broken = Some(e.to_string());
+                self.room.notify_all();
                 Err(e)
             }
         }
     }
 
-    fn check(&mut self) -> Result<()> {
-        if let Some(e) = self.failure.take() {
-            return Err(e);
-        }
-        if self.core.is_none() {
-            return Err(Error::InvalidOption {
-                option: "recorder",
-                message: "it is closed; open a new Recorder to record more".into(),
-            });
-        }
-        if let Some(why) = &self.broken {
-            return Err(Error::InvalidOption {
-                option: "recorder",
-                message: format!("it failed earlier and takes no more rows: {why}"),
-            });
-        }
-        Ok(())
-    }
-
-    /// Queues `p` (`rows` rows) and flushes once `batch_size` rows wait.
-    fn push(&mut self, p: Pending, rows: usize, batch_size: usize) -> Result<()> {
-        self.check()?;
-        self.pending.push(p);
-        self.pending_rows += rows;
-        self.received += rows as u64;
-        if self.pending_rows >= batch_size {
-            self.flush()?;
-        }
-        Ok(())
-    }
-
-    fn close(&mut self) -> Result<String> {
-        if let Some(s) = &self.summary {
+    /// Flushes what is queued, closes the sinks and finishes the deliveries; the summary as
+    /// JSON. Call after the flusher has stopped.
+    fn close(&self) -> Result<String> {
+        if let Some(s) = &lock(&self.sinks).summary {
             return Ok(s.clone());
         }
-        let mut first = self.failure.take();
-        if self.broken.is_none()
-            && self.core.is_some()
-            && let Err(e) = self.flush()
-        {
+        let (mut first, broken, received) = {
+            let mut q = lock(&self.queue);
+            q.closing = true;
+            (q.failure.take(), q.broken.is_some(), q.received)
+        };
+        self.room.notify_all();
+        if !broken && let Err(e) = self.flush() {
             first.get_or_insert(e);
         }
-        let Some(core) = self.core.take() else {
-            return Err(first.unwrap_or(Error::InvalidOption {
-                option: "recorder",
-                message: "it is closed".into(),
-            }));
+        let mut sinks = lock(&self.sinks);
+        let Some(core) = sinks.core.take() else {
+            return Err(first.unwrap_or_else(closed_error));
         };
-        let finished = core.finish();
-        let summary = match finished {
+        let summary = match core.finish() {
             Ok(s) => s,
             Err(e) => return Err(first.unwrap_or(e)),
         };
         let json = serde_json::to_string(&serde_json::json!({
-            "rows": self.received,
-            "flushed": self.flushed,
+            "rows": received,
+            "flushed": sinks.flushed,
             "sinks": summary.sinks,
             "tape": summary.tape,
             "deliveries": summary.deliveries,
         }))
         .unwrap_or_default();
-        self.summary = Some(json.clone());
+        sinks.summary = Some(json.clone());
         match first {
             Some(e) => Err(e),
             None => Ok(json),
         }
+    }
+}
+
+/// The flusher: flushes when a write asks (`batch_size` reached) or when rows have waited
+/// `flush_interval`; ends when `close()` begins.
+fn flusher(shared: Arc<Shared>) {
+    let mut q = lock(&shared.queue);
+    loop {
+        if q.closing {
+            return;
+        }
+        let due = q.last_flush + shared.flush_interval;
+        let now = Instant::now();
+        let idle = q.broken.is_some() || q.failure.is_some();
+        if !idle && q.pending_rows > 0 && (q.flush_wanted || now >= due) {
+            drop(q);
+            if let Err(e) = shared.flush() {
+                let mut failed = lock(&shared.queue);
+                failed.failure.get_or_insert(e);
+            }
+            q = lock(&shared.queue);
+            continue;
+        }
+        if now >= due {
+            q.last_flush = now;
+            continue;
+        }
+        q = shared
+            .wake
+            .wait_timeout(q, due - now)
+            .map(|(g, _)| g)
+            .unwrap_or_else(|p| p.into_inner().0);
     }
 }
 
@@ -258,44 +329,6 @@ fn parse_tape_options(
     Ok(o)
 }
 
-fn timer_loop(shared: Arc<Shared>) {
-    let mut st = lock(&shared.state);
-    loop {
-        if st.closing || st.core.is_none() {
-            return;
-        }
-        let due = st.last_flush + shared.flush_interval;
-        let now = Instant::now();
-        if now >= due {
-            if st.pending_rows > 0 && st.broken.is_none() && st.failure.is_none() {
-                if let Err(e) = st.flush() {
-                    st.failure = Some(e);
-                }
-            } else {
-                st.last_flush = now;
-            }
-            continue;
-        }
-        st = shared
-            .wake
-            .wait_timeout(st, due - now)
-            .map(|(g, _)| g)
-            .unwrap_or_else(|p| p.into_inner().0);
-    }
-}
-
-impl Recorder {
-    fn with_state<T: Send>(
-        &self,
-        py: Python<'_>,
-        f: impl FnOnce(&mut State, usize) -> Result<T> + Send,
-    ) -> PyResult<T> {
-        let shared = &self.shared;
-        py.detach(|| f(&mut lock(&shared.state), shared.batch_size))
-            .map_err(|e| to_py(py, e))
-    }
-}
-
 #[pymethods]
 impl Recorder {
     #[new]
@@ -342,26 +375,30 @@ impl Recorder {
             })
             .map_err(|e| to_py(py, e))?;
         let shared = Arc::new(Shared {
-            state: Mutex::new(State {
-                core: Some(core),
+            queue: Mutex::new(Queue {
                 pending: Vec::new(),
                 pending_rows: 0,
+                received: 0,
                 last_flush: Instant::now(),
+                flush_wanted: false,
                 failure: None,
                 broken: None,
-                flushed: 0,
-                received: 0,
-                summary: None,
                 closing: false,
             }),
+            sinks: Mutex::new(Sinks {
+                core: Some(core),
+                flushed: 0,
+                summary: None,
+            }),
             wake: Condvar::new(),
+            room: Condvar::new(),
             batch_size,
             flush_interval: Duration::from_secs_f64(flush_interval),
         });
         let for_timer = shared.clone();
         let timer = std::thread::Builder::new()
             .name("tapedeck-py-flush".into())
-            .spawn(move || timer_loop(for_timer))
+            .spawn(move || flusher(for_timer))
             .map_err(|e| {
                 named(
                     py,
@@ -378,7 +415,15 @@ impl Recorder {
 
     /// Writes rows: a list (any iterable) of dicts of column name to value.
     fn write_rows(&self, py: Python<'_>, rows: &Bound<'_, PyAny>) -> PyResult<()> {
-        let first = self.with_state(py, |st, _| Ok(st.received))?;
+        // Lists of plain dicts of plain values (the common case) become a batch directly.
+        if let Some(batch) = crate::rows::fast_batch(rows)? {
+            let n = batch.num_rows();
+            let shared = &self.shared;
+            return py
+                .detach(|| shared.push(Pending::Batch(batch), n))
+                .map_err(|e| to_py(py, e));
+        }
+        let first = lock(&self.shared.queue).received;
         let rows = {
             let mut keys = self
                 .keys
@@ -392,16 +437,18 @@ impl Recorder {
         }
         // The batch is made now (not at the flush), so a bad row is reported by the call that
         // brought it.
-        self.with_state(py, move |st, bs| {
+        let shared = &self.shared;
+        py.detach(|| {
             let mut b = RowBuilder::per_batch();
             for r in rows {
                 b.push(r);
             }
             match b.finish()? {
-                Some(batch) => st.push(Pending::Batch(batch), n, bs),
+                Some(batch) => shared.push(Pending::Batch(batch), n),
                 None => Ok(()),
             }
         })
+        .map_err(|e| to_py(py, e))
     }
 
     /// Writes Arrow data: anything with `__arrow_c_stream__` or `__arrow_c_array__`.
@@ -413,7 +460,7 @@ impl Recorder {
                 let batch = batch.map_err(|e| Error::arrow("reading the Arrow data written", e))?;
                 let n = batch.num_rows();
                 if n > 0 {
-                    lock(&shared.state).push(Pending::Batch(batch), n, shared.batch_size)?;
+                    shared.push(Pending::Batch(batch), n)?;
                 }
             }
             Ok(())
@@ -487,86 +534,107 @@ impl Recorder {
             }),
         };
         block.validate().map_err(|e| to_py(py, e))?;
-        self.with_state(py, move |st, bs| {
-            st.push(Pending::Block(Box::new(block)), samples, bs)
-        })
+        let shared = &self.shared;
+        py.detach(|| shared.push(Pending::Block(Box::new(block)), samples))
+            .map_err(|e| to_py(py, e))
     }
 
     /// Hands everything written so far to the sinks (with a tape: onto the tape, acknowledged
     /// under its fsync policy).
     fn flush(&self, py: Python<'_>) -> PyResult<()> {
-        self.with_state(py, |st, _| {
-            st.check()?;
-            st.flush()
+        let shared = &self.shared;
+        py.detach(|| {
+            lock(&shared.queue).check()?;
+            shared.flush()
         })
+        .map_err(|e| to_py(py, e))
     }
 
     /// Flushes, then waits until every row written so far is acknowledged (with a tape:
     /// durable under its fsync policy, a sync forced rather than waiting for the interval).
     fn sync(&self, py: Python<'_>) -> PyResult<()> {
-        self.with_state(py, |st, _| {
-            st.check()?;
-            st.flush()?;
-            match st.core.as_mut() {
+        let shared = &self.shared;
+        py.detach(|| {
+            lock(&shared.queue).check()?;
+            shared.flush()?;
+            match lock(&shared.sinks).core.as_mut() {
                 Some(core) => core.sync(),
-                None => Ok(()),
+                None => Err(closed_error()),
             }
         })
+        .map_err(|e| to_py(py, e))
     }
 
     /// Rows of this run acknowledged: by the tape (durable under its fsync policy), or without
     /// a tape, handed to the sinks and flushed.
     #[getter]
-    fn acknowledged(&self, py: Python<'_>) -> PyResult<u64> {
-        self.with_state(py, |st, _| {
-            Ok(st
+    fn acknowledged(&self, py: Python<'_>) -> u64 {
+        let shared = &self.shared;
+        py.detach(|| {
+            let sinks = lock(&shared.sinks);
+            sinks
                 .core
                 .as_ref()
                 .and_then(Core::acknowledged)
-                .unwrap_or(st.flushed))
+                .unwrap_or(sinks.flushed)
         })
     }
 
+    /// Rows written but not yet handed to the sinks (the flusher's queue).
+    #[getter]
+    fn queued(&self) -> usize {
+        lock(&self.shared.queue).pending_rows
+    }
+
+    /// Rows the queue holds before a write waits for room.
+    #[classattr]
+    const QUEUE_LIMIT: usize = QUEUE_LIMIT;
+
     /// Rows taken by the write calls so far.
     #[getter]
-    fn received(&self, py: Python<'_>) -> PyResult<u64> {
-        self.with_state(py, |st, _| Ok(st.received))
+    fn received(&self) -> u64 {
+        lock(&self.shared.queue).received
     }
 
     /// Whether `close()` has run.
     #[getter]
-    fn closed(&self, py: Python<'_>) -> PyResult<bool> {
-        self.with_state(py, |st, _| Ok(st.core.is_none()))
+    fn closed(&self) -> bool {
+        lock(&self.shared.queue).closing
     }
 
     /// Each delivery's cursor, lag and state, as JSON (empty list without a tape).
-    fn progress_json(&self, py: Python<'_>) -> PyResult<String> {
-        self.with_state(py, |st, _| {
-            let deliveries = st.core.as_ref().map(Core::deliveries).unwrap_or_default();
-            Ok(serde_json::to_string(&deliveries).unwrap_or_default())
+    fn progress_json(&self, py: Python<'_>) -> String {
+        let shared = &self.shared;
+        py.detach(|| {
+            let sinks = lock(&shared.sinks);
+            let deliveries = sinks
+                .core
+                .as_ref()
+                .map(Core::deliveries)
+                .unwrap_or_default();
+            serde_json::to_string(&deliveries).unwrap_or_default()
         })
     }
 
     /// Flushes, closes the sinks (with a tape: seals it and brings every delivery to its
     /// end) and returns the summary as JSON. A second call returns the same summary.
     fn close(&self, py: Python<'_>) -> PyResult<String> {
-        let out = self.with_state(py, |st, _| {
-            st.closing = true;
-            st.close()
-        });
-        self.shared.wake.notify_all();
-        let timer = self
-            .timer
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take();
-        if let Some(t) = timer {
-            py.detach(|| {
-                let _ = t.join();
-            });
-        }
-        out
+        let timer = lock(&self.timer).take();
+        let shared = &self.shared;
+        py.detach(|| finish(shared, timer))
+            .map_err(|e| to_py(py, e))
     }
+}
+
+/// Stops the flusher, then flushes, closes and summarises (see [`Shared::close`]).
+fn finish(shared: &Shared, flusher: Option<JoinHandle<()>>) -> Result<String> {
+    lock(&shared.queue).closing = true;
+    shared.wake.notify_all();
+    shared.room.notify_all();
+    if let Some(t) = flusher {
+        let _ = t.join();
+    }
+    shared.close()
 }
 
 impl Drop for Recorder {
@@ -574,25 +642,9 @@ impl Drop for Recorder {
         // A recorder dropped without close() still flushes what it holds and finishes its
         // deliveries: nothing received is left behind. The GIL is let go meanwhile (a
         // delivery may wait on a database).
+        let timer = lock(&self.timer).take();
         let shared = &self.shared;
-        let timer = self
-            .timer
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take();
-        Python::attach(|py| {
-            py.detach(|| {
-                {
-                    let mut st = lock(&shared.state);
-                    st.closing = true;
-                    let _ = st.close();
-                }
-                shared.wake.notify_all();
-                if let Some(t) = timer {
-                    let _ = t.join();
-                }
-            })
-        });
+        Python::attach(|py| py.detach(|| finish(shared, timer).map(drop)).ok());
     }
 }
 

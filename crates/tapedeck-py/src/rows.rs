@@ -20,9 +20,14 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use arrow_array::builder::{
+    ArrayBuilder, BinaryBuilder, BooleanBuilder, Float64Builder, Int64Builder, StringBuilder,
+};
+use arrow_array::{ArrayRef, NullArray, RecordBatch, RecordBatchOptions};
+use arrow_schema::{DataType, Field, Schema};
 use pyo3::exceptions::{PyOverflowError, PyTypeError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyByteArray, PyBytes, PyDict, PyFloat, PyInt, PyString};
+use pyo3::types::{PyBool, PyByteArray, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString};
 use tapedeck::record::{Row, Value};
 
 /// Column names seen so far, shared by every row of a recorder.
@@ -167,4 +172,191 @@ fn micros(v: &Bound<'_, PyAny>, c: &Classes<'_>) -> PyResult<i64> {
     days.checked_mul(86_400_000_000)
         .and_then(|d| d.checked_add(seconds * 1_000_000 + us))
         .ok_or_else(|| PyOverflowError::new_err(format!("{v} is out of the timestamp range")))
+}
+
+/// One column of [`fast_batch`], in the making.
+enum FastColumn {
+    Null,
+    Bool(BooleanBuilder),
+    Int(Int64Builder),
+    Float(Float64Builder),
+    Text(StringBuilder),
+    Bytes(BinaryBuilder),
+}
+
+impl FastColumn {
+    fn len(&self, nulls: usize) -> usize {
+        match self {
+            FastColumn::Null => nulls,
+            FastColumn::Bool(b) => b.len(),
+            FastColumn::Int(b) => b.len(),
+            FastColumn::Float(b) => b.len(),
+            FastColumn::Text(b) => b.len(),
+            FastColumn::Bytes(b) => b.len(),
+        }
+    }
+
+    fn append_nulls(&mut self, n: usize) {
+        match self {
+            FastColumn::Null => {}
+            FastColumn::Bool(b) => b.append_nulls(n),
+            FastColumn::Int(b) => b.append_nulls(n),
+            FastColumn::Float(b) => b.append_nulls(n),
+            FastColumn::Text(b) => b.append_nulls(n),
+            FastColumn::Bytes(b) => b.append_nulls(n),
+        }
+    }
+
+    fn finish(self, n: usize) -> (DataType, ArrayRef) {
+        match self {
+            FastColumn::Null => (DataType::Null, Arc::new(NullArray::new(n))),
+            FastColumn::Bool(mut b) => (DataType::Boolean, Arc::new(b.finish())),
+            FastColumn::Int(mut b) => (DataType::Int64, Arc::new(b.finish())),
+            FastColumn::Float(mut b) => (DataType::Float64, Arc::new(b.finish())),
+            FastColumn::Text(mut b) => (DataType::Utf8, Arc::new(b.finish())),
+            FastColumn::Bytes(mut b) => (DataType::Binary, Arc::new(b.finish())),
+        }
+    }
+}
+
+/// A value of one of the kinds [`fast_batch`] builds directly.
+enum Scalar<'a> {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Text(&'a str),
+    Bytes(&'a [u8]),
+}
+
+/// The batch `RowBuilder::per_batch` would make of `rows` — columns in order of first
+/// appearance, int and float widened to float64, a column of only `None` null-typed, a key a
+/// row lacks null in it — built straight from the dicts, without a `Row` per dict. `None` when
+/// the rows hold anything else (a mapping that is no dict, a datetime, a type conflict, an int
+/// beyond 64 bits): the caller then takes the general path, which converts or reports it.
+pub fn fast_batch(rows: &Bound<'_, PyAny>) -> PyResult<Option<RecordBatch>> {
+    let Ok(list) = rows.cast::<PyList>() else {
+        return Ok(None);
+    };
+    let n = list.len();
+    if n == 0 {
+        return Ok(None);
+    }
+    let mut names: Vec<String> = Vec::new();
+    let mut columns: Vec<FastColumn> = Vec::new();
+    // Null-typed columns count their rows here (they have no builder).
+    let mut null_rows: Vec<usize> = Vec::new();
+    // Keys seen, by the address of the key object: the dicts of one call usually share their
+    // key strings (literals, or keys copied from one dict to the next).
+    let mut by_address: Vec<(usize, usize)> = Vec::new();
+    for (r, item) in list.iter().enumerate() {
+        let Ok(dict) = item.cast::<PyDict>() else {
+            return Ok(None);
+        };
+        for (k, v) in dict.iter() {
+            let address = k.as_ptr() as usize;
+            let i = match by_address.iter().find(|(a, _)| *a == address) {
+                Some(&(_, i)) => i,
+                None => {
+                    let Ok(key) = k.cast::<PyString>() else {
+                        return Ok(None);
+                    };
+                    let name = key.to_str()?;
+                    let i = match names.iter().position(|x| x == name) {
+                        Some(i) => i,
+                        None => {
+                            names.push(name.to_string());
+                            columns.push(FastColumn::Null);
+                            null_rows.push(0);
+                            names.len() - 1
+                        }
+                    };
+                    by_address.push((address, i));
+                    i
+                }
+            };
+            let scalar = if v.is_none() {
+                Scalar::Null
+            } else if v.is_instance_of::<PyBool>() {
+                Scalar::Bool(v.is_truthy()?)
+            } else if v.is_instance_of::<PyInt>() {
+                match v.extract::<i64>() {
+                    Ok(x) => Scalar::Int(x),
+                    Err(_) => return Ok(None),
+                }
+            } else if let Ok(f) = v.cast::<PyFloat>() {
+                Scalar::Float(f.value())
+            } else if let Ok(s) = v.cast::<PyString>() {
+                match s.to_str() {
+                    Ok(s) => Scalar::Text(s),
+                    Err(_) => return Ok(None),
+                }
+            } else if let Ok(b) = v.cast::<PyBytes>() {
+                Scalar::Bytes(b.as_bytes())
+            } else {
+                return Ok(None);
+            };
+            let col = &mut columns[i];
+            // A dict has each key once, so the column is at most at row `r` here.
+            let have = col.len(null_rows[i]);
+            if !matches!(scalar, Scalar::Null) {
+                // The column's kind, from its first value; an int column meeting a float widens.
+                let widen = matches!((&*col, &scalar), (FastColumn::Int(_), Scalar::Float(_)));
+                if widen {
+                    let FastColumn::Int(mut b) = std::mem::replace(col, FastColumn::Null) else {
+                        return Ok(None);
+                    };
+                    let ints = b.finish();
+                    let mut f = Float64Builder::with_capacity(n);
+                    for x in ints.iter() {
+                        f.append_option(x.map(|x| x as f64));
+                    }
+                    *col = FastColumn::Float(f);
+                }
+                if matches!(col, FastColumn::Null) {
+                    *col = match scalar {
+                        Scalar::Bool(_) => FastColumn::Bool(BooleanBuilder::with_capacity(n)),
+                        Scalar::Int(_) => FastColumn::Int(Int64Builder::with_capacity(n)),
+                        Scalar::Float(_) => FastColumn::Float(Float64Builder::with_capacity(n)),
+                        Scalar::Text(_) => {
+                            FastColumn::Text(StringBuilder::with_capacity(n, n * 16))
+                        }
+                        Scalar::Bytes(_) => {
+                            FastColumn::Bytes(BinaryBuilder::with_capacity(n, n * 16))
+                        }
+                        Scalar::Null => FastColumn::Null,
+                    };
+                    col.append_nulls(have);
+                }
+            }
+            match (col, scalar) {
+                (FastColumn::Null, Scalar::Null) => null_rows[i] = r + 1,
+                (c, Scalar::Null) => c.append_nulls(r + 1 - have),
+                (c, s) => {
+                    c.append_nulls(r - have);
+                    match (c, s) {
+                        (FastColumn::Bool(b), Scalar::Bool(x)) => b.append_value(x),
+                        (FastColumn::Int(b), Scalar::Int(x)) => b.append_value(x),
+                        (FastColumn::Float(b), Scalar::Float(x)) => b.append_value(x),
+                        (FastColumn::Float(b), Scalar::Int(x)) => b.append_value(x as f64),
+                        (FastColumn::Text(b), Scalar::Text(x)) => b.append_value(x),
+                        (FastColumn::Bytes(b), Scalar::Bytes(x)) => b.append_value(x),
+                        // Any other pair is a type conflict: the general path reports it.
+                        _ => return Ok(None),
+                    }
+                }
+            }
+        }
+    }
+    let mut fields = Vec::with_capacity(names.len());
+    let mut arrays = Vec::with_capacity(names.len());
+    for ((name, mut col), nulls) in names.into_iter().zip(columns).zip(null_rows) {
+        let have = col.len(nulls);
+        col.append_nulls(n - have);
+        let (t, a) = col.finish(n);
+        fields.push(Field::new(name, t, true));
+        arrays.push(a);
+    }
+    let options = RecordBatchOptions::new().with_row_count(Some(n));
+    Ok(RecordBatch::try_new_with_options(Arc::new(Schema::new(fields)), arrays, &options).ok())
 }

@@ -104,6 +104,11 @@ class Recorder:
         compression: the tape's frame compression: ``"zstd"`` (default), ``"lz4"``, ``"none"``.
         frame_rows: rows per tape frame at most (default 65,536).
 
+    A write call converts its data and queues it; the recorder's own thread hands the queue to
+    the sinks (or the tape) as soon as ``batch_size`` rows wait, and at least every
+    ``flush_interval`` -- so a write never waits for a disk or a database, unless the queue is
+    full because the sinks are slower than the producer. :meth:`flush` and :meth:`sync` wait.
+
     Use it as a context manager (``with``); :meth:`close` flushes, seals the tape, brings every
     sink's delivery to the tape's end and sets :attr:`summary`. Every method that waits releases
     the GIL. Errors are :mod:`tapedeck.errors` classes: a bad URI is a ``UriError`` (a
@@ -259,6 +264,12 @@ class Recorder:
         return int(self._native.received)
 
     @property
+    def queued(self) -> int:
+        """Rows written but not yet handed to the sinks (they go within ``flush_interval``,
+        or as soon as ``batch_size`` rows wait)."""
+        return int(self._native.queued)
+
+    @property
     def closed(self) -> bool:
         """Whether :meth:`close` has run."""
         return bool(self._native.closed)
@@ -321,18 +332,28 @@ class AsyncRecorder:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
+    async def _write(self, fn: Any, *args: Any, **kwargs: Any) -> None:
+        # A write only converts and queues (the sinks are written by the recorder's own
+        # thread), so it runs here unless the queue is filling up -- the sinks are slower than
+        # the producer -- when it waits for room on the recorder's thread, not on the loop.
+        rec = self._recorder()
+        if rec.queued < _tapedeck.Recorder.QUEUE_LIMIT // 2:
+            fn(*args, **kwargs)
+        else:
+            await self._run(fn, *args, **kwargs)
+
     async def write_rows(self, rows: Iterable[Mapping[str, Any]]) -> None:
         """See :meth:`Recorder.write_rows`."""
         rows = rows if isinstance(rows, list) else list(rows)
-        await self._run(self._recorder().write_rows, rows)
+        await self._write(self._recorder().write_rows, rows)
 
     async def write_batch(self, data: Any) -> None:
         """See :meth:`Recorder.write_batch`."""
-        await self._run(self._recorder().write_batch, data)
+        await self._write(self._recorder().write_batch, data)
 
     async def write_block(self, values: Any, **metadata: Any) -> None:
         """See :meth:`Recorder.write_block`."""
-        await self._run(self._recorder().write_block, values, **metadata)
+        await self._write(self._recorder().write_block, values, **metadata)
 
     async def flush(self) -> None:
         """See :meth:`Recorder.flush`."""

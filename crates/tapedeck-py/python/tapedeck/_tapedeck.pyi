@@ -55,6 +55,10 @@ class Recorder:
     @property
     def acknowledged(self) -> int:
         """Rows acknowledged by the tape, or flushed to the sinks without one."""
+    QUEUE_LIMIT: int
+    @property
+    def queued(self) -> int:
+        """Rows written but not yet handed to the sinks."""
     @property
     def received(self) -> int:
         """Rows taken by the write calls."""

@@ -68,7 +68,9 @@ class RecorderSink:
         """Opens the sink (and its tape): the URI is checked, the file or table prepared."""
         if self._rec is not None:
             return
-        rec = AsyncRecorder(self._tape, [self._uri()], batch_size=1 << 62, flush_interval=3600.0)
+        # batch_size=1: each write_many is handed to the sink at once, as one batch (by the
+        # recorder's thread; the event loop does not wait for it).
+        rec = AsyncRecorder(self._tape, [self._uri()], batch_size=1, flush_interval=3600.0)
         await rec.open()
         self._rec = rec
         self._closed = False
@@ -80,18 +82,17 @@ class RecorderSink:
         return self._rec
 
     async def write_many(self, items: Sequence[Any]) -> None:
-        """Writes the records as one batch (one flush; with a tape, one commit)."""
+        """Writes the records as one batch: handed to the sink (with a tape: onto the tape) by
+        the recorder's thread at once; an error there is raised by the next call or close()."""
         rec = self._recorder("write_many")
         if items:
             await rec.write_rows([self._row(x) for x in items])
-            await rec.flush()
 
     async def write_rows(self, rows: Sequence[Mapping[str, Any]]) -> None:
         """Writes rows that are dicts already, as one batch."""
         rec = self._recorder("write_rows")
         if rows:
             await rec.write_rows(rows)
-            await rec.flush()
 
     async def close(self) -> None:
         """Flushes and closes (with a tape: delivers everything acknowledged first)."""

@@ -174,11 +174,10 @@ class _DaqSink(RecorderSink):
         return reading_to_row(item)
 
     async def write(self, block: Any) -> None:
-        """Writes one DAQ block (one flush; with a tape, one commit)."""
+        """Writes one DAQ block (handed on at once by the recorder's thread)."""
         rec = self._recorder("write")
         values, metadata = _block_args(block)
         await rec.write_block(values, **metadata)
-        await rec.flush()
 
 
 class InMemorySink:
