@@ -165,11 +165,34 @@ impl Shared {
         q.pending.push(p);
         q.pending_rows += rows;
         q.received += rows as u64;
-        if q.pending_rows >= self.batch_size {
+        if q.pending_rows >= self.batch_size && !q.flush_wanted {
+            // Once per flush: later writes find the flusher asked already.
             q.flush_wanted = true;
-            self.wake.notify_all();
+            self.wake.notify_one();
         }
         Ok(())
+    }
+
+    /// [`Shared::push`] without letting go of the GIL when that costs more than it saves: the
+    /// queue's lock is free and the queue has room. Otherwise `None`: push with the GIL
+    /// released (it may wait).
+    fn try_push(&self, p: Pending, rows: usize) -> std::result::Result<Result<()>, Pending> {
+        let Ok(q) = self.queue.try_lock() else {
+            return Err(p);
+        };
+        if q.pending_rows > QUEUE_LIMIT.max(self.batch_size) {
+            return Err(p);
+        }
+        drop(q);
+        Ok(self.push(p, rows))
+    }
+
+    /// Queues `p`, releasing the GIL only if it has to wait.
+    fn push_from(&self, py: Python<'_>, p: Pending, rows: usize) -> PyResult<()> {
+        match self.try_push(p, rows) {
+            Ok(r) => r.map_err(|e| to_py(py, e)),
+            Err(p) => py.detach(|| self.push(p, rows)).map_err(|e| to_py(py, e)),
+        }
     }
 
     /// Hands everything queued to the recorder and flushes it. The sinks' lock is taken before
@@ -418,10 +441,7 @@ impl Recorder {
         // Lists of plain dicts of plain values (the common case) become a batch directly.
         if let Some(batch) = crate::rows::fast_batch(rows)? {
             let n = batch.num_rows();
-            let shared = &self.shared;
-            return py
-                .detach(|| shared.push(Pending::Batch(batch), n))
-                .map_err(|e| to_py(py, e));
+            return self.shared.push_from(py, Pending::Batch(batch), n);
         }
         let first = lock(&self.shared.queue).received;
         let rows = {

@@ -219,6 +219,16 @@ impl FastColumn {
     }
 }
 
+/// The addresses of the built-in types [`fast_batch`] takes (exactly these, no subclass).
+struct ExactTypes {
+    text: usize,
+    float: usize,
+    int: usize,
+    boolean: usize,
+    bytes: usize,
+    none: usize,
+}
+
 /// A value of one of the kinds [`fast_batch`] builds directly.
 enum Scalar<'a> {
     Null,
@@ -242,6 +252,15 @@ pub fn fast_batch(rows: &Bound<'_, PyAny>) -> PyResult<Option<RecordBatch>> {
     if n == 0 {
         return Ok(None);
     }
+    let py = rows.py();
+    let types = ExactTypes {
+        text: py.get_type::<PyString>().as_type_ptr() as usize,
+        float: py.get_type::<PyFloat>().as_type_ptr() as usize,
+        int: py.get_type::<PyInt>().as_type_ptr() as usize,
+        boolean: py.get_type::<PyBool>().as_type_ptr() as usize,
+        bytes: py.get_type::<PyBytes>().as_type_ptr() as usize,
+        none: py.None().bind(py).get_type_ptr() as usize,
+    };
     let mut names: Vec<String> = Vec::new();
     let mut columns: Vec<FastColumn> = Vec::new();
     // Null-typed columns count their rows here (they have no builder).
@@ -275,23 +294,28 @@ pub fn fast_batch(rows: &Bound<'_, PyAny>) -> PyResult<Option<RecordBatch>> {
                     i
                 }
             };
-            let scalar = if v.is_none() {
+            // Exact types only (a subclass, an enum member, takes the general path), told by
+            // the type object's address: one comparison per kind.
+            let t = v.get_type_ptr() as usize;
+            let scalar = if t == types.text {
+                match v.cast::<PyString>().map(|s| s.to_str()) {
+                    Ok(Ok(s)) => Scalar::Text(s),
+                    _ => return Ok(None),
+                }
+            } else if t == types.float {
+                Scalar::Float(v.extract::<f64>()?)
+            } else if t == types.none {
                 Scalar::Null
-            } else if v.is_instance_of::<PyBool>() {
-                Scalar::Bool(v.is_truthy()?)
-            } else if v.is_instance_of::<PyInt>() {
+            } else if t == types.int {
                 match v.extract::<i64>() {
                     Ok(x) => Scalar::Int(x),
                     Err(_) => return Ok(None),
                 }
-            } else if let Ok(f) = v.cast::<PyFloat>() {
-                Scalar::Float(f.value())
-            } else if let Ok(s) = v.cast::<PyString>() {
-                match s.to_str() {
-                    Ok(s) => Scalar::Text(s),
-                    Err(_) => return Ok(None),
-                }
-            } else if let Ok(b) = v.cast::<PyBytes>() {
+            } else if t == types.boolean {
+                Scalar::Bool(v.is_truthy()?)
+            } else if let Ok(b) = v.cast::<PyBytes>()
+                && t == types.bytes
+            {
                 Scalar::Bytes(b.as_bytes())
             } else {
                 return Ok(None);

@@ -7,7 +7,7 @@ import asyncio
 import os
 import re
 import urllib.parse
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -85,8 +85,18 @@ class RecorderSink:
         """Writes the records as one batch: handed to the sink (with a tape: onto the tape) by
         the recorder's thread at once; an error there is raised by the next call or close()."""
         rec = self._recorder("write_many")
-        if items:
-            await rec.write_rows([self._row(x) for x in items])
+        if not items:
+            return
+        if type(items) is list and type(items[0]) is dict:
+            # Rows that are dicts already go as they are (the recorder only reads them); a list
+            # that turns out to hold other records is converted below.
+            try:
+                await rec.write_rows(items)
+                return
+            except TypeError:
+                if all(type(x) is dict for x in items):
+                    raise
+        await rec.write_rows([self._row(x) for x in items])
 
     async def write_rows(self, rows: Sequence[Mapping[str, Any]]) -> None:
         """Writes rows that are dicts already, as one batch."""
@@ -115,12 +125,14 @@ async def drain(
     *,
     batch_size: int,
     flush_interval: float,
-    expand: Callable[[Any], Iterable[Any]] | None = None,
+    single: Callable[[Any], bool] | None = None,
 ) -> int:
     """Reads ``stream`` into ``write_many``, ``batch_size`` records at a time and at least
     every ``flush_interval`` seconds -- by a timer task, so records held when the stream goes
     quiet are written -- and writes what it holds before an error from the stream (or a
-    cancellation) propagates. Returns the number of records written."""
+    cancellation) propagates. ``single(item)`` says whether an item is one record; when it
+    says no, the item is a mapping whose values are the records (alicatlib's ticks). Returns
+    the number of records written."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if not flush_interval > 0:
@@ -149,14 +161,15 @@ async def drain(
 
     ticker = asyncio.create_task(timer())
     try:
+        append = buffer.append
         async for item in stream:
-            if expand is None:
-                buffer.append(item)
+            if single is None or single(item):
+                append(item)
             else:
-                buffer.extend(expand(item))
-            if ticker.done():
-                ticker.result()  # the timer's flush failed: raise its error here
+                buffer.extend(item.values())
             if len(buffer) >= batch_size:
+                if ticker.done():
+                    ticker.result()  # the timer's flush failed: raise its error here
                 await flush()
     finally:
         ticker.cancel()

@@ -344,17 +344,18 @@ async def pipe(
         sink.write_many,
         batch_size=batch_size,
         flush_interval=flush_interval,
-        expand=_samples,
+        single=_single,
     )
     summary.finished_at = _dt.datetime.now(_dt.UTC)
     return summary
 
 
-def _samples(item: Any) -> Any:
-    """The samples of one item of the stream: a tick mapping's values, or the item itself."""
-    if isinstance(item, Mapping) and item and not _is_row(item):
-        return item.values()
-    return (item,)
+def _single(item: Any) -> bool:
+    """Whether a stream item is one sample or row (else a tick: ``{device: Sample}``)."""
+    if type(item) is dict:
+        # A row names its device as text; a tick maps device names to samples.
+        return type(item.get("device")) is str
+    return not isinstance(item, Mapping) or _is_row(item)
 
 
 def _is_row(item: Mapping[Any, Any]) -> bool:
