@@ -62,6 +62,10 @@ struct Disk {
     dir: PathBuf,
     writer: TapeWriter,
     capacity: Option<u64>,
+    /// Rows before this are in the tape's files (readers can find them there).
+    written: u64,
+    /// Each batch durable before a reader gets it (`fsync="always"`).
+    durable_first: bool,
 }
 
 struct State {
@@ -169,9 +173,12 @@ impl Shared {
                         disk.dir.display()
                     )));
                 }
+                // The tape's committer thread writes it, beside this one; a reader that needs
+                // it from the file before that makes sure it is there (`Position::next`).
                 let appended = disk.writer.submit(&batch)?;
-                // In the file before any reader looks for it there.
-                disk.writer.flush()?;
+                if disk.durable_first {
+                    disk.writer.wait_durable(appended.end_seq)?;
+                }
                 st.index.push((appended.first_seq, batch.num_rows()));
             }
         }
@@ -202,7 +209,7 @@ impl Position {
     fn next(&mut self, shared: &Shared) -> std::result::Result<Option<RecordBatch>, CacheError> {
         loop {
             let seen = {
-                let st = lock(&shared.state);
+                let mut st = lock(&shared.state);
                 if st.closed {
                     return Err(CacheError::Closed);
                 }
@@ -215,12 +222,17 @@ impl Position {
                         return Ok(Some(b.clone()));
                     }
                     let (first_seq, rows) = st.index[self.next];
-                    let Some(disk) = &st.disk else {
+                    let Some(disk) = st.disk.as_mut() else {
                         return Err(CacheError::Upstream(format!(
                             "batch {} is no longer held in memory",
                             self.next
                         )));
                     };
+                    let end = first_seq.saturating_add(rows as u64);
+                    if end > disk.written {
+                        disk.writer.flush()?;
+                        disk.written = disk.writer.next_seq();
+                    }
                     let dir = disk.dir.clone();
                     drop(st);
                     let b = self.read_from_tape(&dir, first_seq, rows, shared)?;
@@ -333,6 +345,7 @@ impl StreamCache {
             let Some(dir) = disk_path else {
                 return Ok((None, Vec::new(), None));
             };
+            let durable_first = fsync == FsyncPolicy::Always;
             let options = TapeOptions {
                 fsync,
                 compression: Compression::None,
@@ -348,15 +361,15 @@ impl StreamCache {
                 schema.get_or_insert_with(|| b.schema());
                 index.push((seq, b.num_rows()));
             }
-            Ok((
-                Some(Disk {
-                    dir,
-                    writer,
-                    capacity: disk_capacity,
-                }),
-                index,
-                schema,
-            ))
+            let written = writer.next_seq();
+            let disk = Disk {
+                dir,
+                writer,
+                capacity: disk_capacity,
+                written,
+                durable_first,
+            };
+            Ok((Some(disk), index, schema))
         });
         let (disk, index, tape_schema) = opened.map_err(|e| to_py(py, e))?;
         let schema = match (&upstream, tape_schema) {
