@@ -93,6 +93,25 @@ pub fn export_stream(py: Python<'_>, batches: Batches) -> PyResult<Bound<'_, PyC
     PyCapsule::new_with_value(py, FFI_ArrowArrayStream::new(batches), STREAM)
 }
 
+/// `__arrow_c_stream__` of a reader that is read once: takes what `slot` holds, turns it into
+/// batches with `into` and exports them; a second call is a `ReaderConsumedError` saying
+/// `again`.
+pub fn export_once<'py, T>(
+    py: Python<'py>,
+    slot: &std::sync::Mutex<Option<T>>,
+    into: impl FnOnce(T) -> Batches,
+    again: &str,
+) -> PyResult<Bound<'py, PyCapsule>> {
+    let taken = slot
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .take();
+    match taken {
+        Some(t) => export_stream(py, into(t)),
+        None => Err(crate::errors::named(py, "ReaderConsumedError", again)),
+    }
+}
+
 /// `schema` as an `arrow_schema` capsule, for `__arrow_c_schema__`.
 pub fn export_schema<'py>(py: Python<'py>, schema: &Schema) -> PyResult<Bound<'py, PyCapsule>> {
     let ffi = FFI_ArrowSchema::try_from(schema)

@@ -558,25 +558,13 @@ impl CacheReader {
         requested_schema: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyCapsule>> {
         let _ = requested_schema;
-        let taken = self
-            .position
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        match taken {
-            Some(position) => crate::arrow_ffi::export_stream(
-                py,
-                Box::new(CacheStream {
-                    shared: self.shared.clone(),
-                    position,
-                }),
-            ),
-            None => Err(named(
-                py,
-                "ReaderConsumedError",
-                "this reader was read already (a reader is read once)",
-            )),
-        }
+        let shared = self.shared.clone();
+        crate::arrow_ffi::export_once(
+            py,
+            &self.position,
+            |position| Box::new(CacheStream { shared, position }),
+            "this reader was read already (a reader is read once)",
+        )
     }
 
     fn __arrow_c_schema__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyCapsule>> {

@@ -186,19 +186,12 @@ impl Reader {
         requested_schema: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyCapsule>> {
         let _ = requested_schema;
-        let taken = self
-            .batches
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take();
-        match taken {
-            Some(b) => crate::arrow_ffi::export_stream(py, Box::new(b)),
-            None => Err(named(
-                py,
-                "ReaderConsumedError",
-                "this reader was read already; a reader is read once (call tape.reader() again)",
-            )),
-        }
+        crate::arrow_ffi::export_once(
+            py,
+            &self.batches,
+            |b| Box::new(b),
+            "this reader was read already; a reader is read once (call tape.reader() again)",
+        )
     }
 
     /// The Arrow C schema of the batches (the PyCapsule protocol).

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import AsyncRecorder
+from ..errors import OptionError
 
 IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 
@@ -34,6 +35,42 @@ def path_uri(scheme: str, path: Path, tape: object, params: Mapping[str, str]) -
         query.setdefault("overwrite", "true")
     q = "&".join(f"{k}={urllib.parse.quote(v, safe='')}" for k, v in query.items())
     return f"{scheme}:{path}" + (f"?{q}" if q else "")
+
+
+def check_postgres(config: Any, names: Sequence[str]) -> None:
+    """The checks both references make of a PostgreSQL configuration: exactly one of ``dsn``
+    and ``host``, plain identifiers for ``names``, a sane pool and statement timeout."""
+    if (config.dsn is None) == (config.host is None):
+        raise ValueError(
+            "PostgresConfig: give exactly one of dsn and host"
+            + (" (they are mutually exclusive)" if config.dsn is not None else "")
+        )
+    for name in names:
+        check_identifier(name, getattr(config, name))
+    if config.pool_min_size < 1 or config.pool_max_size < config.pool_min_size:
+        raise ValueError("PostgresConfig: need 1 <= pool_min_size <= pool_max_size")
+    if config.statement_timeout_ms < 0:
+        raise ValueError("PostgresConfig: statement_timeout_ms must be >= 0")
+
+
+def postgres_uri(config: Any, params: Sequence[tuple[str, str]]) -> str:
+    """The tapedeck sink URI of a reference's PostgreSQL configuration (``dsn``, or ``host``,
+    ``port``, ``user``, ``password``, ``database``) with ``params``; a DSN's ``sslmode`` is
+    kept. The URI holds the password, if any: tapedeck removes it from every message."""
+    extra: list[tuple[str, str]] = []
+    if config.dsn is not None:
+        u = urllib.parse.urlparse(config.dsn)
+        base = urllib.parse.urlunparse(u._replace(query="", fragment=""))
+        extra = [(k, v) for k, v in urllib.parse.parse_qsl(u.query) if k == "sslmode"]
+    else:
+        auth = ""
+        if config.user:
+            auth = urllib.parse.quote(config.user, safe="")
+            if config.password:
+                auth += ":" + urllib.parse.quote(config.password, safe="")
+            auth += "@"
+        base = f"postgres://{auth}{config.host}:{config.port}/{config.database or ''}"
+    return base + "?" + urllib.parse.urlencode([*params, *extra])
 
 
 class RecorderSink:
@@ -117,6 +154,37 @@ class RecorderSink:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+
+class FileSink(RecorderSink):
+    """A :class:`RecorderSink` writing one file: ``_scheme`` names the tapedeck sink, ``_params``
+    its URI parameters; ``_make_parent`` creates the file's folder as the reference does."""
+
+    _scheme = ""
+    _make_parent = False
+
+    def __init__(self, path: str | os.PathLike[str], tape: TapeDir, params: Mapping[str, str] | None = None):
+        super().__init__(tape)
+        self.path = Path(path)
+        self._params = dict(params or {})
+
+    def _uri(self) -> str:
+        if self._make_parent:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        return path_uri(self._scheme, self.path, self._tape, self._params)
+
+
+def parquet_params(compression: str, use_dictionary: bool, row_group_size: int | None) -> dict[str, str]:
+    """The ``parquet:`` URI parameters for the references' ParquetSink arguments, checked as
+    they check them (brotli is not built into tapedeck: an ``OptionError`` saying so)."""
+    if row_group_size is not None and row_group_size < 1:
+        raise ValueError(f"row_group_size must be >= 1, got {row_group_size}")
+    if compression == "brotli":
+        raise OptionError("ParquetSink: brotli is not built into tapedeck; use zstd, snappy, gzip or lz4")
+    params = {"compression": compression, "dictionary": str(use_dictionary).lower()}
+    if row_group_size is not None:
+        params["row_group_rows"] = str(row_group_size)
+    return params
 
 
 async def drain(

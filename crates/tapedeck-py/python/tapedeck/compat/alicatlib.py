@@ -35,8 +35,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol, Self
 
-from .. import errors
-from ._common import RecorderSink, TapeDir, check_identifier, drain, path_uri
+from ._common import (
+    FileSink,
+    RecorderSink,
+    TapeDir,
+    check_identifier,
+    check_postgres,
+    drain,
+    parquet_params,
+    postgres_uri,
+)
 
 __all__ = [
     "AcquisitionSummary",
@@ -150,26 +158,22 @@ class InMemorySink:
         await self.close()
 
 
-class CsvSink(_SampleSink):
+class CsvSink(_SampleSink, FileSink):
     """CSV with a header; the columns are locked by the first batch."""
 
+    _scheme = "csv"
+
     def __init__(self, path: str | os.PathLike[str], *, tape: TapeDir = None):
-        super().__init__(tape)
-        self.path = Path(path)
-
-    def _uri(self) -> str:
-        return path_uri("csv", self.path, self._tape, {})
+        super().__init__(path, tape)
 
 
-class JsonlSink(_SampleSink):
+class JsonlSink(_SampleSink, FileSink):
     """One JSON object per line, each with its own keys."""
 
-    def __init__(self, path: str | os.PathLike[str], *, tape: TapeDir = None):
-        super().__init__(tape)
-        self.path = Path(path)
+    _scheme = "jsonl"
 
-    def _uri(self) -> str:
-        return path_uri("jsonl", self.path, self._tape, {})
+    def __init__(self, path: str | os.PathLike[str], *, tape: TapeDir = None):
+        super().__init__(path, tape)
 
 
 class SqliteSink(_SampleSink):
@@ -206,8 +210,11 @@ class SqliteSink(_SampleSink):
         return f"sqlite:{self.path}?{q}"
 
 
-class ParquetSink(_SampleSink):
+class ParquetSink(_SampleSink, FileSink):
     """A Parquet file (zstd by default); one row group per batch at most ``row_group_size``."""
+
+    _scheme = "parquet"
+    _make_parent = True
 
     def __init__(
         self,
@@ -218,22 +225,8 @@ class ParquetSink(_SampleSink):
         row_group_size: int | None = None,
         tape: TapeDir = None,
     ) -> None:
-        if row_group_size is not None and row_group_size < 1:
-            raise ValueError(f"row_group_size must be >= 1, got {row_group_size}")
-        if compression == "brotli":
-            raise errors.OptionError(
-                "ParquetSink: brotli is not built into tapedeck; use zstd, snappy, gzip or lz4"
-            )
-        super().__init__(tape)
-        self.path = Path(path)
+        super().__init__(path, tape, parquet_params(compression, use_dictionary, row_group_size))
         self.compression = compression
-        self._params = {"compression": compression, "dictionary": str(use_dictionary).lower()}
-        if row_group_size is not None:
-            self._params["row_group_rows"] = str(row_group_size)
-
-    def _uri(self) -> str:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        return path_uri("parquet", self.path, self._tape, self._params)
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,17 +251,7 @@ class PostgresConfig:
     use_copy: bool = True
 
     def __post_init__(self) -> None:
-        if (self.dsn is None) == (self.host is None):
-            raise ValueError(
-                "PostgresConfig: give exactly one of dsn and host"
-                + (" (they are mutually exclusive)" if self.dsn is not None else "")
-            )
-        check_identifier("schema", self.schema)
-        check_identifier("table", self.table)
-        if self.pool_min_size < 1 or self.pool_max_size < self.pool_min_size:
-            raise ValueError("PostgresConfig: need 1 <= pool_min_size <= pool_max_size")
-        if self.statement_timeout_ms < 0:
-            raise ValueError("PostgresConfig: statement_timeout_ms must be >= 0")
+        check_postgres(self, ("schema", "table"))
         for name in ("command_timeout_s", "connect_timeout_s", "close_timeout_s"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"PostgresConfig: {name} must be > 0")
@@ -284,30 +267,18 @@ class PostgresConfig:
 
     def uri(self) -> str:
         """The tapedeck sink URI for this configuration (it holds the password, if any)."""
-        if self.dsn is not None:
-            u = urllib.parse.urlparse(self.dsn)
-            base = urllib.parse.urlunparse(u._replace(query="", fragment=""))
-            extra = urllib.parse.parse_qsl(u.query)
-        else:
-            auth = ""
-            if self.user:
-                auth = urllib.parse.quote(self.user, safe="")
-                if self.password:
-                    auth += ":" + urllib.parse.quote(self.password, safe="")
-                auth += "@"
-            base = f"postgres://{auth}{self.host}:{self.port}/{self.database or ''}"
-            extra = []
-        params = [
-            ("table", self.table),
-            ("schema", self.schema),
-            ("create_table", "true" if self.create_table else "false"),
-            ("use_copy", "true" if self.use_copy else "false"),
-            ("connect_timeout", f"{self.connect_timeout_s}s"),
-            ("statement_timeout", f"{self.statement_timeout_ms}ms"),
-            ("close_timeout", f"{self.close_timeout_s}s"),
-        ]
-        params += [(k, v) for k, v in extra if k == "sslmode"]
-        return base + "?" + urllib.parse.urlencode(params)
+        return postgres_uri(
+            self,
+            [
+                ("table", self.table),
+                ("schema", self.schema),
+                ("create_table", "true" if self.create_table else "false"),
+                ("use_copy", "true" if self.use_copy else "false"),
+                ("connect_timeout", f"{self.connect_timeout_s}s"),
+                ("statement_timeout", f"{self.statement_timeout_ms}ms"),
+                ("close_timeout", f"{self.close_timeout_s}s"),
+            ],
+        )
 
 
 class PostgresSink(_SampleSink):

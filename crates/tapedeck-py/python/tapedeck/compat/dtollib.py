@@ -32,7 +32,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Self
 
-from ._common import RecorderSink, TapeDir, check_identifier, drain, path_uri
+from ._common import (
+    FileSink,
+    RecorderSink,
+    TapeDir,
+    check_identifier,
+    check_postgres,
+    drain,
+    parquet_params,
+    path_uri,
+    postgres_uri,
+)
 
 __all__ = [
     "CsvSink",
@@ -223,34 +233,31 @@ class InMemorySink:
         await self.close()
 
 
-class CsvSink(_DaqSink):
+class CsvSink(_DaqSink, FileSink):
     """CSV with a header; blocks (one row per channel and sample) only with
     ``accept_blocks=True``."""
 
+    _scheme = "csv"
+
     def __init__(self, path: str | os.PathLike[str], *, accept_blocks: bool = False, tape: TapeDir = None):
-        super().__init__(tape)
-        self.path = Path(path)
-        self._params = {"accept_blocks": "true"} if accept_blocks else {}
-
-    def _uri(self) -> str:
-        return path_uri("csv", self.path, self._tape, self._params)
+        super().__init__(path, tape, {"accept_blocks": "true"} if accept_blocks else {})
 
 
-class JsonlSink(_DaqSink):
+class JsonlSink(_DaqSink, FileSink):
     """One JSON object per line; blocks (one line per channel and sample) only with
     ``accept_blocks=True``."""
 
+    _scheme = "jsonl"
+
     def __init__(self, path: str | os.PathLike[str], *, accept_blocks: bool = False, tape: TapeDir = None):
-        super().__init__(tape)
-        self.path = Path(path)
-        self._params = {"accept_blocks": "true"} if accept_blocks else {}
-
-    def _uri(self) -> str:
-        return path_uri("jsonl", self.path, self._tape, self._params)
+        super().__init__(path, tape, {"accept_blocks": "true"} if accept_blocks else {})
 
 
-class ParquetSink(_DaqSink):
+class ParquetSink(_DaqSink, FileSink):
     """A Parquet file; blocks in the long layout (one row per channel and sample), as dtollib."""
+
+    _scheme = "parquet"
+    _make_parent = True
 
     def __init__(
         self,
@@ -261,20 +268,9 @@ class ParquetSink(_DaqSink):
         row_group_size: int | None = None,
         tape: TapeDir = None,
     ) -> None:
-        if row_group_size is not None and row_group_size < 1:
-            raise ValueError(f"row_group_size must be >= 1, got {row_group_size}")
-        if compression == "brotli":
-            raise ValueError("ParquetSink: brotli is not built into tapedeck; use zstd, snappy, gzip or lz4")
-        super().__init__(tape)
-        self.path = Path(path)
+        super().__init__(path, tape, parquet_params(compression, use_dictionary, row_group_size))
         self.compression = compression
-        self._params = {"compression": compression, "dictionary": str(use_dictionary).lower(), "blocks": "long"}
-        if row_group_size is not None:
-            self._params["row_group_rows"] = str(row_group_size)
-
-    def _uri(self) -> str:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        return path_uri("parquet", self.path, self._tape, self._params)
+        self._params["blocks"] = "long"
 
 
 class SqliteSink(_DaqSink):
@@ -328,14 +324,7 @@ class PostgresConfig:
     use_copy: bool = True
 
     def __post_init__(self) -> None:
-        if (self.dsn is None) == (self.host is None):
-            raise ValueError("PostgresConfig: give exactly one of dsn and host")
-        for what in ("schema", "table_readings", "table_blocks"):
-            check_identifier(what, getattr(self, what))
-        if self.pool_min_size < 1 or self.pool_max_size < self.pool_min_size:
-            raise ValueError("PostgresConfig: need 1 <= pool_min_size <= pool_max_size")
-        if self.statement_timeout_ms < 0:
-            raise ValueError("PostgresConfig: statement_timeout_ms must be >= 0")
+        check_postgres(self, ("schema", "table_readings", "table_blocks"))
         if not self.command_timeout_s > 0:
             raise ValueError("PostgresConfig: command_timeout_s must be > 0")
 
@@ -348,25 +337,17 @@ class PostgresConfig:
 
     def uri(self) -> str:
         """The tapedeck sink URI for this configuration (it holds the password, if any)."""
-        if self.dsn is not None:
-            base = urllib.parse.urlunparse(urllib.parse.urlparse(self.dsn)._replace(query="", fragment=""))
-        else:
-            auth = ""
-            if self.user:
-                auth = urllib.parse.quote(self.user, safe="")
-                if self.password:
-                    auth += ":" + urllib.parse.quote(self.password, safe="")
-                auth += "@"
-            base = f"postgres://{auth}{self.host}:{self.port}/{self.database or ''}"
-        params = {
-            "table": self.table_readings,
-            "blocks_table": self.table_blocks,
-            "schema": self.schema,
-            "create_table": "true" if self.create_tables else "false",
-            "use_copy": "true" if self.use_copy else "false",
-            "statement_timeout": f"{self.statement_timeout_ms}ms",
-        }
-        return base + "?" + urllib.parse.urlencode(params)
+        return postgres_uri(
+            self,
+            [
+                ("table", self.table_readings),
+                ("blocks_table", self.table_blocks),
+                ("schema", self.schema),
+                ("create_table", "true" if self.create_tables else "false"),
+                ("use_copy", "true" if self.use_copy else "false"),
+                ("statement_timeout", f"{self.statement_timeout_ms}ms"),
+            ],
+        )
 
 
 class PostgresSink(_DaqSink):
