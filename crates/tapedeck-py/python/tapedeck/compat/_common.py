@@ -58,8 +58,9 @@ def postgres_uri(config: Any, params: Sequence[tuple[str, str]]) -> str:
     ``port``, ``user``, ``password``, ``database``) with ``params``; a DSN's ``sslmode`` is
     kept. The URI holds the password, if any: tapedeck removes it from every message."""
     extra: list[tuple[str, str]] = []
+    base: str
     if config.dsn is not None:
-        u = urllib.parse.urlparse(config.dsn)
+        u = urllib.parse.urlparse(str(config.dsn))
         base = urllib.parse.urlunparse(u._replace(query="", fragment=""))
         extra = [(k, v) for k, v in urllib.parse.parse_qsl(u.query) if k == "sslmode"]
     else:

@@ -100,7 +100,7 @@ def _period_ns(block: Any) -> int:
         return int(period)
     rate = getattr(block, "sample_rate_hz", None)
     if rate:
-        return round(1e9 / rate)
+        return round(1e9 / float(rate))
     n = max(1, int(block.samples_per_channel))
     span = block.read_finished_at - block.read_started_at
     return int(span.total_seconds() * 1e9) // n
