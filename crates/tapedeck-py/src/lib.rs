@@ -10,6 +10,7 @@
 //! - [`tape`] — reading a tape as an Arrow C stream, `inspect` and `verify`;
 //! - [`cache`] — `StreamCache`: one upstream stream replayed to many readers, its disk tier a
 //!   tape;
+//! - [`journal`] — `Journal`: the audited state journal (kanta's job);
 //! - [`arrow_ffi`] — Arrow data across the boundary (the PyCapsule protocol), zero-copy;
 //! - [`rows`] — Python values to tapedeck values;
 //! - [`errors`] — tapedeck's errors as the Python exceptions of `tapedeck.errors`.
@@ -22,6 +23,7 @@ use pyo3::prelude::*;
 mod arrow_ffi;
 mod cache;
 mod errors;
+mod journal;
 mod recorder;
 mod rows;
 mod tape;
@@ -40,6 +42,7 @@ fn _tapedeck(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<cache::StreamCache>()?;
     m.add_class::<cache::CacheReader>()?;
     m.add_class::<cache::Batch>()?;
+    m.add_class::<journal::Journal>()?;
     m.add_function(wrap_pyfunction!(tape::inspect_json, m)?)?;
     m.add_function(wrap_pyfunction!(tape::verify_json, m)?)?;
     m.add_function(wrap_pyfunction!(sinks_json, m)?)?;

@@ -22,6 +22,7 @@ Names:
 - :func:`open_tape` -> :class:`Tape` -- read a tape: ``.reader()``, ``.inspect()``, ``.verify()``;
 - :class:`StreamCache` -- one Arrow stream read once, replayed to many readers (batchcorder's
   API), its disk tier a crash-safe tape;
+- :class:`Journal` -- crash-safe, audited JSON state (kanta's job): every change a record;
 - :func:`sinks` -- every sink URI scheme with its parameters;
 - :mod:`tapedeck.errors` -- the exceptions, each also a built-in one (``ValueError`` ...);
 - :mod:`tapedeck.compat.alicatlib` -- a drop-in for ``alicatlib.sinks``.
@@ -45,9 +46,11 @@ from typing import Any, Self
 from . import _tapedeck, errors
 from .cache import StreamCache, StreamCacheReader
 from .errors import TapedeckError
+from .journal import Journal
 
 __all__ = [
     "AsyncRecorder",
+    "Journal",
     "Recorder",
     "StreamCache",
     "StreamCacheReader",
