@@ -43,8 +43,12 @@ enum Pending {
     Block(Box<Block>),
 }
 
-/// Joins runs of batches with one schema (many small `write_rows` calls) into one batch each,
-/// so a sink gets one write per flush instead of one per call.
+/// Batches at least this long go to the sinks as they are; shorter ones are joined.
+const JOIN_BELOW_ROWS: usize = 4096;
+
+/// Joins runs of small batches with one schema (many small `write_rows` calls) into one batch
+/// each, so a sink gets one write per flush instead of one per call; a long batch is not
+/// copied.
 fn joined(pending: Vec<Pending>) -> Result<Vec<Pending>> {
     let mut out: Vec<Pending> = Vec::with_capacity(pending.len());
     let mut run: Vec<RecordBatch> = Vec::new();
@@ -64,6 +68,10 @@ fn joined(pending: Vec<Pending>) -> Result<Vec<Pending>> {
     };
     for p in pending {
         match p {
+            Pending::Batch(b) if b.num_rows() >= JOIN_BELOW_ROWS => {
+                close_run(&mut run, &mut out)?;
+                out.push(Pending::Batch(b));
+            }
             Pending::Batch(b) => {
                 if run.first().is_some_and(|f| f.schema() != b.schema()) {
                     close_run(&mut run, &mut out)?;
