@@ -272,9 +272,12 @@ pub fn fast_batch(rows: &Bound<'_, PyAny>) -> PyResult<Option<RecordBatch>> {
         let Ok(dict) = item.cast::<PyDict>() else {
             return Ok(None);
         };
-        for (k, v) in dict.iter() {
+        for (pos, (k, v)) in dict.iter().enumerate() {
             let address = k.as_ptr() as usize;
-            let i = match by_address.iter().find(|(a, _)| *a == address) {
+            // Rows of one source list their keys in one order: the key at this position is
+            // most likely the one seen at this position before.
+            let guess = by_address.get(pos).filter(|(a, _)| *a == address);
+            let i = match guess.or_else(|| by_address.iter().find(|(a, _)| *a == address)) {
                 Some(&(_, i)) => i,
                 None => {
                     let Ok(key) = k.cast::<PyString>() else {
