@@ -112,7 +112,13 @@ impl BatchDecoder {
 
     /// Decodes one frame payload.
     pub fn decode(&mut self, payload: &[u8]) -> Result<RecordBatch, ArrowError> {
-        let mut buf = Buffer::from(payload);
+        self.decode_buffer(Buffer::from(payload))
+    }
+
+    /// Like [`BatchDecoder::decode`], on a payload already in a `Buffer`: an uncompressed
+    /// frame's columns then point into it (no copy, where aligned), and keep it alive.
+    pub fn decode_buffer(&mut self, payload: Buffer) -> Result<RecordBatch, ArrowError> {
+        let mut buf = payload;
         let mut out = None;
         while !buf.is_empty() {
             if let Some(b) = self.decoder.decode(&mut buf)? {

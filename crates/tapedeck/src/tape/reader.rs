@@ -434,35 +434,45 @@ impl TapeReader {
                     return Ok(None);
                 }
                 c.next += 1;
-                let len = storage
-                    .len(&c.name)
-                    .map_err(|e| Error::io("read", storage.describe(&c.name), e))?
-                    .unwrap_or(0);
-                let (h, bytes) =
-                    match segment::read_frame(storage.as_ref(), &c.name, frame.offset, len)? {
-                        Ok(x) => x,
-                        Err(problem) => {
-                            tracing::warn!(
-                                "{}: segment {} frame at byte {}: {problem}; skipped",
-                                self.name,
-                                c.name,
-                                frame.offset
-                            );
-                            self.skipped_frames += 1;
-                            let end = c.frames.get(c.next).map_or(len, |f| f.offset);
-                            self.unreadable.push(Unreadable {
-                                from: frame.header.first_seq,
-                                to: frame.header.end_seq(),
-                                segment: Some(c.name.clone()),
-                                bytes: Some((frame.offset, end)),
-                                why: problem.to_string(),
-                            });
-                            continue;
-                        }
-                    };
-                let payload =
-                    &bytes[super::format::FRAME_HEADER..bytes.len() - super::format::FRAME_TRAILER];
-                let batch = c.decoder.decode(payload).map_err(|e| {
+                // A sealed segment's length is known; an open one may have grown.
+                let len = if c.sealed {
+                    c.len
+                } else {
+                    storage
+                        .len(&c.name)
+                        .map_err(|e| Error::io("read", storage.describe(&c.name), e))?
+                        .unwrap_or(0)
+                };
+                let read = segment::read_frame(storage.as_ref(), &c.name, frame.offset, len)?;
+                let (h, bytes) = match read {
+                    Ok(x) => x,
+                    Err(problem) => {
+                        tracing::warn!(
+                            "{}: segment {} frame at byte {}: {problem}; skipped",
+                            self.name,
+                            c.name,
+                            frame.offset
+                        );
+                        self.skipped_frames += 1;
+                        let end = c.frames.get(c.next).map_or(len, |f| f.offset);
+                        self.unreadable.push(Unreadable {
+                            from: frame.header.first_seq,
+                            to: frame.header.end_seq(),
+                            segment: Some(c.name.clone()),
+                            bytes: Some((frame.offset, end)),
+                            why: problem.to_string(),
+                        });
+                        continue;
+                    }
+                };
+                // The frame's bytes become the batch's buffers (no copy of the payload):
+                // `read_frame` checked that the frame holds its header and trailer.
+                let payload_len = bytes
+                    .len()
+                    .saturating_sub(super::format::FRAME_HEADER + super::format::FRAME_TRAILER);
+                let payload = arrow_buffer::Buffer::from_vec(bytes)
+                    .slice_with_length(super::format::FRAME_HEADER, payload_len);
+                let batch = c.decoder.decode_buffer(payload).map_err(|e| {
                     Error::arrow(
                         format!("segment {} frame at byte {}", c.name, frame.offset),
                         e,
