@@ -71,6 +71,13 @@ pub fn import(data: &Bound<'_, PyAny>) -> PyResult<Batches> {
             arrow_array::ffi::from_ffi(array, schema)
         }
         .map_err(|e| PyValueError::new_err(format!("cannot import the Arrow array: {e}")))?;
+        if !matches!(data.data_type(), arrow_schema::DataType::Struct(_)) {
+            return Err(PyTypeError::new_err(format!(
+                "expected a record batch (a struct array of columns), got an array of {}; \
+                 wrap it in a table, e.g. pyarrow.table({{\"x\": array}})",
+                data.data_type()
+            )));
+        }
         let array = StructArray::from(data);
         if array.null_count() > 0 {
             return Err(PyValueError::new_err(
@@ -96,16 +103,19 @@ pub fn export_stream(py: Python<'_>, batches: Batches) -> PyResult<Bound<'_, PyC
 /// `__arrow_c_stream__` of a reader that is read once: takes what `slot` holds, turns it into
 /// batches with `into` and exports them; a second call is a `ReaderConsumedError` saying
 /// `again`.
-pub fn export_once<'py, T>(
+pub fn export_once<'py, T: Send>(
     py: Python<'py>,
     slot: &std::sync::Mutex<Option<T>>,
     into: impl FnOnce(T) -> Batches,
     again: &str,
 ) -> PyResult<Bound<'py, PyCapsule>> {
-    let taken = slot
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .take();
+    // Taken without the GIL: the slot's owner may hold its lock while it waits for the GIL
+    // (a reader pulling from a Python upstream).
+    let taken = py.detach(|| {
+        slot.lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+    });
     match taken {
         Some(t) => export_stream(py, into(t)),
         None => Err(crate::errors::named(py, "ReaderConsumedError", again)),

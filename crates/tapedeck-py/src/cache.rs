@@ -83,6 +83,9 @@ struct State {
 
 struct Upstream {
     batches: Option<Batches>,
+    /// Why upstream failed, once it did: raised again by every later pull (the C stream is not
+    /// read after an error).
+    failed: Option<String>,
     /// A batch pulled but not stored (its tier was full): offered again, never lost.
     held: Option<RecordBatch>,
 }
@@ -122,12 +125,18 @@ impl Shared {
                 return Ok(false);
             }
         }
+        if let Some(why) = &up.failed {
+            return Err(CacheError::Upstream(why.clone()));
+        }
         let batch = match up.held.take() {
             Some(b) => b,
             None => match up.batches.as_mut().and_then(Iterator::next) {
                 Some(Ok(b)) => b,
                 Some(Err(e)) => {
-                    return Err(CacheError::Upstream(format!("reading upstream: {e}")));
+                    let why = format!("reading upstream: {e}");
+                    up.failed = Some(why.clone());
+                    up.batches = None;
+                    return Err(CacheError::Upstream(why));
                 }
                 None => {
                     up.batches = None;
@@ -140,10 +149,13 @@ impl Shared {
             RecordBatch::try_new(self.schema.clone(), batch.columns().to_vec())
                 .map_err(|e| CacheError::Upstream(format!("upstream batch: {e}")))?
         } else {
-            return Err(CacheError::Upstream(format!(
+            let why = format!(
                 "upstream sent a batch with other columns than its schema: {:?}",
                 batch.schema().fields()
-            )));
+            );
+            // Kept, so no reader is handed the stream without it.
+            up.held = Some(batch);
+            return Err(CacheError::Upstream(why));
         };
         let size = batch_bytes(&batch);
         let mut st = lock(&self.state);
@@ -184,6 +196,7 @@ impl Shared {
         }
         st.hot.push_back(batch);
         st.hot_bytes = st.hot_bytes.saturating_add(size);
+        let mut evicted = Vec::new();
         if st.disk.is_some()
             && let Some(cap) = st.memory_capacity
         {
@@ -192,9 +205,14 @@ impl Shared {
                 if let Some(old) = st.hot.pop_front() {
                     st.hot_bytes = st.hot_bytes.saturating_sub(batch_bytes(&old));
                     st.hot_from += 1;
+                    evicted.push(old);
                 }
             }
         }
+        // Released after the locks: freeing a batch imported from Python may need the GIL.
+        drop(st);
+        drop(up);
+        drop(evicted);
         Ok(true)
     }
 }
@@ -361,6 +379,17 @@ impl StreamCache {
                 schema.get_or_insert_with(|| b.schema());
                 index.push((seq, b.num_rows()));
             }
+            let damaged = r.take_unreadable();
+            if !damaged.is_empty() {
+                let what: Vec<String> = damaged.iter().map(ToString::to_string).collect();
+                return Err(Error::Tape {
+                    path: dir.clone(),
+                    message: format!(
+                        "the cache's tape is damaged, its batches cannot all be replayed: {}",
+                        what.join("; ")
+                    ),
+                });
+            }
             let written = writer.next_seq();
             let disk = Disk {
                 dir,
@@ -411,6 +440,7 @@ impl StreamCache {
                 }),
                 upstream: Mutex::new(Upstream {
                     batches: upstream,
+                    failed: None,
                     held: None,
                 }),
             }),
@@ -420,16 +450,21 @@ impl StreamCache {
     /// A new reader: from the first batch, or (`from_start=False`) from the frontier.
     #[pyo3(signature = (from_start=true))]
     fn reader(&self, py: Python<'_>, from_start: bool) -> PyResult<CacheReader> {
-        let st = lock(&self.shared.state);
-        if st.closed {
-            return Err(py_err(py, CacheError::Closed));
-        }
+        let shared = &self.shared;
+        // The locks of the cache are taken without the GIL throughout: an ingesting thread may
+        // hold them while its Python upstream waits for the GIL.
+        let next = py
+            .detach(|| {
+                let st = lock(&shared.state);
+                if st.closed {
+                    return Err(CacheError::Closed);
+                }
+                Ok(if from_start { 0 } else { st.index.len() })
+            })
+            .map_err(|e| py_err(py, e))?;
         Ok(CacheReader {
             shared: self.shared.clone(),
-            position: Mutex::new(Some(Position {
-                next: if from_start { 0 } else { st.index.len() },
-                tape: None,
-            })),
+            position: Mutex::new(Some(Position { next, tape: None })),
         })
     }
 
@@ -449,29 +484,31 @@ impl StreamCache {
 
     /// Batches pulled from upstream (and those an earlier cache on the tape had).
     #[getter]
-    fn ingested_count(&self) -> usize {
-        self.shared.count()
+    fn ingested_count(&self, py: Python<'_>) -> usize {
+        py.detach(|| self.shared.count())
     }
 
     /// Whether upstream has ended.
     #[getter]
-    fn upstream_exhausted(&self) -> bool {
-        lock(&self.shared.state).exhausted
+    fn upstream_exhausted(&self, py: Python<'_>) -> bool {
+        py.detach(|| lock(&self.shared.state).exhausted)
     }
 
     /// Bytes of the hot copies held in memory.
     #[getter]
-    fn memory_bytes(&self) -> usize {
-        lock(&self.shared.state).hot_bytes
+    fn memory_bytes(&self, py: Python<'_>) -> usize {
+        py.detach(|| lock(&self.shared.state).hot_bytes)
     }
 
     /// Bytes of the disk tier (the tape), 0 without one.
     #[getter]
-    fn disk_bytes(&self) -> u64 {
-        lock(&self.shared.state)
-            .disk
-            .as_ref()
-            .map_or(0, |d| d.writer.bytes())
+    fn disk_bytes(&self, py: Python<'_>) -> u64 {
+        py.detach(|| {
+            lock(&self.shared.state)
+                .disk
+                .as_ref()
+                .map_or(0, |d| d.writer.bytes())
+        })
     }
 
     fn __arrow_c_schema__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyCapsule>> {
@@ -481,21 +518,26 @@ impl StreamCache {
     /// Closes the cache: readers fail from now on, memory is freed, the disk tier's tape is
     /// sealed and kept (open a cache on it again to replay it).
     fn close(&self, py: Python<'_>) -> PyResult<()> {
-        let disk = {
-            let mut st = lock(&self.shared.state);
-            if st.closed {
-                return Ok(());
+        let shared = &self.shared;
+        py.detach(|| {
+            let (disk, hot) = {
+                let mut st = lock(&shared.state);
+                if st.closed {
+                    return Ok(());
+                }
+                st.closed = true;
+                st.hot_bytes = 0;
+                (st.disk.take(), std::mem::take(&mut st.hot))
+            };
+            drop(hot);
+            let upstream = lock(&shared.upstream).batches.take();
+            drop(upstream);
+            match disk {
+                Some(d) => d.writer.close(),
+                None => Ok(()),
             }
-            st.closed = true;
-            st.hot.clear();
-            st.hot_bytes = 0;
-            st.disk.take()
-        };
-        lock(&self.shared.upstream).batches = None;
-        match disk {
-            Some(d) => py.detach(|| d.writer.close()).map_err(|e| to_py(py, e)),
-            None => Ok(()),
-        }
+        })
+        .map_err(|e| to_py(py, e))
     }
 }
 
@@ -514,8 +556,10 @@ struct CacheStream {
 impl Iterator for CacheStream {
     type Item = std::result::Result<RecordBatch, ArrowError>;
     fn next(&mut self) -> Option<Self::Item> {
-        self.position
-            .next(&self.shared)
+        // A consumer may call this holding the GIL; the cache's locks are taken without it.
+        let shared = &self.shared;
+        let position = &mut self.position;
+        Python::attach(|py| py.detach(|| position.next(shared)))
             .map_err(|e| ArrowError::ExternalError(e.to_string().into()))
             .transpose()
     }
@@ -573,11 +617,13 @@ impl CacheReader {
 
     /// Whether the reader was consumed by `__arrow_c_stream__`.
     #[getter]
-    fn consumed(&self) -> bool {
-        self.position
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .is_none()
+    fn consumed(&self, py: Python<'_>) -> bool {
+        py.detach(|| {
+            self.position
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .is_none()
+        })
     }
 }
 

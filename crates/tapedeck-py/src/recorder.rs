@@ -34,6 +34,9 @@ use tapedeck::{Error, Result};
 use crate::errors::{named, to_py};
 use crate::rows::KeyCache;
 
+/// How long a recorder dropped without `close()` lets its deliveries finish.
+const DROP_FINISH_FOR: Duration = Duration::from_secs(10);
+
 /// Rows the queue holds (beyond one batch) before a write waits for the flusher.
 const QUEUE_LIMIT: usize = 262_144;
 
@@ -109,8 +112,6 @@ struct Queue {
 /// The recorder and what it did: held while writing to the sinks.
 struct Sinks {
     core: Option<Core>,
-    /// Rows handed to the recorder and flushed.
-    flushed: u64,
     /// The summary, as JSON, once closed.
     summary: Option<String>,
 }
@@ -118,6 +119,13 @@ struct Sinks {
 struct Shared {
     queue: Mutex<Queue>,
     sinks: Mutex<Sinks>,
+    /// The tape writer's positions and this run's first sequence number (with a tape), read
+    /// without the sinks' lock, which a flush or the final delivery may hold for long.
+    watch: Option<(tapedeck::tape::TapeWatch, u64)>,
+    /// Each delivery's status (with a tape), likewise.
+    status: Option<tapedeck::deliver::StatusHandle>,
+    /// Rows handed to the recorder and flushed (without a tape, what `acknowledged` says).
+    flushed: std::sync::atomic::AtomicU64,
     /// Signalled when there is work for the flusher, or room in the queue.
     wake: Condvar,
     room: Condvar,
@@ -170,6 +178,13 @@ impl Shared {
             q = self.room.wait(q).unwrap_or_else(PoisonError::into_inner);
             q.check()?;
         }
+        self.queue_locked(&mut q, p, rows);
+        Ok(())
+    }
+
+    /// Adds `p` to the queue (room checked by the caller) and wakes the flusher when a batch
+    /// is full.
+    fn queue_locked(&self, q: &mut Queue, p: Pending, rows: usize) {
         q.pending.push(p);
         q.pending_rows += rows;
         q.received += rows as u64;
@@ -178,21 +193,23 @@ impl Shared {
             q.flush_wanted = true;
             self.wake.notify_one();
         }
-        Ok(())
     }
 
     /// [`Shared::push`] without letting go of the GIL when that costs more than it saves: the
-    /// queue's lock is free and the queue has room. Otherwise `None`: push with the GIL
-    /// released (it may wait).
+    /// queue's lock is free and the queue has room — checked and used under one guard, so this
+    /// never waits. Otherwise `Err(p)`: push with the GIL released (it may wait).
     fn try_push(&self, p: Pending, rows: usize) -> std::result::Result<Result<()>, Pending> {
-        let Ok(q) = self.queue.try_lock() else {
+        let Ok(mut q) = self.queue.try_lock() else {
             return Err(p);
         };
         if q.pending_rows > QUEUE_LIMIT.max(self.batch_size) {
             return Err(p);
         }
-        drop(q);
-        Ok(self.push(p, rows))
+        if let Err(e) = q.check() {
+            return Ok(Err(e));
+        }
+        self.queue_locked(&mut q, p, rows);
+        Ok(Ok(()))
     }
 
     /// Queues `p`, releasing the GIL only if it has to wait.
@@ -232,7 +249,8 @@ impl Shared {
         })();
         match written {
             Ok(()) => {
-                sinks.flushed += rows as u64;
+                self.flushed
+                    .fetch_add(rows as u64, std::sync::atomic::Ordering::Relaxed);
                 Ok(())
             }
             Err(e) => {
@@ -245,7 +263,7 @@ impl Shared {
 
     /// Flushes what is queued, closes the sinks and finishes the deliveries; the summary as
     /// JSON. Call after the flusher has stopped.
-    fn close(&self) -> Result<String> {
+    fn close(&self, stop: &dyn Fn() -> bool) -> Result<String> {
         if let Some(s) = &lock(&self.sinks).summary {
             return Ok(s.clone());
         }
@@ -262,13 +280,13 @@ impl Shared {
         let Some(core) = sinks.core.take() else {
             return Err(first.unwrap_or_else(closed_error));
         };
-        let summary = match core.finish() {
+        let summary = match core.finish_with(stop) {
             Ok(s) => s,
             Err(e) => return Err(first.unwrap_or(e)),
         };
         let json = serde_json::to_string(&serde_json::json!({
             "rows": received,
-            "flushed": sinks.flushed,
+            "flushed": self.flushed.load(std::sync::atomic::Ordering::Relaxed),
             "sinks": summary.sinks,
             "tape": summary.tape,
             "deliveries": summary.deliveries,
@@ -416,9 +434,11 @@ impl Recorder {
                 broken: None,
                 closing: false,
             }),
+            watch: core.tape_watch(),
+            status: core.status_handle(),
+            flushed: std::sync::atomic::AtomicU64::new(0),
             sinks: Mutex::new(Sinks {
                 core: Some(core),
-                flushed: 0,
                 summary: None,
             }),
             wake: Condvar::new(),
@@ -452,13 +472,12 @@ impl Recorder {
             return self.shared.push_from(py, Pending::Batch(batch), n);
         }
         let first = lock(&self.shared.queue).received;
-        let rows = {
-            let mut keys = self
-                .keys
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            crate::rows::rows(rows, &mut keys, first)?
-        };
+        // The key cache is taken out while Python runs (a generator, a mapping's methods), so
+        // no Rust lock is held while another thread may need the GIL.
+        let mut keys = std::mem::take(&mut *lock(&self.keys));
+        let converted = crate::rows::rows(rows, &mut keys, first);
+        *lock(&self.keys) = keys;
+        let rows = converted?;
         let n = rows.len();
         if n == 0 {
             return Ok(());
@@ -594,18 +613,16 @@ impl Recorder {
     }
 
     /// Rows of this run acknowledged: by the tape (durable under its fsync policy), or without
-    /// a tape, handed to the sinks and flushed.
+    /// a tape, handed to the sinks and flushed. Read without waiting for a flush in progress.
     #[getter]
-    fn acknowledged(&self, py: Python<'_>) -> u64 {
-        let shared = &self.shared;
-        py.detach(|| {
-            let sinks = lock(&shared.sinks);
-            sinks
-                .core
-                .as_ref()
-                .and_then(Core::acknowledged)
-                .unwrap_or(sinks.flushed)
-        })
+    fn acknowledged(&self) -> u64 {
+        match &self.shared.watch {
+            Some((watch, start)) => watch.durable_seq().saturating_sub(*start),
+            None => self
+                .shared
+                .flushed
+                .load(std::sync::atomic::Ordering::Relaxed),
+        }
     }
 
     /// Rows written but not yet handed to the sinks (the flusher's queue).
@@ -630,18 +647,16 @@ impl Recorder {
         lock(&self.shared.queue).closing
     }
 
-    /// Each delivery's cursor, lag and state, as JSON (empty list without a tape).
-    fn progress_json(&self, py: Python<'_>) -> String {
-        let shared = &self.shared;
-        py.detach(|| {
-            let sinks = lock(&shared.sinks);
-            let deliveries = sinks
-                .core
-                .as_ref()
-                .map(Core::deliveries)
-                .unwrap_or_default();
-            serde_json::to_string(&deliveries).unwrap_or_default()
-        })
+    /// Each delivery's cursor, lag and state, as JSON (empty list without a tape). Read without
+    /// waiting for a flush or the final delivery in progress.
+    fn progress_json(&self) -> String {
+        let deliveries = self
+            .shared
+            .status
+            .as_ref()
+            .map(tapedeck::deliver::StatusHandle::statuses)
+            .unwrap_or_default();
+        serde_json::to_string(&deliveries).unwrap_or_default()
     }
 
     /// Flushes, closes the sinks (with a tape: seals it and brings every delivery to its
@@ -649,20 +664,39 @@ impl Recorder {
     fn close(&self, py: Python<'_>) -> PyResult<String> {
         let timer = lock(&self.timer).take();
         let shared = &self.shared;
-        py.detach(|| finish(shared, timer))
-            .map_err(|e| to_py(py, e))
+        // Ctrl-C while the deliveries finish (a database away) stops them at their committed
+        // cursors — the rows stay on the tape for the next run — and is raised afterwards.
+        let interrupt: Mutex<Option<PyErr>> = Mutex::new(None);
+        let stop = || {
+            Python::attach(|py| match py.check_signals() {
+                Ok(()) => false,
+                Err(e) => {
+                    lock(&interrupt).get_or_insert(e);
+                    true
+                }
+            })
+        };
+        let out = py.detach(|| finish(shared, timer, &stop));
+        if let Some(e) = lock(&interrupt).take() {
+            return Err(e);
+        }
+        out.map_err(|e| to_py(py, e))
     }
 }
 
 /// Stops the flusher, then flushes, closes and summarises (see [`Shared::close`]).
-fn finish(shared: &Shared, flusher: Option<JoinHandle<()>>) -> Result<String> {
+fn finish(
+    shared: &Shared,
+    flusher: Option<JoinHandle<()>>,
+    stop: &dyn Fn() -> bool,
+) -> Result<String> {
     lock(&shared.queue).closing = true;
     shared.wake.notify_all();
     shared.room.notify_all();
     if let Some(t) = flusher {
         let _ = t.join();
     }
-    shared.close()
+    shared.close(stop)
 }
 
 impl Drop for Recorder {
@@ -672,7 +706,11 @@ impl Drop for Recorder {
         // delivery may wait on a database).
         let timer = lock(&self.timer).take();
         let shared = &self.shared;
-        Python::attach(|py| py.detach(|| finish(shared, timer).map(drop)).ok());
+        // Not interruptible here: a delivery still running (its sink away) is stopped at its
+        // committed cursor after DROP_FINISH_FOR; the rows stay on the tape for the next run.
+        let started = Instant::now();
+        let stop = move || started.elapsed() > DROP_FINISH_FOR;
+        Python::attach(|py| py.detach(|| finish(shared, timer, &stop).map(drop)).ok());
     }
 }
 

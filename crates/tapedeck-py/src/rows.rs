@@ -324,8 +324,12 @@ pub fn fast_batch(rows: &Bound<'_, PyAny>) -> PyResult<Option<RecordBatch>> {
                 return Ok(None);
             };
             let col = &mut columns[i];
-            // A dict has each key once, so the column is at most at row `r` here.
             let have = col.len(null_rows[i]);
+            if have > r {
+                // Two keys of one dict named alike (str subclasses with their own equality):
+                // the general path reports the collision.
+                return Ok(None);
+            }
             if !matches!(scalar, Scalar::Null) {
                 // The column's kind, from its first value; an int column meeting a float widens.
                 let widen = matches!((&*col, &scalar), (FastColumn::Int(_), Scalar::Float(_)));

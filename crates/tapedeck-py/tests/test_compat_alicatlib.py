@@ -235,3 +235,24 @@ def test_a_parquet_sink_with_a_tape_loses_nothing_acknowledged_to_a_kill(tmp_pat
     assert t.num_rows >= written
     n = t.column("t_mono_ns").to_pylist()
     assert n == sorted(set(n)), "a sample was delivered twice"
+
+
+def test_a_flush_in_progress_when_the_stream_ends_is_finished_not_dropped() -> None:
+    class SlowSink(sinks.InMemorySink):
+        async def write_many(self, samples: Any) -> None:
+            await asyncio.sleep(0.3)  # a write that really waits (a database)
+            await super().write_many(samples)
+
+    async def stream() -> AsyncIterator[dict[str, Sample]]:
+        for i in range(3):
+            yield {"fuel": sample(i)}
+        await asyncio.sleep(0.15)  # the 0.1 s timer starts a flush that is still running...
+        yield {"fuel": sample(3)}
+        # ...when the stream ends here
+
+    async def main() -> tuple[int, int]:
+        async with SlowSink() as sink:
+            summary = await sinks.pipe(stream(), sink, batch_size=64, flush_interval=0.1)
+            return summary.samples_emitted, len(sink.samples)
+
+    assert asyncio.run(main()) == (4, 4)

@@ -308,3 +308,36 @@ def test_the_async_recorder_never_blocks_the_event_loop(tmp_path: Path) -> None:
     assert summary is not None and summary["tape"]["acknowledged"] == 2_000_000
     # The loop kept ticking every ~10 ms while the tape fsynced and the CSV was written.
     assert max(gaps) < 0.1, f"the event loop stalled {max(gaps) * 1000:.0f} ms"
+
+
+def test_odd_inputs_are_typed_errors_not_crashes(tmp_path: Path) -> None:
+    class Key(str):
+        """A str subclass equal to another key: two entries of one dict named alike."""
+
+        def __eq__(self, other: object) -> bool:
+            return str.__eq__(self, other)
+
+        def __hash__(self) -> int:
+            return hash(str(self)) + 1
+
+    with tapedeck.Recorder(tape=tmp_path / "tape") as rec:
+        with pytest.raises(TypeError):
+            rec.write_rows([{"a": 1, Key("a"): 2}])
+        with pytest.raises(TypeError, match="record batch"):
+            rec.write_batch(pa.array([1, 2, 3]))  # an array, not a table
+        rec.write_rows([{"a": 1}])
+    assert pa.table(tapedeck.open_tape(tmp_path / "tape").reader()).num_rows == 1
+
+
+def test_an_async_recorder_closed_twice_gives_its_summary_twice(tmp_path: Path) -> None:
+    import asyncio
+
+    async def main() -> tuple[object, object]:
+        rec = tapedeck.AsyncRecorder(tape=tmp_path / "tape")
+        async with rec:
+            await rec.write_rows([{"n": 1}])
+            first = await rec.close()
+        return first, await rec.close()
+
+    first, second = asyncio.run(main())
+    assert first is not None and first == second

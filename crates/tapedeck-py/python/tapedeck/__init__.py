@@ -258,7 +258,7 @@ class Recorder:
     @property
     def acknowledged(self) -> int:
         """Rows of this run acknowledged: durable on the tape (under its fsync policy), or
-        without a tape, flushed to the sinks."""
+        without a tape, flushed to the sinks. Never waits for a flush in progress."""
         return int(self._native.acknowledged)
 
     @property
@@ -326,7 +326,11 @@ class AsyncRecorder:
     async def open(self) -> Self:
         """Opens the recorder (``async with`` does it)."""
         if self._rec is None:
-            self._rec = await self._run(Recorder, *self._args, **self._options)
+            try:
+                self._rec = await self._run(Recorder, *self._args, **self._options)
+            except BaseException:
+                self._pool.shutdown(wait=False)
+                raise
         return self
 
     async def __aenter__(self) -> Self:
@@ -377,8 +381,8 @@ class AsyncRecorder:
         return self._recorder().progress
 
     async def close(self) -> dict[str, Any] | None:
-        """See :meth:`Recorder.close`."""
-        if self._rec is not None:
+        """See :meth:`Recorder.close`; a second call returns the same summary."""
+        if self._rec is not None and not self._rec.closed:
             try:
                 self.summary = await self._run(self._rec.close)
             finally:

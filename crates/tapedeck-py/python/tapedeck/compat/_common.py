@@ -218,7 +218,15 @@ async def drain(
             if buffer:
                 taken = buffer[:]
                 buffer.clear()
-                await write_many(taken)
+                # A cancellation (of the pipe, or of the timer when the stream ends) lets a
+                # write already begun finish: the records it took are then written, not lost.
+                task = asyncio.ensure_future(write_many(taken))
+                try:
+                    await asyncio.shield(task)
+                except asyncio.CancelledError:
+                    await task
+                    written += len(taken)
+                    raise
                 written += len(taken)
             last_flush = loop.time()
 
@@ -241,7 +249,9 @@ async def drain(
                     ticker.result()  # the timer's flush failed: raise its error here
                 await flush()
     finally:
-        ticker.cancel()
+        # The timer is stopped between its flushes (under the lock), never inside one.
+        async with lock:
+            ticker.cancel()
         try:
             await ticker
         except asyncio.CancelledError:

@@ -28,7 +28,7 @@ import datetime as _dt
 import os
 import urllib.parse
 from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Self
 
@@ -307,11 +307,11 @@ class SqliteSink(_DaqSink):
 class PostgresConfig:
     """Where and how :class:`PostgresSink` writes; dtollib's fields and checks."""
 
-    dsn: str | None = None
+    dsn: str | None = field(default=None, repr=False)  # may hold a password
     host: str | None = None
     port: int = 5432
     user: str | None = None
-    password: str | None = None
+    password: str | None = field(default=None, repr=False)
     database: str | None = None
     schema: str = "public"
     table_readings: str = "readings"
