@@ -13,7 +13,7 @@ use tapedeck::Error;
 /// The name of the `tapedeck.errors` class for `e`. A sink's error (`Error::Sink`) is
 /// classified by what went wrong inside it, so a database that went away is a
 /// `ConnectError` whichever sink reported it.
-fn class_name(e: &Error) -> &'static str {
+pub fn class_name(e: &Error) -> &'static str {
     match e {
         Error::UnknownScheme { .. }
         | Error::UnknownParam { .. }

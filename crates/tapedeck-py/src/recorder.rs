@@ -104,7 +104,7 @@ struct Queue {
     /// A failure of the flusher thread, raised by the next call.
     failure: Option<Error>,
     /// Set once a write or flush failed: what to say to every later write.
-    broken: Option<String>,
+    broken: Option<Broken>,
     /// `close()` began: no more writes; the flusher ends.
     closing: bool,
 }
@@ -145,10 +145,32 @@ fn closed_error() -> Error {
     }
 }
 
-fn broken_error(why: &str) -> Error {
+/// The failure that stopped the recorder, kept so every later call raises it as its own
+/// class (a full disk stays a `StorageError` with `ENOSPC`), not as a usage error.
+struct Broken {
+    message: String,
+    class: &'static str,
+    errno: Option<i32>,
+}
+
+impl Broken {
+    fn of(e: &Error) -> Broken {
+        Broken {
+            message: e.to_string(),
+            class: crate::errors::class_name(e),
+            errno: e.os_error(),
+        }
+    }
+}
+
+/// The option name of the error that stands for [`Broken`] until it reaches Python
+/// ([`Shared::to_py`] raises the kept class instead).
+const BROKEN: &str = "recorder (failed earlier)";
+
+fn broken_error(why: &Broken) -> Error {
     Error::InvalidOption {
-        option: "recorder",
-        message: format!("it failed earlier and takes no more rows: {why}"),
+        option: BROKEN,
+        message: format!("it failed earlier and takes no more rows: {}", why.message),
     }
 }
 
@@ -215,9 +237,23 @@ impl Shared {
     /// Queues `p`, releasing the GIL only if it has to wait.
     fn push_from(&self, py: Python<'_>, p: Pending, rows: usize) -> PyResult<()> {
         match self.try_push(p, rows) {
-            Ok(r) => r.map_err(|e| to_py(py, e)),
-            Err(p) => py.detach(|| self.push(p, rows)).map_err(|e| to_py(py, e)),
+            Ok(r) => r.map_err(|e| self.to_py(py, e)),
+            Err(p) => py
+                .detach(|| self.push(p, rows))
+                .map_err(|e| self.to_py(py, e)),
         }
+    }
+
+    /// `e` as a Python exception; the stand-in for an earlier failure is raised as that
+    /// failure's class.
+    fn to_py(&self, py: Python<'_>, e: Error) -> PyErr {
+        if let Error::InvalidOption { option, message } = &e
+            && *option == BROKEN
+            && let Some(b) = &lock(&self.queue).broken
+        {
+            return crate::errors::raise(py, b.class, b.errno, message.clone());
+        }
+        to_py(py, e)
     }
 
     /// Hands everything queued to the recorder and flushes it. The sinks' lock is taken before
@@ -254,7 +290,7 @@ impl Shared {
                 Ok(())
             }
             Err(e) => {
-                lock(&self.queue).broken = Some(e.to_string());
+                lock(&self.queue).broken = Some(Broken::of(&e));
                 self.room.notify_all();
                 Err(e)
             }
@@ -495,7 +531,7 @@ impl Recorder {
                 None => Ok(()),
             }
         })
-        .map_err(|e| to_py(py, e))
+        .map_err(|e| self.shared.to_py(py, e))
     }
 
     /// Writes Arrow data: anything with `__arrow_c_stream__` or `__arrow_c_array__`.
@@ -512,7 +548,7 @@ impl Recorder {
             }
             Ok(())
         })
-        .map_err(|e| to_py(py, e))
+        .map_err(|e| self.shared.to_py(py, e))
     }
 
     /// Writes one DAQ block; `values` is a C-contiguous float64 buffer of channels × samples.
@@ -583,7 +619,7 @@ impl Recorder {
         block.validate().map_err(|e| to_py(py, e))?;
         let shared = &self.shared;
         py.detach(|| shared.push(Pending::Block(Box::new(block)), samples))
-            .map_err(|e| to_py(py, e))
+            .map_err(|e| self.shared.to_py(py, e))
     }
 
     /// Hands everything written so far to the sinks (with a tape: onto the tape, acknowledged
@@ -594,7 +630,7 @@ impl Recorder {
             lock(&shared.queue).check()?;
             shared.flush()
         })
-        .map_err(|e| to_py(py, e))
+        .map_err(|e| self.shared.to_py(py, e))
     }
 
     /// Flushes, then waits until every row written so far is acknowledged (with a tape:
@@ -604,12 +640,22 @@ impl Recorder {
         py.detach(|| {
             lock(&shared.queue).check()?;
             shared.flush()?;
-            match lock(&shared.sinks).core.as_mut() {
+            let synced = match lock(&shared.sinks).core.as_mut() {
                 Some(core) => core.sync(),
                 None => Err(closed_error()),
+            };
+            if let Err(e) = &synced
+                && e.os_error().is_some()
+            {
+                // The tape writer stopped (a full disk, EIO): no more rows are taken.
+                lock(&shared.queue)
+                    .broken
+                    .get_or_insert_with(|| Broken::of(e));
+                shared.room.notify_all();
             }
+            synced
         })
-        .map_err(|e| to_py(py, e))
+        .map_err(|e| self.shared.to_py(py, e))
     }
 
     /// Rows of this run acknowledged: by the tape (durable under its fsync policy), or without
@@ -680,7 +726,7 @@ impl Recorder {
         if let Some(e) = lock(&interrupt).take() {
             return Err(e);
         }
-        out.map_err(|e| to_py(py, e))
+        out.map_err(|e| self.shared.to_py(py, e))
     }
 }
 

@@ -228,6 +228,10 @@ def test_a_full_disk_is_a_storage_error_with_enospc_and_keeps_what_was_acknowled
         assert isinstance(e.value, errors.StorageError)
         assert e.value.errno == errno.ENOSPC
         assert acknowledged > 0
+        # Later calls raise the same kind of error, not a usage error.
+        with pytest.raises(errors.StorageError, match="failed earlier") as again:
+            rec.write_rows([{"x": 1.0}])
+        assert again.value.errno == errno.ENOSPC
         with pytest.raises(errors.TapedeckError):
             rec.close()
         # Every acknowledged row is on the tape, read back by a fresh reader.

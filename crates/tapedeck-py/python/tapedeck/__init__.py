@@ -355,8 +355,9 @@ class AsyncRecorder:
         await self._write(self._recorder().write_rows, rows)
 
     async def write_batch(self, data: Any) -> None:
-        """See :meth:`Recorder.write_batch`."""
-        await self._write(self._recorder().write_batch, data)
+        """See :meth:`Recorder.write_batch`. Runs on the recorder's thread: importing a stream
+        pulls it (a DuckDB query, a file reader), which may take a while."""
+        await self._run(self._recorder().write_batch, data)
 
     async def write_block(self, values: Any, **metadata: Any) -> None:
         """See :meth:`Recorder.write_block`."""
