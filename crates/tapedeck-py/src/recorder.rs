@@ -274,8 +274,12 @@ impl Shared {
         let Some(core) = sinks.core.as_mut() else {
             return Err(closed_error());
         };
+        // With a tape, the tape writer joins what it is handed into frames itself; joining
+        // here first would copy every row once more.
+        let tape = self.watch.is_some();
         let written = (|| {
-            for p in joined(pending)? {
+            let pending = if tape { pending } else { joined(pending)? };
+            for p in pending {
                 match p {
                     Pending::Batch(b) => core.write_batch(&b)?,
                     Pending::Block(b) => core.write_block(&b)?,

@@ -9,7 +9,7 @@
 
 use std::path::PathBuf;
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arrow_array::{RecordBatch, RecordBatchReader};
 use arrow_schema::{ArrowError, Schema, SchemaRef};
@@ -32,7 +32,14 @@ struct TapeBatches {
     /// The first batch, read to learn the schema.
     peeked: Option<RecordBatch>,
     done: bool,
+    /// When the readable end was last looked up, and whether a writer held the tape then.
+    looked: Option<(Instant, bool)>,
+    /// The reader reached the end it was given; look it up again before the next read.
+    caught_up: bool,
 }
+
+/// How old a look at the writer's published position may get while the reader is behind it.
+const LOOK_AGAIN: Duration = Duration::from_millis(100);
 
 impl TapeBatches {
     fn open(
@@ -52,6 +59,8 @@ impl TapeBatches {
             schema: std::sync::Arc::new(Schema::empty()),
             peeked: None,
             done: false,
+            looked: None,
+            caught_up: false,
         };
         // The stream's schema is the first batch's: read it now (following, wait for it).
         if let Some(b) = t.next_batch()? {
@@ -70,14 +79,25 @@ impl TapeBatches {
             return Ok(None);
         }
         loop {
-            // The lock first: a position read after the writer is seen gone is its last one.
-            let running = acked::writer_running(&self.dir);
-            let until = if running {
-                Some(acked::read(&self.dir)?.unwrap_or(0))
-            } else {
-                None
-            };
-            self.reader.set_until(until);
+            // Where the readable rows end: looked up (a lock attempt and a file read) when the
+            // reader has caught up with the last look, or once it is LOOK_AGAIN old — not for
+            // every frame.
+            let stale = self
+                .looked
+                .is_none_or(|(at, _)| at.elapsed() >= LOOK_AGAIN || self.caught_up);
+            if stale {
+                // The lock first: a position read after the writer is seen gone is its last one.
+                let running = acked::writer_running(&self.dir);
+                let until = if running {
+                    Some(acked::read(&self.dir)?.unwrap_or(0))
+                } else {
+                    None
+                };
+                self.reader.set_until(until);
+                self.looked = Some((Instant::now(), running));
+                self.caught_up = false;
+            }
+            let running = self.looked.is_some_and(|(_, r)| r);
             let next = self.reader.next_batch()?;
             let damaged = self.reader.take_unreadable();
             if !damaged.is_empty() && !self.skip_damage {
@@ -92,7 +112,12 @@ impl TapeBatches {
             }
             match next {
                 Some((_, b)) => return Ok(Some(b)),
-                None if self.follow && running => std::thread::sleep(self.poll),
+                // Caught up with a stale look: look again before deciding.
+                None if !stale => self.caught_up = true,
+                None if self.follow && running => {
+                    std::thread::sleep(self.poll);
+                    self.caught_up = true;
+                }
                 None => {
                     self.done = true;
                     return Ok(None);

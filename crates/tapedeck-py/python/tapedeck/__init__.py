@@ -44,6 +44,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Self
 
 from . import _tapedeck, errors
+from ._time import micros
 from .cache import StreamCache, StreamCacheReader
 from .errors import TapedeckError
 from .journal import Journal
@@ -76,16 +77,6 @@ def sinks() -> list[dict[str, Any]]:
     """
     result: list[dict[str, Any]] = json.loads(_tapedeck.sinks_json())
     return result
-
-
-def _micros(t: _dt.datetime | float) -> int:
-    """Microseconds since the Unix epoch: a datetime (naive = UTC) or seconds since it."""
-    if isinstance(t, _dt.datetime):
-        if t.tzinfo is None:
-            t = t.replace(tzinfo=_dt.UTC)
-        delta = t - _dt.datetime(1970, 1, 1, tzinfo=_dt.UTC)
-        return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
-    return round(float(t) * 1_000_000)
 
 
 class Recorder:
@@ -233,7 +224,7 @@ class Recorder:
             int(block_index),
             int(first_sample_index),
             int(t_mono_ns if t_mono_ns is not None else time.monotonic_ns()),
-            _micros(t_utc if t_utc is not None else _dt.datetime.now(_dt.UTC)),
+            micros(t_utc if t_utc is not None else _dt.datetime.now(_dt.UTC)),
             period_ns,
             int(read_window_ns),
             raw,

@@ -31,6 +31,7 @@ from contextlib import contextmanager
 from typing import Any, Self
 
 from . import _tapedeck
+from ._time import micros
 
 __all__ = ["Journal"]
 
@@ -125,11 +126,7 @@ class Journal:
 
     def value_as_of(self, when: _dt.datetime) -> Any:
         """The state as it was at ``when`` (naive: UTC); ``None`` before the first record."""
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=_dt.UTC)
-        delta = when - _dt.datetime(1970, 1, 1, tzinfo=_dt.UTC)
-        us = (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
-        v = self._native.value_as_of_json(us)
+        v = self._native.value_as_of_json(micros(when))
         return None if v is None else json.loads(v)
 
     @property
