@@ -122,3 +122,38 @@ fn metadata_is_set_with_the_recording_changed_audited_and_read_as_of_a_time() {
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("no metadata yet"));
 }
+
+#[test]
+fn history_follow_prints_changes_committed_by_another_process_until_stopped() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let t = dir.path().to_str().unwrap();
+    stdout(&tapedeck(&["meta", t, "set", "operator=ana"]));
+    let mut follow = Command::new(env!("CARGO_BIN_EXE_tapedeck"))
+        .args(["meta", t, "history", "--follow", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(follow.stdout.take().unwrap()).lines();
+    let mut next =
+        || -> serde_json::Value { serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap() };
+    assert_eq!(next()["action"], "open");
+    assert_eq!(next()["changes"][0]["new"], "ana");
+    for gain in 1..=3 {
+        stdout(&tapedeck(&["meta", t, "set", &format!("gain={gain}")]));
+        let line = next();
+        assert_eq!(line["changes"][0]["key"], "gain", "{line}");
+        assert_eq!(line["changes"][0]["new"], gain, "{line}");
+    }
+    // Ctrl-C stops it, successfully.
+    let pid = follow.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = follow.wait().unwrap();
+    assert!(status.success(), "{status}");
+}

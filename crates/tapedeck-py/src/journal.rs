@@ -12,7 +12,9 @@ use std::sync::Mutex;
 use pyo3::prelude::*;
 use serde_json::Value;
 use tapedeck::durability::FsyncPolicy;
-use tapedeck::journal::{Journal as Core, JournalOptions};
+use tapedeck::journal::{
+    Journal as Core, JournalFollower as CoreFollower, JournalFormat, JournalOptions,
+};
 use tapedeck::{Error, Result};
 
 use crate::errors::{named, to_py};
@@ -62,7 +64,8 @@ impl Journal {
 #[pymethods]
 impl Journal {
     #[new]
-    #[pyo3(signature = (path, fsync=None, author=None, snapshot_every=None, read_only=false))]
+    #[pyo3(signature = (path, fsync=None, author=None, snapshot_every=None, read_only=false, format=None, snapshot_bytes=None))]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
         path: PathBuf,
@@ -70,10 +73,25 @@ impl Journal {
         author: Option<String>,
         snapshot_every: Option<u64>,
         read_only: bool,
+        format: Option<String>,
+        snapshot_bytes: Option<u64>,
     ) -> PyResult<Journal> {
+        let format = match format.as_deref() {
+            None | Some("json-lines") => JournalFormat::JsonLines,
+            Some("msgpack") => JournalFormat::MessagePack,
+            Some(other) => {
+                return Err(named(
+                    py,
+                    "OptionError",
+                    format!("format `{other}`: use \"json-lines\" or \"msgpack\""),
+                ));
+            }
+        };
         let mut options = JournalOptions {
             author,
             snapshot_every,
+            snapshot_bytes,
+            format,
             ..JournalOptions::default()
         };
         if let Some(f) = fsync {
@@ -137,7 +155,7 @@ impl Journal {
     fn history_json(&self, py: Python<'_>, all: bool) -> PyResult<String> {
         self.with(py, |c| {
             let records = if all { c.all_records()? } else { c.history()? };
-            Ok(serde_json::to_string(&records).unwrap_or_default())
+            serde_json::to_string(&records).map_err(|e| bad_json("a record", e))
         })
     }
 
@@ -187,5 +205,49 @@ impl Journal {
             }
         })
         .map_err(|e| to_py(py, e))
+    }
+}
+
+/// Reads a journal while another process (or thread) writes it; the Python class
+/// `tapedeck.JournalFollower` wraps it.
+#[pyclass(module = "tapedeck._tapedeck", name = "JournalFollower")]
+pub struct Follower {
+    inner: Mutex<CoreFollower>,
+}
+
+#[pymethods]
+impl Follower {
+    #[new]
+    #[pyo3(signature = (path, from_seq=0))]
+    fn new(py: Python<'_>, path: PathBuf, from_seq: u64) -> PyResult<Follower> {
+        let inner = py
+            .detach(|| CoreFollower::new(&path, from_seq))
+            .map_err(|e| to_py(py, e))?;
+        Ok(Follower {
+            inner: Mutex::new(inner),
+        })
+    }
+
+    /// The records committed since the last poll (at most `max`), as a JSON list.
+    #[pyo3(signature = (max=10_000))]
+    fn poll_json(&self, py: Python<'_>, max: usize) -> PyResult<String> {
+        let inner = &self.inner;
+        py.detach(|| {
+            let records = inner
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .poll(max)?;
+            serde_json::to_string(&records).map_err(|e| bad_json("a record", e))
+        })
+        .map_err(|e| to_py(py, e))
+    }
+
+    /// The sequence number of the next record a poll returns.
+    #[getter]
+    fn next_seq(&self) -> u64 {
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .next_seq()
     }
 }

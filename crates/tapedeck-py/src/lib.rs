@@ -43,6 +43,7 @@ fn _tapedeck(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<cache::CacheReader>()?;
     m.add_class::<cache::Batch>()?;
     m.add_class::<journal::Journal>()?;
+    m.add_class::<journal::Follower>()?;
     m.add_function(wrap_pyfunction!(tape::inspect_json, m)?)?;
     m.add_function(wrap_pyfunction!(tape::verify_json, m)?)?;
     m.add_function(wrap_pyfunction!(sinks_json, m)?)?;

@@ -98,3 +98,34 @@ def test_what_was_synced_survives_a_kill(tmp_path: Path) -> None:
     with tapedeck.Journal(path) as j:
         assert j.get("/k") == last
     assert os.path.exists(path)
+
+
+def test_a_msgpack_journal_reads_back_and_a_follower_in_another_process_sees_it(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "j"
+    with tapedeck.Journal(path, format="msgpack", snapshot_bytes=512) as j:
+        for k in range(50):
+            j.set(f"/k{k % 7}", k)
+    assert path.read_bytes()[:8] == b"TDJ\x00MP1\n"
+    follower = tapedeck.JournalFollower(path)
+    seen = follower.poll()
+    assert [r["seq"] for r in seen] == list(range(len(seen)))
+    # Snapshots by size started new files; the history reads across them.
+    assert sum(r["action"] == "snapshot" for r in seen) >= 2
+    script = textwrap.dedent(
+        f"""
+        import tapedeck
+        with tapedeck.Journal({str(path)!r}, fsync="always") as j:
+            for k in range(20):
+                j.set("/later", k)
+        """
+    )
+    subprocess.run([sys.executable, "-c", script], check=True)
+    later = follower.poll()
+    assert [r["seq"] for r in later] == list(range(len(seen), follower.next_seq))
+    assert later[-1]["patch"] == [{"op": "add", "path": "/later", "value": 19}]
+    with tapedeck.Journal(path, read_only=True) as j:
+        assert j.get("/later") == 19 and j.get("/k0") == 49
+    with pytest.raises(errors.OptionError, match="msgpack"):
+        tapedeck.Journal(tmp_path / "x", format="yaml")

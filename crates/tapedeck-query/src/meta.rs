@@ -43,12 +43,10 @@ pub fn register_meta(ctx: &SessionContext, name: &str, dir: impl AsRef<Path>) ->
     };
     let journal: Journal<Value> =
         Journal::open_read_only(&path).map_err(|e| table(e.to_string()))?;
-    let records = journal.all_records().map_err(|e| table(e.to_string()))?;
-    let changes: Vec<_> = key_changes(&records)
-        .map_err(table)?
-        .into_iter()
-        .flat_map(|(_, c)| c)
-        .collect();
+    let mut changes = Vec::new();
+    for r in key_changes(journal.records()) {
+        changes.extend(r.map_err(|e| table(e.to_string()))?.1);
+    }
     let text = |v: &Option<Value>| v.as_ref().map(Value::to_string);
     let schema = Arc::new(Schema::new(vec![
         Field::new(

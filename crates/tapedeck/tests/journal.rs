@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use proptest::prelude::*;
 use tapedeck::Error;
-use tapedeck::journal::{Journal, JournalOptions};
+use tapedeck::journal::{Journal, JournalFollower, JournalFormat, JournalOptions};
 use tapedeck::storage::{MemStorage, Storage};
 use tapedeck::tape::FsyncPolicy;
 
@@ -62,77 +62,246 @@ fn an_error_or_a_panic_rolls_back_state_and_file() {
     assert_eq!(storage.bytes("j").unwrap(), bytes);
 }
 
+const FORMATS: [JournalFormat; 2] = [JournalFormat::JsonLines, JournalFormat::MessagePack];
+
+/// A journal in `storage` (file `j`) with `n` sets, and the file's length after each record
+/// (the first: after the opening snapshot).
+fn written(storage: &MemStorage, format: JournalFormat, n: usize) -> Vec<usize> {
+    let j = open_mem(storage, JournalOptions { format, ..always() }).unwrap();
+    let mut ends = vec![storage.bytes("j").unwrap().len()];
+    for i in 0..n {
+        j.set("set", &format!("/key{i}"), &(i as i64)).unwrap();
+        ends.push(storage.bytes("j").unwrap().len());
+    }
+    ends
+}
+
 #[test]
 fn every_truncation_opens_with_the_torn_tail_cut_and_a_prefix_of_the_state() {
-    let storage = MemStorage::new();
-    let j = open_mem(&storage, always()).unwrap();
-    for i in 0..6 {
-        j.set("set", &format!("/key{i}"), &(i as i64)).unwrap();
-    }
-    drop(j);
-    let full = storage.bytes("j").unwrap();
-    // Record boundaries: a cut there is a clean file, anywhere else a torn tail.
-    let ends: Vec<usize> = full
-        .iter()
-        .enumerate()
-        .filter(|(_, b)| **b == b'\n')
-        .map(|(i, _)| i + 1)
-        .collect();
-    for cut in ends[0]..=full.len() {
-        let s = MemStorage::new();
-        s.create_new("j").unwrap();
-        s.append("j", &full[..cut]).unwrap();
-        s.sync("j").unwrap();
-        let j = open_mem(&s, always()).unwrap_or_else(|e| panic!("cut at {cut}: {e}"));
-        let whole = ends.iter().filter(|e| **e <= cut).count();
-        assert_eq!(j.state().unwrap(), prefix(whole - 1), "cut at {cut}");
-        let torn = j.recovery().torn_tail;
-        if ends.contains(&cut) {
-            assert_eq!(torn, None, "cut at {cut}");
-        } else {
-            let start = ends[whole - 1] as u64;
-            assert_eq!(torn, Some((start, cut as u64 - start)), "cut at {cut}");
-            assert_eq!(s.bytes("j").unwrap().len() as u64, start, "not cut back");
+    for format in FORMATS {
+        let storage = MemStorage::new();
+        let ends = written(&storage, format, 6);
+        let full = storage.bytes("j").unwrap();
+        // Record boundaries: a cut there is a clean file, anywhere else a torn tail.
+        for cut in ends[0]..=full.len() {
+            let s = MemStorage::new();
+            s.create_new("j").unwrap();
+            s.append("j", &full[..cut]).unwrap();
+            s.sync("j").unwrap();
+            let j =
+                open_mem(&s, always()).unwrap_or_else(|e| panic!("{format:?} cut at {cut}: {e}"));
+            let whole = ends.iter().filter(|e| **e <= cut).count();
+            assert_eq!(
+                j.state().unwrap(),
+                prefix(whole - 1),
+                "{format:?} cut at {cut}"
+            );
+            let torn = j.recovery().torn_tail;
+            if ends.contains(&cut) {
+                assert_eq!(torn, None, "{format:?} cut at {cut}");
+            } else {
+                let start = ends[whole - 1] as u64;
+                assert_eq!(
+                    torn,
+                    Some((start, cut as u64 - start)),
+                    "{format:?} cut at {cut}"
+                );
+                assert_eq!(s.bytes("j").unwrap().len() as u64, start, "not cut back");
+            }
+            // And it goes on from there, in its own format.
+            j.set("again", "/again", &1).unwrap();
+            drop(j);
+            assert_eq!(open_mem(&s, always()).unwrap().state().unwrap()["again"], 1);
+            let head = s.bytes("j").unwrap();
+            assert_eq!(
+                head.starts_with(b"TDJ\x00MP1\n"),
+                format == JournalFormat::MessagePack,
+                "{format:?}"
+            );
         }
-        // And it goes on from there.
-        j.set("again", "/again", &1).unwrap();
-        drop(j);
-        assert_eq!(open_mem(&s, always()).unwrap().state().unwrap()["again"], 1);
+        // Cut inside the MessagePack magic: a crash while the journal was created.
+        if format == JournalFormat::MessagePack {
+            for cut in 0..ends[0].min(8) {
+                let s = MemStorage::new();
+                s.put("j", full[..cut].to_vec());
+                let j = open_mem(&s, always()).unwrap();
+                assert_eq!(j.state().unwrap(), Map::new(), "cut at {cut}");
+            }
+        }
     }
 }
 
 #[test]
 fn damage_in_the_middle_is_named_and_read_only_reads_up_to_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("run.journal");
-    let j: Journal<Map> = Journal::open(&path, always()).unwrap();
-    for i in 0..5 {
+    for format in FORMATS {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("run.journal");
+        let storage = MemStorage::new();
+        let ends = written(&storage, format, 5);
+        let mut bytes = storage.bytes("j").unwrap();
+        // Record 3 (the third set) gets a flipped bit inside it, past its header.
+        let at = ends[2] + 20;
+        bytes[at] ^= 0x04;
+        std::fs::write(&path, &bytes).unwrap();
+        let e = Journal::<Map>::open(&path, always()).unwrap_err();
+        match &e {
+            Error::JournalDamaged { record, offset, .. } => {
+                assert_eq!((*record, *offset), (3, ends[2] as u64), "{format:?}: {e}");
+            }
+            other => panic!("expected JournalDamaged, got {other}"),
+        }
+        assert!(e.to_string().contains("CRC"), "{e}");
+        // Nothing was cut: the file is as it was.
+        assert_eq!(std::fs::read(&path).unwrap(), bytes);
+        let ro = Journal::<Map>::open_read_only(&path).unwrap();
+        assert_eq!(ro.state().unwrap(), prefix(2));
+        // The whole history read is an error naming the record, not a short history.
+        let e = ro.all_records().unwrap_err();
+        assert!(
+            matches!(e, Error::JournalDamaged { offset, .. } if offset == ends[2] as u64),
+            "{e}"
+        );
+    }
+}
+
+#[test]
+fn a_message_pack_journal_keeps_its_format_and_a_json_one_its_own() {
+    let storage = MemStorage::new();
+    let mp = JournalOptions {
+        format: JournalFormat::MessagePack,
+        ..always()
+    };
+    let j = open_mem(
+        &storage,
+        JournalOptions {
+            snapshot_every: Some(3),
+            ..mp.clone()
+        },
+    )
+    .unwrap();
+    for i in 0..10 {
         j.set("set", &format!("/key{i}"), &(i as i64)).unwrap();
     }
     drop(j);
-    let mut bytes = std::fs::read(&path).unwrap();
-    let ends: Vec<usize> = bytes
-        .iter()
-        .enumerate()
-        .filter(|(_, b)| **b == b'\n')
-        .map(|(i, _)| i + 1)
-        .collect();
-    // Record 3 (the third set) gets a flipped bit inside its JSON.
-    let at = ends[2] + 20;
-    bytes[at] ^= 0x04;
-    std::fs::write(&path, &bytes).unwrap();
-    let e = Journal::<Map>::open(&path, always()).unwrap_err();
-    match &e {
-        Error::JournalDamaged { record, offset, .. } => {
-            assert_eq!((*record, *offset), (3, ends[2] as u64), "{e}");
-        }
-        other => panic!("expected JournalDamaged, got {other}"),
+    // Rotated files and the live one are all MessagePack; reopened without saying so, too.
+    for name in storage.list().unwrap() {
+        assert!(
+            storage.bytes(&name).unwrap().starts_with(b"TDJ\x00MP1\n"),
+            "{name}"
+        );
     }
-    assert!(e.to_string().contains("CRC"), "{e}");
-    // Nothing was cut: the file is as it was.
-    assert_eq!(std::fs::read(&path).unwrap(), bytes);
-    let ro = Journal::<Map>::open_read_only(&path).unwrap();
-    assert_eq!(ro.state().unwrap(), prefix(2));
+    let j = open_mem(&storage, always()).unwrap();
+    assert_eq!(j.state().unwrap(), prefix(10));
+    assert_eq!(j.all_records().unwrap().len() as u64, j.next_seq());
+    // A JSON-lines journal opened with the MessagePack option stays JSON lines.
+    let json = MemStorage::new();
+    written(&json, JournalFormat::JsonLines, 2);
+    let j = open_mem(&json, mp).unwrap();
+    j.set("set", "/key2", &2).unwrap();
+    drop(j);
+    let text = String::from_utf8(json.bytes("j").unwrap()).unwrap();
+    assert_eq!(text.lines().count(), 4, "{text}");
+}
+
+#[test]
+fn snapshots_by_bytes_keep_the_live_file_small() {
+    let storage = MemStorage::new();
+    let options = JournalOptions {
+        snapshot_bytes: Some(4096),
+        ..always()
+    };
+    let j = open_mem(&storage, options).unwrap();
+    for i in 0..500 {
+        j.set("set", &format!("/key{}", i % 20), &(i as i64))
+            .unwrap();
+        let live = storage.bytes("j").unwrap().len();
+        // The live file: a snapshot of at most 20 keys and records up to the limit, plus one.
+        assert!(live <= 4096 + 1024, "{live} bytes after {i}");
+    }
+    assert!(storage.list().unwrap().len() > 5);
+    let all = j.all_records().unwrap();
+    assert_eq!(all.len() as u64, j.next_seq());
+    assert!(all.windows(2).all(|w| w[1].seq == w[0].seq + 1));
+}
+
+#[test]
+fn a_follower_sees_every_record_once_in_order_across_snapshots() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("run.journal");
+    let options = JournalOptions {
+        snapshot_every: Some(7),
+        ..always()
+    };
+    let j: Journal<Map> = Journal::open(&path, options).unwrap();
+    let mut follower = JournalFollower::new(&path, 0).unwrap();
+    // Another polls after every record (its next record is often a new file's snapshot).
+    let mut eager = JournalFollower::new(&path, 0).unwrap();
+    let (mut seen, mut seen_eagerly) = (Vec::new(), Vec::new());
+    for i in 0..60 {
+        j.set("set", &format!("/key{i}"), &(i as i64)).unwrap();
+        if i % 5 == 0 {
+            seen.extend(follower.poll(1000).unwrap());
+        }
+        seen_eagerly.extend(eager.poll(1000).unwrap());
+    }
+    seen.extend(follower.poll(1000).unwrap());
+    let seqs: Vec<u64> = seen.iter().map(|r| r.seq).collect();
+    assert_eq!(seqs, (0..j.next_seq()).collect::<Vec<_>>());
+    assert_eq!(seen_eagerly, seen);
+    assert!(follower.poll(1000).unwrap().is_empty());
+    // A record being appended (a torn tail, as a reader sees one mid-write) is not returned
+    // and is no error; the records after it are, once written.
+    drop(j);
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap();
+    f.write_all(b"0123abcd\t{\"seq\":").unwrap();
+    drop(f);
+    assert!(follower.poll(1000).unwrap().is_empty());
+    let j: Journal<Map> = Journal::open(&path, always()).unwrap();
+    j.set("set", "/after", &1).unwrap();
+    let after = follower.poll(1000).unwrap();
+    assert_eq!(after.len(), 1, "{after:?}");
+    assert_eq!(after[0].seq, j.next_seq() - 1);
+}
+
+#[test]
+fn history_read_one_record_at_a_time_survives_deleted_rotated_files() {
+    let storage = MemStorage::new();
+    let options = JournalOptions {
+        snapshot_every: Some(5),
+        ..always()
+    };
+    let j = open_mem(&storage, options).unwrap();
+    for i in 0..23 {
+        j.set("set", &format!("/key{i}"), &(i as i64)).unwrap();
+    }
+    let all: Vec<_> = j.records().collect::<Result<_, _>>().unwrap();
+    assert_eq!(all.len() as u64, j.next_seq());
+    // Someone deletes the oldest history file: the history starts at the next snapshot, and
+    // the state as of any later record is still right.
+    let oldest = storage
+        .list()
+        .unwrap()
+        .into_iter()
+        .filter(|n| n.starts_with("j."))
+        .min()
+        .unwrap();
+    storage.remove(&oldest).unwrap();
+    let rest: Vec<_> = j.records().collect::<Result<_, _>>().unwrap();
+    assert!(
+        rest[0].snapshot.is_some() && rest[0].seq > 0,
+        "{:?}",
+        rest[0]
+    );
+    assert_eq!(rest.last(), all.last());
+    let last = all.last().unwrap().seq;
+    assert_eq!(
+        j.value_at(last).unwrap().unwrap(),
+        serde_json::to_value(prefix(23)).unwrap()
+    );
 }
 
 #[test]
@@ -229,6 +398,7 @@ proptest! {
         n in 1usize..30,
         synced_upto in 0usize..30,
         snapshot_every in prop_oneof![Just(None), (2u64..8).prop_map(Some)],
+        message_pack in any::<bool>(),
         seed in any::<u32>(),
         zeroed in any::<bool>(),
     ) {
@@ -237,6 +407,7 @@ proptest! {
         let options = JournalOptions {
             fsync: FsyncPolicy::Interval(std::time::Duration::from_secs(3600)),
             snapshot_every,
+            format: if message_pack { JournalFormat::MessagePack } else { JournalFormat::JsonLines },
             ..JournalOptions::default()
         };
         let j = open_mem(&storage, options.clone()).unwrap();

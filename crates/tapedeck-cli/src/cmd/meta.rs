@@ -57,6 +57,10 @@ enum What {
         /// One JSON object per record (JSON lines).
         #[arg(long)]
         json: bool,
+        /// After the history, keep printing changes as they are committed (e.g. by a running
+        /// `tapedeck record --meta`, or `meta set` from another shell) until Ctrl-C.
+        #[arg(long)]
+        follow: bool,
     },
     /// Print the metadata as it stood at a time, e.g. `as-of 2026-11-29T12:00:00Z`.
     AsOf {
@@ -70,10 +74,13 @@ pub const HELP: &str = "Examples:
   tapedeck meta runs/tape set operator=ana 'gain.ai0=2.5' --action calibrate
   tapedeck meta runs/tape get
   tapedeck meta runs/tape history
+  tapedeck meta runs/tape history --follow
   tapedeck meta runs/tape as-of 2026-11-29T12:00:00Z
 
 The metadata lives in DIR/META, a journal: one CRC-checked record per change (time, action,
-author, the change as a JSON Patch), fsynced before the command returns. `record --tape DIR
+author, the change as a JSON Patch), fsynced before the command returns; every 8 MiB of records
+a snapshot starts a new file (older ones stay as META.<seq>-<date>, read by `history`).
+`history --follow` keeps printing changes as they are committed. `record --tape DIR
 --meta KEY=VALUE` sets keys when a recording starts.";
 
 /// Runs `tapedeck meta`; returns the exit code.
@@ -137,10 +144,7 @@ pub fn run(args: &Args) -> u8 {
             }
             EXIT_OK
         }),
-        What::History { json } => read(&path, |j| match j.all_records() {
-            Ok(records) => print_history(&records, *json),
-            Err(e) => fail(&e),
-        }),
+        What::History { json, follow } => read(&path, |j| print_history(j, &path, *json, *follow)),
         What::AsOf { time } => {
             let Some(t) = tapedeck::record::time::parse_timestamp(time) else {
                 eprintln!("error: `{time}` is not an ISO 8601 time, e.g. 2026-11-29T12:00:00Z");
@@ -179,6 +183,10 @@ pub fn parse_pairs(pairs: &[String]) -> Result<Vec<(String, Value)>, String> {
         .collect()
 }
 
+/// A new `META` file is started with a snapshot once the records after the last one take this
+/// many bytes (the older files stay, readable: `META.<seq>-<date>`).
+pub const META_SNAPSHOT_BYTES: u64 = 8 << 20;
+
 /// Commits `edit` of the metadata map as one record (action, author), fsynced.
 pub fn set_meta(
     path: &Path,
@@ -189,6 +197,9 @@ pub fn set_meta(
     let options = JournalOptions {
         fsync: FsyncPolicy::Always,
         author: author.or_else(|| std::env::var("USER").ok()),
+        // Opening replays only the records since the last snapshot: a long history opens
+        // fast and in memory proportional to the metadata, not to its history.
+        snapshot_bytes: Some(META_SNAPSHOT_BYTES),
         ..JournalOptions::default()
     };
     let j: Journal<Map<String, Value>> = Journal::open(path, options)?;
@@ -229,54 +240,100 @@ fn pretty(v: &Value) -> String {
 }
 
 /// One line per record (or a JSON object per record): time, record, action, author, then each
-/// key's old → new value. Later snapshots (which change nothing) are left out.
-fn print_history(records: &[tapedeck::journal::Record], json: bool) -> u8 {
-    let changed = match tapedeck::journal::key_changes(records) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return EXIT_FAILED;
-        }
-    };
-    for (r, changes) in changed {
+/// key's old → new value. Later snapshots (which change nothing) are left out. Records are read
+/// and printed one at a time: a long history starts printing at once.
+fn print_history(j: &Journal<Map<String, Value>>, path: &Path, json: bool, follow: bool) -> u8 {
+    use std::io::Write;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let mut tracker = tapedeck::journal::KeyTracker::default();
+    let next = std::cell::Cell::new(0);
+    let mut print = |out: &mut std::io::BufWriter<_>,
+                     r: tapedeck::Result<tapedeck::journal::Record>| {
+        let (r, changes) = tracker.changes_of(r?)?;
+        next.set(r.seq.saturating_add(1));
         if r.action == "snapshot" && changes.is_empty() {
-            continue;
+            return Ok(true);
         }
-        if json {
-            let obj = serde_json::json!({
-                "time": tapedeck::record::time::iso_micros(r.time),
-                "seq": r.seq,
-                "action": r.action,
-                "author": r.author,
-                "changes": changes
-                    .iter()
-                    .map(|c| serde_json::json!({"key": c.key, "old": c.old, "new": c.new}))
-                    .collect::<Vec<_>>(),
-            });
-            println!("{obj}");
-        } else {
-            let what = changes
-                .iter()
-                .map(|c| match (&c.old, &c.new) {
-                    (None, Some(n)) => format!("{}={n}", c.key),
-                    (Some(o), Some(n)) => format!("{}: {o} -> {n}", c.key),
-                    (Some(o), None) => format!("{} removed (was {o})", c.key),
-                    (None, None) => c.key.clone(),
-                })
-                .collect::<Vec<_>>()
-                .join(", ");
-            println!(
-                "{}  #{}  {}{}  {}",
-                tapedeck::record::time::iso_micros(r.time),
-                r.seq,
-                r.action,
-                r.author
-                    .as_deref()
-                    .map(|a| format!(" by {a}"))
-                    .unwrap_or_default(),
-                what
-            );
+        Ok(writeln!(out, "{}", history_line(&r, &changes, json)).is_ok())
+    };
+    for r in j.records() {
+        match print(&mut out, r) {
+            Ok(true) => {}
+            // stdout closed (`| head`): done.
+            Ok(false) => return EXIT_OK,
+            Err(e) => {
+                let _ = out.flush();
+                return fail(&e);
+            }
         }
     }
+    if out.flush().is_err() || !follow {
+        return EXIT_OK;
+    }
+    let mut follower = match tapedeck::journal::JournalFollower::new(path, next.get()) {
+        Ok(f) => f,
+        Err(e) => return fail(&e),
+    };
+    let (_, stop) = crate::signals::install_ctrlc();
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        let records = match follower.poll(10_000) {
+            Ok(r) => r,
+            Err(e) => return fail(&e),
+        };
+        for r in records {
+            match print(&mut out, Ok(r)) {
+                Ok(true) => {}
+                Ok(false) => return EXIT_OK,
+                Err(e) => return fail(&e),
+            }
+        }
+        if out.flush().is_err() {
+            return EXIT_OK;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
     EXIT_OK
+}
+
+fn history_line(
+    r: &tapedeck::journal::Record,
+    changes: &[tapedeck::journal::KeyChange],
+    json: bool,
+) -> String {
+    if json {
+        serde_json::json!({
+            "time": tapedeck::record::time::iso_micros(r.time),
+            "seq": r.seq,
+            "action": r.action,
+            "author": r.author,
+            "changes": changes
+                .iter()
+                .map(|c| serde_json::json!({"key": c.key, "old": c.old, "new": c.new}))
+                .collect::<Vec<_>>(),
+        })
+        .to_string()
+    } else {
+        let what = changes
+            .iter()
+            .map(|c| match (&c.old, &c.new) {
+                (None, Some(n)) => format!("{}={n}", c.key),
+                (Some(o), Some(n)) => format!("{}: {o} -> {n}", c.key),
+                (Some(o), None) => format!("{} removed (was {o})", c.key),
+                (None, None) => c.key.clone(),
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        format!(
+            "{}  #{}  {}{}  {}",
+            tapedeck::record::time::iso_micros(r.time),
+            r.seq,
+            r.action,
+            r.author
+                .as_deref()
+                .map(|a| format!(" by {a}"))
+                .unwrap_or_default(),
+            what
+        )
+    }
 }

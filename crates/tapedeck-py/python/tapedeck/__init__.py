@@ -47,11 +47,12 @@ from . import _tapedeck, errors
 from ._time import micros
 from .cache import StreamCache, StreamCacheReader
 from .errors import TapedeckError
-from .journal import Journal
+from .journal import Journal, JournalFollower
 
 __all__ = [
     "AsyncRecorder",
     "Journal",
+    "JournalFollower",
     "Recorder",
     "StreamCache",
     "StreamCacheReader",

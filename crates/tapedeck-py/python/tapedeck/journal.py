@@ -33,7 +33,7 @@ from typing import Any, Self
 from . import _tapedeck
 from ._time import micros
 
-__all__ = ["Journal"]
+__all__ = ["Journal", "JournalFollower"]
 
 _MISSING = object()
 
@@ -59,6 +59,10 @@ class Journal:
         snapshot_every: start a new file with a snapshot after this many records (the old file
             is kept, named ``PATH.<seq>-<date>``, and is still read by ``history(all=True)``).
         read_only: read the journal (also while another process writes it), write nothing.
+        format: the framing of a new journal's file: ``"json-lines"`` (the default, readable
+            in an editor) or ``"msgpack"`` (smaller, faster); an existing journal keeps its own.
+        snapshot_bytes: start a new file with a snapshot once the records after the last
+            snapshot take this many bytes.
     """
 
     def __init__(
@@ -69,9 +73,13 @@ class Journal:
         author: str | None = None,
         snapshot_every: int | None = None,
         read_only: bool = False,
+        format: str | None = None,
+        snapshot_bytes: int | None = None,
     ) -> None:
         self.path = os.fspath(path)
-        self._native = _tapedeck.Journal(self.path, fsync, author, snapshot_every, read_only)
+        self._native = _tapedeck.Journal(
+            self.path, fsync, author, snapshot_every, read_only, format, snapshot_bytes
+        )
 
     def __enter__(self) -> Self:
         return self
@@ -145,3 +153,38 @@ class Journal:
     def close(self) -> None:
         """Syncs and releases the journal and its writer lock."""
         self._native.close()
+
+
+class JournalFollower:
+    """Reads a journal while a writer (another process, or this one) commits to it: each
+    :meth:`poll` returns the records committed since the last one, across snapshots, taking no
+    lock. A record being written is returned once it is whole.
+
+    >>> import tapedeck, tempfile
+    >>> path = tempfile.mkdtemp() + "/run.journal"
+    >>> j = tapedeck.Journal(path, snapshot_every=2)
+    >>> f = tapedeck.JournalFollower(path)
+    >>> [r["action"] for r in f.poll()]
+    ['open']
+    >>> for i in range(3):
+    ...     j.set(f"/k{i}", i)
+    >>> [(r["seq"], r["action"]) for r in f.poll()]
+    [(1, 'set'), (2, 'set'), (3, 'snapshot'), (4, 'set')]
+    >>> f.poll()
+    []
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, from_seq: int = 0) -> None:
+        self.path = os.fspath(path)
+        self._native = _tapedeck.JournalFollower(self.path, from_seq)
+
+    def poll(self, max: int = 10_000) -> list[dict[str, Any]]:
+        """The records committed since the last poll (at most ``max``), oldest first: ``seq``,
+        ``time`` (µs), ``action``, ``author``, ``patch`` or ``snapshot``."""
+        result: list[dict[str, Any]] = json.loads(self._native.poll_json(max))
+        return result
+
+    @property
+    def next_seq(self) -> int:
+        """The sequence number of the next record a poll returns."""
+        return int(self._native.next_seq)

@@ -1,16 +1,36 @@
-//! The manifest journal: checksummed JSON records, appended and fsynced, torn tail cut on open.
+//! The manifest: the tape's index and audit trail (sealed segments with their hashes and
+//! ranges, quarantined ranges, truncated tails), kept as a [`Journal`] — the same mechanism,
+//! file format and tools as any journal (`docs/journal-format.md`).
 //!
-//! The manifest is an index and an audit trail (sealed segments with their hashes and ranges,
-//! quarantined ranges, truncated tails). Everything a `sealed` record says can be recomputed from
-//! the segment, so a damaged manifest never makes a tape unreadable.
+//! The journal's state is `{"records": [Record, …]}`; each event appends one record with a
+//! JSON Patch `add` at `/records/-`, its action the record's kind (`sealed`, `quarantined`,
+//! `truncated`), fdatasynced before the call returns.
+//!
+//! Guarantees: everything a `sealed` record says can be recomputed from the segment, so a
+//! damaged manifest never makes a tape unreadable or unwritable — a writer that finds damage
+//! keeps the damaged file (`MANIFEST.damaged-<µs>`) and goes on with a new manifest holding the
+//! good records before it. A manifest written by tapedeck before the manifest became a journal
+//! (version 0: length- and CRC-framed JSON records) is read as it is, and a writer converts it
+//! once, keeping the old file as `MANIFEST.v0`; a crash at any step of a rebuild leaves the old
+//! manifest or the new one.
+
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use crate::durability::FsyncPolicy;
 use crate::error::{Error, Result};
+use crate::journal::{Journal, JournalOptions};
 use crate::storage::Storage;
 
 /// File name of the manifest.
 pub const MANIFEST: &str = "MANIFEST";
+
+/// Where a rebuilt manifest is written before it replaces the old one.
+const NEXT: &str = "MANIFEST.next";
+
+/// The name a version 0 manifest keeps once converted.
+pub const MANIFEST_V0: &str = "MANIFEST.v0";
 
 /// One manifest record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -63,14 +83,142 @@ pub enum Record {
     },
 }
 
-/// Reads every valid record; cuts a torn or corrupt tail off the file (writers only).
-pub fn read(storage: &dyn Storage) -> Result<Vec<Record>> {
-    read_records(storage, true)
+impl Record {
+    /// The record's kind, the journal action that appends it.
+    fn action(&self) -> &'static str {
+        match self {
+            Record::Sealed { .. } => "sealed",
+            Record::Quarantined { .. } => "quarantined",
+            Record::Truncated { .. } => "truncated",
+        }
+    }
 }
 
-/// Reads every valid record without changing the file (readers, `verify`, `inspect`).
+/// The manifest journal's state.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct State {
+    records: Vec<Record>,
+}
+
+/// The manifest of a tape, open for appending (the tape's writer holds it).
+pub struct Manifest {
+    journal: Journal<State>,
+    /// Records appended, in order (kept beside the journal: the writer asks often).
+    records: std::sync::Mutex<Vec<Record>>,
+}
+
+impl std::fmt::Debug for Manifest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Manifest").finish_non_exhaustive()
+    }
+}
+
+fn options() -> JournalOptions {
+    JournalOptions {
+        fsync: FsyncPolicy::Always,
+        ..JournalOptions::default()
+    }
+}
+
+impl Manifest {
+    /// Opens the manifest of the tape in `storage` for writing: finishes an interrupted
+    /// rebuild, converts a version 0 manifest, cuts a torn tail, and replaces a damaged
+    /// manifest by one holding its good records (see the module docs).
+    pub fn open(storage: &Arc<dyn Storage>) -> Result<Manifest> {
+        let io = |action, name: &str, e| Error::io(action, storage.describe(name), e);
+        // An interrupted rebuild: the new file is complete and durable before the renames.
+        if exists(storage.as_ref(), NEXT)? {
+            if exists(storage.as_ref(), MANIFEST)? {
+                storage.remove(NEXT).map_err(|e| io("remove", NEXT, e))?;
+            } else {
+                storage
+                    .rename(NEXT, MANIFEST)
+                    .map_err(|e| io("rename", NEXT, e))?;
+                storage
+                    .sync_dir("")
+                    .map_err(|e| io("fsync the directory of", MANIFEST, e))?;
+            }
+        }
+        if let Some((records, _)) = read_v0(storage.as_ref(), MANIFEST)? {
+            rebuild(storage, records, MANIFEST_V0)?;
+        }
+        let journal = match Journal::open_storage(storage.clone(), MANIFEST, options(), || {
+            State::default()
+        }) {
+            Ok(j) => j,
+            Err(Error::JournalDamaged { offset, .. }) => {
+                let (records, _) = read_checked(storage.as_ref())?;
+                let keep = format!("{MANIFEST}.damaged-{}", crate::record::time::now_micros());
+                tracing::warn!(
+                    "manifest: damaged at byte {offset}; kept as {keep}, going on with the {} good records before it",
+                    records.len()
+                );
+                rebuild(storage, records, &keep)?;
+                Journal::open_storage(storage.clone(), MANIFEST, options(), State::default)?
+            }
+            Err(e) => return Err(e),
+        };
+        let records = journal
+            .state()
+            .map_err(|e| Error::Tape {
+                path: storage.describe(MANIFEST),
+                message: format!("the manifest's records do not read: {e}"),
+            })?
+            .records;
+        Ok(Manifest {
+            journal,
+            records: std::sync::Mutex::new(records),
+        })
+    }
+
+    /// Every record, in order.
+    pub fn records(&self) -> Vec<Record> {
+        crate::sync::lock(&self.records).clone()
+    }
+
+    /// Appends `record`; returns once it is durable.
+    pub fn append(&self, record: &Record) -> Result<()> {
+        self.journal.set(record.action(), "/records/-", record)?;
+        crate::sync::lock(&self.records).push(record.clone());
+        Ok(())
+    }
+}
+
+/// Writes a manifest holding `records` under [`NEXT`], then puts it in place of the old one,
+/// which is kept as `keep`.
+fn rebuild(storage: &Arc<dyn Storage>, records: Vec<Record>, keep: &str) -> Result<()> {
+    let io = |action, name: &str, e| Error::io(action, storage.describe(name), e);
+    if exists(storage.as_ref(), NEXT)? {
+        storage.remove(NEXT).map_err(|e| io("remove", NEXT, e))?;
+    }
+    // Written and fsynced, with its directory entry, before it is opened.
+    drop(Journal::open_storage(
+        storage.clone(),
+        NEXT,
+        options(),
+        || State { records },
+    )?);
+    storage
+        .rename(MANIFEST, keep)
+        .map_err(|e| io("rename", MANIFEST, e))?;
+    storage
+        .rename(NEXT, MANIFEST)
+        .map_err(|e| io("rename", NEXT, e))?;
+    storage
+        .sync_dir("")
+        .map_err(|e| io("fsync the directory of", MANIFEST, e))
+}
+
+fn exists(storage: &dyn Storage, name: &str) -> Result<bool> {
+    Ok(storage
+        .len(name)
+        .map_err(|e| Error::io("stat", storage.describe(name), e))?
+        .is_some())
+}
+
+/// Reads every valid record without changing anything (readers, `verify`, `inspect`).
 pub fn read_only(storage: &dyn Storage) -> Result<Vec<Record>> {
-    read_records(storage, false)
+    Ok(read_checked(storage)?.0)
 }
 
 /// Where a manifest's valid records end, and the file's length.
@@ -78,37 +226,60 @@ pub type Damage = (u64, u64);
 
 /// Every valid record, and — when bytes after them do not check out (a torn or damaged
 /// record) — where the valid records end and the file's length. Changes nothing (`verify`).
+/// Reads a journal manifest, a version 0 one, or — during a rebuild or conversion — whichever
+/// file holds the records.
 pub fn read_checked(storage: &dyn Storage) -> Result<(Vec<Record>, Option<Damage>)> {
-    let (records, valid, len) = scan(storage)?;
-    Ok((records, (valid < len).then_some((valid, len))))
-}
-
-fn read_records(storage: &dyn Storage, repair: bool) -> Result<Vec<Record>> {
-    let (out, at, len) = scan(storage)?;
-    if repair && at < len {
-        tracing::warn!(
-            "manifest: cutting {} damaged bytes off its end at offset {at}",
-            len - at
-        );
-        storage
-            .truncate(MANIFEST, at)
-            .map_err(|e| Error::io("truncate", storage.describe(MANIFEST), e))?;
-    }
-    Ok(out)
-}
-
-/// The valid records, where they end, and the file's length.
-fn scan(storage: &dyn Storage) -> Result<(Vec<Record>, u64, u64)> {
-    let io = |e| Error::io("read", storage.describe(MANIFEST), e);
-    let Some(len) = storage.len(MANIFEST).map_err(io)? else {
-        return Ok((Vec::new(), 0, 0));
+    let name = if !exists(storage, MANIFEST)? && exists(storage, NEXT)? {
+        NEXT
+    } else {
+        MANIFEST
     };
+    if !exists(storage, name)? {
+        return Ok((Vec::new(), None));
+    }
+    if let Some(v0) = read_v0(storage, name)? {
+        return Ok(v0);
+    }
+    let read = crate::journal::read_value(storage, name)?;
+    let state: State = if read.value.is_null() {
+        State::default()
+    } else {
+        serde_json::from_value(read.value).map_err(|e| Error::Tape {
+            path: storage.describe(name),
+            message: format!(
+                "the manifest's records do not read ({e}); the segments hold everything it says: move it aside"
+            ),
+        })?
+    };
+    let damage = (read.good_len < read.len).then_some((read.good_len, read.len));
+    Ok((state.records, damage))
+}
+
+/// The records of a version 0 manifest (4-byte length, 4-byte CRC32C, JSON payload per
+/// record, little-endian), with where its valid records end if bytes after them do not check
+/// out; `None` when `name` is not one (its first record does not check out as one).
+fn read_v0(storage: &dyn Storage, name: &str) -> Result<Option<(Vec<Record>, Option<Damage>)>> {
+    let io = |e| Error::io("read", storage.describe(name), e);
+    let Some(len) = storage.len(name).map_err(io)? else {
+        return Ok(None);
+    };
+    let mut head = [0u8; 8];
+    if len < 8 {
+        return Ok(None);
+    }
+    storage.read_at(name, 0, &mut head).map_err(io)?;
+    let n = u64::from(u32::from_le_bytes([head[0], head[1], head[2], head[3]]));
+    if n.saturating_add(8) > len {
+        return Ok(None);
+    }
     let size = usize::try_from(len).map_err(|_| Error::Tape {
-        path: storage.describe(MANIFEST),
-        message: format!("{len} bytes is too large for a manifest; move the file aside (it is rebuilt from the segments)"),
+        path: storage.describe(name),
+        message: format!(
+            "{len} bytes is too large for a manifest; move the file aside (it is rebuilt from the segments)"
+        ),
     })?;
     let mut data = vec![0u8; size];
-    storage.read_at(MANIFEST, 0, &mut data).map_err(io)?;
+    storage.read_at(name, 0, &mut data).map_err(io)?;
     let mut out = Vec::new();
     let mut at = 0usize;
     while at + 8 <= data.len() {
@@ -129,28 +300,126 @@ fn scan(storage: &dyn Storage) -> Result<(Vec<Record>, u64, u64)> {
         }
         at += 8 + n;
     }
-    Ok((out, at as u64, len))
+    if out.is_empty() {
+        return Ok(None);
+    }
+    let damage = (at < data.len()).then_some((at as u64, len));
+    Ok(Some((out, damage)))
 }
 
-/// Appends a record and fsyncs it.
-pub fn append(storage: &dyn Storage, record: &Record) -> Result<()> {
-    let payload = serde_json::to_vec(record).map_err(|e| Error::InvalidOption {
-        option: "manifest",
-        message: e.to_string(),
-    })?;
-    let mut b = Vec::with_capacity(payload.len() + 8);
-    b.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    b.extend_from_slice(&crc32c::crc32c(&payload).to_le_bytes());
-    b.extend_from_slice(&payload);
-    let io = |e| Error::io("write", storage.describe(MANIFEST), e);
-    let new = storage.len(MANIFEST).map_err(io)?.is_none();
-    storage.append(MANIFEST, &b).map_err(io)?;
-    storage.sync(MANIFEST).map_err(io)?;
-    if new {
-        // The record is durable only once the file's directory entry is.
-        storage
-            .sync_dir("")
-            .map_err(|e| Error::io("fsync the directory of", storage.describe(MANIFEST), e))?;
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::storage::MemStorage;
+
+    /// A version 0 manifest holding `records`, as tapedeck wrote it before the manifest was a
+    /// journal.
+    pub(crate) fn v0_bytes(records: &[Record]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for r in records {
+            let payload = serde_json::to_vec(r).unwrap();
+            out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+            out.extend_from_slice(&crc32c::crc32c(&payload).to_le_bytes());
+            out.extend_from_slice(&payload);
+        }
+        out
     }
-    Ok(())
+
+    fn sealed(segment: u64) -> Record {
+        Record::Sealed {
+            file: format!("seg-{segment:06}.tape"),
+            segment,
+            first_seq: segment * 10,
+            rows: 10,
+            bytes: 1000,
+            chain: "ab".repeat(32),
+            min_time: Some(1),
+            max_time: Some(2),
+            schema: 0,
+        }
+    }
+
+    #[test]
+    fn a_version_0_manifest_is_read_as_it_is_and_converted_once_by_a_writer() {
+        let mem = MemStorage::new();
+        let old = vec![sealed(0), sealed(1)];
+        mem.put(MANIFEST, v0_bytes(&old));
+        let storage: Arc<dyn Storage> = Arc::new(mem.clone());
+        assert_eq!(read_checked(storage.as_ref()).unwrap(), (old.clone(), None));
+        let m = Manifest::open(&storage).unwrap();
+        assert_eq!(m.records(), old);
+        m.append(&sealed(2)).unwrap();
+        drop(m);
+        assert_eq!(mem.bytes(MANIFEST_V0).unwrap(), v0_bytes(&old), "kept");
+        let text = String::from_utf8(mem.bytes(MANIFEST).unwrap()).unwrap();
+        assert!(text.contains("\"action\":\"sealed\""), "{text}");
+        let all = vec![sealed(0), sealed(1), sealed(2)];
+        assert_eq!(read_only(storage.as_ref()).unwrap(), all);
+        assert_eq!(Manifest::open(&storage).unwrap().records(), all);
+    }
+
+    #[test]
+    fn a_crash_at_any_step_of_a_conversion_keeps_every_record() {
+        let old = vec![sealed(0), sealed(1), sealed(2)];
+        // The steps: nothing done; NEXT written; MANIFEST renamed to v0; NEXT renamed.
+        for step in 0..4 {
+            let mem = MemStorage::new();
+            mem.put(MANIFEST, v0_bytes(&old));
+            let storage: Arc<dyn Storage> = Arc::new(mem.clone());
+            if step >= 1 {
+                drop(
+                    Journal::open_storage(storage.clone(), NEXT, options(), || State {
+                        records: old.clone(),
+                    })
+                    .unwrap(),
+                );
+            }
+            if step >= 2 {
+                storage.rename(MANIFEST, MANIFEST_V0).unwrap();
+            }
+            if step >= 3 {
+                storage.rename(NEXT, MANIFEST).unwrap();
+            }
+            assert_eq!(
+                read_only(storage.as_ref()).unwrap(),
+                old,
+                "reader, step {step}"
+            );
+            let m = Manifest::open(&storage).unwrap();
+            assert_eq!(m.records(), old, "writer, step {step}");
+            assert!(!exists(storage.as_ref(), NEXT).unwrap());
+        }
+    }
+
+    #[test]
+    fn damage_in_the_middle_keeps_the_damaged_file_and_the_good_records() {
+        let mem = MemStorage::new();
+        let storage: Arc<dyn Storage> = Arc::new(mem.clone());
+        let m = Manifest::open(&storage).unwrap();
+        let mut ends = vec![mem.bytes(MANIFEST).unwrap().len()];
+        for s in 0..4 {
+            m.append(&sealed(s)).unwrap();
+            ends.push(mem.bytes(MANIFEST).unwrap().len());
+        }
+        drop(m);
+        // A bit flip inside the second appended record.
+        mem.flip_bit(MANIFEST, ends[1] + 30, 2);
+        let (records, damage) = read_checked(storage.as_ref()).unwrap();
+        assert_eq!(records, vec![sealed(0)]);
+        assert_eq!(damage, Some((ends[1] as u64, *ends.last().unwrap() as u64)));
+        let m = Manifest::open(&storage).unwrap();
+        assert_eq!(m.records(), vec![sealed(0)]);
+        let kept: Vec<String> = mem
+            .list()
+            .unwrap()
+            .into_iter()
+            .filter(|n| n.starts_with("MANIFEST.damaged-"))
+            .collect();
+        assert_eq!(kept.len(), 1, "{:?}", mem.list().unwrap());
+        m.append(&sealed(9)).unwrap();
+        assert_eq!(
+            read_only(storage.as_ref()).unwrap(),
+            vec![sealed(0), sealed(9)]
+        );
+    }
 }

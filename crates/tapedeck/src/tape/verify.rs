@@ -175,7 +175,7 @@ pub fn verify(storage: &dyn Storage) -> Result<VerifyReport> {
             file: manifest::MANIFEST.into(),
             offset: Some(valid),
             what: format!(
-                "{} bytes after the last good record do not check out (a torn or damaged record; the next writer cuts them — the segments hold everything the manifest says)",
+                "{} bytes after the last good record do not check out (a torn record, which the next writer cuts, or damage, which it keeps as MANIFEST.damaged-<µs> and replaces by the good records — the segments hold everything the manifest says)",
                 len - valid
             ),
         });

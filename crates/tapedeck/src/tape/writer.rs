@@ -30,7 +30,7 @@ use super::format::{
     ChainHasher, Compression, Footer, FrameHeader, SegmentHeader, hex, parse_segment_name,
     segment_name,
 };
-use super::manifest::{self, Record};
+use super::manifest::{Manifest, Record};
 use super::segment::{self, Scanned};
 use crate::durability::FsyncPolicy;
 use crate::error::{Error, Result};
@@ -152,6 +152,8 @@ struct Inner {
 
 struct Shared {
     storage: Arc<dyn Storage>,
+    /// The tape's manifest journal.
+    manifest: Manifest,
     options: TapeOptions,
     inner: Mutex<Inner>,
     /// Signalled when `durable_seq` moves or the writer fails.
@@ -247,7 +249,7 @@ impl TapeWatch {
         let shared = &self.0;
         let inner = lock(&shared.inner);
         let storage = shared.storage.as_ref();
-        let records = manifest::read_only(storage)?;
+        let records = shared.manifest.records();
         let known = records.iter().any(|r| {
             matches!(r, Record::Quarantined { file: f, offset: o, .. } if f == file && *o == offset)
         });
@@ -259,17 +261,14 @@ impl TapeWatch {
             file.trim_end_matches(".tape")
         );
         quarantine_copy(storage, file, offset, end, &to)?;
-        manifest::append(
-            storage,
-            &Record::Quarantined {
-                file: file.clone(),
-                offset,
-                end,
-                rows_from: damage.from,
-                rows: damage.to.saturating_sub(damage.from),
-                to,
-            },
-        )?;
+        shared.manifest.append(&Record::Quarantined {
+            file: file.clone(),
+            offset,
+            end,
+            rows_from: damage.from,
+            rows: damage.to.saturating_sub(damage.from),
+            to,
+        })?;
         drop(inner);
         Ok(true)
     }
@@ -306,10 +305,12 @@ impl TapeWriter {
 
     /// Opens a tape on any storage (no directory lock; for tests and embedding).
     pub fn open_storage(storage: Arc<dyn Storage>, options: TapeOptions) -> Result<TapeWriter> {
-        let (recovery, state) = recover(storage.as_ref())?;
+        let manifest = Manifest::open(&storage)?;
+        let (recovery, state) = recover(storage.as_ref(), &manifest)?;
         let id = super::id::read_or_create(storage.as_ref(), true)?.unwrap_or_default();
         let shared = Arc::new(Shared {
             storage,
+            manifest,
             options: options.clone(),
             inner: Mutex::new(Inner {
                 segment: None,
@@ -915,20 +916,17 @@ fn seal_idle(shared: &Shared, inner: &mut Inner) -> Result<()> {
     inner.bytes += bytes.len() as u64;
     shared.durable.notify_all();
     inner.prev_chain = chain;
-    manifest::append(
-        shared.storage.as_ref(),
-        &Record::Sealed {
-            file: seg.name,
-            segment: seg.number,
-            first_seq: seg.first_seq,
-            rows: seg.rows,
-            bytes: seg.bytes + bytes.len() as u64,
-            chain: hex(&chain),
-            min_time: seg.time.map(|t| t.0),
-            max_time: seg.time.map(|t| t.1),
-            schema: inner.schema_version,
-        },
-    )
+    shared.manifest.append(&Record::Sealed {
+        file: seg.name,
+        segment: seg.number,
+        first_seq: seg.first_seq,
+        rows: seg.rows,
+        bytes: seg.bytes + bytes.len() as u64,
+        chain: hex(&chain),
+        min_time: seg.time.map(|t| t.0),
+        max_time: seg.time.map(|t| t.1),
+        schema: inner.schema_version,
+    })
 }
 
 fn commit_loop(shared: &Shared) {
@@ -1043,8 +1041,8 @@ struct Recovered {
 }
 
 /// Recovers a tape; see the module docs.
-fn recover(storage: &dyn Storage) -> Result<(Recovery, Recovered)> {
-    let records = manifest::read(storage)?;
+fn recover(storage: &dyn Storage, manifest: &Manifest) -> Result<(Recovery, Recovered)> {
+    let records = manifest.records();
     let schema_version = records
         .iter()
         .filter_map(|r| match r {
@@ -1070,7 +1068,7 @@ fn recover(storage: &dyn Storage) -> Result<(Recovery, Recovered)> {
             if sealed.footer.as_ref().is_some_and(|f| f.rows == 0) {
                 // A sealed segment with no rows (left by an older version after a failed
                 // write): the next segment would take its name, so it goes.
-                remove_empty(storage, name, sealed.file_len, &mut report)?;
+                remove_empty(storage, manifest, name, sealed.file_len, &mut report)?;
                 state.next_segment = state.next_segment.max(sealed.header.segment + 1);
                 continue;
             }
@@ -1092,18 +1090,15 @@ fn recover(storage: &dyn Storage) -> Result<(Recovery, Recovered)> {
                         .remove(name)
                         .map_err(|e| Error::io("remove", storage.describe(name), e))?;
                     report.truncated.push((name.clone(), bad.file_len));
-                    manifest::append(
-                        storage,
-                        &Record::Truncated {
-                            file: name.clone(),
-                            offset: 0,
-                            bytes: bad.file_len,
-                        },
-                    )?;
+                    manifest.append(&Record::Truncated {
+                        file: name.clone(),
+                        offset: 0,
+                        bytes: bad.file_len,
+                    })?;
                 } else {
                     // A damaged header: the segment cannot be decoded. Its bytes are kept in
                     // quarantine and the tape goes on without it.
-                    quarantine_file(storage, name, bad.file_len, &mut report)?;
+                    quarantine_file(storage, manifest, name, bad.file_len, &mut report)?;
                 }
                 continue;
             }
@@ -1111,7 +1106,7 @@ fn recover(storage: &dyn Storage) -> Result<(Recovery, Recovered)> {
         if !scanned.frames.is_empty() {
             last_schema = Some(scanned.header.schema.clone());
         }
-        reseal(storage, &scanned, &mut report, &mut state)?;
+        reseal(storage, manifest, &scanned, &mut report, &mut state)?;
     }
     state.last_schema = last_schema
         .and_then(|m| super::codec::BatchDecoder::new(&m).ok())
@@ -1122,6 +1117,7 @@ fn recover(storage: &dyn Storage) -> Result<(Recovery, Recovered)> {
 /// Moves a whole undecodable segment into `quarantine/`.
 fn quarantine_file(
     storage: &dyn Storage,
+    manifest: &Manifest,
     name: &str,
     len: u64,
     report: &mut Recovery,
@@ -1130,17 +1126,14 @@ fn quarantine_file(
     let to = format!("quarantine/{name}.bad");
     quarantine_copy(storage, name, 0, len, &to)?;
     storage.remove(name).map_err(|e| io("remove", e))?;
-    manifest::append(
-        storage,
-        &Record::Quarantined {
-            file: name.to_string(),
-            offset: 0,
-            end: len,
-            rows_from: parse_segment_name(name).unwrap_or(0),
-            rows: 0,
-            to,
-        },
-    )?;
+    manifest.append(&Record::Quarantined {
+        file: name.to_string(),
+        offset: 0,
+        end: len,
+        rows_from: parse_segment_name(name).unwrap_or(0),
+        rows: 0,
+        to,
+    })?;
     tracing::error!(
         "segment {name}: its header is damaged; the whole file was moved to quarantine"
     );
@@ -1164,18 +1157,21 @@ fn quarantine_copy(storage: &dyn Storage, name: &str, from: u64, end: u64, to: &
 }
 
 /// Removes a segment that holds no rows, and records it in the manifest.
-fn remove_empty(storage: &dyn Storage, name: &str, len: u64, report: &mut Recovery) -> Result<()> {
+fn remove_empty(
+    storage: &dyn Storage,
+    manifest: &Manifest,
+    name: &str,
+    len: u64,
+    report: &mut Recovery,
+) -> Result<()> {
     storage
         .remove(name)
         .map_err(|e| Error::io("remove", storage.describe(name), e))?;
-    manifest::append(
-        storage,
-        &Record::Truncated {
-            file: name.to_string(),
-            offset: 0,
-            bytes: len,
-        },
-    )?;
+    manifest.append(&Record::Truncated {
+        file: name.to_string(),
+        offset: 0,
+        bytes: len,
+    })?;
     tracing::warn!(
         "segment {name}: held no rows (a crash or a full disk while it was started); removed"
     );
@@ -1186,6 +1182,7 @@ fn remove_empty(storage: &dyn Storage, name: &str, len: u64, report: &mut Recove
 /// Quarantines gaps, truncates a torn tail, and writes a footer for a scanned segment.
 fn reseal(
     storage: &dyn Storage,
+    manifest: &Manifest,
     s: &Scanned,
     report: &mut Recovery,
     state: &mut Recovered,
@@ -1200,17 +1197,14 @@ fn reseal(
             gap.end
         );
         quarantine_copy(storage, name, gap.offset, gap.end, &to)?;
-        manifest::append(
-            storage,
-            &Record::Quarantined {
-                file: name.clone(),
-                offset: gap.offset,
-                end: gap.end,
-                rows_from: gap.rows_from,
-                rows: gap.rows,
-                to,
-            },
-        )?;
+        manifest.append(&Record::Quarantined {
+            file: name.clone(),
+            offset: gap.offset,
+            end: gap.end,
+            rows_from: gap.rows_from,
+            rows: gap.rows,
+            to,
+        })?;
         tracing::warn!(
             "segment {name}: bytes {}..{} are damaged; {} rows from sequence {} are lost and were quarantined",
             gap.offset,
@@ -1227,14 +1221,11 @@ fn reseal(
         storage
             .truncate(name, s.valid_end)
             .map_err(|e| io("truncate", e))?;
-        manifest::append(
-            storage,
-            &Record::Truncated {
-                file: name.clone(),
-                offset: s.valid_end,
-                bytes: cut,
-            },
-        )?;
+        manifest.append(&Record::Truncated {
+            file: name.clone(),
+            offset: s.valid_end,
+            bytes: cut,
+        })?;
         tracing::warn!(
             "segment {name}: cut a torn tail of {cut} bytes at offset {} (never acknowledged)",
             s.valid_end
@@ -1245,7 +1236,7 @@ fn reseal(
         // Nothing in it was ever acknowledged (frames follow the header, and there are none):
         // the file goes, so the next segment — which starts at the same sequence number and
         // so takes the same name — is created new rather than appended after this header.
-        remove_empty(storage, name, s.valid_end, report)?;
+        remove_empty(storage, manifest, name, s.valid_end, report)?;
         state.next_segment = state.next_segment.max(s.header.segment + 1);
         return Ok(());
     }
@@ -1267,20 +1258,17 @@ fn reseal(
     let fb = footer.encode();
     storage.append(name, &fb).map_err(|e| io("write", e))?;
     storage.sync(name).map_err(|e| io("fsync", e))?;
-    manifest::append(
-        storage,
-        &Record::Sealed {
-            file: name.clone(),
-            segment: s.header.segment,
-            first_seq: s.header.first_seq,
-            rows,
-            bytes: s.valid_end + fb.len() as u64,
-            chain: hex(&chain),
-            min_time: time.map(|t| t.0),
-            max_time: time.map(|t| t.1),
-            schema: state.schema_version,
-        },
-    )?;
+    manifest.append(&Record::Sealed {
+        file: name.clone(),
+        segment: s.header.segment,
+        first_seq: s.header.first_seq,
+        rows,
+        bytes: s.valid_end + fb.len() as u64,
+        chain: hex(&chain),
+        min_time: time.map(|t| t.0),
+        max_time: time.map(|t| t.1),
+        schema: state.schema_version,
+    })?;
     report.resealed.push(name.clone());
     report.rows += rows;
     state.end_seq = s.end_seq();

@@ -14,8 +14,13 @@
 //!   directly (cost grows with the change, not the state).
 //!
 //! **Durability.** `always`: a transaction returns after an `fdatasync` covering its record;
-//! transactions of several threads share fsyncs (group commit). `interval:D`: an fsync when
-//! at least `D` passed since the last one. `never`: records reach the OS, not the disk.
+//! transactions of several threads share fsyncs (group commit, `commit.rs`). `interval:D`: an
+//! fsync when at least `D` passed since the last one. `never`: records reach the OS, not the
+//! disk.
+//!
+//! **Formats** ([`JournalFormat`], `format.rs`): CRC32C-framed JSON lines (the default, readable
+//! in an editor) or CRC32C-framed MessagePack; chosen when a journal is created, detected when
+//! it is opened.
 //!
 //! **Opening** replays the file: the first record is a snapshot of the state, each later one a
 //! patch. A torn tail (a crash mid-append: an unterminated or unreadable last record) is cut off
@@ -23,11 +28,17 @@
 //! error naming the record and byte offset ([`Error::JournalDamaged`]); a read-only open
 //! ([`Journal::open_read_only`], no lock) reads up to it instead.
 //!
-//! **Snapshots and rotation.** [`Journal::snapshot`] (or `snapshot_every` records) starts a new
+//! **Snapshots and rotation.** [`Journal::snapshot`] (or `snapshot_every` records, or
+//! `snapshot_bytes` bytes of them) starts a new
 //! file with a snapshot of the state and keeps the history before it, readable, as
 //! `NAME.<seq>-<date>` — so opening replays only the records since the last snapshot. The switch is
 //! crash-safe: the new file is complete and durable under `NAME.next` before the renames, and an
 //! interrupted switch is finished (or undone) by the next open.
+//!
+//! **History** (`history.rs`): [`Journal::records`] reads every record ever committed, one at a
+//! time, across the rotated files; [`JournalFollower`] reads a journal while a writer in another
+//! process appends to it and rotates it; [`key_changes`] says which top-level keys each record
+//! changed.
 //!
 //! The byte format is in `docs/journal-format.md`. Only one writer at a time: a lock file
 //! `.NAME.lock` (the holder's pid in it); a second writer is told that pid.
@@ -56,6 +67,11 @@
 //! assert_eq!(actions, ["open", "calibrate", "offset"]);
 //! ```
 
+mod commit;
+mod files;
+mod format;
+mod history;
+
 use std::marker::PhantomData;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
@@ -68,8 +84,14 @@ use serde_json::Value;
 
 use crate::durability::FsyncPolicy;
 use crate::error::{Error, Result};
-use crate::storage::{FsStorage, Storage};
+use crate::storage::Storage;
 use crate::sync::lock;
+
+use commit::GroupCommit;
+use files::{fs_storage, next_name, rotated_name, take_lock, write_new_file};
+pub use format::JournalFormat;
+use format::RecordReader;
+pub use history::{JournalFollower, KeyChanges, KeyTracker, Records, key_changes};
 
 /// A change of the state's shape, run once when a journal older than it is opened for writing,
 /// and recorded as a record of its own (action `migrate <name>`, its `version`).
@@ -92,6 +114,11 @@ pub struct JournalOptions {
     pub fsync: FsyncPolicy,
     /// Start a new file with a snapshot after this many records (`None`: only on request).
     pub snapshot_every: Option<u64>,
+    /// Start a new file with a snapshot once the live file's change records (after its
+    /// snapshot) pass this many bytes (`None`: no limit by size).
+    pub snapshot_bytes: Option<u64>,
+    /// The framing of a new journal's files (an existing journal keeps the one it has).
+    pub format: JournalFormat,
     /// Recorded as the author of every transaction, unless one says otherwise.
     pub author: Option<String>,
 }
@@ -156,43 +183,6 @@ pub struct KeyChange {
     pub new: Option<Value>,
 }
 
-/// The changes of `records` (oldest first, as [`Journal::all_records`] gives them) to the
-/// top-level keys of an object state, key by key, in record order; each record with the changes
-/// it made (none for a snapshot that changed nothing). A record that does not apply is an error
-/// naming it.
-pub fn key_changes(
-    records: &[Record],
-) -> std::result::Result<Vec<(Record, Vec<KeyChange>)>, String> {
-    let mut state = Value::Object(serde_json::Map::new());
-    let empty = serde_json::Map::new();
-    let mut out = Vec::with_capacity(records.len());
-    for r in records {
-        let before = state.clone();
-        r.apply_to(&mut state)
-            .map_err(|e| format!("record {}: {e}", r.seq))?;
-        let a = before.as_object().unwrap_or(&empty);
-        let b = state.as_object().unwrap_or(&empty);
-        let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();
-        keys.sort();
-        keys.dedup();
-        let changes = keys
-            .into_iter()
-            .filter(|k| a.get(*k) != b.get(*k))
-            .map(|k| KeyChange {
-                seq: r.seq,
-                time: r.time,
-                action: r.action.clone(),
-                author: r.author.clone(),
-                key: k.clone(),
-                old: a.get(k).cloned(),
-                new: b.get(k).cloned(),
-            })
-            .collect();
-        out.push((r.clone(), changes));
-    }
-    Ok(out)
-}
-
 /// What opening found and repaired.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct JournalRecovery {
@@ -212,7 +202,15 @@ struct Core {
     next_seq: u64,
     /// Records in the live file (its snapshot included).
     in_file: u64,
-    /// Records written, and covered by an fsync.
+    /// Bytes of the live file.
+    file_bytes: u64,
+    /// Bytes of the live file's preamble and snapshot.
+    snapshot_len: u64,
+    /// The live file's first record (its snapshot).
+    file_first_seq: u64,
+    /// The live file's framing.
+    format: JournalFormat,
+    /// Records written (a count: records `0..written`).
     written: u64,
     failed: Option<String>,
     last_sync: Instant,
@@ -225,11 +223,10 @@ pub struct Journal<T> {
     path: PathBuf,
     options: JournalOptions,
     core: Mutex<Core>,
-    /// Serializes fsyncs; holds the number of records covered by the last one.
-    synced: Mutex<u64>,
+    /// The shared fsyncs.
+    commit: GroupCommit,
     /// Held for reading while the live file is fsynced by name, for writing while a snapshot
-    /// renames it (lock order: `synced`, then `core` briefly, then `gate`; `core`, then
-    /// `gate`).
+    /// renames it (lock order: `core` briefly, then `gate`; `core`, then `gate`).
     gate: std::sync::RwLock<()>,
     recovery: JournalRecovery,
     read_only: bool,
@@ -246,157 +243,128 @@ impl<T> std::fmt::Debug for Journal<T> {
     }
 }
 
-/// The journal file's name for the history before record `seq` (a rotated file).
-/// `NAME.<seq>-<date>`: the sequence number (20 digits) orders the files, the UTC date and
-/// time of the switch (`20261129T214431Z`) says when.
-fn rotated_name(name: &str, seq: u64) -> String {
-    let iso = crate::record::time::iso_micros(crate::record::time::now_micros());
-    let date: String = iso
-        .chars()
-        .take(19)
-        .filter(|c| c.is_ascii_digit() || *c == 'T')
-        .collect();
-    format!("{name}.{seq:020}-{date}Z")
-}
-
-/// Whether `file` is a rotated history file of the journal `name`.
-fn is_rotated(name: &str, file: &str) -> bool {
-    file.strip_prefix(name)
-        .and_then(|rest| rest.strip_prefix('.'))
-        .and_then(|rest| rest.get(..20))
-        .is_some_and(|seq| seq.bytes().all(|b| b.is_ascii_digit()))
-}
-
-/// The name a new file is written under before it replaces the live one.
-fn next_name(name: &str) -> String {
-    format!("{name}.next")
-}
-
-/// One record as a line: CRC32C of the JSON (8 hex digits), a tab, the JSON, a newline.
-fn encode_line(record: &Record) -> std::result::Result<Vec<u8>, serde_json::Error> {
-    let json = serde_json::to_vec(record)?;
-    let mut line = format!("{:08x}\t", crc32c::crc32c(&json)).into_bytes();
-    line.extend_from_slice(&json);
-    line.push(b'\n');
-    Ok(line)
-}
-
-/// A line's record, or what is wrong with it.
-fn decode_line(line: &[u8]) -> std::result::Result<Record, String> {
-    let (crc, json) = match line.get(..9) {
-        Some(head) if head[8] == b'\t' => (&head[..8], &line[9..]),
-        _ => return Err("no CRC before the record".into()),
-    };
-    if !crc
-        .iter()
-        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b))
-    {
-        return Err("the CRC is not 8 lowercase hex digits".into());
-    }
-    let crc = std::str::from_utf8(crc)
-        .ok()
-        .and_then(|c| u32::from_str_radix(c, 16).ok())
-        .ok_or("the CRC is not 8 lowercase hex digits")?;
-    if crc32c::crc32c(json) != crc {
-        return Err(format!(
-            "bad CRC (stored {crc:08x}, computed {:08x})",
-            crc32c::crc32c(json)
-        ));
-    }
-    serde_json::from_slice(json).map_err(|e| format!("bad JSON: {e}"))
-}
-
-/// The state and records read from a live file.
+/// The state read from a live file.
 struct Replayed {
     value: Value,
     version: u32,
+    format: JournalFormat,
     /// Whole, good records read (the snapshot included).
     good: u64,
-    records: Vec<(u64, Record)>,
-    /// Bytes of whole, good records.
+    /// The first and the last good record's sequence numbers.
+    first_seq: Option<u64>,
+    last_seq: Option<u64>,
+    /// Bytes of the preamble and the whole, good records.
     good_len: u64,
-    /// A bad record followed by good ones: (record number, offset, problem).
+    /// Bytes of the preamble and the first record (the snapshot).
+    first_end: u64,
+    /// A bad record followed by good ones, or written whole: (record number, offset, problem).
     damage: Option<(u64, u64, String)>,
     /// A torn tail: (offset, bytes).
     torn: Option<(u64, u64)>,
 }
 
-fn replay(storage: &dyn Storage, name: &str, keep_records: bool) -> Result<Replayed> {
+/// Reads the live file `name` record by record into the state it holds.
+fn replay(storage: &dyn Storage, name: &str) -> Result<Replayed> {
     let path = storage.describe(name);
-    let io = |action, e| Error::io(action, &path, e);
-    let len = storage.len(name).map_err(|e| io("stat", e))?.unwrap_or(0);
-    let mut bytes = vec![0u8; usize::try_from(len).unwrap_or(usize::MAX)];
-    storage
-        .read_at(name, 0, &mut bytes)
-        .map_err(|e| io("read", e))?;
+    let io = |e| Error::io("read", &path, e);
     let mut out = Replayed {
         value: Value::Null,
         version: 0,
+        format: JournalFormat::default(),
         good: 0,
-        records: Vec::new(),
+        first_seq: None,
+        last_seq: None,
         good_len: 0,
+        first_end: 0,
         damage: None,
         torn: None,
     };
-    let mut at = 0usize;
+    let Some(mut reader) = RecordReader::open(storage, name, 0).map_err(io)? else {
+        return Ok(out);
+    };
+    out.format = reader.format();
+    if !reader.preamble_whole() {
+        out.torn = Some((0, storage.len(name).map_err(io)?.unwrap_or(0)));
+        return Ok(out);
+    }
+    out.good_len = reader.offset();
     let mut number = 0u64;
     let mut bad: Option<(u64, u64, String)> = None;
-    while at < bytes.len() {
-        let Some(end) = bytes[at..].iter().position(|b| *b == b'\n') else {
-            // No newline: the last append did not finish.
-            bad.get_or_insert((number, at as u64, "an unterminated record".into()));
-            break;
-        };
-        let line = &bytes[at..at + end];
-        match decode_line(line) {
-            Ok(record) if bad.is_none() => {
+    let mut end = out.good_len;
+    while let Some(item) = reader.next_item().map_err(io)? {
+        end = item.end;
+        match item.read {
+            format::Read::Good(record) if bad.is_none() => {
                 let applied = if number == 0 && record.snapshot.is_none() {
                     Err("the first record is not a snapshot".to_string())
                 } else {
                     record.apply_to(&mut out.value)
                 };
-                match applied {
-                    Ok(()) => {
-                        out.good_len = (at + end + 1) as u64;
-                        out.good += 1;
-                        if record.snapshot.is_some() {
-                            out.version = record.version.unwrap_or(0);
-                        } else if let Some(v) = record.version {
-                            out.version = v;
-                        }
-                        if keep_records {
-                            out.records.push((at as u64, record));
-                        } else {
-                            out.records.clear();
-                            out.records.push((at as u64, record));
-                        }
-                    }
-                    // The line was written whole (its CRC checks out): not a torn append,
+                if let Err(problem) = applied {
+                    // The record was written whole (its CRC checks out): not a torn append,
                     // whatever follows it.
-                    Err(problem) => {
-                        out.damage = Some((number, at as u64, problem));
-                        break;
-                    }
+                    out.damage = Some((number, item.offset, problem));
+                    break;
                 }
+                out.good_len = item.end;
+                out.good += 1;
+                if record.snapshot.is_some() {
+                    out.version = record.version.unwrap_or(0);
+                } else if let Some(v) = record.version {
+                    out.version = v;
+                }
+                if out.first_seq.is_none() {
+                    out.first_seq = Some(record.seq);
+                    out.first_end = item.end;
+                }
+                out.last_seq = Some(record.seq);
             }
-            Ok(_) => {
+            format::Read::Good(_) => {
                 // A good record after a bad one: the bad one is damage, not a torn tail.
                 out.damage = bad.take();
                 break;
             }
-            Err(problem) => {
-                bad.get_or_insert((number, at as u64, problem));
+            format::Read::Bad { problem, whole } => {
+                if whole && bad.is_none() {
+                    out.damage = Some((number, item.offset, problem));
+                    break;
+                }
+                bad.get_or_insert((number, item.offset, problem));
             }
         }
-        at += end + 1;
         number += 1;
     }
     if out.damage.is_none()
         && let Some((_, offset, _)) = bad
     {
-        out.torn = Some((offset, len - offset));
+        out.torn = Some((offset, reader.file_len().max(end).saturating_sub(offset)));
     }
     Ok(out)
+}
+
+/// What a look at a journal file, changing nothing, found.
+pub(crate) struct ReadValue {
+    /// The state after its good records (`Null` when it has none).
+    pub value: Value,
+    /// Where its good records end.
+    pub good_len: u64,
+    /// The file's length.
+    pub len: u64,
+}
+
+/// Reads the journal file `name` up to its first bad record, changing nothing (the tape's
+/// manifest is read so by `verify` and readers).
+pub(crate) fn read_value(storage: &dyn Storage, name: &str) -> Result<ReadValue> {
+    let r = replay(storage, name)?;
+    let len = storage
+        .len(name)
+        .map_err(|e| Error::io("stat", storage.describe(name), e))?
+        .unwrap_or(0);
+    Ok(ReadValue {
+        value: r.value,
+        good_len: r.good_len,
+        len,
+    })
 }
 
 impl<T: Serialize + DeserializeOwned> Journal<T> {
@@ -452,11 +420,11 @@ impl<T: Serialize + DeserializeOwned> Journal<T> {
         // being created: its first record is fsynced before `open` ever returned, so nothing
         // was committed — starts with the initial state.
         let found = match storage.len(name).map_err(|e| io("stat", e))? {
-            Some(_) => Some(replay(storage.as_ref(), name, false)?),
+            Some(_) => Some(replay(storage.as_ref(), name)?),
             None => None,
         };
         let r = match found {
-            Some(r) if !r.records.is_empty() || r.damage.is_some() => r,
+            Some(r) if r.good > 0 || r.damage.is_some() => r,
             other => {
                 recovery.torn_tail = other.and_then(|r| r.torn);
                 let value =
@@ -479,8 +447,8 @@ impl<T: Serialize + DeserializeOwned> Journal<T> {
                         .max()
                         .or(Some(0)),
                 };
-                write_new_file(storage.as_ref(), name, &record)?;
-                replay(storage.as_ref(), name, false)?
+                write_new_file(storage.as_ref(), name, options.format, &record)?;
+                replay(storage.as_ref(), name)?
             }
         };
         if let Some((record, offset, message)) = r.damage {
@@ -489,7 +457,7 @@ impl<T: Serialize + DeserializeOwned> Journal<T> {
                 record,
                 offset,
                 message: format!(
-                    "{message}; good records follow it, so this is damage, not a torn tail. Open the journal read-only to read up to it, or restore the file from a copy"
+                    "{message}; it was written whole or good records follow it, so this is damage, not a torn tail. Open the journal read-only to read up to it, or restore the file from a copy"
                 ),
             });
         }
@@ -521,7 +489,7 @@ impl<T: Serialize + DeserializeOwned> Journal<T> {
             ));
         }
         let (storage, name) = fs_storage(path)?;
-        let r = replay(storage.as_ref(), &name, false)?;
+        let r = replay(storage.as_ref(), &name)?;
         Ok(Journal::assemble(
             storage,
             name,
@@ -541,10 +509,7 @@ impl<T: Serialize + DeserializeOwned> Journal<T> {
         recovery: JournalRecovery,
         read_only: bool,
     ) -> Journal<T> {
-        let next_seq = r
-            .records
-            .last()
-            .map_or(0, |(_, rec)| rec.seq.saturating_add(1));
+        let next_seq = r.last_seq.map_or(0, |seq| seq.saturating_add(1));
         Journal {
             path: storage.describe(&name),
             storage,
@@ -555,11 +520,15 @@ impl<T: Serialize + DeserializeOwned> Journal<T> {
                 version: r.version,
                 next_seq,
                 in_file: r.good,
+                file_bytes: r.good_len,
+                snapshot_len: r.first_end,
+                file_first_seq: r.first_seq.unwrap_or(0),
+                format: r.format,
                 written: next_seq,
                 failed: None,
                 last_sync: Instant::now(),
             }),
-            synced: Mutex::new(next_seq),
+            commit: GroupCommit::new(next_seq),
             gate: std::sync::RwLock::new(()),
             recovery,
             read_only,
@@ -759,10 +728,10 @@ impl<T: Serialize + DeserializeOwned> Journal<T> {
             snapshot: None,
             version,
         };
-        let line = encode_line(&record).map_err(|e| Error::JournalRolledBack {
+        let line = format::encode(core.format, &record).map_err(|e| Error::JournalRolledBack {
             path: self.path.clone(),
             action: action.to_string(),
-            message: format!("the record cannot be written as JSON: {e}"),
+            message: format!("the record cannot be written: {e}"),
         })?;
         if let Err(e) = self.storage.append(&self.name, &line) {
             // What may have reached the file is cut by the next open (a torn tail).
@@ -772,17 +741,21 @@ impl<T: Serialize + DeserializeOwned> Journal<T> {
         core.next_seq = seq.saturating_add(1);
         core.written = core.next_seq;
         core.in_file += 1;
+        core.file_bytes = core.file_bytes.saturating_add(line.len() as u64);
         Ok(seq)
     }
 
     /// After a record is written: a snapshot when one is due.
     fn after_append(&self, core: &mut Core) {
-        if self
+        let due = self
             .options
             .snapshot_every
             .is_some_and(|n| core.in_file > n.max(1))
-            && let Err(e) = self.rotate(core)
-        {
+            || self
+                .options
+                .snapshot_bytes
+                .is_some_and(|n| core.file_bytes.saturating_sub(core.snapshot_len) > n);
+        if due && let Err(e) = self.rotate(core) {
             // The record is committed (it is in the file, or in the history the next open
             // finishes switching to); only the snapshot failed. No more writes to a file
             // that may be half switched.
@@ -805,41 +778,38 @@ impl<T: Serialize + DeserializeOwned> Journal<T> {
     }
 
     fn sync_to(&self, seq: u64) -> Result<()> {
-        let mut synced = lock(&self.synced);
-        if *synced > seq {
-            return Ok(());
-        }
-        let target = {
-            let core = lock(&self.core);
-            // After a failed write or fsync nothing more is acknowledged: an fsync that
-            // succeeds now proves nothing (Linux marked the lost pages clean).
-            if let Some(f) = &core.failed {
-                return Err(Error::io(
-                    "fsync",
-                    &self.path,
-                    std::io::Error::other(format!(
-                        "an earlier write or fsync failed ({f}); reopen the journal"
-                    )),
-                ));
+        self.commit.sync_to(seq, || {
+            let target = {
+                let core = lock(&self.core);
+                // After a failed write or fsync nothing more is acknowledged: an fsync that
+                // succeeds now proves nothing (Linux marked the lost pages clean).
+                if let Some(f) = &core.failed {
+                    return Err(Error::io(
+                        "fsync",
+                        &self.path,
+                        std::io::Error::other(format!(
+                            "an earlier write or fsync failed ({f}); reopen the journal"
+                        )),
+                    ));
+                }
+                core.written
+            };
+            // A snapshot switch renames the live file: not while it is being synced.
+            let gate = self
+                .gate
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let synced_now = self.storage.sync(&self.name);
+            // Released before `core` is taken again: a snapshot holds `core` while it waits here.
+            drop(gate);
+            if let Err(e) = synced_now {
+                // A failed fsync is never retried: what it covered may be lost.
+                lock(&self.core).failed = Some(e.to_string());
+                return Err(Error::io("fsync", &self.path, e));
             }
-            core.written
-        };
-        // A snapshot switch renames the live file: not while it is being synced.
-        let gate = self
-            .gate
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let synced_now = self.storage.sync(&self.name);
-        // Released before `core` is taken again: a snapshot holds `core` while it waits here.
-        drop(gate);
-        if let Err(e) = synced_now {
-            // A failed fsync is never retried: what it covered may be lost.
-            lock(&self.core).failed = Some(e.to_string());
-            return Err(Error::io("fsync", &self.path, e));
-        }
-        *synced = target;
-        lock(&self.core).last_sync = Instant::now();
-        Ok(())
+            lock(&self.core).last_sync = Instant::now();
+            Ok(target)
+        })
     }
 
     /// Runs the migrations newer than the state's version, in version order, each committed
@@ -925,7 +895,7 @@ impl<T: Serialize + DeserializeOwned> Journal<T> {
         // The old file's records must be durable before it is kept as history.
         self.storage.sync(&self.name).map_err(|e| io("fsync", e))?;
         let next = next_name(&self.name);
-        write_new_file(self.storage.as_ref(), &next, &record)?;
+        write_new_file(self.storage.as_ref(), &next, core.format, &record)?;
         let dir = crate::storage::dir_of(&self.name);
         self.storage
             .rename(&self.name, &rotated_name(&self.name, seq))
@@ -939,34 +909,34 @@ impl<T: Serialize + DeserializeOwned> Journal<T> {
         core.next_seq = seq.saturating_add(1);
         core.written = core.next_seq;
         core.in_file = 1;
+        core.file_first_seq = seq;
+        core.file_bytes = self.storage.len(&self.name).ok().flatten().unwrap_or(0);
+        core.snapshot_len = core.file_bytes;
         Ok(())
     }
 
     /// Every record of the live file, in order (its first is a snapshot).
     pub fn history(&self) -> Result<Vec<Record>> {
-        let r = replay(self.storage.as_ref(), &self.name, true)?;
-        Ok(r.records.into_iter().map(|(_, rec)| rec).collect())
+        let first = lock(&self.core).file_first_seq;
+        self.records_from(first).collect()
     }
 
     /// Every record ever committed, oldest first: the rotated files (`NAME.<seq>-<date>`), then the
     /// live file. Each file opens with a snapshot record; the first one's action is `open`, the
-    /// others' `snapshot`.
+    /// others' `snapshot`. Holds them all in memory: [`Journal::records`] reads one at a time.
     pub fn all_records(&self) -> Result<Vec<Record>> {
-        let mut names: Vec<String> = self
-            .storage
-            .list()
-            .map_err(|e| Error::io("list", self.storage.describe(""), e))?
-            .into_iter()
-            .filter(|n| is_rotated(&self.name, n))
-            .collect();
-        names.sort();
-        names.push(self.name.clone());
-        let mut out = Vec::new();
-        for name in names {
-            let r = replay(self.storage.as_ref(), &name, true)?;
-            out.extend(r.records.into_iter().map(|(_, rec)| rec));
-        }
-        Ok(out)
+        self.records().collect()
+    }
+
+    /// Every record ever committed, oldest first, read one at a time (see
+    /// [`Journal::all_records`]); a writer may go on appending meanwhile.
+    pub fn records(&self) -> Records {
+        self.records_from(0)
+    }
+
+    /// The records from sequence number `seq` on.
+    pub fn records_from(&self, seq: u64) -> Records {
+        Records::new(history::Cursor::new(self.storage.clone(), &self.name, seq))
     }
 
     /// The state right after the last record committed at or before `time` (µs since the
@@ -986,7 +956,8 @@ impl<T: Serialize + DeserializeOwned> Journal<T> {
     /// The state after the records, from the first, for which `keep` holds.
     fn value_where(&self, keep: impl Fn(&Record) -> bool) -> Result<Option<Value>> {
         let mut value = None;
-        for r in self.all_records()? {
+        for r in self.records() {
+            let r = r?;
             if !keep(&r) {
                 break;
             }
@@ -1000,75 +971,6 @@ impl<T: Serialize + DeserializeOwned> Journal<T> {
         }
         Ok(value)
     }
-}
-
-/// The storage of the directory holding `path`, and the file's name in it.
-fn fs_storage(path: &Path) -> Result<(Arc<dyn Storage>, String)> {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .ok_or_else(|| Error::InvalidOption {
-            option: "journal",
-            message: format!("`{}` names no file", path.display()),
-        })?;
-    let dir = match path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        Some(d) => d.to_path_buf(),
-        None => PathBuf::from("."),
-    };
-    std::fs::create_dir_all(&dir).map_err(|e| Error::io("create directory", &dir, e))?;
-    let storage = FsStorage::new(&dir).map_err(|e| Error::io("open", &dir, e))?;
-    Ok((Arc::new(storage), name))
-}
-
-/// Takes the writer's lock on the journal at `path` (`.NAME.lock`, the pid inside).
-fn take_lock(path: &Path) -> Result<std::fs::File> {
-    use std::io::Write;
-    let file = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let lock_path = path.with_file_name(format!(".{file}.lock"));
-    let mut f = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&lock_path)
-        .map_err(|e| Error::io("open", &lock_path, e))?;
-    match f.try_lock() {
-        Ok(()) => {
-            let _ = f.set_len(0);
-            let _ = writeln!(f, "{}", std::process::id());
-            Ok(f)
-        }
-        Err(std::fs::TryLockError::WouldBlock) => Err(Error::JournalLocked {
-            path: path.to_path_buf(),
-            pid: std::fs::read_to_string(&lock_path)
-                .map(|s| s.trim().to_string())
-                .unwrap_or_else(|_| "unknown".into()),
-        }),
-        Err(std::fs::TryLockError::Error(e)) => Err(Error::io("lock", &lock_path, e)),
-    }
-}
-
-/// Writes a new file holding `record` alone, durably (the file and its directory entry).
-fn write_new_file(storage: &dyn Storage, name: &str, record: &Record) -> Result<()> {
-    let path = storage.describe(name);
-    let io = |action, e| Error::io(action, &path, e);
-    let line = encode_line(record).map_err(|e| Error::JournalRolledBack {
-        path: path.clone(),
-        action: record.action.clone(),
-        message: format!("the state cannot be written as JSON: {e}"),
-    })?;
-    if storage.len(name).map_err(|e| io("stat", e))?.is_some() {
-        storage.remove(name).map_err(|e| io("remove", e))?;
-    }
-    storage.create_new(name).map_err(|e| io("create", e))?;
-    storage.append(name, &line).map_err(|e| io("write", e))?;
-    storage.sync(name).map_err(|e| io("fsync", e))?;
-    storage
-        .sync_dir(crate::storage::dir_of(name))
-        .map_err(|e| io("fsync the directory of", e))
 }
 
 impl<T> Drop for Journal<T> {
