@@ -52,6 +52,9 @@ enum Command {
     /// Set, get and audit a tape's run metadata (operator, calibration, setpoints), kept in a journal.
     #[command(after_long_help = cmd::meta::HELP)]
     Meta(cmd::meta::Args),
+    /// Remove a tape's oldest sealed segments down to a size or an age (never rows a sink still needs).
+    #[command(after_long_help = cmd::trim::HELP)]
+    Trim(cmd::trim::Args),
     /// List every sink scheme with its URI parameters and their defaults.
     Sinks(cmd::sinks::Args),
     /// Run SQL over a tape, also while it is being recorded; print the result or write it to a sink.
@@ -92,6 +95,7 @@ fn main() -> ExitCode {
             quiet_on_closed_pipe();
             cmd::meta::run(&args)
         }
+        Command::Trim(args) => cmd::trim::run(&args),
         Command::Query(args) => {
             quiet_on_closed_pipe();
             cmd::query::run(&args)

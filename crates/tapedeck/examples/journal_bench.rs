@@ -106,6 +106,7 @@ fn main() {
         t.elapsed().as_secs_f64(),
         n as f64 / t.elapsed().as_secs_f64()
     );
+    drop(j);
 
     let j = open_as(&dir, "set.mp.journal", interval, JournalFormat::MessagePack);
     let t = Instant::now();
@@ -119,6 +120,7 @@ fn main() {
         t.elapsed().as_secs_f64(),
         n as f64 / t.elapsed().as_secs_f64()
     );
+    drop(j);
     for (name, format) in [
         ("set.journal", JournalFormat::JsonLines),
         ("set.mp.journal", JournalFormat::MessagePack),

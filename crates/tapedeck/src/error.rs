@@ -312,6 +312,18 @@ pub enum Error {
         /// The holder's pid, as its lock file says.
         pid: String,
     },
+    /// A read from a row that retention removed from the tape.
+    #[error(
+        "tape `{path}`: rows before {first} were removed by retention (`record --retain`, `tapedeck trim`); reading from row {requested} is not possible — the first row on the tape is {first}"
+    )]
+    TapeTrimmed {
+        /// The tape directory.
+        path: PathBuf,
+        /// The row asked for.
+        requested: u64,
+        /// The first row still on the tape.
+        first: u64,
+    },
     /// Another process holds the journal's writer lock.
     #[error(
         "journal `{path}` is being written by process {pid}; only one writer at a time (open it read-only to read it alongside)"

@@ -43,6 +43,8 @@
 //! ```
 
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use arrow_array::RecordBatch;
 
@@ -53,6 +55,7 @@ use crate::record::{Block, Row, RowBuilder};
 use crate::sink::Sink;
 use crate::sink::tape::TapeSink;
 use crate::source::Source;
+use crate::tape::retention::Retention;
 use crate::tape::{Recovery, TapeOptions, TapeWatch, TapeWriter};
 
 /// What a [`Recorder`] is built from; see [`Recorder::builder`].
@@ -61,6 +64,7 @@ pub struct RecorderBuilder {
     tape: Option<(PathBuf, TapeOptions)>,
     sinks: Vec<String>,
     delivery: DeliveryOptions,
+    retain: Option<Retention>,
 }
 
 impl RecorderBuilder {
@@ -78,6 +82,15 @@ impl RecorderBuilder {
         if let Some((_, o)) = &mut self.tape {
             *o = options;
         }
+        self
+    }
+
+    /// Keeps the tape to a size or an age while recording: every 100 ms the oldest sealed
+    /// segments beyond it are removed, never rows a sink known to the tape (one of this
+    /// recorder's, or one with a status file in the tape's `deliveries/`) has not received
+    /// ([`crate::tape::retention`]).
+    pub fn retain(mut self, retention: Retention) -> Self {
+        self.retain = Some(retention);
         self
     }
 
@@ -210,6 +223,9 @@ impl RecorderBuilder {
                 let delivery =
                     Delivery::start(tape, specs, TapeEnd::Live(watch.clone()), &delivery_options)?;
                 let sink = TapeSink::from_writer(format!("tape:{}", dir.display()), writer);
+                let retention = self.retain.map(|r| {
+                    RetentionThread::start(r, dir.clone(), watch.clone(), delivery.status_handle())
+                });
                 Ok(Recorder {
                     sinks: vec![Box::new(sink)],
                     tape: Some(TapeRun {
@@ -218,6 +234,7 @@ impl RecorderBuilder {
                         start,
                         delivery,
                         recovery,
+                        retention,
                     }),
                     rows: 0,
                 })
@@ -314,6 +331,96 @@ struct TapeRun {
     delivery: Delivery,
     /// What recovery did when the tape was opened.
     recovery: Recovery,
+    /// Trims the tape while it records (`RecorderBuilder::retain`).
+    retention: Option<RetentionThread>,
+}
+
+/// How often a recorder with [`RecorderBuilder::retain`] trims its tape.
+const RETENTION_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Applies a [`Retention`] every [`RETENTION_EVERY`] while a recorder runs; stops when dropped.
+struct RetentionThread {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl RetentionThread {
+    fn start(
+        retention: Retention,
+        dir: PathBuf,
+        watch: TapeWatch,
+        statuses: crate::deliver::StatusHandle,
+    ) -> RetentionThread {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("tape-retention".into())
+            .spawn(move || {
+                let (mut held_back, mut warned_status) = (None, false);
+                while !flag.load(Ordering::Relaxed) {
+                    // The oldest cursor of every sink known to the tape: this recorder's
+                    // (up to date) and any other with a status file (as last written).
+                    let live = statuses.statuses();
+                    let protect = match crate::deliver::status::read_all_strict(&dir) {
+                        Ok(others) => live
+                            .iter()
+                            .chain(
+                                others.iter().filter(|o| live.iter().all(|l| l.sink != o.sink)),
+                            )
+                            .map(|s| s.cursor.unwrap_or(0))
+                            .min(),
+                        // A sink whose status cannot be read may need any row: keep them all.
+                        Err(why) => {
+                            if !warned_status {
+                                tracing::warn!("retention: {why}; nothing is trimmed until it reads");
+                                warned_status = true;
+                            }
+                            Some(0)
+                        }
+                    };
+                    match watch.trim(&retention, protect, true) {
+                        Ok(r) => {
+                            if r.held_back.map(|(seq, _)| seq) != held_back {
+                                held_back = r.held_back.map(|(seq, _)| seq);
+                                if let Some(seq) = held_back {
+                                    tracing::warn!(
+                                        "retention: the tape is kept from row {seq} on, beyond {}: a sink known to the tape has not received those rows (`tapedeck inspect` shows which; an old status file in deliveries/ of a sink no longer used can be removed)",
+                                        retention.describe()
+                                    );
+                                }
+                            }
+                            for s in &r.removed {
+                                tracing::info!(
+                                    "retention: removed {} (rows {}..{}, {} bytes)",
+                                    s.file,
+                                    s.first_seq,
+                                    s.first_seq.saturating_add(s.rows),
+                                    s.bytes
+                                );
+                            }
+                        }
+                        Err(e) => tracing::warn!("retention: {e}; trying again"),
+                    }
+                    // Often enough that a small disk at a high rate is trimmed as segments are
+                    // sealed; looking costs a directory listing and a footer read.
+                    std::thread::sleep(RETENTION_EVERY);
+                }
+            })
+            .ok();
+        if thread.is_none() {
+            tracing::warn!("retention: cannot start its thread; the tape is not trimmed");
+        }
+        RetentionThread { stop, thread }
+    }
+}
+
+impl Drop for RetentionThread {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 /// What the tape did in a run.
@@ -477,12 +584,22 @@ impl Recorder {
     /// wait for.
     pub fn pipe<S: Source + 'static>(&mut self, source: S, options: &PipeOptions) -> PipeReport {
         let sinks = std::mem::take(&mut self.sinks);
-        crate::pipe::pipe_report(source, sinks, options)
+        let report = crate::pipe::pipe_report(source, sinks, options);
+        self.stop_retention();
+        report
+    }
+
+    /// Stops trimming the tape (before its writer closes and lets go of the tape's lock).
+    fn stop_retention(&mut self) {
+        if let Some(t) = &mut self.tape {
+            t.retention.take();
+        }
     }
 
     /// Like [`Recorder::finish`], but `stop()` ends a delivery still running (its sink away)
     /// where it is, its cursor committed, as soon as it returns true.
     pub fn finish_with(mut self, stop: &dyn Fn() -> bool) -> Result<RecordSummary> {
+        self.stop_retention();
         let (sinks, first) = self.close_sinks();
         let summary = self.finish_deliveries(stop, sinks);
         match first {

@@ -56,6 +56,9 @@ pub trait Storage: Send + Sync {
     fn remove(&self, name: &str) -> io::Result<()>;
     /// Where the storage lives, for messages.
     fn describe(&self, name: &str) -> PathBuf;
+    /// Lets go of any handle kept open on `name`: a reader done with a segment, so that the
+    /// segment's space is freed as soon as retention removes it. Default: none is kept.
+    fn release(&self, _name: &str) {}
 }
 
 /// The directory part of a storage name (`""` for top-level files).
@@ -205,6 +208,10 @@ impl Storage for FsStorage {
 
     fn describe(&self, name: &str) -> PathBuf {
         self.dir.join(name)
+    }
+
+    fn release(&self, name: &str) {
+        lock(&self.files).remove(name);
     }
 }
 

@@ -119,15 +119,6 @@ fn every_truncation_opens_with_the_torn_tail_cut_and_a_prefix_of_the_state() {
                 "{format:?}"
             );
         }
-        // Cut inside the MessagePack magic: a crash while the journal was created.
-        if format == JournalFormat::MessagePack {
-            for cut in 0..ends[0].min(8) {
-                let s = MemStorage::new();
-                s.put("j", full[..cut].to_vec());
-                let j = open_mem(&s, always()).unwrap();
-                assert_eq!(j.state().unwrap(), Map::new(), "cut at {cut}");
-            }
-        }
     }
 }
 
@@ -606,18 +597,82 @@ fn migrations_run_once_in_order_as_records_and_a_failing_one_changes_nothing() {
 
 #[test]
 fn a_crash_while_the_journal_was_created_starts_it_anew() {
-    let storage = MemStorage::new();
-    drop(open_mem(&storage, always()).unwrap());
-    let whole = storage.bytes("j").unwrap();
-    for cut in 0..whole.len() {
-        let s = MemStorage::new();
-        s.create_new("j").unwrap();
-        s.append("j", &whole[..cut]).unwrap();
-        let j = open_mem(&s, always()).unwrap_or_else(|e| panic!("cut at {cut}: {e}"));
-        assert_eq!(j.state().unwrap(), Map::new(), "cut at {cut}");
-        j.set("set", "/a", &1).unwrap();
+    for format in FORMATS {
+        let storage = MemStorage::new();
+        drop(open_mem(&storage, JournalOptions { format, ..always() }).unwrap());
+        let whole = storage.bytes("j").unwrap();
+        // The creation writes `j.new`, fsyncs it, then renames it: a crash before the rename
+        // leaves `j.new` (any prefix of it) and no `j`; an older version's in-place creation
+        // could leave an empty `j`.
+        for cut in 0..=whole.len() {
+            let s = MemStorage::new();
+            s.put("j.new", whole[..cut].to_vec());
+            if cut == 0 {
+                s.put("j", Vec::new());
+            }
+            let j = open_mem(&s, always()).unwrap_or_else(|e| panic!("cut at {cut}: {e}"));
+            assert_eq!(j.state().unwrap(), Map::new(), "cut at {cut}");
+            assert!(s.bytes("j.new").is_none(), "left over");
+            j.set("set", "/a", &1).unwrap();
+            drop(j);
+            assert_eq!(open_mem(&s, always()).unwrap().state().unwrap()["a"], 1);
+        }
+    }
+}
+
+#[test]
+fn a_damaged_first_snapshot_is_an_error_and_the_file_is_left_alone() {
+    for format in FORMATS {
+        let storage = MemStorage::new();
+        let j = open_mem(
+            &storage,
+            JournalOptions {
+                format,
+                snapshot_every: Some(2),
+                ..always()
+            },
+        )
+        .unwrap();
+        for i in 0..3 {
+            j.set("set", &format!("/key{i}"), &(i as i64)).unwrap();
+        }
         drop(j);
-        assert_eq!(open_mem(&s, always()).unwrap().state().unwrap()["a"], 1);
+        // The live file now holds a snapshot and one record; flip a bit in the snapshot.
+        let live = storage.bytes("j").unwrap();
+        let at = if format == JournalFormat::MessagePack {
+            8 + 20
+        } else {
+            20
+        };
+        storage.flip_bit("j", at, 1);
+        let e = open_mem(&storage, always()).unwrap_err();
+        assert!(matches!(e, Error::JournalDamaged { .. }), "{format:?}: {e}");
+        let mut flipped = live.clone();
+        flipped[at] ^= 1 << 1;
+        assert_eq!(
+            storage.bytes("j").unwrap(),
+            flipped,
+            "{format:?}: the file changed"
+        );
+        // A live file with nothing but a damaged snapshot is damage too, never started over.
+        let one = storage.bytes("j").unwrap();
+        let s = MemStorage::new();
+        s.put("j", one[..first_record_end(&live, format)].to_vec());
+        assert!(
+            matches!(open_mem(&s, always()), Err(Error::JournalDamaged { .. })),
+            "{format:?}"
+        );
+    }
+}
+
+/// Where the first record of a journal file ends.
+fn first_record_end(bytes: &[u8], format: JournalFormat) -> usize {
+    match format {
+        JournalFormat::MessagePack => {
+            let n = u32::from_le_bytes(bytes[8..12].try_into().unwrap()) as usize;
+            8 + 12 + n
+        }
+        _ => bytes.iter().position(|b| *b == b'\n').unwrap() + 1,
     }
 }
 

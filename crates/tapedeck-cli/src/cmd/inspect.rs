@@ -70,6 +70,12 @@ pub fn run(args: &Args) -> u8 {
             if s.sealed { "" } else { "  (open)" }
         );
     }
+    if let Some((segments, rows, bytes)) = info.trimmed {
+        println!(
+            "retained: rows {rows}.. (retention removed rows 0..{rows}: {segments} segments, {})",
+            human_bytes(bytes)
+        );
+    }
     for (file, from, to, rows) in &info.quarantined {
         println!("quarantined: {file} bytes {from}..{to} ({rows} rows)");
     }

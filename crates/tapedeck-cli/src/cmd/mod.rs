@@ -10,6 +10,7 @@ pub mod record;
 pub mod replay;
 pub mod sinks;
 pub mod tail;
+pub mod trim;
 pub mod verify;
 
 use std::path::Path;

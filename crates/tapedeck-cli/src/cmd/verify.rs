@@ -36,7 +36,12 @@ pub fn run(args: &Args) -> u8 {
             report.segments,
             report.frames,
             report.rows,
-            if report.problems.is_empty() {
+            if report.problems.is_empty() && report.first_seq > 0 {
+                format!(
+                    "every CRC and the hash chain check out (retention removed the rows before {}; the chain is checked from the last removed segment's hash)",
+                    report.first_seq
+                )
+            } else if report.problems.is_empty() {
                 "every CRC and the hash chain check out".to_string()
             } else {
                 format!("{} problem(s)", report.problems.len())

@@ -337,7 +337,8 @@ impl WorkerCtx {
     /// Opens the sink, retrying one whose server cannot be reached for `open_retry_for`.
     fn open(&self) -> Result<Option<Box<dyn Destination>>> {
         let start = match self.options.new_start {
-            NewStart::Start => 0,
+            // The tape's first row: 0, or where retention left it.
+            NewStart::Start => crate::tape::retention::first_row(&self.tape.dir)?,
             NewStart::End => self.limit().0,
         };
         let began = Instant::now();

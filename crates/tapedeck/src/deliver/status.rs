@@ -177,3 +177,29 @@ pub fn read_all(dir: &Path) -> Vec<DeliveryStatus> {
     out.sort_by(|a, b| a.sink.cmp(&b.sink));
     out
 }
+
+/// Every status file of the tape in `dir`, or what keeps one from being read (retention must
+/// not trim rows a sink it cannot see may need). No `deliveries/` folder: none.
+pub fn read_all_strict(dir: &Path) -> Result<Vec<DeliveryStatus>, String> {
+    let folder = dir.join(DIR);
+    let entries = match std::fs::read_dir(&folder) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(format!("cannot list {}: {e}", folder.display())),
+    };
+    let mut out = Vec::new();
+    for entry in entries {
+        let path = entry
+            .map_err(|e| format!("cannot list {}: {e}", folder.display()))?
+            .path();
+        if path.extension().is_none_or(|e| e != "json") {
+            continue;
+        }
+        let bytes =
+            std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let s: DeliveryStatus = serde_json::from_slice(&bytes)
+            .map_err(|e| format!("{} is not a delivery status ({e})", path.display()))?;
+        out.push(s);
+    }
+    Ok(out)
+}

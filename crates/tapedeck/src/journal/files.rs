@@ -36,6 +36,11 @@ pub(super) fn rotated_seq(name: &str, file: &str) -> Option<u64> {
         .and_then(|seq| seq.parse().ok())
 }
 
+/// The name a new journal's first file is written under before it is renamed into place.
+pub(super) fn creating_name(name: &str) -> String {
+    format!("{name}.new")
+}
+
 /// The name a new file is written under before it replaces the live one.
 pub(super) fn next_name(name: &str) -> String {
     format!("{name}.next")

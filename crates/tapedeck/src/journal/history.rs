@@ -212,6 +212,21 @@ impl Cursor {
                     if record.seq < self.next {
                         continue;
                     }
+                    let live = o.rotated_end.is_none();
+                    // A live file whose snapshot is past the next record: a rotation happened
+                    // between the listing and the opening; the records before the snapshot
+                    // are in a rotated file now.
+                    if live
+                        && record.seq > self.next
+                        && record.snapshot.is_some()
+                        && self.file_for(self.next)?.1.is_some()
+                    {
+                        self.open = None;
+                        continue;
+                    }
+                    let Some(o) = self.open.as_mut() else {
+                        continue;
+                    };
                     if record.seq > self.next && record.snapshot.is_none() {
                         let file = o.file.clone();
                         return Err(self.damaged(

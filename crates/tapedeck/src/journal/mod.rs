@@ -352,6 +352,21 @@ pub(crate) struct ReadValue {
     pub len: u64,
 }
 
+/// Every record of the journal file `name` that checks out, in file order, the bad ones
+/// skipped (salvage: what a damaged file still holds after its damage).
+pub(crate) fn good_records(storage: &dyn Storage, name: &str) -> Result<Vec<Record>> {
+    let io = |e| Error::io("read", storage.describe(name), e);
+    let mut out = Vec::new();
+    if let Some(mut reader) = RecordReader::open(storage, name, 0).map_err(io)? {
+        while let Some(item) = reader.next_item().map_err(io)? {
+            if let format::Read::Good(r) = item.read {
+                out.push(r);
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// Reads the journal file `name` up to its first bad record, changing nothing (the tape's
 /// manifest is read so by `verify` and readers).
 pub(crate) fn read_value(storage: &dyn Storage, name: &str) -> Result<ReadValue> {
@@ -416,17 +431,35 @@ impl<T: Serialize + DeserializeOwned> Journal<T> {
             }
             recovery.switch_repaired = true;
         }
-        // A missing file, or one without a single whole record — a crash while the journal was
-        // being created: its first record is fsynced before `open` ever returned, so nothing
-        // was committed — starts with the initial state.
+        // A journal is created as `NAME.new` — its first record written and fsynced — and then
+        // renamed into place, so a live file always begins with a whole snapshot. A `NAME.new`
+        // left over is a creation that did not finish: `open` never returned, nothing was
+        // committed.
+        let creating = files::creating_name(name);
+        if storage.len(&creating).map_err(|e| io("stat", e))?.is_some() {
+            storage.remove(&creating).map_err(|e| io("remove", e))?;
+        }
+        // A missing or empty file (an empty one: a creation in place by an older version that
+        // did not finish) starts with the initial state; a file whose first record does not
+        // check out is damage, never started over.
         let found = match storage.len(name).map_err(|e| io("stat", e))? {
-            Some(_) => Some(replay(storage.as_ref(), name)?),
-            None => None,
+            Some(n) if n > 0 => Some(replay(storage.as_ref(), name)?),
+            _ => None,
         };
         let r = match found {
             Some(r) if r.good > 0 || r.damage.is_some() => r,
-            other => {
-                recovery.torn_tail = other.and_then(|r| r.torn);
+            Some(r) => {
+                let (offset, bytes) = r.torn.unwrap_or((0, 0));
+                return Err(Error::JournalDamaged {
+                    path,
+                    record: 0,
+                    offset,
+                    message: format!(
+                        "its first record (the snapshot every journal file starts with) does not check out ({bytes} bytes); the file is left as it is — restore it from a copy, or move it aside to start a new journal"
+                    ),
+                });
+            }
+            None => {
                 let value =
                     serde_json::to_value(initial()).map_err(|e| Error::JournalRolledBack {
                         path: path.clone(),
@@ -447,7 +480,13 @@ impl<T: Serialize + DeserializeOwned> Journal<T> {
                         .max()
                         .or(Some(0)),
                 };
-                write_new_file(storage.as_ref(), name, options.format, &record)?;
+                write_new_file(storage.as_ref(), &creating, options.format, &record)?;
+                storage
+                    .rename(&creating, name)
+                    .map_err(|e| io("rename", e))?;
+                storage
+                    .sync_dir(crate::storage::dir_of(name))
+                    .map_err(|e| io("fsync the directory of", e))?;
                 replay(storage.as_ref(), name)?
             }
         };
@@ -528,7 +567,9 @@ impl<T: Serialize + DeserializeOwned> Journal<T> {
                 failed: None,
                 last_sync: Instant::now(),
             }),
-            commit: GroupCommit::new(next_seq),
+            // Nothing counts as synced until this process fsyncs: records replayed may still be
+            // only in the page cache of a process that died.
+            commit: GroupCommit::new(0),
             gate: std::sync::RwLock::new(()),
             recovery,
             read_only,

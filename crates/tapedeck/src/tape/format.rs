@@ -401,6 +401,18 @@ pub fn hex(h: &[u8]) -> String {
     h.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// A chain hash written by [`hex`] (64 hex digits); `None` if `text` is not one.
+pub fn unhex(text: &str) -> Option<[u8; 32]> {
+    let mut out = [0u8; 32];
+    if text.len() != 64 {
+        return None;
+    }
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
 /// File name of the segment whose first row is `first_seq`.
 pub fn segment_name(first_seq: u64) -> String {
     format!("seg-{first_seq:020}.tape")

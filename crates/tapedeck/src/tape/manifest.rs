@@ -8,8 +8,8 @@
 //!
 //! Guarantees: everything a `sealed` record says can be recomputed from the segment, so a
 //! damaged manifest never makes a tape unreadable or unwritable — a writer that finds damage
-//! keeps the damaged file (`MANIFEST.damaged-<µs>`) and goes on with a new manifest holding the
-//! good records before it. A manifest written by tapedeck before the manifest became a journal
+//! keeps the damaged file (`MANIFEST.damaged-<µs>`) and goes on with a new manifest holding
+//! every record that still checks out, before and after the damage. A manifest written by tapedeck before the manifest became a journal
 //! (version 0: length- and CRC-framed JSON records) is read as it is, and a writer converts it
 //! once, keeping the old file as `MANIFEST.v0`; a crash at any step of a rebuild leaves the old
 //! manifest or the new one.
@@ -81,6 +81,19 @@ pub enum Record {
         /// Bytes removed.
         bytes: u64,
     },
+    /// A sealed segment was removed by retention (`record --retain`, `tapedeck trim`).
+    Trimmed {
+        /// Segment file.
+        file: String,
+        /// Its first row.
+        first_seq: u64,
+        /// Its rows.
+        rows: u64,
+        /// Its bytes.
+        bytes: u64,
+        /// Its chain hash, hex: the next segment's header holds it.
+        chain: String,
+    },
 }
 
 impl Record {
@@ -90,6 +103,7 @@ impl Record {
             Record::Sealed { .. } => "sealed",
             Record::Quarantined { .. } => "quarantined",
             Record::Truncated { .. } => "truncated",
+            Record::Trimmed { .. } => "trimmed",
         }
     }
 }
@@ -147,7 +161,7 @@ impl Manifest {
         }) {
             Ok(j) => j,
             Err(Error::JournalDamaged { offset, .. }) => {
-                let (records, _) = read_checked(storage.as_ref())?;
+                let records = salvage(storage.as_ref())?;
                 let keep = format!("{MANIFEST}.damaged-{}", crate::record::time::now_micros());
                 tracing::warn!(
                     "manifest: damaged at byte {offset}; kept as {keep}, going on with the {} good records before it",
@@ -182,6 +196,34 @@ impl Manifest {
         crate::sync::lock(&self.records).push(record.clone());
         Ok(())
     }
+}
+
+/// The records a damaged manifest still holds: those of every record that checks out, before
+/// the damage and after it (each one appends records; none depends on another).
+fn salvage(storage: &dyn Storage) -> Result<Vec<Record>> {
+    let mut out: Vec<Record> = Vec::new();
+    for r in crate::journal::good_records(storage, MANIFEST)? {
+        if let Some(snapshot) = r.snapshot {
+            // A snapshot holds every record before it; keep those not seen yet.
+            if let Ok(state) = serde_json::from_value::<State>(snapshot) {
+                for rec in state.records {
+                    if !out.contains(&rec) {
+                        out.push(rec);
+                    }
+                }
+            }
+            continue;
+        }
+        for op in r.patch.map(|p| p.0).unwrap_or_default() {
+            if let json_patch::PatchOperation::Add(add) = op
+                && add.path.as_str() == "/records/-"
+                && let Ok(rec) = serde_json::from_value::<Record>(add.value)
+            {
+                out.push(rec);
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Writes a manifest holding `records` under [`NEXT`], then puts it in place of the old one,
@@ -407,8 +449,9 @@ pub(crate) mod tests {
         let (records, damage) = read_checked(storage.as_ref()).unwrap();
         assert_eq!(records, vec![sealed(0)]);
         assert_eq!(damage, Some((ends[1] as u64, *ends.last().unwrap() as u64)));
+        // The writer keeps every record that checks out, after the damage too.
         let m = Manifest::open(&storage).unwrap();
-        assert_eq!(m.records(), vec![sealed(0)]);
+        assert_eq!(m.records(), vec![sealed(0), sealed(2), sealed(3)]);
         let kept: Vec<String> = mem
             .list()
             .unwrap()
@@ -419,7 +462,7 @@ pub(crate) mod tests {
         m.append(&sealed(9)).unwrap();
         assert_eq!(
             read_only(storage.as_ref()).unwrap(),
-            vec![sealed(0), sealed(9)]
+            vec![sealed(0), sealed(2), sealed(3), sealed(9)]
         );
     }
 }

@@ -17,6 +17,7 @@ pub mod format;
 pub mod id;
 pub mod manifest;
 pub mod reader;
+pub mod retention;
 pub mod segment;
 pub mod verify;
 pub mod writer;

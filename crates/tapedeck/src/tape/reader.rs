@@ -189,9 +189,22 @@ impl TapeReader {
             pending_blocks: std::collections::VecDeque::new(),
             trim_before: None,
         };
+        // A tape trimmed by retention starts after its removed rows.
+        let trimmed =
+            super::retention::trimmed_before(&super::manifest::read_only(r.storage.as_ref())?)
+                .map(|(end, _)| end);
         match start {
-            StartAt::Start => {}
-            StartAt::Seq(s) => r.position = s,
+            StartAt::Start => r.position = trimmed.unwrap_or(0),
+            StartAt::Seq(s) => {
+                if let Some(first) = trimmed.filter(|first| s < *first) {
+                    return Err(Error::TapeTrimmed {
+                        path: r.storage.describe(""),
+                        requested: s,
+                        first,
+                    });
+                }
+                r.position = s;
+            }
             StartAt::End => r.position = r.end_seq()?,
             StartAt::Time(_) => r.pending_start = Some(start),
         }
@@ -292,7 +305,18 @@ impl TapeReader {
                         .is_none();
                     if gone {
                         // Removed since the list was read (a recovery removed an empty
-                        // segment): list again.
+                        // segment, or retention a sealed one): list again. Rows retention
+                        // took from before this reader's position are an error, not a jump.
+                        if let Some((first, _)) =
+                            super::retention::trimmed_before(&super::manifest::read_only(storage)?)
+                                .filter(|(first, _)| self.position < *first)
+                        {
+                            return Err(Error::TapeTrimmed {
+                                path: storage.describe(""),
+                                requested: self.position,
+                                first,
+                            });
+                        }
                         self.listed = Arc::new(segment::list(storage)?);
                         return Ok(None);
                     }
@@ -518,7 +542,10 @@ impl TapeReader {
                 if let Some((next_first, _)) = segs.get(segs.partition_point(|(f, _)| *f <= first))
                 {
                     self.position = self.position.max(*next_first);
-                    self.cursor = None;
+                    // Done with it: no handle kept open on a file retention may remove.
+                    if let Some(done) = self.cursor.take() {
+                        self.storage.release(&done.name);
+                    }
                     continue;
                 }
             }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use super::codec::BatchDecoder;
-use super::format::hex;
+use super::format::{hex, unhex};
 use super::manifest::{self, Record};
 use super::segment;
 use crate::error::{Error, Result};
@@ -48,16 +48,59 @@ pub struct VerifyReport {
     pub rows: u64,
     /// Every problem, in tape order.
     pub problems: Vec<Problem>,
+    /// The first row on the tape: 0, or where retention left it (the rows before were
+    /// removed, as the manifest records; the chain is checked from the last removed segment).
+    pub first_seq: u64,
 }
 
 /// Checks every CRC and the hash chain; see the module docs.
 pub fn verify(storage: &dyn Storage) -> Result<VerifyReport> {
     let mut report = VerifyReport::default();
+    let listed = segment_names(storage)?;
+    // Read after the listing: a trim running meanwhile (`record --retain`) is in it, and the
+    // files it removed, or a crash left behind, are skipped as the manifest's trimmed ones.
+    let (records, damage) = manifest::read_checked(storage)?;
+    let trimmed: std::collections::BTreeMap<u64, &str> = records
+        .iter()
+        .filter_map(|r| match r {
+            Record::Trimmed {
+                first_seq,
+                rows,
+                chain,
+                ..
+            } => Some((first_seq.saturating_add(*rows), chain.as_str())),
+            _ => None,
+        })
+        .collect();
+    let trimmed_files: std::collections::BTreeSet<&str> = records
+        .iter()
+        .filter_map(|r| match r {
+            Record::Trimmed { file, .. } => Some(file.as_str()),
+            _ => None,
+        })
+        .collect();
+    let names: Vec<String> = listed
+        .into_iter()
+        .filter(|n| !trimmed_files.contains(n.as_str()))
+        .collect();
+    // The first row: 0, or — after retention — the end of the trimmed segment the first
+    // segment left follows, whose chain hash (kept in the manifest) the chain goes on from.
+    let first = names
+        .first()
+        .and_then(|n| super::format::parse_segment_name(n))
+        .unwrap_or(0);
+    report.first_seq = if trimmed.contains_key(&first) {
+        first
+    } else {
+        0
+    };
     // The previous segment's chain hash; `None` when its footer is damaged (that is reported
     // there, and the next header cannot be checked against it).
-    let mut prev_chain = Some([0u8; 32]);
+    let mut prev_chain = match trimmed.get(&first) {
+        Some(chain) => unhex(chain),
+        None => Some([0u8; 32]),
+    };
     let mut expected_seq: Option<u64> = None;
-    let names = segment_names(storage)?;
     for (i, name) in names.iter().enumerate() {
         report.segments += 1;
         let problem = |offset, what: String| Problem {
@@ -168,7 +211,6 @@ pub fn verify(storage: &dyn Storage) -> Result<VerifyReport> {
             None => None,
         };
     }
-    let (records, damage) = manifest::read_checked(storage)?;
     whole_tape_problems(storage, &names, &records, &mut report)?;
     if let Some((valid, len)) = damage {
         report.problems.push(Problem {
@@ -240,16 +282,22 @@ fn whole_tape_problems(
             what: what.into(),
         });
     }
+    let kept_from = report.first_seq;
     if let Some(first) = names.first()
         && let Some(seq) = super::format::parse_segment_name(first)
-        && seq != 0
+        && seq != kept_from
     {
+        let what = if kept_from == 0 {
+            format!("the tape's first segment starts at sequence {seq}: rows 0..{seq} are missing")
+        } else {
+            format!(
+                "retention removed the rows before {kept_from}, but the first segment starts at sequence {seq}: rows {kept_from}..{seq} are missing"
+            )
+        };
         report.problems.push(Problem {
             file: first.clone(),
             offset: None,
-            what: format!(
-                "the tape's first segment starts at sequence {seq}: rows 0..{seq} are missing"
-            ),
+            what,
         });
     }
     // The manifest's last word on each file: sealed, or removed (a torn header cut to nothing,
@@ -270,7 +318,8 @@ fn whole_tape_problems(
             }
             | Record::Quarantined {
                 file, offset: 0, ..
-            } => {
+            }
+            | Record::Trimmed { file, .. } => {
                 sealed.remove(file.as_str());
             }
             _ => {}
@@ -323,6 +372,9 @@ pub struct Inspection {
     pub time: Option<(i64, i64)>,
     /// Quarantined ranges from the manifest: (segment, offset, end, rows).
     pub quarantined: Vec<(String, u64, u64, u64)>,
+    /// What retention removed, from the manifest: (segments, rows, bytes); the tape then
+    /// starts at row `rows`.
+    pub trimmed: Option<(u64, u64, u64)>,
 }
 
 /// Summarises a tape; see the module docs.
@@ -366,15 +418,28 @@ pub fn inspect(storage: &dyn Storage) -> Result<Inspection> {
         });
     }
     for r in manifest::read_only(storage)? {
-        if let Record::Quarantined {
-            file,
-            offset,
-            end,
-            rows,
-            ..
-        } = r
-        {
-            out.quarantined.push((file, offset, end, rows));
+        match r {
+            Record::Quarantined {
+                file,
+                offset,
+                end,
+                rows,
+                ..
+            } => out.quarantined.push((file, offset, end, rows)),
+            Record::Trimmed {
+                first_seq,
+                rows,
+                bytes,
+                ..
+            } => {
+                let (n, end, total) = out.trimmed.unwrap_or((0, 0, 0));
+                out.trimmed = Some((
+                    n + 1,
+                    end.max(first_seq.saturating_add(rows)),
+                    total.saturating_add(bytes),
+                ));
+            }
+            _ => {}
         }
     }
     Ok(out)

@@ -164,6 +164,9 @@ struct Shared {
     idle: Condvar,
     /// Publishes the acknowledged position to other processes (a tape on a directory).
     publisher: Mutex<Option<super::acked::Publisher>>,
+    /// Held while retention trims the tape; taken by `shutdown` so that no trim runs once the
+    /// writer (and with it the tape's lock) is gone.
+    trimming: Mutex<()>,
 }
 
 /// Publishes `seq` as the acknowledged position, if this tape publishes one.
@@ -216,6 +219,30 @@ impl std::fmt::Debug for TapeWatch {
 }
 
 impl TapeWatch {
+    /// Removes the tape's oldest sealed segments as `retention` says, never the last one and
+    /// never one holding a row at or after `protect_from` (the oldest cursor of the sinks fed
+    /// from the tape); see [`super::retention`]. `apply: false` only says what would go.
+    pub fn trim(
+        &self,
+        retention: &super::retention::Retention,
+        protect_from: Option<u64>,
+        apply: bool,
+    ) -> Result<super::retention::TrimReport> {
+        let _trimming = lock(&self.0.trimming);
+        if lock(&self.0.inner).closing {
+            // The writer is closing or closed: its lock may be someone else's by now.
+            return Ok(super::retention::TrimReport::default());
+        }
+        super::retention::trim(
+            self.0.storage.as_ref(),
+            &self.0.manifest,
+            retention,
+            protect_from,
+            crate::record::time::now_micros(),
+            apply,
+        )
+    }
+
     /// Rows acknowledged (durable under the policy).
     pub fn durable_seq(&self) -> u64 {
         lock(&self.0.inner).durable_seq
@@ -341,6 +368,7 @@ impl TapeWriter {
             work: Condvar::new(),
             idle: Condvar::new(),
             publisher: Mutex::new(None),
+            trimming: Mutex::new(()),
         });
         let committer = {
             let s = shared.clone();
@@ -510,6 +538,8 @@ impl TapeWriter {
         if let Some(t) = self.committer.take() {
             let _ = t.join();
         }
+        // A trim in flight finishes before the lock is let go; later ones see `closing`.
+        drop(lock(&self.shared.trimming));
         publish(&self.shared, self.durable_seq());
         result
     }
@@ -1051,12 +1081,20 @@ fn recover(storage: &dyn Storage, manifest: &Manifest) -> Result<(Recovery, Reco
         })
         .max()
         .unwrap_or(0);
+    // Segments the manifest calls trimmed that a crash left behind.
+    super::retention::finish_removals(storage, &records)?;
     let names = segment::list(storage)?;
     let mut report = Recovery::default();
+    // After retention the tape goes on from the last removed segment, even if every segment
+    // after it is gone (a crash before a new segment's header was durable).
+    let trimmed = super::retention::trimmed_before(&records);
     let mut state = Recovered {
-        end_seq: 0,
+        end_seq: trimmed.as_ref().map_or(0, |(end, _)| *end),
         next_segment: 0,
-        prev_chain: [0; 32],
+        prev_chain: trimmed
+            .as_ref()
+            .and_then(|(_, chain)| super::format::unhex(chain))
+            .unwrap_or([0; 32]),
         schema_version,
         last_schema: None,
     };

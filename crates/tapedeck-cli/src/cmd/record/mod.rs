@@ -164,6 +164,12 @@ pub struct Args {
     /// journal, action `record`; see `tapedeck meta`), e.g. `--meta operator=ana --meta gain=2.5`.
     #[arg(long = "meta", value_name = "KEY=VALUE", requires = "tape")]
     meta: Vec<String>,
+
+    /// With --tape: keep the tape to a size or an age (`10GiB`, `7d`, `10GiB,7d`): every 100 ms
+    /// the oldest sealed segments beyond it are removed — never rows a sink known to the tape
+    /// has not received (see `tapedeck trim`).
+    #[arg(long, value_name = "SIZE|AGE", requires = "tape", value_parser = crate::cmd::trim::parse_retention)]
+    retain: Option<tapedeck::tape::retention::Retention>,
 }
 
 /// Runs `tapedeck record`; returns the exit code.
@@ -208,6 +214,9 @@ pub fn run(args: Args) -> u8 {
             .tape(dir)
             .tape_options(tape::options(&args))
             .delivery_options(tape::delivery_options(&args));
+        if let Some(r) = args.retain {
+            builder = builder.retain(r);
+        }
     }
     for uri in &args.sinks {
         builder = builder.sink(uri);
