@@ -94,33 +94,23 @@ fn main() {
     std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
     let interval = FsyncPolicy::Interval(Duration::from_millis(100));
 
-    let j = open(&dir, "set.journal", interval);
-    let t = Instant::now();
-    for i in 0..n {
-        j.set("set", &format!("/key{}", i % 10_000), &(i as i64))
-            .unwrap_or_else(|e| panic!("{e}"));
+    for (name, format) in [
+        ("set.journal", JournalFormat::JsonLines),
+        ("set.mp.journal", JournalFormat::MessagePack),
+    ] {
+        let j = open_as(&dir, name, interval, format);
+        let t = Instant::now();
+        for i in 0..n {
+            j.set("set", &format!("/key{}", i % 10_000), &(i as i64))
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        j.sync().unwrap_or_else(|e| panic!("{e}"));
+        println!(
+            "set, interval:100ms, {format:?}: {n} transactions in {:.3} s = {:.0}/s",
+            t.elapsed().as_secs_f64(),
+            n as f64 / t.elapsed().as_secs_f64()
+        );
     }
-    j.sync().unwrap_or_else(|e| panic!("{e}"));
-    println!(
-        "set, interval:100ms: {n} transactions in {:.3} s = {:.0}/s",
-        t.elapsed().as_secs_f64(),
-        n as f64 / t.elapsed().as_secs_f64()
-    );
-    drop(j);
-
-    let j = open_as(&dir, "set.mp.journal", interval, JournalFormat::MessagePack);
-    let t = Instant::now();
-    for i in 0..n {
-        j.set("set", &format!("/key{}", i % 10_000), &(i as i64))
-            .unwrap_or_else(|e| panic!("{e}"));
-    }
-    j.sync().unwrap_or_else(|e| panic!("{e}"));
-    println!(
-        "set, interval:100ms, MessagePack: {n} transactions in {:.3} s = {:.0}/s",
-        t.elapsed().as_secs_f64(),
-        n as f64 / t.elapsed().as_secs_f64()
-    );
-    drop(j);
     for (name, format) in [
         ("set.journal", JournalFormat::JsonLines),
         ("set.mp.journal", JournalFormat::MessagePack),

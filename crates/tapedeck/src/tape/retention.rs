@@ -250,21 +250,25 @@ pub(crate) fn finish_removals(storage: &dyn Storage, records: &[Record]) -> Resu
     Ok(n)
 }
 
+/// Each trimmed segment of a manifest: the row after it, and its chain hash (hex).
+pub fn trimmed_ends(records: &[Record]) -> impl Iterator<Item = (u64, &str)> {
+    records.iter().filter_map(|r| match r {
+        Record::Trimmed {
+            first_seq,
+            rows,
+            chain,
+            ..
+        } => Some((first_seq.saturating_add(*rows), chain.as_str())),
+        _ => None,
+    })
+}
+
 /// Where the retained part of a tape begins, by its manifest: the row after the last trimmed
 /// segment and that segment's chain hash (hex); `None` when nothing was trimmed.
 pub fn trimmed_before(records: &[Record]) -> Option<(u64, String)> {
-    records
-        .iter()
-        .filter_map(|r| match r {
-            Record::Trimmed {
-                first_seq,
-                rows,
-                chain,
-                ..
-            } => Some((first_seq.saturating_add(*rows), chain.clone())),
-            _ => None,
-        })
+    trimmed_ends(records)
         .max_by_key(|(end, _)| *end)
+        .map(|(end, chain)| (end, chain.to_string()))
 }
 
 /// The first row on the tape in `dir`: 0, or the row after the last segment retention

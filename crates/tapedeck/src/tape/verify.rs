@@ -60,18 +60,8 @@ pub fn verify(storage: &dyn Storage) -> Result<VerifyReport> {
     // Read after the listing: a trim running meanwhile (`record --retain`) is in it, and the
     // files it removed, or a crash left behind, are skipped as the manifest's trimmed ones.
     let (records, damage) = manifest::read_checked(storage)?;
-    let trimmed: std::collections::BTreeMap<u64, &str> = records
-        .iter()
-        .filter_map(|r| match r {
-            Record::Trimmed {
-                first_seq,
-                rows,
-                chain,
-                ..
-            } => Some((first_seq.saturating_add(*rows), chain.as_str())),
-            _ => None,
-        })
-        .collect();
+    let trimmed: std::collections::BTreeMap<u64, &str> =
+        super::retention::trimmed_ends(&records).collect();
     let trimmed_files: std::collections::BTreeSet<&str> = records
         .iter()
         .filter_map(|r| match r {
