@@ -385,6 +385,7 @@ fn parse_tape_options(
     fsync: Option<&str>,
     compression: Option<&str>,
     frame_rows: Option<usize>,
+    segment_bytes: Option<u64>,
 ) -> Result<TapeOptions> {
     let mut o = TapeOptions::default();
     if let Some(f) = fsync {
@@ -415,6 +416,15 @@ fn parse_tape_options(
         }
         o.frame_rows = n;
     }
+    if let Some(n) = segment_bytes {
+        if n < 4096 {
+            return Err(Error::InvalidOption {
+                option: "segment_bytes",
+                message: format!("{n}: a segment of fewer than 4096 bytes holds hardly a frame"),
+            });
+        }
+        o.segment_bytes = n;
+    }
     Ok(o)
 }
 
@@ -422,7 +432,8 @@ fn parse_tape_options(
 impl Recorder {
     #[new]
     #[allow(clippy::too_many_arguments)] // the Python constructor's keyword arguments
-    #[pyo3(signature = (tape=None, sinks=Vec::new(), batch_size=64, flush_interval=1.0, fsync=None, compression=None, frame_rows=None))]
+    #[pyo3(signature = (tape=None, sinks=Vec::new(), batch_size=64, flush_interval=1.0, fsync=None, compression=None, frame_rows=None, retain=None, segment_bytes=None))]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
         tape: Option<PathBuf>,
@@ -432,7 +443,23 @@ impl Recorder {
         fsync: Option<String>,
         compression: Option<String>,
         frame_rows: Option<usize>,
+        retain: Option<String>,
+        segment_bytes: Option<u64>,
     ) -> PyResult<Recorder> {
+        let retain = match retain {
+            None => None,
+            Some(_) if tape.is_none() => {
+                return Err(named(
+                    py,
+                    "OptionError",
+                    "retain= keeps a tape to a size or an age: give the recorder a tape",
+                ));
+            }
+            Some(r) => Some(
+                r.parse::<tapedeck::tape::retention::Retention>()
+                    .map_err(|m| named(py, "OptionError", format!("retain `{r}`: {m}")))?,
+            ),
+        };
         if batch_size == 0 {
             return Err(named(py, "OptionError", "batch_size must be at least 1"));
         }
@@ -452,13 +479,21 @@ impl Recorder {
                 "a recorder needs a tape or at least one sink (sinks=['csv:run.csv'], tape='runs/tape')",
             ));
         }
-        let options = parse_tape_options(fsync.as_deref(), compression.as_deref(), frame_rows)
-            .map_err(|e| to_py(py, e))?;
+        let options = parse_tape_options(
+            fsync.as_deref(),
+            compression.as_deref(),
+            frame_rows,
+            segment_bytes,
+        )
+        .map_err(|e| to_py(py, e))?;
         let core = py
             .detach(|| {
                 let mut b = Core::builder().sinks(&sinks);
                 if let Some(dir) = tape {
                     b = b.tape(dir).tape_options(options);
+                }
+                if let Some(r) = retain {
+                    b = b.retain(r);
                 }
                 b.open()
             })

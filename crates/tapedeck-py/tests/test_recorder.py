@@ -345,3 +345,29 @@ def test_an_async_recorder_closed_twice_gives_its_summary_twice(tmp_path: Path) 
 
     first, second = asyncio.run(main())
     assert first is not None and first == second
+
+
+def test_retain_keeps_the_tape_small_and_every_row_reaches_the_sink(tmp_path: Path) -> None:
+    tape = tmp_path / "tape"
+    out = tmp_path / "all.csv"
+    with tapedeck.Recorder(
+        tape,
+        [f"csv:{out}"],
+        batch_size=1000,
+        compression="none",
+        retain="64KiB",
+        segment_bytes=16384,
+    ) as rec:
+        for k in range(40):
+            rec.write_rows([{"n": k * 1000 + i, "pad": "x" * 40} for i in range(1000)])
+            rec.sync()
+            time.sleep(0.02)
+    with open(out) as f:
+        assert sum(1 for _ in f) == 40_001
+    info = tapedeck.open_tape(tape).inspect()
+    assert info["trimmed"] is not None and info["trimmed"][0] > 0, info
+    assert tapedeck.open_tape(tape).verify()["problems"] == []
+    with pytest.raises(errors.OptionError, match="neither a size"):
+        tapedeck.Recorder(tmp_path / "t2", retain="lots")
+    with pytest.raises(errors.OptionError, match="give the recorder a tape"):
+        tapedeck.Recorder(sinks=[f"csv:{tmp_path}/b.csv"], retain="1GiB")

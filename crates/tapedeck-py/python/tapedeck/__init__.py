@@ -98,6 +98,12 @@ class Recorder:
             that covers it), ``"interval:100ms"`` (the default), or ``"never"``.
         compression: the tape's frame compression: ``"zstd"`` (default), ``"lz4"``, ``"none"``.
         frame_rows: rows per tape frame at most (default 65,536).
+        retain: keep the tape to a size or an age while recording -- ``"10GiB"``, ``"7d"``,
+            ``"10GiB,7d"``: the oldest sealed segments beyond it are removed, never rows a sink
+            known to the tape has not received (``tapedeck trim`` does the same from the
+            command line).
+        segment_bytes: a new tape segment past this many bytes (default 256 MiB); retention
+            removes whole segments.
 
     A write call converts its data and queues it; the recorder's own thread hands the queue to
     the sinks (or the tape) as soon as ``batch_size`` rows wait, and at least every
@@ -129,6 +135,8 @@ class Recorder:
         fsync: str | None = None,
         compression: str | None = None,
         frame_rows: int | None = None,
+        retain: str | None = None,
+        segment_bytes: int | None = None,
     ) -> None:
         if isinstance(sinks, str):
             sinks = [sinks]
@@ -140,6 +148,8 @@ class Recorder:
             fsync,
             compression,
             frame_rows,
+            retain,
+            segment_bytes,
         )
         self._blocks: dict[tuple[str, str], tuple[int, int]] = {}
         self.summary: dict[str, Any] | None = None

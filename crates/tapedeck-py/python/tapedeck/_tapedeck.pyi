@@ -25,6 +25,8 @@ class Recorder:
         fsync: str | None = None,
         compression: str | None = None,
         frame_rows: int | None = None,
+        retain: str | None = None,
+        segment_bytes: int | None = None,
     ) -> None: ...
     def write_rows(self, rows: Any) -> None:
         """Writes an iterable of dicts."""
