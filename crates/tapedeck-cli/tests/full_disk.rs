@@ -263,3 +263,67 @@ fn retention_keeps_a_small_disk_from_filling_over_ten_times_its_size() {
     assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stdout));
     assert!(String::from_utf8_lossy(&v.stdout).contains("retention removed the rows before"));
 }
+
+/// Below the free-space warning level the recorder says so; with `--retain` it trims the oldest
+/// segments early, back to the level, although the tape is far below its retention size.
+#[test]
+fn a_nearly_full_disk_is_announced_and_retention_trims_early() {
+    let Some(disk) = Tmpfs::mount("8m", "warn") else {
+        return;
+    };
+    let tape = disk.dir.join("tape");
+    let record = |rows: u64, extra: &[&str]| {
+        tapedeck()
+            .args(["record", "--source"])
+            .arg(format!("sim:alicat?n={rows}"))
+            .arg("--tape")
+            .arg(&tape)
+            .args(["--compression", "none", "--segment-bytes", "131072"])
+            .args(["--progress", "never"])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    // About 2 MiB of tape, then the disk filled to 2% free.
+    let o = record(35_000, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    disk.fill(160 << 10);
+    let level = 100.0 * free_bytes(&disk.dir) as f64 / (8 << 20) as f64;
+    assert!(level < 5.0, "{level}% free");
+    // A short recording: the warning, no trimming without --retain.
+    let o = record(10, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stderr(&o);
+    assert!(
+        text.contains("% free") && text.contains("below the warning level of 5%"),
+        "{text}"
+    );
+    assert!(text.contains("--retain"), "{text}");
+    // With a retention far larger than the tape: trimmed early, back above 5% free.
+    // 150,000 rows at 30,000 a second: 9 MB through the 8 MiB disk.
+    let o = tapedeck()
+        .args([
+            "record",
+            "--source",
+            "sim:alicat?n=150000&rate=30000",
+            "--tape",
+        ])
+        .arg(&tape)
+        .args(["--compression", "none", "--segment-bytes", "131072"])
+        .args(["--progress", "never", "--retain", "1GiB"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let free = 100.0 * free_bytes(&disk.dir) as f64 / (8 << 20) as f64;
+    let v = tapedeck()
+        .arg("inspect")
+        .arg(&tape)
+        .arg("--json")
+        .output()
+        .unwrap();
+    let info: serde_json::Value = serde_json::from_slice(&v.stdout).unwrap();
+    assert!(info["trimmed"][0].as_u64().unwrap() > 0, "{info}");
+    assert!(free >= 4.0, "{free}% free after trimming early");
+    let v = tapedeck().arg("verify").arg(&tape).output().unwrap();
+    assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stdout));
+}

@@ -65,6 +65,7 @@ pub struct RecorderBuilder {
     sinks: Vec<String>,
     delivery: DeliveryOptions,
     retain: Option<Retention>,
+    disk_warning: Option<f64>,
 }
 
 impl RecorderBuilder {
@@ -91,6 +92,14 @@ impl RecorderBuilder {
     /// ([`crate::tape::retention`]).
     pub fn retain(mut self, retention: Retention) -> Self {
         self.retain = Some(retention);
+        self
+    }
+
+    /// Warns (in the log) when the disk holding the tape has less than `percent` of its space
+    /// free (default [`crate::tape::retention::DEFAULT_DISK_WARNING`]); with
+    /// [`RecorderBuilder::retain`], the tape is then trimmed early, back to twice that level.
+    pub fn disk_warning(mut self, percent: f64) -> Self {
+        self.disk_warning = Some(percent);
         self
     }
 
@@ -223,9 +232,18 @@ impl RecorderBuilder {
                 let delivery =
                     Delivery::start(tape, specs, TapeEnd::Live(watch.clone()), &delivery_options)?;
                 let sink = TapeSink::from_writer(format!("tape:{}", dir.display()), writer);
-                let retention = self.retain.map(|r| {
-                    RetentionThread::start(r, dir.clone(), watch.clone(), delivery.status_handle())
-                });
+                let retention = Some(RetentionThread::start(Housekeeping {
+                    retention: self.retain,
+                    disk_warning: self
+                        .disk_warning
+                        .unwrap_or(crate::tape::retention::DEFAULT_DISK_WARNING),
+                    dir: dir.clone(),
+                    watch: watch.clone(),
+                    statuses: delivery.status_handle(),
+                    held_back: None,
+                    warned_status: false,
+                    warned_disk: false,
+                }));
                 Ok(Recorder {
                     sinks: vec![Box::new(sink)],
                     tape: Some(TapeRun {
@@ -331,76 +349,147 @@ struct TapeRun {
     delivery: Delivery,
     /// What recovery did when the tape was opened.
     recovery: Recovery,
-    /// Trims the tape while it records (`RecorderBuilder::retain`).
+    /// Trims the tape while it records (`RecorderBuilder::retain`) and watches its disk.
     retention: Option<RetentionThread>,
 }
 
 /// How often a recorder with [`RecorderBuilder::retain`] trims its tape.
 const RETENTION_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
 
-/// Applies a [`Retention`] every [`RETENTION_EVERY`] while a recorder runs; stops when dropped.
+/// Keeps a recording's tape within bounds while it runs: every [`RETENTION_EVERY`] applies a
+/// [`Retention`] and looks at the disk's free space — below the warning level it says so
+/// (once, until the space comes back) and, with a retention, trims early until twice the
+/// level is free again (never rows a sink still needs). Stops when dropped.
 struct RetentionThread {
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
+/// What the housekeeping thread works with.
+struct Housekeeping {
+    retention: Option<Retention>,
+    /// Warn below this share of the disk free, in percent.
+    disk_warning: f64,
+    dir: PathBuf,
+    watch: TapeWatch,
+    statuses: crate::deliver::StatusHandle,
+    held_back: Option<u64>,
+    warned_status: bool,
+    warned_disk: bool,
+}
+
+impl Housekeeping {
+    /// The oldest cursor of every sink known to the tape: this recorder's (up to date) and any
+    /// other with a status file (as last written); `Some(0)` (keep everything) when a status
+    /// file cannot be read.
+    fn protect(&mut self) -> Option<u64> {
+        let live = self.statuses.statuses();
+        match crate::deliver::status::read_all_strict(&self.dir) {
+            Ok(others) => live
+                .iter()
+                .chain(
+                    others
+                        .iter()
+                        .filter(|o| live.iter().all(|l| l.sink != o.sink)),
+                )
+                .map(|s| s.cursor.unwrap_or(0))
+                .min(),
+            Err(why) => {
+                if !self.warned_status {
+                    tracing::warn!("retention: {why}; nothing is trimmed until it reads");
+                    self.warned_status = true;
+                }
+                Some(0)
+            }
+        }
+    }
+
+    fn trim(&mut self, retention: &Retention) {
+        let protect = self.protect();
+        match self.watch.trim(retention, protect, true) {
+            Ok(r) => {
+                if r.held_back.map(|(seq, _)| seq) != self.held_back {
+                    self.held_back = r.held_back.map(|(seq, _)| seq);
+                    if let Some(seq) = self.held_back {
+                        tracing::warn!(
+                            "retention: the tape is kept from row {seq} on, beyond {}: a sink known to the tape has not received those rows (`tapedeck inspect` shows which; an old status file in deliveries/ of a sink no longer used can be removed)",
+                            retention.describe()
+                        );
+                    }
+                }
+                for s in &r.removed {
+                    tracing::info!(
+                        "retention: removed {} (rows {}..{}, {} bytes)",
+                        s.file,
+                        s.first_seq,
+                        s.first_seq.saturating_add(s.rows),
+                        s.bytes
+                    );
+                }
+            }
+            Err(e) => tracing::warn!("retention: {e}; trying again"),
+        }
+    }
+
+    /// Below the warning level: say so once; with a retention, trim what brings the free
+    /// space back to twice the level.
+    fn check_disk(&mut self) {
+        let Some(space) = crate::tape::retention::disk_space(&self.dir) else {
+            return;
+        };
+        let percent = space.free_percent();
+        if percent >= self.disk_warning {
+            if self.warned_disk {
+                tracing::info!(
+                    "the disk of tape {} has {percent:.1}% free again",
+                    self.dir.display()
+                );
+            }
+            self.warned_disk = false;
+            return;
+        }
+        if !self.warned_disk {
+            tracing::warn!(
+                "the disk of tape {} has {percent:.1}% free ({} bytes), below the warning level of {}%{}",
+                self.dir.display(),
+                space.free,
+                self.disk_warning,
+                if self.retention.is_some() {
+                    "; retention trims the oldest segments early"
+                } else {
+                    "; free space, or record with --retain SIZE|AGE, before the disk is full (the recorder then stops acknowledging rows)"
+                }
+            );
+            self.warned_disk = true;
+        }
+        if let Some(r) = self.retention {
+            // Free enough to be back at twice the level (not trimming again at every look).
+            let want = (2.0 * self.disk_warning / 100.0 * space.total as f64) as u64;
+            let needed = want.saturating_sub(space.free);
+            let Ok(now) = self.watch.trim(&Retention::default(), None, false) else {
+                return;
+            };
+            let early = Retention {
+                max_bytes: Some(now.bytes.saturating_sub(needed).max(1)),
+                ..r
+            };
+            self.trim(&early);
+        }
+    }
+}
+
 impl RetentionThread {
-    fn start(
-        retention: Retention,
-        dir: PathBuf,
-        watch: TapeWatch,
-        statuses: crate::deliver::StatusHandle,
-    ) -> RetentionThread {
+    fn start(mut work: Housekeeping) -> RetentionThread {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let thread = std::thread::Builder::new()
-            .name("tape-retention".into())
+            .name("tape-housekeeping".into())
             .spawn(move || {
-                let (mut held_back, mut warned_status) = (None, false);
                 while !flag.load(Ordering::Relaxed) {
-                    // The oldest cursor of every sink known to the tape: this recorder's
-                    // (up to date) and any other with a status file (as last written).
-                    let live = statuses.statuses();
-                    let protect = match crate::deliver::status::read_all_strict(&dir) {
-                        Ok(others) => live
-                            .iter()
-                            .chain(
-                                others.iter().filter(|o| live.iter().all(|l| l.sink != o.sink)),
-                            )
-                            .map(|s| s.cursor.unwrap_or(0))
-                            .min(),
-                        // A sink whose status cannot be read may need any row: keep them all.
-                        Err(why) => {
-                            if !warned_status {
-                                tracing::warn!("retention: {why}; nothing is trimmed until it reads");
-                                warned_status = true;
-                            }
-                            Some(0)
-                        }
-                    };
-                    match watch.trim(&retention, protect, true) {
-                        Ok(r) => {
-                            if r.held_back.map(|(seq, _)| seq) != held_back {
-                                held_back = r.held_back.map(|(seq, _)| seq);
-                                if let Some(seq) = held_back {
-                                    tracing::warn!(
-                                        "retention: the tape is kept from row {seq} on, beyond {}: a sink known to the tape has not received those rows (`tapedeck inspect` shows which; an old status file in deliveries/ of a sink no longer used can be removed)",
-                                        retention.describe()
-                                    );
-                                }
-                            }
-                            for s in &r.removed {
-                                tracing::info!(
-                                    "retention: removed {} (rows {}..{}, {} bytes)",
-                                    s.file,
-                                    s.first_seq,
-                                    s.first_seq.saturating_add(s.rows),
-                                    s.bytes
-                                );
-                            }
-                        }
-                        Err(e) => tracing::warn!("retention: {e}; trying again"),
+                    if let Some(r) = work.retention {
+                        work.trim(&r);
                     }
+                    work.check_disk();
                     // Often enough that a small disk at a high rate is trimmed as segments are
                     // sealed; looking costs a directory listing and a footer read.
                     std::thread::sleep(RETENTION_EVERY);
@@ -408,7 +497,9 @@ impl RetentionThread {
             })
             .ok();
         if thread.is_none() {
-            tracing::warn!("retention: cannot start its thread; the tape is not trimmed");
+            tracing::warn!(
+                "cannot start the tape's housekeeping thread: no retention, no free-space warning"
+            );
         }
         RetentionThread { stop, thread }
     }

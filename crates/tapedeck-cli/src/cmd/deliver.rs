@@ -102,6 +102,7 @@ pub fn run(args: &Args) -> u8 {
                 &[],
                 Some(&statuses),
                 None,
+                None,
             );
         })
     });

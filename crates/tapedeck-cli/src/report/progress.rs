@@ -40,6 +40,7 @@ pub fn progress_loop(
     sink_names: &[String],
     deliveries: Option<&tapedeck::deliver::StatusHandle>,
     expected: Option<u64>,
+    disk: Option<&(std::path::PathBuf, f64)>,
 ) {
     let in_place = std::io::stderr().is_terminal();
     let start = Instant::now();
@@ -73,6 +74,16 @@ pub fn progress_loop(
             line.push_str(&format!(
                 "  acked {}",
                 w.durable_seq().saturating_sub(*first)
+            ));
+        }
+        if let Some((dir, level)) = disk
+            && let Some(space) = tapedeck::tape::retention::disk_space(dir)
+            && space.free_percent() < *level
+        {
+            line.push_str(&format!(
+                "  disk {:.1}% free ({})",
+                space.free_percent(),
+                human_bytes(space.free)
             ));
         }
         for (name, behind) in sink_names.iter().zip(progress.sinks_behind()) {

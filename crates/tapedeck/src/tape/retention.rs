@@ -271,6 +271,38 @@ pub fn trimmed_before(records: &[Record]) -> Option<(u64, String)> {
         .map(|(end, chain)| (end, chain.to_string()))
 }
 
+/// Space on the file system holding a directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct DiskSpace {
+    /// Bytes an unprivileged writer can still use.
+    pub free: u64,
+    /// Bytes of the file system.
+    pub total: u64,
+}
+
+impl DiskSpace {
+    /// Free space as a percentage of the file system (100 for an empty one).
+    pub fn free_percent(&self) -> f64 {
+        if self.total == 0 {
+            return 100.0;
+        }
+        self.free as f64 * 100.0 / self.total as f64
+    }
+}
+
+/// The space of the file system holding `dir`; `None` when it cannot be read.
+pub fn disk_space(dir: &std::path::Path) -> Option<DiskSpace> {
+    let s = rustix::fs::statvfs(dir).ok()?;
+    Some(DiskSpace {
+        free: s.f_bavail.saturating_mul(s.f_frsize),
+        total: s.f_blocks.saturating_mul(s.f_frsize),
+    })
+}
+
+/// The free-space warning level of a recorder on a tape, in percent of the disk, unless set
+/// otherwise (`record --disk-warning`).
+pub const DEFAULT_DISK_WARNING: f64 = 5.0;
+
 /// The first row on the tape in `dir`: 0, or the row after the last segment retention
 /// removed.
 pub fn first_row(dir: &std::path::Path) -> Result<u64> {

@@ -170,6 +170,18 @@ pub struct Args {
     /// has not received (see `tapedeck trim`).
     #[arg(long, value_name = "SIZE|AGE", requires = "tape", value_parser = crate::cmd::trim::parse_retention)]
     retain: Option<tapedeck::tape::retention::Retention>,
+
+    /// With --tape: warn (log and progress line) when the tape's disk has less than this
+    /// percentage free; with --retain, trim early back to twice it, e.g. `--disk-warning 10`.
+    #[arg(long, value_name = "PERCENT", requires = "tape", default_value_t = tapedeck::tape::retention::DEFAULT_DISK_WARNING, value_parser = parse_percent)]
+    disk_warning: f64,
+}
+
+fn parse_percent(s: &str) -> Result<f64, String> {
+    s.parse::<f64>()
+        .ok()
+        .filter(|p| (0.0..=100.0).contains(p))
+        .ok_or_else(|| format!("`{s}` is not a percentage from 0 to 100, e.g. 5"))
 }
 
 /// Runs `tapedeck record`; returns the exit code.
@@ -217,6 +229,7 @@ pub fn run(args: Args) -> u8 {
         if let Some(r) = args.retain {
             builder = builder.retain(r);
         }
+        builder = builder.disk_warning(args.disk_warning);
     }
     for uri in &args.sinks {
         builder = builder.sink(uri);
@@ -241,8 +254,17 @@ pub fn run(args: Args) -> u8 {
         let progress = progress.clone();
         let acked = rec.tape_watch();
         let statuses = rec.status_handle();
+        let disk = args.tape.clone().map(|d| (d, args.disk_warning));
         std::thread::spawn(move || {
-            progress_loop(&progress, &done, acked, &names, statuses.as_ref(), expected);
+            progress_loop(
+                &progress,
+                &done,
+                acked,
+                &names,
+                statuses.as_ref(),
+                expected,
+                disk.as_ref(),
+            );
         })
     });
     // Read before `src` moves into the pipe: the column types a text source inferred.
