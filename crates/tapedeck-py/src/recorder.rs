@@ -433,7 +433,6 @@ impl Recorder {
     #[new]
     #[allow(clippy::too_many_arguments)] // the Python constructor's keyword arguments
     #[pyo3(signature = (tape=None, sinks=Vec::new(), batch_size=64, flush_interval=1.0, fsync=None, compression=None, frame_rows=None, retain=None, segment_bytes=None))]
-    #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
         tape: Option<PathBuf>,

@@ -99,7 +99,12 @@ impl RecorderBuilder {
     /// free (default [`crate::tape::retention::DEFAULT_DISK_WARNING`]); with
     /// [`RecorderBuilder::retain`], the tape is then trimmed early, back to twice that level.
     pub fn disk_warning(mut self, percent: f64) -> Self {
-        self.disk_warning = Some(percent);
+        // A level above half the disk could never be reached again by trimming early.
+        self.disk_warning = Some(if percent.is_finite() {
+            percent.clamp(0.0, 50.0)
+        } else {
+            crate::tape::retention::DEFAULT_DISK_WARNING
+        });
         self
     }
 
@@ -243,6 +248,9 @@ impl RecorderBuilder {
                     held_back: None,
                     warned_status: false,
                     warned_disk: false,
+                    early_pending: 0,
+                    early_at: None,
+                    held_warned_at: None,
                 }));
                 Ok(Recorder {
                     sinks: vec![Box::new(sink)],
@@ -359,7 +367,8 @@ const RETENTION_EVERY: std::time::Duration = std::time::Duration::from_millis(10
 /// Keeps a recording's tape within bounds while it runs: every [`RETENTION_EVERY`] applies a
 /// [`Retention`] and looks at the disk's free space — below the warning level it says so
 /// (once, until the space comes back) and, with a retention, trims early until twice the
-/// level is free again (never rows a sink still needs). Stops when dropped.
+/// level (at most the level plus 5 points) is free again, never rows a sink still needs, and
+/// counting what it removed as freed for 30 s. Stops when dropped.
 struct RetentionThread {
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -376,6 +385,12 @@ struct Housekeeping {
     held_back: Option<u64>,
     warned_status: bool,
     warned_disk: bool,
+    /// Bytes trimmed early whose space the file system has not shown free yet (it may free
+    /// late, or a reader may still hold a removed file), and when the last early trim was.
+    early_pending: u64,
+    early_at: Option<std::time::Instant>,
+    /// When "held back by a sink" was last said.
+    held_warned_at: Option<std::time::Instant>,
 }
 
 impl Housekeeping {
@@ -408,14 +423,18 @@ impl Housekeeping {
         let protect = self.protect();
         match self.watch.trim(retention, protect, true) {
             Ok(r) => {
-                if r.held_back.map(|(seq, _)| seq) != self.held_back {
-                    self.held_back = r.held_back.map(|(seq, _)| seq);
-                    if let Some(seq) = self.held_back {
-                        tracing::warn!(
-                            "retention: the tape is kept from row {seq} on, beyond {}: a sink known to the tape has not received those rows (`tapedeck inspect` shows which; an old status file in deliveries/ of a sink no longer used can be removed)",
-                            retention.describe()
-                        );
-                    }
+                // Said at most once a minute, not at every look or cursor move.
+                self.held_back = r.held_back.map(|(seq, _)| seq);
+                if let Some(seq) = self.held_back
+                    && self
+                        .held_warned_at
+                        .is_none_or(|t| t.elapsed() > std::time::Duration::from_secs(60))
+                {
+                    self.held_warned_at = Some(std::time::Instant::now());
+                    tracing::warn!(
+                        "retention: the tape is kept from row {seq} on, beyond {}: a sink known to the tape has not received those rows (`tapedeck inspect` shows which; an old status file in deliveries/ of a sink no longer used can be removed)",
+                        retention.describe()
+                    );
                 }
                 for s in &r.removed {
                     tracing::info!(
@@ -463,9 +482,24 @@ impl Housekeeping {
             self.warned_disk = true;
         }
         if let Some(r) = self.retention {
-            // Free enough to be back at twice the level (not trimming again at every look).
-            let want = (2.0 * self.disk_warning / 100.0 * space.total as f64) as u64;
-            let needed = want.saturating_sub(space.free);
+            // What an earlier early trim removed and the file system did not show free counts
+            // as freed for 30 s: it is not removed a second time.
+            if self
+                .early_at
+                .is_none_or(|t| t.elapsed() > std::time::Duration::from_secs(30))
+            {
+                self.early_pending = 0;
+            }
+            // Free enough to be back at twice the level, or the level plus 5 points of the
+            // disk, whichever is less (not trimming again at every look).
+            let target = (2.0 * self.disk_warning).min(self.disk_warning + 5.0);
+            let want = (target / 100.0 * space.total as f64) as u64;
+            let needed = want
+                .saturating_sub(space.free)
+                .saturating_sub(self.early_pending);
+            if needed == 0 {
+                return;
+            }
             let Ok(now) = self.watch.trim(&Retention::default(), None, false) else {
                 return;
             };
@@ -473,13 +507,30 @@ impl Housekeeping {
                 max_bytes: Some(now.bytes.saturating_sub(needed).max(1)),
                 ..r
             };
+            let before = now.bytes;
             self.trim(&early);
+            if let Ok(after) = self.watch.trim(&Retention::default(), None, false) {
+                let freed = before.saturating_sub(after.bytes);
+                if freed > 0 {
+                    // The part the file system does not show free yet (freed late, or a
+                    // removed file still open somewhere).
+                    let shown = crate::tape::retention::disk_space(&self.dir)
+                        .map_or(0, |now| now.free.saturating_sub(space.free));
+                    self.early_pending = self
+                        .early_pending
+                        .saturating_add(freed.saturating_sub(shown));
+                    self.early_at = Some(std::time::Instant::now());
+                    tracing::info!("retention: trimmed {freed} bytes early (the disk is low)");
+                }
+            }
         }
     }
 }
 
 impl RetentionThread {
     fn start(mut work: Housekeeping) -> RetentionThread {
+        // Once now, so that a disk already low is reported however short the recording.
+        work.check_disk();
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let thread = std::thread::Builder::new()

@@ -618,6 +618,22 @@ fn a_crash_while_the_journal_was_created_starts_it_anew() {
             assert_eq!(open_mem(&s, always()).unwrap().state().unwrap()["a"], 1);
         }
     }
+    // An older version created `j` in place: a crash left its first line unfinished (no
+    // newline, no history). That is an unfinished creation too.
+    let storage = MemStorage::new();
+    drop(open_mem(&storage, always()).unwrap());
+    let whole = storage.bytes("j").unwrap();
+    for cut in 1..whole.len() {
+        let s = MemStorage::new();
+        s.put("j", whole[..cut].to_vec());
+        let j = open_mem(&s, always()).unwrap_or_else(|e| panic!("in place, cut at {cut}: {e}"));
+        assert_eq!(j.state().unwrap(), Map::new());
+        assert_eq!(
+            j.recovery().torn_tail,
+            Some((0, cut as u64)),
+            "cut at {cut}"
+        );
+    }
 }
 
 #[test]

@@ -446,6 +446,32 @@ impl<T: Serialize + DeserializeOwned> Journal<T> {
             Some(n) if n > 0 => Some(replay(storage.as_ref(), name)?),
             _ => None,
         };
+        // An older version created the file in place: a crash then left a first JSON line
+        // without its newline (and no history). That is an unfinished creation, not damage.
+        let unfinished = match &found {
+            Some(r)
+                if r.good == 0 && r.damage.is_none() && r.format == JournalFormat::JsonLines =>
+            {
+                let len = storage.len(name).map_err(|e| io("stat", e))?.unwrap_or(0);
+                let mut last = [0u8; 1];
+                let terminated = len > 0
+                    && storage.read_at(name, len - 1, &mut last).is_ok()
+                    && last[0] == b'\n';
+                let history = storage
+                    .list()
+                    .map_err(|e| io("list", e))?
+                    .iter()
+                    .any(|n| files::rotated_seq(name, n).is_some());
+                !terminated && !history
+            }
+            _ => false,
+        };
+        let found = if unfinished {
+            recovery.torn_tail = found.as_ref().and_then(|r| r.torn);
+            None
+        } else {
+            found
+        };
         let r = match found {
             Some(r) if r.good > 0 || r.damage.is_some() => r,
             Some(r) => {

@@ -164,7 +164,7 @@ impl Manifest {
                 let records = salvage(storage.as_ref())?;
                 let keep = format!("{MANIFEST}.damaged-{}", crate::record::time::now_micros());
                 tracing::warn!(
-                    "manifest: damaged at byte {offset}; kept as {keep}, going on with the {} good records before it",
+                    "manifest: damaged at byte {offset}; kept as {keep}, going on with the {} records that still check out",
                     records.len()
                 );
                 rebuild(storage, records, &keep)?;

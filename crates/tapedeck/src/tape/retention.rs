@@ -149,7 +149,10 @@ pub(crate) fn trim(
     }
     let mut total: u64 = sizes.iter().sum();
     let mut report = TrimReport {
-        first_seq: names.first().map_or(0, |(seq, _)| *seq),
+        first_seq: names
+            .first()
+            .map_or(0, |(seq, _)| *seq)
+            .max(trimmed_before(&manifest.records()).map_or(0, |(end, _)| end)),
         ..TrimReport::default()
     };
     let age_limit = retention
@@ -184,7 +187,8 @@ pub(crate) fn trim(
         let Some(footer) = sealed.footer.as_ref() else {
             break;
         };
-        // A segment without event times (`max_time` `i64::MIN`) is never too old.
+        // A segment without event times (`max_time` `i64::MIN`) is never too old; removal is
+        // oldest first and contiguous (the chain must stay whole), so it stops there.
         let too_old = age_limit.is_some_and(|limit| {
             footer.rows > 0 && footer.max_time != i64::MIN && footer.max_time < limit
         });
@@ -235,7 +239,11 @@ pub(crate) fn trim(
 pub(crate) fn finish_removals(storage: &dyn Storage, records: &[Record]) -> Result<usize> {
     let mut n = 0;
     for r in records {
-        if let Record::Trimmed { file, .. } = r
+        // Only a segment's own name: a manifest naming anything else is not obeyed.
+        if let Record::Trimmed {
+            file, first_seq, ..
+        } = r
+            && *file == super::format::segment_name(*first_seq)
             && storage
                 .len(file)
                 .map_err(|e| Error::io("stat", storage.describe(file), e))?

@@ -172,7 +172,7 @@ pub struct Args {
     retain: Option<tapedeck::tape::retention::Retention>,
 
     /// With --tape: warn (log and progress line) when the tape's disk has less than this
-    /// percentage free; with --retain, trim early back to twice it, e.g. `--disk-warning 10`.
+    /// percentage free (0 to 50); with --retain, trim early back to twice it, e.g. `--disk-warning 10`.
     #[arg(long, value_name = "PERCENT", requires = "tape", default_value_t = tapedeck::tape::retention::DEFAULT_DISK_WARNING, value_parser = parse_percent)]
     disk_warning: f64,
 }
@@ -180,8 +180,8 @@ pub struct Args {
 fn parse_percent(s: &str) -> Result<f64, String> {
     s.parse::<f64>()
         .ok()
-        .filter(|p| (0.0..=100.0).contains(p))
-        .ok_or_else(|| format!("`{s}` is not a percentage from 0 to 100, e.g. 5"))
+        .filter(|p| (0.0..=50.0).contains(p))
+        .ok_or_else(|| format!("`{s}` is not a percentage from 0 to 50, e.g. 5"))
 }
 
 /// Runs `tapedeck record`; returns the exit code.
