@@ -89,6 +89,17 @@ fn free_bytes(dir: &Path) -> u64 {
         .unwrap()
 }
 
+/// `tapedeck inspect --json` of a tape.
+fn inspect_json(tape: &Path) -> serde_json::Value {
+    let v = tapedeck()
+        .arg("inspect")
+        .arg(tape)
+        .arg("--json")
+        .output()
+        .unwrap();
+    serde_json::from_slice(&v.stdout).unwrap()
+}
+
 fn record(tape: &Path, sinks: &[String], summary: &Path, rows: u64) -> Output {
     let mut c = tapedeck();
     c.args(["record", "--source"])
@@ -244,13 +255,7 @@ fn retention_keeps_a_small_disk_from_filling_over_ten_times_its_size() {
         .sum();
     assert!(tape_bytes < 4 << 20, "{tape_bytes} bytes left on the tape");
     // Ten times the disk went through it.
-    let v = tapedeck()
-        .arg("inspect")
-        .arg(&tape)
-        .arg("--json")
-        .output()
-        .unwrap();
-    let info: serde_json::Value = serde_json::from_slice(&v.stdout).unwrap();
+    let info = inspect_json(&tape);
     let trimmed_bytes = info["trimmed"][2].as_u64().unwrap();
     assert!(
         trimmed_bytes + tape_bytes > 10 * (4 << 20) - (4 << 20),
@@ -315,13 +320,7 @@ fn a_nearly_full_disk_is_announced_and_retention_trims_early() {
         .unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
     let free = 100.0 * free_bytes(&disk.dir) as f64 / (8 << 20) as f64;
-    let v = tapedeck()
-        .arg("inspect")
-        .arg(&tape)
-        .arg("--json")
-        .output()
-        .unwrap();
-    let info: serde_json::Value = serde_json::from_slice(&v.stdout).unwrap();
+    let info = inspect_json(&tape);
     assert!(info["trimmed"][0].as_u64().unwrap() > 0, "{info}");
     assert!(free >= 4.0, "{free}% free after trimming early");
     let v = tapedeck().arg("verify").arg(&tape).output().unwrap();
