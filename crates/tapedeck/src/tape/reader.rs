@@ -356,6 +356,18 @@ impl TapeReader {
             .position(|f| f.header.end_seq() > self.position)
             .unwrap_or(scanned.frames.len());
         if scanned.header.first_seq > self.position {
+            // A jump forward: rows retention removed since this reader began are an error
+            // naming the first row left, never skipped in silence.
+            if let Some((first, _)) =
+                super::retention::trimmed_before(&super::manifest::read_only(storage)?)
+                    .filter(|(first, _)| self.position < *first)
+            {
+                return Err(Error::TapeTrimmed {
+                    path: storage.describe(""),
+                    requested: self.position,
+                    first,
+                });
+            }
             self.position = scanned.header.first_seq;
         }
         self.cursor = Some(Cursor {

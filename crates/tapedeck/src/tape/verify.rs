@@ -55,6 +55,19 @@ pub struct VerifyReport {
 
 /// Checks every CRC and the hash chain; see the module docs.
 pub fn verify(storage: &dyn Storage) -> Result<VerifyReport> {
+    // A segment removed while it was being checked (retention of a running recorder), or a
+    // manifest record being appended: the tape is checked again (a few times at most; then as
+    // it is, and what is still wrong is reported).
+    for _ in 0..3 {
+        if let Some(report) = verify_once(storage, true)? {
+            return Ok(report);
+        }
+    }
+    verify_once(storage, false).map(Option::unwrap_or_default)
+}
+
+/// One pass of [`verify`]; `None` when a listed segment went away meanwhile and `retry`.
+fn verify_once(storage: &dyn Storage, retry: bool) -> Result<Option<VerifyReport>> {
     let mut report = VerifyReport::default();
     let listed = segment_names(storage)?;
     // Read after the listing: a trim running meanwhile (`record --retain`) is in it, and the
@@ -98,8 +111,31 @@ pub fn verify(storage: &dyn Storage) -> Result<VerifyReport> {
             offset,
             what,
         };
-        let s = match segment::scan(storage, name)? {
+        let gone = |storage: &dyn Storage| -> Result<bool> {
+            Ok(retry
+                && storage
+                    .len(name)
+                    .map_err(|e| Error::io("stat", storage.describe(name), e))?
+                    .is_none())
+        };
+        let scanned = match segment::scan(storage, name) {
+            Err(_) | Ok(Err(_)) if gone(storage)? => return Ok(None),
+            other => other?,
+        };
+        let s = match scanned {
             Ok(s) => s,
+            // The last segment with its header not (all) written yet: a writer creating it,
+            // or a crash while it did (the next writer removes it) — no row is in it.
+            Err(bad)
+                if i + 1 == names.len()
+                    && matches!(bad.problem, super::format::FormatError::Short) =>
+            {
+                report.problems.push(problem(
+                    None,
+                    "not sealed (its header is not written yet): the writer is creating it, or crashed — opening the tape for writing removes it".into(),
+                ));
+                continue;
+            }
             Err(bad) => {
                 report
                     .problems
@@ -160,7 +196,10 @@ pub fn verify(storage: &dyn Storage) -> Result<VerifyReport> {
         report.rows += s.rows();
         match (&s.footer, s.footer_offset) {
             (Some(footer), Some(at)) => {
-                let chain = segment::chain_hash(storage, name, &s.header.prev_chain, at)?;
+                let chain = match segment::chain_hash(storage, name, &s.header.prev_chain, at) {
+                    Err(_) if gone(storage)? => return Ok(None),
+                    other => other?,
+                };
                 if chain != footer.chain {
                     report.problems.push(problem(
                         Some(at),
@@ -202,6 +241,11 @@ pub fn verify(storage: &dyn Storage) -> Result<VerifyReport> {
         };
     }
     whole_tape_problems(storage, &names, &records, &mut report)?;
+    if damage.is_some() && retry {
+        // Perhaps a record being appended right now (a running writer): look again.
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        return Ok(None);
+    }
     if let Some((valid, len)) = damage {
         report.problems.push(Problem {
             file: manifest::MANIFEST.into(),
@@ -231,7 +275,7 @@ pub fn verify(storage: &dyn Storage) -> Result<VerifyReport> {
             });
         }
     }
-    Ok(report)
+    Ok(Some(report))
 }
 
 /// What only the tape as a whole can show: a directory that is no tape, a tape that does not
