@@ -237,7 +237,7 @@ impl RecorderBuilder {
                 let delivery =
                     Delivery::start(tape, specs, TapeEnd::Live(watch.clone()), &delivery_options)?;
                 let sink = TapeSink::from_writer(format!("tape:{}", dir.display()), writer);
-                let retention = Some(RetentionThread::start(Housekeeping {
+                let housekeeping = Some(HousekeepingThread::start(Housekeeping {
                     retention: self.retain,
                     disk_warning: self
                         .disk_warning
@@ -260,7 +260,7 @@ impl RecorderBuilder {
                         start,
                         delivery,
                         recovery,
-                        retention,
+                        housekeeping,
                     }),
                     rows: 0,
                 })
@@ -358,7 +358,7 @@ struct TapeRun {
     /// What recovery did when the tape was opened.
     recovery: Recovery,
     /// Trims the tape while it records (`RecorderBuilder::retain`) and watches its disk.
-    retention: Option<RetentionThread>,
+    housekeeping: Option<HousekeepingThread>,
 }
 
 /// How often a recorder with [`RecorderBuilder::retain`] trims its tape.
@@ -369,7 +369,7 @@ const RETENTION_EVERY: std::time::Duration = std::time::Duration::from_millis(10
 /// (once, until the space comes back) and, with a retention, trims early until twice the
 /// level (at most the level plus 5 points) is free again, never rows a sink still needs, and
 /// counting what it removed as freed for 30 s. Stops when dropped.
-struct RetentionThread {
+struct HousekeepingThread {
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -527,8 +527,8 @@ impl Housekeeping {
     }
 }
 
-impl RetentionThread {
-    fn start(mut work: Housekeeping) -> RetentionThread {
+impl HousekeepingThread {
+    fn start(mut work: Housekeeping) -> HousekeepingThread {
         // Once now, so that a disk already low is reported however short the recording.
         work.check_disk();
         let stop = Arc::new(AtomicBool::new(false));
@@ -552,11 +552,11 @@ impl RetentionThread {
                 "cannot start the tape's housekeeping thread: no retention, no free-space warning"
             );
         }
-        RetentionThread { stop, thread }
+        HousekeepingThread { stop, thread }
     }
 }
 
-impl Drop for RetentionThread {
+impl Drop for HousekeepingThread {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(t) = self.thread.take() {
@@ -727,21 +727,21 @@ impl Recorder {
     pub fn pipe<S: Source + 'static>(&mut self, source: S, options: &PipeOptions) -> PipeReport {
         let sinks = std::mem::take(&mut self.sinks);
         let report = crate::pipe::pipe_report(source, sinks, options);
-        self.stop_retention();
+        self.stop_housekeeping();
         report
     }
 
-    /// Stops trimming the tape (before its writer closes and lets go of the tape's lock).
-    fn stop_retention(&mut self) {
+    /// Stops the tape's housekeeping (before its writer closes and lets go of the tape's lock).
+    fn stop_housekeeping(&mut self) {
         if let Some(t) = &mut self.tape {
-            t.retention.take();
+            t.housekeeping.take();
         }
     }
 
     /// Like [`Recorder::finish`], but `stop()` ends a delivery still running (its sink away)
     /// where it is, its cursor committed, as soon as it returns true.
     pub fn finish_with(mut self, stop: &dyn Fn() -> bool) -> Result<RecordSummary> {
-        self.stop_retention();
+        self.stop_housekeeping();
         let (sinks, first) = self.close_sinks();
         let summary = self.finish_deliveries(stop, sinks);
         match first {

@@ -337,3 +337,41 @@ fn verify_beside_a_recorder_trimming_its_tape_reports_no_false_damage() {
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     assert!(verifier.join().unwrap() > 0);
 }
+
+#[test]
+fn enospc_or_eio_while_trimming_removes_nothing_and_loses_nothing() {
+    use tapedeck::tape::storage::{Fault, Op};
+    for fault in [Fault::NoSpace, Fault::Eio] {
+        let storage = tape();
+        let before = segments(&storage);
+        let w = TapeWriter::open_storage(Arc::new(storage.clone()), options()).unwrap();
+        // The manifest record of the first removal cannot be written.
+        storage.fail_nth(Op::Append, 0, fault);
+        let all = Retention {
+            max_bytes: Some(1),
+            max_age: None,
+        };
+        assert!(w.watch().trim(&all, None, true).is_err(), "{fault:?}");
+        storage.clear_faults();
+        w.abandon();
+        assert_eq!(
+            segments(&storage),
+            before,
+            "{fault:?}: a file went without its record"
+        );
+        // The next writer finds the tape whole; every row reads; trimming works again.
+        let w = TapeWriter::open_storage(Arc::new(storage.clone()), options()).unwrap();
+        assert_eq!(
+            read_from(&storage, StartAt::Start).unwrap(),
+            (0..3000).collect::<Vec<_>>()
+        );
+        assert!(!w.watch().trim(&all, None, true).unwrap().removed.is_empty());
+        w.close().unwrap();
+        let report = verify(&storage).unwrap();
+        assert!(
+            report.problems.is_empty(),
+            "{fault:?}: {:?}",
+            report.problems
+        );
+    }
+}

@@ -153,25 +153,13 @@ pub(crate) fn write(path: &Path, status: &DeliveryStatus) {
 /// warning.
 pub fn read_all(dir: &Path) -> Vec<DeliveryStatus> {
     let mut out = Vec::new();
-    let Ok(entries) = std::fs::read_dir(dir.join(DIR)) else {
-        return out;
-    };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        if path.extension().is_none_or(|e| e != "json") {
-            continue;
-        }
-        match std::fs::read(&path).map(|b| serde_json::from_slice::<DeliveryStatus>(&b)) {
-            // Files written by older versions may hold a password their redaction missed.
-            Ok(Ok(mut s)) => {
-                s.sink = crate::uri::redact(&s.sink);
-                s.error = s.error.map(|e| crate::uri::redact(&e));
-                out.push(s);
-            }
-            Ok(Err(e)) => {
-                tracing::warn!("{}: not a delivery status ({e}); skipped", path.display())
-            }
-            Err(e) => tracing::warn!("{}: {e}; skipped", path.display()),
+    for read in entries(dir).unwrap_or_else(|why| {
+        tracing::warn!("{why}; no delivery status read");
+        Vec::new()
+    }) {
+        match read {
+            Ok(s) => out.push(s),
+            Err(why) => tracing::warn!("{why}; skipped"),
         }
     }
     out.sort_by(|a, b| a.sink.cmp(&b.sink));
@@ -181,25 +169,39 @@ pub fn read_all(dir: &Path) -> Vec<DeliveryStatus> {
 /// Every status file of the tape in `dir`, or what keeps one from being read (retention must
 /// not trim rows a sink it cannot see may need). No `deliveries/` folder: none.
 pub fn read_all_strict(dir: &Path) -> Result<Vec<DeliveryStatus>, String> {
+    entries(dir)?.into_iter().collect()
+}
+
+/// Each status file of the tape in `dir`, read (passwords an older version's redaction missed
+/// removed), or why it could not be; `Err` when the folder cannot be listed.
+fn entries(dir: &Path) -> Result<Vec<Result<DeliveryStatus, String>>, String> {
     let folder = dir.join(DIR);
-    let entries = match std::fs::read_dir(&folder) {
+    let listing = match std::fs::read_dir(&folder) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(format!("cannot list {}: {e}", folder.display())),
     };
     let mut out = Vec::new();
-    for entry in entries {
+    for entry in listing {
         let path = entry
             .map_err(|e| format!("cannot list {}: {e}", folder.display()))?
             .path();
         if path.extension().is_none_or(|e| e != "json") {
             continue;
         }
-        let bytes =
-            std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        let s: DeliveryStatus = serde_json::from_slice(&bytes)
-            .map_err(|e| format!("{} is not a delivery status ({e})", path.display()))?;
-        out.push(s);
+        out.push(
+            std::fs::read(&path)
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))
+                .and_then(|b| {
+                    serde_json::from_slice::<DeliveryStatus>(&b)
+                        .map_err(|e| format!("{} is not a delivery status ({e})", path.display()))
+                })
+                .map(|mut s| {
+                    s.sink = crate::uri::redact(&s.sink);
+                    s.error = s.error.map(|e| crate::uri::redact(&e));
+                    s
+                }),
+        );
     }
     Ok(out)
 }

@@ -190,6 +190,11 @@ impl Manifest {
         crate::sync::lock(&self.records).clone()
     }
 
+    /// Runs `f` over every record, in order, without copying them.
+    pub fn with_records<R>(&self, f: impl FnOnce(&[Record]) -> R) -> R {
+        f(&crate::sync::lock(&self.records))
+    }
+
     /// Appends `record`; returns once it is durable.
     pub fn append(&self, record: &Record) -> Result<()> {
         self.journal.set(record.action(), "/records/-", record)?;

@@ -152,7 +152,7 @@ pub(crate) fn trim(
         first_seq: names
             .first()
             .map_or(0, |(seq, _)| *seq)
-            .max(trimmed_before(&manifest.records()).map_or(0, |(end, _)| end)),
+            .max(manifest.with_records(|r| trimmed_before(r).map_or(0, |(end, _)| end))),
         ..TrimReport::default()
     };
     let age_limit = retention
@@ -168,16 +168,6 @@ pub(crate) fn trim(
         None => false,
     };
     let keep_from = names.len().saturating_sub(if last_sealed { 1 } else { 2 });
-    // Removals recorded before whose file is still there (a removal that failed): not
-    // recorded again.
-    let recorded: std::collections::BTreeSet<String> = manifest
-        .records()
-        .into_iter()
-        .filter_map(|r| match r {
-            Record::Trimmed { file, .. } => Some(file),
-            _ => None,
-        })
-        .collect();
     for (i, (first_seq, name)) in names.iter().enumerate().take(keep_from) {
         let too_big = retention.max_bytes.is_some_and(|max| total > max);
         let Some(sealed) = segment::open_indexed(storage, name)? else {
@@ -208,7 +198,14 @@ pub(crate) fn trim(
             break;
         }
         if apply {
-            if !recorded.contains(name) {
+            // A removal recorded before whose file is still there (its removal failed) is
+            // not recorded again.
+            let recorded = manifest.with_records(|records| {
+                records
+                    .iter()
+                    .any(|r| matches!(r, Record::Trimmed { file, .. } if file == name))
+            });
+            if !recorded {
                 manifest.append(&Record::Trimmed {
                     file: name.clone(),
                     first_seq: *first_seq,

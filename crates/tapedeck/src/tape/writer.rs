@@ -276,9 +276,10 @@ impl TapeWatch {
         let shared = &self.0;
         let inner = lock(&shared.inner);
         let storage = shared.storage.as_ref();
-        let records = shared.manifest.records();
-        let known = records.iter().any(|r| {
-            matches!(r, Record::Quarantined { file: f, offset: o, .. } if f == file && *o == offset)
+        let known = shared.manifest.with_records(|records| {
+            records.iter().any(|r| {
+                matches!(r, Record::Quarantined { file: f, offset: o, .. } if f == file && *o == offset)
+            })
         });
         if known {
             return Ok(false);
