@@ -386,8 +386,22 @@ fn parse_tape_options(
     compression: Option<&str>,
     frame_rows: Option<usize>,
     segment_bytes: Option<u64>,
+    disk_full_timeout: Option<f64>,
 ) -> Result<TapeOptions> {
-    let mut o = TapeOptions::default();
+    let mut o = TapeOptions {
+        disk_full_timeout: match disk_full_timeout {
+            None => None,
+            Some(t) => Some(
+                Duration::try_from_secs_f64(t).map_err(|_| Error::InvalidOption {
+                    option: "disk_full_timeout",
+                    message: format!(
+                        "{t}: give seconds (0 or more), or None to wait as long as it takes"
+                    ),
+                })?,
+            ),
+        },
+        ..TapeOptions::default()
+    };
     if let Some(f) = fsync {
         o.fsync = f.parse::<FsyncPolicy>().map_err(|m| Error::InvalidOption {
             option: "fsync",
@@ -432,7 +446,7 @@ fn parse_tape_options(
 impl Recorder {
     #[new]
     #[allow(clippy::too_many_arguments)] // the Python constructor's keyword arguments
-    #[pyo3(signature = (tape=None, sinks=Vec::new(), batch_size=64, flush_interval=1.0, fsync=None, compression=None, frame_rows=None, retain=None, segment_bytes=None))]
+    #[pyo3(signature = (tape=None, sinks=Vec::new(), batch_size=64, flush_interval=1.0, fsync=None, compression=None, frame_rows=None, retain=None, segment_bytes=None, disk_full_timeout=Some(0.0)))]
     fn new(
         py: Python<'_>,
         tape: Option<PathBuf>,
@@ -444,6 +458,7 @@ impl Recorder {
         frame_rows: Option<usize>,
         retain: Option<String>,
         segment_bytes: Option<u64>,
+        disk_full_timeout: Option<f64>,
     ) -> PyResult<Recorder> {
         let retain = match retain {
             None => None,
@@ -483,6 +498,7 @@ impl Recorder {
             compression.as_deref(),
             frame_rows,
             segment_bytes,
+            disk_full_timeout,
         )
         .map_err(|e| to_py(py, e))?;
         let core = py

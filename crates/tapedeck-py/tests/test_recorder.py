@@ -8,6 +8,7 @@ import errno
 import json
 import os
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -239,6 +240,48 @@ def test_a_full_disk_is_a_storage_error_with_enospc_and_keeps_what_was_acknowled
         assert got >= acknowledged
     finally:
         subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_with_no_disk_full_timeout_a_full_disk_is_waited_out(tmp_path: Path) -> None:
+    if not _can_mount():
+        if os.environ.get("CI") == "true":
+            pytest.fail("mounting a tmpfs needs root")
+        pytest.skip("mounting a tmpfs needs root")
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)], check=True)
+    try:
+        rec = tapedeck.Recorder(
+            tape=mnt / "tape", fsync="always", compression="none", disk_full_timeout=None
+        )
+        rec.write_batch(pa.table({"x": np.arange(1000, dtype=np.float64)}))
+        rec.sync()
+        # Fill the disk to 32 KiB free, less than the tape keeps in reserve; free it in 1 s.
+        filler = mnt / "filler"
+        st = os.statvfs(mnt)
+        with open(filler, "wb") as f:
+            try:
+                f.write(b"\0" * max(0, st.f_bavail * st.f_frsize - (32 << 10)))
+            except OSError:
+                pass
+        threading.Timer(1.0, filler.unlink).start()
+        started = time.monotonic()
+        rec.write_batch(pa.table({"x": np.arange(1000, 101_000, dtype=np.float64)}))
+        rec.sync()
+        waited = time.monotonic() - started
+        assert waited >= 0.9, f"acknowledged after {waited:.2f} s on a full disk"
+        assert rec.acknowledged == 101_000
+        rec.close()
+        got = pa.table(tapedeck.open_tape(mnt / "tape").reader())
+        assert got.column("x").to_pylist() == [float(i) for i in range(101_000)]
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_disk_full_timeout_must_be_seconds(tmp_path: Path) -> None:
+    with pytest.raises(errors.OptionError, match="disk_full_timeout"):
+        tapedeck.Recorder(tape=tmp_path / "tape", disk_full_timeout=-1.0)
+    assert not (tmp_path / "tape").exists()
 
 
 def test_plain_dict_lists_take_the_direct_path_and_give_the_same_batches(tmp_path: Path) -> None:

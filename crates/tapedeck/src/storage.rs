@@ -59,6 +59,12 @@ pub trait Storage: Send + Sync {
     /// Lets go of any handle kept open on `name`: a reader done with a segment, so that the
     /// segment's space is freed as soon as retention removes it. Default: none is kept.
     fn release(&self, _name: &str) {}
+    /// Bytes the storage can still take, when it knows (a file system's free space for
+    /// unprivileged users): a tape writer waits for space rather than run the disk full in the
+    /// middle of sealing a segment. Default: unknown.
+    fn free_space(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// The directory part of a storage name (`""` for top-level files).
@@ -213,6 +219,11 @@ impl Storage for FsStorage {
     fn release(&self, name: &str) {
         lock(&self.files).remove(name);
     }
+
+    fn free_space(&self) -> Option<u64> {
+        let s = rustix::fs::statvfs(&self.dir).ok()?;
+        Some(s.f_bavail.saturating_mul(s.f_frsize))
+    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -311,6 +322,9 @@ struct MemState {
     fired: Vec<(Op, Fault)>,
     appended: u64,
     syncs: u64,
+    /// The disk's size, when it has one: bytes of the files in the directory beyond it are
+    /// refused with `ENOSPC` (what fits is written, as a full disk does).
+    capacity: Option<u64>,
 }
 
 impl MemState {
@@ -351,6 +365,15 @@ impl MemState {
         Some(fault)
     }
 
+    /// Bytes of the files the directory holds.
+    fn used(&self) -> u64 {
+        self.names
+            .values()
+            .filter_map(|i| self.inodes.get(*i))
+            .map(|f| f.data.len() as u64)
+            .sum()
+    }
+
     fn sync_dir(&mut self, dir: &str) {
         let (now, later): (Vec<DirOp>, Vec<DirOp>) = std::mem::take(&mut self.dir_log)
             .into_iter()
@@ -382,6 +405,13 @@ impl MemStorage {
     /// Makes the operation `op` fail with `fault` after `n` more of them succeed.
     pub fn fail_nth(&self, op: Op, n: u64, fault: Fault) {
         lock(&self.0).faults.push((op, n, fault));
+    }
+
+    /// Gives the disk a size (`None`: unbounded, the default): an append that would take the
+    /// directory's files past it writes what fits and fails with `ENOSPC`, and
+    /// [`Storage::free_space`] says what is left. Removing files frees their space.
+    pub fn set_capacity(&self, bytes: Option<u64>) {
+        lock(&self.0).capacity = bytes;
     }
 
     /// Faults that fired so far, in order.
@@ -538,6 +568,19 @@ impl Storage for MemStorage {
             s.fired.push((Op::Append, f));
             fault = Some((f, at - before));
         }
+        if fault.is_none()
+            && let Some(capacity) = s.capacity
+        {
+            let free = capacity.saturating_sub(s.used());
+            if data.len() as u64 > free {
+                s.fired.push((Op::Append, Fault::ShortWrite));
+                // `part == 0` means "half" below; a full disk writes what fits, maybe nothing.
+                let part = usize::try_from(free).unwrap_or(usize::MAX).min(data.len());
+                s.appended += part as u64;
+                s.file_or_create(name).data.extend_from_slice(&data[..part]);
+                return Err(Fault::NoSpace.error());
+            }
+        }
         if let Some((fault, part)) = fault {
             if fault == Fault::ShortWrite {
                 // Part of the bytes reach the file: half of them if the fault was armed by
@@ -624,6 +667,11 @@ impl Storage for MemStorage {
 
     fn describe(&self, name: &str) -> PathBuf {
         PathBuf::from(format!("mem:{name}"))
+    }
+
+    fn free_space(&self) -> Option<u64> {
+        let s = lock(&self.0);
+        s.capacity.map(|c| c.saturating_sub(s.used()))
     }
 }
 

@@ -7,7 +7,7 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arrow_array::{ArrayRef, Int64Array, RecordBatch};
 use common::batch;
@@ -15,7 +15,9 @@ use proptest::prelude::*;
 use tapedeck::tape::id::{TAPE_ID_FILE, read_or_create};
 use tapedeck::tape::storage::{Fault, MemStorage, Op, Storage};
 use tapedeck::tape::verify::verify;
-use tapedeck::tape::{Compression, FsyncPolicy, StartAt, TapeOptions, TapeReader, TapeWriter};
+use tapedeck::tape::{
+    Compression, FsyncPolicy, SPACE_RESERVE, StartAt, TapeOptions, TapeReader, TapeWriter,
+};
 
 fn rows(first: i64, n: usize) -> RecordBatch {
     batch(vec![(
@@ -32,6 +34,7 @@ fn opts(fsync: FsyncPolicy, segment_bytes: u64) -> TapeOptions {
         segment_age: None,
         frame_rows: tapedeck::tape::writer::DEFAULT_FRAME_ROWS,
         allow_schema_change: false,
+        disk_full_timeout: Some(Duration::ZERO),
     }
 }
 
@@ -68,6 +71,118 @@ fn segments(storage: &MemStorage) -> Vec<String> {
         .into_iter()
         .filter(|n| n.starts_with("seg-"))
         .collect()
+}
+
+/// Issue 17, a full disk: the writer stops acknowledging between two frames (keeping the room
+/// sealing needs), says so, and goes on by itself when space returns — no row lost, none twice.
+#[test]
+fn a_full_disk_pauses_acknowledgement_and_space_returning_resumes_it() {
+    let storage = MemStorage::new();
+    storage.set_capacity(Some(SPACE_RESERVE + (96 << 10)));
+    let o = TapeOptions {
+        disk_full_timeout: None,
+        ..opts(FsyncPolicy::Always, 32 << 10)
+    };
+    let w = Arc::new(open(&storage, o));
+    let watch = w.watch();
+    let appender = {
+        let w = w.clone();
+        std::thread::spawn(move || {
+            for i in 0..400 {
+                w.append(&rows(i * 100, 100))?;
+            }
+            Ok::<_, tapedeck::Error>(())
+        })
+    };
+    let started = Instant::now();
+    while watch.disk_full().is_none() {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the disk never filled"
+        );
+        assert!(
+            !appender.is_finished(),
+            "all rows fitted: the disk is too big"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let acked = watch.durable_seq();
+    assert!(acked > 0 && acked < 40_000, "{acked}");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        watch.durable_seq(),
+        acked,
+        "nothing acknowledged while full"
+    );
+    let full = watch.disk_full().expect("still full");
+    assert!(full.waited >= Duration::from_millis(250), "{full:?}");
+    assert!(full.free < full.needed, "{full:?}");
+    // Space returns (a file removed, a retention trim): the writer goes on by itself.
+    storage.set_capacity(None);
+    appender.join().unwrap().unwrap();
+    assert!(watch.disk_full().is_none());
+    assert_eq!(watch.durable_seq(), 40_000);
+    let Ok(w) = Arc::try_unwrap(w) else {
+        panic!("the writer is still shared")
+    };
+    w.close().unwrap();
+    assert_eq!(read_all(&storage), (0..40_000).collect::<Vec<_>>());
+    let report = verify(&storage).unwrap();
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+}
+
+/// A disk that stays full past `disk_full_timeout`: the writer stops with `ENOSPC`, saying how
+/// long it waited; after a power loss every acknowledged row is there and nothing else.
+#[test]
+fn a_disk_that_stays_full_stops_the_writer_after_its_timeout_and_loses_nothing() {
+    let storage = MemStorage::new();
+    storage.set_capacity(Some(SPACE_RESERVE + (64 << 10)));
+    let o = TapeOptions {
+        disk_full_timeout: Some(Duration::from_millis(300)),
+        ..opts(FsyncPolicy::Always, 32 << 10)
+    };
+    let w = open(&storage, o.clone());
+    let mut acked = 0i64;
+    let started = Instant::now();
+    let err = loop {
+        assert!(started.elapsed() < Duration::from_secs(20), "never stopped");
+        match w.append(&rows(acked, 100)) {
+            Ok(a) => acked = a.end_seq as i64,
+            Err(e) => break e,
+        }
+    };
+    assert!(acked > 0);
+    assert_eq!(err.os_error(), Some(28), "{err}");
+    assert!(
+        err.to_string().contains("the disk stayed full for"),
+        "{err}"
+    );
+    assert!(w.close().is_err(), "close says the writer failed");
+    storage.crash(|_| 0);
+    storage.set_capacity(None);
+    drop(open(&storage, o));
+    assert_eq!(read_all(&storage), (0..acked).collect::<Vec<_>>());
+}
+
+/// A write that fails with ENOSPC although the disk said it had room (something else took the
+/// space meanwhile, or a quota): what it wrote is cut off and it is tried again, not failed.
+#[test]
+fn enospc_under_a_write_is_waited_out_and_written_once() {
+    let storage = MemStorage::new();
+    let o = TapeOptions {
+        disk_full_timeout: None,
+        ..opts(FsyncPolicy::Always, 1 << 20)
+    };
+    let w = open(&storage, o);
+    w.append(&rows(0, 100)).unwrap();
+    storage.fail_nth(Op::Append, 0, Fault::ShortWrite);
+    w.append(&rows(100, 100)).unwrap();
+    w.append(&rows(200, 100)).unwrap();
+    assert_eq!(storage.fired(), vec![(Op::Append, Fault::ShortWrite)]);
+    w.close().unwrap();
+    assert_eq!(read_all(&storage), (0..300).collect::<Vec<_>>());
+    let report = verify(&storage).unwrap();
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
 }
 
 /// Defect 1 and 5: a full disk while a segment is started leaves a header with no rows; the

@@ -41,6 +41,7 @@ fn options() -> TapeOptions {
         segment_age: None,
         frame_rows: 100,
         allow_schema_change: false,
+        disk_full_timeout: Some(std::time::Duration::ZERO),
     }
 }
 

@@ -75,6 +75,14 @@ pub fn progress_loop(
                 "  acked {}",
                 w.durable_seq().saturating_sub(*first)
             ));
+            if let Some(full) = w.disk_full() {
+                line.push_str(&format!(
+                    "  DISK FULL for {:.0}s: acknowledging nothing until {} are free ({} now)",
+                    full.waited.as_secs_f64(),
+                    human_bytes(full.needed),
+                    human_bytes(full.free)
+                ));
+            }
         }
         if let Some((dir, level)) = disk
             && let Some(space) = tapedeck::tape::retention::disk_space(dir)

@@ -104,6 +104,10 @@ class Recorder:
             command line).
         segment_bytes: a new tape segment past this many bytes (default 256 MiB); retention
             removes whole segments.
+        disk_full_timeout: with a tape, how many seconds to wait when its disk is full --
+            acknowledging nothing meanwhile and going on by itself when space returns -- before
+            failing with a ``StorageError`` (``errno.ENOSPC``); ``None`` waits as long as it
+            takes. The default, 0, fails at once.
 
     A write call converts its data and queues it; the recorder's own thread hands the queue to
     the sinks (or the tape) as soon as ``batch_size`` rows wait, and at least every
@@ -137,6 +141,7 @@ class Recorder:
         frame_rows: int | None = None,
         retain: str | None = None,
         segment_bytes: int | None = None,
+        disk_full_timeout: float | None = 0.0,
     ) -> None:
         if isinstance(sinks, str):
             sinks = [sinks]
@@ -150,6 +155,7 @@ class Recorder:
             frame_rows,
             retain,
             segment_bytes,
+            disk_full_timeout,
         )
         self._blocks: dict[tuple[str, str], tuple[int, int]] = {}
         self.summary: dict[str, Any] | None = None

@@ -27,6 +27,7 @@ class Recorder:
         frame_rows: int | None = None,
         retain: str | None = None,
         segment_bytes: int | None = None,
+        disk_full_timeout: float | None = 0.0,
     ) -> None: ...
     def write_rows(self, rows: Any) -> None:
         """Writes an iterable of dicts."""

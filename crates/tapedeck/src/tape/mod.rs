@@ -31,4 +31,4 @@ pub const META_FILE: &str = "META";
 pub use crate::storage;
 pub use format::Compression;
 pub use reader::{StartAt, TapeReader};
-pub use writer::{Recovery, TapeOptions, TapeWatch, TapeWriter};
+pub use writer::{DiskFull, Recovery, SPACE_RESERVE, TapeOptions, TapeWatch, TapeWriter};

@@ -57,6 +57,10 @@ pub struct TapeOptions {
     /// the tape holds; by default such a batch is refused — it is almost always the wrong
     /// source or the wrong tape.
     pub allow_schema_change: bool,
+    /// How long the writer waits for space when the disk is full — acknowledging nothing
+    /// meanwhile, and going on by itself when space returns — before it stops with an `ENOSPC`
+    /// error. `None`: as long as it takes. The default, zero, stops at once.
+    pub disk_full_timeout: Option<Duration>,
 }
 
 impl Default for TapeOptions {
@@ -68,6 +72,7 @@ impl Default for TapeOptions {
             segment_age: None,
             frame_rows: DEFAULT_FRAME_ROWS,
             allow_schema_change: false,
+            disk_full_timeout: Some(Duration::ZERO),
         }
     }
 }
@@ -144,6 +149,15 @@ struct Inner {
     failed_os: Option<i32>,
     /// Bytes this writer added to the tape (headers, frames, footers), for summaries.
     bytes: u64,
+    /// Since when the disk has been too full for the next write (the writer waits), what was
+    /// free then and what was needed.
+    disk_full: Option<(Instant, u64, u64)>,
+    /// The disk's free space at the last look, and when that was.
+    space_seen: Option<(u64, Instant)>,
+    /// Bytes handed to storage since that look.
+    written_since_look: u64,
+    /// After a write failed with `ENOSPC`: not before this is it tried again.
+    retry_at: Option<Instant>,
     /// Bytes of the open segment's file handed to storage, and covered by an fsync.
     seg_written: u64,
     seg_synced: u64,
@@ -173,6 +187,152 @@ struct Shared {
 fn publish(shared: &Shared, seq: u64) {
     if let Some(p) = lock(&shared.publisher).as_mut() {
         p.publish(seq);
+    }
+}
+
+/// The writer is waiting for space on a full disk (see [`TapeOptions::disk_full_timeout`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DiskFull {
+    /// How long it has been waiting.
+    pub waited: Duration,
+    /// Bytes free at the last look.
+    pub free: u64,
+    /// Bytes it waits for: the next write and the reserve (see [`SPACE_RESERVE`]).
+    pub needed: u64,
+}
+
+/// Free space every write leaves on the disk beyond its own bytes — plus 16 bytes for each
+/// frame of the open segment, its footer's index: the footer, the manifest's records of a seal
+/// and of the next segment, and that segment's header fit in it, so a disk filling up stops
+/// the writer between two frames — where it can wait and go on — never half way through
+/// sealing a segment.
+pub const SPACE_RESERVE: u64 = 64 << 10;
+/// How often a writer waiting for space looks again.
+const SPACE_POLL: Duration = Duration::from_millis(100);
+/// Free space beyond what a write needs at which the writer trusts its last look for up to a
+/// second (it counts what it wrote since); nearer to full it looks before every write.
+const SPACE_MARGIN: u64 = 256 << 20;
+
+/// Waits, the lock let go meanwhile, until the disk has room for `need` more bytes plus
+/// [`SPACE_RESERVE`]; acknowledges nothing meanwhile. Fails — and stops the writer with an
+/// `ENOSPC` error — once it has waited [`TapeOptions::disk_full_timeout`], or when the writer
+/// is closing. Storage that cannot say its free space is never waited for.
+fn wait_for_space<'a>(
+    shared: &'a Shared,
+    mut inner: MutexGuard<'a, Inner>,
+    need: u64,
+    wakeup: &Condvar,
+) -> (MutexGuard<'a, Inner>, Result<()>) {
+    let footer = inner
+        .segment
+        .as_ref()
+        .map_or(0, |seg| (seg.index.len() as u64).saturating_mul(16));
+    let want = need.saturating_add(SPACE_RESERVE).saturating_add(footer);
+    loop {
+        if inner.failed.is_some() {
+            let r = check_failed(shared, &inner);
+            return (inner, r);
+        }
+        let retry_later = inner.retry_at.is_some_and(|t| Instant::now() < t);
+        let trusted = inner.space_seen.is_some_and(|(free, at)| {
+            at.elapsed() < Duration::from_secs(1)
+                && free.saturating_sub(inner.written_since_look)
+                    >= want.saturating_add(SPACE_MARGIN)
+        });
+        if trusted && !retry_later {
+            return (inner, Ok(()));
+        }
+        let free = if retry_later {
+            0
+        } else {
+            match shared.storage.free_space() {
+                Some(free) => free,
+                None => return (inner, Ok(())),
+            }
+        };
+        if !retry_later {
+            inner.space_seen = Some((free, Instant::now()));
+            inner.written_since_look = 0;
+            inner.retry_at = None;
+        }
+        if free >= want {
+            // Still "full" until a write goes through ([`space_returned`]).
+            return (inner, Ok(()));
+        }
+        let since = match inner.disk_full {
+            Some((since, ..)) => since,
+            None => {
+                tracing::warn!(
+                    "tape {}: the disk is full ({free} bytes free, {want} needed for the next write); acknowledging nothing until space returns{}",
+                    shared.storage.describe("").display(),
+                    match shared.options.disk_full_timeout {
+                        None => String::new(),
+                        Some(t) if t.is_zero() => " — not waiting: stopping".into(),
+                        Some(t) => format!(" (waiting up to {:.1} s)", t.as_secs_f64()),
+                    }
+                );
+                Instant::now()
+            }
+        };
+        inner.disk_full = Some((since, free, want));
+        let gave_up = shared
+            .options
+            .disk_full_timeout
+            .is_some_and(|t| since.elapsed() >= t);
+        if gave_up || inner.closing {
+            let waited = since.elapsed().as_secs_f64();
+            let waited = if waited >= 0.05 {
+                format!(" for {waited:.1} s")
+            } else {
+                String::new()
+            };
+            inner.failed = Some(if retry_later {
+                format!(
+                    "the disk stayed full{waited}: writing failed with `No space left on device`"
+                )
+            } else {
+                format!(
+                    "the disk stayed full{waited}: {free} bytes free, {want} needed for the next write and the reserve for sealing segments"
+                )
+            });
+            inner.failed_os = Some(28); // ENOSPC
+            if let Some(seg) = &inner.segment {
+                // What was written and not acknowledged goes, as after any failed write.
+                cut_unacknowledged(shared, &inner, &seg.name);
+            }
+            shared.durable.notify_all();
+            shared.idle.notify_all();
+            let r = check_failed(shared, &inner);
+            return (inner, r);
+        }
+        inner = wakeup
+            .wait_timeout(inner, SPACE_POLL)
+            .map(|(g, _)| g)
+            .unwrap_or_else(|p| p.into_inner().0);
+    }
+}
+
+fn disk_full(shared: &Shared) -> Option<DiskFull> {
+    let inner = lock(&shared.inner);
+    let (since, free, needed) = inner.disk_full?;
+    if inner.failed.is_some() {
+        return None;
+    }
+    Some(DiskFull {
+        waited: since.elapsed(),
+        free,
+        needed,
+    })
+}
+
+/// A write went through: a writer that was waiting for space says it goes on.
+fn space_returned(shared: &Shared, inner: &mut Inner) {
+    if let Some((since, ..)) = inner.disk_full.take() {
+        tracing::warn!(
+            "tape {}: space on the disk again after {:.1} s; acknowledging rows again",
+            shared.storage.describe("").display(),
+            since.elapsed().as_secs_f64()
+        );
     }
 }
 
@@ -246,6 +406,11 @@ impl TapeWatch {
     /// Rows acknowledged (durable under the policy).
     pub fn durable_seq(&self) -> u64 {
         lock(&self.0.inner).durable_seq
+    }
+
+    /// The writer is waiting for space on a full disk (acknowledging nothing), if it is.
+    pub fn disk_full(&self) -> Option<DiskFull> {
+        disk_full(&self.0)
     }
 
     /// Waits until every row below `seq` is durable under the fsync policy (forcing a sync
@@ -361,6 +526,10 @@ impl TapeWriter {
                 failed: None,
                 failed_os: None,
                 bytes: 0,
+                disk_full: None,
+                space_seen: None,
+                written_since_look: 0,
+                retry_at: None,
                 seg_written: 0,
                 seg_synced: 0,
                 closing: false,
@@ -419,6 +588,12 @@ impl TapeWriter {
         lock(&self.shared.inner).durable_seq
     }
 
+    /// The writer is waiting for space on a full disk (acknowledging nothing), if it is; see
+    /// [`TapeOptions::disk_full_timeout`].
+    pub fn disk_full(&self) -> Option<DiskFull> {
+        disk_full(&self.shared)
+    }
+
     /// Adds a batch without waiting for durability; returns its sequence range.
     pub fn submit(&self, batch: &RecordBatch) -> Result<Appended> {
         if batch.num_rows() == 0 {
@@ -432,12 +607,17 @@ impl TapeWriter {
         let inner = lock(&shared.inner);
         check_failed(shared, &inner)?;
         let (mut inner, result) = append_frame(shared, inner, batch);
-        while inner.pending.len() > PENDING_LIMIT && inner.failed.is_none() && inner.writing {
-            // The committer is behind: wait for it rather than grow without bound.
+        while inner.pending.len() > PENDING_LIMIT
+            && inner.failed.is_none()
+            && (inner.writing || inner.disk_full.is_some())
+        {
+            // The committer is behind, or waits for space: wait for it rather than grow
+            // without bound.
             inner = shared
                 .idle
-                .wait(inner)
-                .unwrap_or_else(PoisonError::into_inner);
+                .wait_timeout(inner, SPACE_POLL)
+                .map(|(g, _)| g)
+                .unwrap_or_else(|p| p.into_inner().0);
         }
         if let Err(e) = &result {
             inner.failed = Some(e.to_string());
@@ -475,7 +655,8 @@ impl TapeWriter {
     /// operating system then holds is lost by a power failure, not by a killed process).
     pub fn flush(&self) -> Result<()> {
         let shared = &self.shared;
-        let mut inner = wait_idle(shared, lock(&shared.inner));
+        let (mut inner, room) = idle_with_room(shared, lock(&shared.inner));
+        room?;
         check_failed(shared, &inner)?;
         if let Err(e) = flush_pending(shared, &mut inner) {
             inner.failed = Some(e.to_string());
@@ -562,7 +743,8 @@ const ABANDONED: &str = "abandoned";
 fn wait_durable(shared: &Shared, seq: u64) -> Result<()> {
     let mut inner = lock(&shared.inner);
     if shared.options.fsync == FsyncPolicy::Never {
-        let mut inner = wait_idle(shared, inner);
+        let (mut inner, room) = idle_with_room(shared, inner);
+        room?;
         check_failed(shared, &inner)?;
         if let Err(e) = flush_pending(shared, &mut inner) {
             inner.failed = Some(e.to_string());
@@ -615,6 +797,19 @@ fn wait_idle<'a>(shared: &'a Shared, mut inner: MutexGuard<'a, Inner>) -> MutexG
     inner
 }
 
+/// Waits until the committer is not writing and the disk has room for what is held and pending
+/// (see [`wait_for_space`]): the caller may then write them itself.
+fn idle_with_room<'a>(
+    shared: &'a Shared,
+    inner: MutexGuard<'a, Inner>,
+) -> (MutexGuard<'a, Inner>, Result<()>) {
+    let inner = wait_idle(shared, inner);
+    let need = (inner.pending.len() as u64).saturating_add(inner.held_bytes as u64);
+    let (inner, room) = wait_for_space(shared, inner, need, &shared.idle);
+    // While it waited the committer may have started writing.
+    (wait_idle(shared, inner), room)
+}
+
 /// Hashes and hands pending bytes to the storage, under the lock (the committer must be idle).
 fn flush_pending(shared: &Shared, inner: &mut Inner) -> Result<()> {
     cut_frame(shared, inner)?;
@@ -631,6 +826,10 @@ fn flush_pending(shared: &Shared, inner: &mut Inner) -> Result<()> {
         return Err(storage_err(shared, &name, "write", e));
     }
     inner.seg_written += inner.pending.len() as u64;
+    inner.written_since_look = inner
+        .written_since_look
+        .saturating_add(inner.pending.len() as u64);
+    space_returned(shared, inner);
     inner.pending.clear();
     inner.written_seq = inner.next_seq;
     Ok(())
@@ -911,7 +1110,10 @@ fn seal<'a>(
     shared: &'a Shared,
     inner: MutexGuard<'a, Inner>,
 ) -> (MutexGuard<'a, Inner>, Result<()>) {
-    let mut inner = wait_idle(shared, inner);
+    let (mut inner, room) = idle_with_room(shared, inner);
+    if let Err(e) = room {
+        return (inner, Err(e));
+    }
     let r = seal_idle(shared, &mut inner);
     (inner, r)
 }
@@ -1004,6 +1206,15 @@ fn commit_loop(shared: &Shared) {
             shared.durable.notify_all();
             continue;
         }
+        // Room on the disk for them, or wait for it (acknowledging nothing meanwhile).
+        if !inner.pending.is_empty() {
+            let need = inner.pending.len() as u64;
+            let (guard, room) = wait_for_space(shared, inner, need, &shared.work);
+            inner = guard;
+            if room.is_err() {
+                continue;
+            }
+        }
         // Take the pending bytes; write and fsync them without the lock, so appends go on
         // meanwhile (and are covered by the next round: group commit).
         let spare = std::mem::take(&mut inner.spare);
@@ -1015,6 +1226,8 @@ fn commit_loop(shared: &Shared) {
         let mut result: std::io::Result<()> = Ok(());
         let mut file = String::new();
         let mut written = 0u64;
+        // The write itself failed (not the fsync): nothing it wrote was acknowledged.
+        let mut write_failed = false;
         let seg_name = seg.clone();
         if let Some(name) = seg {
             file = shared.storage.describe(&name).display().to_string();
@@ -1022,6 +1235,8 @@ fn commit_loop(shared: &Shared) {
                 result = shared.storage.append(&name, &buf);
                 if result.is_ok() {
                     written = buf.len() as u64;
+                } else {
+                    write_failed = true;
                 }
             }
             if result.is_ok() && sync_due && fsyncs {
@@ -1030,12 +1245,50 @@ fn commit_loop(shared: &Shared) {
         }
         inner = lock(&shared.inner);
         inner.writing = false;
+        inner.written_since_look = inner.written_since_look.saturating_add(written);
+        let waits = shared.options.disk_full_timeout != Some(Duration::ZERO);
+        let no_space = waits
+            && write_failed
+            && result.as_ref().is_err_and(|e| {
+                e.raw_os_error() == Some(28) || e.kind() == std::io::ErrorKind::StorageFull
+            });
+        if no_space && let Some(name) = &seg_name {
+            // The disk filled up under the write (something else took the space): what the
+            // write put in the file is cut off, its bytes go back in front of the pending ones
+            // and wait for space like any others; nothing written before it is touched (a
+            // failed write, unlike a failed fsync, leaves the page cache trustworthy).
+            if let Err(e) = shared.storage.truncate(name, inner.seg_written) {
+                inner.failed = Some(format!(
+                    "cannot write `{file}` (the disk is full) nor cut off what the write left: {e}"
+                ));
+                inner.failed_os = e.raw_os_error();
+            } else {
+                let mut later = std::mem::take(&mut inner.pending);
+                buf.append(&mut later);
+                inner.pending = buf;
+                inner.spare = later;
+                inner.write_wanted = true;
+                if sync_due {
+                    inner.sync_wanted = true;
+                }
+                inner.retry_at = Some(Instant::now() + SPACE_POLL);
+                if inner.disk_full.is_none() {
+                    let needed = inner.pending.len() as u64;
+                    inner.disk_full = Some((Instant::now(), 0, needed));
+                }
+            }
+            shared.idle.notify_all();
+            continue;
+        }
         buf.clear();
         if buf.capacity() <= PENDING_LIMIT {
             inner.spare = buf;
         }
         match result {
             Ok(()) => {
+                if written > 0 {
+                    space_returned(shared, &mut inner);
+                }
                 inner.seg_written += written;
                 if sync_due && fsyncs {
                     inner.seg_synced = inner.seg_written;

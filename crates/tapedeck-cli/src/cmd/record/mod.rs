@@ -175,6 +175,15 @@ pub struct Args {
     /// percentage free (0 to 50); with --retain, trim early back to twice it, e.g. `--disk-warning 10`.
     #[arg(long, value_name = "PERCENT", requires = "tape", default_value_t = tapedeck::tape::retention::DEFAULT_DISK_WARNING, value_parser = parse_percent)]
     disk_warning: f64,
+
+    /// With --tape: when the disk is full, wait this long for space — acknowledging nothing
+    /// meanwhile and going on by itself when space returns (a retention trim, a file removed) —
+    /// before stopping with an error, e.g. `--disk-full-timeout 10m`; `0` stops at once. By
+    /// default it waits as long as it takes (the progress line and the log say so). The tape
+    /// keeps 64 KiB free (and room for the open segment's index), so it stops between
+    /// frames, never while sealing a segment.
+    #[arg(long, value_name = "DURATION", requires = "tape", value_parser = parse_duration)]
+    disk_full_timeout: Option<std::time::Duration>,
 }
 
 fn parse_percent(s: &str) -> Result<f64, String> {

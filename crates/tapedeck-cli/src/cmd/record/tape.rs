@@ -42,6 +42,8 @@ pub fn options(args: &Args) -> TapeOptions {
         segment_age: None,
         frame_rows: args.frame_rows.max(1),
         allow_schema_change: args.allow_schema_change,
+        // Without the option: wait for space as long as it takes.
+        disk_full_timeout: args.disk_full_timeout,
     }
 }
 
