@@ -42,8 +42,8 @@ fn encode(frames: &[RecordBatch], level: Option<i32>) -> (usize, f64, f64) {
     let bytes = writer.into_inner().unwrap_or_else(|e| panic!("{e}"));
     let t = Instant::now();
     let mut rows = 0;
-    for b in StreamReader::try_new(std::io::Cursor::new(&bytes), None)
-        .unwrap_or_else(|e| panic!("{e}"))
+    for b in
+        StreamReader::try_new(std::io::Cursor::new(&bytes), None).unwrap_or_else(|e| panic!("{e}"))
     {
         rows += b.unwrap_or_else(|e| panic!("{e}")).num_rows();
     }

@@ -215,8 +215,8 @@ const SPACE_MARGIN: u64 = 256 << 20;
 
 /// Waits, the lock let go meanwhile, until the disk has room for `need` more bytes plus
 /// [`SPACE_RESERVE`]; acknowledges nothing meanwhile. Fails — and stops the writer with an
-/// `ENOSPC` error — once it has waited [`TapeOptions::disk_full_timeout`], or when the writer
-/// is closing. Storage that cannot say its free space is never waited for.
+/// `ENOSPC` error — once it has waited [`TapeOptions::disk_full_timeout`] (closing the writer
+/// waits like any write). Storage that cannot say its free space is never waited for.
 fn wait_for_space<'a>(
     shared: &'a Shared,
     mut inner: MutexGuard<'a, Inner>,
@@ -232,6 +232,10 @@ fn wait_for_space<'a>(
         if inner.failed.is_some() {
             let r = check_failed(shared, &inner);
             return (inner, r);
+        }
+        if inner.closing {
+            // The writer is closed (the committer's last round): nothing is left to write.
+            return (inner, Ok(()));
         }
         let retry_later = inner.retry_at.is_some_and(|t| Instant::now() < t);
         let trusted = inner.space_seen.is_some_and(|(free, at)| {
@@ -279,7 +283,9 @@ fn wait_for_space<'a>(
             .options
             .disk_full_timeout
             .is_some_and(|t| since.elapsed() >= t);
-        if gave_up || inner.closing {
+        // Never while the committer writes (a seal waiting here needs more room than it):
+        // giving up cuts the file back, which must not race that write.
+        if gave_up && !inner.writing {
             let waited = since.elapsed().as_secs_f64();
             let waited = if waited >= 0.05 {
                 format!(" for {waited:.1} s")
@@ -1144,6 +1150,7 @@ fn seal_idle(shared: &Shared, inner: &mut Inner) -> Result<()> {
         cut_unacknowledged(shared, inner, &seg.name);
         return Err(io("fsync", e));
     }
+    space_returned(shared, inner);
     inner.durable_seq = inner.durable_seq.max(inner.written_seq);
     publish(shared, inner.durable_seq);
     inner.bytes += bytes.len() as u64;
@@ -1199,21 +1206,25 @@ fn commit_loop(shared: &Shared) {
         if sync_due {
             inner.sync_wanted = false;
         }
-        // What was submitted since the last round becomes one frame.
-        if let Err(e) = cut_frame(shared, &mut inner) {
-            inner.failed = Some(e.to_string());
-            inner.failed_os = e.os_error();
-            shared.durable.notify_all();
-            continue;
-        }
-        // Room on the disk for them, or wait for it (acknowledging nothing meanwhile).
-        if !inner.pending.is_empty() {
+        // What was submitted since the last round becomes one frame; then room on the disk
+        // for the pending bytes, or a wait for it (acknowledging nothing meanwhile). The wait
+        // lets go of the lock: rows submitted during it are cut into a frame after it, or the
+        // fsync below would acknowledge them unwritten.
+        let mut cut = cut_frame(shared, &mut inner);
+        if cut.is_ok() && !inner.pending.is_empty() {
             let need = inner.pending.len() as u64;
             let (guard, room) = wait_for_space(shared, inner, need, &shared.work);
             inner = guard;
             if room.is_err() {
                 continue;
             }
+            cut = cut_frame(shared, &mut inner);
+        }
+        if let Err(e) = cut {
+            inner.failed = Some(e.to_string());
+            inner.failed_os = e.os_error();
+            shared.durable.notify_all();
+            continue;
         }
         // Take the pending bytes; write and fsync them without the lock, so appends go on
         // meanwhile (and are covered by the next round: group commit).
@@ -1262,6 +1273,7 @@ fn commit_loop(shared: &Shared) {
                     "cannot write `{file}` (the disk is full) nor cut off what the write left: {e}"
                 ));
                 inner.failed_os = e.raw_os_error();
+                shared.durable.notify_all();
             } else {
                 let mut later = std::mem::take(&mut inner.pending);
                 buf.append(&mut later);
@@ -1273,7 +1285,7 @@ fn commit_loop(shared: &Shared) {
                 }
                 inner.retry_at = Some(Instant::now() + SPACE_POLL);
                 if inner.disk_full.is_none() {
-                    let needed = inner.pending.len() as u64;
+                    let needed = (inner.pending.len() as u64).saturating_add(SPACE_RESERVE);
                     inner.disk_full = Some((Instant::now(), 0, needed));
                 }
             }
