@@ -203,20 +203,27 @@ def test_help_explains_the_recorder() -> None:
     assert [s["schemes"][0] for s in tapedeck.sinks()][:3] == ["csv", "jsonl", "ipc"]
 
 
-def _can_mount() -> bool:
-    return os.geteuid() == 0
-
-
-def test_a_full_disk_is_a_storage_error_with_enospc_and_keeps_what_was_acknowledged(
-    tmp_path: Path,
-) -> None:
-    if not _can_mount():
+def _small_tmpfs(tmp_path: Path, size: str) -> Path:
+    """A tmpfs of `size` mounted on a fresh directory (unmount it with `_unmount`); skips
+    without root, and fails under CI=true."""
+    if os.geteuid() != 0:
         if os.environ.get("CI") == "true":
             pytest.fail("mounting a tmpfs needs root")
         pytest.skip("mounting a tmpfs needs root")
     mnt = tmp_path / "small"
     mnt.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)], check=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mnt)], check=True)
+    return mnt
+
+
+def _unmount(mnt: Path) -> None:
+    subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_a_full_disk_is_a_storage_error_with_enospc_and_keeps_what_was_acknowledged(
+    tmp_path: Path,
+) -> None:
+    mnt = _small_tmpfs(tmp_path, "2m")
     try:
         rec = tapedeck.Recorder(tape=mnt / "tape", fsync="always", compression="none")
         rng = np.random.default_rng(1)
@@ -239,17 +246,11 @@ def test_a_full_disk_is_a_storage_error_with_enospc_and_keeps_what_was_acknowled
         got = pa.table(tapedeck.open_tape(mnt / "tape").reader()).num_rows
         assert got >= acknowledged
     finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
+        _unmount(mnt)
 
 
 def test_with_no_disk_full_timeout_a_full_disk_is_waited_out(tmp_path: Path) -> None:
-    if not _can_mount():
-        if os.environ.get("CI") == "true":
-            pytest.fail("mounting a tmpfs needs root")
-        pytest.skip("mounting a tmpfs needs root")
-    mnt = tmp_path / "small"
-    mnt.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)], check=True)
+    mnt = _small_tmpfs(tmp_path, "4m")
     try:
         rec = tapedeck.Recorder(
             tape=mnt / "tape", fsync="always", compression="none", disk_full_timeout=None
@@ -275,7 +276,7 @@ def test_with_no_disk_full_timeout_a_full_disk_is_waited_out(tmp_path: Path) -> 
         got = pa.table(tapedeck.open_tape(mnt / "tape").reader())
         assert got.column("x").to_pylist() == [float(i) for i in range(101_000)]
     finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
+        _unmount(mnt)
 
 
 def test_disk_full_timeout_must_be_seconds(tmp_path: Path) -> None:
