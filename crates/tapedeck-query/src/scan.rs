@@ -685,7 +685,7 @@ impl FramePartition {
             .iter()
             .filter_map(|&c| seg.columns.get(c).copied().flatten())
             .collect();
-        let decoded = match decode_projected(&seg.schema, &payload, &wanted) {
+        let decoded = match decode_projected(&seg.schema, &payload, &wanted, header.time_deltas) {
             Ok(b) => b,
             Err(e) => {
                 return self.damage(

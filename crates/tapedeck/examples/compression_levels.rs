@@ -6,7 +6,9 @@
 //! zstd body compression per frame); only the level differs. Prints, per workload, frame size
 //! and level: payload bytes per row, and encode and decode speed in MB/s of Arrow data.
 //!
-//! Run: `cargo run --release -p tapedeck --example compression_levels [ROWS]`
+//! Run: `cargo run --release -p tapedeck --example compression_levels [ROWS]`; with `--tape DIR
+//! [ROWS]`, records ROWS alicat rows (batches of 64, default options: zstd, frames of up to
+//! 65,536 rows, `fsync=interval:10ms`) onto a new tape in DIR and prints its bytes per row.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -90,9 +92,52 @@ fn report(workload: &str, frames: &[RecordBatch]) {
     }
 }
 
+/// Records `rows` alicat rows onto a new tape in `dir` as `record` does; prints bytes per row.
+fn tape(dir: &std::path::Path, rows: usize) {
+    let _ = std::fs::remove_dir_all(dir);
+    let w = tapedeck::tape::TapeWriter::open(dir, tapedeck::tape::TapeOptions::default())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let sim = AlicatSim::new(None, 0.0);
+    let t = Instant::now();
+    for first in (0..rows).step_by(64) {
+        let b = sim
+            .batch(first as u64, 64.min(rows - first))
+            .unwrap_or_else(|e| panic!("{e}"));
+        w.submit(&b).unwrap_or_else(|e| panic!("{e}"));
+    }
+    w.close().unwrap_or_else(|e| panic!("{e}"));
+    let secs = t.elapsed().as_secs_f64();
+    let bytes: u64 = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("seg-"))
+        .filter_map(|e| e.metadata().ok())
+        .map(|m| m.len())
+        .sum();
+    println!(
+        "tape: {rows} alicat rows, {bytes} segment bytes = {:.3} bytes/row, {:.0} rows/s",
+        bytes as f64 / rows as f64,
+        rows as f64 / secs
+    );
+}
+
 fn main() {
-    let rows: usize = std::env::args()
-        .nth(1)
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("--tape") {
+        let dir = std::path::PathBuf::from(
+            args.get(1)
+                .cloned()
+                .unwrap_or_else(|| "/tmp/cl-tape".into()),
+        );
+        let rows = args
+            .get(2)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(1_000_000);
+        tape(&dir, rows);
+        return;
+    }
+    let rows: usize = args
+        .first()
         .and_then(|s| s.parse().ok())
         .unwrap_or(1_048_576);
     let sim = AlicatSim::new(None, 0.0);

@@ -476,6 +476,7 @@ fn a_frame_whose_sequence_range_overflows_is_damage() {
         rows: 2,
         first_seq: u64::MAX - 1,
         time: None,
+        time_deltas: false,
     };
     h.encode_into(&[0], &mut b);
     assert!(FrameHeader::decode(&b[..FRAME_HEADER]).is_err());

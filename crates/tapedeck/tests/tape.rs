@@ -411,6 +411,7 @@ fn golden_frame_bytes_match_the_spec() {
         rows: 2,
         first_seq: 7,
         time: Some((-1, 5)),
+        time_deltas: false,
     };
     let mut out = Vec::new();
     h.encode_into(b"abc", &mut out);
@@ -719,13 +720,16 @@ fn a_projected_decode_equals_the_full_decode_projected_and_refuses_cut_payloads(
     let b = rows(10, 100);
     for compression in [Compression::None, Compression::Lz4, Compression::Zstd] {
         let mut enc = BatchEncoder::new(&b.schema(), compression).unwrap();
-        let payload = enc.encode(&b).unwrap();
+        let (payload, deltas) = enc.encode(&b).unwrap();
+        // Compressed frames store their timestamp column as differences.
+        assert_eq!(deltas, compression != Compression::None);
         let mut dec = BatchDecoder::new(enc.schema_message()).unwrap();
-        let full = dec.decode(&payload).unwrap();
+        let full = dec.decode(&payload, deltas).unwrap();
+        assert_eq!(full, b, "{compression:?}");
         let schema = dec.schema();
         let buf = Buffer::from_vec(payload.clone());
         for projection in [vec![2, 0], vec![1], vec![], vec![0, 1, 2]] {
-            let got = decode_projected(&schema, &buf, &projection).unwrap();
+            let got = decode_projected(&schema, &buf, &projection, deltas).unwrap();
             assert_eq!(
                 got,
                 full.project(&projection).unwrap(),
@@ -736,7 +740,7 @@ fn a_projected_decode_equals_the_full_decode_projected_and_refuses_cut_payloads(
         for cut in [0, 3, 7, 20, payload.len() / 2, payload.len() - 1] {
             let short = Buffer::from_vec(payload[..cut].to_vec());
             assert!(
-                decode_projected(&schema, &short, &[0]).is_err(),
+                decode_projected(&schema, &short, &[0], deltas).is_err(),
                 "cut at {cut}"
             );
         }
@@ -834,4 +838,85 @@ fn held_rows_go_to_their_own_segment_when_the_schema_changes() {
         .map(|item| item.map(|(seq, b)| (seq, b.num_rows())).unwrap())
         .collect();
     assert_eq!(seqs, vec![(0, 20), (20, 5), (25, 10)]);
+}
+
+/// Frame format version 2 (docs/tape-format.md, "Time as differences"): a compressed frame with
+/// a timestamp column is written as version 2 and reads back exactly — nulls, a sliced batch,
+/// values at the ends of the i64 range (the differences wrap) — and an uncompressed one stays
+/// version 1, read in place.
+#[test]
+fn compressed_frames_store_time_as_differences_and_read_back_exactly() {
+    use tapedeck::tape::format::FRAME_HEADER;
+    let times = TimestampMicrosecondArray::from(vec![
+        Some(i64::MIN),
+        Some(i64::MAX),
+        None,
+        Some(0),
+        Some(-5),
+        Some(1_767_225_600_000_000),
+        None,
+        Some(1_767_225_600_000_100),
+    ])
+    .with_timezone("UTC");
+    let n = Int64Array::from_iter_values(0..8);
+    let whole = batch(vec![
+        ("t", Arc::new(times) as ArrayRef),
+        ("n", Arc::new(n) as ArrayRef),
+    ]);
+    for compression in [Compression::Zstd, Compression::Lz4, Compression::None] {
+        let storage = MemStorage::new();
+        let w = TapeWriter::open_storage(
+            Arc::new(storage.clone()),
+            TapeOptions {
+                compression,
+                frame_rows: 1,
+                ..options(FsyncPolicy::Always)
+            },
+        )
+        .unwrap();
+        w.append(&whole).unwrap();
+        w.append(&whole.slice(3, 4)).unwrap();
+        w.close().unwrap();
+        let name = storage
+            .list()
+            .unwrap()
+            .into_iter()
+            .find(|n| n.starts_with("seg-"))
+            .unwrap();
+        let bytes = storage.bytes(&name).unwrap();
+        let header = SegmentHeader::decode(&bytes).unwrap();
+        let first_frame = header.len();
+        let version = u16::from_le_bytes([bytes[first_frame + 4], bytes[first_frame + 5]]);
+        let want = if compression == Compression::None {
+            1
+        } else {
+            2
+        };
+        assert_eq!(version, want, "{compression:?}");
+        assert!(bytes.len() > first_frame + FRAME_HEADER);
+        let r = TapeReader::open_storage(Arc::new(storage.clone()), StartAt::Start).unwrap();
+        let got: Vec<RecordBatch> = r.map(|i| i.unwrap().1).collect();
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[0], whole, "{compression:?}");
+        assert_eq!(got[1], whole.slice(3, 4), "{compression:?}");
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Any timestamps, nulls anywhere: stored as differences, read back as they were.
+    #[test]
+    fn time_differences_round_trip_any_values(
+        values in proptest::collection::vec(proptest::option::of(any::<i64>()), 1..200),
+    ) {
+        use tapedeck::tape::codec::{BatchDecoder, BatchEncoder};
+        let times = TimestampMicrosecondArray::from(values).with_timezone("UTC");
+        let b = batch(vec![("t", Arc::new(times) as ArrayRef)]);
+        let mut enc = BatchEncoder::new(&b.schema(), Compression::Zstd).unwrap();
+        let (payload, deltas) = enc.encode(&b).unwrap();
+        prop_assert!(deltas);
+        let mut dec = BatchDecoder::new(enc.schema_message()).unwrap();
+        prop_assert_eq!(dec.decode(&payload, deltas).unwrap(), b);
+    }
 }

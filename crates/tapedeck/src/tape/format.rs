@@ -196,7 +196,13 @@ pub struct FrameHeader {
     pub first_seq: u64,
     /// Event-time range, if the batch has a time column with values.
     pub time: Option<(i64, i64)>,
+    /// The payload's timestamp columns hold differences between neighbouring values (frame
+    /// format version 2; see [`super::codec`]).
+    pub time_deltas: bool,
 }
+
+/// Frame format version of a frame whose timestamp columns hold differences.
+pub const FRAME_VERSION_TIME_DELTAS: u16 = 2;
 
 impl FrameHeader {
     /// Encoded length of the whole frame.
@@ -214,8 +220,13 @@ impl FrameHeader {
     pub fn encode_into(&self, payload: &[u8], out: &mut Vec<u8>) {
         let start = out.len();
         let flags = u16::from(self.time.is_some()) | (self.compression.bits() << 1);
+        let version = if self.time_deltas {
+            FRAME_VERSION_TIME_DELTAS
+        } else {
+            VERSION
+        };
         out.extend_from_slice(FRAME_MAGIC);
-        out.extend_from_slice(&VERSION.to_le_bytes());
+        out.extend_from_slice(&version.to_le_bytes());
         out.extend_from_slice(&flags.to_le_bytes());
         out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
         out.extend_from_slice(&self.rows.to_le_bytes());
@@ -237,7 +248,7 @@ impl FrameHeader {
             return Err(FormatError::Magic);
         }
         let version = u16_at(b, 4);
-        if version != VERSION {
+        if version != VERSION && version != FRAME_VERSION_TIME_DELTAS {
             return Err(FormatError::Version(version));
         }
         let flags = u16_at(b, 6);
@@ -256,6 +267,7 @@ impl FrameHeader {
             rows,
             first_seq: u64_at(b, 16),
             time: (flags & 1 == 1).then(|| (i64_at(b, 24), i64_at(b, 32))),
+            time_deltas: version == FRAME_VERSION_TIME_DELTAS,
         })
     }
 

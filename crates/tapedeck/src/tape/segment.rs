@@ -247,6 +247,7 @@ pub fn open_indexed(storage: &dyn Storage, name: &str) -> Result<Option<Scanned>
                 rows,
                 first_seq,
                 time: None,
+                time_deltas: false,
             },
         });
     }

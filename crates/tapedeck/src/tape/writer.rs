@@ -1000,7 +1000,7 @@ fn cut_frame(shared: &Shared, inner: &mut Inner) -> Result<()> {
             message: "no open segment".into(),
         });
     };
-    let payload = seg
+    let (payload, time_deltas) = seg
         .encoder
         .encode(&batch)
         .map_err(|e| Error::arrow("encoding a batch for the tape", e))?;
@@ -1011,6 +1011,7 @@ fn cut_frame(shared: &Shared, inner: &mut Inner) -> Result<()> {
         rows,
         first_seq,
         time,
+        time_deltas,
     };
     let start = inner.pending.len();
     header.encode_into(&payload, &mut inner.pending);
