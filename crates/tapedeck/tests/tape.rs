@@ -920,3 +920,53 @@ proptest! {
         prop_assert_eq!(dec.decode(&payload, deltas).unwrap(), b);
     }
 }
+
+/// A frame of a format version this build does not know, whose CRC checks out, was written by a
+/// newer tapedeck: recovery refuses the tape, saying so, and changes nothing — never cuts or
+/// quarantines it as damage. (The same bytes with a bad CRC are damage, as ever.)
+#[test]
+fn a_frame_from_a_newer_version_is_refused_not_cut_as_damage() {
+    use tapedeck::tape::format::FRAME_HEADER;
+    let storage = MemStorage::new();
+    let o = TapeOptions {
+        frame_rows: 1,
+        ..options(FsyncPolicy::Always)
+    };
+    let w = TapeWriter::open_storage(Arc::new(storage.clone()), o.clone()).unwrap();
+    w.append(&rows(0, 10)).unwrap();
+    w.append(&rows(10, 10)).unwrap();
+    // Left open, as a crash leaves it: the next writer scans the segment.
+    w.abandon();
+    let name = storage
+        .list()
+        .unwrap()
+        .into_iter()
+        .find(|n| n.starts_with("seg-"))
+        .unwrap();
+    let mut bytes = storage.bytes(&name).unwrap();
+    let first = SegmentHeader::decode(&bytes).unwrap().len();
+    let payload = u32::from_le_bytes(bytes[first + 8..first + 12].try_into().unwrap()) as usize;
+    let second = first + FRAME_HEADER + payload + 4;
+    bytes[second + 4..second + 6].copy_from_slice(&3u16.to_le_bytes());
+    let body = bytes.len() - 4;
+    // The second frame is the file's last: its CRC is the file's last 4 bytes.
+    let payload2 = u32::from_le_bytes(bytes[second + 8..second + 12].try_into().unwrap()) as usize;
+    assert_eq!(second + FRAME_HEADER + payload2 + 4, bytes.len());
+    let crc = crc32c::crc32c(&bytes[second..body]);
+    bytes[body..].copy_from_slice(&crc.to_le_bytes());
+    storage.put(&name, bytes.clone());
+    let err = TapeWriter::open_storage(Arc::new(storage.clone()), o.clone()).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("format version 3, written by a newer tapedeck"),
+        "{err}"
+    );
+    assert_eq!(storage.bytes(&name).unwrap(), bytes, "nothing changed");
+    // With a CRC that does not check out it is damage: recovery cuts it (a torn tail).
+    let mut damaged = bytes;
+    damaged[body] ^= 1;
+    storage.put(&name, damaged);
+    let w = TapeWriter::open_storage(Arc::new(storage.clone()), o).unwrap();
+    assert_eq!(w.next_seq(), 10);
+    w.close().unwrap();
+}

@@ -201,6 +201,10 @@ pub fn read_frame(
         .map_err(|e| io_err(storage, name, e))?;
     let h = match FrameHeader::decode(&head) {
         Ok(h) => h,
+        Err(FormatError::Version(v)) => {
+            newer_frame(storage, name, offset, limit, &head, v)?;
+            return Ok(Err(FormatError::Version(v)));
+        }
         Err(e) => return Ok(Err(e)),
     };
     let len = h.frame_len() as u64;
@@ -316,6 +320,48 @@ pub fn scan(storage: &dyn Storage, name: &str) -> Result<std::result::Result<Sca
         footer: footer.as_ref().map(|(f, _)| f.clone()),
         footer_offset: footer.map(|(_, at)| at),
     }))
+}
+
+/// A frame whose version this build does not know: if its CRC checks out it is no damage but a
+/// frame a newer tapedeck wrote, and recovery must not cut or quarantine it — an error, saying
+/// so. (A damaged header that only looks like another version fails the CRC: damage, as ever.)
+fn newer_frame(
+    storage: &dyn Storage,
+    name: &str,
+    offset: u64,
+    limit: u64,
+    head: &[u8; FRAME_HEADER],
+    version: u16,
+) -> Result<()> {
+    let payload = u64::from(u32::from_le_bytes([head[8], head[9], head[10], head[11]]));
+    let Some(end) = offset
+        .checked_add(FRAME_HEADER as u64)
+        .and_then(|e| e.checked_add(payload))
+        .and_then(|e| e.checked_add(4))
+        .filter(|&e| e <= limit && payload <= u64::from(super::format::MAX_PAYLOAD))
+    else {
+        return Ok(());
+    };
+    let mut bytes = vec![0u8; (end - offset) as usize];
+    storage
+        .read_at(name, offset, &mut bytes)
+        .map_err(|e| io_err(storage, name, e))?;
+    let body = bytes.len() - 4;
+    let crc = u32::from_le_bytes([
+        bytes[body],
+        bytes[body + 1],
+        bytes[body + 2],
+        bytes[body + 3],
+    ]);
+    if crc32c::crc32c(&bytes[..body]) == crc {
+        return Err(Error::Tape {
+            path: storage.describe(name),
+            message: format!(
+                "the frame at byte {offset} has format version {version}, written by a newer tapedeck; this build reads versions 1 and 2 — open the tape with that newer version (nothing was changed)"
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// Bytes read at a time by scans that walk a whole segment (resync, hashing, copying): recovery
