@@ -496,6 +496,16 @@ impl FrameReader {
             if let Some((c, at)) = in_hand {
                 let header = match FrameHeader::decode(&c.bytes[at..]) {
                     Ok(h) => h,
+                    Err(tapedeck::tape::format::FormatError::Version(v)) => {
+                        // Not skipped as damage: most likely a newer tapedeck wrote it.
+                        return Err(QueryError::from(tapedeck::Error::Tape {
+                            path: snap.storage.describe(&seg.name),
+                            message: format!(
+                                "the frame at byte {} has format version {v}, which this build does not read: written by a newer tapedeck (query with that version), or damaged (`tapedeck verify` tells)",
+                                frame.offset
+                            ),
+                        }));
+                    }
                     Err(e) => return Ok(Err(format!("the frame fails its check: {e}"))),
                 };
                 let len = header.frame_len();

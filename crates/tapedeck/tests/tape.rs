@@ -962,6 +962,16 @@ fn a_frame_from_a_newer_version_is_refused_not_cut_as_damage() {
         "{err}"
     );
     assert_eq!(storage.bytes(&name).unwrap(), bytes, "nothing changed");
+    // Also behind damage: the scan, searching past a damaged first frame, finds it.
+    let mut behind = bytes.clone();
+    behind[first + FRAME_HEADER] ^= 1;
+    storage.put(&name, behind.clone());
+    let err = TapeWriter::open_storage(Arc::new(storage.clone()), o.clone()).unwrap_err();
+    assert!(
+        err.to_string().contains("written by a newer tapedeck"),
+        "{err}"
+    );
+    assert_eq!(storage.bytes(&name).unwrap(), behind, "nothing changed");
     // With a CRC that does not check out it is damage: recovery cuts it (a torn tail).
     let mut damaged = bytes;
     damaged[body] ^= 1;

@@ -46,7 +46,7 @@ impl std::fmt::Display for FormatError {
             FormatError::Magic => write!(f, "bad magic"),
             FormatError::Version(v) => write!(
                 f,
-                "format version {v} is not supported (this build reads {VERSION})"
+                "format version {v} is not supported (this build reads segment version {VERSION} and frame versions {VERSION} and {FRAME_VERSION_TIME_DELTAS})"
             ),
             FormatError::Crc => write!(f, "CRC32C mismatch"),
             FormatError::Length => write!(f, "length out of range"),

@@ -386,6 +386,17 @@ fn resync(
             .map_err(|e| io_err(storage, name, e))?;
         let mut i = 0;
         while i + FRAME_HEADER <= n {
+            // A frame of a newer version is read too: `read_frame` refuses the tape if its CRC
+            // checks out, rather than let it be cut as part of a torn tail.
+            if &window[i..i + 4] == FRAME_MAGIC
+                && matches!(
+                    FrameHeader::decode(&window[i..]),
+                    Err(FormatError::Version(_))
+                )
+            {
+                // Its own `Ok(Err(_))` (damage) changes nothing here: the search goes on.
+                let _ = read_frame(storage, name, base + i as u64, limit)?;
+            }
             if &window[i..i + 4] == FRAME_MAGIC
                 && let Ok(h) = FrameHeader::decode(&window[i..])
                 && h.first_seq >= expected
