@@ -49,6 +49,16 @@ fn options(fsync: FsyncPolicy) -> TapeOptions {
     }
 }
 
+/// The name of the tape's first segment file.
+fn first_segment(storage: &MemStorage) -> String {
+    storage
+        .list()
+        .unwrap()
+        .into_iter()
+        .find(|n| n.starts_with("seg-"))
+        .unwrap()
+}
+
 /// Every `n` value on the tape, in order.
 fn read_all(storage: &MemStorage) -> Vec<i64> {
     let r = TapeReader::open_storage(Arc::new(storage.clone()), StartAt::Start).unwrap();
@@ -214,12 +224,7 @@ fn a_corrupt_middle_frame_is_quarantined_and_the_rest_stays_readable() {
     }
     w.abandon(); // crash without sealing: the segment has no footer
     storage.crash(|u| u);
-    let seg = storage
-        .list()
-        .unwrap()
-        .into_iter()
-        .find(|n| n.starts_with("seg-"))
-        .unwrap();
+    let seg = first_segment(&storage);
     let bytes = storage.bytes(&seg).unwrap();
     let header_len = SegmentHeader::decode(&bytes).unwrap().len();
     let first = FrameHeader::decode(&bytes[header_len..]).unwrap();
@@ -273,12 +278,7 @@ fn verify_finds_a_flipped_bit_in_a_sealed_segment_and_the_broken_chain() {
     }
     w.close().unwrap();
     assert!(verify(&storage).unwrap().problems.is_empty());
-    let seg = storage
-        .list()
-        .unwrap()
-        .into_iter()
-        .find(|n| n.starts_with("seg-"))
-        .unwrap();
+    let seg = first_segment(&storage);
     let bytes = storage.bytes(&seg).unwrap();
     let header_len = SegmentHeader::decode(&bytes).unwrap().len();
     storage.flip_bit(&seg, header_len + 50, 0);
@@ -462,12 +462,7 @@ fn every_truncation_of_a_tape_recovers_to_a_prefix() {
         w.submit(&rows(i * 3, 3)).unwrap();
     }
     w.close().unwrap();
-    let seg = storage
-        .list()
-        .unwrap()
-        .into_iter()
-        .find(|n| n.starts_with("seg-"))
-        .unwrap();
+    let seg = first_segment(&storage);
     let full = storage.bytes(&seg).unwrap();
     let manifest = storage.bytes("MANIFEST").unwrap();
     for cut in 0..=full.len() {
@@ -877,12 +872,7 @@ fn compressed_frames_store_time_as_differences_and_read_back_exactly() {
         w.append(&whole).unwrap();
         w.append(&whole.slice(3, 4)).unwrap();
         w.close().unwrap();
-        let name = storage
-            .list()
-            .unwrap()
-            .into_iter()
-            .find(|n| n.starts_with("seg-"))
-            .unwrap();
+        let name = first_segment(&storage);
         let bytes = storage.bytes(&name).unwrap();
         let header = SegmentHeader::decode(&bytes).unwrap();
         let first_frame = header.len();
@@ -937,12 +927,7 @@ fn a_frame_from_a_newer_version_is_refused_not_cut_as_damage() {
     w.append(&rows(10, 10)).unwrap();
     // Left open, as a crash leaves it: the next writer scans the segment.
     w.abandon();
-    let name = storage
-        .list()
-        .unwrap()
-        .into_iter()
-        .find(|n| n.starts_with("seg-"))
-        .unwrap();
+    let name = first_segment(&storage);
     let mut bytes = storage.bytes(&name).unwrap();
     let first = SegmentHeader::decode(&bytes).unwrap().len();
     let payload = u32::from_le_bytes(bytes[first + 8..first + 12].try_into().unwrap()) as usize;
