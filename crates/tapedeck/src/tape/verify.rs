@@ -360,7 +360,10 @@ fn whole_tape_problems(
         }
     }
     for (file, (first, rows)) in sealed {
-        if !names.iter().any(|n| n == file) {
+        // A segment the listing did not see but that is there now was sealed after the
+        // listing, beside a running writer: not missing.
+        let there_now = || storage.len(file).ok().flatten().is_some();
+        if !names.iter().any(|n| n == file) && !there_now() {
             report.problems.push(Problem {
                 file: file.to_string(),
                 offset: None,
