@@ -660,21 +660,7 @@ impl TapeWriter {
     /// Hands every submitted frame to the storage without waiting for an fsync (what the
     /// operating system then holds is lost by a power failure, not by a killed process).
     pub fn flush(&self) -> Result<()> {
-        let shared = &self.shared;
-        let (mut inner, room) = idle_with_room(shared, lock(&shared.inner));
-        room?;
-        check_failed(shared, &inner)?;
-        if let Err(e) = flush_pending(shared, &mut inner) {
-            inner.failed = Some(e.to_string());
-            inner.failed_os = e.os_error();
-            shared.durable.notify_all();
-            return Err(e);
-        }
-        if shared.options.fsync == FsyncPolicy::Never {
-            inner.durable_seq = inner.durable_seq.max(inner.written_seq);
-            shared.durable.notify_all();
-        }
-        Ok(())
+        flush(&self.shared)
     }
 
     /// The error that stopped the writer, if one did (a failed write or fsync: ENOSPC, EIO).
@@ -744,23 +730,33 @@ impl Drop for TapeWriter {
 /// `failed` of a writer stopped on purpose by [`TapeWriter::abandon`].
 const ABANDONED: &str = "abandoned";
 
+/// Hands every submitted frame to the storage, once the committer is idle and the disk has room
+/// (see [`TapeWriter::flush`]); under `never` that acknowledges them.
+fn flush(shared: &Shared) -> Result<()> {
+    let (mut inner, room) = idle_with_room(shared, lock(&shared.inner));
+    room?;
+    check_failed(shared, &inner)?;
+    if let Err(e) = flush_pending(shared, &mut inner) {
+        inner.failed = Some(e.to_string());
+        inner.failed_os = e.os_error();
+        shared.durable.notify_all();
+        return Err(e);
+    }
+    if shared.options.fsync == FsyncPolicy::Never {
+        inner.durable_seq = inner.durable_seq.max(inner.written_seq);
+        shared.durable.notify_all();
+    }
+    Ok(())
+}
+
 /// Waits until every row below `seq` is durable (forcing a sync); see
 /// [`TapeWriter::wait_durable`].
 fn wait_durable(shared: &Shared, seq: u64) -> Result<()> {
-    let mut inner = lock(&shared.inner);
     if shared.options.fsync == FsyncPolicy::Never {
-        let (mut inner, room) = idle_with_room(shared, inner);
-        room?;
-        check_failed(shared, &inner)?;
-        if let Err(e) = flush_pending(shared, &mut inner) {
-            inner.failed = Some(e.to_string());
-            inner.failed_os = e.os_error();
-            return Err(e);
-        }
-        inner.durable_seq = inner.durable_seq.max(inner.written_seq);
-        shared.durable.notify_all();
-        return Ok(());
+        // Written is acknowledged under `never`: hand everything to the OS now.
+        return flush(shared);
     }
+    let mut inner = lock(&shared.inner);
     while inner.durable_seq < seq {
         check_failed(shared, &inner)?;
         inner.sync_wanted = true;
