@@ -4,12 +4,14 @@
 //! Two loops, run as two tests:
 //!
 //! - **Rows** into every row sink that keeps a cursor — CSV, JSONL, SQLite, a Parquet directory,
-//!   a single Parquet file, an Arrow IPC file and PostgreSQL (stopped or crashed in about one
-//!   run in six). The source is `stdin:csv`, fed by this harness at a steady rate with rows
-//!   that are unique: `run` (the kill number) and `seq` (0, 1, 2, … within the run), a `t_utc`
-//!   that only grows, a float and a text with quotes, commas, `µ` and nulls. So a lost row
-//!   cannot hide behind an equal one from another run (`sim:alicat` starts over at the same
-//!   values every run and has no seed).
+//!   a single Parquet file, an Arrow IPC file, PostgreSQL and a NATS JetStream subject
+//!   (`nats://`, on a throwaway `nats-server` of the harness; the database and the NATS server
+//!   are stopped or crashed — nats-server by SIGKILL — in about one run in six). The source
+//!   is `stdin:csv`, fed by this harness at a steady rate with rows that are unique: `run`
+//!   (the kill number) and `seq` (0, 1, 2, … within the run), a `t_utc` that only grows, a
+//!   float and a text with quotes, commas, `µ` and nulls. So a lost row cannot hide behind an
+//!   equal one from another run (`sim:alicat` starts over at the same values every run and
+//!   has no seed).
 //! - **`raw:`** (`.dt-raw`), which needs DAQ blocks: `sim:daq?raw=true` in real time into a tape
 //!   of its own (with a row sink in the same run a CSV would refuse the blocks), whose samples
 //!   are unique by their wall-clock `t_utc`. Some `deliver` runs there go to the end (they write
@@ -62,6 +64,8 @@ use arrow_array::types::{
 use arrow_array::{Array, RecordBatch};
 use arrow_schema::{DataType, TimeUnit};
 
+#[path = "../../tapedeck/tests/common/nats_server.rs"]
+mod nats_server;
 #[path = "../../tapedeck/tests/common/pg_cluster.rs"]
 mod pg_cluster;
 
@@ -672,6 +676,34 @@ fn ipc_batches(path: &Path) -> Vec<RecordBatch> {
         .collect()
 }
 
+/// Every batch of the crash harness's NATS subject, in stream order; each message must say
+/// where its rows sit on the tape, following on from the one before (exactly once, in order).
+fn nats_batches(addr: &str) -> Vec<RecordBatch> {
+    let client = nats_server::Client::connect(addr).unwrap();
+    let mut next = 0;
+    let mut out = Vec::new();
+    for m in client.messages("CRASH", "crash.rows") {
+        assert_eq!(
+            m.number("Tapedeck-Seq"),
+            next,
+            "NATS message {} is out of order",
+            m.stream_seq
+        );
+        next += m.number("Tapedeck-Rows");
+        let batches: Vec<RecordBatch> =
+            arrow_ipc::reader::StreamReader::try_new(&m.payload[..], None)
+                .unwrap()
+                .map(Result::unwrap)
+                .collect();
+        assert_eq!(
+            batches.iter().map(|b| b.num_rows() as u64).sum::<u64>(),
+            m.number("Tapedeck-Rows")
+        );
+        out.extend(batches);
+    }
+    out
+}
+
 fn ipc_rows(path: &Path) -> Vec<Canon> {
     canon_batches(&ipc_batches(path), &COLUMNS)
 }
@@ -871,6 +903,7 @@ enum Dest {
     Ipc,
     Raw,
     Postgres,
+    Nats,
 }
 
 struct Sink {
@@ -881,7 +914,7 @@ struct Sink {
 }
 
 impl Sink {
-    fn new(dest: Dest, d: &Path, pg_url: Option<&str>) -> Sink {
+    fn new(dest: Dest, d: &Path, pg_url: Option<&str>, nats: Option<&str>) -> Sink {
         let p = |name: &str| d.join(name);
         let (uri, path) = match dest {
             Dest::Csv => (format!("csv:{}", p("out.csv").display()), p("out.csv")),
@@ -922,6 +955,13 @@ impl Sink {
                 ),
                 PathBuf::new(),
             ),
+            Dest::Nats => (
+                format!(
+                    "nats://{}/crash.rows?stream=CRASH&create_stream=true&subjects=crash.>&connect_timeout=2s&retry_for=10m&max_in_flight=8",
+                    nats.unwrap()
+                ),
+                PathBuf::new(),
+            ),
         };
         Sink {
             dest,
@@ -937,6 +977,11 @@ impl Sink {
 
     fn pg_url(&self) -> &str {
         &self.uri[..self.uri.find('?').unwrap()]
+    }
+
+    fn nats_addr(&self) -> &str {
+        let rest = &self.uri["nats://".len()..];
+        &rest[..rest.find('/').unwrap()]
     }
 
     /// In a `record` run three times in four; whole files (rebuilt from the tape's first row
@@ -960,6 +1005,16 @@ impl Sink {
             Dest::Ipc => ipc_held(&self.path),
             Dest::Raw => raw_held(&self.path),
             Dest::Postgres => postgres_held(self.pg_url()),
+            Dest::Nats => {
+                let batches = nats_batches(self.nats_addr());
+                let rows = batches.iter().map(|b| b.num_rows() as u64).sum();
+                let last = batches
+                    .iter()
+                    .rev()
+                    .find(|b| b.num_rows() > 0)
+                    .and_then(|b| canon_batches(&[b.slice(b.num_rows() - 1, 1)], &COLUMNS).pop());
+                Held { rows, last }
+            }
         }
     }
 
@@ -974,6 +1029,7 @@ impl Sink {
             Dest::Ipc => ipc_rows(&self.path),
             Dest::Raw => raw_rows(&self.path),
             Dest::Postgres => postgres_rows(self.pg_url()),
+            Dest::Nats => canon_batches(&nats_batches(self.nats_addr()), &COLUMNS),
         }
     }
 }
@@ -1154,6 +1210,8 @@ struct Harness<'a> {
     /// The tape's columns, as the sinks keep them.
     columns: &'static [&'static str],
     cluster: Option<&'a pg_cluster::Cluster>,
+    /// The NATS server the `nats://` sink publishes to (stopped and started like the cluster).
+    nats: Option<&'a nats_server::Server>,
     rng: Rng,
     /// A run is a `deliver` one time in this many.
     deliver_one_in: u64,
@@ -1171,16 +1229,19 @@ impl<'a> Harness<'a> {
         dests: &[Dest],
         columns: &'static [&'static str],
         cluster: Option<&'a pg_cluster::Cluster>,
+        nats: Option<&'a nats_server::Server>,
         seed: u64,
     ) -> Harness<'a> {
         let dir = tempfile::tempdir().unwrap();
         let logs = dir.path().join("logs");
         std::fs::create_dir(&logs).unwrap();
         let pg_url = cluster.map(|c| c.url());
+        let nats_addr = nats.map(|n| n.addr());
         let sinks = dests
             .iter()
             .filter(|d| **d != Dest::Postgres || pg_url.is_some())
-            .map(|d| Sink::new(*d, dir.path(), pg_url.as_deref()))
+            .filter(|d| **d != Dest::Nats || nats_addr.is_some())
+            .map(|d| Sink::new(*d, dir.path(), pg_url.as_deref(), nats_addr.as_deref()))
             .collect();
         Harness {
             label,
@@ -1190,6 +1251,7 @@ impl<'a> Harness<'a> {
             sinks,
             columns,
             cluster,
+            nats,
             rng: Rng(seed),
             deliver_one_in: 4,
             stats: Stats::default(),
@@ -1242,18 +1304,29 @@ impl<'a> Harness<'a> {
         self.check_after(k, true, &args);
     }
 
+    /// The database and the NATS server go away (a PostgreSQL shutdown in `mode`; nats-server
+    /// killed with SIGKILL).
+    fn stop_servers(&self, mode: &str) {
+        if let Some(c) = self.cluster {
+            c.stop(mode);
+        }
+        if let Some(n) = self.nats {
+            n.stop();
+        }
+    }
+
     /// Starts a `record` or `deliver` run, kills it at a random moment, and checks what it left.
     fn kill_once(&mut self, k: usize, feed: &Feed) {
         let deliver = self.rng.below(self.deliver_one_in) == 0 && self.tape.join("TAPEID").exists();
-        let outage = self.cluster.is_some() && self.rng.below(6) == 0;
+        let outage = (self.cluster.is_some() || self.nats.is_some()) && self.rng.below(6) == 0;
         let before = outage && self.rng.below(2) == 0;
         let mode = if self.rng.below(2) == 0 {
             "fast"
         } else {
             "immediate"
         };
-        if before && let Some(c) = self.cluster {
-            c.stop(mode);
+        if before {
+            self.stop_servers(mode);
         }
         let segs_before = segments(&self.tape);
         let args = if deliver {
@@ -1340,11 +1413,8 @@ impl<'a> Harness<'a> {
             };
             std::thread::sleep(Duration::from_millis(wait));
         }
-        if outage
-            && !before
-            && let Some(c) = self.cluster
-        {
-            c.stop(mode);
+        if outage && !before {
+            self.stop_servers(mode);
             std::thread::sleep(Duration::from_millis(self.rng.below(300)));
         }
         match run.0.try_wait().unwrap() {
@@ -1360,8 +1430,13 @@ impl<'a> Harness<'a> {
         if let Some(f) = feeder {
             f.join().unwrap();
         }
-        if outage && let Some(c) = self.cluster {
-            c.start_again();
+        if outage {
+            if let Some(c) = self.cluster {
+                c.start_again();
+            }
+            if let Some(n) = self.nats {
+                n.start_again();
+            }
             self.stats.outages += 1;
         }
         let failed = failed_deliveries(&self.tape, &log, started);
@@ -1530,6 +1605,7 @@ fn every_sink_holds_exactly_the_tape_after_random_kills_and_database_outages() {
     if cluster.is_none() {
         eprintln!("crash harness: running without the PostgreSQL sink (no throwaway cluster)");
     }
+    let nats = nats_server::Server::start("crash harness");
     let mut h = Harness::new(
         "crash harness",
         &[
@@ -1540,9 +1616,11 @@ fn every_sink_holds_exactly_the_tape_after_random_kills_and_database_outages() {
             Dest::ParquetFile,
             Dest::Ipc,
             Dest::Postgres,
+            Dest::Nats,
         ],
         &COLUMNS,
         cluster.as_ref(),
+        nats.as_ref(),
         seed,
     );
     let began = Instant::now();
@@ -1569,6 +1647,7 @@ fn raw_file_holds_exactly_the_tape_after_random_kills() {
         "raw crash harness",
         &[Dest::Raw],
         &RAW_COLUMNS,
+        None,
         None,
         seed ^ 0x9e37_79b9_7f4a_7c15,
     );

@@ -172,6 +172,16 @@ pub enum Error {
         /// What is wrong.
         message: String,
     },
+    /// A message from a broker that cannot be read (neither Arrow nor a JSON object).
+    #[error("{source_name}: message {seq}: {message}")]
+    MalformedMessage {
+        /// The source (its URI, redacted).
+        source_name: String,
+        /// The message's sequence number in its stream.
+        seq: u64,
+        /// What is wrong.
+        message: String,
+    },
     /// An invalid block (shape mismatch, …).
     #[error("invalid block {block_index} from {device}: {message}")]
     InvalidBlock {

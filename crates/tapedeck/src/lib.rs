@@ -38,6 +38,8 @@ pub mod dtraw;
 pub mod durability;
 pub mod error;
 pub mod journal;
+#[cfg(feature = "nats")]
+pub mod nats;
 pub mod pipe;
 pub mod record;
 pub mod recorder;

@@ -54,7 +54,7 @@ use crate::pipe::{PipeOptions, PipeReport, SinkSummary};
 use crate::record::{Block, Row, RowBuilder};
 use crate::sink::Sink;
 use crate::sink::tape::TapeSink;
-use crate::source::Source;
+use crate::source::{Source, TapeLink};
 use crate::tape::retention::Retention;
 use crate::tape::{Recovery, TapeOptions, TapeWatch, TapeWriter};
 
@@ -419,7 +419,8 @@ impl Housekeeping {
         }
     }
 
-    fn trim(&mut self, retention: &Retention) {
+    /// Applies a retention; returns the bytes of the segments it removed.
+    fn trim(&mut self, retention: &Retention) -> u64 {
         let protect = self.protect();
         match self.watch.trim(retention, protect, true) {
             Ok(r) => {
@@ -445,8 +446,14 @@ impl Housekeeping {
                         s.bytes
                     );
                 }
+                r.removed
+                    .iter()
+                    .fold(0u64, |sum, s| sum.saturating_add(s.bytes))
             }
-            Err(e) => tracing::warn!("retention: {e}; trying again"),
+            Err(e) => {
+                tracing::warn!("retention: {e}; trying again");
+                0
+            }
         }
     }
 
@@ -508,20 +515,23 @@ impl Housekeeping {
                 ..r
             };
             let before = now.bytes;
-            self.trim(&early);
-            if let Ok(after) = self.watch.trim(&Retention::default(), None, false) {
-                let freed = before.saturating_sub(after.bytes);
-                if freed > 0 {
-                    // The part the file system does not show free yet (freed late, or a
-                    // removed file still open somewhere).
-                    let shown = crate::tape::retention::disk_space(&self.dir)
-                        .map_or(0, |now| now.free.saturating_sub(space.free));
-                    self.early_pending = self
-                        .early_pending
-                        .saturating_add(freed.saturating_sub(shown));
-                    self.early_at = Some(std::time::Instant::now());
-                    tracing::info!("retention: trimmed {freed} bytes early (the disk is low)");
-                }
+            let freed = self.trim(&early);
+            if freed > 0
+                && let Ok(after) = self.watch.trim(&Retention::default(), None, false)
+            {
+                // The part the file system does not show free yet (freed late, or a removed
+                // file still open somewhere): what was removed, less what the disk shows freed
+                // and what the recorder wrote meanwhile (the tape's growth besides the trim) —
+                // not counting those writes as unfreed, which would stop early trimming while
+                // the disk fills.
+                let grown = after.bytes.saturating_add(freed).saturating_sub(before);
+                let shown = crate::tape::retention::disk_space(&self.dir)
+                    .map_or(0, |now| now.free.saturating_sub(space.free));
+                self.early_pending = self
+                    .early_pending
+                    .saturating_add(freed.saturating_sub(shown.saturating_add(grown)));
+                self.early_at = Some(std::time::Instant::now());
+                tracing::info!("retention: trimmed {freed} bytes early (the disk is low)");
             }
         }
     }
@@ -724,7 +734,25 @@ impl Recorder {
     /// [`crate::pipe`], which closes them (with a tape: seals it). Finish with
     /// [`Recorder::finish_with`]; in between, [`Recorder::deliveries`] says which sinks it will
     /// wait for.
-    pub fn pipe<S: Source + 'static>(&mut self, source: S, options: &PipeOptions) -> PipeReport {
+    pub fn pipe<S: Source + 'static>(
+        &mut self,
+        mut source: S,
+        options: &PipeOptions,
+    ) -> PipeReport {
+        let attached = match &self.tape {
+            Some(t) => {
+                let watch = t.watch.clone();
+                source.attach_tape(TapeLink::new(t.dir.clone(), t.start, move || {
+                    watch.durable_seq()
+                }))
+            }
+            None => Ok(()),
+        };
+        // A source that cannot follow the tape fails the run the way a source error does.
+        let source: Box<dyn Source> = match attached {
+            Ok(()) => Box::new(source),
+            Err(e) => Box::new(crate::source::from_iter(std::iter::once(Err(e)))),
+        };
         let sinks = std::mem::take(&mut self.sinks);
         let report = crate::pipe::pipe_report(source, sinks, options);
         self.stop_housekeeping();

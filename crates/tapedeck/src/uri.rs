@@ -512,6 +512,112 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
     Some(Duration::from_secs_f64(secs))
 }
 
+/// A password or token: never shown by `Debug`, never part of a name or an error.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a password.
+    pub fn new(password: impl Into<String>) -> Secret {
+        Secret(password.into())
+    }
+
+    pub(crate) fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// The parts of a network URI's path, `//[user[:password]@]host[:port][/rest]` (PostgreSQL's
+/// and NATS's): the password in a [`Secret`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Authority<'a> {
+    /// The user name, when given.
+    pub user: Option<String>,
+    /// The password, when given (not empty).
+    pub password: Option<Secret>,
+    /// The host: a name, an IPv4 address or an IPv6 address without its brackets; may be empty.
+    pub host: String,
+    /// The port, when given.
+    pub port: Option<u16>,
+    /// What follows the first `/` after the authority (the database, the subject), maybe empty.
+    pub path: &'a str,
+}
+
+impl<'a> Authority<'a> {
+    /// Splits `//authority/path`; `Ok(None)` when `path` does not start with `//`, `Err` with
+    /// the reason when the port is not a number from 1 to 65535.
+    ///
+    /// ```
+    /// use tapedeck::uri::Authority;
+    /// let a = Authority::split("//lab:p%40ss@[::1]:4222/plant.flow").unwrap().unwrap();
+    /// assert_eq!((a.user.as_deref(), a.host.as_str(), a.port, a.path), (Some("lab"), "::1", Some(4222), "plant.flow"));
+    /// assert!(format!("{a:?}").contains("***"));
+    /// assert!(Authority::split("//db:99999/x").is_err());
+    /// ```
+    pub fn split(path: &'a str) -> std::result::Result<Option<Authority<'a>>, String> {
+        let Some(rest) = path.strip_prefix("//") else {
+            return Ok(None);
+        };
+        // The password may hold `/` or `@` (decoded from %2F / %40): the authority ends at the
+        // first `/` after the last `@`.
+        let at = rest.rfind('@');
+        let after_at = at.map_or(0, |i| i + 1);
+        let slash = rest
+            .get(after_at..)
+            .and_then(|r| r.find('/'))
+            .map(|i| i + after_at);
+        let (authority, path) = match slash {
+            Some(i) => (&rest[..i], &rest[i + 1..]),
+            None => (rest, ""),
+        };
+        let (userinfo, hostport) = match at {
+            Some(i) => (Some(&authority[..i]), &authority[i + 1..]),
+            None => (None, authority),
+        };
+        let (user, password) = match userinfo.map(|u| u.split_once(':').unwrap_or((u, ""))) {
+            Some((u, p)) => (
+                (!u.is_empty()).then(|| u.to_string()),
+                (!p.is_empty()).then(|| Secret::new(p)),
+            ),
+            None => (None, None),
+        };
+        let (host, port) = split_host_port(hostport).ok_or_else(|| {
+            "the port after the host must be a number from 1 to 65535".to_string()
+        })?;
+        Ok(Some(Authority {
+            user,
+            password,
+            host,
+            port,
+            path,
+        }))
+    }
+}
+
+/// `host`, `host:port`, `[v6]`, `[v6]:port`; `None` when the port is not a number.
+fn split_host_port(s: &str) -> Option<(String, Option<u16>)> {
+    let (host, port) = if let Some(v6) = s.strip_prefix('[') {
+        let (h, after) = v6.split_once(']')?;
+        (h, after.strip_prefix(':'))
+    } else {
+        match s.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (s, None),
+        }
+    };
+    let port = match port {
+        Some(p) => Some(p.parse::<u16>().ok().filter(|&p| p > 0)?),
+        None => None,
+    };
+    Some((host.to_string(), port))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

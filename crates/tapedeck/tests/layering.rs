@@ -48,7 +48,7 @@ const LAYERS: &[&[&str]] = &[
     &["uri", "storage"],
     &["record", "durability"],
     &["journal"],
-    &["dtraw", "tape"],
+    &["dtraw", "tape", "nats"],
     &["source"],
     &["sink"],
     &["deliver", "pipe"],

@@ -5,7 +5,7 @@
 //!
 //! Each sink module exports its `DESCRIPTOR`, whose `parse` reads a URI into the sink's
 //! [`super::SinkConfig`] (path and options; how to open it and how a delivery resumes it). The descriptors of the sinks behind a cargo
-//! feature (SQLite, Parquet, PostgreSQL) are written here, beside the registry, so that a build
+//! feature (SQLite, Parquet, PostgreSQL, NATS) are written here, beside the registry, so that a build
 //! leaving the feature out still lists them (as not compiled in); their modules re-export them.
 
 use serde::Serialize;
@@ -85,6 +85,7 @@ pub fn descriptors() -> &'static [SinkDescriptor] {
         SQLITE,
         PARQUET,
         POSTGRES,
+        NATS,
         super::raw::DESCRIPTOR,
         super::memory::DESCRIPTOR,
         super::null::DESCRIPTOR,
@@ -361,6 +362,87 @@ pub const POSTGRES: SinkDescriptor = SinkDescriptor {
     #[cfg(feature = "postgres")]
     parse: Some(super::postgres::parse),
     #[cfg(not(feature = "postgres"))]
+    parse: None,
+};
+
+/// The NATS JetStream sink (`nats://`).
+pub const NATS: SinkDescriptor = SinkDescriptor {
+    schemes: &["nats"],
+    usage: "nats://[USER[:PASSWORD]@]HOST[:PORT]/SUBJECT?stream=NAME",
+    example: "nats://127.0.0.1:4222/lab.edge1?stream=LAB",
+    summary: "NATS JetStream: format=arrow (one Arrow IPC message per batch) or jsonl (one \
+              message per row), exactly once from a tape (message ids from the tape's id and \
+              sequence numbers; the cursor is the subject's last message, checked in order); \
+              create_stream, max_in_flight (256), retry_for (5m). A server away is waited for \
+              while the tape keeps recording.",
+    path_example: None,
+    params: &[
+        ParamDescriptor {
+            name: "stream",
+            kind: "name",
+            default: "",
+            doc: "the JetStream stream that stores the subject (required)",
+        },
+        ParamDescriptor {
+            name: "format",
+            kind: "arrow|jsonl",
+            default: "arrow",
+            doc: "one Arrow IPC stream per batch, or one JSON object per row",
+        },
+        ParamDescriptor {
+            name: "create_stream",
+            kind: "bool",
+            default: "false",
+            doc: "make the stream when it does not exist (else a missing stream is an error)",
+        },
+        ParamDescriptor {
+            name: "subjects",
+            kind: "list",
+            default: "",
+            doc: "with create_stream: the stream's subjects, comma-separated (default: SUBJECT)",
+        },
+        ParamDescriptor {
+            name: "storage",
+            kind: "file|memory",
+            default: "file",
+            doc: "with create_stream: where the server keeps the stream",
+        },
+        ParamDescriptor {
+            name: "replicas",
+            kind: "1-5",
+            default: "1",
+            doc: "with create_stream: copies of the stream in a cluster",
+        },
+        ParamDescriptor {
+            name: "duplicate_window",
+            kind: "duration",
+            default: "2m",
+            doc: "with create_stream: how long the server remembers message ids",
+        },
+        ParamDescriptor {
+            name: "max_in_flight",
+            kind: "messages",
+            default: "256",
+            doc: "messages published and not yet acknowledged, at most",
+        },
+        ParamDescriptor {
+            name: "connect_timeout",
+            kind: "duration",
+            default: "10s",
+            doc: "cap on connecting and on each request",
+        },
+        ParamDescriptor {
+            name: "retry_for",
+            kind: "duration",
+            default: "5m",
+            doc: "how long a server may be away before the sink fails",
+        },
+    ],
+    feature: Some("nats"),
+    compiled_in: cfg!(feature = "nats"),
+    #[cfg(feature = "nats")]
+    parse: Some(super::nats::parse),
+    #[cfg(not(feature = "nats"))]
     parse: None,
 };
 

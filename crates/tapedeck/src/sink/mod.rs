@@ -8,8 +8,8 @@
 //! refuse blocks unless asked.
 //!
 //! [`open`] builds a sink from a URI (`csv:PATH`, `jsonl:PATH`, `ipc:PATH`, `sqlite:PATH`,
-//! `parquet:PATH` or `parquet:DIR/`, `postgres://…`, `raw:PATH`, `memory:`, `null:`); SQLite, Parquet and
-//! PostgreSQL are behind the cargo features of the same names, and a URI of a left-out backend
+//! `parquet:PATH` or `parquet:DIR/`, `postgres://…`, `nats://…`, `raw:PATH`, `memory:`, `null:`); SQLite,
+//! Parquet, PostgreSQL and NATS are behind the cargo features of the same names, and a URI of a left-out backend
 //! says which feature to enable. Each sink describes itself in a `DESCRIPTOR` (schemes,
 //! summary, URI parameters and defaults, cargo feature); [`descriptors`] is the registry of them,
 //! and the unknown-scheme, unknown-parameter and left-out-feature errors are made from it.
@@ -36,6 +36,8 @@ pub(crate) mod file;
 pub mod ipc;
 pub mod jsonl;
 pub mod memory;
+#[cfg(feature = "nats")]
+pub mod nats;
 pub mod null;
 #[cfg(feature = "parquet")]
 pub mod parquet;

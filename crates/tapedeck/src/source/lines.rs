@@ -699,7 +699,8 @@ impl LineSource {
     }
 }
 
-fn json_row(text: &str) -> std::result::Result<Row, String> {
+/// One JSON object as a row (nested values as their JSON text).
+pub(crate) fn json_row(text: &str) -> std::result::Result<Row, String> {
     let value: serde_json::Value =
         serde_json::from_str(text).map_err(|e| format!("invalid JSON: {e}"))?;
     let serde_json::Value::Object(map) = value else {

@@ -24,6 +24,8 @@
 
 mod dtraw;
 pub mod lines;
+#[cfg(feature = "nats")]
+pub mod nats;
 pub mod sim_alicat;
 pub mod sim_daq;
 mod tape;
@@ -65,6 +67,15 @@ pub trait Source: Send {
         false
     }
 
+    /// Called by a [`crate::recorder::Recorder`] with a tape before it reads the source: the
+    /// tape, where this run starts on it, and how many of the rows this source yields the tape
+    /// has acknowledged (fsynced) at any moment. A source that must keep its input until it is
+    /// durable — a broker's, which acknowledges messages to the broker only then — keeps the
+    /// link; the default ignores it.
+    fn attach_tape(&mut self, _link: TapeLink) -> Result<()> {
+        Ok(())
+    }
+
     /// How many rows the source will yield, when it knows (`sim:alicat?n=…`, `sim:daq?blocks=…`):
     /// the progress line shows a percentage and an estimate of the time left.
     fn expected_rows(&self) -> Option<u64> {
@@ -90,6 +101,108 @@ impl Source for Box<dyn Source> {
     }
     fn expected_rows(&self) -> Option<u64> {
         (**self).expected_rows()
+    }
+    fn attach_tape(&mut self, link: TapeLink) -> Result<()> {
+        (**self).attach_tape(link)
+    }
+}
+
+/// An Int64 column's value at a row, when it has one.
+fn int_at(batch: &arrow_array::RecordBatch, column: &str, row: usize) -> Option<i64> {
+    use arrow_array::Array;
+    let c = batch
+        .column_by_name(column)?
+        .as_any()
+        .downcast_ref::<arrow_array::Int64Array>()?;
+    c.is_valid(row).then(|| c.value(row))
+}
+
+/// A Utf8 column's value at a row, when it has one.
+fn text_at<'a>(batch: &'a arrow_array::RecordBatch, column: &str, row: usize) -> Option<&'a str> {
+    use arrow_array::Array;
+    let c = batch
+        .column_by_name(column)?
+        .as_any()
+        .downcast_ref::<arrow_array::StringArray>()?;
+    c.is_valid(row).then(|| c.value(row))
+}
+
+/// What a source learns of the tape it is recorded onto ([`Source::attach_tape`]).
+#[derive(Clone)]
+pub struct TapeLink {
+    dir: std::path::PathBuf,
+    start: u64,
+    durable: Arc<dyn Fn() -> u64 + Send + Sync>,
+}
+
+impl std::fmt::Debug for TapeLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TapeLink")
+            .field("dir", &self.dir)
+            .field("start", &self.start)
+            .finish()
+    }
+}
+
+impl TapeLink {
+    /// The tape in `dir`, this run's first row `start`, and its acknowledged position
+    /// (`durable()`, the tape sequence number after the last fsynced row).
+    pub fn new(
+        dir: impl Into<std::path::PathBuf>,
+        start: u64,
+        durable: impl Fn() -> u64 + Send + Sync + 'static,
+    ) -> TapeLink {
+        TapeLink {
+            dir: dir.into(),
+            start,
+            durable: Arc::new(durable),
+        }
+    }
+
+    /// Rows of this run the tape has acknowledged.
+    pub fn acknowledged_rows(&self) -> u64 {
+        (self.durable)().saturating_sub(self.start)
+    }
+
+    /// Where a source that writes its position into its rows resumes: the value of the
+    /// integer column `column` in the tape's last row before this run, and how many rows at
+    /// the tape's end carry that value (a message's rows may reach the tape only in part) —
+    /// when that row's `key` column says `key_value`; `None` otherwise (an empty tape, another
+    /// source's rows).
+    pub fn last_run(&self, column: &str, key: &str, key_value: &str) -> Result<Option<(u64, u64)>> {
+        let Some(mut pos) = self.start.checked_sub(1) else {
+            return Ok(None);
+        };
+        let mut found: Option<(i64, u64)> = None;
+        loop {
+            // The batch holding `pos`: its rows up to `pos`, counted from the end while they
+            // carry the value.
+            let mut reader =
+                crate::tape::TapeReader::open(&self.dir, crate::tape::StartAt::Seq(pos))?
+                    .until(Some(pos.saturating_add(1)));
+            let Some((first, batch)) = reader.next_batch()? else {
+                return Ok(None);
+            };
+            let Some(end) = pos.checked_sub(first).and_then(|i| usize::try_from(i).ok()) else {
+                return Ok(None);
+            };
+            let mut i = end.saturating_add(1).min(batch.num_rows());
+            while i > 0 {
+                let at = i - 1;
+                match (int_at(&batch, column, at), text_at(&batch, key, at)) {
+                    (Some(v), Some(k)) if k == key_value && found.is_none_or(|(f, _)| f == v) => {
+                        let count = found.map_or(1, |(_, c)| c.saturating_add(1));
+                        found = Some((v, count));
+                    }
+                    _ => return Ok(found.map(|(v, c)| (u64::try_from(v).unwrap_or(0), c))),
+                }
+                i = at;
+            }
+            match first.checked_sub(1) {
+                Some(p) if p < pos => pos = p,
+                _ => return Ok(found.map(|(v, c)| (u64::try_from(v).unwrap_or(0), c))),
+            }
+        }
     }
 }
 
@@ -157,7 +270,13 @@ impl<I: Iterator<Item = Result<Record>> + Send> Source for IterSource<I> {
 }
 
 /// Source schemes this build knows.
-pub const SCHEMES: &[&str] = &["sim", "stdin", "file"];
+pub const SCHEMES: &[&str] = &[
+    "sim",
+    "stdin",
+    "file",
+    #[cfg(feature = "nats")]
+    "nats",
+];
 
 /// Opens a source from its URI.
 ///
@@ -191,6 +310,8 @@ pub fn open(uri: &str) -> Result<Box<dyn Source>> {
             Ok(Box::new(crate::dtraw::DtRawSource::open(path)?))
         }
         ("stdin" | "file", _) => Ok(Box::new(lines::LineSource::from_uri(uri)?)),
+        #[cfg(feature = "nats")]
+        ("nats", _) => Ok(Box::new(nats::NatsSource::from_uri(uri)?)),
         (other, _) => Err(match sink_scheme_hint(other, uri.shown_path()) {
             Some(hint) => Error::MalformedUri {
                 uri: uri.shown().to_string(),

@@ -54,10 +54,14 @@ pub struct VerifyReport {
 }
 
 /// Checks every CRC and the hash chain; see the module docs.
+///
+/// Beside a running recorder that trims its tape (`record --retain`), a segment removed while
+/// it is read is not damage: the manifest records it trimmed before the file goes, so the
+/// check goes on from the segment after it, as if the tape had started there — it never
+/// starts over, so it finishes however often the recorder trims.
 pub fn verify(storage: &dyn Storage) -> Result<VerifyReport> {
-    // A segment removed while it was being checked (retention of a running recorder), or a
-    // manifest record being appended: the tape is checked again (a few times at most; then as
-    // it is, and what is still wrong is reported).
+    // A manifest record being appended while it was read: the tape is checked again (a few
+    // times at most; then as it is, and what is still wrong is reported).
     for _ in 0..3 {
         if let Some(report) = verify_once(storage, true)? {
             return Ok(report);
@@ -66,13 +70,52 @@ pub fn verify(storage: &dyn Storage) -> Result<VerifyReport> {
     verify_once(storage, false).map(Option::unwrap_or_default)
 }
 
-/// One pass of [`verify`]; `None` when a listed segment went away meanwhile and `retry`.
+/// A segment that [`verify`] could not read because it is gone, when the manifest — read
+/// again — records it trimmed: retention removed it meanwhile (the record is written before
+/// the file is removed, oldest first, so every segment before it is gone too). Returns where
+/// the tape now begins (the row after it and its chain hash) and the manifest as it is now.
+fn trimmed_meanwhile(storage: &dyn Storage, name: &str) -> Result<Option<Rebase>> {
+    if storage
+        .len(name)
+        .map_err(|e| Error::io("stat", storage.describe(name), e))?
+        .is_some()
+    {
+        return Ok(None);
+    }
+    let (records, damage) = manifest::read_checked(storage)?;
+    let start = records.iter().find_map(|r| match r {
+        Record::Trimmed {
+            file,
+            first_seq,
+            rows,
+            chain,
+            ..
+        } if file == name => Some((first_seq.saturating_add(*rows), unhex(chain))),
+        _ => None,
+    });
+    Ok(start.map(|(first_seq, chain)| Rebase {
+        first_seq,
+        chain,
+        records,
+        damage,
+    }))
+}
+
+/// Where [`verify`] goes on from after retention removed segments while it read them.
+struct Rebase {
+    first_seq: u64,
+    chain: Option<[u8; 32]>,
+    records: Vec<Record>,
+    damage: Option<manifest::Damage>,
+}
+
+/// One pass of [`verify`]; `None` when the manifest's tail did not check out and `retry`.
 fn verify_once(storage: &dyn Storage, retry: bool) -> Result<Option<VerifyReport>> {
     let mut report = VerifyReport::default();
     let listed = segment_names(storage)?;
     // Read after the listing: a trim running meanwhile (`record --retain`) is in it, and the
     // files it removed, or a crash left behind, are skipped as the manifest's trimmed ones.
-    let (records, damage) = manifest::read_checked(storage)?;
+    let (mut records, mut damage) = manifest::read_checked(storage)?;
     let trimmed: std::collections::BTreeMap<u64, &str> =
         super::retention::trimmed_ends(&records).collect();
     let trimmed_files: std::collections::BTreeSet<&str> = records
@@ -104,6 +147,8 @@ fn verify_once(storage: &dyn Storage, retry: bool) -> Result<Option<VerifyReport
         None => Some([0u8; 32]),
     };
     let mut expected_seq: Option<u64> = None;
+    // The first of `names` still on the tape (retention may remove some while they are read).
+    let mut kept = 0;
     for (i, name) in names.iter().enumerate() {
         report.segments += 1;
         let problem = |offset, what: String| Problem {
@@ -111,16 +156,29 @@ fn verify_once(storage: &dyn Storage, retry: bool) -> Result<Option<VerifyReport
             offset,
             what,
         };
-        let gone = |storage: &dyn Storage| -> Result<bool> {
-            Ok(retry
-                && storage
-                    .len(name)
-                    .map_err(|e| Error::io("stat", storage.describe(name), e))?
-                    .is_none())
-        };
+        // Removed by retention while it was read: the tape now starts after it.
+        macro_rules! trimmed_meanwhile_or {
+            ($err:expr) => {
+                match trimmed_meanwhile(storage, name)? {
+                    Some(rebase) => {
+                        report = VerifyReport {
+                            first_seq: rebase.first_seq,
+                            ..VerifyReport::default()
+                        };
+                        prev_chain = rebase.chain;
+                        expected_seq = Some(rebase.first_seq);
+                        (records, damage) = (rebase.records, rebase.damage);
+                        kept = i + 1;
+                        continue;
+                    }
+                    None => $err,
+                }
+            };
+        }
         let scanned = match segment::scan(storage, name) {
-            Err(_) | Ok(Err(_)) if gone(storage)? => return Ok(None),
-            other => other?,
+            Err(e) => trimmed_meanwhile_or!(return Err(e)),
+            Ok(Err(bad)) => trimmed_meanwhile_or!(Err(bad)),
+            Ok(Ok(s)) => Ok(s),
         };
         let s = match scanned {
             Ok(s) => s,
@@ -197,8 +255,8 @@ fn verify_once(storage: &dyn Storage, retry: bool) -> Result<Option<VerifyReport
         match (&s.footer, s.footer_offset) {
             (Some(footer), Some(at)) => {
                 let chain = match segment::chain_hash(storage, name, &s.header.prev_chain, at) {
-                    Err(_) if gone(storage)? => return Ok(None),
-                    other => other?,
+                    Err(e) => trimmed_meanwhile_or!(return Err(e)),
+                    Ok(chain) => chain,
                 };
                 if chain != footer.chain {
                     report.problems.push(problem(
@@ -240,7 +298,8 @@ fn verify_once(storage: &dyn Storage, retry: bool) -> Result<Option<VerifyReport
             None => None,
         };
     }
-    whole_tape_problems(storage, &names, &records, &mut report)?;
+    let names = names.get(kept..).unwrap_or_default();
+    whole_tape_problems(storage, names, &records, &mut report)?;
     if damage.is_some() && retry {
         // Perhaps a record being appended right now (a running writer): look again.
         std::thread::sleep(std::time::Duration::from_millis(50));

@@ -47,6 +47,13 @@ const HELP_BEFORE_SINKS: &str = "Examples:
   tapedeck verify runs/tape
   tapedeck record --source 'sim:alicat?rate=1000' --tape runs/tape --sink csv:run.csv   # resumes
 
+  # an edge recorder publishing its tape to NATS JetStream, and the central recorder
+  # consuming every edge into its own tape (docs/scale-out.md)
+  tapedeck record --source sim:daq --tape edge1 \\
+      --sink 'nats://hub:4222/lab.edge1?stream=LAB&create_stream=true&subjects=lab.>'
+  tapedeck record --source 'nats://hub:4222/lab.>?stream=LAB&durable=central' \\
+      --tape central --sink 'parquet:lake/'
+
   # tail a CSV stream from stdin, skipping malformed lines, flushing every 250 ms
   producer | tapedeck record --source 'stdin:csv?on_error=skip' --flush-interval 250ms \\
       --sink 'csv:log.csv?append=true'
@@ -58,6 +65,10 @@ Sources:
   stdin:csv | stdin:jsonl | stdin:lines
   file:PATH                        .csv / .jsonl / anything else as lines; format=csv|jsonl|lines
   file:PATH.dt-raw                 a raw-counts file, chunk by chunk as blocks
+  nats://HOST:PORT/SUBJECT?stream=S&durable=NAME&stop_after_idle=DUR
+                                   a JetStream durable consumer (needs --tape): messages are
+                                   acknowledged once the tape has their rows; SUBJECT may use
+                                   * and >; adds _nats_* and _origin_* columns
   Line sources take on_error=fail|skip (default fail) and, for CSV, infer_rows=N (default
   1000) and types=NAME:TYPE,... (int|float|bool|timestamp|text). A column keeps the type of its
   first infer_rows lines (up to 1 value in 20 there may be a typo: those lines are malformed);

@@ -12,28 +12,8 @@ use crate::sink::Sink;
 use crate::sink::resume::{ResumeBy, WithCursor};
 use crate::sink::spec::{Claims, SinkConfig};
 use crate::sink::sql::{BlockRows, check_ident};
-use crate::uri::Uri;
-
-/// A password: never shown by `Debug`, never part of a name or error.
-#[derive(Clone, Default, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a password.
-    pub fn new(password: impl Into<String>) -> Secret {
-        Secret(password.into())
-    }
-
-    pub(crate) fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("***")
-    }
-}
+pub use crate::uri::Secret;
+use crate::uri::{Authority, Uri};
 
 /// Options of the PostgreSQL sink (the reference libraries' `PostgresConfig`, plus what a
 /// server going away needs).
@@ -128,35 +108,19 @@ impl PostgresOptions {
             uri: shown.clone(),
             reason: reason.to_string(),
         };
-        let Some(rest) = uri.path.strip_prefix("//") else {
+        let Some(Authority {
+            user,
+            password,
+            host,
+            port,
+            path: dbname,
+        }) = Authority::split(&uri.path).map_err(|reason| malformed(&reason))?
+        else {
             return Err(malformed(
                 "write it as postgres://user[:password]@host[:port]/database?table=T",
             ));
         };
         let d = PostgresOptions::default();
-        // The password may hold `/` or `@` (decoded from %2F / %40): the authority ends at the
-        // first `/` after the last `@`.
-        let at = rest.rfind('@');
-        let slash = rest[at.map_or(0, |i| i + 1)..]
-            .find('/')
-            .map(|i| i + at.map_or(0, |i| i + 1));
-        let (authority, dbname) = match slash {
-            Some(i) => (&rest[..i], &rest[i + 1..]),
-            None => (rest, ""),
-        };
-        let (userinfo, hostport) = match at {
-            Some(i) => (Some(&authority[..i]), &authority[i + 1..]),
-            None => (None, authority),
-        };
-        let (user, password) = match userinfo.map(|u| u.split_once(':').unwrap_or((u, ""))) {
-            Some((u, p)) => (
-                (!u.is_empty()).then(|| u.to_string()),
-                (!p.is_empty()).then(|| Secret::new(p)),
-            ),
-            None => (None, None),
-        };
-        let (host, port) = split_host_port(hostport)
-            .ok_or_else(|| malformed("the port after the host must be a number from 1 to 65535"))?;
         let user = user.unwrap_or(d.user);
         let p = &mut uri.params;
         let duration = |p: &mut crate::uri::Params, key, default| -> Result<Duration> {
@@ -234,24 +198,6 @@ impl PostgresOptions {
     pub fn table_address(&self) -> String {
         format!("{}.{}.{}", self.database(), self.schema, self.table)
     }
-}
-
-/// `host`, `host:port`, `[v6]`, `[v6]:port`; `None` when the port is not a number.
-fn split_host_port(s: &str) -> Option<(String, Option<u16>)> {
-    let (host, port) = if let Some(v6) = s.strip_prefix('[') {
-        let (h, after) = v6.split_once(']')?;
-        (h, after.strip_prefix(':'))
-    } else {
-        match s.rsplit_once(':') {
-            Some((h, p)) => (h, Some(p)),
-            None => (s, None),
-        }
-    };
-    let port = match port {
-        Some(p) => Some(p.parse::<u16>().ok().filter(|&p| p > 0)?),
-        None => None,
-    };
-    Some((host.to_string(), port))
 }
 
 /// Reads a `postgres://` URI (the registry's `parse`).
