@@ -1556,7 +1556,7 @@ impl<'a> Harness<'a> {
         let s = &self.stats;
         eprintln!(
             "{}: {kills} kills ({} of record, {} of deliver of which {} finished first; {} at a \
-             file's first change; {} catch-up delivers; {} with PostgreSQL stopped or crashed; {} runs rolled segments; \
+             file's first change; {} catch-up delivers; {} with PostgreSQL and nats-server stopped or crashed; {} runs rolled segments; \
              {} recovered here; {} sink snapshots checked against the recovered tape, {:.1}s); \
              {} tape rows from {runs} runs in {} segments found exactly once and in order in \
              each of {} sinks; {:.1}s in all",

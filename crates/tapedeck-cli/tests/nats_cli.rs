@@ -16,6 +16,9 @@ use arrow_array::Array;
 use arrow_array::cast::AsArray;
 use arrow_array::types::Int64Type;
 
+#[path = "../../tapedeck/tests/common/nats_server.rs"]
+mod nats_server;
+
 fn tapedeck() -> Command {
     Command::new(env!("CARGO_BIN_EXE_tapedeck"))
 }
@@ -192,7 +195,29 @@ fn three_edges_and_a_central_recorder_keep_every_row_once_through_kills() {
             rows += 1;
         }
     }
+    // Each edge's rows in the stream, once and in order.
+    let client = nats_server::Client::connect(&addr).unwrap();
+    let mut in_stream: BTreeMap<String, u64> = BTreeMap::new();
+    for i in 0..3 {
+        let mut next = 0;
+        for m in client.messages(&stream, &format!("{prefix}.edge{i}")) {
+            assert_eq!(
+                m.number("Tapedeck-Seq"),
+                next,
+                "edge{i}: message {}",
+                m.stream_seq
+            );
+            next += m.number("Tapedeck-Rows");
+            in_stream.insert(m.headers["Tapedeck-Tape"].clone(), next);
+        }
+    }
+    println!("rows per edge tape: {expected:?}; in the stream: {in_stream:?}");
     for (tape, n) in &expected {
+        assert_eq!(
+            in_stream.get(tape),
+            Some(n),
+            "edge tape {tape} in the stream"
+        );
         let got = seen.get(tape).map_or(0, BTreeSet::len) as u64;
         assert_eq!(
             got, *n,
@@ -203,4 +228,5 @@ fn three_edges_and_a_central_recorder_keep_every_row_once_through_kills() {
     assert_eq!(rows, expected.values().sum::<u64>());
     let v = tapedeck().arg("verify").arg(&central).output().unwrap();
     assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stdout));
+    client.drop_stream(&stream);
 }

@@ -13,7 +13,11 @@
 //!   recognised by their stream sequence: those at or before the tape's last `_nats_seq` (of
 //!   this stream) are on the tape already and are only acknowledged, and one delivered again
 //!   during the run is not yielded twice. Messages are yielded in stream order, so the tape's
-//!   rows of this stream are in stream order and "at or before its last one" is exact.
+//!   rows of this stream are in stream order and "at or before its last one" is exact. For
+//!   that, when the tape holds rows of the stream, the durable consumer is made again at
+//!   start, delivering from the message after the tape's last one: the tape, not the
+//!   consumer's acknowledgements, says where a run goes on (the server would send what a
+//!   killed run left unacknowledged only after its `ack_wait`, behind newer messages).
 //! - **Ending.** The stream has no end: the source runs until `record` is stopped (Ctrl-C,
 //!   `--duration`, `--limit`), or, with `stop_after_idle=DUR`, once no message came for that
 //!   long (after waiting for the tape to acknowledge what it yielded).
@@ -157,9 +161,12 @@ impl NatsSource {
     }
 
     /// Connects, and makes or finds the durable consumer (checking that it filters this
-    /// subject).
+    /// subject). When the tape holds rows of this stream, the tape says where to go on: the
+    /// consumer is made again to deliver from the message after the tape's last one — the
+    /// server would otherwise send the messages a killed run left unacknowledged only after
+    /// their `ack_wait`, after newer ones, and they would look like messages sent twice.
     fn connect(&mut self) -> Result<()> {
-        use async_nats::jetstream::consumer::{AckPolicy, pull};
+        use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
         let o = &self.options;
         let conn = Connection::open(&o.address, o.stream.connect_timeout)?;
         let stream = conn.stream(
@@ -167,12 +174,36 @@ impl NatsSource {
             &o.address.subject,
             o.stream.create.as_ref(),
         )?;
+        let from_tape = self.last_yielded > 0 || self.partial.is_some();
+        let deliver_policy = if from_tape {
+            DeliverPolicy::ByStartSequence {
+                start_sequence: self.have_through.saturating_add(1),
+            }
+        } else {
+            DeliverPolicy::All
+        };
+        if from_tape {
+            match conn.block_on(stream.delete_consumer(&o.durable)) {
+                Ok(_) => {}
+                Err(e) if e.to_string().contains("not found") => {}
+                Err(e) => {
+                    return Err(connect_error(
+                        &conn.server,
+                        format!(
+                            "cannot reset consumer `{}` to the tape's position: {e}",
+                            o.durable
+                        ),
+                    ));
+                }
+            }
+        }
         let config = pull::Config {
             durable_name: Some(o.durable.clone()),
             filter_subject: o.address.subject.clone(),
             ack_policy: AckPolicy::Explicit,
             ack_wait: o.ack_wait,
             max_ack_pending: 100_000,
+            deliver_policy,
             ..pull::Config::default()
         };
         let consumer: PullConsumer = conn

@@ -420,9 +420,17 @@ fn whole_tape_problems(
     }
     for (file, (first, rows)) in sealed {
         // A segment the listing did not see but that is there now was sealed after the
-        // listing, beside a running writer: not missing.
+        // listing, beside a running writer: not missing. Nor is one the manifest, read again
+        // now, records trimmed (retention beside a running writer removed it meanwhile).
         let there_now = || storage.len(file).ok().flatten().is_some();
-        if !names.iter().any(|n| n == file) && !there_now() {
+        if names.iter().any(|n| n == file) || there_now() {
+            continue;
+        }
+        let trimmed_now = manifest::read_checked(storage)?
+            .0
+            .iter()
+            .any(|r| matches!(r, Record::Trimmed { file: f, .. } if f == file));
+        if !trimmed_now {
             report.problems.push(Problem {
                 file: file.to_string(),
                 offset: None,
