@@ -102,9 +102,11 @@ fn text_column(batches: &[RecordBatch], name: &str) -> Vec<String> {
             let c = b.column_by_name(name).unwrap().as_string::<i32>();
             (0..c.len())
                 .map(|i| {
-                    c.is_valid(i)
-                        .then(|| c.value(i).to_string())
-                        .unwrap_or_default()
+                    if c.is_valid(i) {
+                        c.value(i).to_string()
+                    } else {
+                        String::new()
+                    }
                 })
                 .collect::<Vec<_>>()
         })
@@ -267,7 +269,11 @@ fn a_subject_holding_another_tape_is_refused() {
     let stream = stream_name("other");
     let dir = tempfile::tempdir().unwrap();
     let uri = sink_uri(&s, "t.shared", &stream, "");
-    record(&dir.path().join("a"), "sim:alicat?n=100", &[uri.clone()]);
+    record(
+        &dir.path().join("a"),
+        "sim:alicat?n=100",
+        std::slice::from_ref(&uri),
+    );
     let rec = Recorder::builder()
         .tape(dir.path().join("b"))
         .sink(&uri)
@@ -301,7 +307,7 @@ fn messages_out_of_order_or_twice_are_taken_back_and_sent_again() {
     let edge = dir.path().join("edge");
     let uri = sink_uri(&s, "t.r", &stream, "");
     // Batches of 1,000 rows: messages of 1,000 rows.
-    record(&edge, "sim:alicat?n=6000", &[uri.clone()]);
+    record(&edge, "sim:alicat?n=6000", std::slice::from_ref(&uri));
     let msgs = s.messages(&stream, &subject(&stream, "t.r"));
     assert!(msgs.len() >= 4, "{} messages", msgs.len());
     // A reconnect that lost one message but not the next: the second to last goes missing.
@@ -312,7 +318,7 @@ fn messages_out_of_order_or_twice_are_taken_back_and_sent_again() {
     dup.insert("Nats-Msg-Id".into(), "someone-else".into());
     s.publish(&subject(&stream, "t.r"), &dup, &msgs[1].payload);
     // The next delivery takes both back and publishes from the lost rows on.
-    record(&edge, "sim:alicat?n=2000", &[uri.clone()]);
+    record(&edge, "sim:alicat?n=2000", std::slice::from_ref(&uri));
     assert_exactly_once(
         &s.messages(&stream, &subject(&stream, "t.r")),
         &tape_id(&edge),

@@ -235,8 +235,10 @@ impl NatsSink {
             &options.address.subject,
             options.stream.create.as_ref(),
         )?;
-        let max_payload = usize::try_from(conn.client.server_info().max_payload)
-            .unwrap_or(1 << 20)
+        let max_payload = conn
+            .client
+            .server_info()
+            .max_payload
             .saturating_sub(HEADER_ROOM)
             .max(HEADER_ROOM);
         let mut sink = NatsSink {

@@ -24,6 +24,8 @@
 
 mod dtraw;
 pub mod lines;
+#[cfg(feature = "mqtt")]
+pub mod mqtt;
 #[cfg(feature = "nats")]
 pub mod nats;
 pub mod sim_alicat;
@@ -276,6 +278,8 @@ pub const SCHEMES: &[&str] = &[
     "file",
     #[cfg(feature = "nats")]
     "nats",
+    #[cfg(feature = "mqtt")]
+    "mqtt",
 ];
 
 /// Opens a source from its URI.
@@ -312,6 +316,8 @@ pub fn open(uri: &str) -> Result<Box<dyn Source>> {
         ("stdin" | "file", _) => Ok(Box::new(lines::LineSource::from_uri(uri)?)),
         #[cfg(feature = "nats")]
         ("nats", _) => Ok(Box::new(nats::NatsSource::from_uri(uri)?)),
+        #[cfg(feature = "mqtt")]
+        ("mqtt", _) => Ok(Box::new(mqtt::MqttSource::from_uri(uri)?)),
         (other, _) => Err(match sink_scheme_hint(other, uri.shown_path()) {
             Some(hint) => Error::MalformedUri {
                 uri: uri.shown().to_string(),

@@ -69,6 +69,9 @@ Sources:
                                    a JetStream durable consumer (needs --tape): messages are
                                    acknowledged once the tape has their rows; SUBJECT may use
                                    * and >; adds _nats_* and _origin_* columns
+  mqtt://HOST:PORT/TOPIC/#?qos=1&client_id=ID&stop_after_idle=DUR
+                                   JSON messages, one row each with a _topic column (needs
+                                   --tape): PUBACK once the tape has the row; on_error=skip
   Line sources take on_error=fail|skip (default fail) and, for CSV, infer_rows=N (default
   1000) and types=NAME:TYPE,... (int|float|bool|timestamp|text). A column keeps the type of its
   first infer_rows lines (up to 1 value in 20 there may be a typo: those lines are malformed);
