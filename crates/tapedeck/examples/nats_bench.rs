@@ -42,7 +42,10 @@ fn main() {
     let client = rt
         .block_on(async_nats::connect(format!("nats://{addr}")))
         .expect("a NATS server with JetStream");
-    let js = async_nats::jetstream::new(client);
+    let js = {
+        let _inside = rt.enter();
+        async_nats::jetstream::new(client)
+    };
     let mut table: Vec<[f64; 5]> = Vec::new();
     for run in 0..runs {
         let stream = format!("BENCH{}_{run}", std::process::id());

@@ -109,6 +109,18 @@ impl Source for Box<dyn Source> {
     }
 }
 
+/// The error of a broker's source run without a tape: it acknowledges messages to the broker
+/// only once the tape has their rows, so it needs one.
+#[cfg(any(feature = "nats", feature = "mqtt"))]
+pub(crate) fn needs_a_tape(source: &str, scheme: &str) -> Error {
+    Error::InvalidOption {
+        option: "--tape",
+        message: format!(
+            "{source}: a {scheme}:// source records onto a tape (it acknowledges messages to the broker only once the tape has their rows); add --tape DIR"
+        ),
+    }
+}
+
 /// An Int64 column's value at a row, when it has one.
 fn int_at(batch: &arrow_array::RecordBatch, column: &str, row: usize) -> Option<i64> {
     use arrow_array::Array;

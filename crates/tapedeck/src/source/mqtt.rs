@@ -328,13 +328,7 @@ impl Source for MqttSource {
 
     fn next_record(&mut self) -> Result<Option<Record>> {
         if self.link.is_none() {
-            return Err(Error::InvalidOption {
-                option: "--tape",
-                message: format!(
-                    "{}: an mqtt:// source records onto a tape (it acknowledges messages to the broker only once the tape has their rows); add --tape DIR",
-                    self.name
-                ),
-            });
+            return Err(super::needs_a_tape(&self.name, "mqtt"));
         }
         if self.conn.is_none() {
             self.connect();

@@ -500,13 +500,7 @@ impl Source for NatsSource {
 
     fn next_record(&mut self) -> Result<Option<Record>> {
         if self.link.is_none() {
-            return Err(Error::InvalidOption {
-                option: "--tape",
-                message: format!(
-                    "{}: a nats:// source records onto a tape (it acknowledges messages to the server only once the tape has their rows); add --tape DIR",
-                    self.name
-                ),
-            });
+            return Err(super::needs_a_tape(&self.name, "nats"));
         }
         if self.conn.is_none() {
             self.connect()?;
