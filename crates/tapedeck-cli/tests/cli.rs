@@ -83,8 +83,12 @@ fn bad_usage_exits_2_with_a_helpful_message() {
             "valid parameters",
         ),
         (
+            vec!["record", "--source", "kafka:x", "--sink", "null:"],
+            "known schemes: sim, stdin, file, nats, mqtt",
+        ),
+        (
             vec!["record", "--source", "mqtt:x", "--sink", "null:"],
-            "known schemes: sim, stdin, file",
+            "write it as mqtt://host:port/TOPIC/FILTER",
         ),
         (
             vec![
