@@ -106,6 +106,14 @@ impl Row {
         self.fields.push((name.into(), value.into()));
     }
 
+    /// Sets the field called `name` (its first one) to `value`, or appends it.
+    pub fn set(&mut self, name: &str, value: impl Into<Value>) {
+        match self.fields.iter_mut().find(|(n, _)| &**n == name) {
+            Some((_, v)) => *v = value.into(),
+            None => self.fields.push((name.into(), value.into())),
+        }
+    }
+
     /// The value of the first field called `name`.
     pub fn get(&self, name: &str) -> Option<&Value> {
         self.fields

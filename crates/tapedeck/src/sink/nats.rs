@@ -6,11 +6,11 @@
 //!   per row. Headers and payloads are specified in `docs/scale-out.md` ([`crate::nats`]).
 //! - **Exactly once from a tape.** Every message carries `Nats-Msg-Id: <tape id>:<first
 //!   sequence number>`, `Tapedeck-Tape`, `Tapedeck-Seq` and `Tapedeck-Rows`. The sink's cursor
-//!   is kept by the stream itself: a delivery resumes after the last message of the subject
-//!   (its `Tapedeck-Seq` + `Tapedeck-Rows`), so no local file can disagree with the server; a
-//!   subject whose last message belongs to another tape (or was not published by tapedeck) is
-//!   refused — give each recorder its own subject. JetStream's duplicate window is a second
-//!   line of defence only.
+//!   is kept by the stream itself: a delivery resumes after the tape's messages on the subject,
+//!   walked in order from the last message's `Tapedeck-After` (see below), so no local file can
+//!   disagree with the server; a subject whose last message belongs to another tape (or was
+//!   not published by tapedeck) is refused — give each recorder its own subject. JetStream's
+//!   duplicate window is a second line of defence only.
 //! - **Acknowledged.** `flush` publishes what was written with up to `max_in_flight` messages
 //!   waiting for their publish acknowledgement, and returns when all are acknowledged: the
 //!   cursor moves only over acknowledged messages.
@@ -683,13 +683,12 @@ impl NatsSink {
 
     fn classify(&self, e: &PublishError) -> Failure {
         match e.kind() {
-            PublishErrorKind::StreamNotFound => Failure::Fatal(Error::InvalidOption {
-                option: "stream",
-                message: format!(
-                    "NATS {}: no stream stores subject `{}` any more (stream `{}` deleted?)",
-                    self.conn.server, self.options.address.subject, self.options.stream.stream
-                ),
-            }),
+            // "No responders" too: JetStream recovering after a restart, or a leader election;
+            // a stream deleted for good shows as that until `retry_for` ends.
+            PublishErrorKind::StreamNotFound => Failure::Lost(format!(
+                "no stream answers for subject `{}` (stream `{}` restarting, or deleted?)",
+                self.options.address.subject, self.options.stream.stream
+            )),
             PublishErrorKind::MaxPayloadExceeded => Failure::Fatal(self.too_large(0, "a message")),
             _ => Failure::Lost(format!("publishing failed: {e}")),
         }

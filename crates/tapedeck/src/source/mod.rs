@@ -184,38 +184,30 @@ impl TapeLink {
     /// when that row's `key` column says `key_value`; `None` otherwise (an empty tape, another
     /// source's rows).
     pub fn last_run(&self, column: &str, key: &str, key_value: &str) -> Result<Option<(u64, u64)>> {
-        let Some(mut pos) = self.start.checked_sub(1) else {
-            return Ok(None);
-        };
-        let mut found: Option<(i64, u64)> = None;
+        // The tape's last rows, read forward, more of them while they all carry the value;
+        // never before the first row retention left.
+        let first = crate::tape::retention::first_row(&self.dir)?;
+        let mut window: u64 = 4096;
         loop {
-            // The batch holding `pos`: its rows up to `pos`, counted from the end while they
-            // carry the value.
+            let from = self.start.saturating_sub(window).max(first);
             let mut reader =
-                crate::tape::TapeReader::open(&self.dir, crate::tape::StartAt::Seq(pos))?
-                    .until(Some(pos.saturating_add(1)));
-            let Some((first, batch)) = reader.next_batch()? else {
-                return Ok(None);
-            };
-            let Some(end) = pos.checked_sub(first).and_then(|i| usize::try_from(i).ok()) else {
-                return Ok(None);
-            };
-            let mut i = end.saturating_add(1).min(batch.num_rows());
-            while i > 0 {
-                let at = i - 1;
-                match (int_at(&batch, column, at), text_at(&batch, key, at)) {
-                    (Some(v), Some(k)) if k == key_value && found.is_none_or(|(f, _)| f == v) => {
-                        let count = found.map_or(1, |(_, c)| c.saturating_add(1));
-                        found = Some((v, count));
-                    }
-                    _ => return Ok(found.map(|(v, c)| (u64::try_from(v).unwrap_or(0), c))),
+                crate::tape::TapeReader::open(&self.dir, crate::tape::StartAt::Seq(from))?
+                    .until(Some(self.start));
+            let mut rows: Vec<Option<i64>> = Vec::new();
+            while let Some((_, batch)) = reader.next_batch()? {
+                for i in 0..batch.num_rows() {
+                    let keyed = text_at(&batch, key, i) == Some(key_value);
+                    rows.push(int_at(&batch, column, i).filter(|_| keyed));
                 }
-                i = at;
             }
-            match first.checked_sub(1) {
-                Some(p) if p < pos => pos = p,
-                _ => return Ok(found.map(|(v, c)| (u64::try_from(v).unwrap_or(0), c))),
+            let Some(Some(last)) = rows.last().copied() else {
+                return Ok(None);
+            };
+            let run = rows.iter().rev().take_while(|v| **v == Some(last)).count() as u64;
+            if run < rows.len() as u64 || from <= first {
+                return Ok(Some((u64::try_from(last).unwrap_or(0), run)));
             }
+            window = window.saturating_mul(4);
         }
     }
 }

@@ -136,6 +136,8 @@ pub struct MqttSource {
     last_message: Instant,
     /// Since when the broker has been away, if it is.
     away_since: Option<Instant>,
+    /// Connected (a CONNACK came, no error since).
+    connected: bool,
     counters: super::SourceCounters,
 }
 
@@ -155,6 +157,7 @@ impl MqttSource {
             ready: VecDeque::new(),
             last_message: Instant::now(),
             away_since: None,
+            connected: false,
             counters: super::SourceCounters::default(),
         })
     }
@@ -172,31 +175,55 @@ impl MqttSource {
 
     /// Sends the PUBACK of every message whose row the tape has acknowledged.
     fn acknowledge_durable(&mut self) -> Result<()> {
-        let (Some(link), Some((client, _))) = (&self.link, &self.conn) else {
+        let (Some(link), Some(_)) = (&self.link, &self.conn) else {
             return Ok(());
         };
         let durable = link.acknowledged_rows();
-        let mut queued = 0usize;
-        while self.awaiting.front().is_some_and(|a| a.through <= durable) {
-            if let Some(a) = self.awaiting.pop_front() {
-                client.try_ack(&a.publish).map_err(|e| Error::Connect {
-                    database: format!("MQTT {}:{}", self.options.host, self.options.port),
-                    message: format!("acknowledging a message: {e}"),
-                    hint: "is the broker still running?",
-                })?;
-                queued += 1;
+        let ready: Vec<Publish> = std::iter::from_fn(|| {
+            self.awaiting
+                .front()
+                .is_some_and(|a| a.through <= durable)
+                .then(|| self.awaiting.pop_front().map(|a| a.publish))
+                .flatten()
+        })
+        .collect();
+        for publish in &ready {
+            // The request channel holds ACK_CHANNEL requests: when full, a poll sends one.
+            loop {
+                let Some((client, _)) = &self.conn else {
+                    return Ok(());
+                };
+                match client.try_ack(publish) {
+                    Ok(()) => break,
+                    Err(rumqttc::ClientError::TryRequest(_)) => self.pump(1)?,
+                    Err(e) => {
+                        return Err(Error::Connect {
+                            database: format!("MQTT {}:{}", self.options.host, self.options.port),
+                            message: format!("acknowledging a message: {e}"),
+                            hint: "is the broker still running?",
+                        });
+                    }
+                }
             }
         }
         // The client's event loop sends one queued request per poll, after the events it has
         // read already: poll until the PUBACKs are out (taking what arrives meanwhile).
-        for _ in 0..queued.saturating_mul(2) {
+        self.pump(ready.len().saturating_mul(2))
+    }
+
+    /// Up to `polls` quick polls of a connected client (a connection being made is not cut
+    /// short by them); stops when nothing is queued.
+    fn pump(&mut self, polls: usize) -> Result<()> {
+        for _ in 0..polls {
+            if !self.connected {
+                return Ok(());
+            }
             let Some((_, connection)) = &mut self.conn else {
-                break;
+                return Ok(());
             };
             match connection.recv_timeout(Duration::from_millis(1)) {
                 Ok(event) => self.handle(event)?,
-                // Nothing more queued.
-                Err(_) => break,
+                Err(_) => return Ok(()),
             }
         }
         Ok(())
@@ -208,7 +235,18 @@ impl MqttSource {
         let Some((_, connection)) = &mut self.conn else {
             return Ok(());
         };
-        match connection.recv_timeout(Duration::from_millis(20)) {
+        // Connected: a short wait, so that rows the tape acknowledged meanwhile are
+        // acknowledged soon. Connecting: long enough for the connection to be made (a poll
+        // cut short starts it over).
+        let wait = if self.connected {
+            Duration::from_millis(20)
+        } else {
+            Duration::from_secs(10)
+        };
+        match connection.recv_timeout(wait) {
+            Err(RecvTimeoutError::Timeout) if !self.connected => {
+                self.handle(Err(rumqttc::ConnectionError::NetworkTimeout))
+            }
             Err(RecvTimeoutError::Timeout) => Ok(()),
             Err(RecvTimeoutError::Disconnected) => Err(Error::Connect {
                 database: format!("MQTT {}:{}", self.options.host, self.options.port),
@@ -227,6 +265,7 @@ impl MqttSource {
     ) -> Result<()> {
         match event {
             Err(e) => {
+                self.connected = false;
                 // The event loop reconnects at the next poll; the session keeps what is
                 // unacknowledged.
                 let since = *self.away_since.get_or_insert_with(Instant::now);
@@ -246,6 +285,7 @@ impl MqttSource {
             }
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
                 self.away_since = None;
+                self.connected = true;
                 // (Re)subscribe: a persistent session keeps the subscription, a clean one not.
                 let qos = if self.options.qos == 0 {
                     QoS::AtMostOnce
@@ -299,7 +339,7 @@ impl MqttSource {
                 });
             }
         };
-        row.push(TOPIC_COLUMN, Value::Text(p.topic.clone()));
+        row.set(TOPIC_COLUMN, Value::Text(p.topic.clone()));
         self.ready.push_back(Record::Row(row));
         self.yielded = self.yielded.saturating_add(1);
         if p.qos != QoS::AtMostOnce {
@@ -342,19 +382,23 @@ impl Source for MqttSource {
             if let Some(idle) = self.options.stop_after_idle
                 && self.last_message.elapsed() >= idle
             {
-                // What was recorded is acknowledged before the end, once the tape has it.
+                // What was recorded is acknowledged before the end, once the tape has it; a
+                // message arriving meanwhile is recorded (the run goes on).
                 let until = Instant::now() + Duration::from_secs(5);
-                while !self.awaiting.is_empty() && Instant::now() < until {
+                while !self.awaiting.is_empty() && self.ready.is_empty() && Instant::now() < until {
                     self.acknowledge_durable()?;
-                    if let Some((_, connection)) = &mut self.conn {
-                        let _ = connection.recv_timeout(Duration::from_millis(20));
-                    }
+                    self.pump(1)?;
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                if !self.ready.is_empty() {
+                    continue;
                 }
                 // The PUBACKs queued last go out with the next polls, then the session ends.
+                self.pump(64)?;
+                if !self.ready.is_empty() {
+                    continue;
+                }
                 if let Some((client, connection)) = &mut self.conn {
-                    for _ in 0..5 {
-                        let _ = connection.recv_timeout(Duration::from_millis(10));
-                    }
                     let _ = client.try_disconnect();
                     let _ = connection.recv_timeout(Duration::from_millis(50));
                 }

@@ -51,6 +51,9 @@ pub const ORIGIN_TAPE_COLUMN: &str = "_origin_tape";
 /// The row's sequence number on that tape.
 pub const ORIGIN_SEQ_COLUMN: &str = "_origin_seq";
 
+/// How many acknowledged stream sequences a run remembers.
+const ACKED_KEPT: usize = 1 << 20;
+
 /// What a `nats://` source URI says.
 #[derive(Debug, Clone)]
 pub struct NatsSourceOptions {
@@ -127,6 +130,9 @@ pub struct NatsSource {
     have_through: u64,
     /// The message after those, and how many of its first rows are on the tape too.
     partial: Option<(u64, u64)>,
+    /// The stream sequences of the messages acknowledged this run (the newest
+    /// [`ACKED_KEPT`]): one delivered again (its acknowledgement lost) is not yielded twice.
+    acked: std::collections::BTreeSet<u64>,
     /// The stream sequence of the last message yielded.
     last_yielded: u64,
     /// Rows yielded this run.
@@ -152,6 +158,7 @@ impl NatsSource {
             link: None,
             have_through: 0,
             partial: None,
+            acked: std::collections::BTreeSet::new(),
             last_yielded: 0,
             yielded: 0,
             awaiting: VecDeque::new(),
@@ -160,11 +167,13 @@ impl NatsSource {
         })
     }
 
-    /// Connects, and makes or finds the durable consumer (checking that it filters this
-    /// subject). When the tape holds rows of this stream, the tape says where to go on: the
-    /// consumer is made again to deliver from the message after the tape's last one — the
-    /// server would otherwise send the messages a killed run left unacknowledged only after
-    /// their `ack_wait`, after newer ones, and they would look like messages sent twice.
+    /// Connects, and makes the durable consumer afresh at a known position, so that a run's
+    /// first deliveries come in stream order: after the tape's last message of this stream
+    /// when the tape holds one; else after the existing consumer's acknowledgement floor
+    /// (everything at or below it was on a tape before it was acknowledged); else from the
+    /// stream's start. (Kept as it was, the server would send what a killed run left
+    /// unacknowledged only after its `ack_wait`, behind newer messages.) An existing consumer
+    /// that filters another subject is refused, not replaced.
     fn connect(&mut self) -> Result<()> {
         use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
         let o = &self.options;
@@ -174,28 +183,34 @@ impl NatsSource {
             &o.address.subject,
             o.stream.create.as_ref(),
         )?;
+        let existing = conn.block_on(stream.consumer_info(&o.durable)).ok();
+        if let Some(info) = &existing
+            && info.config.filter_subject != o.address.subject
+        {
+            return Err(Error::InvalidOption {
+                option: "durable",
+                message: format!(
+                    "consumer `{}` of stream `{}` filters `{}`, not `{}`; name another durable consumer",
+                    o.durable, o.stream.stream, info.config.filter_subject, o.address.subject
+                ),
+            });
+        }
         let from_tape = self.last_yielded > 0 || self.partial.is_some();
-        let deliver_policy = if from_tape {
-            DeliverPolicy::ByStartSequence {
-                start_sequence: self.have_through.saturating_add(1),
-            }
+        let start = if from_tape {
+            Some(self.have_through.saturating_add(1))
         } else {
-            DeliverPolicy::All
+            existing
+                .as_ref()
+                .map(|info| info.ack_floor.stream_sequence.saturating_add(1))
         };
-        if from_tape {
-            match conn.block_on(stream.delete_consumer(&o.durable)) {
-                Ok(_) => {}
-                Err(e) if e.to_string().contains("not found") => {}
-                Err(e) => {
-                    return Err(connect_error(
+        if existing.is_some() {
+            conn.block_on(stream.delete_consumer(&o.durable))
+                .map_err(|e| {
+                    connect_error(
                         &conn.server,
-                        format!(
-                            "cannot reset consumer `{}` to the tape's position: {e}",
-                            o.durable
-                        ),
-                    ));
-                }
-            }
+                        format!("cannot reset consumer `{}`: {e}", o.durable),
+                    )
+                })?;
         }
         let config = pull::Config {
             durable_name: Some(o.durable.clone()),
@@ -203,27 +218,21 @@ impl NatsSource {
             ack_policy: AckPolicy::Explicit,
             ack_wait: o.ack_wait,
             max_ack_pending: 100_000,
-            deliver_policy,
+            deliver_policy: match start {
+                Some(start_sequence) if start_sequence > 1 => {
+                    DeliverPolicy::ByStartSequence { start_sequence }
+                }
+                _ => DeliverPolicy::All,
+            },
             ..pull::Config::default()
         };
-        let consumer: PullConsumer = conn
-            .block_on(stream.get_or_create_consumer(&o.durable, config))
-            .map_err(|e| {
+        let consumer: PullConsumer =
+            conn.block_on(stream.create_consumer(config)).map_err(|e| {
                 connect_error(
                     &conn.server,
-                    format!("cannot make or find consumer `{}`: {e}", o.durable),
+                    format!("cannot make consumer `{}`: {e}", o.durable),
                 )
             })?;
-        let filter = consumer.cached_info().config.filter_subject.clone();
-        if filter != o.address.subject {
-            return Err(Error::InvalidOption {
-                option: "durable",
-                message: format!(
-                    "consumer `{}` of stream `{}` filters `{filter}`, not `{}`; name another durable consumer",
-                    o.durable, o.stream.stream, o.address.subject
-                ),
-            });
-        }
         self.conn = Some((conn, consumer));
         Ok(())
     }
@@ -237,6 +246,10 @@ impl NatsSource {
         let mut done = Vec::new();
         while self.awaiting.front().is_some_and(|a| a.through <= durable) {
             if let Some(a) = self.awaiting.pop_front() {
+                self.acked.insert(a.stream_seq);
+                if self.acked.len() > ACKED_KEPT {
+                    self.acked.pop_first();
+                }
                 done.push(a.acker);
             }
         }
@@ -305,12 +318,17 @@ impl NatsSource {
                 continue;
             }
             if seq <= self.last_yielded {
-                // Sent again during this run: yielded already. Acknowledged now if its rows
-                // are durable, else when they are (by the first delivery's acknowledgement).
-                if !self.awaiting.iter().any(|a| a.stream_seq == seq) {
-                    ack_now.push(acker);
+                // Sent again during this run: yielded already and awaiting the tape (it is
+                // acknowledged then), or yielded and acknowledged (an acknowledgement lost:
+                // again). One never received (a fetch cut short, a connection lost with it in
+                // transit) is yielded now, after newer ones.
+                if self.awaiting.iter().any(|a| a.stream_seq == seq) {
+                    continue;
                 }
-                continue;
+                if self.acked.contains(&seq) {
+                    ack_now.push(acker);
+                    continue;
+                }
             }
             let skip = match self.partial {
                 Some((p, rows)) if p == seq => rows,
@@ -462,20 +480,24 @@ impl Provenance<'_> {
             .map_err(|e| Error::arrow("adding the NATS provenance columns", e))
     }
 
+    /// The row with the provenance fields: `_nats_*` set (replacing an earlier hop's),
+    /// `_origin_*` kept when the row has them from an earlier hop.
     fn add_to_row(&self, row: &mut Row) {
-        row.push(STREAM_COLUMN, Value::Text(self.stream.to_string()));
-        row.push(SUBJECT_COLUMN, Value::Text(self.subject.to_string()));
-        row.push(SEQ_COLUMN, Value::Int(as_i64(self.seq)));
-        row.push(
-            ORIGIN_TAPE_COLUMN,
-            self.origin_tape
-                .map_or(Value::Null, |t| Value::Text(t.to_string())),
-        );
-        row.push(
-            ORIGIN_SEQ_COLUMN,
-            self.origin_first
-                .map_or(Value::Null, |s| Value::Int(as_i64(s))),
-        );
+        row.set(STREAM_COLUMN, Value::Text(self.stream.to_string()));
+        row.set(SUBJECT_COLUMN, Value::Text(self.subject.to_string()));
+        row.set(SEQ_COLUMN, Value::Int(as_i64(self.seq)));
+        if row.get(ORIGIN_TAPE_COLUMN).is_none() || row.get(ORIGIN_SEQ_COLUMN).is_none() {
+            row.set(
+                ORIGIN_TAPE_COLUMN,
+                self.origin_tape
+                    .map_or(Value::Null, |t| Value::Text(t.to_string())),
+            );
+            row.set(
+                ORIGIN_SEQ_COLUMN,
+                self.origin_first
+                    .map_or(Value::Null, |s| Value::Int(as_i64(s))),
+            );
+        }
     }
 }
 
