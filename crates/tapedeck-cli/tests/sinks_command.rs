@@ -102,7 +102,8 @@ fn record_help_lists_every_compiled_in_sink() {
 fn an_unknown_parameter_lists_exactly_the_descriptors_parameters() {
     let dir = tempfile::tempdir().unwrap();
     for d in descriptors() {
-        let uri = format!("{}?no_such_param=1", d.example);
+        let sep = if d.example.contains('?') { '&' } else { '?' };
+        let uri = format!("{}{sep}no_such_param=1", d.example);
         let mut names: Vec<&str> = d.params.iter().map(|p| p.name).collect();
         names.sort_unstable();
         let valid = if names.is_empty() {

@@ -368,12 +368,16 @@ impl StreamParams {
                 reason: "name the JetStream stream: add ?stream=NAME".into(),
             });
         };
-        if stream.is_empty() || stream.contains(['.', '*', '>', ' ', '/', '\\']) {
+        if stream.is_empty()
+            || !stream
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
             return Err(Error::BadParam {
                 uri: shown,
                 param: "stream".into(),
                 value: stream,
-                expected: "a stream name without `.`, `*`, `>`, `/`, `\\` or spaces".into(),
+                expected: "a stream name of letters, digits, `_` and `-`".into(),
             });
         }
         let create = p.flag("create_stream")?;
