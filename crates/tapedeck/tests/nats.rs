@@ -409,3 +409,44 @@ fn a_server_restart_mid_delivery_loses_nothing_and_doubles_nothing() {
     let s = Server::connect(&addr).unwrap();
     assert_exactly_once(&s.messages("EDGE", "t.edge"), &tape_id(&edge), 300_000);
 }
+
+#[test]
+fn rows_the_tape_has_none_for_are_declared_not_taken_for_a_gap() {
+    use tapedeck::sink::resume::CursorSink;
+    use tapedeck::sink::{Sink, nats::NatsOptions, nats::NatsSink};
+    let Some(s) = server("declared_skip") else {
+        return;
+    };
+    let stream = stream_name("skip");
+    let options = NatsOptions::from_uri(&sink_uri(&s, "t.s", &stream, "")).unwrap();
+    let batch = |n: i64| {
+        RecordBatch::try_from_iter([(
+            "n",
+            std::sync::Arc::new(arrow_array::Int64Array::from_iter_values(0..n))
+                as arrow_array::ArrayRef,
+        )])
+        .unwrap()
+    };
+    let mut sink = NatsSink::open(options.clone(), Some(("tape-x", 0))).unwrap();
+    sink.write(&batch(10)).unwrap();
+    sink.flush().unwrap();
+    // A damaged range of 5 rows the delivery skips, then 10 more rows.
+    sink.skip_cursor(5);
+    sink.write(&batch(10)).unwrap();
+    sink.close().unwrap();
+    assert_eq!(sink.committed_cursor(), Some(25));
+    let msgs = s.messages(&stream, &subject(&stream, "t.s"));
+    assert_eq!(msgs.len(), 2);
+    assert_eq!(
+        (
+            msgs[1].number("Tapedeck-Seq"),
+            msgs[1].number("Tapedeck-From")
+        ),
+        (15, 10)
+    );
+    // The next start follows the chain across the declared skip: nothing taken back.
+    let again = NatsSink::open(options, Some(("tape-x", 0))).unwrap();
+    assert_eq!(again.committed_cursor(), Some(25));
+    assert_eq!(s.messages(&stream, &subject(&stream, "t.s")).len(), 2);
+    s.drop_stream(&stream);
+}

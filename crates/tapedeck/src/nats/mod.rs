@@ -36,6 +36,9 @@ pub const ROWS_HEADER: &str = "Tapedeck-Rows";
 /// it, the tape's messages on the subject have no gap and no duplicate): where a sink that
 /// starts again checks the stream from.
 pub const AFTER_HEADER: &str = "Tapedeck-After";
+/// The header of a message that follows rows the tape has none for (a damaged range a delivery
+/// skipped): where the message before it ended. Absent, that is `Tapedeck-Seq`.
+pub const FROM_HEADER: &str = "Tapedeck-From";
 /// JetStream's deduplication header.
 pub const MSG_ID_HEADER: &str = "Nats-Msg-Id";
 

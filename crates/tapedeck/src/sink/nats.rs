@@ -39,8 +39,8 @@ use super::text::TextEncoder;
 use super::{Sink, SinkStats};
 use crate::error::{Error, Result};
 use crate::nats::{
-    AFTER_HEADER, Address, Connection, FORMAT_HEADER, Format, MSG_ID_HEADER, ROWS_HEADER,
-    SEQ_HEADER, StreamParams, TAPE_HEADER, connect_error,
+    AFTER_HEADER, Address, Connection, FORMAT_HEADER, FROM_HEADER, Format, MSG_ID_HEADER,
+    ROWS_HEADER, SEQ_HEADER, StreamParams, TAPE_HEADER, connect_error,
 };
 use crate::uri::Uri;
 
@@ -157,6 +157,9 @@ struct Outgoing {
     /// The tape sequence number of its first row, and its rows.
     first: u64,
     rows: u64,
+    /// Where the message before it ended: `first`, or less when the rows between have no
+    /// rows on the tape (skipped; `Tapedeck-From`).
+    from: u64,
 }
 
 impl Outgoing {
@@ -200,6 +203,9 @@ pub struct NatsSink {
     tape: Option<String>,
     /// The tape sequence number of the next row written.
     next_seq: u64,
+    /// The tape sequence number after the last message queued or in the stream (rows skipped
+    /// since are declared by the next message's `Tapedeck-From`).
+    chain_end: u64,
     /// The end of the last message the stream acknowledged (in order).
     committed: u64,
     /// The stream sequence of that message: every message of this tape on the subject up to
@@ -249,6 +255,7 @@ impl NatsSink {
             max_payload,
             tape: delivery.map(|(id, _)| id.to_string()),
             next_seq: 0,
+            chain_end: 0,
             committed: 0,
             anchor: None,
             repair: None,
@@ -261,6 +268,7 @@ impl NatsSink {
             let chain = sink.resume_point()?;
             let resume = chain.end.unwrap_or(start);
             sink.next_seq = resume;
+            sink.chain_end = resume;
             sink.committed = resume;
             sink.anchor = chain.anchor;
             if chain.deleted > 0 {
@@ -386,14 +394,16 @@ impl NatsSink {
                 header_number(&m, SEQ_HEADER).unwrap_or_default(),
                 header_number(&m, ROWS_HEADER).unwrap_or_default(),
             );
-            let expected = *chain.end.get_or_insert(seq);
-            if !broken && seq == expected {
+            // Rows skipped before it (none on the tape) are declared by `Tapedeck-From`.
+            let continues = header_number(&m, FROM_HEADER).unwrap_or(seq);
+            let expected = *chain.end.get_or_insert(continues);
+            if !broken && continues == expected && seq >= continues {
                 chain.end = Some(seq.saturating_add(rows));
                 chain.anchor = Some(m.sequence);
                 continue;
             }
             // After a gap everything is off the chain; a duplicate before it is only itself.
-            broken |= seq > expected;
+            broken |= continues > expected;
             let stream = self.stream.clone();
             self.conn
                 .block_on(async move { stream.delete_message(m.sequence).await })
@@ -441,8 +451,10 @@ impl NatsSink {
             payload: Some(Bytes::from(payload)),
             first: self.next_seq,
             rows,
+            from: self.chain_end.min(self.next_seq),
         });
         self.next_seq = self.next_seq.saturating_add(rows);
+        self.chain_end = self.next_seq;
     }
 
     /// The headers of a message (see the module docs).
@@ -453,6 +465,9 @@ impl NatsSink {
         if let Some(tape) = &self.tape {
             headers.insert(TAPE_HEADER, tape.as_str());
             headers.insert(SEQ_HEADER, m.first.to_string());
+            if m.from != m.first {
+                headers.insert(FROM_HEADER, m.from.to_string());
+            }
             headers.insert(
                 MSG_ID_HEADER,
                 match self.repair {
@@ -754,6 +769,7 @@ impl super::resume::CursorSink for NatsSink {
                 payload: None,
                 first: self.next_seq,
                 rows,
+                from: self.next_seq,
             });
         }
         self.next_seq = self.next_seq.saturating_add(rows);
