@@ -173,6 +173,15 @@ impl MqttSource {
         self.conn = Some((client, connection));
     }
 
+    /// The broker cannot be reached, or the client failed: what a run reports and a user checks.
+    fn broker_error(&self, message: String) -> Error {
+        Error::Connect {
+            database: format!("MQTT {}:{}", self.options.host, self.options.port),
+            message,
+            hint: "is the broker (mosquitto) running there?",
+        }
+    }
+
     /// Sends the PUBACK of every message whose row the tape has acknowledged.
     fn acknowledge_durable(&mut self) -> Result<()> {
         let (Some(link), Some(_)) = (&self.link, &self.conn) else {
@@ -197,11 +206,7 @@ impl MqttSource {
                     Ok(()) => break,
                     Err(rumqttc::ClientError::TryRequest(_)) => self.pump(1)?,
                     Err(e) => {
-                        return Err(Error::Connect {
-                            database: format!("MQTT {}:{}", self.options.host, self.options.port),
-                            message: format!("acknowledging a message: {e}"),
-                            hint: "is the broker still running?",
-                        });
+                        return Err(self.broker_error(format!("acknowledging a message: {e}")));
                     }
                 }
             }
@@ -248,11 +253,9 @@ impl MqttSource {
                 self.handle(Err(rumqttc::ConnectionError::NetworkTimeout))
             }
             Err(RecvTimeoutError::Timeout) => Ok(()),
-            Err(RecvTimeoutError::Disconnected) => Err(Error::Connect {
-                database: format!("MQTT {}:{}", self.options.host, self.options.port),
-                message: "the client's request channel closed".into(),
-                hint: "this is a bug; please report it",
-            }),
+            Err(RecvTimeoutError::Disconnected) => Err(self.broker_error(
+                "the client's request channel closed (a bug: please report it)".into(),
+            )),
             Ok(event) => self.handle(event),
         }
     }
@@ -270,14 +273,10 @@ impl MqttSource {
                 // unacknowledged.
                 let since = *self.away_since.get_or_insert_with(Instant::now);
                 if since.elapsed() >= self.options.retry_for {
-                    return Err(Error::Connect {
-                        database: format!("MQTT {}:{}", self.options.host, self.options.port),
-                        message: format!(
-                            "{e}; gave up after {} s",
-                            self.options.retry_for.as_secs()
-                        ),
-                        hint: "is the broker (mosquitto) running there?",
-                    });
+                    return Err(self.broker_error(format!(
+                        "{e}; gave up after {} s",
+                        self.options.retry_for.as_secs()
+                    )));
                 }
                 tracing::warn!("{}: {e}; connecting again", self.name);
                 std::thread::sleep(Duration::from_millis(100));
@@ -295,13 +294,10 @@ impl MqttSource {
                 let Some((client, _)) = &self.conn else {
                     return Ok(());
                 };
-                client
-                    .try_subscribe(self.options.filter.clone(), qos)
-                    .map_err(|e| Error::Connect {
-                        database: format!("MQTT {}:{}", self.options.host, self.options.port),
-                        message: format!("subscribing to {}: {e}", self.options.filter),
-                        hint: "is the broker (mosquitto) running there?",
-                    })?;
+                let subscribed = client.try_subscribe(self.options.filter.clone(), qos);
+                subscribed.map_err(|e| {
+                    self.broker_error(format!("subscribing to {}: {e}", self.options.filter))
+                })?;
                 Ok(())
             }
             Ok(Event::Incoming(Packet::Publish(p))) => self.take(p),

@@ -195,7 +195,7 @@ impl NatsSource {
                 ),
             });
         }
-        let from_tape = self.last_yielded > 0 || self.partial.is_some();
+        let from_tape = self.partial.is_some();
         let start = if from_tape {
             Some(self.have_through.saturating_add(1))
         } else {
