@@ -542,7 +542,13 @@ impl FrameReader {
             let mut buf = vec![0u8; want as usize];
             snap.storage
                 .read_at(&seg.name, frame.offset, &mut buf)
-                .map_err(|e| tapedeck::Error::io("read", snap.storage.describe(&seg.name), e))?;
+                .map_err(|e| match e.kind() {
+                    std::io::ErrorKind::NotFound => tapedeck::Error::Tape {
+                        path: snap.storage.describe(&seg.name),
+                        message: "the segment was removed while the query read it (`tapedeck compact` replaced it, or retention trimmed it): run the query again, it reads the tape as it is now".into(),
+                    },
+                    _ => tapedeck::Error::io("read", snap.storage.describe(&seg.name), e),
+                })?;
             ScanStats::add(&self.part.stats.bytes_read, want);
             self.chunk = Some(Chunk {
                 segment: k,

@@ -218,7 +218,7 @@ impl Snapshot {
         } else {
             None
         };
-        let listed = segment::list(storage.as_ref())?;
+        let listed = segment::list_live(storage.as_ref())?;
         let mut segments: Vec<SegmentInfo> = Vec::new();
         let mut damage = Vec::new();
         for (k, (first_seq, name)) in listed.iter().enumerate() {

@@ -430,10 +430,28 @@ pub fn segment_name(first_seq: u64) -> String {
     format!("seg-{first_seq:020}.tape")
 }
 
-/// The first sequence number in a segment file name.
+/// File name of a segment written by compaction: `generation` (≥ 1) tells it from the
+/// segment(s) it replaces that start at the same row (`docs/tape-format.md`, "Compaction").
+pub fn compacted_segment_name(first_seq: u64, generation: u64) -> String {
+    format!("seg-{first_seq:020}-{generation}.tape")
+}
+
+/// The first sequence number and the compaction generation (0 for a segment a writer
+/// appended) in a segment file name; `None` for any other name.
+pub fn parse_segment_file(name: &str) -> Option<(u64, u64)> {
+    let stem = name.strip_prefix("seg-")?.strip_suffix(".tape")?;
+    let digits = |t: &str| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit());
+    match stem.split_once('-') {
+        None if digits(stem) => Some((stem.parse().ok()?, 0)),
+        Some((first, generation)) if digits(first) && digits(generation) => {
+            let generation: u64 = generation.parse().ok()?;
+            (generation >= 1).then_some((first.parse().ok()?, generation))
+        }
+        _ => None,
+    }
+}
+
+/// The first sequence number in a segment file name (either form).
 pub fn parse_segment_name(name: &str) -> Option<u64> {
-    name.strip_prefix("seg-")?
-        .strip_suffix(".tape")?
-        .parse()
-        .ok()
+    parse_segment_file(name).map(|(first, _)| first)
 }

@@ -94,6 +94,47 @@ pub enum Record {
         /// Its chain hash, hex: the next segment's header holds it.
         chain: String,
     },
+    /// Sealed segments were rewritten into fewer segments of large frames (`tapedeck
+    /// compact`); this record is the switch from the old files to the new ones.
+    Compacted {
+        /// First row of the rewritten range.
+        first_seq: u64,
+        /// Rows of the range (its sequence span).
+        rows: u64,
+        /// The segment files replaced, in order.
+        replaced: Vec<String>,
+        /// Their bytes.
+        bytes_before: u64,
+        /// The new segments, in order.
+        files: Vec<CompactedFile>,
+        /// The first replaced segment's previous-chain hash, hex: where the range joined the
+        /// chain.
+        prev_chain: String,
+        /// The last replaced segment's chain hash, hex: the old chain's last hash, which the
+        /// segment after the range holds and the first new segment starts from.
+        old_chain: String,
+        /// The last new segment's chain hash, hex.
+        chain: String,
+    },
+}
+
+/// One segment written by a compaction.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CompactedFile {
+    /// Segment file.
+    pub file: String,
+    /// Segment number (its header's).
+    pub segment: u64,
+    /// First row.
+    pub first_seq: u64,
+    /// Rows.
+    pub rows: u64,
+    /// Bytes.
+    pub bytes: u64,
+    /// Frames.
+    pub frames: u64,
+    /// Chain hash, hex.
+    pub chain: String,
 }
 
 impl Record {
@@ -104,6 +145,7 @@ impl Record {
             Record::Quarantined { .. } => "quarantined",
             Record::Truncated { .. } => "truncated",
             Record::Trimmed { .. } => "trimmed",
+            Record::Compacted { .. } => "compacted",
         }
     }
 }

@@ -4,7 +4,8 @@
 //! [`format`](mod@format) (bytes), [`codec`] (Arrow IPC payloads), [`storage`] (I/O, with a
 //! crashable in-memory double; a top-level module the journal shares), [`writer`] (append, group commit, segment roll, recovery on open),
 //! [`manifest`] (the journal), [`segment`] (scans), [`reader`] (positions, follow), [`verify`]
-//! (CRCs, hash chain, summary).
+//! (CRCs, hash chain, summary), [`retention`] and [`compact`] (sealed segments removed or
+//! rewritten, the history kept provable).
 //!
 //! This module is the format and its readers and writers only: it knows nothing of sources,
 //! sinks or deliveries (the layering test, `tests/layering.rs`, keeps it so). The tape as a
@@ -13,6 +14,7 @@
 
 pub mod acked;
 pub mod codec;
+pub mod compact;
 pub mod format;
 pub mod id;
 pub mod manifest;

@@ -247,7 +247,7 @@ impl TapeReader {
 
     /// Sequence number after the last row currently on the tape.
     pub fn end_seq(&self) -> Result<u64> {
-        let segs = segment::list(self.storage.as_ref())?;
+        let segs = segment::list_live(self.storage.as_ref())?;
         for (_, name) in segs.iter().rev() {
             if let Some(s) = segment::open_indexed(self.storage.as_ref(), name)? {
                 return Ok(s.end_seq_from_footer());
@@ -274,7 +274,7 @@ impl TapeReader {
     /// listings.
     fn segments_after(&mut self, at: u64) -> Result<Arc<Vec<(u64, String)>>> {
         if self.listed.last().is_none_or(|(f, _)| *f <= at) {
-            self.listed = Arc::new(segment::list(self.storage.as_ref())?);
+            self.listed = Arc::new(segment::list_live(self.storage.as_ref())?);
         }
         Ok(self.listed.clone())
     }
@@ -317,7 +317,7 @@ impl TapeReader {
                                 first,
                             });
                         }
-                        self.listed = Arc::new(segment::list(storage)?);
+                        self.listed = Arc::new(segment::list_live(storage)?);
                         return Ok(None);
                     }
                     // A later segment exists: this header is damage, not one still being
@@ -416,7 +416,7 @@ impl TapeReader {
 
     fn resolve_time(&mut self, t: i64) -> Result<()> {
         let storage = self.storage.clone();
-        for (_, name) in segment::list(storage.as_ref())? {
+        for (_, name) in segment::list_live(storage.as_ref())? {
             let s = match segment::open_indexed(storage.as_ref(), &name)? {
                 Some(s) => {
                     if s.footer.as_ref().is_some_and(|f| f.max_time < t) {
@@ -479,7 +479,23 @@ impl TapeReader {
                         .map_err(|e| Error::io("read", storage.describe(&c.name), e))?
                         .unwrap_or(0)
                 };
-                let read = segment::read_frame(storage.as_ref(), &c.name, frame.offset, len)?;
+                let read = match segment::read_frame(storage.as_ref(), &c.name, frame.offset, len) {
+                    Ok(read) => read,
+                    Err(e) => {
+                        let name = c.name.clone();
+                        let gone = storage.len(&name).ok().flatten().is_none();
+                        if !gone {
+                            return Err(e);
+                        }
+                        // Removed under the reader: a compaction replaced it (its rows are in
+                        // the new segment) or retention removed it (opening again says so).
+                        // The frame was not read: look for the segment holding the position.
+                        self.cursor = None;
+                        self.storage.release(&name);
+                        self.listed = Arc::new(segment::list_live(storage.as_ref())?);
+                        continue;
+                    }
+                };
                 let (h, bytes) = match read {
                     Ok(x) => x,
                     Err(problem) => {
@@ -568,7 +584,7 @@ impl TapeReader {
                 // A later segment may have appeared while this one had no footer. The writer
                 // finishes a segment before it starts the next, so one more look collects the
                 // frames written since the last one, and then this segment is done.
-                let segs = segment::list(storage.as_ref())?;
+                let segs = segment::list_live(storage.as_ref())?;
                 let first = self.cursor.as_ref().map_or(0, |c| c.first_seq);
                 if segs.iter().any(|(f, _)| *f > first) {
                     self.grow()?;

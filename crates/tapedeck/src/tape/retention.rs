@@ -138,7 +138,7 @@ pub(crate) fn trim(
     now_micros: i64,
     apply: bool,
 ) -> Result<TrimReport> {
-    let names = segment::list(storage)?;
+    let names = segment::list_live(storage)?;
     let mut sizes = Vec::with_capacity(names.len());
     for (_, name) in &names {
         let len = storage
@@ -240,7 +240,7 @@ pub(crate) fn finish_removals(storage: &dyn Storage, records: &[Record]) -> Resu
         if let Record::Trimmed {
             file, first_seq, ..
         } = r
-            && *file == super::format::segment_name(*first_seq)
+            && super::format::parse_segment_name(file) == Some(*first_seq)
             && storage
                 .len(file)
                 .map_err(|e| Error::io("stat", storage.describe(file), e))?

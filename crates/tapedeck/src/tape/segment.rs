@@ -108,16 +108,52 @@ fn io_err(storage: &dyn Storage, name: &str, e: std::io::Error) -> Error {
     Error::io("read", storage.describe(name), e)
 }
 
-/// The segments of a tape: `(first_seq, file name)` in sequence order.
+/// Every segment file in the directory: `(first_seq, file name)` in sequence order, a
+/// compacted segment after the one it replaces that starts at the same row. While a
+/// compaction is under way (or after a crash in one) this holds both the replaced segments and
+/// their replacements, each whole: a reader that takes each row from the last segment starting
+/// at or before it reads the same rows from either ([`super::reader`] does). Whatever walks
+/// every segment in turn wants [`list_live`].
 pub fn list(storage: &dyn Storage) -> Result<Vec<(u64, String)>> {
-    let mut v: Vec<(u64, String)> = storage
+    let mut v: Vec<(u64, u64, String)> = storage
         .list()
         .map_err(|e| Error::io("list", storage.describe(""), e))?
         .into_iter()
-        .filter_map(|n| super::format::parse_segment_name(&n).map(|s| (s, n)))
+        .filter_map(|n| super::format::parse_segment_file(&n).map(|(s, g)| (s, g, n)))
         .collect();
     v.sort();
-    Ok(v)
+    Ok(v.into_iter().map(|(s, _, n)| (s, n)).collect())
+}
+
+/// The tape's segments, one for each row: [`list`] without the segments a committed
+/// compaction replaced and without a compaction's output that was never committed (see
+/// [`super::compact`]). Tapes never compacted read no manifest here.
+pub fn list_live(storage: &dyn Storage) -> Result<Vec<(u64, String)>> {
+    let mut listed = list(storage)?;
+    if !listed
+        .iter()
+        .any(|(_, n)| super::compact::is_compacted_name(n))
+    {
+        return Ok(listed);
+    }
+    // A compaction commits after its files are in place: a listing taken before that and a
+    // manifest read after it would miss them, so such a listing is taken again.
+    for _ in 0..3 {
+        let records = super::manifest::read_only(storage)?;
+        match super::compact::live(&listed, &records) {
+            Ok(live) => return Ok(live),
+            Err(live) => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+                let again = list(storage)?;
+                if again == listed {
+                    return Ok(live);
+                }
+                listed = again;
+            }
+        }
+    }
+    let records = super::manifest::read_only(storage)?;
+    Ok(super::compact::live(&listed, &records).unwrap_or_else(|live| live))
 }
 
 /// Reads a segment's header. `Ok(Err(_))` when the bytes are not a valid header.

@@ -51,6 +51,57 @@ pub struct VerifyReport {
     /// The first row on the tape: 0, or where retention left it (the rows before were
     /// removed, as the manifest records; the chain is checked from the last removed segment).
     pub first_seq: u64,
+    /// The compactions the chain passes through, oldest first.
+    pub compactions: Vec<Compaction>,
+}
+
+/// A compaction the manifest records: rows `first_seq..end_seq` were rewritten from
+/// `segments_before` segments into `segments_after`; the old chain's last hash was
+/// `old_chain`, which the new segments' chain starts from (someone who kept that hash can
+/// check the history up to the compaction against it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Compaction {
+    /// First row rewritten.
+    pub first_seq: u64,
+    /// Row after the last one rewritten.
+    pub end_seq: u64,
+    /// Segments replaced.
+    pub segments_before: usize,
+    /// Segments written.
+    pub segments_after: usize,
+    /// Bytes before.
+    pub bytes_before: u64,
+    /// Bytes after.
+    pub bytes_after: u64,
+    /// The old chain's last hash, hex.
+    pub old_chain: String,
+}
+
+/// The compactions `records` hold, oldest first.
+pub fn compactions(records: &[Record]) -> Vec<Compaction> {
+    records
+        .iter()
+        .filter_map(|r| match r {
+            Record::Compacted {
+                first_seq,
+                rows,
+                replaced,
+                bytes_before,
+                files,
+                old_chain,
+                ..
+            } => Some(Compaction {
+                first_seq: *first_seq,
+                end_seq: first_seq.saturating_add(*rows),
+                segments_before: replaced.len(),
+                segments_after: files.len(),
+                bytes_before: *bytes_before,
+                bytes_after: files.iter().map(|f| f.bytes).fold(0, u64::saturating_add),
+                old_chain: old_chain.clone(),
+            }),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Checks every CRC and the hash chain; see the module docs.
@@ -107,6 +158,21 @@ struct Rebase {
     chain: Option<[u8; 32]>,
     records: Vec<Record>,
     damage: Option<manifest::Damage>,
+}
+
+/// Whether the manifest, read again, records `name` replaced by a compaction (and the file is
+/// gone).
+fn replaced_meanwhile(storage: &dyn Storage, name: &str) -> Result<bool> {
+    if storage
+        .len(name)
+        .map_err(|e| Error::io("stat", storage.describe(name), e))?
+        .is_some()
+    {
+        return Ok(false);
+    }
+    Ok(manifest::read_checked(storage)?.0.iter().any(
+        |r| matches!(r, Record::Compacted { replaced, .. } if replaced.iter().any(|f| f == name)),
+    ))
 }
 
 /// One pass of [`verify`]; `None` when the manifest's tail did not check out and `retry`.
@@ -171,6 +237,8 @@ fn verify_once(storage: &dyn Storage, retry: bool) -> Result<Option<VerifyReport
                         kept = i + 1;
                         continue;
                     }
+                    // Replaced by a compaction while it was read: check the tape again.
+                    None if retry && replaced_meanwhile(storage, name)? => return Ok(None),
                     None => $err,
                 }
             };
@@ -205,7 +273,7 @@ fn verify_once(storage: &dyn Storage, retry: bool) -> Result<Option<VerifyReport
                 continue;
             }
         };
-        if prev_chain.is_some_and(|c| c != s.header.prev_chain) {
+        if prev_chain.is_some_and(|c| !super::compact::links(&c, &s.header.prev_chain, &records)) {
             report.problems.push(problem(
                 Some(32),
                 "header's previous-segment hash does not match the chain".into(),
@@ -315,6 +383,7 @@ fn verify_once(storage: &dyn Storage, retry: bool) -> Result<Option<VerifyReport
             ),
         });
     }
+    report.compactions = compactions(&records);
     for r in records {
         if let Record::Quarantined {
             file,
@@ -415,6 +484,16 @@ fn whole_tape_problems(
             | Record::Trimmed { file, .. } => {
                 sealed.remove(file.as_str());
             }
+            Record::Compacted {
+                replaced, files, ..
+            } => {
+                for file in replaced {
+                    sealed.remove(file.as_str());
+                }
+                for f in files {
+                    sealed.insert(&f.file, (f.first_seq, f.rows));
+                }
+            }
             _ => {}
         }
     }
@@ -426,10 +505,11 @@ fn whole_tape_problems(
         if names.iter().any(|n| n == file) || there_now() {
             continue;
         }
-        let trimmed_now = manifest::read_checked(storage)?
-            .0
-            .iter()
-            .any(|r| matches!(r, Record::Trimmed { file: f, .. } if f == file));
+        let trimmed_now = manifest::read_checked(storage)?.0.iter().any(|r| match r {
+            Record::Trimmed { file: f, .. } => f == file,
+            Record::Compacted { replaced, .. } => replaced.iter().any(|f| f == file),
+            _ => false,
+        });
         if !trimmed_now {
             report.problems.push(Problem {
                 file: file.to_string(),
@@ -479,6 +559,8 @@ pub struct Inspection {
     /// What retention removed, from the manifest: (segments, rows, bytes); the tape then
     /// starts at row `rows`.
     pub trimmed: Option<(u64, u64, u64)>,
+    /// What compaction rewrote, from the manifest.
+    pub compactions: Vec<Compaction>,
 }
 
 /// Summarises a tape; see the module docs.
@@ -521,7 +603,9 @@ pub fn inspect(storage: &dyn Storage) -> Result<Inspection> {
             time,
         });
     }
-    for r in manifest::read_only(storage)? {
+    let records = manifest::read_only(storage)?;
+    out.compactions = compactions(&records);
+    for r in records {
         match r {
             Record::Quarantined {
                 file,
@@ -550,7 +634,7 @@ pub fn inspect(storage: &dyn Storage) -> Result<Inspection> {
 }
 
 fn segment_names(storage: &dyn Storage) -> Result<Vec<String>> {
-    Ok(segment::list(storage)?
+    Ok(segment::list_live(storage)?
         .into_iter()
         .map(|(_, n)| n)
         .collect())

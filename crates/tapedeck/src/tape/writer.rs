@@ -409,6 +409,23 @@ impl TapeWatch {
         )
     }
 
+    /// Rewrites sealed segments into fewer segments of large frames, as `options` says; see
+    /// [`super::compact`]. Runs beside appends (it never touches the open segment) and never
+    /// beside a trim.
+    pub fn compact(
+        &self,
+        options: &super::compact::CompactOptions,
+    ) -> Result<super::compact::CompactReport> {
+        let _trimming = lock(&self.0.trimming);
+        if lock(&self.0.inner).closing {
+            return Err(Error::Tape {
+                path: self.0.storage.describe(""),
+                message: "the tape's writer is closing: nothing compacted".into(),
+            });
+        }
+        super::compact::compact(self.0.storage.as_ref(), &self.0.manifest, options)
+    }
+
     /// Rows acknowledged (durable under the policy).
     pub fn durable_seq(&self) -> u64 {
         lock(&self.0.inner).durable_seq
@@ -1344,9 +1361,11 @@ fn recover(storage: &dyn Storage, manifest: &Manifest) -> Result<(Recovery, Reco
         })
         .max()
         .unwrap_or(0);
-    // Segments the manifest calls trimmed that a crash left behind.
+    // Segments the manifest calls trimmed that a crash left behind, and what a crash left of a
+    // compaction: the files it replaced (committed) or its own (not committed).
     super::retention::finish_removals(storage, &records)?;
-    let names = segment::list(storage)?;
+    super::compact::finish(storage, &records)?;
+    let names = segment::list_live(storage)?;
     let mut report = Recovery::default();
     // After retention the tape goes on from the last removed segment, even if every segment
     // after it is gone (a crash before a new segment's header was durable).
