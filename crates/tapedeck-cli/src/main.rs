@@ -55,6 +55,9 @@ enum Command {
     /// Remove a tape's oldest sealed segments down to a size or an age (never rows a sink still needs).
     #[command(after_long_help = cmd::trim::HELP)]
     Trim(cmd::trim::Args),
+    /// Rewrite a tape's sealed segments into fewer segments of large frames (every row kept, the chain still provable).
+    #[command(after_long_help = cmd::compact::HELP)]
+    Compact(cmd::compact::Args),
     /// List every sink scheme with its URI parameters and their defaults.
     Sinks(cmd::sinks::Args),
     /// Run SQL over a tape, also while it is being recorded; print the result or write it to a sink.
@@ -96,6 +99,7 @@ fn main() -> ExitCode {
             cmd::meta::run(&args)
         }
         Command::Trim(args) => cmd::trim::run(&args),
+        Command::Compact(args) => cmd::compact::run(&args),
         Command::Query(args) => {
             quiet_on_closed_pipe();
             cmd::query::run(&args)

@@ -211,6 +211,30 @@ impl Snapshot {
         as_of: AsOf,
         running: bool,
     ) -> Result<Snapshot> {
+        // A segment removed between the listing and its reading (a compaction replaced it,
+        // retention trimmed it) is not damage: the tape is listed again.
+        for _ in 0..3 {
+            if let Some(snapshot) = Snapshot::try_take(&dir, &storage, as_of, running)? {
+                return Ok(snapshot);
+            }
+        }
+        Snapshot::try_take(&dir, &storage, as_of, running)?.ok_or_else(|| {
+            QueryError::from(tapedeck::Error::Tape {
+                path: dir.clone(),
+                message: "its segments kept changing while the query listed them (compaction or retention running): run the query again".into(),
+            })
+        })
+    }
+
+    /// One try of [`Snapshot::take_from`]; `None` when a listed segment was gone.
+    fn try_take(
+        dir: &Path,
+        storage: &Arc<dyn Storage>,
+        as_of: AsOf,
+        running: bool,
+    ) -> Result<Option<Snapshot>> {
+        let dir = dir.to_path_buf();
+        let storage = storage.clone();
         // Read the published position before listing: the segments listed after it hold at
         // least every row it covers.
         let published = if running {
@@ -226,8 +250,14 @@ impl Snapshot {
                 break;
             }
             let next_first = listed.get(k + 1).map(|n| n.0);
-            match read_segment(storage.as_ref(), name, published, &mut damage)? {
+            let gone = |storage: &Arc<dyn Storage>| storage.len(name).ok().flatten().is_none();
+            let read = match read_segment(storage.as_ref(), name, published, &mut damage) {
+                Err(_) if gone(&storage) => return Ok(None),
+                read => read?,
+            };
+            match read {
                 Some(seg) => segments.push(seg),
+                None if gone(&storage) => return Ok(None),
                 None => damage.push(Damage {
                     segment: name.clone(),
                     offset: 0,
@@ -302,7 +332,7 @@ impl Snapshot {
             time_column,
         };
         snap.clip(end);
-        Ok(snap)
+        Ok(Some(snap))
     }
 
     /// Leaves out every row from `end` on.

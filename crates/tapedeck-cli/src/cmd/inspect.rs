@@ -76,6 +76,18 @@ pub fn run(args: &Args) -> u8 {
             human_bytes(bytes)
         );
     }
+    for c in &info.compactions {
+        println!(
+            "compacted: rows {}..{} ({} segments, {} -> {} segments, {}; the old chain ended in {})",
+            c.first_seq,
+            c.end_seq,
+            c.segments_before,
+            c.segments_after,
+            human_bytes(c.bytes_before),
+            human_bytes(c.bytes_after),
+            c.old_chain
+        );
+    }
     for (file, from, to, rows) in &info.quarantined {
         println!("quarantined: {file} bytes {from}..{to} ({rows} rows)");
     }

@@ -1,6 +1,7 @@
 //! The subcommands, one module each: its clap arguments (`Args`) and its `run`, which calls the
 //! library and returns the exit code. Here too: the argument types more than one command takes.
 
+pub mod compact;
 pub mod deliver;
 pub mod import;
 pub mod inspect;

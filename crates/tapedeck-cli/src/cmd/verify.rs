@@ -30,6 +30,12 @@ pub fn run(args: &Args) -> u8 {
         for p in &report.problems {
             println!("PROBLEM {p}");
         }
+        for c in &report.compactions {
+            println!(
+                "compacted: rows {}..{} were rewritten from {} segments into {}; the chain goes on through the MANIFEST's record of it (the old chain ended in {})",
+                c.first_seq, c.end_seq, c.segments_before, c.segments_after, c.old_chain
+            );
+        }
         println!(
             "{}: {} segments, {} frames, {} rows checked; {}",
             args.dir.display(),

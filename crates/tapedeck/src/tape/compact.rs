@@ -9,22 +9,27 @@
 //!
 //! - **Every row stays, with its sequence number.** Each new segment is decoded again and
 //!   compared row by row with the rows it replaces before anything is switched.
-//! - **A crash at any point leaves the old form or the new form, never neither.** The new files
-//!   are written under temporary names, fsynced, renamed to names no segment ever had, and only
-//!   then does one `compacted` manifest record switch the tape to them; the old files are
-//!   removed after it. A writer opening the tape finishes whichever side the record says
-//!   ([`finish`]); [`live`] gives readers that walk every segment the same view meanwhile.
-//! - **The history stays provable.** The record keeps the old chain's last hash; the first new
+//! - **A crash at any point leaves the old form or the new form, never neither.** Each new
+//!   segment is written under a temporary name and fsynced; one `compacted` manifest record
+//!   switches the tape to it; only then is it renamed into place and the old files removed. A
+//!   writer opening the tape finishes whichever side the record says ([`finish`]), and
+//!   [`live`] gives whatever walks every segment the same view meanwhile. A compacted file is
+//!   never removed for want of a record (a lost manifest loses no rows).
+//! - **The history stays provable.** The record keeps the old chain's last hash; the new
 //!   segment's chain starts from it, and the segment after the range (which holds it) follows
-//!   the new segments by the record ([`links`]), so `verify` proves the whole chain.
+//!   the new segment by the record ([`ChainJoins`]), so `verify` proves the whole chain.
 //! - **Readers running across it are not disturbed.** Each old and each new file is whole while
 //!   it is listed, so a reader that takes each row from the last segment starting at or before
 //!   it reads the same rows from either; a reader whose file is removed under it looks again.
+//! - **Bounded.** One new segment (up to `segment_bytes` of old bytes) is written, switched and
+//!   cleaned up at a time, under the writer's trim lock — so the disk needs room for one new
+//!   segment beside the old ones, memory holds one frame of each side, and retention or a
+//!   close waits at most for one segment.
 //!
 //! Only clean segments are rewritten: the range stops before a segment that is open, has
 //! quarantined bytes, or whose chain does not check out.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::HashSet;
 
 use arrow_array::RecordBatch;
 use serde::Serialize;
@@ -141,29 +146,27 @@ pub fn is_compacted_name(name: &str) -> bool {
     parse_segment_file(name).is_some_and(|(_, generation)| generation > 0)
 }
 
-/// What the manifest says about compactions: replaced files, committed new files, and files
-/// the tape dropped otherwise (trimmed, removed whole).
+/// The `compacted` records of a manifest and what they make of a listing.
 struct Compactions<'a> {
-    replaced: HashSet<&'a str>,
-    committed: BTreeSet<&'a str>,
+    /// Each record's replaced files and new files, in manifest order.
+    records: Vec<(&'a [String], Vec<&'a str>)>,
+    /// Files the tape dropped otherwise (trimmed, removed whole).
     dropped: HashSet<&'a str>,
 }
 
 impl<'a> Compactions<'a> {
     fn of(records: &'a [Record]) -> Compactions<'a> {
         let mut c = Compactions {
-            replaced: HashSet::new(),
-            committed: BTreeSet::new(),
+            records: Vec::new(),
             dropped: HashSet::new(),
         };
         for r in records {
             match r {
                 Record::Compacted {
                     replaced, files, ..
-                } => {
-                    c.replaced.extend(replaced.iter().map(String::as_str));
-                    c.committed.extend(files.iter().map(|f| f.file.as_str()));
-                }
+                } => c
+                    .records
+                    .push((replaced, files.iter().map(|f| f.file.as_str()).collect())),
                 Record::Trimmed { file, .. }
                 | Record::Truncated {
                     file, offset: 0, ..
@@ -179,220 +182,353 @@ impl<'a> Compactions<'a> {
         c
     }
 
-    fn is_live(&self, name: &str) -> bool {
-        !self.replaced.contains(name) && (!is_compacted_name(name) || self.committed.contains(name))
+    /// The files to leave out of `listed`: those a complete compaction replaced, and the new
+    /// files of one not complete yet. A compaction is complete once each of its new files is
+    /// listed (renamed into place) or gone for a reason the manifest gives (replaced by a
+    /// later compaction, trimmed).
+    fn hidden(&self, listed: &HashSet<&str>) -> HashSet<&'a str> {
+        let later_replaced = |k: usize, f: &str| {
+            self.records
+                .iter()
+                .skip(k + 1)
+                .any(|(replaced, _)| replaced.iter().any(|r| r == f))
+        };
+        let mut hidden = HashSet::new();
+        for (k, (replaced, files)) in self.records.iter().enumerate() {
+            let complete = files
+                .iter()
+                .all(|f| listed.contains(f) || self.dropped.contains(f) || later_replaced(k, f));
+            if complete {
+                hidden.extend(replaced.iter().map(String::as_str));
+            } else {
+                hidden.extend(files.iter().copied());
+            }
+        }
+        hidden
     }
 }
 
-/// A listing of segments: `(first_seq, file name)` in order.
-pub type Listing = Vec<(u64, String)>;
-
-/// The segments of `listed` that hold the tape's rows once every compaction the manifest
-/// `records` commits is finished: without replaced files and without new files no record
-/// commits. `Err` (with the same filter applied) when a committed new file is not in the
-/// listing: the listing was taken before that compaction put its files in place, so it should
-/// be taken again.
-pub fn live(
-    listed: &[(u64, String)],
-    records: &[Record],
-) -> std::result::Result<Listing, Listing> {
-    let c = Compactions::of(records);
-    let kept: Vec<(u64, String)> = listed
-        .iter()
-        .filter(|(_, n)| c.is_live(n))
-        .cloned()
-        .collect();
+/// The segments of `listed` that hold the tape's rows, given the manifest's `records`: a
+/// compaction whose new files are all in place stands for the files it replaced; one whose
+/// files are not all renamed into place yet (a crash, or the moment between its record and its
+/// renames) does not, and its files already in place are left out. Compacted files no record
+/// names are kept (whatever lost their record, they may hold the only copy of their rows).
+pub fn live(listed: &[(u64, String)], records: &[Record]) -> Vec<(u64, String)> {
     let names: HashSet<&str> = listed.iter().map(|(_, n)| n.as_str()).collect();
-    let missing = c
-        .committed
+    let hidden = Compactions::of(records).hidden(&names);
+    listed
         .iter()
-        .any(|f| !c.replaced.contains(f) && !c.dropped.contains(f) && !names.contains(f));
-    if missing { Err(kept) } else { Ok(kept) }
+        .filter(|(_, n)| !hidden.contains(n.as_str()))
+        .cloned()
+        .collect()
 }
 
-/// Whether a segment whose header holds `actual` as its previous-chain hash may follow one
-/// whose chain hash is `expected` (or the trimmed segment before it): the same hash, or joined
-/// by compactions — after a compaction's new segments comes the segment that held the old
-/// chain's last hash, and the first new segment starts from that hash where the replaced ones
-/// started from `expected`.
-pub fn links(expected: &[u8; 32], actual: &[u8; 32], records: &[Record]) -> bool {
-    let joins: Vec<([u8; 32], [u8; 32], [u8; 32])> = records
-        .iter()
-        .filter_map(|r| match r {
-            Record::Compacted {
-                prev_chain,
-                old_chain,
-                chain,
-                ..
-            } => Some((unhex(prev_chain)?, unhex(old_chain)?, unhex(chain)?)),
-            _ => None,
-        })
-        .collect();
-    // Each compaction is one step; a chain of them is as long as there were compactions.
-    links_within(expected, actual, &joins, joins.len().min(16))
+/// One compaction's join in the hash chain: the first row of its range, the replaced range's
+/// previous-chain hash, the old chain's last hash, the new segments' last chain hash.
+#[derive(Debug, Clone, Copy)]
+struct Join {
+    first_seq: u64,
+    prev: [u8; 32],
+    old: [u8; 32],
+    new: [u8; 32],
 }
 
-fn links_within(
-    expected: &[u8; 32],
-    actual: &[u8; 32],
-    joins: &[([u8; 32], [u8; 32], [u8; 32])],
-    depth: usize,
-) -> bool {
-    if expected == actual {
-        return true;
+/// The joins compactions make in the hash chain, read once from a manifest.
+#[derive(Debug, Default)]
+pub struct ChainJoins {
+    joins: Vec<Join>,
+}
+
+impl ChainJoins {
+    /// The joins of the `compacted` records in `records`.
+    pub fn of(records: &[Record]) -> ChainJoins {
+        ChainJoins {
+            joins: records
+                .iter()
+                .filter_map(|r| match r {
+                    Record::Compacted {
+                        first_seq,
+                        prev_chain,
+                        old_chain,
+                        chain,
+                        ..
+                    } => Some(Join {
+                        first_seq: *first_seq,
+                        prev: unhex(prev_chain)?,
+                        old: unhex(old_chain)?,
+                        new: unhex(chain)?,
+                    }),
+                    _ => None,
+                })
+                .collect(),
+        }
     }
-    let Some(depth) = depth.checked_sub(1) else {
-        return false;
-    };
-    joins.iter().any(|(prev, old, new)| {
-        (new == expected && links_within(old, actual, joins, depth))
-            || (old == actual && links_within(expected, prev, joins, depth))
-    })
+
+    /// Whether a segment starting at row `first_seq` whose header holds `actual` as its
+    /// previous-chain hash may follow a segment (or trimmed segment) whose chain hash is
+    /// `expected`: the same hash, or joined by compactions. After a compaction's new segments
+    /// (chain `chain`) comes the segment that held the old chain's last hash (`old_chain`); a
+    /// compaction's first new segment starts at the range's first row, from `old_chain`, where
+    /// the replaced range started from `prev_chain`. Each hash reachable so is taken, through
+    /// as many compactions as there are.
+    pub fn links(&self, expected: &[u8; 32], actual: &[u8; 32], first_seq: u64) -> bool {
+        if expected == actual {
+            return true;
+        }
+        let mut reach: Vec<[u8; 32]> = vec![*expected];
+        let mut used = vec![false; self.joins.len()];
+        loop {
+            let mut grew = false;
+            for (k, j) in self.joins.iter().enumerate() {
+                if used.get(k).copied().unwrap_or(true) {
+                    continue;
+                }
+                let after_range = reach.contains(&j.new);
+                let range_start = j.first_seq == first_seq && reach.contains(&j.prev);
+                if after_range || range_start {
+                    if j.old == *actual {
+                        return true;
+                    }
+                    reach.push(j.old);
+                    if let Some(u) = used.get_mut(k) {
+                        *u = true;
+                    }
+                    grew = true;
+                }
+            }
+            if !grew {
+                return false;
+            }
+        }
+    }
 }
 
 /// Finishes what a crash interrupted (called by a writer opening the tape, and before a
-/// compaction): removes the files a committed compaction replaced and the output of one never
-/// committed (temporary files and new segments no record names). Returns how many files went.
+/// compaction), as `records` (read from the disk) say: a compaction whose record is there has
+/// its new files renamed into place and, once all are, the files it replaced removed; a
+/// temporary file no record names (a compaction that never switched) is removed. Returns how
+/// many files were renamed or removed.
 pub fn finish(storage: &dyn Storage, records: &[Record]) -> Result<usize> {
     let c = Compactions::of(records);
+    let mut done = 0;
+    let list = |storage: &dyn Storage| {
+        storage
+            .list()
+            .map_err(|e| Error::io("list", storage.describe(""), e))
+    };
+    let mut names: HashSet<String> = list(storage)?.into_iter().collect();
+    let named: HashSet<&str> = c
+        .records
+        .iter()
+        .flat_map(|(_, files)| files.iter().copied())
+        .collect();
+    for (_, files) in &c.records {
+        for f in files {
+            let temp = format!("{f}{TEMP_SUFFIX}");
+            if !names.contains(*f) && names.contains(&temp) {
+                storage
+                    .rename(&temp, f)
+                    .map_err(|e| Error::io("rename", storage.describe(&temp), e))?;
+                names.remove(&temp);
+                names.insert(f.to_string());
+                done += 1;
+            }
+        }
+    }
+    if done > 0 {
+        sync_dir(storage)?;
+    }
+    let listed: HashSet<&str> = names.iter().map(String::as_str).collect();
+    let hidden = c.hidden(&listed);
     let mut removed = 0;
-    let names = storage
-        .list()
-        .map_err(|e| Error::io("list", storage.describe(""), e))?;
-    for name in names {
-        let temp = name
+    for name in &names {
+        let stale_temp = name
             .strip_suffix(TEMP_SUFFIX)
-            .is_some_and(|stem| parse_segment_file(stem).is_some());
-        let stale = parse_segment_file(&name).is_some() && !c.is_live(&name);
-        if temp || stale {
+            .is_some_and(|stem| parse_segment_file(stem).is_some() && !named.contains(stem));
+        // Only what a complete compaction replaced: the new files of an incomplete one are
+        // hidden, never removed.
+        let replaced =
+            hidden.contains(name.as_str()) && c.records.iter().any(|(r, _)| r.contains(name));
+        if stale_temp || replaced {
             storage
-                .remove(&name)
-                .map_err(|e| Error::io("remove", storage.describe(&name), e))?;
+                .remove(name)
+                .map_err(|e| Error::io("remove", storage.describe(name), e))?;
             removed += 1;
         }
     }
     if removed > 0 {
-        storage
-            .sync_dir("")
-            .map_err(|e| Error::io("fsync", storage.describe(""), e))?;
+        sync_dir(storage)?;
     }
-    Ok(removed)
+    Ok(done + removed)
 }
 
-/// One old segment chosen for rewriting.
+fn sync_dir(storage: &dyn Storage) -> Result<()> {
+    storage
+        .sync_dir("")
+        .map_err(|e| Error::io("fsync", storage.describe(""), e))
+}
+
+/// One old segment chosen for rewriting (its frame index is read again when it is rewritten,
+/// so a long range costs no memory per frame).
+#[derive(Debug, Clone)]
 struct Chosen {
-    scanned: Scanned,
-    footer: Footer,
+    name: String,
+    first_seq: u64,
+    end_seq: u64,
+    segment: u64,
+    file_len: u64,
+    frames: u64,
+    prev_chain: [u8; 32],
+    chain: [u8; 32],
+    schema: Vec<u8>,
 }
 
 /// Compacts the tape in `storage`, whose manifest is `manifest` (the caller holds the tape's
-/// writer and no trim runs meanwhile); see the module docs.
+/// writer); see the module docs. Each new segment is written and switched while `trim_lock`
+/// is held (retention takes it too); `closing` says to stop between two.
 pub(crate) fn compact(
     storage: &dyn Storage,
     manifest: &Manifest,
     options: &CompactOptions,
+    trim_lock: &std::sync::Mutex<()>,
+    closing: &dyn Fn() -> bool,
 ) -> Result<CompactReport> {
-    let records = manifest.records();
-    finish(storage, &records)?;
+    let lock = || {
+        trim_lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    };
+    let records = {
+        let _held = lock();
+        let records = super::manifest::read_only(storage)?;
+        finish(storage, &records)?;
+        records
+    };
     let (chosen, stopped) = choose(storage, &records, options)?;
     let mut report = CompactReport {
         stopped,
         ..CompactReport::default()
     };
     let frame_rows = options.frame_rows.max(1) as u64;
-    let worth_it = chosen.len() >= 2
-        || chosen
-            .iter()
-            .any(|c| c.scanned.frames.len() as u64 > c.footer.rows.div_ceil(frame_rows).max(1));
-    if !worth_it {
-        return Ok(report);
+    let groups: Vec<&[Chosen]> = group(&chosen, options.segment_bytes)
+        .into_iter()
+        .filter(|g| match g {
+            [one] => one.frames > (one.end_seq - one.first_seq).div_ceil(frame_rows).max(1),
+            _ => true,
+        })
+        .collect();
+    for g in &groups {
+        let held = lock();
+        if closing() {
+            report.stopped = Some("the tape's writer is closing".into());
+            break;
+        }
+        let outcome = compact_group(storage, manifest, g, options, &mut report);
+        drop(held);
+        if let Err(e) = outcome {
+            if report.files.is_empty() {
+                return Err(e);
+            }
+            // What was switched before stays switched; say where it stopped.
+            report.stopped = Some(format!(
+                "stopped after {} new segments: {e}",
+                report.files.len()
+            ));
+            break;
+        }
     }
-    let (Some(first), Some(last)) = (chosen.first(), chosen.last()) else {
-        return Ok(report);
+    Ok(report)
+}
+
+/// Rewrites one group as one new segment, switches to it and removes the group's files.
+fn compact_group(
+    storage: &dyn Storage,
+    manifest: &Manifest,
+    group: &[Chosen],
+    options: &CompactOptions,
+    report: &mut CompactReport,
+) -> Result<()> {
+    let (Some(first), Some(last)) = (group.first(), group.last()) else {
+        return Ok(());
     };
-    report.first_seq = first.scanned.header.first_seq;
-    report.rows = last
-        .scanned
-        .end_seq_from_footer()
-        .saturating_sub(report.first_seq);
-    for c in &chosen {
-        report.replaced.push(c.scanned.name.clone());
-        report.frames_before += c.scanned.frames.len() as u64;
-        report.bytes_before += c.scanned.file_len;
+    // Retention may have removed some of them since they were chosen.
+    for c in group {
+        if storage
+            .len(&c.name)
+            .map_err(|e| Error::io("stat", storage.describe(&c.name), e))?
+            .is_none()
+        {
+            return Err(Error::Tape {
+                path: storage.describe(&c.name),
+                message: "removed (by retention) since the compaction chose it: nothing changed"
+                    .into(),
+            });
+        }
+    }
+    let bytes_before = group
+        .iter()
+        .map(|c| c.file_len)
+        .fold(0, u64::saturating_add);
+    let frames_before = group.iter().map(|c| c.frames).fold(0, u64::saturating_add);
+    let rows = last.end_seq.saturating_sub(first.first_seq);
+    if report.replaced.is_empty() {
+        report.first_seq = first.first_seq;
     }
     if !options.apply {
-        return Ok(report);
+        report.replaced.extend(group.iter().map(|c| c.name.clone()));
+        report.rows = report.rows.saturating_add(rows);
+        report.frames_before = report.frames_before.saturating_add(frames_before);
+        report.bytes_before = report.bytes_before.saturating_add(bytes_before);
+        return Ok(());
     }
-    let prev_chain = first.scanned.header.prev_chain;
-    let old_chain = last.footer.chain;
+    let records = super::manifest::read_only(storage)?;
     let generation = next_generation(storage, &records)?;
-    let groups = group(&chosen, options.segment_bytes);
-    let mut written: Vec<(String, CompactedFile)> = Vec::new();
-    let outcome = (|| -> Result<()> {
-        let mut link = old_chain;
-        for g in &groups {
-            let file = write_segment(storage, g, generation, &link, options)?;
-            check_segment(storage, g, &file.0)?;
-            link = unhex(&file.1.chain).unwrap_or(link);
-            written.push(file);
+    let (temp, file) = match write_segment(storage, group, generation, &last.chain, options) {
+        Ok(written) => written,
+        Err(e) => {
+            let name = compacted_segment_name(first.first_seq, generation);
+            let _ = storage.remove(&format!("{name}{TEMP_SUFFIX}"));
+            return Err(e);
         }
-        Ok(())
-    })();
-    if let Err(e) = outcome {
-        for (temp, _) in &written {
-            let _ = storage.remove(temp);
-        }
-        // The segment being written when it failed.
-        let _ = finish(storage, &records);
+    };
+    if let Err(e) = check_segment(storage, group, &temp).and_then(|()| sync_dir(storage)) {
+        let _ = storage.remove(&temp);
         return Err(e);
     }
-    let sync_dir = || {
-        storage
-            .sync_dir("")
-            .map_err(|e| Error::io("fsync", storage.describe(""), e))
-    };
-    sync_dir()?;
-    for (temp, f) in &written {
-        if let Err(e) = storage.rename(temp, &f.file) {
-            for (temp, f) in &written {
-                let _ = storage.remove(temp);
-                let _ = storage.remove(&f.file);
-            }
-            return Err(Error::io("rename", storage.describe(temp), e));
-        }
-    }
-    sync_dir()?;
-    let files: Vec<CompactedFile> = written.into_iter().map(|(_, f)| f).collect();
-    let chain = files
-        .last()
-        .map_or_else(|| hex(&old_chain), |f| f.chain.clone());
-    // The switch: from here on the tape is the new files.
+    // The switch: from here on the tape is the new file (renamed next, or by the next writer).
+    // A failed append may be on the disk all the same (a failed fsync): the temporary file
+    // stays for the next writer, which renames it if the record is there and removes it if not.
     manifest.append(&Record::Compacted {
-        first_seq: report.first_seq,
-        rows: report.rows,
-        replaced: report.replaced.clone(),
-        bytes_before: report.bytes_before,
-        files: files.clone(),
-        prev_chain: hex(&prev_chain),
-        old_chain: hex(&old_chain),
-        chain,
+        first_seq: first.first_seq,
+        rows,
+        replaced: group.iter().map(|c| c.name.clone()).collect(),
+        bytes_before,
+        files: vec![file.clone()],
+        prev_chain: hex(&first.prev_chain),
+        old_chain: hex(&last.chain),
+        chain: file.chain.clone(),
     })?;
-    // Oldest first, so what is left of the old files is always a run up to the range's end.
-    for name in &report.replaced {
-        if let Err(e) = storage.remove(name) {
+    storage
+        .rename(&temp, &file.file)
+        .map_err(|e| Error::io("rename", storage.describe(&temp), e))?;
+    sync_dir(storage)?;
+    for c in group {
+        if let Err(e) = storage.remove(&c.name) {
             tracing::warn!(
                 "{}: replaced by compaction but not removed ({e}); the next writer to open the tape removes it",
-                storage.describe(name).display()
+                storage.describe(&c.name).display()
             );
         }
     }
-    sync_dir()?;
-    for f in &files {
-        report.files.push(f.file.clone());
-        report.frames_after += f.frames;
-        report.bytes_after += f.bytes;
-    }
-    Ok(report)
+    sync_dir(storage)?;
+    report.replaced.extend(group.iter().map(|c| c.name.clone()));
+    report.rows = report.rows.saturating_add(rows);
+    report.frames_before = report.frames_before.saturating_add(frames_before);
+    report.bytes_before = report.bytes_before.saturating_add(bytes_before);
+    report.files.push(file.file);
+    report.frames_after = report.frames_after.saturating_add(file.frames);
+    report.bytes_after = report.bytes_after.saturating_add(file.bytes);
+    Ok(())
 }
 
 /// The run of sealed segments to rewrite, and why it stops early (if it does for more than the
@@ -409,13 +545,24 @@ fn choose(
             _ => None,
         })
         .collect();
+    let joins = ChainJoins::of(records);
     let mut chosen: Vec<Chosen> = Vec::new();
-    for (_, name) in segment::list_live(storage)? {
-        let Some(scanned) = segment::open_indexed(storage, &name)? else {
-            // The open segment (or one whose footer is damaged): the range ends here.
+    let live = segment::list_live(storage)?;
+    for (k, (_, name)) in live.iter().enumerate() {
+        let stop = |why: String| Some(format!("{why}; it stays as it is"));
+        let Some(scanned) = segment::open_indexed(storage, name)? else {
+            // The open segment, or one whose footer is damaged.
+            if k + 1 < live.len() {
+                return Ok((
+                    chosen,
+                    stop(format!(
+                        "{name} has no valid footer (run `tapedeck verify`)"
+                    )),
+                ));
+            }
             break;
         };
-        let Some((footer, footer_offset)) = scanned.footer.clone().zip(scanned.footer_offset)
+        let Some((footer, footer_offset)) = scanned.footer.as_ref().zip(scanned.footer_offset)
         else {
             break;
         };
@@ -433,36 +580,49 @@ fn choose(
         if quarantined.contains(name.as_str()) {
             return Ok((
                 chosen,
-                Some(format!(
-                    "{name} has quarantined bytes: it stays as it is (the MANIFEST records what was lost)"
+                stop(format!(
+                    "{name} has quarantined bytes (the MANIFEST records what was lost)"
                 )),
             ));
         }
-        let chain = segment::chain_hash(storage, &name, &scanned.header.prev_chain, footer_offset)?;
+        let chain = segment::chain_hash(storage, name, &scanned.header.prev_chain, footer_offset)?;
         if chain != footer.chain {
             return Ok((
                 chosen,
-                Some(format!(
-                    "{name}: its hash chain does not check out (run `tapedeck verify`); it stays as it is"
+                stop(format!(
+                    "{name}: its hash chain does not check out (run `tapedeck verify`)"
                 )),
             ));
         }
         if let Some(prev) = chosen.last()
-            && (!links(&prev.footer.chain, &scanned.header.prev_chain, records)
-                || prev.scanned.end_seq_from_footer() != scanned.header.first_seq)
+            && (!joins.links(
+                &prev.chain,
+                &scanned.header.prev_chain,
+                scanned.header.first_seq,
+            ) || prev.end_seq != scanned.header.first_seq)
         {
             let why = format!(
-                "{name} does not follow {} (run `tapedeck verify`); it stays as it is",
-                prev.scanned.name
+                "{name} does not follow {} (run `tapedeck verify`)",
+                prev.name
             );
-            return Ok((chosen, Some(why)));
+            return Ok((chosen, stop(why)));
         }
-        chosen.push(Chosen { scanned, footer });
+        chosen.push(Chosen {
+            name: name.clone(),
+            first_seq: scanned.header.first_seq,
+            end_seq: end,
+            segment: scanned.header.segment,
+            file_len: scanned.file_len,
+            frames: footer.index.len() as u64,
+            prev_chain: scanned.header.prev_chain,
+            chain,
+            schema: scanned.header.schema.clone(),
+        });
     }
     Ok((chosen, None))
 }
 
-/// A compaction generation no file of this tape ever had.
+/// A compaction generation no file of this tape has, and no record names.
 fn next_generation(storage: &dyn Storage, records: &[Record]) -> Result<u64> {
     let listed = storage
         .list()
@@ -498,8 +658,8 @@ fn group(chosen: &[Chosen], segment_bytes: u64) -> Vec<&[Chosen]> {
         let Some(head) = chosen.get(start) else {
             break;
         };
-        let other_schema = head.scanned.header.schema != c.scanned.header.schema;
-        let full = bytes > 0 && bytes.saturating_add(c.scanned.file_len) > segment_bytes;
+        let other_schema = head.schema != c.schema;
+        let full = bytes > 0 && bytes.saturating_add(c.file_len) > segment_bytes;
         if i > start && (other_schema || full) {
             if let Some(g) = chosen.get(start..i) {
                 groups.push(g);
@@ -507,7 +667,7 @@ fn group(chosen: &[Chosen], segment_bytes: u64) -> Vec<&[Chosen]> {
             start = i;
             bytes = 0;
         }
-        bytes = bytes.saturating_add(c.scanned.file_len);
+        bytes = bytes.saturating_add(c.file_len);
     }
     if let Some(g) = chosen.get(start..).filter(|g| !g.is_empty()) {
         groups.push(g);
@@ -519,23 +679,35 @@ fn group(chosen: &[Chosen], segment_bytes: u64) -> Vec<&[Chosen]> {
 /// its first sequence number; a damaged frame or a gap in the sequence is an error.
 struct Batches<'a> {
     storage: &'a dyn Storage,
-    segment: &'a Scanned,
+    segment: Scanned,
     decoder: BatchDecoder,
     next: usize,
     expected: u64,
 }
 
 impl<'a> Batches<'a> {
-    fn of(storage: &'a dyn Storage, segment: &'a Scanned) -> Result<Batches<'a>> {
+    /// The batches of the sealed segment `name`, as its footer indexes them.
+    fn sealed(storage: &'a dyn Storage, name: &str) -> Result<Batches<'a>> {
+        match segment::open_indexed(storage, name)? {
+            Some(s) => Batches::of(storage, s),
+            None => Err(Error::Tape {
+                path: storage.describe(name),
+                message: "compaction stopped, nothing changed: the segment has no valid footer; run `tapedeck verify`".into(),
+            }),
+        }
+    }
+
+    fn of(storage: &'a dyn Storage, segment: Scanned) -> Result<Batches<'a>> {
         let decoder = BatchDecoder::new(&segment.header.schema).map_err(|e| {
             Error::arrow(format!("segment {}: reading its schema", segment.name), e)
         })?;
+        let expected = segment.header.first_seq;
         Ok(Batches {
             storage,
             segment,
             decoder,
             next: 0,
-            expected: segment.header.first_seq,
+            expected,
         })
     }
 
@@ -547,7 +719,6 @@ impl<'a> Batches<'a> {
     }
 
     fn next_batch(&mut self) -> Result<Option<(u64, RecordBatch)>> {
-        let name = &self.segment.name;
         let Some(frame) = self.segment.frames.get(self.next).copied() else {
             let end = self.segment.end_seq_from_footer();
             if self.expected != end {
@@ -560,6 +731,7 @@ impl<'a> Batches<'a> {
         };
         self.next += 1;
         let at = frame.offset;
+        let name = &self.segment.name;
         let (h, bytes) = match segment::read_frame(self.storage, name, at, self.segment.valid_end)?
         {
             Ok(x) => x,
@@ -706,23 +878,18 @@ fn write_segment(
             message: "an empty group of segments".into(),
         });
     };
-    let first_seq = head.scanned.header.first_seq;
+    let first_seq = head.first_seq;
     let file = compacted_segment_name(first_seq, generation);
     let temp = format!("{file}{TEMP_SUFFIX}");
-    let schema = BatchDecoder::new(&head.scanned.header.schema)
-        .map_err(|e| {
-            Error::arrow(
-                format!("segment {}: reading its schema", head.scanned.name),
-                e,
-            )
-        })?
+    let schema = BatchDecoder::new(&head.schema)
+        .map_err(|e| Error::arrow(format!("segment {}: reading its schema", head.name), e))?
         .schema();
     let encoder = BatchEncoder::new(&schema, options.compression)
         .map_err(|e| Error::arrow("encoding the tape schema", e))?;
     let header = SegmentHeader {
         first_seq,
         // The last replaced segment's number, so numbers still grow along the tape.
-        segment: tail.scanned.header.segment,
+        segment: tail.segment,
         prev_chain: *prev_chain,
         schema: encoder.schema_message().to_vec(),
     };
@@ -747,7 +914,7 @@ fn write_segment(
     seg.put(&header.encode())?;
     let frame_rows = options.frame_rows.max(1);
     for old in group {
-        let mut batches = Batches::of(storage, &old.scanned)?;
+        let mut batches = Batches::sealed(storage, &old.name)?;
         while let Some((seq, batch)) = batches.next_batch()? {
             seg.hold(seq, batch, frame_rows)?;
         }
@@ -771,7 +938,7 @@ fn write_segment(
         temp,
         CompactedFile {
             file,
-            segment: tail.scanned.header.segment,
+            segment: tail.segment,
             first_seq,
             rows: seg.rows,
             bytes: seg.bytes,
@@ -800,10 +967,10 @@ fn check_segment(storage: &dyn Storage, group: &[Chosen], temp: &str) -> Result<
         return Err(mismatch("does not hash to its footer's chain".into()));
     }
     // One frame of each side in memory at a time.
-    let mut fresh = Batches::of(storage, &new)?;
+    let mut fresh = Batches::of(storage, new)?;
     let mut current: Option<(u64, RecordBatch, usize)> = None;
     for old in group {
-        let mut batches = Batches::of(storage, &old.scanned)?;
+        let mut batches = Batches::sealed(storage, &old.name)?;
         while let Some((seq, batch)) = batches.next_batch()? {
             let mut at = 0usize;
             while at < batch.num_rows() {

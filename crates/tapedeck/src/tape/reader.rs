@@ -294,7 +294,21 @@ impl TapeReader {
             return Ok(Some(false));
         };
         let storage = self.storage.as_ref();
-        let (scanned, sealed) = match segment::open_indexed(storage, name)? {
+        let indexed = match segment::open_indexed(storage, name) {
+            Ok(indexed) => indexed,
+            // Removed since the list was read (a compaction replaced it, retention trimmed
+            // it): list again.
+            Err(e) if storage.len(name).ok().flatten().is_none() => {
+                self.listed = Arc::new(segment::list_live(storage)?);
+                if self.listed.iter().any(|(_, n)| n == name) {
+                    // Listed but not there to read: not a removal; looking again would loop.
+                    return Err(e);
+                }
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
+        };
+        let (scanned, sealed) = match indexed {
             Some(s) => (s, true),
             None => match segment::scan(storage, name)? {
                 Ok(s) => (s, false),
@@ -389,10 +403,18 @@ impl TapeReader {
         let Some(c) = self.cursor.as_mut() else {
             return Ok(false);
         };
-        let len = storage
+        let Some(len) = storage
             .len(&c.name)
             .map_err(|e| Error::io("read", storage.describe(&c.name), e))?
-            .unwrap_or(0);
+        else {
+            // Removed under the reader (sealed meanwhile, then replaced by a compaction or
+            // trimmed): the rows after its last known frame are in whatever holds them now.
+            let name = c.name.clone();
+            self.cursor = None;
+            self.storage.release(&name);
+            self.listed = Arc::new(segment::list_live(storage.as_ref())?);
+            return Ok(true);
+        };
         c.len = len;
         let mut grew = false;
         let mut expected = c.frames.last().map_or(c.first_seq, |f| f.header.end_seq());
@@ -472,20 +494,24 @@ impl TapeReader {
                 c.next += 1;
                 // A sealed segment's length is known; an open one may have grown.
                 let len = if c.sealed {
-                    c.len
+                    Some(c.len)
                 } else {
                     storage
                         .len(&c.name)
                         .map_err(|e| Error::io("read", storage.describe(&c.name), e))?
-                        .unwrap_or(0)
                 };
-                let read = match segment::read_frame(storage.as_ref(), &c.name, frame.offset, len) {
-                    Ok(read) => read,
-                    Err(e) => {
+                let read = len.map(|len| {
+                    segment::read_frame(storage.as_ref(), &c.name, frame.offset, len)
+                        .map(|read| (read, len))
+                });
+                let (read, len) = match read {
+                    Some(Ok(read)) => read,
+                    other => {
                         let name = c.name.clone();
-                        let gone = storage.len(&name).ok().flatten().is_none();
-                        if !gone {
-                            return Err(e);
+                        let gone = other.is_none() || storage.len(&name).ok().flatten().is_none();
+                        match other {
+                            Some(Err(e)) if !gone => return Err(e),
+                            _ => {}
                         }
                         // Removed under the reader: a compaction replaced it (its rows are in
                         // the new segment) or retention removed it (opening again says so).
@@ -567,12 +593,23 @@ impl TapeReader {
             }
             let sealed = self.cursor.as_ref().is_some_and(|c| c.sealed);
             if sealed {
-                // Next segment, if any.
-                let first = self.cursor.as_ref().map_or(0, |c| c.first_seq);
+                // Next segment, if any: the one holding the position — after this one, or
+                // (a compaction replaced this one) one that starts before it — else, past a
+                // gap, the first after the position.
+                let (first, current) = self
+                    .cursor
+                    .as_ref()
+                    .map_or((0, String::new()), |c| (c.first_seq, c.name.clone()));
                 let segs = self.segments_after(first)?;
-                if let Some((next_first, _)) = segs.get(segs.partition_point(|(f, _)| *f <= first))
-                {
-                    self.position = self.position.max(*next_first);
+                let cut = segs.partition_point(|(f, _)| *f <= self.position);
+                let holder = cut.checked_sub(1).and_then(|i| segs.get(i));
+                let next = if holder.is_some_and(|(_, n)| *n != current) {
+                    Some(self.position)
+                } else {
+                    segs.get(cut).map(|(f, _)| *f)
+                };
+                if let Some(next) = next {
+                    self.position = self.position.max(next);
                     // Done with it: no handle kept open on a file retention may remove.
                     if let Some(done) = self.cursor.take() {
                         self.storage.release(&done.name);

@@ -125,35 +125,22 @@ pub fn list(storage: &dyn Storage) -> Result<Vec<(u64, String)>> {
     Ok(v.into_iter().map(|(s, _, n)| (s, n)).collect())
 }
 
-/// The tape's segments, one for each row: [`list`] without the segments a committed
-/// compaction replaced and without a compaction's output that was never committed (see
-/// [`super::compact`]). Tapes never compacted read no manifest here.
+/// The tape's segments, one for each row: [`list`] as [`super::compact::live`] sees it (the
+/// files a finished compaction replaced, or the output of an unfinished one, left out). Tapes
+/// never compacted read no manifest here.
 pub fn list_live(storage: &dyn Storage) -> Result<Vec<(u64, String)>> {
-    let mut listed = list(storage)?;
+    let listed = list(storage)?;
     if !listed
         .iter()
         .any(|(_, n)| super::compact::is_compacted_name(n))
     {
         return Ok(listed);
     }
-    // A compaction commits after its files are in place: a listing taken before that and a
-    // manifest read after it would miss them, so such a listing is taken again.
-    for _ in 0..3 {
-        let records = super::manifest::read_only(storage)?;
-        match super::compact::live(&listed, &records) {
-            Ok(live) => return Ok(live),
-            Err(live) => {
-                std::thread::sleep(std::time::Duration::from_millis(20));
-                let again = list(storage)?;
-                if again == listed {
-                    return Ok(live);
-                }
-                listed = again;
-            }
-        }
-    }
+    // Listed before the manifest is read: a compaction appends its record before it renames
+    // its file into place and removes the old files after that, so the manifest read second
+    // never hides a file this listing needs.
     let records = super::manifest::read_only(storage)?;
-    Ok(super::compact::live(&listed, &records).unwrap_or_else(|live| live))
+    Ok(super::compact::live(&listed, &records))
 }
 
 /// Reads a segment's header. `Ok(Err(_))` when the bytes are not a valid header.

@@ -213,6 +213,7 @@ fn verify_once(storage: &dyn Storage, retry: bool) -> Result<Option<VerifyReport
         None => Some([0u8; 32]),
     };
     let mut expected_seq: Option<u64> = None;
+    let mut joins = super::compact::ChainJoins::of(&records);
     // The first of `names` still on the tape (retention may remove some while they are read).
     let mut kept = 0;
     for (i, name) in names.iter().enumerate() {
@@ -234,6 +235,7 @@ fn verify_once(storage: &dyn Storage, retry: bool) -> Result<Option<VerifyReport
                         prev_chain = rebase.chain;
                         expected_seq = Some(rebase.first_seq);
                         (records, damage) = (rebase.records, rebase.damage);
+                        joins = super::compact::ChainJoins::of(&records);
                         kept = i + 1;
                         continue;
                     }
@@ -273,7 +275,7 @@ fn verify_once(storage: &dyn Storage, retry: bool) -> Result<Option<VerifyReport
                 continue;
             }
         };
-        if prev_chain.is_some_and(|c| !super::compact::links(&c, &s.header.prev_chain, &records)) {
+        if prev_chain.is_some_and(|c| !joins.links(&c, &s.header.prev_chain, s.header.first_seq)) {
             report.problems.push(problem(
                 Some(32),
                 "header's previous-segment hash does not match the chain".into(),
@@ -501,7 +503,12 @@ fn whole_tape_problems(
         // A segment the listing did not see but that is there now was sealed after the
         // listing, beside a running writer: not missing. Nor is one the manifest, read again
         // now, records trimmed (retention beside a running writer removed it meanwhile).
-        let there_now = || storage.len(file).ok().flatten().is_some();
+        // A compaction's segment not renamed into place yet (the next writer does) is there
+        // under its temporary name, and the segments it replaces still hold its rows.
+        let there_now = || {
+            storage.len(file).ok().flatten().is_some()
+                || storage.len(&format!("{file}.new")).ok().flatten().is_some()
+        };
         if names.iter().any(|n| n == file) || there_now() {
             continue;
         }

@@ -410,20 +410,26 @@ impl TapeWatch {
     }
 
     /// Rewrites sealed segments into fewer segments of large frames, as `options` says; see
-    /// [`super::compact`]. Runs beside appends (it never touches the open segment) and never
-    /// beside a trim.
+    /// [`super::compact`]. Runs beside appends (it never touches the open segment); each new
+    /// segment is switched to while no trim runs.
     pub fn compact(
         &self,
         options: &super::compact::CompactOptions,
     ) -> Result<super::compact::CompactReport> {
-        let _trimming = lock(&self.0.trimming);
-        if lock(&self.0.inner).closing {
+        let closing = || lock(&self.0.inner).closing;
+        if closing() {
             return Err(Error::Tape {
                 path: self.0.storage.describe(""),
                 message: "the tape's writer is closing: nothing compacted".into(),
             });
         }
-        super::compact::compact(self.0.storage.as_ref(), &self.0.manifest, options)
+        super::compact::compact(
+            self.0.storage.as_ref(),
+            &self.0.manifest,
+            options,
+            &self.0.trimming,
+            &closing,
+        )
     }
 
     /// Rows acknowledged (durable under the policy).

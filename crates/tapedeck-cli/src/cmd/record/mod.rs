@@ -1,7 +1,7 @@
 //! `tapedeck record`: a source into sinks, directly through the pipe or, with `--tape`, onto a
 //! tape first with one delivery per sink (`tape.rs`); then the summary and the exit code.
 
-mod tape;
+pub(crate) mod tape;
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -24,6 +24,16 @@ pub enum TapeCompression {
     Zstd,
 }
 
+impl From<TapeCompression> for tapedeck::tape::Compression {
+    fn from(c: TapeCompression) -> Self {
+        match c {
+            TapeCompression::None => tapedeck::tape::Compression::None,
+            TapeCompression::Lz4 => tapedeck::tape::Compression::Lz4,
+            TapeCompression::Zstd => tapedeck::tape::Compression::Zstd,
+        }
+    }
+}
+
 /// Parses `--fsync`: always, never or interval:DUR.
 pub fn parse_fsync(s: &str) -> Result<FsyncPolicy, String> {
     s.parse()
@@ -33,11 +43,7 @@ pub fn parse_fsync(s: &str) -> Result<FsyncPolicy, String> {
 pub fn options(args: &Args) -> TapeOptions {
     TapeOptions {
         fsync: args.fsync,
-        compression: match args.compression {
-            TapeCompression::None => tapedeck::tape::Compression::None,
-            TapeCompression::Lz4 => tapedeck::tape::Compression::Lz4,
-            TapeCompression::Zstd => tapedeck::tape::Compression::Zstd,
-        },
+        compression: args.compression.into(),
         segment_bytes: args.segment_bytes.max(1 << 12),
         segment_age: None,
         frame_rows: args.frame_rows.max(1),
