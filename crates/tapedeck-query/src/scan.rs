@@ -476,6 +476,9 @@ struct FrameReader {
     done: bool,
 }
 
+/// What `frame_bytes` says of a segment removed since the snapshot listed it.
+const SEGMENT_GONE: &str = "the segment was removed since the query began";
+
 impl FrameReader {
     /// The whole frame at `frame.offset` of segment `k` (header, payload, CRC), from the chunk
     /// in hand or a new one; `Err` with what is wrong if it does not check out.
@@ -540,15 +543,16 @@ impl FrameReader {
             }
             .clamp(FRAME_HEADER as u64, room);
             let mut buf = vec![0u8; want as usize];
-            snap.storage
-                .read_at(&seg.name, frame.offset, &mut buf)
-                .map_err(|e| match e.kind() {
-                    std::io::ErrorKind::NotFound => tapedeck::Error::Tape {
-                        path: snap.storage.describe(&seg.name),
-                        message: "the segment was removed while the query read it (`tapedeck compact` replaced it, or retention trimmed it): run the query again, it reads the tape as it is now".into(),
-                    },
-                    _ => tapedeck::Error::io("read", snap.storage.describe(&seg.name), e),
-                })?;
+            if let Err(e) = snap.storage.read_at(&seg.name, frame.offset, &mut buf) {
+                if e.kind() == std::io::ErrorKind::NotFound {
+                    // Removed since the snapshot listed it: its rows are read where they are
+                    // now (`next_frame`).
+                    return Ok(Err(SEGMENT_GONE.into()));
+                }
+                return Err(
+                    tapedeck::Error::io("read", snap.storage.describe(&seg.name), e).into(),
+                );
+            }
             ScanStats::add(&self.part.stats.bytes_read, want);
             self.chunk = Some(Chunk {
                 segment: k,
@@ -603,6 +607,7 @@ impl FrameReader {
             self.next += 1;
             let batch = match self.frame_bytes(j, k, &frame)? {
                 Ok((header, bytes)) => self.part.decode(k, &frame, &header, &bytes)?,
+                Err(problem) if problem == SEGMENT_GONE => self.part.decode_moved(k, &frame)?,
                 Err(problem) => self
                     .part
                     .damage(&frame, self.part.damaged(k, &frame, problem))?,
@@ -710,6 +715,73 @@ impl FramePartition {
                 );
             }
         };
+        self.assemble(k, frame, decoded)
+    }
+
+    /// The rows of `frame` of segment `k` after the segment was removed under the query (a
+    /// compaction replaced it — the rows are in the new segment, with the same schema — or
+    /// retention trimmed it, which is an error naming the first row left): read by sequence
+    /// number from wherever the tape holds them now.
+    fn decode_moved(&self, k: usize, frame: &FrameInfo) -> Result<Option<RecordBatch>> {
+        let snap = &self.snapshot;
+        let seg = &snap.segments[k];
+        let end = frame.first_seq.saturating_add(u64::from(frame.rows));
+        let reader = tapedeck::tape::TapeReader::open_storage(
+            snap.storage.clone(),
+            tapedeck::tape::StartAt::Seq(frame.first_seq),
+        )?
+        .until(Some(end));
+        let mut batches = Vec::new();
+        let mut next = frame.first_seq;
+        for item in reader {
+            let (first, batch) = item?;
+            if first != next {
+                break;
+            }
+            next = first.saturating_add(batch.num_rows() as u64);
+            batches.push(batch);
+        }
+        let gone = |what: String| {
+            QueryError::from(tapedeck::Error::Tape {
+                path: snap.storage.describe(&seg.name),
+                message: format!(
+                    "the segment was removed while the query read it, and {what}: run the query again"
+                ),
+            })
+        };
+        if next != end {
+            return Err(gone(format!(
+                "rows {next}..{end} are not on the tape any more"
+            )));
+        }
+        let Some(first) = batches.first() else {
+            return Err(gone("its rows were not found".into()));
+        };
+        let whole = arrow_select::concat::concat_batches(&first.schema(), &batches)
+            .map_err(|e| gone(format!("its rows do not join: {e}")))?;
+        let wanted: Vec<usize> = self
+            .projection
+            .iter()
+            .filter_map(|&c| seg.columns.get(c).copied().flatten())
+            .collect();
+        let decoded = whole.project(&wanted).map_err(|e| {
+            gone(format!(
+                "its rows no longer have the segment's columns: {e}"
+            ))
+        })?;
+        self.assemble(k, frame, decoded)
+    }
+
+    /// A frame's decoded columns (`decoded`, the projection's segment columns in order) as a
+    /// batch of the query's schema, cut to the scan's window.
+    fn assemble(
+        &self,
+        k: usize,
+        frame: &FrameInfo,
+        decoded: RecordBatch,
+    ) -> Result<Option<RecordBatch>> {
+        let snap = &self.snapshot;
+        let seg = &snap.segments[k];
         let n = decoded.num_rows();
         if n != frame.rows as usize {
             return self.damage(

@@ -6,10 +6,9 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use tapedeck::tape::compact::{Before, CompactOptions};
-use tapedeck::tape::{TapeOptions, TapeWriter};
 
 use super::record::tape::TapeCompression;
-use crate::report::{EXIT_FAILED, EXIT_OK, fail, human_bytes};
+use crate::report::{EXIT_OK, fail, human_bytes};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -56,30 +55,19 @@ one record in the tape's MANIFEST switch to it; the old files go after that. A c
 leaves the old tape or the new one (the next writer finishes the switch). The old chain's last
 hash is kept in that record and the new chain starts from it, so `verify` still proves the
 whole history (it lists each compaction). Readers, `tail -f` and `tapedeck deliver` started
-beside it (they read beside the lock holder) go on undisturbed; a `query` that was reading a
-replaced segment says so — run it again. Segments with damage stay as they are (the range stops
+beside it (they read beside the lock holder) and queries go on undisturbed: a reader whose
+segment is replaced reads the same rows from the new one. Segments with damage stay as they are (the range stops
 before them). Needs the tape's writer lock: stop the recording first. A compacted tape needs this
 tapedeck version or a newer one.";
 
 /// Runs `tapedeck compact`; returns the exit code.
 pub fn run(args: &Args) -> u8 {
-    if !args.dir.is_dir() {
-        eprintln!(
-            "error: {} is not a tape directory (a tape is made by `tapedeck record --tape DIR`)",
-            args.dir.display()
-        );
-        return EXIT_FAILED;
-    }
-    let writer = match TapeWriter::open(&args.dir, TapeOptions::default()) {
+    let writer = match super::open_tape_writer(
+        &args.dir,
+        "a recorder (or a delivery) holds the tape; compact it once that has stopped",
+    ) {
         Ok(w) => w,
-        Err(e @ tapedeck::Error::TapeLocked { .. }) => {
-            eprintln!("error: {e}");
-            eprintln!(
-                "hint: a recorder (or a delivery) holds the tape; compact it once that has stopped"
-            );
-            return EXIT_FAILED;
-        }
-        Err(e) => return fail(&e),
+        Err(code) => return code,
     };
     let options = CompactOptions {
         before: args.before.unwrap_or_default(),

@@ -59,3 +59,25 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 pub fn tape_storage(dir: &Path) -> Result<Arc<dyn Storage>, Error> {
     tapedeck::tape::verify::storage_for(dir)
 }
+
+/// Opens the tape in `dir` for a command that changes it (`trim`, `compact`): recovered and
+/// locked as any writer does. On an error it has been printed (with `hint` when another
+/// process holds the tape) and the exit code is returned.
+pub fn open_tape_writer(dir: &Path, hint: &str) -> Result<tapedeck::tape::TapeWriter, u8> {
+    if !dir.is_dir() {
+        eprintln!(
+            "error: {} is not a tape directory (a tape is made by `tapedeck record --tape DIR`)",
+            dir.display()
+        );
+        return Err(crate::report::EXIT_FAILED);
+    }
+    match tapedeck::tape::TapeWriter::open(dir, tapedeck::tape::TapeOptions::default()) {
+        Ok(w) => Ok(w),
+        Err(e @ Error::TapeLocked { .. }) => {
+            eprintln!("error: {e}");
+            eprintln!("hint: {hint}");
+            Err(crate::report::EXIT_FAILED)
+        }
+        Err(e) => Err(crate::report::fail(&e)),
+    }
+}

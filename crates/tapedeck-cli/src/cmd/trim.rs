@@ -6,7 +6,6 @@ use std::path::PathBuf;
 
 use tapedeck::deliver::status;
 use tapedeck::tape::retention::Retention;
-use tapedeck::tape::{TapeOptions, TapeWriter};
 
 use crate::report::{EXIT_FAILED, EXIT_OK, fail, human_bytes};
 
@@ -50,21 +49,12 @@ writer lock: on a tape being recorded, use `record --retain SIZE|AGE` instead.";
 
 /// Runs `tapedeck trim`; returns the exit code.
 pub fn run(args: &Args) -> u8 {
-    if !args.dir.is_dir() {
-        eprintln!(
-            "error: {} is not a tape directory (a tape is made by `tapedeck record --tape DIR`)",
-            args.dir.display()
-        );
-        return EXIT_FAILED;
-    }
-    let writer = match TapeWriter::open(&args.dir, TapeOptions::default()) {
+    let writer = match super::open_tape_writer(
+        &args.dir,
+        "a recorder holds the tape; give it `--retain SIZE|AGE` instead",
+    ) {
         Ok(w) => w,
-        Err(e @ tapedeck::Error::TapeLocked { .. }) => {
-            eprintln!("error: {e}");
-            eprintln!("hint: a recorder holds the tape; give it `--retain SIZE|AGE` instead");
-            return EXIT_FAILED;
-        }
-        Err(e) => return fail(&e),
+        Err(code) => return code,
     };
     let statuses = match status::read_all_strict(&args.dir) {
         Ok(s) => s,

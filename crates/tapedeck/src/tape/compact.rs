@@ -64,16 +64,12 @@ pub enum Before {
 impl std::str::FromStr for Before {
     type Err = String;
     fn from_str(s: &str) -> std::result::Result<Before, String> {
-        if let Some(n) = s.strip_prefix("seq:") {
-            return n
-                .parse()
-                .map(Before::Seq)
-                .map_err(|_| format!("`{n}` is not a sequence number"));
-        }
-        if let Some(t) = s.strip_prefix("time:") {
-            return crate::record::time::parse_timestamp(t)
-                .map(Before::Time)
-                .ok_or_else(|| format!("`{t}` is not an ISO 8601 time"));
+        use super::reader::{SeqOrTime, seq_or_time};
+        match seq_or_time(s) {
+            Some(Ok(SeqOrTime::Seq(n))) => return Ok(Before::Seq(n)),
+            Some(Ok(SeqOrTime::Time(t))) => return Ok(Before::Time(t)),
+            Some(Err(e)) => return Err(e),
+            None => {}
         }
         if let Ok(n) = s.parse() {
             return Ok(Before::Seq(n));

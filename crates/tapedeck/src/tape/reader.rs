@@ -93,16 +93,11 @@ impl std::str::FromStr for StartAt {
             "start" => Ok(StartAt::Start),
             "end" => Ok(StartAt::End),
             _ => {
-                if let Some(n) = s.strip_prefix("seq:") {
-                    return n
-                        .parse()
-                        .map(StartAt::Seq)
-                        .map_err(|_| format!("`{n}` is not a sequence number"));
-                }
-                if let Some(t) = s.strip_prefix("time:") {
-                    return crate::record::time::parse_timestamp(t)
-                        .map(StartAt::Time)
-                        .ok_or_else(|| format!("`{t}` is not an ISO 8601 time"));
+                match seq_or_time(s) {
+                    Some(Ok(SeqOrTime::Seq(n))) => return Ok(StartAt::Seq(n)),
+                    Some(Ok(SeqOrTime::Time(t))) => return Ok(StartAt::Time(t)),
+                    Some(Err(e)) => return Err(e),
+                    None => {}
                 }
                 Err(format!(
                     "`{s}` is not a position; use start, end, seq:N or time:2026-01-01T00:00:00Z"
@@ -110,6 +105,32 @@ impl std::str::FromStr for StartAt {
             }
         }
     }
+}
+
+/// A position written `seq:N` or `time:T`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SeqOrTime {
+    /// `seq:N`.
+    Seq(u64),
+    /// `time:T` (µs since the epoch, UTC).
+    Time(i64),
+}
+
+/// Parses `seq:N` or `time:T` (ISO 8601); `None` when `s` has neither prefix.
+pub(crate) fn seq_or_time(s: &str) -> Option<std::result::Result<SeqOrTime, String>> {
+    if let Some(n) = s.strip_prefix("seq:") {
+        return Some(
+            n.parse()
+                .map(SeqOrTime::Seq)
+                .map_err(|_| format!("`{n}` is not a sequence number")),
+        );
+    }
+    let t = s.strip_prefix("time:")?;
+    Some(
+        crate::record::time::parse_timestamp(t)
+            .map(SeqOrTime::Time)
+            .ok_or_else(|| format!("`{t}` is not an ISO 8601 time")),
+    )
 }
 
 struct Cursor {
