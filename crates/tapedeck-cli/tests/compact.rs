@@ -54,8 +54,11 @@ fn compact_rewrites_small_frames_and_the_tape_answers_the_same() {
 
     let dry = ok(run(&["compact", t, "--dry-run"]));
     assert!(dry.contains("would rewrite rows 0..3000"), "{dry}");
-    let out = ok(run(&["compact", t]));
+    let done = run(&["compact", t]);
+    let progress = String::from_utf8_lossy(&done.stderr).into_owned();
+    let out = ok(done);
     assert!(out.contains("rewritten"), "{out}");
+    assert!(progress.contains("rows 0..3000 rewritten"), "{progress}");
     let json = ok(run(&["compact", t, "--json"]));
     let v: serde_json::Value = serde_json::from_str(json.trim()).unwrap();
     assert_eq!(v["replaced"].as_array().map(Vec::len), Some(0), "{v}");

@@ -272,6 +272,8 @@ fn damage_first_segment(tape: &Path) -> Vec<tapedeck::tape::reader::Unreadable> 
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0x40;
     std::fs::write(&segs[0], bytes).unwrap();
+    // As a new process finds it: the frames this one decoded before the damage are forgotten.
+    tapedeck::tape::frame_cache::global().clear();
     let mut reader =
         tapedeck::tape::TapeReader::open(tape, tapedeck::tape::StartAt::Start).unwrap();
     while reader.next_batch().unwrap().is_some() {}

@@ -77,7 +77,26 @@ pub fn run(args: &Args) -> u8 {
         apply: !args.dry_run,
     };
     let started = Instant::now();
-    let report = match writer.watch().compact(&options) {
+    // Progress on stderr, a line per new segment: a large tape takes a while.
+    let quiet = args.json || args.dry_run;
+    let mut progress = |r: &tapedeck::tape::compact::CompactReport| {
+        if !quiet {
+            eprintln!(
+                "  rows {}..{} rewritten: {} segments -> {}, {} -> {} ({:.0} rows/s)",
+                r.first_seq,
+                r.first_seq.saturating_add(r.rows),
+                r.replaced.len(),
+                r.files.len(),
+                human_bytes(r.bytes_before),
+                human_bytes(r.bytes_after),
+                r.rows as f64 / started.elapsed().as_secs_f64().max(1e-9)
+            );
+        }
+    };
+    let report = match writer
+        .watch()
+        .compact_with_progress(&options, &mut progress)
+    {
         Ok(r) => r,
         Err(e) => {
             let _ = writer.close();

@@ -381,13 +381,15 @@ struct Chosen {
 
 /// Compacts the tape in `storage`, whose manifest is `manifest` (the caller holds the tape's
 /// writer); see the module docs. Each new segment is written and switched while `trim_lock`
-/// is held (retention takes it too); `closing` says to stop between two.
+/// is held (retention takes it too); `closing` says to stop between two; `progress` is told
+/// what is done after each.
 pub(crate) fn compact(
     storage: &dyn Storage,
     manifest: &Manifest,
     options: &CompactOptions,
     trim_lock: &std::sync::Mutex<()>,
     closing: &dyn Fn() -> bool,
+    progress: &mut dyn FnMut(&CompactReport),
 ) -> Result<CompactReport> {
     let lock = || {
         trim_lock
@@ -432,6 +434,7 @@ pub(crate) fn compact(
             ));
             break;
         }
+        progress(&report);
     }
     Ok(report)
 }

@@ -16,6 +16,7 @@ pub mod acked;
 pub mod codec;
 pub mod compact;
 pub mod format;
+pub mod frame_cache;
 pub mod id;
 pub mod manifest;
 pub mod reader;

@@ -135,6 +135,8 @@ pub(crate) fn seq_or_time(s: &str) -> Option<std::result::Result<SeqOrTime, Stri
 
 struct Cursor {
     name: String,
+    /// `name`, shared with the frame cache's keys.
+    key: Arc<str>,
     first_seq: u64,
     frames: Vec<FrameRef>,
     next: usize,
@@ -167,6 +169,9 @@ pub struct TapeReader {
     trim_before: Option<i64>,
     /// Blocks of a batch read for [`TapeReader::next_record`] and not yet handed out.
     pending_blocks: std::collections::VecDeque<crate::record::Block>,
+    /// The tape's id when frames are shared through the process's frame cache (a reader
+    /// opened on a directory: [`super::frame_cache`]).
+    cache_tape: Option<Arc<str>>,
 }
 
 impl std::fmt::Debug for TapeReader {
@@ -190,6 +195,12 @@ impl TapeReader {
         let storage = FsStorage::new(dir).map_err(|e| Error::io("open", dir, e))?;
         let mut r = TapeReader::open_storage(Arc::new(storage), start)?;
         r.name = dir.display().to_string();
+        // Readers of one tape directory in this process share the frames they decode; a tape
+        // without an id (never opened by a writer) is not cached.
+        r.cache_tape = super::id::read_or_create(r.storage.as_ref(), false)
+            .ok()
+            .flatten()
+            .map(Arc::from);
         Ok(r)
     }
 
@@ -209,6 +220,7 @@ impl TapeReader {
             listed: Arc::new(Vec::new()),
             pending_blocks: std::collections::VecDeque::new(),
             trim_before: None,
+            cache_tape: None,
         };
         // A tape trimmed by retention starts after its removed rows.
         let trimmed =
@@ -407,6 +419,7 @@ impl TapeReader {
         }
         self.cursor = Some(Cursor {
             name: name.clone(),
+            key: Arc::from(name.as_str()),
             first_seq: scanned.header.first_seq,
             scan_from: scanned.valid_end,
             len: scanned.file_len,
@@ -513,77 +526,102 @@ impl TapeReader {
                     return Ok(None);
                 }
                 c.next += 1;
-                // A sealed segment's length is known; an open one may have grown.
-                let len = if c.sealed {
-                    Some(c.len)
-                } else {
-                    storage
-                        .len(&c.name)
-                        .map_err(|e| Error::io("read", storage.describe(&c.name), e))?
-                };
-                let read = len.map(|len| {
-                    segment::read_frame(storage.as_ref(), &c.name, frame.offset, len)
-                        .map(|read| (read, len))
+                // Decoded moments ago by another reader of this tape in this process?
+                let hit = self.cache_tape.as_ref().and_then(|tape| {
+                    super::frame_cache::global().get(
+                        tape,
+                        &c.key,
+                        frame.offset,
+                        frame.header.first_seq,
+                        frame.header.rows as usize,
+                    )
                 });
-                let (read, len) = match read {
-                    Some(Ok(read)) => read,
-                    other => {
-                        let name = c.name.clone();
-                        let gone = other.is_none() || storage.len(&name).ok().flatten().is_none();
-                        match other {
-                            Some(Err(e)) if !gone => return Err(e),
-                            _ => {}
+                let (first_seq, end_seq, batch) = if let Some(batch) = hit {
+                    (frame.header.first_seq, frame.header.end_seq(), batch)
+                } else {
+                    // A sealed segment's length is known; an open one may have grown.
+                    let len = if c.sealed {
+                        Some(c.len)
+                    } else {
+                        storage
+                            .len(&c.name)
+                            .map_err(|e| Error::io("read", storage.describe(&c.name), e))?
+                    };
+                    let read = len.map(|len| {
+                        segment::read_frame(storage.as_ref(), &c.name, frame.offset, len)
+                            .map(|read| (read, len))
+                    });
+                    let (read, len) = match read {
+                        Some(Ok(read)) => read,
+                        other => {
+                            let name = c.name.clone();
+                            let gone =
+                                other.is_none() || storage.len(&name).ok().flatten().is_none();
+                            match other {
+                                Some(Err(e)) if !gone => return Err(e),
+                                _ => {}
+                            }
+                            // Removed under the reader: a compaction replaced it (its rows are in
+                            // the new segment) or retention removed it (opening again says so).
+                            // The frame was not read: look for the segment holding the position.
+                            self.cursor = None;
+                            self.storage.release(&name);
+                            self.listed = Arc::new(segment::list_live(storage.as_ref())?);
+                            continue;
                         }
-                        // Removed under the reader: a compaction replaced it (its rows are in
-                        // the new segment) or retention removed it (opening again says so).
-                        // The frame was not read: look for the segment holding the position.
-                        self.cursor = None;
-                        self.storage.release(&name);
-                        self.listed = Arc::new(segment::list_live(storage.as_ref())?);
-                        continue;
-                    }
-                };
-                let (h, bytes) = match read {
-                    Ok(x) => x,
-                    Err(problem) => {
-                        tracing::warn!(
-                            "{}: segment {} frame at byte {}: {problem}; skipped",
-                            self.name,
-                            c.name,
-                            frame.offset
+                    };
+                    let (h, bytes) = match read {
+                        Ok(x) => x,
+                        Err(problem) => {
+                            tracing::warn!(
+                                "{}: segment {} frame at byte {}: {problem}; skipped",
+                                self.name,
+                                c.name,
+                                frame.offset
+                            );
+                            self.skipped_frames += 1;
+                            let end = c.frames.get(c.next).map_or(len, |f| f.offset);
+                            self.unreadable.push(Unreadable {
+                                from: frame.header.first_seq,
+                                to: frame.header.end_seq(),
+                                segment: Some(c.name.clone()),
+                                bytes: Some((frame.offset, end)),
+                                why: problem.to_string(),
+                            });
+                            continue;
+                        }
+                    };
+                    // The frame's bytes become the batch's buffers (no copy of the payload):
+                    // `read_frame` checked that the frame holds its header and trailer.
+                    let payload_len = bytes
+                        .len()
+                        .saturating_sub(super::format::FRAME_HEADER + super::format::FRAME_TRAILER);
+                    let payload = arrow_buffer::Buffer::from_vec(bytes)
+                        .slice_with_length(super::format::FRAME_HEADER, payload_len);
+                    let batch = c
+                        .decoder
+                        .decode_buffer(payload, h.time_deltas)
+                        .map_err(|e| {
+                            Error::arrow(
+                                format!("segment {} frame at byte {}", c.name, frame.offset),
+                                e,
+                            )
+                        })?;
+                    if let Some(tape) = &self.cache_tape {
+                        super::frame_cache::global().put(
+                            tape,
+                            &c.key,
+                            frame.offset,
+                            h.first_seq,
+                            &batch,
                         );
-                        self.skipped_frames += 1;
-                        let end = c.frames.get(c.next).map_or(len, |f| f.offset);
-                        self.unreadable.push(Unreadable {
-                            from: frame.header.first_seq,
-                            to: frame.header.end_seq(),
-                            segment: Some(c.name.clone()),
-                            bytes: Some((frame.offset, end)),
-                            why: problem.to_string(),
-                        });
-                        continue;
                     }
+                    (h.first_seq, h.end_seq(), batch)
                 };
-                // The frame's bytes become the batch's buffers (no copy of the payload):
-                // `read_frame` checked that the frame holds its header and trailer.
-                let payload_len = bytes
-                    .len()
-                    .saturating_sub(super::format::FRAME_HEADER + super::format::FRAME_TRAILER);
-                let payload = arrow_buffer::Buffer::from_vec(bytes)
-                    .slice_with_length(super::format::FRAME_HEADER, payload_len);
-                let batch = c
-                    .decoder
-                    .decode_buffer(payload, h.time_deltas)
-                    .map_err(|e| {
-                        Error::arrow(
-                            format!("segment {} frame at byte {}", c.name, frame.offset),
-                            e,
-                        )
-                    })?;
-                if h.end_seq() <= self.position {
+                if end_seq <= self.position {
                     continue;
                 }
-                let mut skip = self.position.saturating_sub(h.first_seq) as usize;
+                let mut skip = self.position.saturating_sub(first_seq) as usize;
                 if let Some(t) = self.trim_before {
                     // `--from time:T` found the first frame that reaches T; rows before T in
                     // it (and in any frame before the first row that reaches it) are left out.
@@ -593,7 +631,7 @@ impl TapeReader {
                             self.trim_before = None;
                         }
                         None => {
-                            self.position = h.end_seq();
+                            self.position = end_seq;
                             continue;
                         }
                     }
@@ -601,10 +639,10 @@ impl TapeReader {
                 let mut take = batch.num_rows() - skip.min(batch.num_rows());
                 if let Some(u) = self.until {
                     // `first_seq < u` (checked above) and `position < u`: no underflow.
-                    let left = u.saturating_sub(self.position.max(h.first_seq));
+                    let left = u.saturating_sub(self.position.max(first_seq));
                     take = take.min(usize::try_from(left).unwrap_or(usize::MAX));
                 }
-                let first = h.first_seq + skip as u64;
+                let first = first_seq + skip as u64;
                 self.position = first + take as u64;
                 self.idle = Duration::from_millis(5);
                 return Ok(Some((first, batch.slice(skip, take))));

@@ -416,6 +416,15 @@ impl TapeWatch {
         &self,
         options: &super::compact::CompactOptions,
     ) -> Result<super::compact::CompactReport> {
+        self.compact_with_progress(options, &mut |_| {})
+    }
+
+    /// [`TapeWatch::compact`], telling `progress` what is done so far after each new segment.
+    pub fn compact_with_progress(
+        &self,
+        options: &super::compact::CompactOptions,
+        progress: &mut dyn FnMut(&super::compact::CompactReport),
+    ) -> Result<super::compact::CompactReport> {
         let closing = || lock(&self.0.inner).closing;
         if closing() {
             return Err(Error::Tape {
@@ -429,6 +438,7 @@ impl TapeWatch {
             options,
             &self.0.trimming,
             &closing,
+            progress,
         )
     }
 
