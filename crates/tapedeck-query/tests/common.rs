@@ -119,15 +119,19 @@ pub fn query_with(
     sql: &str,
     options: TapeTableOptions,
 ) -> Result<Vec<RecordBatch>, QueryError> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .build()
-        .unwrap();
-    rt.block_on(async {
+    runtime().block_on(async {
         let ctx = tapedeck_query::session();
         tapedeck_query::register_tape_with(&ctx, "tape", tape, options)?;
         run(&ctx, sql).await
     })
+}
+
+/// A runtime for a test's queries.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .build()
+        .unwrap()
 }
 
 pub fn query(tape: &Path, sql: &str) -> Result<Vec<RecordBatch>, QueryError> {

@@ -526,11 +526,7 @@ fn a_query_planned_before_a_compaction_answers_the_same_after_it() {
     );
     let segments_before = segments(&f.tape).len();
     assert!(segments_before > 40, "{segments_before} segments");
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .build()
-        .unwrap();
-    rt.block_on(async {
+    runtime().block_on(async {
         let ctx = tapedeck_query::session();
         // The snapshot is taken here, listing the segments as they are.
         tapedeck_query::register_tape_with(&ctx, "tape", &f.tape, TapeTableOptions::default())

@@ -11,7 +11,9 @@
 
 use std::time::Instant;
 
-use tapedeck::source::sim_alicat::AlicatSim;
+#[path = "common/mod.rs"]
+mod common;
+
 use tapedeck::tape::compact::CompactOptions;
 use tapedeck::tape::verify::inspect;
 use tapedeck::tape::{StartAt, TapeOptions, TapeReader, TapeWriter};
@@ -58,21 +60,12 @@ fn main() {
     );
     for run in 0..runs {
         let dir = base.join(format!("compact-bench-{}-{run}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
         let options = TapeOptions {
             frame_rows: 1,
             segment_bytes: 16 << 20,
             ..TapeOptions::default()
         };
-        let w = TapeWriter::open(&dir, options).unwrap_or_else(|e| panic!("{e}"));
-        let sim = AlicatSim::new(None, 0.0);
-        for first in (0..rows).step_by(64) {
-            let b = sim
-                .batch(first as u64, 64.min(rows - first))
-                .unwrap_or_else(|e| panic!("{e}"));
-            w.submit(&b).unwrap_or_else(|e| panic!("{e}"));
-        }
-        w.close().unwrap_or_else(|e| panic!("{e}"));
+        common::record_alicat(&dir, rows, options);
         let storage = tapedeck::tape::verify::storage_for(&dir).unwrap_or_else(|e| panic!("{e}"));
         let before = inspect(storage.as_ref()).unwrap_or_else(|e| panic!("{e}"));
         let bytes_before = tape_bytes(&dir);

@@ -19,6 +19,9 @@ use arrow_ipc::reader::StreamReader;
 use arrow_ipc::writer::{IpcWriteOptions, StreamWriter};
 use arrow_schema::{DataType, Field, Schema};
 use tapedeck::source::sim_alicat::AlicatSim;
+
+#[path = "common/mod.rs"]
+mod common;
 use tapedeck::source::sim_daq::DaqSim;
 
 /// Encodes `frames` as one IPC stream at `level` (`None`: uncompressed); returns the bytes of
@@ -94,18 +97,8 @@ fn report(workload: &str, frames: &[RecordBatch]) {
 
 /// Records `rows` alicat rows onto a new tape in `dir` as `record` does; prints bytes per row.
 fn tape(dir: &std::path::Path, rows: usize) {
-    let _ = std::fs::remove_dir_all(dir);
-    let w = tapedeck::tape::TapeWriter::open(dir, tapedeck::tape::TapeOptions::default())
-        .unwrap_or_else(|e| panic!("{e}"));
-    let sim = AlicatSim::new(None, 0.0);
     let t = Instant::now();
-    for first in (0..rows).step_by(64) {
-        let b = sim
-            .batch(first as u64, 64.min(rows - first))
-            .unwrap_or_else(|e| panic!("{e}"));
-        w.submit(&b).unwrap_or_else(|e| panic!("{e}"));
-    }
-    w.close().unwrap_or_else(|e| panic!("{e}"));
+    common::record_alicat(dir, rows, tapedeck::tape::TapeOptions::default());
     let secs = t.elapsed().as_secs_f64();
     let bytes: u64 = std::fs::read_dir(dir)
         .unwrap_or_else(|e| panic!("{e}"))

@@ -15,8 +15,10 @@
 
 use std::time::Instant;
 
-use tapedeck::source::sim_alicat::AlicatSim;
-use tapedeck::tape::{StartAt, TapeOptions, TapeReader, TapeWriter};
+use tapedeck::tape::{StartAt, TapeOptions, TapeReader};
+
+#[path = "common/mod.rs"]
+mod common;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -29,16 +31,7 @@ fn main() {
         .map(std::path::PathBuf::from)
         .unwrap_or_else(std::env::temp_dir);
     let dir = base.join(format!("shared-reads-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let w = TapeWriter::open(&dir, TapeOptions::default()).unwrap_or_else(|e| panic!("{e}"));
-    let sim = AlicatSim::new(None, 0.0);
-    for first in (0..rows).step_by(64) {
-        let b = sim
-            .batch(first as u64, 64.min(rows - first))
-            .unwrap_or_else(|e| panic!("{e}"));
-        w.submit(&b).unwrap_or_else(|e| panic!("{e}"));
-    }
-    w.close().unwrap_or_else(|e| panic!("{e}"));
+    common::record_alicat(&dir, rows, TapeOptions::default());
     let mut secs = Vec::new();
     for run in 0..runs {
         let t = Instant::now();

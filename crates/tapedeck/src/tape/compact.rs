@@ -411,7 +411,14 @@ pub(crate) fn compact(
     let groups: Vec<&[Chosen]> = group(&chosen, options.segment_bytes)
         .into_iter()
         .filter(|g| match g {
-            [one] => one.frames > (one.end_seq - one.first_seq).div_ceil(frame_rows).max(1),
+            [one] => {
+                one.frames
+                    > one
+                        .end_seq
+                        .saturating_sub(one.first_seq)
+                        .div_ceil(frame_rows)
+                        .max(1)
+            }
             _ => true,
         })
         .collect();
