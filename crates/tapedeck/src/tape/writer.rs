@@ -18,6 +18,7 @@
 //! the next: group commit. Segments roll at `segment_bytes` or `segment_age`, and on a schema
 //! change.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -181,10 +182,15 @@ struct Shared {
     /// Held while retention trims the tape; taken by `shutdown` so that no trim runs once the
     /// writer (and with it the tape's lock) is gone.
     trimming: Mutex<()>,
+    /// `Inner::durable_seq` as last published, readable without the lock: asking for the
+    /// acknowledged position never waits behind a frame being compressed and hashed.
+    acknowledged: AtomicU64,
 }
 
-/// Publishes `seq` as the acknowledged position, if this tape publishes one.
+/// Publishes `seq` as the acknowledged position: to [`TapeWatch::durable_seq`], and to readers
+/// in other processes if this tape publishes one.
 fn publish(shared: &Shared, seq: u64) {
+    shared.acknowledged.fetch_max(seq, Ordering::Release);
     if let Some(p) = lock(&shared.publisher).as_mut() {
         p.publish(seq);
     }
@@ -444,7 +450,7 @@ impl TapeWatch {
 
     /// Rows acknowledged (durable under the policy).
     pub fn durable_seq(&self) -> u64 {
-        lock(&self.0.inner).durable_seq
+        self.0.acknowledged.load(Ordering::Acquire)
     }
 
     /// The writer is waiting for space on a full disk (acknowledging nothing), if it is.
@@ -578,6 +584,7 @@ impl TapeWriter {
             idle: Condvar::new(),
             publisher: Mutex::new(None),
             trimming: Mutex::new(()),
+            acknowledged: AtomicU64::new(state.end_seq),
         });
         let committer = {
             let s = shared.clone();
@@ -624,7 +631,7 @@ impl TapeWriter {
 
     /// Rows acknowledged so far (sequence numbers below this are durable under the policy).
     pub fn durable_seq(&self) -> u64 {
-        lock(&self.shared.inner).durable_seq
+        self.shared.acknowledged.load(Ordering::Acquire)
     }
 
     /// The writer is waiting for space on a full disk (acknowledging nothing), if it is; see
@@ -777,6 +784,7 @@ fn flush(shared: &Shared) -> Result<()> {
     }
     if shared.options.fsync == FsyncPolicy::Never {
         inner.durable_seq = inner.durable_seq.max(inner.written_seq);
+        publish(shared, inner.durable_seq);
         shared.durable.notify_all();
     }
     Ok(())
@@ -1652,4 +1660,38 @@ fn take_lock(dir: &std::path::Path) -> Result<std::fs::File> {
     f.seek(SeekFrom::Start(0)).map_err(io)?;
     writeln!(f, "pid {}", std::process::id()).map_err(io)?;
     Ok(f)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow_array::{ArrayRef, Int64Array};
+
+    /// Issue 17, item 2: the acknowledged position is answered while the writer's lock is
+    /// held (as while a large frame is compressed and hashed), not after.
+    #[test]
+    fn durable_seq_is_answered_while_the_writer_is_busy() {
+        let storage = Arc::new(crate::storage::MemStorage::new());
+        let w = TapeWriter::open_storage(storage, TapeOptions::default())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let n: ArrayRef = Arc::new(Int64Array::from_iter_values(0..10));
+        let batch = RecordBatch::try_from_iter([("n", n)]).unwrap_or_else(|e| panic!("{e}"));
+        w.append(&batch).unwrap_or_else(|e| panic!("{e}"));
+        w.wait_durable(10).unwrap_or_else(|e| panic!("{e}"));
+        let watch = w.watch();
+        let busy = lock(&w.shared.inner);
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(watch.durable_seq());
+        });
+        let answered = rx.recv_timeout(Duration::from_secs(10));
+        drop(busy);
+        assert_eq!(
+            answered.ok(),
+            Some(10),
+            "durable_seq waited for the writer's lock"
+        );
+        assert_eq!(w.durable_seq(), 10);
+        w.close().unwrap_or_else(|e| panic!("{e}"));
+    }
 }
