@@ -73,6 +73,7 @@ pub struct ScanStats {
     bytes_read: AtomicU64,
     rows_decoded: AtomicU64,
     rows_damaged: AtomicU64,
+    rows_moved: AtomicU64,
 }
 
 /// A reading of [`ScanStats`].
@@ -95,6 +96,9 @@ pub struct ScanReport {
     pub rows_decoded: u64,
     /// Damaged rows left out (with `skip_damage`).
     pub rows_damaged: u64,
+    /// Rows read from where they are now because a compaction replaced the segment the
+    /// snapshot listed while the query ran.
+    pub rows_moved: u64,
 }
 
 impl ScanStats {
@@ -113,6 +117,7 @@ impl ScanStats {
             bytes_total: bytes_total.saturating_mul(scans.max(1)),
             rows_decoded: get(&self.rows_decoded),
             rows_damaged: get(&self.rows_damaged),
+            rows_moved: get(&self.rows_moved),
         }
     }
 }
@@ -764,6 +769,7 @@ impl FramePartition {
             .iter()
             .filter_map(|&c| seg.columns.get(c).copied().flatten())
             .collect();
+        ScanStats::add(&self.stats.rows_moved, u64::from(frame.rows));
         let decoded = whole.project(&wanted).map_err(|e| {
             gone(format!(
                 "its rows no longer have the segment's columns: {e}"

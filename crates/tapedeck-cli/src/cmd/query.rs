@@ -340,10 +340,13 @@ mod engine {
                 s.bytes_read,
                 s.bytes_total,
                 s.rows_decoded,
-                if s.rows_damaged > 0 {
-                    format!(", {} damaged rows left out", s.rows_damaged)
-                } else {
-                    String::new()
+                match (s.rows_damaged, s.rows_moved) {
+                    (0, 0) => String::new(),
+                    (d, 0) => format!(", {d} damaged rows left out"),
+                    (0, m) => format!(", {m} rows read where a compaction moved them"),
+                    (d, m) => format!(
+                        ", {d} damaged rows left out, {m} rows read where a compaction moved them"
+                    ),
                 },
                 elapsed.as_secs_f64()
             );
