@@ -550,3 +550,31 @@ fn a_reader_on_an_open_segment_that_is_sealed_and_compacted_goes_on() {
     assert_eq!(got, read_all(storage.clone()));
     assert_eq!(got.len(), 600);
 }
+
+/// An error after some new segments were switched to: those stay, the rest of the range is as
+/// it was, the report says what stopped it, and the tape reads and verifies the same.
+#[test]
+fn an_error_part_way_keeps_what_was_switched_and_says_so() {
+    let mem = MemStorage::new();
+    let storage: Arc<dyn Storage> = Arc::new(mem.clone());
+    let w = record(storage.clone(), 300, 4096);
+    let before = read_all(storage.clone());
+    // New segments of about 8 KiB of old bytes; the second one's file cannot be created.
+    mem.fail_nth(Op::Create, 1, Fault::NoSpace);
+    let report = w
+        .watch()
+        .compact(&CompactOptions {
+            segment_bytes: 8192,
+            ..CompactOptions::default()
+        })
+        .unwrap();
+    mem.clear_faults();
+    assert_eq!(report.files.len(), 1, "{report:?}");
+    let why = report.error.clone().unwrap_or_default();
+    assert!(why.contains("stopped after 1 new segments"), "{why}");
+    w.close().unwrap();
+    assert_eq!(read_all(storage.clone()), before);
+    let v = verify(storage.as_ref()).unwrap();
+    assert!(v.problems.is_empty(), "{:#?}", v.problems);
+    assert_eq!(v.compactions.len(), 1);
+}

@@ -8,7 +8,7 @@ use std::time::Instant;
 use tapedeck::tape::compact::{Before, CompactOptions};
 
 use super::record::tape::TapeCompression;
-use crate::report::{EXIT_OK, fail, human_bytes};
+use crate::report::{EXIT_FAILED, EXIT_OK, fail, human_bytes};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -57,7 +57,8 @@ hash is kept in that record and the new chain starts from it, so `verify` still 
 whole history (it lists each compaction). Readers, `tail -f` and `tapedeck deliver` started
 beside it (they read beside the lock holder) and queries go on undisturbed: a reader whose
 segment is replaced reads the same rows from the new one. Segments with damage stay as they are (the range stops
-before them). Needs the tape's writer lock: stop the recording first. A compacted tape needs this
+before them). Needs the tape's writer lock: stop the recording first. Exit 1 when an error (a full disk, say)
+stops it part way: the segments rewritten before it stay, the rest is as it was. A compacted tape needs this
 tapedeck version or a newer one.";
 
 /// Runs `tapedeck compact`; returns the exit code.
@@ -107,6 +108,13 @@ pub fn run(args: &Args) -> u8 {
     if let Err(e) = writer.close() {
         return fail(&e);
     }
+    // Stopped by an error after switching some segments: what was done stays, and says so,
+    // but the run did not do what was asked.
+    let code = if report.error.is_some() {
+        EXIT_FAILED
+    } else {
+        EXIT_OK
+    };
     if args.json {
         let mut value = serde_json::to_value(&report).unwrap_or_default();
         if let Some(map) = value.as_object_mut() {
@@ -114,7 +122,12 @@ pub fn run(args: &Args) -> u8 {
             map.insert("seconds".into(), seconds.into());
         }
         println!("{value}");
-        return EXIT_OK;
+        return code;
+    }
+    if let Some(e) = &report.error {
+        eprintln!(
+            "error: {e} (the segments rewritten before it stay; run `tapedeck compact` again for the rest)"
+        );
     }
     if let Some(why) = &report.stopped {
         println!("stopped early: {why}");
@@ -154,5 +167,5 @@ pub fn run(args: &Args) -> u8 {
         human_bytes(report.bytes_before),
         human_bytes(report.bytes_after)
     );
-    EXIT_OK
+    code
 }

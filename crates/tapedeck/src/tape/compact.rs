@@ -135,6 +135,9 @@ pub struct CompactReport {
     /// Why the range ends before the bound asked for, if it does for another reason than an
     /// open segment (a damaged segment, quarantined bytes).
     pub stopped: Option<String>,
+    /// The error that stopped the compaction after some new segments were switched to (those
+    /// stay; the rest of the range is as it was). An error before any is returned instead.
+    pub error: Option<String>,
 }
 
 /// Whether `name` is a segment written by a compaction.
@@ -435,7 +438,7 @@ pub(crate) fn compact(
                 return Err(e);
             }
             // What was switched before stays switched; say where it stopped.
-            report.stopped = Some(format!(
+            report.error = Some(format!(
                 "stopped after {} new segments: {e}",
                 report.files.len()
             ));
