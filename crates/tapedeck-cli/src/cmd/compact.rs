@@ -51,15 +51,15 @@ pub const HELP: &str = "Examples:
 For tapes of many small frames — a slow source, or a tape written before frames were sized for
 the disk: fewer, larger frames compress better and read faster. One new segment at a time is
 written beside the segments it replaces, read back and compared row by row, and only then does
-one record in the tape's MANIFEST switch to it; the old files go after that. A crash at any point
-leaves the old tape or the new one (the next writer finishes the switch). The old chain's last
-hash is kept in that record and the new chain starts from it, so `verify` still proves the
+one record in the tape's MANIFEST switch to it; the old files go after that. A crash at any
+point leaves the old tape or the new one (the next writer finishes the switch). The old chain's
+last hash is kept in that record and the new chain starts from it, so `verify` still proves the
 whole history (it lists each compaction). Readers, `tail -f` and `tapedeck deliver` started
 beside it (they read beside the lock holder) and queries go on undisturbed: a reader whose
-segment is replaced reads the same rows from the new one. Segments with damage stay as they are (the range stops
-before them). Needs the tape's writer lock: stop the recording first. Exit 1 when an error (a full disk, say)
-stops it part way: the segments rewritten before it stay, the rest is as it was. A compacted tape needs this
-tapedeck version or a newer one.";
+segment is replaced reads the same rows from the new one. Segments with damage stay as they are
+(the range stops before them). Needs the tape's writer lock: stop the recording first. Exit 1
+when an error (a full disk, say) stops it part way: the segments rewritten before it stay, the
+rest is as it was. A compacted tape needs this tapedeck version or a newer one.";
 
 /// Runs `tapedeck compact`; returns the exit code.
 pub fn run(args: &Args) -> u8 {
