@@ -481,8 +481,13 @@ struct FrameReader {
     done: bool,
 }
 
-/// What `frame_bytes` says of a segment removed since the snapshot listed it.
-const SEGMENT_GONE: &str = "the segment was removed since the query began";
+/// Why `frame_bytes` has no frame to give.
+enum FrameProblem {
+    /// The bytes are damaged: what is wrong.
+    Damaged(String),
+    /// The segment was removed since the snapshot listed it (a compaction moved its rows).
+    Gone,
+}
 
 impl FrameReader {
     /// The whole frame at `frame.offset` of segment `k` (header, payload, CRC), from the chunk
@@ -492,7 +497,8 @@ impl FrameReader {
         j: usize,
         k: usize,
         frame: &FrameInfo,
-    ) -> Result<std::result::Result<(FrameHeader, arrow_buffer::Buffer), String>> {
+    ) -> Result<std::result::Result<(FrameHeader, arrow_buffer::Buffer), FrameProblem>> {
+        let damaged = FrameProblem::Damaged;
         let snap = &self.part.snapshot;
         let seg = &snap.segments[k];
         for attempt in 0..2 {
@@ -514,30 +520,32 @@ impl FrameReader {
                             ),
                         }));
                     }
-                    Err(e) => return Ok(Err(format!("the frame fails its check: {e}"))),
+                    Err(e) => return Ok(Err(damaged(format!("the frame fails its check: {e}")))),
                 };
                 let len = header.frame_len();
                 if at + len <= c.bytes.len() {
                     let bytes = c.bytes.slice_with_length(at, len);
                     return Ok(match header.check(&bytes) {
                         Ok(_) => Ok((header, bytes)),
-                        Err(e) => Err(format!("the frame fails its check: {e}")),
+                        Err(e) => Err(damaged(format!("the frame fails its check: {e}"))),
                     });
                 }
                 if attempt == 1 {
                     // A new chunk was read from this frame and it still does not fit: the
                     // header's length runs past what the segment holds.
-                    return Ok(Err(format!(
+                    return Ok(Err(damaged(format!(
                         "the frame fails its check: its length ({len} bytes) runs past the \
                          segment's frames"
-                    )));
+                    ))));
                 }
             }
             // Read a chunk from this frame on: at least its header, at most to the segment's
             // last frame.
             let room = seg.limit.saturating_sub(frame.offset);
             if room < FRAME_HEADER as u64 {
-                return Ok(Err("the frame lies past the segment's frames".into()));
+                return Ok(Err(damaged(
+                    "the frame lies past the segment's frames".into(),
+                )));
             }
             let want = match in_hand {
                 // The frame is longer than a chunk: read all of it.
@@ -552,7 +560,7 @@ impl FrameReader {
                 if e.kind() == std::io::ErrorKind::NotFound {
                     // Removed since the snapshot listed it: its rows are read where they are
                     // now (`next_frame`).
-                    return Ok(Err(SEGMENT_GONE.into()));
+                    return Ok(Err(FrameProblem::Gone));
                 }
                 return Err(
                     tapedeck::Error::io("read", snap.storage.describe(&seg.name), e).into(),
@@ -565,7 +573,7 @@ impl FrameReader {
                 bytes: arrow_buffer::Buffer::from_vec(buf),
             });
         }
-        Ok(Err("the frame cannot be read whole".into()))
+        Ok(Err(damaged("the frame cannot be read whole".into())))
     }
 
     /// Where the run of wanted frames that starts with work item `j` ends in its segment (the
@@ -612,8 +620,8 @@ impl FrameReader {
             self.next += 1;
             let batch = match self.frame_bytes(j, k, &frame)? {
                 Ok((header, bytes)) => self.part.decode(k, &frame, &header, &bytes)?,
-                Err(problem) if problem == SEGMENT_GONE => self.part.decode_moved(k, &frame)?,
-                Err(problem) => self
+                Err(FrameProblem::Gone) => self.part.decode_moved(k, &frame)?,
+                Err(FrameProblem::Damaged(problem)) => self
                     .part
                     .damage(&frame, self.part.damaged(k, &frame, problem))?,
             };

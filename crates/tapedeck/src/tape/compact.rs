@@ -310,12 +310,11 @@ impl ChainJoins {
 pub fn finish(storage: &dyn Storage, records: &[Record]) -> Result<usize> {
     let c = Compactions::of(records);
     let mut done = 0;
-    let list = |storage: &dyn Storage| {
-        storage
-            .list()
-            .map_err(|e| Error::io("list", storage.describe(""), e))
-    };
-    let mut names: HashSet<String> = list(storage)?.into_iter().collect();
+    let mut names: HashSet<String> = storage
+        .list()
+        .map_err(|e| Error::io("list", storage.describe(""), e))?
+        .into_iter()
+        .collect();
     let named: HashSet<&str> = c
         .records
         .iter()
@@ -957,17 +956,17 @@ fn write_segment(
     ))
 }
 
-/// Reads the new segment `temp` back — every frame's CRC, the footer, the chain — and compares
+/// Reads the new segment `temp` back — the footer, the chain, every frame's CRC — and compares
 /// its rows with those of the old segments it replaces.
 fn check_segment(storage: &dyn Storage, group: &[Chosen], temp: &str) -> Result<()> {
     let mismatch = |what: String| Error::Tape {
         path: storage.describe(temp),
         message: format!("compaction stopped, nothing changed: the rewritten segment {what}"),
     };
-    let new = match segment::scan(storage, temp)? {
-        Ok(s) if s.gaps.is_empty() && s.torn_bytes() == 0 => s,
-        Ok(_) => return Err(mismatch("does not read back whole".into())),
-        Err(bad) => return Err(mismatch(format!("has a bad header ({})", bad.problem))),
+    // From its footer: reading its frames below checks each one's CRC and that they run on
+    // without a gap to the footer's end.
+    let Some(new) = segment::open_indexed(storage, temp)? else {
+        return Err(mismatch("has no valid header or footer".into()));
     };
     let (Some(footer), Some(at)) = (&new.footer, new.footer_offset) else {
         return Err(mismatch("has no valid footer".into()));

@@ -172,6 +172,8 @@ pub struct TapeReader {
     /// The tape's id when frames are shared through the process's frame cache (a reader
     /// opened on a directory: [`super::frame_cache`]).
     cache_tape: Option<Arc<str>>,
+    /// The manifest as last read for listing (see [`segment::list_live_with`]).
+    manifest: segment::ManifestMemo,
 }
 
 impl std::fmt::Debug for TapeReader {
@@ -221,6 +223,7 @@ impl TapeReader {
             pending_blocks: std::collections::VecDeque::new(),
             trim_before: None,
             cache_tape: None,
+            manifest: segment::ManifestMemo::default(),
         };
         // A tape trimmed by retention starts after its removed rows.
         let trimmed =
@@ -302,12 +305,27 @@ impl TapeReader {
         }
     }
 
+    /// The tape's live segments ([`segment::list_live_with`], the manifest read only when it
+    /// grew).
+    fn list_live(&mut self) -> Result<Vec<(u64, String)>> {
+        segment::list_live_with(self.storage.as_ref(), &mut self.manifest)
+    }
+
+    /// Forgets the segment `name`, which was removed under the reader, and lists the tape
+    /// again: the next read opens whichever segment holds the position now.
+    fn drop_removed(&mut self, name: &str) -> Result<()> {
+        self.cursor = None;
+        self.storage.release(name);
+        self.listed = Arc::new(self.list_live()?);
+        Ok(())
+    }
+
     /// The tape's segments, listed again only when the cached list has none after `at` (the
     /// reader is at the tail): a tape of 10,000 segments is read without 10,000 directory
     /// listings.
     fn segments_after(&mut self, at: u64) -> Result<Arc<Vec<(u64, String)>>> {
         if self.listed.last().is_none_or(|(f, _)| *f <= at) {
-            self.listed = Arc::new(segment::list_live(self.storage.as_ref())?);
+            self.listed = Arc::new(self.list_live()?);
         }
         Ok(self.listed.clone())
     }
@@ -332,7 +350,7 @@ impl TapeReader {
             // Removed since the list was read (a compaction replaced it, retention trimmed
             // it): list again.
             Err(e) if storage.len(name).ok().flatten().is_none() => {
-                self.listed = Arc::new(segment::list_live(storage)?);
+                self.listed = Arc::new(self.list_live()?);
                 if self.listed.iter().any(|(_, n)| n == name) {
                     // Listed but not there to read: not a removal; looking again would loop.
                     return Err(e);
@@ -364,7 +382,7 @@ impl TapeReader {
                                 first,
                             });
                         }
-                        self.listed = Arc::new(segment::list_live(storage)?);
+                        self.listed = Arc::new(self.list_live()?);
                         return Ok(None);
                     }
                     // A later segment exists: this header is damage, not one still being
@@ -444,9 +462,7 @@ impl TapeReader {
             // Removed under the reader (sealed meanwhile, then replaced by a compaction or
             // trimmed): the rows after its last known frame are in whatever holds them now.
             let name = c.name.clone();
-            self.cursor = None;
-            self.storage.release(&name);
-            self.listed = Arc::new(segment::list_live(storage.as_ref())?);
+            self.drop_removed(&name)?;
             return Ok(true);
         };
         c.len = len;
@@ -564,9 +580,7 @@ impl TapeReader {
                             // Removed under the reader: a compaction replaced it (its rows are in
                             // the new segment) or retention removed it (opening again says so).
                             // The frame was not read: look for the segment holding the position.
-                            self.cursor = None;
-                            self.storage.release(&name);
-                            self.listed = Arc::new(segment::list_live(storage.as_ref())?);
+                            self.drop_removed(&name)?;
                             continue;
                         }
                     };
@@ -680,7 +694,7 @@ impl TapeReader {
                 // A later segment may have appeared while this one had no footer. The writer
                 // finishes a segment before it starts the next, so one more look collects the
                 // frames written since the last one, and then this segment is done.
-                let segs = segment::list_live(storage.as_ref())?;
+                let segs = self.list_live()?;
                 let first = self.cursor.as_ref().map_or(0, |c| c.first_seq);
                 if segs.iter().any(|(f, _)| *f > first) {
                     self.grow()?;

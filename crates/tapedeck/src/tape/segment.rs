@@ -129,6 +129,22 @@ pub fn list(storage: &dyn Storage) -> Result<Vec<(u64, String)>> {
 /// files a finished compaction replaced, or the output of an unfinished one, left out). Tapes
 /// never compacted read no manifest here.
 pub fn list_live(storage: &dyn Storage) -> Result<Vec<(u64, String)>> {
+    list_live_with(storage, &mut ManifestMemo::default())
+}
+
+/// The manifest's records as last read, with its length then: a reader that lists the tape
+/// again and again (following it) reads the manifest only when it has grown.
+#[derive(Debug, Default)]
+pub struct ManifestMemo(Option<(u64, std::sync::Arc<Vec<super::manifest::Record>>)>);
+
+/// [`list_live`], reading the manifest only if it changed length since `memo` was filled.
+/// Records read late are safe here: a compaction appends its record before it moves or
+/// removes a file, so the files a stale read keeps are still whole, and one removed under a
+/// reader sends it back here after the manifest has grown.
+pub fn list_live_with(
+    storage: &dyn Storage,
+    memo: &mut ManifestMemo,
+) -> Result<Vec<(u64, String)>> {
     let listed = list(storage)?;
     if !listed
         .iter()
@@ -139,7 +155,18 @@ pub fn list_live(storage: &dyn Storage) -> Result<Vec<(u64, String)>> {
     // Listed before the manifest is read: a compaction appends its record before it renames
     // its file into place and removes the old files after that, so the manifest read second
     // never hides a file this listing needs.
-    let records = super::manifest::read_only(storage)?;
+    let len = storage
+        .len(super::manifest::MANIFEST)
+        .map_err(|e| io_err(storage, super::manifest::MANIFEST, e))?
+        .unwrap_or(0);
+    let records = match &memo.0 {
+        Some((seen, records)) if *seen == len => records.clone(),
+        _ => {
+            let records = std::sync::Arc::new(super::manifest::read_only(storage)?);
+            memo.0 = Some((len, records.clone()));
+            records
+        }
+    };
     Ok(super::compact::live(&listed, &records))
 }
 
