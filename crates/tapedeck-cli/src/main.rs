@@ -58,6 +58,12 @@ enum Command {
     /// Rewrite a tape's sealed segments into fewer segments of large frames (every row kept, the chain still provable).
     #[command(after_long_help = cmd::compact::HELP)]
     Compact(cmd::compact::Args),
+    /// Archive a text file (CSV, JSON lines, a log, any lines) losslessly as a queryable tape.
+    #[command(after_long_help = cmd::pack::PACK_HELP)]
+    Pack(cmd::pack::PackArgs),
+    /// Restore a packed file byte for byte, checking its SHA-256.
+    #[command(after_long_help = cmd::pack::UNPACK_HELP)]
+    Unpack(cmd::pack::UnpackArgs),
     /// List every sink scheme with its URI parameters and their defaults.
     Sinks(cmd::sinks::Args),
     /// Run SQL over a tape, also while it is being recorded; print the result or write it to a sink.
@@ -100,6 +106,11 @@ fn main() -> ExitCode {
         }
         Command::Trim(args) => cmd::trim::run(&args),
         Command::Compact(args) => cmd::compact::run(&args),
+        Command::Pack(args) => cmd::pack::run_pack(&args),
+        Command::Unpack(args) => {
+            quiet_on_closed_pipe();
+            cmd::pack::run_unpack(&args)
+        }
         Command::Query(args) => {
             quiet_on_closed_pipe();
             cmd::query::run(&args)

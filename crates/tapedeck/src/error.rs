@@ -386,6 +386,21 @@ pub enum Error {
         /// The OS error number of the failure (`ENOSPC`, `EIO`), when it was one.
         os_error: Option<i32>,
     },
+    /// A pack (`tapedeck pack`, `docs/pack-format.md`) that cannot be written, read or
+    /// restored: its bytes do not match what its trailer promises, a frame is damaged, or it is
+    /// not a pack.
+    #[error("pack `{path}`{}: {message}", at_frame(*.frame, *.offset))]
+    Pack {
+        /// The pack directory (or the input being packed).
+        path: PathBuf,
+        /// The frame involved (0-based, in tape order), when one is.
+        frame: Option<u64>,
+        /// The byte offset involved: in the original input while packing, in the restored
+        /// output while unpacking.
+        offset: Option<u64>,
+        /// What is wrong and what to do.
+        message: String,
+    },
     /// An Arrow operation failed.
     #[error("{context}: {source}")]
     Arrow {
@@ -395,6 +410,15 @@ pub enum Error {
         #[source]
         source: ArrowError,
     },
+}
+
+fn at_frame(frame: Option<u64>, offset: Option<u64>) -> String {
+    match (frame, offset) {
+        (Some(f), Some(o)) => format!(", frame {f}, byte {o}"),
+        (Some(f), None) => format!(", frame {f}"),
+        (None, Some(o)) => format!(", byte {o}"),
+        (None, None) => String::new(),
+    }
 }
 
 impl Error {

@@ -9,6 +9,7 @@
 //! - [`journal`] — crash-safe, audited state: JSON Patch records with CRCs, snapshots;
 //! - [`tape`] — the checksummed, segmented log every record lands on first;
 //! - [`dtraw`] — dtollib's raw-counts file format;
+//! - [`pack`] — a text file archived losslessly as a tape, byte for byte;
 //! - [`source`] — simulators, line readers, `.dt-raw` files and tapes, opened by URI;
 //! - [`sink`] — the [`Sink`](sink::Sink) trait and its backends (the tape among them), opened
 //!   by URI;
@@ -40,6 +41,7 @@ pub mod error;
 pub mod journal;
 #[cfg(feature = "nats")]
 pub mod nats;
+pub mod pack;
 pub mod pipe;
 pub mod record;
 pub mod recorder;

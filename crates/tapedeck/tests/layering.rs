@@ -35,7 +35,8 @@ use std::path::{Path, PathBuf};
 ///    readers and writers of records. They know no `Source` or `Sink` trait, so a format can be
 ///    read and checked (`verify`) without the pipeline, and could become a crate of its own.
 /// 6. `source`: the `Source` trait and every way records come in — simulators, line readers,
-///    and the formats made sources (a `.dt-raw` file, a tape being replayed).
+///    and the formats made sources (a `.dt-raw` file, a tape being replayed). `pack`, beside
+///    it: a text file archived as a tape, built on the tape alone.
 /// 7. `sink`: the `Sink` trait and every destination — the file and database sinks, the tape
 ///    as a sink, and what the sinks keep for a delivery (the cursor file, the cursor row). A sink
 ///    comes after the sources only so that its tests may use a simulator for data.
@@ -49,7 +50,7 @@ const LAYERS: &[&[&str]] = &[
     &["record", "durability"],
     &["journal"],
     &["dtraw", "tape", "nats"],
-    &["source"],
+    &["source", "pack"],
     &["sink"],
     &["deliver", "pipe"],
     &["recorder"],

@@ -29,9 +29,22 @@ pub fn run(args: &Args) -> u8 {
         .and_then(|r| r.end_seq())
         .unwrap_or(0);
     let deliveries = deliveries_now(&args.dir, end);
+    // A pack (`tapedeck pack`) is a tape with a trailer: say what it holds.
+    let pack = args
+        .dir
+        .join(tapedeck::pack::TRAILER)
+        .exists()
+        .then(|| tapedeck::pack::read_trailer(&args.dir));
     if args.json {
         let mut value = serde_json::to_value(&info).unwrap_or_default();
         if let Some(obj) = value.as_object_mut() {
+            if let Some(p) = &pack {
+                let v = match p {
+                    Ok(t) => serde_json::to_value(t).unwrap_or_default(),
+                    Err(e) => serde_json::json!({ "error": e.to_string() }),
+                };
+                obj.insert("pack".into(), v);
+            }
             obj.insert("end_seq".into(), end.into());
             obj.insert(
                 "deliveries".into(),
@@ -46,6 +59,26 @@ pub fn run(args: &Args) -> u8 {
     }
     let iso = tapedeck::record::time::iso_micros;
     println!("tape {}", args.dir.display());
+    match &pack {
+        Some(Ok(t)) => println!(
+            "pack: {} of {} ({} bytes, {} records; ratio {:.2}), {} frames ({} plain), zstd level {}, sha256 {}",
+            t.layout.format(),
+            t.name.as_deref().unwrap_or("standard input"),
+            t.bytes,
+            t.records,
+            if info.bytes > 0 {
+                t.bytes as f64 / info.bytes as f64
+            } else {
+                0.0
+            },
+            t.frames,
+            t.raw_frames,
+            t.level,
+            t.sha256
+        ),
+        Some(Err(e)) => println!("pack: {e}"),
+        None => {}
+    }
     println!("schema:");
     for f in &info.schema {
         println!("  {f}");

@@ -6,6 +6,7 @@ pub mod deliver;
 pub mod import;
 pub mod inspect;
 pub mod meta;
+pub mod pack;
 pub mod query;
 pub mod record;
 pub mod replay;

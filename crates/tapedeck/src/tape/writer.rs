@@ -45,6 +45,9 @@ pub struct TapeOptions {
     pub fsync: FsyncPolicy,
     /// Payload compression.
     pub compression: Compression,
+    /// The zstd level (1–22; `None`: zstd's default, 3). Higher levels make smaller frames
+    /// more slowly; readers need nothing to read them (`tapedeck pack` uses this).
+    pub zstd_level: Option<i32>,
     /// Roll to a new segment past this size.
     pub segment_bytes: u64,
     /// Roll to a new segment past this age.
@@ -69,6 +72,7 @@ impl Default for TapeOptions {
         TapeOptions {
             fsync: FsyncPolicy::default(),
             compression: Compression::Zstd,
+            zstd_level: None,
             segment_bytes: 256 << 20,
             segment_age: None,
             frame_rows: DEFAULT_FRAME_ROWS,
@@ -1071,8 +1075,12 @@ fn cut_frame(shared: &Shared, inner: &mut Inner) -> Result<()> {
 }
 
 fn start_segment(shared: &Shared, inner: &mut Inner, schema: &SchemaRef) -> Result<()> {
-    let encoder = BatchEncoder::new(schema, shared.options.compression)
-        .map_err(|e| Error::arrow("encoding the tape schema", e))?;
+    let encoder = BatchEncoder::with_level(
+        schema,
+        shared.options.compression,
+        shared.options.zstd_level,
+    )
+    .map_err(|e| Error::arrow("encoding the tape schema", e))?;
     let header = SegmentHeader {
         first_seq: inner.next_seq,
         segment: inner.next_segment,

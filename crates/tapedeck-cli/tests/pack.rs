@@ -1,0 +1,252 @@
+//! `tapedeck pack` / `unpack`: a file comes back byte for byte, a pack is a tape that
+//! `verify`, `inspect`, `tail` and `query` read, and bad input or a damaged pack is a clear
+//! error with the right exit code and no output left behind.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+fn run(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_tapedeck"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn ok(o: Output) -> String {
+    assert!(
+        o.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn sample_csv(path: &Path) -> Vec<u8> {
+    let mut input = b"carrier,flight,dep_delay,origin\r\n".to_vec();
+    for i in 0..3000 {
+        let delay = if i % 11 == 0 {
+            "NA".to_string()
+        } else {
+            format!("{}", i % 40 - 5)
+        };
+        input.extend(
+            format!(
+                "{},{},{delay},\"{}\"\r\n",
+                ["UA", "AA", "DL", "B6"][i % 4],
+                100 + i,
+                ["EWR", "LGA", "JFK"][i % 3]
+            )
+            .as_bytes(),
+        );
+    }
+    std::fs::write(path, &input).unwrap();
+    input
+}
+
+#[test]
+fn a_file_packs_unpacks_and_is_a_tape_the_other_commands_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("flights.csv");
+    let input = sample_csv(&csv);
+    let pack = dir.path().join("flights.tdpack");
+    let out = run(&["pack", s(&csv), s(&pack)]);
+    let progress = String::from_utf8_lossy(&out.stderr).into_owned();
+    let summary = ok(out);
+    assert!(
+        summary.contains("csv") && summary.contains("sha256"),
+        "{summary}"
+    );
+    assert!(
+        progress.contains("ratio") && progress.contains("MB/s"),
+        "{progress}"
+    );
+
+    let back = dir.path().join("back.csv");
+    ok(run(&["unpack", s(&pack), s(&back)]));
+    assert!(std::fs::read(&back).unwrap() == input);
+    // To standard output too.
+    let o = ok_bytes(run(&["unpack", s(&pack), "-"]));
+    assert!(o == input);
+
+    ok(run(&["verify", s(&pack)]));
+    let inspect = ok(run(&["inspect", s(&pack)]));
+    assert!(
+        inspect.contains("pack: csv of") && inspect.contains("3000 records"),
+        "{inspect}"
+    );
+    let tail = ok(run(&["tail", s(&pack), "--from", "seq:2998"]));
+    assert!(tail.contains("flight"), "{tail}");
+    // SQL over the pack's columns, without unpacking: `NA` delays are nulls, the quoted
+    // origins plain text.
+    let q = ok(run(&[
+        "query",
+        s(&pack),
+        "SELECT carrier, count(*) AS n, count(dep_delay) AS delays, min(origin) AS o FROM tape GROUP BY carrier ORDER BY carrier",
+        "--format",
+        "csv",
+    ]));
+    assert_eq!(
+        q,
+        "carrier,n,delays,o\nAA,750,682,EWR\nB6,750,682,EWR\nDL,750,682,EWR\nUA,750,681,EWR\n"
+    );
+}
+
+fn ok_bytes(o: Output) -> Vec<u8> {
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    o.stdout
+}
+
+#[test]
+fn standard_input_packs_and_bad_arguments_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let pack = dir.path().join("in.tdpack");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tapedeck"))
+        .args(["pack", "-", s(&pack), "--format", "log"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let input = b"2026-11-30T10:00:00Z a\n2026-11-30T10:00:01Z b\nno time\n".to_vec();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(&input).unwrap();
+    ok(child.wait_with_output().unwrap());
+    assert!(ok_bytes(run(&["unpack", s(&pack), "-"])) == input);
+    let q = ok(run(&[
+        "query",
+        s(&pack),
+        "SELECT count(time) AS t, count(*) AS n FROM tape",
+        "--format",
+        "csv",
+    ]));
+    assert_eq!(q, "t,n\n2,3\n");
+
+    for bad in [
+        vec!["pack", "x", "y", "--format", "xml"],
+        vec!["pack", "x", "y", "--level", "0"],
+        vec!["pack", "x", "y", "--chunk-lines", "0"],
+        vec!["unpack"],
+    ] {
+        let o = run(&bad);
+        assert_eq!(o.status.code(), Some(2), "{bad:?}");
+        assert!(!o.stderr.is_empty());
+    }
+    // A missing input, an existing output, not a pack: exit 1 with the path named.
+    let o = run(&[
+        "pack",
+        s(&dir.path().join("missing.csv")),
+        s(&dir.path().join("m")),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("missing.csv"));
+    let o = run(&["pack", s(&pack), s(&pack)]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("already exists"));
+    let o = run(&["unpack", s(dir.path()), s(&dir.path().join("out"))]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("not a pack"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(!dir.path().join("out").exists());
+}
+
+#[test]
+fn a_damaged_pack_fails_loudly_and_leaves_no_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("a.csv");
+    sample_csv(&csv);
+    let pack = dir.path().join("a.tdpack");
+    ok(run(&["pack", s(&csv), s(&pack), "--chunk-lines", "500"]));
+    let seg: PathBuf = std::fs::read_dir(&pack)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "tape"))
+        .unwrap();
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x10;
+    std::fs::write(&seg, &bytes).unwrap();
+    let out = dir.path().join("restored.csv");
+    let o = run(&["unpack", s(&pack), s(&out)]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("frame") && err.contains("byte"), "{err}");
+    assert!(!out.exists());
+    assert!(std::fs::read_dir(dir.path()).unwrap().all(|e| {
+        !e.unwrap()
+            .file_name()
+            .to_string_lossy()
+            .contains(".partial")
+    }));
+}
+
+/// DuckDB from the test venv (`scripts/test`); `None`, with the reason, outside CI.
+fn python_with_duckdb() -> Option<String> {
+    let python = std::env::var("TAPEDECK_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+    if Command::new(&python)
+        .args(["-c", "import duckdb"])
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        return Some(python);
+    }
+    let why =
+        format!("`{python}` cannot import duckdb; `bash scripts/test` prepares a Python that can");
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true")
+            && std::env::var_os("TAPEDECK_TEST_PYTHON").is_none(),
+        "{why}"
+    );
+    eprintln!("SKIPPED: {why}");
+    None
+}
+
+#[test]
+fn a_group_by_over_packed_flights_equals_duckdb_over_the_csv() {
+    let Some(python) = python_with_duckdb() else {
+        return;
+    };
+    let corpora = std::env::var_os("TAPEDECK_TEST_CORPORA").map(PathBuf::from);
+    let Some(flights) = corpora
+        .map(|c| c.join("flights.csv"))
+        .filter(|p| p.is_file())
+    else {
+        let why = "no flights.csv: `bash scripts/test` fetches it and sets TAPEDECK_TEST_CORPORA";
+        assert!(std::env::var("CI").as_deref() != Ok("true"), "{why}");
+        eprintln!("SKIPPED: {why}");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let pack = dir.path().join("flights.tdpack");
+    ok(run(&["pack", s(&flights), s(&pack), "--level", "3"]));
+    let sql = "SELECT carrier, origin, count(*) AS n, sum(distance) AS d, min(dep_delay) AS lo, max(dep_delay) AS hi FROM {} GROUP BY carrier, origin ORDER BY carrier, origin";
+    let ours = ok(run(&[
+        "query",
+        s(&pack),
+        &sql.replace("{}", "tape"),
+        "--format",
+        "csv",
+    ]));
+    let script = format!(
+        "import duckdb, sys\nrows = duckdb.sql(\"{}\").fetchall()\nprint('carrier,origin,n,d,lo,hi')\nfor r in rows: print(','.join('' if v is None else str(v) for v in r))",
+        sql.replace(
+            "{}",
+            &format!("read_csv('{}', nullstr='NA')", flights.display())
+        )
+    );
+    let o = Command::new(&python)
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    let theirs = ok(o);
+    assert_eq!(ours.lines().count(), theirs.lines().count());
+    assert!(ours.lines().count() > 30, "{ours}");
+    assert_eq!(ours, theirs);
+}

@@ -1,0 +1,367 @@
+//! What every pack codec shares: the `_exact` column, how a row is rendered back to bytes, how
+//! a chunk becomes a batch that is checked row by row, and the text forms of numbers.
+//!
+//! A codec turns each record into typed columns and knows how to *render* a row of those
+//! columns back to bytes under the pack's layout (delimiter, quoting, separators, terminator).
+//! A row whose rendering is not exactly its record keeps the record in `_exact`, so a pack
+//! restores any input whatever the codec makes of it; the columns stay filled for queries
+//! wherever a value could be read.
+
+use std::sync::Arc;
+
+use arrow_array::{
+    Array, ArrayRef, BinaryArray, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray,
+    StringViewArray, TimestampMicrosecondArray,
+    builder::{BinaryBuilder, StringBuilder, StringViewBuilder},
+};
+use arrow_schema::{ArrowError, DataType, Field, Schema, SchemaRef, TimeUnit};
+
+use super::chunk::Chunk;
+
+/// The column holding a record's exact bytes (terminator included) when the other columns
+/// do not render to them.
+pub const EXACT: &str = "_exact";
+
+/// How a float column's values are spelled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FloatStyle {
+    /// Shortest digits that read back the same value, never an exponent, no `.0` on whole
+    /// numbers (`1.5`, `3`, `0.0001`).
+    Plain,
+    /// Shortest digits, with `.0` on whole numbers and an exponent for very large or small
+    /// values (`1.5`, `3.0`, `1e-7`): how most JSON writers spell a float.
+    Shortest,
+}
+
+impl FloatStyle {
+    /// Appends `v` in this style.
+    pub fn write(self, v: f64, out: &mut Vec<u8>) {
+        match self {
+            FloatStyle::Plain => {
+                use std::io::Write;
+                // Writing to a Vec cannot fail.
+                let _ = write!(out, "{v}");
+            }
+            FloatStyle::Shortest => out.extend_from_slice(ryu::Buffer::new().format(v).as_bytes()),
+        }
+    }
+
+    /// `text` as a float of this style, if writing the value back gives `text` exactly.
+    pub fn read(self, text: &[u8], scratch: &mut Vec<u8>) -> Option<f64> {
+        let v: f64 = std::str::from_utf8(text).ok()?.parse().ok()?;
+        scratch.clear();
+        self.write(v, scratch);
+        (scratch.as_slice() == text).then_some(v)
+    }
+}
+
+/// `text` as an integer, if writing it back gives `text` exactly (no `+`, no leading zeros).
+pub fn read_int(text: &[u8]) -> Option<i64> {
+    let v: i64 = std::str::from_utf8(text).ok()?.parse().ok()?;
+    (itoa::Buffer::new().format(v).as_bytes() == text).then_some(v)
+}
+
+/// A column of a batch, downcast once for rendering.
+#[derive(Debug, Clone, Copy)]
+pub enum Col<'a> {
+    /// 64-bit integers.
+    Int(&'a Int64Array),
+    /// 64-bit floats.
+    Float(&'a Float64Array),
+    /// Booleans.
+    Bool(&'a BooleanArray),
+    /// UTF-8 text, as views: a value of up to 12 bytes is held in its 16-byte view, so the
+    /// short repeated strings of CSV and JSON columns (codes, names, units) compress to almost
+    /// nothing, where `Utf8`'s running offsets cost bytes on every row.
+    Str(&'a StringViewArray),
+    /// UTF-8 text with offsets: for long values (lines), whose views would cost 16 bytes a
+    /// row on top of the text.
+    Text(&'a StringArray),
+    /// Event times (µs).
+    Time(&'a TimestampMicrosecondArray),
+}
+
+impl<'a> Col<'a> {
+    /// Column `i` of `batch`.
+    pub fn of(batch: &'a RecordBatch, i: usize) -> Result<Col<'a>, String> {
+        let a = batch.column(i).as_any();
+        let name = batch.schema().field(i).name().clone();
+        if let Some(a) = a.downcast_ref::<Int64Array>() {
+            Ok(Col::Int(a))
+        } else if let Some(a) = a.downcast_ref::<Float64Array>() {
+            Ok(Col::Float(a))
+        } else if let Some(a) = a.downcast_ref::<BooleanArray>() {
+            Ok(Col::Bool(a))
+        } else if let Some(a) = a.downcast_ref::<StringViewArray>() {
+            Ok(Col::Str(a))
+        } else if let Some(a) = a.downcast_ref::<StringArray>() {
+            Ok(Col::Text(a))
+        } else if let Some(a) = a.downcast_ref::<TimestampMicrosecondArray>() {
+            Ok(Col::Time(a))
+        } else {
+            Err(format!(
+                "column `{name}` has type {}, which no pack codec writes",
+                batch.column(i).data_type()
+            ))
+        }
+    }
+
+    /// Whether row `row` is null.
+    pub fn is_null(&self, row: usize) -> bool {
+        match self {
+            Col::Int(a) => a.is_null(row),
+            Col::Float(a) => a.is_null(row),
+            Col::Bool(a) => a.is_null(row),
+            Col::Str(a) => a.is_null(row),
+            Col::Text(a) => a.is_null(row),
+            Col::Time(a) => a.is_null(row),
+        }
+    }
+}
+
+impl Col<'_> {
+    /// The text of row `row` of a text column (either layout), `None` when it is null or the
+    /// column is not text.
+    pub fn text(&self, row: usize) -> Option<&str> {
+        match self {
+            Col::Str(a) => a.is_valid(row).then(|| a.value(row)),
+            Col::Text(a) => a.is_valid(row).then(|| a.value(row)),
+            _ => None,
+        }
+    }
+}
+
+/// Strings of at most this many bytes on average in the first chunk are stored as views (a
+/// view holds up to 12 bytes itself; longer ones point into a buffer, and still compress
+/// better than offsets while they are short: flights.csv's 20-byte times do); longer ones,
+/// such as log lines, with offsets.
+pub const VIEW_BYTES: usize = 40;
+
+/// The Arrow type of a text column: views for short values, offsets for long ones.
+pub fn text_type(view: bool) -> DataType {
+    if view {
+        DataType::Utf8View
+    } else {
+        DataType::Utf8
+    }
+}
+
+/// A builder of a text column of either layout.
+#[derive(Debug)]
+pub enum TextBuilder {
+    /// Views.
+    View(StringViewBuilder),
+    /// Offsets.
+    Plain(StringBuilder),
+}
+
+impl TextBuilder {
+    /// A builder for `rows` values.
+    pub fn new(view: bool, rows: usize) -> TextBuilder {
+        if view {
+            TextBuilder::View(StringViewBuilder::with_capacity(rows))
+        } else {
+            TextBuilder::Plain(StringBuilder::with_capacity(rows, 0))
+        }
+    }
+
+    /// Appends a value or a null.
+    pub fn append_option(&mut self, v: Option<&str>) {
+        match self {
+            TextBuilder::View(b) => b.append_option(v),
+            TextBuilder::Plain(b) => b.append_option(v),
+        }
+    }
+
+    /// The column.
+    pub fn finish(&mut self) -> ArrayRef {
+        match self {
+            TextBuilder::View(b) => Arc::new(b.finish()),
+            TextBuilder::Plain(b) => Arc::new(b.finish()),
+        }
+    }
+}
+
+/// The columns of one batch, ready to render.
+#[derive(Debug)]
+pub struct Cols<'a> {
+    /// Every column but `_exact`, in schema order.
+    pub cols: Vec<Col<'a>>,
+    /// `_exact`.
+    pub exact: &'a BinaryArray,
+}
+
+impl<'a> Cols<'a> {
+    /// Downcasts the columns of `batch`, whose last column must be `_exact`.
+    pub fn of(batch: &'a RecordBatch) -> Result<Cols<'a>, String> {
+        let n = batch.num_columns();
+        let last = n
+            .checked_sub(1)
+            .filter(|&i| batch.schema().field(i).name() == EXACT)
+            .ok_or_else(|| format!("the batch has no `{EXACT}` column last"))?;
+        let exact = batch
+            .column(last)
+            .as_any()
+            .downcast_ref::<BinaryArray>()
+            .ok_or_else(|| format!("`{EXACT}` is not binary"))?;
+        let cols = (0..last)
+            .map(|i| Col::of(batch, i))
+            .collect::<Result<_, _>>()?;
+        Ok(Cols { cols, exact })
+    }
+}
+
+/// What a codec does; the rest (exactness, raw frames, checks) is shared.
+pub trait Codec: Send + Sync {
+    /// The fields of the table, `_exact` not included.
+    fn fields(&self) -> Vec<Field>;
+
+    /// The columns (in `fields` order) of the records `chunk.records[first..]`: each value
+    /// read as well as it can be, null where it cannot.
+    fn columns(&self, chunk: &Chunk, first: usize) -> Result<Vec<ArrayRef>, ArrowError>;
+
+    /// Appends row `row` rendered under the layout, terminator included. Fails only when a
+    /// value cannot be written at all (a damaged or foreign batch).
+    fn render(&self, cols: &[Col<'_>], row: usize, out: &mut Vec<u8>) -> Result<(), String>;
+}
+
+/// The schema of a codec's table: its fields, then `_exact`.
+pub fn schema_of(codec: &dyn Codec) -> SchemaRef {
+    let mut fields = codec.fields();
+    fields.push(Field::new(EXACT, DataType::Binary, true));
+    Arc::new(Schema::new(fields))
+}
+
+/// The event-time field of a log pack.
+pub fn time_field(name: &str) -> Field {
+    Field::new(
+        name,
+        DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+        true,
+    )
+}
+
+/// The batch of the records `chunk.records[first..]`: the codec's columns, and `_exact` for
+/// each row they do not render to exactly.
+pub fn encode(
+    codec: &dyn Codec,
+    schema: &SchemaRef,
+    chunk: &Chunk,
+    first: usize,
+) -> Result<RecordBatch, ArrowError> {
+    let mut columns = codec.columns(chunk, first)?;
+    let rows = chunk.records.len().saturating_sub(first);
+    // A layout may have no columns at all (a JSON file whose first object is `{}`).
+    let plain = RecordBatch::try_new_with_options(
+        Arc::new(Schema::new(
+            schema.fields()[..columns.len()]
+                .iter()
+                .cloned()
+                .collect::<Vec<_>>(),
+        )),
+        columns.clone(),
+        &arrow_array::RecordBatchOptions::new().with_row_count(Some(rows)),
+    )?;
+    let cols = (0..plain.num_columns())
+        .map(|i| Col::of(&plain, i))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(ArrowError::InvalidArgumentError)?;
+    let mut exact = BinaryBuilder::with_capacity(rows, 0);
+    let mut scratch = Vec::new();
+    for row in 0..rows {
+        let record = chunk.record(first + row);
+        scratch.clear();
+        let same = codec.render(&cols, row, &mut scratch).is_ok() && scratch == record;
+        if same {
+            exact.append_null();
+        } else {
+            exact.append_value(record);
+        }
+    }
+    columns.push(Arc::new(exact.finish()));
+    RecordBatch::try_new(schema.clone(), columns)
+}
+
+/// The raw form of the records `chunk.records[first..]`: every column null, every record in
+/// `_exact`. A frame falls back to it when it is smaller than the structured form.
+pub fn raw(schema: &SchemaRef, chunk: &Chunk, first: usize) -> Result<RecordBatch, ArrowError> {
+    let rows = chunk.records.len().saturating_sub(first);
+    let mut columns: Vec<ArrayRef> = schema.fields()[..schema.fields().len() - 1]
+        .iter()
+        .map(|f| arrow_array::new_null_array(f.data_type(), rows))
+        .collect();
+    let start = chunk.records.get(first).map_or(0, |r| r.start);
+    let mut exact = BinaryBuilder::with_capacity(rows, chunk.bytes.len() - start);
+    for i in first..chunk.records.len() {
+        exact.append_value(chunk.record(i));
+    }
+    columns.push(Arc::new(exact.finish()));
+    RecordBatch::try_new(schema.clone(), columns)
+}
+
+/// Appends the bytes of every row of `batch`.
+pub fn render_batch(
+    codec: &dyn Codec,
+    batch: &RecordBatch,
+    out: &mut Vec<u8>,
+) -> Result<(), String> {
+    let cols = Cols::of(batch)?;
+    for row in 0..batch.num_rows() {
+        if cols.exact.is_valid(row) {
+            out.extend_from_slice(cols.exact.value(row));
+        } else {
+            codec
+                .render(&cols.cols, row, out)
+                .map_err(|e| format!("row {row}: {e}"))?;
+        }
+    }
+    Ok(())
+}
+
+/// Appends `"text"` with `"` doubled (CSV quoting).
+pub fn write_quoted(text: &[u8], out: &mut Vec<u8>) {
+    out.push(b'"');
+    for part in text.split_inclusive(|&b| b == b'"') {
+        out.extend_from_slice(part);
+        if part.last() == Some(&b'"') {
+            out.push(b'"');
+        }
+    }
+    out.push(b'"');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_are_read_only_when_they_are_spelled_as_written_back() {
+        let mut s = Vec::new();
+        assert_eq!(read_int(b"-42"), Some(-42));
+        for bad in [
+            &b"042"[..],
+            b"+1",
+            b"1.0",
+            b"",
+            b" 1",
+            b"99999999999999999999",
+        ] {
+            assert_eq!(read_int(bad), None, "{bad:?}");
+        }
+        assert_eq!(FloatStyle::Plain.read(b"1.5", &mut s), Some(1.5));
+        assert_eq!(FloatStyle::Plain.read(b"3", &mut s), Some(3.0));
+        assert_eq!(FloatStyle::Plain.read(b"1.50", &mut s), None);
+        assert_eq!(FloatStyle::Plain.read(b"1e5", &mut s), None);
+        assert_eq!(FloatStyle::Shortest.read(b"3.0", &mut s), Some(3.0));
+        assert_eq!(FloatStyle::Shortest.read(b"3", &mut s), None);
+        assert_eq!(FloatStyle::Shortest.read(b"1e-7", &mut s), Some(1e-7));
+    }
+
+    #[test]
+    fn quoting_doubles_quotes() {
+        let mut out = Vec::new();
+        write_quoted(br#"a"b""#, &mut out);
+        assert_eq!(out, br#""a""b""""#);
+    }
+}

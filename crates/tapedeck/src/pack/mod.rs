@@ -1,0 +1,812 @@
+//! Packs: a text file (CSV, JSON lines, a log, any lines) archived losslessly as a tape.
+//!
+//! [`pack`] reads its input in chunks of whole records (bounded memory, [`chunk`]), turns each
+//! chunk into Arrow columns with a codec ([`csv`], [`json`], [`text`]) and writes one frame per
+//! chunk on a tape, so `verify`, `inspect`, `tail` and `query` work on a pack as on any tape.
+//! What it guarantees:
+//!
+//! - **Exact bytes.** A row whose columns do not render back to its record keeps the record in
+//!   `_exact`; [`unpack`] gives back the input byte for byte (`docs/pack-format.md`).
+//! - **Checked before trusted.** Each frame is encoded, decoded again and rendered, and the
+//!   result compared with the chunk before the frame goes to the tape; a frame whose structured
+//!   form is larger than (or does not give back) the plain form is written in the plain form
+//!   (every row in `_exact`).
+//! - **A SHA-256 of the original.** The pack ends with a trailer (`PACK`) holding the layout,
+//!   the byte and record counts and the SHA-256 of the input; [`unpack`] checks all three.
+//! - **All or nothing.** A pack is written as `OUT.partial` and renamed to `OUT` once it is
+//!   complete and synced; [`unpack_to_file`] writes beside the output and renames it only when
+//!   every check passed.
+
+pub mod chunk;
+pub mod codec;
+pub mod csv;
+pub mod json;
+pub mod text;
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow_array::RecordBatch;
+use arrow_schema::{Schema, SchemaRef};
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, Result};
+use crate::tape::codec::{BatchDecoder, BatchEncoder};
+use crate::tape::{Compression, FsyncPolicy, StartAt, TapeOptions, TapeReader, TapeWriter};
+use chunk::{Chunk, Chunker};
+use codec::Codec;
+
+/// The trailer file of a pack.
+pub const TRAILER: &str = "PACK";
+/// The schema metadata key holding a pack's layout (JSON) in every segment.
+pub const LAYOUT_KEY: &str = "tapedeck.pack";
+/// The version of the pack format this build writes and reads.
+pub const VERSION: u32 = 1;
+/// The default zstd level of a pack's frames.
+pub const DEFAULT_LEVEL: i32 = 12;
+/// The default records per chunk (one frame each).
+pub const DEFAULT_CHUNK_LINES: usize = 200_000;
+/// The default bytes per chunk: a chunk is cut once it holds this many bytes.
+pub const DEFAULT_CHUNK_BYTES: usize = 16 << 20;
+/// How much larger than the plain form a frame's columns may be and still be kept.
+pub const DEFAULT_COLUMNS_SLACK: f64 = 0.10;
+/// How much of the input `auto` looks at to choose a format.
+const SNIFF_BYTES: usize = 64 << 10;
+
+/// How a pack turns records into columns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// Chosen from the input's name and first lines.
+    #[default]
+    Auto,
+    /// A header, then one column per field.
+    Csv,
+    /// One JSON object per line, one column per key.
+    Jsonl,
+    /// Lines with a leading timestamp: `time` and `line` columns.
+    Log,
+    /// Any lines: a `line` column.
+    Lines,
+}
+
+impl std::str::FromStr for Format {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Format, String> {
+        match s {
+            "auto" => Ok(Format::Auto),
+            "csv" => Ok(Format::Csv),
+            "jsonl" | "json" | "ndjson" => Ok(Format::Jsonl),
+            "log" => Ok(Format::Log),
+            "lines" => Ok(Format::Lines),
+            _ => Err(format!(
+                "unknown pack format `{s}`; valid: auto, csv, jsonl, log, lines"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for Format {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Format::Auto => "auto",
+            Format::Csv => "csv",
+            Format::Jsonl => "jsonl",
+            Format::Log => "log",
+            Format::Lines => "lines",
+        })
+    }
+}
+
+/// A pack's layout: its format and what its codec needs to render rows back to bytes.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "format", rename_all = "lowercase")]
+pub enum Layout {
+    /// `csv`.
+    Csv(csv::CsvLayout),
+    /// `jsonl`.
+    Jsonl(json::JsonLayout),
+    /// `log`.
+    Log(text::LinesLayout),
+    /// `lines`.
+    Lines(text::LinesLayout),
+}
+
+impl Layout {
+    /// The format of the layout.
+    pub fn format(&self) -> Format {
+        match self {
+            Layout::Csv(_) => Format::Csv,
+            Layout::Jsonl(_) => Format::Jsonl,
+            Layout::Log(_) => Format::Log,
+            Layout::Lines(_) => Format::Lines,
+        }
+    }
+
+    fn codec(&self) -> Box<dyn Codec> {
+        match self {
+            Layout::Csv(l) => Box::new(csv::CsvCodec::new(l.clone())),
+            Layout::Jsonl(l) => Box::new(json::JsonCodec::new(l.clone())),
+            Layout::Log(l) | Layout::Lines(l) => Box::new(text::LinesCodec::new(l.clone())),
+        }
+    }
+
+    /// Bytes that come before the first row (a CSV header).
+    fn preamble(&self) -> Result<Vec<u8>, String> {
+        match self {
+            Layout::Csv(l) => from_hex(&l.header).ok_or_else(|| "the CSV header is not hex".into()),
+            _ => Ok(Vec::new()),
+        }
+    }
+}
+
+fn from_hex(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+/// Options of [`pack`].
+#[derive(Debug, Clone)]
+pub struct PackOptions {
+    /// The format; `Auto` chooses from `name` and the first lines.
+    pub format: Format,
+    /// The zstd level of the frames (1–22).
+    pub level: i32,
+    /// Records per chunk.
+    pub chunk_lines: usize,
+    /// Bytes per chunk.
+    pub chunk_bytes: usize,
+    /// The input's name (a file name), for `Auto` and the trailer.
+    pub name: Option<String>,
+    /// A frame keeps its columns while they encode to at most this much more than the plain
+    /// form (0.10: 10% more), so the pack stays queryable where columns cost a little; 0 keeps
+    /// whichever form is smaller (an archive never queried).
+    pub columns_slack: f64,
+}
+
+impl Default for PackOptions {
+    fn default() -> Self {
+        PackOptions {
+            format: Format::Auto,
+            level: DEFAULT_LEVEL,
+            chunk_lines: DEFAULT_CHUNK_LINES,
+            chunk_bytes: DEFAULT_CHUNK_BYTES,
+            name: None,
+            columns_slack: DEFAULT_COLUMNS_SLACK,
+        }
+    }
+}
+
+/// How far a [`pack`] has come, after each frame.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct PackProgress {
+    /// Input bytes read.
+    pub bytes_in: u64,
+    /// Bytes on the tape so far.
+    pub bytes_out: u64,
+    /// Records so far.
+    pub records: u64,
+    /// Frames so far.
+    pub frames: u64,
+    /// Frames written in the plain form.
+    pub raw_frames: u64,
+    /// Time since the start.
+    #[serde(skip)]
+    pub elapsed: Duration,
+}
+
+/// The trailer of a pack (the file `PACK`): what [`unpack`] checks the restored bytes against.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Trailer {
+    /// The pack format version.
+    pub pack: u32,
+    /// The layout of every frame.
+    pub layout: Layout,
+    /// The input's size in bytes.
+    pub bytes: u64,
+    /// Records (rows, the CSV header not counted).
+    pub records: u64,
+    /// Frames.
+    pub frames: u64,
+    /// Frames in the plain form.
+    pub raw_frames: u64,
+    /// SHA-256 of the input, lowercase hex.
+    pub sha256: String,
+    /// The zstd level the frames were written with.
+    pub level: i32,
+    /// The input's name, if it had one.
+    pub name: Option<String>,
+}
+
+/// What [`pack`] did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PackReport {
+    /// The trailer written.
+    pub trailer: Trailer,
+    /// Bytes of the pack on disk (its segments).
+    pub bytes_out: u64,
+    /// Time taken.
+    pub seconds: f64,
+}
+
+fn pack_error(
+    path: &Path,
+    frame: Option<u64>,
+    offset: Option<u64>,
+    message: impl Into<String>,
+) -> Error {
+    Error::Pack {
+        path: path.to_path_buf(),
+        frame,
+        offset,
+        message: message.into(),
+    }
+}
+
+fn io_error(action: &'static str, path: &Path, e: std::io::Error) -> Error {
+    Error::Io {
+        action,
+        path: path.to_path_buf(),
+        source: e,
+    }
+}
+
+/// The temporary name of a pack being written.
+pub fn partial_path(out: &Path) -> PathBuf {
+    let mut s = out.as_os_str().to_owned();
+    s.push(".partial");
+    PathBuf::from(s)
+}
+
+/// Chooses a format from the input's name and its first bytes.
+pub fn detect(name: Option<&str>, head: &[u8]) -> Format {
+    let ext = name
+        .and_then(|n| Path::new(n).extension())
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase);
+    // The first complete line (or all of `head` when it has no newline).
+    let line = head.split(|&b| b == b'\n').next().unwrap_or(&[]);
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    // JSON lines, or a JSON array written one object per line (its first line `[`).
+    let looks_json = head.split(|&b| b == b'\n').take(3).any(|l| {
+        let t = String::from_utf8_lossy(l);
+        let t = t.trim();
+        t.starts_with('{') && t.trim_end_matches(',').ends_with('}')
+    });
+    let looks_log = std::str::from_utf8(line)
+        .ok()
+        .and_then(text::leading_time)
+        .is_some();
+    match ext.as_deref() {
+        Some("csv" | "tsv" | "psv") => return Format::Csv,
+        Some("jsonl" | "ndjson") => return Format::Jsonl,
+        Some("json") if looks_json => return Format::Jsonl,
+        Some("log") if looks_log => return Format::Log,
+        _ => {}
+    }
+    if looks_json {
+        return Format::Jsonl;
+    }
+    if looks_log {
+        return Format::Log;
+    }
+    // CSV: the first lines split into the same number (≥ 2) of fields.
+    let mut chunker = Chunker::new(head, true, 64, SNIFF_BYTES);
+    if let Ok(Some(c)) = chunker.next_chunk() {
+        let complete = c.records.iter().filter(|r| r.end > r.content_end).count();
+        if complete >= 2
+            && let Some(l) = csv::CsvLayout::detect(&c)
+        {
+            let n = l.columns.len();
+            let same = (1..complete)
+                .filter(|&i| {
+                    let content = c.content(i);
+                    memchr::memchr_iter(l.delimiter, content).count() + 1 == n
+                        || memchr::memchr(b'"', content).is_some()
+                })
+                .count();
+            if same * 10 >= (complete - 1) * 9 {
+                return Format::Csv;
+            }
+        }
+    }
+    Format::Lines
+}
+
+/// Packs `input` into a new pack directory `out` (which must not exist). Calls `progress`
+/// after each frame.
+pub fn pack<R: Read>(
+    input: R,
+    out: &Path,
+    options: &PackOptions,
+    progress: &mut dyn FnMut(&PackProgress),
+) -> Result<PackReport> {
+    let started = Instant::now();
+    if out.exists() {
+        return Err(pack_error(
+            out,
+            None,
+            None,
+            "already exists; refusing to overwrite it: remove it or choose another name",
+        ));
+    }
+    let temp = partial_path(out);
+    if temp.exists() {
+        // What an interrupted `pack` left: a tape without a trailer. Anything else is not ours.
+        if !temp.join("TAPEID").exists() || temp.join(TRAILER).exists() {
+            return Err(pack_error(
+                &temp,
+                None,
+                None,
+                "exists and is not an interrupted pack: move it away",
+            ));
+        }
+        std::fs::remove_dir_all(&temp).map_err(|e| io_error("remove", &temp, e))?;
+    }
+    let mut input = input;
+    let mut head = Vec::with_capacity(SNIFF_BYTES);
+    (&mut input)
+        .take(SNIFF_BYTES as u64)
+        .read_to_end(&mut head)
+        .map_err(|e| io_error("read", Path::new(options.name.as_deref().unwrap_or("-")), e))?;
+    let format = match options.format {
+        Format::Auto => detect(options.name.as_deref(), &head),
+        f => f,
+    };
+    let reader = BufReader::with_capacity(1 << 20, std::io::Cursor::new(head).chain(input));
+    let result = pack_into(reader, &temp, format, options, started, progress);
+    let report = match result {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&temp);
+            return Err(e);
+        }
+    };
+    std::fs::rename(&temp, out).map_err(|e| io_error("rename", out, e))?;
+    if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
+        sync_dir(parent)?;
+    }
+    Ok(report)
+}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    std::fs::File::open(dir)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| io_error("sync", dir, e))
+}
+
+/// The chosen structured form of a chunk, its plain form, or the plain form because the
+/// structured one did not give the bytes back.
+fn choose(
+    codec: &dyn Codec,
+    schema: &SchemaRef,
+    chunk: &Chunk,
+    first: usize,
+    level: i32,
+    slack: f64,
+) -> std::result::Result<(RecordBatch, bool), String> {
+    let expect_from = chunk
+        .records
+        .get(first)
+        .map_or(chunk.bytes.len(), |r| r.start);
+    let expect = &chunk.bytes[expect_from..];
+    let (structured, raw) = std::thread::scope(|s| {
+        let raw = s.spawn(|| -> std::result::Result<(RecordBatch, usize), String> {
+            let batch = codec::raw(schema, chunk, first).map_err(|e| e.to_string())?;
+            let size = encoded_size(schema, &batch, level)?;
+            Ok((batch, size))
+        });
+        let structured = (|| -> std::result::Result<(RecordBatch, usize, bool), String> {
+            let batch = codec::encode(codec, schema, chunk, first).map_err(|e| e.to_string())?;
+            let (size, back) = round_trip(schema, &batch, level)?;
+            let mut bytes = Vec::with_capacity(expect.len());
+            let same = codec::render_batch(codec, &back, &mut bytes).is_ok() && bytes == expect;
+            Ok((batch, size, same))
+        })();
+        (structured, raw.join())
+    });
+    let (raw, raw_size) = raw.map_err(|_| "the plain form's encoder panicked".to_string())??;
+    let structured = structured?;
+    if std::env::var_os("TAPEDECK_PACK_DEBUG").is_some() {
+        eprintln!(
+            "frame: structured {} bytes (same: {}), plain {raw_size}",
+            structured.1, structured.2
+        );
+    }
+    match structured {
+        (batch, size, true) if size as f64 <= raw_size as f64 * (1.0 + slack.max(0.0)) => {
+            Ok((batch, false))
+        }
+        _ => {
+            // The plain form gives the bytes back by construction; check it all the same.
+            let (_, back) = round_trip(schema, &raw, level)?;
+            let mut bytes = Vec::with_capacity(expect.len());
+            codec::render_batch(codec, &back, &mut bytes)?;
+            if bytes != expect {
+                return Err("the plain form of the chunk does not give its bytes back".into());
+            }
+            Ok((raw, true))
+        }
+    }
+}
+
+fn encoded_size(
+    schema: &SchemaRef,
+    batch: &RecordBatch,
+    level: i32,
+) -> std::result::Result<usize, String> {
+    let mut enc = BatchEncoder::with_level(schema, Compression::Zstd, Some(level))
+        .map_err(|e| e.to_string())?;
+    enc.encode(batch)
+        .map(|(p, _)| p.len())
+        .map_err(|e| e.to_string())
+}
+
+/// Encodes `batch` as the tape would and decodes it again: its stored size and what a reader
+/// gets.
+fn round_trip(
+    schema: &SchemaRef,
+    batch: &RecordBatch,
+    level: i32,
+) -> std::result::Result<(usize, RecordBatch), String> {
+    let mut enc = BatchEncoder::with_level(schema, Compression::Zstd, Some(level))
+        .map_err(|e| e.to_string())?;
+    let (payload, deltas) = enc.encode(batch).map_err(|e| e.to_string())?;
+    let mut dec = BatchDecoder::new(enc.schema_message()).map_err(|e| e.to_string())?;
+    let back = dec.decode(&payload, deltas).map_err(|e| e.to_string())?;
+    Ok((payload.len(), back))
+}
+
+fn pack_into<R: BufRead>(
+    reader: R,
+    temp: &Path,
+    format: Format,
+    options: &PackOptions,
+    started: Instant,
+    progress: &mut dyn FnMut(&PackProgress),
+) -> Result<PackReport> {
+    let input_name = PathBuf::from(options.name.as_deref().unwrap_or("-"));
+    let level = options.level.clamp(1, 22);
+    let mut chunker = Chunker::new(
+        reader,
+        format == Format::Csv,
+        options.chunk_lines,
+        options.chunk_bytes,
+    );
+    let read_err = |e: std::io::Error| io_error("read", &input_name, e);
+    let first = chunker.next_chunk().map_err(read_err)?;
+    // `auto` falls back to lines where its guess does not hold for the first chunk; a format
+    // asked for says why it cannot be used.
+    let explicit = options.format != Format::Auto;
+    let refuse = |what: &str| {
+        pack_error(
+            &input_name,
+            Some(0),
+            Some(0),
+            format!("{what}: pack it with --format lines"),
+        )
+    };
+    let lines = |c: &Chunk| Layout::Lines(text::LinesLayout::detect(c, false));
+    let layout = match (&first, format) {
+        (None, _) => Layout::Lines(text::LinesLayout {
+            terminator: "\n".into(),
+            time: false,
+        }),
+        (Some(c), Format::Csv) => match csv::CsvLayout::detect(c) {
+            Some(l) => Layout::Csv(l),
+            None if explicit => {
+                return Err(refuse(
+                    "the first line is not a CSV header of two or more fields",
+                ));
+            }
+            None => lines(c),
+        },
+        (Some(c), Format::Jsonl) => match json::JsonLayout::detect(c) {
+            Some(l) => Layout::Jsonl(l),
+            None if explicit => {
+                return Err(refuse("none of the first 16 lines is a JSON object"));
+            }
+            None => lines(c),
+        },
+        (Some(c), Format::Log) => Layout::Log(text::LinesLayout::detect(c, true)),
+        (Some(c), _) => lines(c),
+    };
+    let layout_json =
+        serde_json::to_string(&layout).map_err(|e| pack_error(temp, None, None, e.to_string()))?;
+    let codec = layout.codec();
+    let schema = {
+        let s = codec::schema_of(codec.as_ref());
+        Arc::new(Schema::new_with_metadata(
+            s.fields().clone(),
+            HashMap::from([(LAYOUT_KEY.to_string(), layout_json)]),
+        ))
+    };
+    std::fs::create_dir_all(temp).map_err(|e| io_error("create", temp, e))?;
+    let writer = TapeWriter::open(
+        temp,
+        TapeOptions {
+            fsync: FsyncPolicy::Never,
+            compression: Compression::Zstd,
+            zstd_level: Some(level),
+            frame_rows: 1,
+            ..TapeOptions::default()
+        },
+    )?;
+    let mut hash = Sha256::new();
+    let mut p = PackProgress::default();
+    let preamble = layout
+        .preamble()
+        .map_err(|m| pack_error(temp, None, None, m))?;
+    let mut next = first;
+    let mut is_first = true;
+    while let Some(chunk) = next {
+        hash.update(&chunk.bytes);
+        let skip = usize::from(is_first && !preamble.is_empty());
+        is_first = false;
+        if chunk.records.len() > skip {
+            let (batch, raw) = choose(
+                codec.as_ref(),
+                &schema,
+                &chunk,
+                skip,
+                level,
+                options.columns_slack,
+            )
+            .map_err(|m| pack_error(&input_name, Some(p.frames), Some(chunk.offset), m))?;
+            writer.submit(&batch)?;
+            p.frames += 1;
+            p.raw_frames += u64::from(raw);
+            p.records += batch.num_rows() as u64;
+        }
+        p.bytes_in = chunker.offset();
+        p.bytes_out = writer.bytes();
+        p.elapsed = started.elapsed();
+        progress(&p);
+        next = chunker.next_chunk().map_err(read_err)?;
+    }
+    writer.close()?;
+    // The writer's files, then the trailer, then the directory: all on disk before the rename.
+    for entry in std::fs::read_dir(temp).map_err(|e| io_error("list", temp, e))? {
+        let path = entry.map_err(|e| io_error("list", temp, e))?.path();
+        if path.is_file() {
+            std::fs::File::open(&path)
+                .and_then(|f| f.sync_all())
+                .map_err(|e| io_error("sync", &path, e))?;
+        }
+    }
+    let trailer = Trailer {
+        pack: VERSION,
+        layout,
+        bytes: p.bytes_in,
+        records: p.records,
+        frames: p.frames,
+        raw_frames: p.raw_frames,
+        sha256: crate::tape::format::hex(&hash.finalize()),
+        level,
+        name: options.name.clone(),
+    };
+    write_trailer(temp, &trailer)?;
+    sync_dir(temp)?;
+    let bytes_out = tape_bytes(temp)?;
+    p.bytes_out = bytes_out;
+    p.elapsed = started.elapsed();
+    progress(&p);
+    Ok(PackReport {
+        trailer,
+        bytes_out,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// Bytes of the segments of a tape directory.
+fn tape_bytes(dir: &Path) -> Result<u64> {
+    let mut total = 0u64;
+    for entry in std::fs::read_dir(dir).map_err(|e| io_error("list", dir, e))? {
+        let entry = entry.map_err(|e| io_error("list", dir, e))?;
+        if entry.file_name().to_string_lossy().ends_with(".tape") {
+            total += entry
+                .metadata()
+                .map_err(|e| io_error("stat", &entry.path(), e))?
+                .len();
+        }
+    }
+    Ok(total)
+}
+
+fn write_trailer(dir: &Path, trailer: &Trailer) -> Result<()> {
+    let path = dir.join(TRAILER);
+    let json =
+        serde_json::to_string(trailer).map_err(|e| pack_error(dir, None, None, e.to_string()))?;
+    let text = format!("{json}\ncrc32c {:08x}\n", crc32c::crc32c(json.as_bytes()));
+    let mut f = std::fs::File::create(&path).map_err(|e| io_error("create", &path, e))?;
+    f.write_all(text.as_bytes())
+        .and_then(|()| f.sync_all())
+        .map_err(|e| io_error("write", &path, e))
+}
+
+/// Reads the trailer of the pack `dir`.
+pub fn read_trailer(dir: &Path) -> Result<Trailer> {
+    let path = dir.join(TRAILER);
+    let text = match std::fs::read(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(pack_error(
+                dir,
+                None,
+                None,
+                format!(
+                    "no `{TRAILER}` file: not a pack, or one whose `tapedeck pack` did not finish"
+                ),
+            ));
+        }
+        Err(e) => return Err(io_error("read", &path, e)),
+    };
+    let damaged = |why: &str| {
+        pack_error(
+            dir,
+            None,
+            None,
+            format!(
+                "`{TRAILER}` is damaged ({why}): the pack cannot be checked; its rows can still be read as a tape"
+            ),
+        )
+    };
+    let text = std::str::from_utf8(&text).map_err(|_| damaged("not UTF-8"))?;
+    let (json, rest) = text
+        .split_once('\n')
+        .ok_or_else(|| damaged("no checksum line"))?;
+    let crc = rest
+        .strip_prefix("crc32c ")
+        .and_then(|r| r.strip_suffix('\n'))
+        .and_then(|h| u32::from_str_radix(h, 16).ok())
+        .ok_or_else(|| damaged("no checksum line"))?;
+    if crc != crc32c::crc32c(json.as_bytes()) {
+        return Err(damaged("its checksum does not match"));
+    }
+    let trailer: Trailer = serde_json::from_str(json).map_err(|e| damaged(&e.to_string()))?;
+    if trailer.pack != VERSION {
+        return Err(pack_error(
+            dir,
+            None,
+            None,
+            format!(
+                "pack format version {} is not supported by this build (it reads {VERSION})",
+                trailer.pack
+            ),
+        ));
+    }
+    Ok(trailer)
+}
+
+/// What [`unpack`] restored.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct UnpackReport {
+    /// Bytes written.
+    pub bytes: u64,
+    /// Records written.
+    pub records: u64,
+    /// Frames read.
+    pub frames: u64,
+    /// Time taken.
+    pub seconds: f64,
+}
+
+/// Restores the original bytes of the pack `dir` into `out`, checking every frame's CRC, the
+/// record and byte counts and the SHA-256. On an error, what was written to `out` is not the
+/// original: [`unpack_to_file`] removes it.
+pub fn unpack<W: Write>(dir: &Path, out: W, progress: &mut dyn FnMut(u64)) -> Result<UnpackReport> {
+    let started = Instant::now();
+    let trailer = read_trailer(dir)?;
+    let codec = trailer.layout.codec();
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, out);
+    let out_err = |e: std::io::Error| io_error("write", Path::new("<output>"), e);
+    let mut hash = Sha256::new();
+    let mut written = 0u64;
+    let preamble = trailer
+        .layout
+        .preamble()
+        .map_err(|m| pack_error(dir, None, None, m))?;
+    let mut buf = preamble;
+    let mut reader = TapeReader::open(dir, StartAt::Start)?;
+    let (mut frames, mut records) = (0u64, 0u64);
+    loop {
+        let next = reader.next_batch().map_err(|e| match e {
+            Error::Pack { .. } => e,
+            other => pack_error(
+                dir,
+                Some(frames),
+                Some(written + buf.len() as u64),
+                other.to_string(),
+            ),
+        })?;
+        let skipped = reader.take_unreadable();
+        if let Some(u) = skipped.first() {
+            return Err(pack_error(
+                dir,
+                Some(frames),
+                Some(written + buf.len() as u64),
+                format!(
+                    "rows {}..{} are unreadable ({}{}: {}); the pack cannot be restored",
+                    u.from,
+                    u.to,
+                    u.segment.as_deref().unwrap_or("no segment holds them"),
+                    u.bytes
+                        .map_or(String::new(), |(a, b)| format!(", bytes {a}..{b}")),
+                    u.why
+                ),
+            ));
+        }
+        let Some((seq, batch)) = next else { break };
+        if seq != records {
+            return Err(pack_error(
+                dir,
+                Some(frames),
+                Some(written),
+                format!("rows {records}..{seq} are missing"),
+            ));
+        }
+        codec::render_batch(codec.as_ref(), &batch, &mut buf)
+            .map_err(|m| pack_error(dir, Some(frames), Some(written), m))?;
+        hash.update(&buf);
+        out.write_all(&buf).map_err(out_err)?;
+        written += buf.len() as u64;
+        buf.clear();
+        frames += 1;
+        records += batch.num_rows() as u64;
+        progress(written);
+    }
+    if !buf.is_empty() {
+        hash.update(&buf);
+        out.write_all(&buf).map_err(out_err)?;
+        written += buf.len() as u64;
+    }
+    out.flush().map_err(out_err)?;
+    let sha = crate::tape::format::hex(&hash.finalize());
+    if records != trailer.records || written != trailer.bytes || sha != trailer.sha256 {
+        return Err(pack_error(
+            dir,
+            None,
+            Some(written),
+            format!(
+                "restored {records} records, {written} bytes, SHA-256 {sha}; the trailer says {} records, {} bytes, {}",
+                trailer.records, trailer.bytes, trailer.sha256
+            ),
+        ));
+    }
+    Ok(UnpackReport {
+        bytes: written,
+        records,
+        frames,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// [`unpack`] into the file `out`: written as `OUT.partial-<pid>` beside it, synced, and
+/// renamed to `out` only once every check passed; removed on any error.
+pub fn unpack_to_file(
+    dir: &Path,
+    out: &Path,
+    progress: &mut dyn FnMut(u64),
+) -> Result<UnpackReport> {
+    let mut s = out.as_os_str().to_owned();
+    s.push(format!(".partial-{}", std::process::id()));
+    let temp = PathBuf::from(s);
+    let file = std::fs::File::create(&temp).map_err(|e| io_error("create", &temp, e))?;
+    let result = unpack(dir, &file, progress).and_then(|r| {
+        file.sync_all().map_err(|e| io_error("sync", &temp, e))?;
+        std::fs::rename(&temp, out).map_err(|e| io_error("rename", out, e))?;
+        Ok(r)
+    });
+    if result.is_err() {
+        let _ = std::fs::remove_file(&temp);
+    }
+    result
+}

@@ -1,0 +1,176 @@
+//! The `lines` and `log` codecs: a line is a `line` text column; a log line also has its
+//! leading timestamp read into a `time` column, so a packed log is queried and pruned by time.
+//!
+//! A row renders as its `line` followed by the pack's terminator; a line that is not UTF-8,
+//! or ends otherwise (the last line without a newline, a `\r\n` in a `\n` file), is kept in
+//! `_exact`. The `time` column is read from the line and never rendered: the line holds it.
+
+use std::sync::Arc;
+
+use arrow_array::ArrayRef;
+use arrow_array::builder::{StringBuilder, TimestampMicrosecondBuilder};
+use arrow_schema::{ArrowError, DataType, Field};
+
+use super::chunk::Chunk;
+use super::codec::{Codec, Col, time_field};
+
+/// How lines end in a `lines` or `log` pack.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LinesLayout {
+    /// The terminator of a row that has no `_exact`: `"\n"` or `"\r\n"`.
+    pub terminator: String,
+    /// Whether the table has a `time` column read from each line's start.
+    pub time: bool,
+}
+
+impl LinesLayout {
+    /// The layout of a file whose first record is `first` (its terminator decides).
+    pub fn detect(chunk: &Chunk, time: bool) -> LinesLayout {
+        let terminator = match chunk.records.first().map(|_| chunk.terminator(0)) {
+            Some(b"\r\n") => "\r\n",
+            _ => "\n",
+        };
+        LinesLayout {
+            terminator: terminator.into(),
+            time,
+        }
+    }
+}
+
+/// The `lines` / `log` codec.
+#[derive(Debug)]
+pub struct LinesCodec {
+    layout: LinesLayout,
+}
+
+impl LinesCodec {
+    /// The codec of `layout`.
+    pub fn new(layout: LinesLayout) -> LinesCodec {
+        LinesCodec { layout }
+    }
+}
+
+impl Codec for LinesCodec {
+    fn fields(&self) -> Vec<Field> {
+        let mut f = Vec::new();
+        if self.layout.time {
+            f.push(time_field("time"));
+        }
+        f.push(Field::new("line", DataType::Utf8, true));
+        f
+    }
+
+    fn columns(&self, chunk: &Chunk, first: usize) -> Result<Vec<ArrayRef>, ArrowError> {
+        let rows = chunk.records.len().saturating_sub(first);
+        let mut lines = StringBuilder::with_capacity(rows, chunk.bytes.len());
+        let mut times = TimestampMicrosecondBuilder::with_capacity(rows);
+        for i in first..chunk.records.len() {
+            match std::str::from_utf8(chunk.content(i)) {
+                Ok(text) => {
+                    lines.append_value(text);
+                    times.append_option(self.layout.time.then(|| leading_time(text)).flatten());
+                }
+                Err(_) => {
+                    lines.append_null();
+                    times.append_null();
+                }
+            }
+        }
+        let mut out: Vec<ArrayRef> = Vec::new();
+        if self.layout.time {
+            out.push(Arc::new(times.finish().with_timezone("UTC")));
+        }
+        out.push(Arc::new(lines.finish()));
+        Ok(out)
+    }
+
+    fn render(&self, cols: &[Col<'_>], row: usize, out: &mut Vec<u8>) -> Result<(), String> {
+        match cols.last() {
+            Some(c @ Col::Text(_)) => {
+                let line = c.text(row).ok_or("`line` is null and `_exact` too")?;
+                out.extend_from_slice(line.as_bytes());
+                out.extend_from_slice(self.layout.terminator.as_bytes());
+                Ok(())
+            }
+            _ => Err("the last column before `_exact` is not the text column `line`".into()),
+        }
+    }
+}
+
+/// The time a log line starts with, as µs since the epoch (UTC): an ISO 8601 / RFC 3339
+/// date and time (`2026-11-30T13:02:18.123Z`, `2026-11-30 13:02:18,123`, with or without an
+/// offset; without one it is taken as UTC), optionally in `[` `]`.
+pub fn leading_time(line: &str) -> Option<i64> {
+    let s = line.strip_prefix('[').unwrap_or(line);
+    let b = s.as_bytes();
+    // Date and time: `YYYY-MM-DD?HH:MM:SS`.
+    if b.len() < 19 || b[4] != b'-' || b[7] != b'-' || b[13] != b':' || b[16] != b':' {
+        return None;
+    }
+    if !(b[10] == b'T' || b[10] == b' ') {
+        return None;
+    }
+    let digits = |r: std::ops::Range<usize>| -> Option<u32> {
+        let t = s.get(r)?;
+        t.bytes()
+            .all(|c| c.is_ascii_digit())
+            .then(|| t.parse().ok())?
+    };
+    let date =
+        chrono::NaiveDate::from_ymd_opt(digits(0..4)? as i32, digits(5..7)?, digits(8..10)?)?;
+    let mut end = 19;
+    let mut micros = 0i64;
+    if matches!(b.get(19), Some(b'.' | b',')) {
+        let frac: String = s[20..].chars().take_while(|c| c.is_ascii_digit()).collect();
+        if frac.is_empty() {
+            return None;
+        }
+        end = 20 + frac.len();
+        let six: String = frac.chars().chain(std::iter::repeat('0')).take(6).collect();
+        micros = six.parse().ok()?;
+    }
+    let time = chrono::NaiveTime::from_hms_opt(digits(11..13)?, digits(14..16)?, digits(17..19)?)?;
+    let mut t = date
+        .and_time(time)
+        .and_utc()
+        .timestamp_micros()
+        .checked_add(micros)?;
+    let rest = &s[end..];
+    let offset_secs = if rest.starts_with('Z') {
+        0
+    } else if let Some(sign) = rest.strip_prefix(['+', '-']).map(|_| &rest[..1]) {
+        let o = rest[1..].replace(':', "");
+        let (h, m) = (o.get(0..2)?, o.get(2..4)?);
+        if !(h.bytes().chain(m.bytes()).all(|c| c.is_ascii_digit())) {
+            0
+        } else {
+            let secs = h.parse::<i64>().ok()? * 3600 + m.parse::<i64>().ok()? * 60;
+            if sign == "+" { secs } else { -secs }
+        }
+    } else {
+        0
+    };
+    t = t.checked_sub(offset_secs.checked_mul(1_000_000)?)?;
+    Some(t)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_times_are_read_in_their_common_spellings() {
+        let base = leading_time("2026-11-30T13:02:18Z x").unwrap();
+        assert_eq!(leading_time("2026-11-30 13:02:18 x"), Some(base));
+        assert_eq!(leading_time("[2026-11-30 13:02:18] x"), Some(base));
+        assert_eq!(leading_time("2026-11-30T13:02:18.5Z"), Some(base + 500_000));
+        assert_eq!(
+            leading_time("2026-11-30 13:02:18,123 INFO"),
+            Some(base + 123_000)
+        );
+        assert_eq!(leading_time("2026-11-30T14:02:18+01:00"), Some(base));
+        assert_eq!(leading_time("Nov 30 13:02:18 host"), None);
+        assert_eq!(leading_time("2026-13-30 13:02:18"), None);
+        assert_eq!(leading_time("short"), None);
+    }
+}
