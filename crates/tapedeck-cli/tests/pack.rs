@@ -32,7 +32,7 @@ fn sample_csv(path: &Path) -> Vec<u8> {
         let delay = if i % 11 == 0 {
             "NA".to_string()
         } else {
-            format!("{}", i % 40 - 5)
+            format!("{}", (i % 40) as i64 - 5)
         };
         input.extend(
             format!(
@@ -94,6 +94,37 @@ fn a_file_packs_unpacks_and_is_a_tape_the_other_commands_read() {
         q,
         "carrier,n,delays,o\nAA,750,682,EWR\nB6,750,682,EWR\nDL,750,682,EWR\nUA,750,681,EWR\n"
     );
+}
+
+#[test]
+fn a_query_reads_a_pack_whose_last_frame_is_larger_than_its_read_chunk() {
+    // One frame of about 3 MB, the segment's last: the query reads its frames a MiB at a time
+    // and must take the rest of a frame that runs past that.
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("big.csv");
+    let mut input = b"i,word\n".to_vec();
+    for i in 0..150_000u64 {
+        input.extend(format!("{},w{}x{}\n", i * 7919 % 1_000_003, i % 97, i % 13).as_bytes());
+    }
+    std::fs::write(&csv, &input).unwrap();
+    let pack = dir.path().join("big.tdpack");
+    ok(run(&[
+        "pack",
+        s(&csv),
+        s(&pack),
+        "--chunk-bytes",
+        "100000000",
+        "--level",
+        "1",
+    ]));
+    let q = ok(run(&[
+        "query",
+        s(&pack),
+        "SELECT count(*) AS n, count(DISTINCT word) AS w FROM tape",
+        "--format",
+        "csv",
+    ]));
+    assert_eq!(q, "n,w\n150000,1261\n");
 }
 
 fn ok_bytes(o: Output) -> Vec<u8> {

@@ -501,7 +501,9 @@ impl FrameReader {
         let damaged = FrameProblem::Damaged;
         let snap = &self.part.snapshot;
         let seg = &snap.segments[k];
-        for attempt in 0..2 {
+        // At most three looks: the chunk in hand; a chunk read from the frame on (which may
+        // end inside a frame longer than a chunk, the segment's last one say); the whole frame.
+        for attempt in 0..3 {
             let in_hand = self.chunk.as_ref().and_then(|c| {
                 let at = frame.offset.checked_sub(c.start)?;
                 (c.segment == k && at.saturating_add(FRAME_HEADER as u64) <= c.bytes.len() as u64)
@@ -530,8 +532,8 @@ impl FrameReader {
                         Err(e) => Err(damaged(format!("the frame fails its check: {e}"))),
                     });
                 }
-                if attempt == 1 {
-                    // A new chunk was read from this frame and it still does not fit: the
+                if attempt == 2 {
+                    // The whole frame was read from its start and it still does not fit: the
                     // header's length runs past what the segment holds.
                     return Ok(Err(damaged(format!(
                         "the frame fails its check: its length ({len} bytes) runs past the \

@@ -48,8 +48,11 @@ pub fn run(args: &Args) -> u8 {
     // columns stay put.
     let mut widths: Vec<usize> = Vec::new();
     for item in reader {
-        let (_, batch) = match item {
-            Ok(x) => x,
+        let batch = match item.and_then(|(_, b)| {
+            tapedeck::record::views_to_offsets(b)
+                .map_err(|e| tapedeck::Error::arrow("reading text columns stored as views", e))
+        }) {
+            Ok(b) => b,
             Err(e) => return fail(&e),
         };
         let mut buf = Vec::new();

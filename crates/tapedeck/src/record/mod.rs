@@ -90,3 +90,44 @@ pub fn column_list(s: &arrow_schema::Schema) -> String {
         .collect::<Vec<_>>()
         .join(", ")
 }
+
+/// `batch` with every top-level `Utf8View` column as `Utf8` (same values). Packs store short
+/// text as views (`docs/pack-format.md`); the sinks and the text encoders take `Utf8`, so a
+/// batch read from a tape goes through this before it reaches them. A batch without views is
+/// returned as it is, without a copy.
+pub fn views_to_offsets(
+    batch: RecordBatch,
+) -> std::result::Result<RecordBatch, arrow_schema::ArrowError> {
+    use arrow_array::cast::AsArray;
+    use std::sync::Arc;
+    let schema = batch.schema();
+    if !schema
+        .fields()
+        .iter()
+        .any(|f| f.data_type() == &arrow_schema::DataType::Utf8View)
+    {
+        return Ok(batch);
+    }
+    let mut fields = Vec::with_capacity(schema.fields().len());
+    let mut columns = Vec::with_capacity(batch.num_columns());
+    for (f, c) in schema.fields().iter().zip(batch.columns()) {
+        if f.data_type() == &arrow_schema::DataType::Utf8View {
+            let plain: arrow_array::StringArray = c.as_string_view().iter().collect();
+            fields.push(Arc::new(
+                f.as_ref()
+                    .clone()
+                    .with_data_type(arrow_schema::DataType::Utf8),
+            ));
+            columns.push(Arc::new(plain) as arrow_array::ArrayRef);
+        } else {
+            fields.push(f.clone());
+            columns.push(c.clone());
+        }
+    }
+    let schema = arrow_schema::Schema::new_with_metadata(fields, schema.metadata().clone());
+    RecordBatch::try_new_with_options(
+        Arc::new(schema),
+        columns,
+        &arrow_array::RecordBatchOptions::new().with_row_count(Some(batch.num_rows())),
+    )
+}

@@ -742,6 +742,9 @@ impl TapeReader {
         let Some((_, batch)) = self.next_batch()? else {
             return Ok(None);
         };
+        // Sinks take `Utf8`; a pack's short text is stored as views.
+        let batch = crate::record::views_to_offsets(batch)
+            .map_err(|e| Error::arrow("reading text columns stored as views", e))?;
         if crate::record::Block::is_wide_block_batch(&batch)
             && let Some(blocks) = crate::record::Block::from_wide_batch(&batch)?
         {

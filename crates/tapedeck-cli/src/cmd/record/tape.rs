@@ -44,6 +44,7 @@ pub fn options(args: &Args) -> TapeOptions {
     TapeOptions {
         fsync: args.fsync,
         compression: args.compression.into(),
+        zstd_level: None,
         segment_bytes: args.segment_bytes.max(1 << 12),
         segment_age: None,
         frame_rows: args.frame_rows.max(1),
