@@ -30,6 +30,7 @@ fn opts(fsync: FsyncPolicy, segment_bytes: u64) -> TapeOptions {
     TapeOptions {
         fsync,
         compression: Compression::None,
+        zstd_level: None,
         segment_bytes,
         segment_age: None,
         frame_rows: tapedeck::tape::writer::DEFAULT_FRAME_ROWS,

@@ -37,6 +37,7 @@ fn options() -> TapeOptions {
     TapeOptions {
         fsync: FsyncPolicy::Always,
         compression: Compression::None,
+        zstd_level: None,
         segment_bytes: 4096,
         segment_age: None,
         frame_rows: 100,

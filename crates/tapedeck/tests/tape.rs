@@ -41,6 +41,7 @@ fn options(fsync: FsyncPolicy) -> TapeOptions {
     TapeOptions {
         fsync,
         compression: Compression::Zstd,
+        zstd_level: None,
         segment_bytes: 4096,
         segment_age: None,
         frame_rows: tapedeck::tape::writer::DEFAULT_FRAME_ROWS,

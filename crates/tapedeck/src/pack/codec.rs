@@ -255,10 +255,7 @@ pub fn encode(
     // A layout may have no columns at all (a JSON file whose first object is `{}`).
     let plain = RecordBatch::try_new_with_options(
         Arc::new(Schema::new(
-            schema.fields()[..columns.len()]
-                .iter()
-                .cloned()
-                .collect::<Vec<_>>(),
+            schema.fields()[..columns.len()].to_vec(),
         )),
         columns.clone(),
         &arrow_array::RecordBatchOptions::new().with_row_count(Some(rows)),
