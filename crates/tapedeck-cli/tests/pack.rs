@@ -156,6 +156,26 @@ fn standard_input_packs_and_bad_arguments_exit_2() {
         "csv",
     ]));
     assert_eq!(q, "t,n\n2,3\n");
+    // A packed log's `template` column, computed from `line`; filters on `time` still apply.
+    let q = ok(run(&[
+        "query",
+        s(&pack),
+        "SELECT template, count(*) AS n FROM tape GROUP BY template ORDER BY template",
+        "--format",
+        "csv",
+    ]));
+    assert_eq!(
+        q,
+        "template,n\n<*>:<*>:<*> a,1\n<*>:<*>:<*> b,1\nno time,1\n"
+    );
+    let q = ok(run(&[
+        "query",
+        s(&pack),
+        "SELECT line, _seq FROM tape WHERE time >= '2026-11-30T10:00:01Z'",
+        "--format",
+        "csv",
+    ]));
+    assert_eq!(q, "line,_seq\n2026-11-30T10:00:01Z b,1\n");
 
     for bad in [
         vec!["pack", "x", "y", "--format", "xml"],
@@ -280,4 +300,65 @@ fn a_group_by_over_packed_flights_equals_duckdb_over_the_csv() {
     assert_eq!(ours.lines().count(), theirs.lines().count());
     assert!(ours.lines().count() > 30, "{ours}");
     assert_eq!(ours, theirs);
+}
+
+#[test]
+fn a_log_tailed_into_a_tape_shows_its_ratio_and_segments() {
+    // `tail -F app.log | tapedeck record --source stdin:lines --tape DIR`: the progress line
+    // says what the tape costs against the bytes read, as at1's status line does.
+    let dir = tempfile::tempdir().unwrap();
+    let tape = dir.path().join("logs");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tapedeck"))
+        .args([
+            "record",
+            "--source",
+            "stdin:lines",
+            "--tape",
+            s(&tape),
+            "--progress",
+            "always",
+            "--flush-interval",
+            "100ms",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    use std::io::Write;
+    let started = std::time::Instant::now();
+    let mut i = 0u64;
+    while started.elapsed() < std::time::Duration::from_millis(1200) {
+        for _ in 0..200 {
+            writeln!(
+                stdin,
+                "2026-11-30T10:00:{:02}Z INFO request {i} served in {} ms",
+                i % 60,
+                i % 17
+            )
+            .unwrap();
+            i += 1;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let line = err
+        .lines()
+        .rev()
+        .find(|l| l.contains("ratio"))
+        .unwrap_or_else(|| panic!("{err}"));
+    assert!(line.contains(" segment"), "{line}");
+    // The tape holds every line.
+    let q = ok(run(&[
+        "query",
+        s(&tape),
+        "SELECT count(*) AS n FROM tape",
+        "--format",
+        "csv",
+    ]));
+    assert_eq!(q, format!("n\n{i}\n"));
 }

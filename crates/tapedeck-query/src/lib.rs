@@ -44,6 +44,7 @@
 
 mod error;
 mod meta;
+pub mod pack;
 pub mod prune;
 mod scan;
 mod snapshot;
@@ -79,9 +80,15 @@ pub fn register_tape_with(
     dir: impl AsRef<Path>,
     options: TapeTableOptions,
 ) -> Result<Arc<TapeTable>> {
+    let dir = dir.as_ref();
     let table = Arc::new(TapeTable::open(dir, options)?);
-    ctx.register_table(name, table.clone())
-        .map_err(QueryError::from_datafusion)?;
+    if pack::is_log_pack(dir) {
+        // A packed log: the table with its computed `template` column.
+        pack::register_log_view(ctx, name, table.clone()).map_err(QueryError::from_datafusion)?;
+    } else {
+        ctx.register_table(name, table.clone())
+            .map_err(QueryError::from_datafusion)?;
+    }
     Ok(table)
 }
 

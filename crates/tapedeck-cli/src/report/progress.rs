@@ -32,11 +32,12 @@ pub fn show_progress(mode: ProgressMode) -> bool {
 }
 
 /// Refreshes the progress line until `done`: the pipe's `progress`, the tape's acknowledged
-/// rows past `acked`'s first sequence, each sink behind, each delivery, the share of `expected`.
+/// rows past `acked`'s first sequence (and its size against what `acked`'s source counters say
+/// was read), each sink behind, each delivery, the share of `expected`.
 pub fn progress_loop(
     progress: &Progress,
     done: &AtomicBool,
-    acked: Option<(TapeWatch, u64)>,
+    acked: Option<(TapeWatch, u64, Option<tapedeck::source::SourceCounters>)>,
     sink_names: &[String],
     deliveries: Option<&tapedeck::deliver::StatusHandle>,
     expected: Option<u64>,
@@ -70,11 +71,23 @@ pub fn progress_loop(
         if let Some(n) = expected.filter(|n| *n > 0) {
             line.push_str(&progress_share(rows, n, start.elapsed()));
         }
-        if let Some((w, first)) = &acked {
+        if let Some((w, first, source)) = &acked {
             line.push_str(&format!(
                 "  acked {}",
                 w.durable_seq().saturating_sub(*first)
             ));
+            // at1's status line: what the tape costs against the input, and its segments.
+            let read = source.as_ref().map_or(0, |c| c.bytes_read());
+            let taped = w.bytes();
+            if read > 0 && taped > 0 {
+                let segments = w.segments();
+                line.push_str(&format!(
+                    "  tape {} (ratio {:.1}) in {segments} segment{}",
+                    human_bytes(taped),
+                    read as f64 / taped as f64,
+                    if segments == 1 { "" } else { "s" }
+                ));
+            }
             if let Some(full) = w.disk_full() {
                 line.push_str(&format!(
                     "  DISK FULL for {:.0}s: acknowledging nothing until {} are free ({} now)",

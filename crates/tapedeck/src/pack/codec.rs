@@ -254,9 +254,7 @@ pub fn encode(
     let rows = chunk.records.len().saturating_sub(first);
     // A layout may have no columns at all (a JSON file whose first object is `{}`).
     let plain = RecordBatch::try_new_with_options(
-        Arc::new(Schema::new(
-            schema.fields()[..columns.len()].to_vec(),
-        )),
+        Arc::new(Schema::new(schema.fields()[..columns.len()].to_vec())),
         columns.clone(),
         &arrow_array::RecordBatchOptions::new().with_row_count(Some(rows)),
     )?;
@@ -284,7 +282,7 @@ pub fn encode(
 /// `_exact`. A frame falls back to it when it is smaller than the structured form.
 pub fn raw(schema: &SchemaRef, chunk: &Chunk, first: usize) -> Result<RecordBatch, ArrowError> {
     let rows = chunk.records.len().saturating_sub(first);
-    let mut columns: Vec<ArrayRef> = schema.fields()[..schema.fields().len() - 1]
+    let mut columns: Vec<ArrayRef> = schema.fields()[..schema.fields().len().saturating_sub(1)]
         .iter()
         .map(|f| arrow_array::new_null_array(f.data_type(), rows))
         .collect();

@@ -9,8 +9,9 @@
 //!   `_exact`; [`unpack`] gives back the input byte for byte (`docs/pack-format.md`).
 //! - **Checked before trusted.** Each frame is encoded, decoded again and rendered, and the
 //!   result compared with the chunk before the frame goes to the tape; a frame whose structured
-//!   form is larger than (or does not give back) the plain form is written in the plain form
-//!   (every row in `_exact`).
+//!   form does not give the bytes back, or is larger than the plain form by more than
+//!   [`PackOptions::columns_slack`] (10%), is written in the plain form (every row in `_exact`,
+//!   no values for queries).
 //! - **A SHA-256 of the original.** The pack ends with a trailer (`PACK`) holding the layout,
 //!   the byte and record counts and the SHA-256 of the input; [`unpack`] checks all three.
 //! - **All or nothing.** A pack is written as `OUT.partial` and renamed to `OUT` once it is
@@ -43,10 +44,12 @@ use codec::Codec;
 pub const TRAILER: &str = "PACK";
 /// The schema metadata key holding a pack's layout (JSON) in every segment.
 pub const LAYOUT_KEY: &str = "tapedeck.pack";
+/// The largest trailer a reader accepts.
+const MAX_TRAILER_BYTES: u64 = 16 << 20;
 /// The version of the pack format this build writes and reads.
 pub const VERSION: u32 = 1;
 /// The default zstd level of a pack's frames.
-pub const DEFAULT_LEVEL: i32 = 12;
+pub const DEFAULT_LEVEL: i32 = 3;
 /// The default records per chunk (one frame each).
 pub const DEFAULT_CHUNK_LINES: usize = 200_000;
 /// The default bytes per chunk: a chunk is cut once it holds this many bytes.
@@ -635,6 +638,20 @@ fn write_trailer(dir: &Path, trailer: &Trailer) -> Result<()> {
 /// Reads the trailer of the pack `dir`.
 pub fn read_trailer(dir: &Path) -> Result<Trailer> {
     let path = dir.join(TRAILER);
+    // A trailer is a few KiB (its layout names the columns); refuse to read a huge file whole.
+    if let Ok(m) = std::fs::metadata(&path)
+        && m.len() > MAX_TRAILER_BYTES
+    {
+        return Err(pack_error(
+            dir,
+            None,
+            None,
+            format!(
+                "`{TRAILER}` is {} bytes, more than a trailer can be: not a pack",
+                m.len()
+            ),
+        ));
+    }
     let text = match std::fs::read(&path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -717,52 +734,75 @@ pub fn unpack<W: Write>(dir: &Path, out: W, progress: &mut dyn FnMut(u64)) -> Re
     let mut buf = preamble;
     let mut reader = TapeReader::open(dir, StartAt::Start)?;
     let (mut frames, mut records) = (0u64, 0u64);
-    loop {
-        let next = reader.next_batch().map_err(|e| match e {
-            Error::Pack { .. } => e,
-            other => pack_error(
-                dir,
-                Some(frames),
-                Some(written + buf.len() as u64),
-                other.to_string(),
-            ),
-        })?;
-        let skipped = reader.take_unreadable();
-        if let Some(u) = skipped.first() {
-            return Err(pack_error(
-                dir,
-                Some(frames),
-                Some(written + buf.len() as u64),
-                format!(
-                    "rows {}..{} are unreadable ({}{}: {}); the pack cannot be restored",
-                    u.from,
-                    u.to,
-                    u.segment.as_deref().unwrap_or("no segment holds them"),
-                    u.bytes
-                        .map_or(String::new(), |(a, b)| format!(", bytes {a}..{b}")),
-                    u.why
+    // Two stages on two cores: a thread reads and decodes frames (CRC, zstd, IPC) while this
+    // one renders, hashes and writes the one before. The channel holds two frames, so memory
+    // stays a few frames whatever the pack's size.
+    std::thread::scope(|scope| -> Result<()> {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Option<(u64, RecordBatch)>>>(2);
+        scope.spawn(move || {
+            loop {
+                let next = reader.next_batch();
+                let skipped = reader.take_unreadable();
+                let item = match (next, skipped.first()) {
+                    (Err(e), _) => Err(e),
+                    (Ok(_), Some(u)) => Err(pack_error(
+                        dir,
+                        None,
+                        None,
+                        format!(
+                            "rows {}..{} are unreadable ({}{}: {}); the pack cannot be restored",
+                            u.from,
+                            u.to,
+                            u.segment.as_deref().unwrap_or("no segment holds them"),
+                            u.bytes
+                                .map_or(String::new(), |(a, b)| format!(", bytes {a}..{b}")),
+                            u.why
+                        ),
+                    )),
+                    (Ok(n), None) => Ok(n),
+                };
+                let last = !matches!(item, Ok(Some(_)));
+                if tx.send(item).is_err() || last {
+                    return;
+                }
+            }
+        });
+        for item in rx {
+            // An error names the frame and where the output had come to.
+            let at = |e: Error| match e {
+                Error::Pack { message, .. } => {
+                    pack_error(dir, Some(frames), Some(written + buf.len() as u64), message)
+                }
+                other => pack_error(
+                    dir,
+                    Some(frames),
+                    Some(written + buf.len() as u64),
+                    other.to_string(),
                 ),
-            ));
+            };
+            let Some((seq, batch)) = item.map_err(at)? else {
+                break;
+            };
+            if seq != records {
+                return Err(pack_error(
+                    dir,
+                    Some(frames),
+                    Some(written),
+                    format!("rows {records}..{seq} are missing"),
+                ));
+            }
+            codec::render_batch(codec.as_ref(), &batch, &mut buf)
+                .map_err(|m| pack_error(dir, Some(frames), Some(written), m))?;
+            hash.update(&buf);
+            out.write_all(&buf).map_err(out_err)?;
+            written += buf.len() as u64;
+            buf.clear();
+            frames += 1;
+            records += batch.num_rows() as u64;
+            progress(written);
         }
-        let Some((seq, batch)) = next else { break };
-        if seq != records {
-            return Err(pack_error(
-                dir,
-                Some(frames),
-                Some(written),
-                format!("rows {records}..{seq} are missing"),
-            ));
-        }
-        codec::render_batch(codec.as_ref(), &batch, &mut buf)
-            .map_err(|m| pack_error(dir, Some(frames), Some(written), m))?;
-        hash.update(&buf);
-        out.write_all(&buf).map_err(out_err)?;
-        written += buf.len() as u64;
-        buf.clear();
-        frames += 1;
-        records += batch.num_rows() as u64;
-        progress(written);
-    }
+        Ok(())
+    })?;
     if !buf.is_empty() {
         hash.update(&buf);
         out.write_all(&buf).map_err(out_err)?;

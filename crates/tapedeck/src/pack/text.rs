@@ -97,6 +97,34 @@ impl Codec for LinesCodec {
     }
 }
 
+/// The template of a log line: every token holding a digit (numbers, times, ids, addresses,
+/// sizes) replaced by `<*>`, where tokens are split at whitespace and at ``= : , ; ( ) [ ] { }
+/// < > " '``. Lines of one message kind share a template, so `GROUP BY template` counts message
+/// kinds. A packed log's `template` column (in `tapedeck query`) is this function of `line`;
+/// it is computed when read, not stored.
+pub fn template(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut token = String::new();
+    let flush = |token: &mut String, out: &mut String| {
+        if token.bytes().any(|b| b.is_ascii_digit()) {
+            out.push_str("<*>");
+        } else {
+            out.push_str(token);
+        }
+        token.clear();
+    };
+    for c in line.chars() {
+        if c.is_whitespace() || "=:,;()[]{}<>\"'".contains(c) {
+            flush(&mut token, &mut out);
+            out.push(c);
+        } else {
+            token.push(c);
+        }
+    }
+    flush(&mut token, &mut out);
+    out
+}
+
 /// The time a log line starts with, as µs since the epoch (UTC): an ISO 8601 / RFC 3339
 /// date and time (`2026-11-30T13:02:18.123Z`, `2026-11-30 13:02:18,123`, with or without an
 /// offset; without one it is taken as UTC), optionally in `[` `]`.
@@ -157,6 +185,20 @@ pub fn leading_time(line: &str) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_template_keeps_the_words_and_masks_what_varies() {
+        assert_eq!(
+            template("2026-11-30 13:02:18 status installed libc6:amd64 2.36-9"),
+            "<*> <*>:<*>:<*> status installed <*>:<*> <*>"
+        );
+        assert_eq!(
+            template("GET /index.html 200 in 12ms"),
+            "GET /index.html <*> in <*>"
+        );
+        assert_eq!(template("user=ana id=(42)"), "user=ana id=(<*>)");
+        assert_eq!(template(""), "");
+    }
 
     #[test]
     fn log_times_are_read_in_their_common_spellings() {

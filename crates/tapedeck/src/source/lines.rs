@@ -595,7 +595,9 @@ impl LineSource {
                 Some(x) => x,
                 None => {
                     let mut rec = ::csv::StringRecord::new();
-                    match state.reader.read_record(&mut rec) {
+                    let read = state.reader.read_record(&mut rec);
+                    self.counters.set_bytes_read(state.reader.position().byte());
+                    match read {
                         Ok(false) => return Ok(None),
                         Ok(true) => (rec.position().map_or(0, |p| p.line()), rec),
                         Err(e) => {
@@ -668,6 +670,7 @@ impl LineSource {
             if n == 0 {
                 return Ok(None);
             }
+            self.counters.add_bytes_read(n as u64);
             self.line += 1;
             let line_no = self.line;
             let mut bytes = self.buf.as_slice();

@@ -217,6 +217,7 @@ impl TapeLink {
 #[derive(Debug, Clone, Default)]
 pub struct SourceCounters {
     skipped: Arc<AtomicU64>,
+    bytes_read: Arc<AtomicU64>,
     columns: Arc<Mutex<Option<ColumnTypes>>>,
 }
 
@@ -228,6 +229,20 @@ impl SourceCounters {
 
     pub(crate) fn add_skipped(&self) {
         self.skipped.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Bytes of input read so far, for the sources that read bytes (the line sources): with
+    /// the tape's size, the compression ratio `record`'s progress line shows.
+    pub fn bytes_read(&self) -> u64 {
+        self.bytes_read.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_bytes_read(&self, n: u64) {
+        self.bytes_read.store(n, Ordering::Relaxed);
+    }
+
+    pub(crate) fn add_bytes_read(&self, n: u64) {
+        self.bytes_read.fetch_add(n, Ordering::Relaxed);
     }
 
     /// The type each column got, for a CSV source once it read its header and inference

@@ -478,6 +478,11 @@ impl TapeWatch {
         lock(&self.0.inner).bytes
     }
 
+    /// How many segments the tape has had, the open one included: the next segment's number.
+    pub fn segments(&self) -> u64 {
+        lock(&self.0.inner).next_segment
+    }
+
     /// Quarantines damage a reader found in a sealed segment, as recovery does for an open one:
     /// the damaged bytes are copied to `quarantine/` and a `quarantined` record (segment, bytes,
     /// sequence range, rows) goes into the manifest, so `verify` and `inspect` list it from then

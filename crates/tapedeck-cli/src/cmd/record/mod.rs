@@ -272,10 +272,16 @@ pub fn run(args: Args) -> u8 {
     }
     let done = Arc::new(AtomicBool::new(false));
     let names = rec.sink_names();
+    // Read before `src` moves into the pipe: the column types a text source inferred, and the
+    // bytes it read (the progress line's compression ratio).
+    let src_counters = src.counters();
     let ticker = show_progress(args.progress).then(|| {
         let done = done.clone();
         let progress = progress.clone();
-        let acked = rec.tape_watch();
+        let counters = src_counters.clone();
+        let acked = rec
+            .tape_watch()
+            .map(|(w, first)| (w, first, Some(counters)));
         let statuses = rec.status_handle();
         let disk = args.tape.clone().map(|d| (d, args.disk_warning));
         std::thread::spawn(move || {
@@ -290,8 +296,6 @@ pub fn run(args: Args) -> u8 {
             );
         })
     });
-    // Read before `src` moves into the pipe: the column types a text source inferred.
-    let src_counters = src.counters();
     let report = rec.pipe(src, &options);
     let (tape, deliveries) = if args.tape.is_some() {
         let (t, d) = tape::finish(rec, &interrupted);
