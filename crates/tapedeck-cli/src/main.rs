@@ -35,7 +35,7 @@ enum Command {
     /// Record a source into one or more sinks, directly or (with --tape) through a crash-safe tape.
     #[command(after_long_help = cmd::record::help())]
     Record(cmd::record::Args),
-    /// Check every CRC and the hash chain of a tape; exit 1 on any problem.
+    /// Check every CRC and the hash chain of a tape (of a pack: also its SHA-256); exit 1 on any problem.
     Verify(cmd::verify::Args),
     /// Summarise a tape: schema, segments, rows, time range, bytes, quarantined ranges.
     Inspect(cmd::inspect::Args),

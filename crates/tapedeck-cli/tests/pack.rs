@@ -73,7 +73,8 @@ fn a_file_packs_unpacks_and_is_a_tape_the_other_commands_read() {
     let o = ok_bytes(run(&["unpack", s(&pack), "-"]));
     assert!(o == input);
 
-    ok(run(&["verify", s(&pack)]));
+    let v = ok(run(&["verify", s(&pack)]));
+    assert!(v.contains("SHA-256 match"), "{v}");
     let inspect = ok(run(&["inspect", s(&pack)]));
     assert!(
         inspect.contains("pack: csv of") && inspect.contains("3000 records"),
@@ -230,6 +231,10 @@ fn a_damaged_pack_fails_loudly_and_leaves_no_output() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("frame") && err.contains("byte"), "{err}");
     assert!(!out.exists());
+    // `verify` says so too, and exits 1.
+    let v = run(&["verify", s(&pack)]);
+    assert_eq!(v.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&v.stdout).contains("PROBLEM"));
     assert!(std::fs::read_dir(dir.path()).unwrap().all(|e| {
         !e.unwrap()
             .file_name()

@@ -317,11 +317,22 @@ fn an_existing_output_is_refused_and_an_interrupted_pack_is_replaced() {
     std::fs::write(partial.join("TAPEID"), b"").unwrap();
     round_trip(dir.path(), "q", b"x\n", &PackOptions::default());
     assert!(!partial.exists());
+    // An empty one (a crash before the tape was opened) is replaced too.
+    let out = dir.path().join("e");
+    std::fs::create_dir(pack::partial_path(&out)).unwrap();
+    round_trip(dir.path(), "e", b"x\n", &PackOptions::default());
     // A directory of that name that is not an interrupted pack is left alone.
     let out = dir.path().join("r");
     std::fs::create_dir(pack::partial_path(&out)).unwrap();
+    std::fs::write(pack::partial_path(&out).join("notes.txt"), b"mine").unwrap();
     let e = pack::pack(&b"x\n"[..], &out, &PackOptions::default(), &mut |_| {}).unwrap_err();
     assert!(e.to_string().contains("not an interrupted pack"), "{e}");
+    // A complete pack whose rename did not happen: the error says to rename it.
+    let out = dir.path().join("c");
+    let done = dir.path().join("q");
+    std::fs::rename(&done, pack::partial_path(&out)).unwrap();
+    let e = pack::pack(&b"x\n"[..], &out, &PackOptions::default(), &mut |_| {}).unwrap_err();
+    assert!(e.to_string().contains("rename it to"), "{e}");
 }
 
 fn segments(pack: &Path) -> Vec<PathBuf> {
@@ -613,4 +624,74 @@ fn real_files_come_back_byte_for_byte() {
         }
     }
     assert!(csv_frames > 0);
+}
+
+/// What common writers produce packs into columns without falling back to `_exact`: R's
+/// `write.csv` (every string quoted, a missing one `NA`), a byte-order mark, an inch mark in an
+/// unquoted field, a TSV whose names hold commas, Python's `json.dumps` (`\u00e9`, `", "`),
+/// and a first JSON line that shows no spacing.
+#[test]
+fn common_writers_pack_into_columns_without_exact_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases: Vec<(&str, Vec<u8>, Vec<&str>)> = vec![
+        (
+            "r.csv",
+            b"\"id\",\"name\",\"v\"\n1,\"a\",1.5\n2,NA,NA\n3,\"c, d\",2\n".to_vec(),
+            vec!["id", "name", "v"],
+        ),
+        (
+            "bom.csv",
+            b"\xef\xbb\xbfid,_seq\n1,2\n3,4\n".to_vec(),
+            vec!["id", "c1"],
+        ),
+        (
+            "inch.csv",
+            b"item,size,n\npipe,12\",3\nrod,4\",5\n".to_vec(),
+            vec!["item", "size", "n"],
+        ),
+        (
+            "t.tsv",
+            b"a,b\tc,d\n1\t2\n3\t4\n".to_vec(),
+            vec!["a,b", "c,d"],
+        ),
+        (
+            "py.jsonl",
+            b"{}\n{\"k\": \"caf\\u00e9\", \"n\": 1}\n{\"k\": \"x\", \"n\": 2}\n".to_vec(),
+            vec!["k", "n"],
+        ),
+    ];
+    for (name, input, names) in cases {
+        let o = PackOptions {
+            name: Some(name.to_string()),
+            ..columns(Format::Auto, 100)
+        };
+        let (out, report) = round_trip(dir.path(), &format!("{name}.tdpack"), &input, &o);
+        let b = batches(&out);
+        let got: Vec<String> = b[0]
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect();
+        let want: Vec<String> = names
+            .iter()
+            .map(|s| s.to_string())
+            .chain(["_exact".to_string()])
+            .collect();
+        assert_eq!(got, want, "{name}: {:?}", report.trailer.layout);
+        let exact: usize = b.iter().map(exact_rows).sum();
+        // `{}` as a JSON line renders as itself: no key, nothing to keep.
+        assert_eq!(exact, 0, "{name}: {:?}", report.trailer.layout);
+    }
+}
+
+#[test]
+fn unpack_refuses_to_overwrite_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let (pack, _) = round_trip(dir.path(), "p", b"a\nb\n", &PackOptions::default());
+    let out = dir.path().join("out.txt");
+    std::fs::write(&out, b"keep me").unwrap();
+    let e = pack::unpack_to_file(&pack, &out, &mut |_| {}).unwrap_err();
+    assert!(e.to_string().contains("already exists"), "{e}");
+    assert_eq!(std::fs::read(&out).unwrap(), b"keep me");
 }

@@ -26,7 +26,8 @@ pub struct PackArgs {
     /// Records per chunk; each chunk is one frame, checked before it is written.
     #[arg(long, value_name = "N", default_value_t = pack::DEFAULT_CHUNK_LINES, value_parser = parse_positive)]
     chunk_lines: usize,
-    /// Bytes per chunk: a chunk is cut once it holds this many (memory stays a few times this).
+    /// Bytes per chunk: a chunk is cut once it holds this many (memory stays a few times this;
+    /// at most 256 MiB).
     #[arg(long, value_name = "BYTES", default_value_t = pack::DEFAULT_CHUNK_BYTES, value_parser = parse_positive)]
     chunk_bytes: usize,
     /// Keep whichever form of each frame is smaller, columns or plain lines, for an archive
@@ -43,8 +44,8 @@ pub struct PackArgs {
 pub struct UnpackArgs {
     /// The pack (a directory written by `tapedeck pack`).
     pack: PathBuf,
-    /// The file to restore, or `-` for standard output. A file appears under this name only
-    /// once every byte has been checked.
+    /// The file to restore (it must not exist), or `-` for standard output. A file appears
+    /// under this name only once every byte has been checked.
     out: PathBuf,
     /// Print the result as JSON on stderr.
     #[arg(long)]
@@ -75,7 +76,8 @@ keys, a log's time and line), so `verify`, `inspect`, `tail` and `query` work on
 unpacking. Whatever the columns do not say (quoting, spacing, number spelling, line endings, a
 missing final newline, bytes that are not UTF-8) is kept per row in the `_exact` column, so
 `unpack` gives back the input byte for byte. Every frame is decoded and compared with its chunk
-before it is written; a frame whose columns are larger than the plain lines is written plain.
+before it is written; a frame whose columns cost more than 10% over the plain lines (any more,
+with --smallest) is written plain: its rows restore, but have no values for queries.
 The pack ends with a trailer (`PACK`) holding the SHA-256 of the input. It is written as
 OUT.partial and renamed to OUT when complete. Memory: a few times --chunk-bytes, whatever the
 input size. Progress (bytes in, bytes out, ratio, MB/s) on stderr.";

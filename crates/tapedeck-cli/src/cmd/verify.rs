@@ -1,4 +1,5 @@
-//! `tapedeck verify`: checks every CRC and the hash chain of a tape; exit 1 on any problem.
+//! `tapedeck verify`: checks every CRC and the hash chain of a tape (and of a pack, that it
+//! restores its original: counts and SHA-256); exit 1 on any problem.
 
 use std::path::PathBuf;
 
@@ -21,12 +22,33 @@ pub fn run(args: &Args) -> u8 {
             Ok(r) => r,
             Err(e) => return fail(&e),
         };
+    // A pack (`tapedeck pack`): also restore it to nowhere, checking the record and byte counts
+    // and the SHA-256 of the original its trailer holds.
+    let pack = args.dir.join(tapedeck::pack::TRAILER).exists().then(|| {
+        tapedeck::pack::unpack(&args.dir, std::io::sink(), &mut |_| {}).map_err(|e| e.to_string())
+    });
     if args.json {
+        let mut value = serde_json::to_value(&report).unwrap_or_default();
+        if let (Some(p), Some(obj)) = (&pack, value.as_object_mut()) {
+            let v = match p {
+                Ok(r) => serde_json::json!({ "ok": true, "bytes": r.bytes, "records": r.records }),
+                Err(e) => serde_json::json!({ "ok": false, "error": e }),
+            };
+            obj.insert("pack".into(), v);
+        }
         println!(
             "{}",
-            serde_json::to_string_pretty(&report).unwrap_or_default()
+            serde_json::to_string_pretty(&value).unwrap_or_default()
         );
     } else {
+        match &pack {
+            Some(Ok(r)) => println!(
+                "pack: {} records, {} bytes restored; counts and SHA-256 match the trailer",
+                r.records, r.bytes
+            ),
+            Some(Err(e)) => println!("PROBLEM pack: {e}"),
+            None => {}
+        }
         for p in &report.problems {
             println!("PROBLEM {p}");
         }
@@ -54,7 +76,7 @@ pub fn run(args: &Args) -> u8 {
             }
         );
     }
-    if report.problems.is_empty() {
+    if report.problems.is_empty() && pack.is_none_or(|p| p.is_ok()) {
         EXIT_OK
     } else {
         EXIT_FAILED

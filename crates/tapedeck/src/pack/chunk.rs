@@ -2,7 +2,8 @@
 //!
 //! A *record* is one line (its bytes, then its terminator `\n` or `\r\n`, or none at the end
 //! of the input), or for CSV one record, whose quoted fields may hold line breaks: lines are
-//! joined while the record has an odd number of `"`. A *chunk* is a run of whole records, cut
+//! joined while a quoted field is open — a `"` opens one only at the start of a field (so an
+//! inch mark in `12",3` does not), and `""` inside one is a quote, not its end. A *chunk* is a run of whole records, cut
 //! once it holds `lines` records or `bytes` bytes. Memory is bounded by the chunk: a line (or
 //! a CSV record) longer than `bytes` is cut into pieces of `bytes` bytes, each a record without
 //! a terminator, so one huge line never has to fit in memory at once. Concatenating the
@@ -58,19 +59,20 @@ impl Chunk {
 #[derive(Debug)]
 pub struct Chunker<R> {
     input: R,
-    /// Join lines while a record's quotes are unbalanced (CSV).
-    csv_quotes: bool,
+    /// Join lines while a quoted field is open (CSV, with this delimiter).
+    csv: Option<u8>,
     lines: usize,
     bytes: usize,
     offset: u64,
 }
 
 impl<R: BufRead> Chunker<R> {
-    /// A chunker cutting after `lines` records or `bytes` bytes (both at least 1).
-    pub fn new(input: R, csv_quotes: bool, lines: usize, bytes: usize) -> Chunker<R> {
+    /// A chunker cutting after `lines` records or `bytes` bytes (both at least 1); `csv`: the
+    /// delimiter of a CSV input, whose records may span lines.
+    pub fn new(input: R, csv: Option<u8>, lines: usize, bytes: usize) -> Chunker<R> {
         Chunker {
             input,
-            csv_quotes,
+            csv,
             lines: lines.max(1),
             bytes: bytes.max(1),
             offset: 0,
@@ -90,20 +92,22 @@ impl<R: BufRead> Chunker<R> {
         };
         while chunk.records.len() < self.lines && chunk.bytes.len() < self.bytes {
             let start = chunk.bytes.len();
-            let mut quotes = 0usize;
+            let mut quotes = Quotes::default();
             loop {
                 let line_start = chunk.bytes.len();
                 // One record is at most `bytes` long, so a chunk is under twice the bound.
                 let room = self.bytes;
-                let ended = read_line(&mut self.input, &mut chunk.bytes, start + room)?;
-                if self.csv_quotes {
-                    quotes = quotes.wrapping_add(
-                        memchr::memchr_iter(b'"', &chunk.bytes[line_start..]).count(),
-                    );
-                }
-                // A record goes on while its quotes are open, the line ended with a newline
+                let ended = read_line(
+                    &mut self.input,
+                    &mut chunk.bytes,
+                    start.saturating_add(room),
+                )?;
+                let open = match self.csv {
+                    Some(d) => quotes.scan(&chunk.bytes[line_start..], d),
+                    None => false,
+                };
+                // A record goes on while a quoted field is open, the line ended with a newline
                 // and it is still within the bound.
-                let open = self.csv_quotes && quotes % 2 == 1;
                 if !(open && ended == Ended::Newline && chunk.bytes.len() - start < room) {
                     break;
                 }
@@ -131,6 +135,59 @@ impl<R: BufRead> Chunker<R> {
         } else {
             Some(chunk)
         })
+    }
+}
+
+/// Where a CSV record's quoting stands after the bytes scanned so far.
+#[derive(Debug)]
+struct Quotes {
+    /// The next byte starts a field.
+    field_start: bool,
+    /// Inside a quoted field.
+    open: bool,
+    /// Inside a quoted field, just after a `"`: the end of the field, or the first half of `""`.
+    pending: bool,
+}
+
+impl Default for Quotes {
+    fn default() -> Self {
+        Quotes {
+            field_start: true,
+            open: false,
+            pending: false,
+        }
+    }
+}
+
+impl Quotes {
+    /// Scans `bytes`; returns whether a quoted field is open after them.
+    fn scan(&mut self, bytes: &[u8], delimiter: u8) -> bool {
+        // Most lines hold no quote at all.
+        if !self.open && memchr::memchr(b'"', bytes).is_none() {
+            self.field_start = bytes.last().is_none_or(|&b| b == delimiter || b == b'\n');
+            return false;
+        }
+        for &b in bytes {
+            if self.open {
+                if self.pending {
+                    self.pending = false;
+                    if b == b'"' {
+                        continue;
+                    }
+                    self.open = false;
+                } else {
+                    self.pending = b == b'"';
+                    continue;
+                }
+            }
+            if b == b'"' && self.field_start {
+                self.open = true;
+                self.field_start = false;
+            } else {
+                self.field_start = b == delimiter || b == b'\n';
+            }
+        }
+        self.open
     }
 }
 
@@ -178,7 +235,7 @@ mod tests {
     use super::*;
 
     fn records(input: &[u8], csv: bool, lines: usize, bytes: usize) -> Vec<Vec<Vec<u8>>> {
-        let mut c = Chunker::new(input, csv, lines, bytes);
+        let mut c = Chunker::new(input, csv.then_some(b','), lines, bytes);
         let mut out = Vec::new();
         while let Some(chunk) = c.next_chunk().unwrap() {
             out.push(
@@ -211,6 +268,23 @@ mod tests {
         assert_eq!(got, vec![vec![b"a,\"x\ny\"\n".to_vec(), b"b,c\n".to_vec()]]);
         // Without the CSV rule, lines are records.
         assert_eq!(records(input, false, 10, 1 << 20)[0].len(), 3);
+    }
+
+    #[test]
+    fn only_a_quote_that_opens_a_field_joins_lines() {
+        // An inch mark inside an unquoted field opens nothing; a doubled quote inside a quoted
+        // field does not close it.
+        let input = b"pipe,12\",3\nnext,1,2\n\"a\"\"\nb\",2\nlast,\"x\"\n";
+        let got = records(input, true, 10, 1 << 20);
+        assert_eq!(
+            got,
+            vec![vec![
+                b"pipe,12\",3\n".to_vec(),
+                b"next,1,2\n".to_vec(),
+                b"\"a\"\"\nb\",2\n".to_vec(),
+                b"last,\"x\"\n".to_vec()
+            ]]
+        );
     }
 
     #[test]

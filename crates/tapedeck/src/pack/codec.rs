@@ -22,6 +22,35 @@ use super::chunk::Chunk;
 /// do not render to them.
 pub const EXACT: &str = "_exact";
 
+/// Names a query reserves: `_exact` (this module's) and `_seq` (the tape's sequence number).
+pub const RESERVED: [&str; 2] = [EXACT, "_seq"];
+
+/// At most this many columns in a layout; a CSV header with more is packed as lines, later JSON
+/// keys beyond it make their rows `_exact`. It keeps the layout (in every segment's schema and
+/// the trailer) a few hundred KiB at most.
+pub const MAX_COLUMNS: usize = 1024;
+
+/// Table names for header fields or keys, in order: trimmed (a UTF-8 byte-order mark too),
+/// `c<i>` for an empty or reserved one, `_<i>` appended to a repeat until it is unique.
+pub fn unique_names(raw: impl IntoIterator<Item = String>) -> Vec<String> {
+    let mut taken = std::collections::HashSet::new();
+    let mut names = Vec::new();
+    for (i, text) in raw.into_iter().enumerate() {
+        let text = text.trim_start_matches('\u{feff}').trim();
+        let mut name = if text.is_empty() || RESERVED.contains(&text) {
+            format!("c{i}")
+        } else {
+            text.to_string()
+        };
+        while taken.contains(&name) {
+            name = format!("{name}_{i}");
+        }
+        taken.insert(name.clone());
+        names.push(name);
+    }
+    names
+}
+
 /// How a float column's values are spelled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -279,7 +308,8 @@ pub fn encode(
 }
 
 /// The raw form of the records `chunk.records[first..]`: every column null, every record in
-/// `_exact`. A frame falls back to it when it is smaller than the structured form.
+/// `_exact`. A frame falls back to it when the structured form is larger by more than the
+/// pack's slack, or does not give the bytes back.
 pub fn raw(schema: &SchemaRef, chunk: &Chunk, first: usize) -> Result<RecordBatch, ArrowError> {
     let rows = chunk.records.len().saturating_sub(first);
     let mut columns: Vec<ArrayRef> = schema.fields()[..schema.fields().len().saturating_sub(1)]

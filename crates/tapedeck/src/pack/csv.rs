@@ -19,7 +19,8 @@ use arrow_schema::{ArrowError, DataType, Field};
 
 use super::chunk::Chunk;
 use super::codec::{
-    Codec, Col, EXACT, FloatStyle, TextBuilder, VIEW_BYTES, read_int, text_type, write_quoted,
+    Codec, Col, FloatStyle, MAX_COLUMNS, TextBuilder, VIEW_BYTES, read_int, text_type,
+    unique_names, write_quoted,
 };
 
 /// A column's type.
@@ -38,7 +39,8 @@ pub enum Kind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Quote {
-    /// Only when the value must be: it is empty, or holds the delimiter, `"`, CR or LF.
+    /// Only when the value must be: it is empty, starts with `"`, or holds the delimiter, CR
+    /// or LF (a `"` further in is plain text, as the splitter reads it).
     Minimal,
     /// Always.
     Always,
@@ -78,6 +80,20 @@ pub struct CsvLayout {
     pub header: String,
     /// The columns.
     pub columns: Vec<CsvColumn>,
+}
+
+/// The delimiter a header suggests: whichever of `,` TAB `;` `|` it holds most of, in that
+/// order of preference on a tie.
+pub fn sniff_delimiter(header: &[u8]) -> u8 {
+    [b',', b'\t', b';', b'|']
+        .into_iter()
+        .max_by_key(|d| {
+            (
+                memchr::memchr_iter(*d, header).count(),
+                [b'|', b';', b'\t', b','].iter().position(|x| x == d),
+            )
+        })
+        .unwrap_or(b',')
 }
 
 /// One field of a record: its byte range in the record's content, and whether it was quoted
@@ -154,36 +170,26 @@ fn unquote<'a>(content: &'a [u8], f: FieldSpan, buf: &'a mut Vec<u8>) -> &'a [u8
 }
 
 impl CsvLayout {
-    /// The layout read from a first chunk whose record 0 is the header; `None` when it does
-    /// not look like CSV (fewer than two columns, or broken header quotes).
-    pub fn detect(chunk: &Chunk) -> Option<CsvLayout> {
+    /// The layout read from a first chunk whose record 0 is the header, with the delimiter
+    /// `hint` (a `.tsv` file's tab) or the one the header suggests; `None` when it does not look
+    /// like CSV (fewer than two or more than [`MAX_COLUMNS`] columns, or broken header quotes).
+    pub fn detect(chunk: &Chunk, hint: Option<u8>) -> Option<CsvLayout> {
         let header = chunk.content(0);
-        let delimiter = [b',', b'\t', b';', b'|'].into_iter().max_by_key(|d| {
-            (
-                memchr::memchr_iter(*d, header).count(),
-                [b'|', b';', b'\t', b','].iter().position(|x| x == d),
-            )
-        })?;
+        let delimiter = match hint {
+            Some(d) => d,
+            None => sniff_delimiter(header),
+        };
         let mut fields = Vec::new();
-        if !split(header, delimiter, &mut fields) || fields.len() < 2 {
+        if !split(header, delimiter, &mut fields) || fields.len() < 2 || fields.len() > MAX_COLUMNS
+        {
             return None;
         }
         let mut buf = Vec::new();
-        let mut names: Vec<String> = Vec::new();
-        for (i, f) in fields.iter().enumerate() {
-            let text = String::from_utf8_lossy(unquote(header, *f, &mut buf))
-                .trim()
-                .to_string();
-            let mut name = if text.is_empty() || text == EXACT {
-                format!("c{i}")
-            } else {
-                text
-            };
-            while names.contains(&name) {
-                name = format!("{name}_{i}");
-            }
-            names.push(name);
-        }
+        let names = unique_names(
+            fields
+                .iter()
+                .map(|f| String::from_utf8_lossy(unquote(header, *f, &mut buf)).into_owned()),
+        );
         let n = names.len();
         // Per column: values seen, all quoted, all ints, all floats of each style.
         let mut seen = vec![0usize; n];
@@ -244,7 +250,14 @@ impl CsvLayout {
                     .enumerate()
                     .max_by_key(|(i, n)| (**n, usize::MAX - i))
                     .map_or((0, 0), |(i, n)| (i, *n));
-                let null = if kind != Kind::Text && count > empties[c] {
+                let quote = if seen[c] > 0 && quoted[c] == seen[c] {
+                    Quote::Always
+                } else {
+                    Quote::Minimal
+                };
+                // An unquoted token is a null where every value is quoted (R's `write.csv`
+                // writes a missing string as `NA`) or the column is numeric.
+                let null = if (kind != Kind::Text || quote == Quote::Always) && count > empties[c] {
                     NULL_TOKENS[best].to_string()
                 } else {
                     String::new()
@@ -253,11 +266,7 @@ impl CsvLayout {
                     name,
                     kind,
                     view: text_bytes[c] <= VIEW_BYTES * seen[c].max(1),
-                    quote: if seen[c] > 0 && quoted[c] == seen[c] {
-                        Quote::Always
-                    } else {
-                        Quote::Minimal
-                    },
+                    quote,
                     null,
                 }
             })
@@ -387,9 +396,8 @@ impl Codec for CsvCodec {
             }
             let text = &out[start..];
             let must = text.is_empty()
-                || text
-                    .iter()
-                    .any(|&b| b == d || b == b'"' || b == b'\r' || b == b'\n');
+                || text.first() == Some(&b'"')
+                || text.iter().any(|&b| b == d || b == b'\r' || b == b'\n');
             if must || spec.quote == Quote::Always {
                 let text = out.split_off(start);
                 write_quoted(&text, out);

@@ -16,10 +16,9 @@ use arrow_array::builder::{BooleanBuilder, Float64Builder, Int64Builder};
 use arrow_schema::{ArrowError, DataType, Field};
 
 use super::chunk::Chunk;
-use super::codec::{Codec, Col, EXACT, FloatStyle, TextBuilder, VIEW_BYTES, read_int, text_type};
-
-/// At most this many columns; later keys make their rows `_exact`.
-pub const MAX_COLUMNS: usize = 1024;
+use super::codec::{
+    Codec, Col, FloatStyle, MAX_COLUMNS, TextBuilder, VIEW_BYTES, read_int, text_type, unique_names,
+};
 
 /// A column's type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -246,11 +245,20 @@ impl JsonLayout {
             .into(),
             columns: Vec::new(),
         };
-        if let Some(m) = s0.members.first() {
-            layout.key_sep = part(m[1])?;
+        // The spacing inside the braces and between members, from the first object lines that
+        // show it (a first line `{}` or `{"a": 1}` shows none, or no separator).
+        let lines = || {
+            (at..chunk.records.len().min(at + 16))
+                .filter_map(|r| spans(chunk.content(r)).map(|s| (chunk.content(r), s)))
+        };
+        if let Some((b, s)) = lines().find(|(_, s)| !s.members.is_empty()) {
+            let part = |r: (usize, usize)| text(b, r).map(str::to_owned);
+            layout.open = part((s.open.0 + 1, s.open.1))?;
+            layout.close = part((s.close.0, s.close.1 - 1))?;
+            layout.key_sep = part(s.members[0][1])?;
         }
-        if s0.members.len() > 1 {
-            layout.item_sep = part(s0.members[0][3])?;
+        if let Some((b, s)) = lines().find(|(_, s)| s.members.len() > 1) {
+            layout.item_sep = text(b, s.members[0][3])?.to_owned();
         }
         // Per key: classes seen, float styles that fit, null literal seen.
         struct Seen {
@@ -260,6 +268,8 @@ impl JsonLayout {
             plain: bool,
             shortest: bool,
             null: bool,
+            /// Every string value is written back byte for byte by `serde_json`'s escapes.
+            str_exact: bool,
             values: usize,
             bytes: usize,
         }
@@ -282,6 +292,7 @@ impl JsonLayout {
                             plain: true,
                             shortest: true,
                             null: false,
+                            str_exact: true,
                             values: 0,
                             bytes: 0,
                         });
@@ -301,6 +312,14 @@ impl JsonLayout {
                 if !k.classes.contains(&c) {
                     k.classes.push(c);
                 }
+                if c == Class::Str && k.str_exact {
+                    // Python's `json.dumps` writes `\u00e9` where serde_json writes `é`: such a
+                    // column keeps its values' JSON text instead.
+                    k.str_exact = serde_json::from_slice::<String>(v)
+                        .ok()
+                        .and_then(|t| serde_json::to_vec(&t).ok())
+                        .is_some_and(|back| back == v);
+                }
                 if c == Class::Num {
                     k.ints = k.ints && read_int(v).is_some();
                     k.plain = k.plain && FloatStyle::Plain.read(v, &mut scratch).is_some();
@@ -308,24 +327,17 @@ impl JsonLayout {
                 }
             }
         }
-        let mut names: Vec<String> = Vec::new();
-        for (i, k) in seen.into_iter().enumerate() {
-            let decoded: String = serde_json::from_str(&k.key).unwrap_or_else(|_| k.key.clone());
-            let mut name = if decoded.is_empty() || decoded == EXACT {
-                format!("c{i}")
-            } else {
-                decoded
-            };
-            while names.contains(&name) {
-                name = format!("{name}_{i}");
-            }
-            names.push(name.clone());
+        let names = unique_names(
+            seen.iter()
+                .map(|k| serde_json::from_str(&k.key).unwrap_or_else(|_| k.key.clone())),
+        );
+        for (k, name) in seen.into_iter().zip(names) {
             let kind = match k.classes.as_slice() {
                 [Class::Num] if k.ints => Kind::Int,
                 [Class::Num] if k.plain => Kind::Float(FloatStyle::Plain),
                 [Class::Num] if k.shortest => Kind::Float(FloatStyle::Shortest),
                 [Class::Bool] => Kind::Bool,
-                [Class::Str] => Kind::Str,
+                [Class::Str] if k.str_exact => Kind::Str,
                 _ => Kind::Json,
             };
             layout.columns.push(JsonColumn {
@@ -534,7 +546,7 @@ mod render_tests {
     fn a_regular_line_renders_back_from_its_columns() {
         let line =
             b"{\"id\": 3, \"name\": \"n3\", \"ok\": false, \"v\": 3.5, \"tags\": [\"a\", 3]}\n";
-        let chunk = Chunker::new(&line[..], false, 10, 1 << 20)
+        let chunk = Chunker::new(&line[..], None, 10, 1 << 20)
             .next_chunk()
             .unwrap()
             .unwrap();

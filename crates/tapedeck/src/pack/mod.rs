@@ -52,10 +52,15 @@ pub const VERSION: u32 = 1;
 pub const DEFAULT_LEVEL: i32 = 3;
 /// The default records per chunk (one frame each).
 pub const DEFAULT_CHUNK_LINES: usize = 200_000;
+/// The largest bytes per chunk: a chunk stays under twice this, so its text fits the 32-bit
+/// offsets of an Arrow column and a frame the tape's 1 GiB bound.
+pub const MAX_CHUNK_BYTES: usize = 256 << 20;
 /// The default bytes per chunk: a chunk is cut once it holds this many bytes.
 pub const DEFAULT_CHUNK_BYTES: usize = 16 << 20;
 /// How much larger than the plain form a frame's columns may be and still be kept.
 pub const DEFAULT_COLUMNS_SLACK: f64 = 0.10;
+/// Frames of at least this many rows are rendered in two halves at once by `unpack`.
+const PARALLEL_RENDER_ROWS: usize = 16_384;
 /// How much of the input `auto` looks at to choose a format.
 const SNIFF_BYTES: usize = 64 << 10;
 
@@ -140,7 +145,9 @@ impl Layout {
     /// Bytes that come before the first row (a CSV header).
     fn preamble(&self) -> Result<Vec<u8>, String> {
         match self {
-            Layout::Csv(l) => from_hex(&l.header).ok_or_else(|| "the CSV header is not hex".into()),
+            Layout::Csv(l) => from_hex(&l.header).ok_or_else(|| {
+                "the layout's CSV header is not hex: the PACK file is invalid".into()
+            }),
             _ => Ok(Vec::new()),
         }
     }
@@ -275,6 +282,7 @@ pub fn detect(name: Option<&str>, head: &[u8]) -> Format {
         .and_then(|n| Path::new(n).extension())
         .and_then(|e| e.to_str())
         .map(str::to_ascii_lowercase);
+    let head = head.strip_prefix("\u{feff}".as_bytes()).unwrap_or(head);
     // The first complete line (or all of `head` when it has no newline).
     let line = head.split(|&b| b == b'\n').next().unwrap_or(&[]);
     let line = line.strip_suffix(b"\r").unwrap_or(line);
@@ -302,11 +310,11 @@ pub fn detect(name: Option<&str>, head: &[u8]) -> Format {
         return Format::Log;
     }
     // CSV: the first lines split into the same number (≥ 2) of fields.
-    let mut chunker = Chunker::new(head, true, 64, SNIFF_BYTES);
+    let mut chunker = Chunker::new(head, Some(csv::sniff_delimiter(line)), 64, SNIFF_BYTES);
     if let Ok(Some(c)) = chunker.next_chunk() {
         let complete = c.records.iter().filter(|r| r.end > r.content_end).count();
         if complete >= 2
-            && let Some(l) = csv::CsvLayout::detect(&c)
+            && let Some(l) = csv::CsvLayout::detect(&c, None)
         {
             let n = l.columns.len();
             let same = (1..complete)
@@ -343,8 +351,22 @@ pub fn pack<R: Read>(
     }
     let temp = partial_path(out);
     if temp.exists() {
-        // What an interrupted `pack` left: a tape without a trailer. Anything else is not ours.
-        if !temp.join("TAPEID").exists() || temp.join(TRAILER).exists() {
+        // What an interrupted `pack` left: an empty directory, or a tape without a trailer.
+        // A complete pack whose rename did not happen is the user's to keep; anything else is
+        // not ours.
+        let empty = std::fs::read_dir(&temp).is_ok_and(|mut d| d.next().is_none());
+        if temp.join(TRAILER).exists() {
+            return Err(pack_error(
+                &temp,
+                None,
+                None,
+                format!(
+                    "is a complete pack whose final rename did not happen: rename it to {}, or remove it to pack again",
+                    out.display()
+                ),
+            ));
+        }
+        if !empty && !temp.join("TAPEID").exists() {
             return Err(pack_error(
                 &temp,
                 None,
@@ -416,25 +438,21 @@ fn choose(
         })();
         (structured, raw.join())
     });
-    let (raw, raw_size) = raw.map_err(|_| "the plain form's encoder panicked".to_string())??;
-    let structured = structured?;
-    if std::env::var_os("TAPEDECK_PACK_DEBUG").is_some() {
-        eprintln!(
-            "frame: structured {} bytes (same: {}), plain {raw_size}",
-            structured.1, structured.2
-        );
-    }
+    let (raw, raw_size) = raw
+        .map_err(|_| "encoding the chunk's plain form panicked (a bug: please report it; --format lines avoids the columns)".to_string())??;
     match structured {
-        (batch, size, true) if size as f64 <= raw_size as f64 * (1.0 + slack.max(0.0)) => {
+        Ok((batch, size, true)) if size as f64 <= raw_size as f64 * (1.0 + slack.max(0.0)) => {
             Ok((batch, false))
         }
+        // Larger than the plain form, not giving the bytes back, or failing to encode at all:
+        // the plain form, whose rows need no codec.
         _ => {
             // The plain form gives the bytes back by construction; check it all the same.
             let (_, back) = round_trip(schema, &raw, level)?;
             let mut bytes = Vec::with_capacity(expect.len());
             codec::render_batch(codec, &back, &mut bytes)?;
             if bytes != expect {
-                return Err("the plain form of the chunk does not give its bytes back".into());
+                return Err("the plain form of the chunk does not give its bytes back (a bug: please report it with the input; nothing was written under the pack's name)".into());
             }
             Ok((raw, true))
         }
@@ -469,7 +487,7 @@ fn round_trip(
 }
 
 fn pack_into<R: BufRead>(
-    reader: R,
+    mut reader: R,
     temp: &Path,
     format: Format,
     options: &PackOptions,
@@ -478,11 +496,33 @@ fn pack_into<R: BufRead>(
 ) -> Result<PackReport> {
     let input_name = PathBuf::from(options.name.as_deref().unwrap_or("-"));
     let level = options.level.clamp(1, 22);
+    // A `.tsv` / `.psv` file says its delimiter; other files' headers suggest one.
+    let hint = match input_name
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
+        Some("tsv") => Some(b'\t'),
+        Some("psv") => Some(b'|'),
+        _ => None,
+    };
+    let delimiter = if format == Format::Csv {
+        // The header's delimiter, from the first line (still in the reader's buffer).
+        let peek = reader
+            .fill_buf()
+            .map_err(|e| io_error("read", &input_name, e))?;
+        let first = peek.split(|&b| b == b'\n').next().unwrap_or(&[]);
+        let first = first.strip_prefix("\u{feff}".as_bytes()).unwrap_or(first);
+        Some(hint.unwrap_or_else(|| csv::sniff_delimiter(first)))
+    } else {
+        None
+    };
     let mut chunker = Chunker::new(
         reader,
-        format == Format::Csv,
+        delimiter,
         options.chunk_lines,
-        options.chunk_bytes,
+        options.chunk_bytes.min(MAX_CHUNK_BYTES),
     );
     let read_err = |e: std::io::Error| io_error("read", &input_name, e);
     let first = chunker.next_chunk().map_err(read_err)?;
@@ -503,7 +543,7 @@ fn pack_into<R: BufRead>(
             terminator: "\n".into(),
             time: false,
         }),
-        (Some(c), Format::Csv) => match csv::CsvLayout::detect(c) {
+        (Some(c), Format::Csv) => match csv::CsvLayout::detect(c, delimiter) {
             Some(l) => Layout::Csv(l),
             None if explicit => {
                 return Err(refuse(
@@ -609,6 +649,15 @@ fn pack_into<R: BufRead>(
     })
 }
 
+fn field_list(schema: &SchemaRef) -> String {
+    schema
+        .fields()
+        .iter()
+        .map(|f| format!("{} {}", f.name(), f.data_type()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Bytes of the segments of a tape directory.
 fn tape_bytes(dir: &Path) -> Result<u64> {
     let mut total = 0u64;
@@ -629,6 +678,17 @@ fn write_trailer(dir: &Path, trailer: &Trailer) -> Result<()> {
     let json =
         serde_json::to_string(trailer).map_err(|e| pack_error(dir, None, None, e.to_string()))?;
     let text = format!("{json}\ncrc32c {:08x}\n", crc32c::crc32c(json.as_bytes()));
+    if text.len() as u64 > MAX_TRAILER_BYTES {
+        return Err(pack_error(
+            dir,
+            None,
+            None,
+            format!(
+                "the trailer would be {} bytes, more than a reader accepts: pack the file with --format lines",
+                text.len()
+            ),
+        ));
+    }
     let mut f = std::fs::File::create(&path).map_err(|e| io_error("create", &path, e))?;
     f.write_all(text.as_bytes())
         .and_then(|()| f.sync_all())
@@ -688,6 +748,21 @@ pub fn read_trailer(dir: &Path) -> Result<Trailer> {
     if crc != crc32c::crc32c(json.as_bytes()) {
         return Err(damaged("its checksum does not match"));
     }
+    // The version first, so a newer pack's unknown layout is named as such, not as damage.
+    let version = serde_json::from_str::<serde_json::Value>(json)
+        .map_err(|e| damaged(&e.to_string()))?
+        .get("pack")
+        .and_then(serde_json::Value::as_u64);
+    if let Some(v) = version.filter(|v| *v != u64::from(VERSION)) {
+        return Err(pack_error(
+            dir,
+            None,
+            None,
+            format!(
+                "pack format version {v} is not supported by this build (it reads {VERSION}): unpack it with the tapedeck that wrote it, or a newer one"
+            ),
+        ));
+    }
     let trailer: Trailer = serde_json::from_str(json).map_err(|e| damaged(&e.to_string()))?;
     if trailer.pack != VERSION {
         return Err(pack_error(
@@ -720,11 +795,22 @@ pub struct UnpackReport {
 /// record and byte counts and the SHA-256. On an error, what was written to `out` is not the
 /// original: [`unpack_to_file`] removes it.
 pub fn unpack<W: Write>(dir: &Path, out: W, progress: &mut dyn FnMut(u64)) -> Result<UnpackReport> {
+    unpack_named(dir, out, "the output", progress)
+}
+
+/// [`unpack`], naming the output (`out_name`) in errors.
+fn unpack_named<W: Write>(
+    dir: &Path,
+    out: W,
+    out_name: &str,
+    progress: &mut dyn FnMut(u64),
+) -> Result<UnpackReport> {
     let started = Instant::now();
     let trailer = read_trailer(dir)?;
     let codec = trailer.layout.codec();
+    let expected = codec::schema_of(codec.as_ref());
     let mut out = std::io::BufWriter::with_capacity(1 << 20, out);
-    let out_err = |e: std::io::Error| io_error("write", Path::new("<output>"), e);
+    let out_err = |e: std::io::Error| io_error("write", Path::new(out_name), e);
     let mut hash = Sha256::new();
     let mut written = 0u64;
     let preamble = trailer
@@ -791,8 +877,48 @@ pub fn unpack<W: Write>(dir: &Path, out: W, progress: &mut dyn FnMut(u64)) -> Re
                     format!("rows {records}..{seq} are missing"),
                 ));
             }
-            codec::render_batch(codec.as_ref(), &batch, &mut buf)
-                .map_err(|m| pack_error(dir, Some(frames), Some(written), m))?;
+            let same_columns = batch.schema().fields().len() == expected.fields().len()
+                && batch
+                    .schema()
+                    .fields()
+                    .iter()
+                    .zip(expected.fields())
+                    .all(|(a, b)| a.name() == b.name() && a.data_type() == b.data_type());
+            if !same_columns {
+                return Err(pack_error(
+                    dir,
+                    Some(frames),
+                    Some(written),
+                    format!(
+                        "the frame's columns ({}) are not the trailer's layout ({}): not this pack's frame",
+                        field_list(&batch.schema()),
+                        field_list(&expected)
+                    ),
+                ));
+            }
+            let rows = batch.num_rows();
+            let fail = |m: String| pack_error(dir, Some(frames), Some(written), m);
+            if rows >= PARALLEL_RENDER_ROWS {
+                // A large frame is rendered in two halves at once (rendering numbers back to
+                // text is the slow part of unpacking a CSV).
+                let half = rows / 2;
+                let (first, second) = (batch.slice(0, half), batch.slice(half, rows - half));
+                let codec = codec.as_ref();
+                let (r1, r2) = std::thread::scope(|s| {
+                    let other = s.spawn(move || {
+                        let mut tail = Vec::new();
+                        codec::render_batch(codec, &second, &mut tail).map(|()| tail)
+                    });
+                    (codec::render_batch(codec, &first, &mut buf), other.join())
+                });
+                r1.map_err(fail)?;
+                let tail = r2
+                    .map_err(|_| fail("rendering a frame's second half panicked".into()))?
+                    .map_err(fail)?;
+                buf.extend_from_slice(&tail);
+            } else {
+                codec::render_batch(codec.as_ref(), &batch, &mut buf).map_err(fail)?;
+            }
             hash.update(&buf);
             out.write_all(&buf).map_err(out_err)?;
             written += buf.len() as u64;
@@ -816,7 +942,7 @@ pub fn unpack<W: Write>(dir: &Path, out: W, progress: &mut dyn FnMut(u64)) -> Re
             None,
             Some(written),
             format!(
-                "restored {records} records, {written} bytes, SHA-256 {sha}; the trailer says {} records, {} bytes, {}",
+                "restored {records} records, {written} bytes, SHA-256 {sha}; the trailer says {} records, {} bytes, {}: the pack is damaged (or was written by a faulty build); `tapedeck verify` names what it finds",
                 trailer.records, trailer.bytes, trailer.sha256
             ),
         ));
@@ -839,8 +965,20 @@ pub fn unpack_to_file(
     let mut s = out.as_os_str().to_owned();
     s.push(format!(".partial-{}", std::process::id()));
     let temp = PathBuf::from(s);
+    if out.exists() {
+        return Err(pack_error(
+            dir,
+            None,
+            None,
+            format!(
+                "{} already exists; refusing to overwrite it: remove it or choose another name",
+                out.display()
+            ),
+        ));
+    }
     let file = std::fs::File::create(&temp).map_err(|e| io_error("create", &temp, e))?;
-    let result = unpack(dir, &file, progress).and_then(|r| {
+    let name = out.display().to_string();
+    let result = unpack_named(dir, &file, &name, progress).and_then(|r| {
         file.sync_all().map_err(|e| io_error("sync", &temp, e))?;
         std::fs::rename(&temp, out).map_err(|e| io_error("rename", out, e))?;
         Ok(r)

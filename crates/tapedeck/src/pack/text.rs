@@ -164,22 +164,34 @@ pub fn leading_time(line: &str) -> Option<i64> {
         .timestamp_micros()
         .checked_add(micros)?;
     let rest = &s[end..];
-    let offset_secs = if rest.starts_with('Z') {
-        0
-    } else if let Some(sign) = rest.strip_prefix(['+', '-']).map(|_| &rest[..1]) {
-        let o = rest[1..].replace(':', "");
-        let (h, m) = (o.get(0..2)?, o.get(2..4)?);
-        if !(h.bytes().chain(m.bytes()).all(|c| c.is_ascii_digit())) {
-            0
-        } else {
-            let secs = h.parse::<i64>().ok()? * 3600 + m.parse::<i64>().ok()? * 60;
-            if sign == "+" { secs } else { -secs }
-        }
-    } else {
-        0
-    };
+    let offset_secs = utc_offset(rest.as_bytes()).unwrap_or(0);
     t = t.checked_sub(offset_secs.checked_mul(1_000_000)?)?;
     Some(t)
+}
+
+/// The UTC offset at the start of `b`, in seconds: `Z`, or `+`/`-` then `HH`, `HHMM` or
+/// `HH:MM` (hours up to 23, minutes up to 59). `None` when `b` starts with none of these (the
+/// time is then taken as UTC).
+fn utc_offset(b: &[u8]) -> Option<i64> {
+    let two = |at: usize| -> Option<i64> {
+        let d = b.get(at..at + 2)?;
+        d.iter()
+            .all(u8::is_ascii_digit)
+            .then(|| i64::from(d[0] - b'0') * 10 + i64::from(d[1] - b'0'))
+    };
+    let sign = match b.first()? {
+        b'Z' => return Some(0),
+        b'+' => 1,
+        b'-' => -1,
+        _ => return None,
+    };
+    let hours = two(1).filter(|h| *h <= 23)?;
+    let minutes = match b.get(3) {
+        Some(b':') => two(4)?,
+        Some(c) if c.is_ascii_digit() => two(3)?,
+        _ => 0,
+    };
+    (minutes <= 59).then_some(sign * (hours * 3600 + minutes * 60))
 }
 
 #[cfg(test)]
@@ -211,6 +223,12 @@ mod tests {
             Some(base + 123_000)
         );
         assert_eq!(leading_time("2026-11-30T14:02:18+01:00"), Some(base));
+        assert_eq!(leading_time("2026-11-30T14:02:18+0100"), Some(base));
+        assert_eq!(leading_time("2026-11-30 14:02:18+01 x"), Some(base));
+        assert_eq!(leading_time("2026-11-30T12:02:18-01:00"), Some(base));
+        // Not an offset: the time is UTC.
+        assert_eq!(leading_time("2026-11-30T13:02:18 -- x"), Some(base));
+        assert_eq!(leading_time("2026-11-30T13:02:18+1:2:34"), Some(base));
         assert_eq!(leading_time("Nov 30 13:02:18 host"), None);
         assert_eq!(leading_time("2026-13-30 13:02:18"), None);
         assert_eq!(leading_time("short"), None);
