@@ -8,7 +8,7 @@
 //! stream comes last: `--big GB` packs GB of generated CSV from a reader that never holds it).
 //!
 //! Run: `cargo run --release -p tapedeck --example pack_bench -- [--runs N] [--level L]
-//!       [--big GB] [--work DIR] NAME=FILE[,FILE…] …`
+//!       [--big GB] [--slack S] [--work DIR] NAME=FILE[,FILE…] …`
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -114,6 +114,9 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(pack::DEFAULT_LEVEL);
     let big: f64 = take("--big").and_then(|v| v.parse().ok()).unwrap_or(0.0);
+    let slack: f64 = take("--slack")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(pack::DEFAULT_COLUMNS_SLACK);
     let work = PathBuf::from(take("--work").unwrap_or_else(|| "/tmp/pack_bench".into()));
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work).unwrap_or_else(|e| panic!("{e}"));
@@ -137,6 +140,7 @@ fn main() {
         let (mut p_b, mut x_b, mut z_b, mut frames, mut plain) = (0, 0, 0, 0, 0);
         let options = PackOptions {
             level,
+            columns_slack: slack,
             name: Some(files.split(',').next().unwrap_or(name).to_string()),
             ..PackOptions::default()
         };

@@ -695,3 +695,19 @@ fn unpack_refuses_to_overwrite_a_file() {
     assert!(e.to_string().contains("already exists"), "{e}");
     assert_eq!(std::fs::read(&out).unwrap(), b"keep me");
 }
+
+#[test]
+fn a_crlf_line_in_an_lf_file_keeps_its_cr_in_line_not_in_exact() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = b"a\nb\r\nc\n";
+    let (out, _) = round_trip(dir.path(), "l", input, &columns(Format::Lines, 100));
+    let b = batches(&out);
+    assert_eq!(exact_rows(&b[0]), 0);
+    let line = b[0]
+        .column_by_name("line")
+        .unwrap()
+        .as_any()
+        .downcast_ref::<arrow_array::StringArray>()
+        .unwrap();
+    assert_eq!(line.value(1), "b\r");
+}

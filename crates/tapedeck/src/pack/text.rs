@@ -1,9 +1,10 @@
 //! The `lines` and `log` codecs: a line is a `line` text column; a log line also has its
 //! leading timestamp read into a `time` column, so a packed log is queried and pruned by time.
 //!
-//! A row renders as its `line` followed by the pack's terminator; a line that is not UTF-8,
-//! or ends otherwise (the last line without a newline, a `\r\n` in a `\n` file), is kept in
-//! `_exact`. The `time` column is read from the line and never rendered: the line holds it.
+//! A row renders as its `line` followed by the pack's terminator; `line` is the record
+//! without that terminator (so a `\r\n` line in a `\n` file keeps its `\r`). A line that is
+//! not UTF-8, or ends otherwise (the last line without a newline, a `\n` line in a `\r\n`
+//! file), is kept in `_exact`. The `time` column is read from the line and never rendered: the line holds it.
 
 use std::sync::Arc;
 
@@ -64,8 +65,14 @@ impl Codec for LinesCodec {
         let rows = chunk.records.len().saturating_sub(first);
         let mut lines = StringBuilder::with_capacity(rows, chunk.bytes.len());
         let mut times = TimestampMicrosecondBuilder::with_capacity(rows);
+        let term = self.layout.terminator.as_bytes();
         for i in first..chunk.records.len() {
-            match std::str::from_utf8(chunk.content(i)) {
+            // The line is the record without the layout's terminator, so a `\r\n` line in a
+            // `\n` file keeps its `\r` and renders back exactly (rather than twice, as a
+            // line and in `_exact`).
+            let record = chunk.record(i);
+            let line = record.strip_suffix(term).unwrap_or(chunk.content(i));
+            match std::str::from_utf8(line) {
                 Ok(text) => {
                     lines.append_value(text);
                     times.append_option(self.layout.time.then(|| leading_time(text)).flatten());
