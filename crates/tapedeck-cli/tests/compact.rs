@@ -1,24 +1,9 @@
 //! `tapedeck compact`: a tape of small frames rewritten into large ones answers the same
 //! queries, verifies, shows the compaction in `inspect`, and delivers every row.
 
-use std::process::{Command, Output};
 
-fn run(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_tapedeck"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn ok(o: Output) -> String {
-    assert!(
-        o.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
+mod common;
+use common::{ok, run};
 
 #[test]
 fn compact_rewrites_small_frames_and_the_tape_answers_the_same() {

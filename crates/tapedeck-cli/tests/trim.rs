@@ -2,24 +2,9 @@
 //! unless `--force` (which says who loses what), and a delivery from before the new start
 //! fails naming the first row left.
 
-use std::process::{Command, Output};
 
-fn run(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_tapedeck"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn ok(o: Output) -> String {
-    assert!(
-        o.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
+mod common;
+use common::{ok, run};
 
 #[test]
 fn trim_stops_at_a_sinks_cursor_unless_forced_and_says_who_loses_what() {

@@ -212,6 +212,99 @@ impl TextBuilder {
     }
 }
 
+/// What a column holds, as the codecs read and type it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ValueKind {
+    /// `Int64`.
+    Int,
+    /// `Float64`, read only when spelled in this style.
+    Float(FloatStyle),
+    /// `Boolean`: `true` / `false`.
+    Bool,
+    /// Text (views or offsets), read as UTF-8.
+    Text {
+        /// Stored as views.
+        view: bool,
+    },
+}
+
+impl ValueKind {
+    /// The Arrow type of such a column.
+    pub fn data_type(self) -> DataType {
+        match self {
+            ValueKind::Int => DataType::Int64,
+            ValueKind::Float(_) => DataType::Float64,
+            ValueKind::Bool => DataType::Boolean,
+            ValueKind::Text { view } => text_type(view),
+        }
+    }
+}
+
+/// A builder of one column of a codec's batch: each value is read from its bytes as the
+/// column's kind, null when it is absent or does not read as that kind (the row's rendering then
+/// differs, and the row keeps its bytes in `_exact`).
+#[derive(Debug)]
+pub enum ValueBuilder {
+    /// `Int64`.
+    Int(arrow_array::builder::Int64Builder),
+    /// `Float64`.
+    Float(arrow_array::builder::Float64Builder, FloatStyle),
+    /// `Boolean`.
+    Bool(arrow_array::builder::BooleanBuilder),
+    /// Text.
+    Text(TextBuilder),
+}
+
+impl ValueBuilder {
+    /// A builder for `rows` values of `kind`.
+    pub fn new(kind: ValueKind, rows: usize) -> ValueBuilder {
+        match kind {
+            ValueKind::Int => {
+                ValueBuilder::Int(arrow_array::builder::Int64Builder::with_capacity(rows))
+            }
+            ValueKind::Float(s) => {
+                ValueBuilder::Float(arrow_array::builder::Float64Builder::with_capacity(rows), s)
+            }
+            ValueKind::Bool => {
+                ValueBuilder::Bool(arrow_array::builder::BooleanBuilder::with_capacity(rows))
+            }
+            ValueKind::Text { view } => ValueBuilder::Text(TextBuilder::new(view, rows)),
+        }
+    }
+
+    /// Appends `v` read as the column's kind, or a null.
+    pub fn append_bytes(&mut self, v: Option<&[u8]>, scratch: &mut Vec<u8>) {
+        match self {
+            ValueBuilder::Int(b) => b.append_option(v.and_then(read_int)),
+            ValueBuilder::Float(b, s) => b.append_option(v.and_then(|v| s.read(v, scratch))),
+            ValueBuilder::Bool(b) => b.append_option(v.and_then(|v| match v {
+                b"true" => Some(true),
+                b"false" => Some(false),
+                _ => None,
+            })),
+            ValueBuilder::Text(b) => b.append_option(v.and_then(|v| std::str::from_utf8(v).ok())),
+        }
+    }
+
+    /// Appends text already decoded (a text column only; any other appends a null).
+    pub fn append_str(&mut self, v: Option<&str>) {
+        match self {
+            ValueBuilder::Text(b) => b.append_option(v),
+            other => other.append_bytes(None, &mut Vec::new()),
+        }
+    }
+
+    /// The column.
+    pub fn finish(self) -> ArrayRef {
+        match self {
+            ValueBuilder::Int(mut b) => Arc::new(b.finish()),
+            ValueBuilder::Float(mut b, _) => Arc::new(b.finish()),
+            ValueBuilder::Bool(mut b) => Arc::new(b.finish()),
+            ValueBuilder::Text(mut b) => b.finish(),
+        }
+    }
+}
+
 /// The columns of one batch, ready to render.
 #[derive(Debug)]
 pub struct Cols<'a> {

@@ -11,15 +11,12 @@
 //! does not fit its column's type, broken quotes — keeps its bytes in `_exact`, its columns
 //! filled as far as they could be read.
 
-use std::sync::Arc;
-
 use arrow_array::ArrayRef;
-use arrow_array::builder::{Float64Builder, Int64Builder};
-use arrow_schema::{ArrowError, DataType, Field};
+use arrow_schema::{ArrowError, Field};
 
 use super::chunk::Chunk;
 use super::codec::{
-    Codec, Col, FloatStyle, MAX_COLUMNS, TextBuilder, VIEW_BYTES, read_int, text_type,
+    Codec, Col, FloatStyle, MAX_COLUMNS, VIEW_BYTES, ValueBuilder, ValueKind, read_int,
     unique_names, write_quoted,
 };
 
@@ -298,10 +295,14 @@ impl CsvCodec {
     }
 }
 
-enum Builder {
-    Int(Int64Builder),
-    Float(Float64Builder, FloatStyle),
-    Text(TextBuilder),
+impl CsvColumn {
+    fn value_kind(&self) -> ValueKind {
+        match self.kind {
+            Kind::Int => ValueKind::Int,
+            Kind::Float(s) => ValueKind::Float(s),
+            Kind::Text => ValueKind::Text { view: self.view },
+        }
+    }
 }
 
 impl Codec for CsvCodec {
@@ -309,28 +310,17 @@ impl Codec for CsvCodec {
         self.layout
             .columns
             .iter()
-            .map(|c| {
-                let t = match c.kind {
-                    Kind::Int => DataType::Int64,
-                    Kind::Float(_) => DataType::Float64,
-                    Kind::Text => text_type(c.view),
-                };
-                Field::new(&c.name, t, true)
-            })
+            .map(|c| Field::new(&c.name, c.value_kind().data_type(), true))
             .collect()
     }
 
     fn columns(&self, chunk: &Chunk, first: usize) -> Result<Vec<ArrayRef>, ArrowError> {
         let rows = chunk.records.len().saturating_sub(first);
-        let mut builders: Vec<Builder> = self
+        let mut builders: Vec<ValueBuilder> = self
             .layout
             .columns
             .iter()
-            .map(|c| match c.kind {
-                Kind::Int => Builder::Int(Int64Builder::with_capacity(rows)),
-                Kind::Float(s) => Builder::Float(Float64Builder::with_capacity(rows), s),
-                Kind::Text => Builder::Text(TextBuilder::new(c.view, rows)),
-            })
+            .map(|c| ValueBuilder::new(c.value_kind(), rows))
             .collect();
         let mut fields = Vec::new();
         let (mut buf, mut scratch) = (Vec::new(), Vec::new());
@@ -345,27 +335,10 @@ impl Codec for CsvCodec {
                         ok && (f.quoted || (f.start < f.end && &content[f.start..f.end] != null))
                     })
                     .map(|f| unquote(content, *f, &mut buf));
-                match b {
-                    Builder::Int(b) => b.append_option(value.and_then(read_int)),
-                    Builder::Float(b, s) => {
-                        b.append_option(value.and_then(|v| s.read(v, &mut scratch)))
-                    }
-                    Builder::Text(b) => {
-                        b.append_option(value.and_then(|v| std::str::from_utf8(v).ok()))
-                    }
-                }
+                b.append_bytes(value, &mut scratch);
             }
         }
-        Ok(builders
-            .into_iter()
-            .map(|b| -> ArrayRef {
-                match b {
-                    Builder::Int(mut b) => Arc::new(b.finish()),
-                    Builder::Float(mut b, _) => Arc::new(b.finish()),
-                    Builder::Text(mut b) => b.finish(),
-                }
-            })
-            .collect())
+        Ok(builders.into_iter().map(ValueBuilder::finish).collect())
     }
 
     fn render(&self, cols: &[Col<'_>], row: usize, out: &mut Vec<u8>) -> Result<(), String> {

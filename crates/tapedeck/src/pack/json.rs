@@ -9,15 +9,13 @@
 //! it (so pretty JSON arrays with one object per line, `  {…},`, pack as well). A line that
 //! renders otherwise keeps its bytes in `_exact`.
 
-use std::sync::Arc;
-
 use arrow_array::ArrayRef;
-use arrow_array::builder::{BooleanBuilder, Float64Builder, Int64Builder};
-use arrow_schema::{ArrowError, DataType, Field};
+use arrow_schema::{ArrowError, Field};
 
 use super::chunk::Chunk;
 use super::codec::{
-    Codec, Col, FloatStyle, MAX_COLUMNS, TextBuilder, VIEW_BYTES, read_int, text_type, unique_names,
+    Codec, Col, FloatStyle, MAX_COLUMNS, VIEW_BYTES, ValueBuilder, ValueKind, read_int,
+    unique_names,
 };
 
 /// A column's type.
@@ -372,11 +370,15 @@ impl JsonCodec {
     }
 }
 
-enum Builder {
-    Int(Int64Builder),
-    Float(Float64Builder, FloatStyle),
-    Bool(BooleanBuilder),
-    Str(TextBuilder, bool),
+impl JsonColumn {
+    fn value_kind(&self) -> ValueKind {
+        match self.kind {
+            Kind::Int => ValueKind::Int,
+            Kind::Float(s) => ValueKind::Float(s),
+            Kind::Bool => ValueKind::Bool,
+            Kind::Str | Kind::Json => ValueKind::Text { view: self.view },
+        }
+    }
 }
 
 impl Codec for JsonCodec {
@@ -384,31 +386,17 @@ impl Codec for JsonCodec {
         self.layout
             .columns
             .iter()
-            .map(|c| {
-                let t = match c.kind {
-                    Kind::Int => DataType::Int64,
-                    Kind::Float(_) => DataType::Float64,
-                    Kind::Bool => DataType::Boolean,
-                    Kind::Str | Kind::Json => text_type(c.view),
-                };
-                Field::new(&c.name, t, true)
-            })
+            .map(|c| Field::new(&c.name, c.value_kind().data_type(), true))
             .collect()
     }
 
     fn columns(&self, chunk: &Chunk, first: usize) -> Result<Vec<ArrayRef>, ArrowError> {
         let rows = chunk.records.len().saturating_sub(first);
-        let mut builders: Vec<Builder> = self
+        let mut builders: Vec<ValueBuilder> = self
             .layout
             .columns
             .iter()
-            .map(|c| match c.kind {
-                Kind::Int => Builder::Int(Int64Builder::with_capacity(rows)),
-                Kind::Float(s) => Builder::Float(Float64Builder::with_capacity(rows), s),
-                Kind::Bool => Builder::Bool(BooleanBuilder::with_capacity(rows)),
-                Kind::Str => Builder::Str(TextBuilder::new(c.view, rows), true),
-                Kind::Json => Builder::Str(TextBuilder::new(c.view, rows), false),
-            })
+            .map(|c| ValueBuilder::new(c.value_kind(), rows))
             .collect();
         let mut values: Vec<Option<&[u8]>> = vec![None; builders.len()];
         let mut scratch = Vec::new();
@@ -423,39 +411,20 @@ impl Codec for JsonCodec {
                     }
                 }
             }
-            for (b, v) in builders.iter_mut().zip(&values) {
-                match b {
-                    Builder::Int(b) => b.append_option(v.and_then(read_int)),
-                    Builder::Float(b, s) => {
-                        b.append_option(v.and_then(|v| s.read(v, &mut scratch)))
-                    }
-                    Builder::Bool(b) => b.append_option(v.and_then(|v| match v {
-                        b"true" => Some(true),
-                        b"false" => Some(false),
-                        _ => None,
-                    })),
-                    Builder::Str(b, true) => b.append_option(
+            for ((b, v), spec) in builders.iter_mut().zip(&values).zip(&self.layout.columns) {
+                if spec.kind == Kind::Str {
+                    // A JSON string: its decoded text.
+                    b.append_str(
                         v.filter(|v| v.first() == Some(&b'"'))
                             .and_then(|v| serde_json::from_slice::<String>(v).ok())
                             .as_deref(),
-                    ),
-                    Builder::Str(b, false) => {
-                        b.append_option(v.and_then(|v| std::str::from_utf8(v).ok()))
-                    }
+                    );
+                } else {
+                    b.append_bytes(*v, &mut scratch);
                 }
             }
         }
-        Ok(builders
-            .into_iter()
-            .map(|b| -> ArrayRef {
-                match b {
-                    Builder::Int(mut b) => Arc::new(b.finish()),
-                    Builder::Float(mut b, _) => Arc::new(b.finish()),
-                    Builder::Bool(mut b) => Arc::new(b.finish()),
-                    Builder::Str(mut b, _) => b.finish(),
-                }
-            })
-            .collect())
+        Ok(builders.into_iter().map(ValueBuilder::finish).collect())
     }
 
     fn render(&self, cols: &[Col<'_>], row: usize, out: &mut Vec<u8>) -> Result<(), String> {
