@@ -1,7 +1,6 @@
 //! `tapedeck compact`: a tape of small frames rewritten into large ones answers the same
 //! queries, verifies, shows the compaction in `inspect`, and delivers every row.
 
-
 mod common;
 use common::{ok, run};
 

@@ -2,7 +2,6 @@
 //! unless `--force` (which says who loses what), and a delivery from before the new start
 //! fails naming the first row left.
 
-
 mod common;
 use common::{ok, run};
 
