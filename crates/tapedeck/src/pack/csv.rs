@@ -367,10 +367,13 @@ impl Codec for CsvCodec {
                     ));
                 }
             }
-            let text = &out[start..];
-            let must = text.is_empty()
-                || text.first() == Some(&b'"')
-                || text.iter().any(|&b| b == d || b == b'\r' || b == b'\n');
+            // A number never holds the delimiter (`,` TAB `;` `|`), a quote or a line break.
+            let must = spec.kind == Kind::Text && {
+                let text = &out[start..];
+                text.is_empty()
+                    || text.first() == Some(&b'"')
+                    || text.iter().any(|&b| b == d || b == b'\r' || b == b'\n')
+            };
             if must || spec.quote == Quote::Always {
                 let text = out.split_off(start);
                 write_quoted(&text, out);
