@@ -384,3 +384,75 @@ fn a_recording_waits_out_a_full_disk_and_goes_on_when_space_returns() {
     let v = tapedeck().arg("verify").arg(&tape).output().unwrap();
     assert!(v.status.success(), "{}", String::from_utf8_lossy(&v.stdout));
 }
+
+/// `pack` and `unpack` on a real full disk: each fails with the OS's error, exit 1, and leaves
+/// nothing under the name asked for — no `OUT`, no `OUT.partial`, no `OUT.partial-<pid>`.
+#[test]
+fn pack_and_unpack_on_a_full_disk_fail_and_leave_nothing_under_the_name() {
+    let Some(disk) = Tmpfs::mount("2m", "pack") else {
+        return;
+    };
+    // 8 MB of CSV whose values do not repeat: a pack of it needs more than the 2 MB disk.
+    let work = tempfile::tempdir().unwrap();
+    let csv = work.path().join("big.csv");
+    let mut text = String::from("i,a,b\n");
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    while text.len() < 8 << 20 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        text.push_str(&format!("{},{:x},{}\n", text.len(), x, x >> 11));
+    }
+    std::fs::write(&csv, &text).unwrap();
+    let leftovers = |dir: &Path| -> Vec<String> {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect()
+    };
+
+    let out = disk.dir.join("big.tdpack");
+    let o = tapedeck()
+        .args(["pack", csv.to_str().unwrap(), out.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("space"), "{}", stderr(&o));
+    assert!(
+        leftovers(&disk.dir).is_empty(),
+        "{:?}",
+        leftovers(&disk.dir)
+    );
+
+    // A pack made elsewhere, restored onto the full disk.
+    let pack = work.path().join("big.tdpack");
+    let o = tapedeck()
+        .args(["pack", csv.to_str().unwrap(), pack.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let restored = disk.dir.join("big.csv");
+    let o = tapedeck()
+        .args(["unpack", pack.to_str().unwrap(), restored.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("space"), "{}", stderr(&o));
+    assert!(
+        leftovers(&disk.dir).is_empty(),
+        "{:?}",
+        leftovers(&disk.dir)
+    );
+    // With room, the same command restores it exactly.
+    let o = tapedeck()
+        .args([
+            "unpack",
+            pack.to_str().unwrap(),
+            work.path().join("back.csv").to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(std::fs::read(work.path().join("back.csv")).unwrap() == text.as_bytes());
+}

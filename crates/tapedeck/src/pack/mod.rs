@@ -392,7 +392,24 @@ pub fn pack<R: Read>(
         Ok(r) => r,
         Err(e) => {
             let _ = std::fs::remove_dir_all(&temp);
-            return Err(e);
+            // The tape writer's own words are about a recording (what was acknowledged, how
+            // to go on); a pack is all or nothing, so say that instead.
+            return Err(match e {
+                Error::TapeStopped { os_error, .. } => pack_error(
+                    out,
+                    None,
+                    None,
+                    format!(
+                        "writing the pack failed ({}); nothing is left under this name or {}: free space or fix the disk, then pack again",
+                        os_error.map_or_else(
+                            || "the tape writer stopped".to_string(),
+                            |c| std::io::Error::from_raw_os_error(c).to_string()
+                        ),
+                        temp.display()
+                    ),
+                ),
+                other => other,
+            });
         }
     };
     std::fs::rename(&temp, out).map_err(|e| io_error("rename", out, e))?;
