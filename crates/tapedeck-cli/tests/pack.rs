@@ -353,3 +353,43 @@ fn a_log_tailed_into_a_tape_shows_its_ratio_and_segments() {
     ]));
     assert_eq!(q, format!("n\n{i}\n"));
 }
+
+#[test]
+fn a_killed_pack_leaves_no_pack_and_the_next_one_replaces_its_leftovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("k.tdpack");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tapedeck"))
+        .args([
+            "pack",
+            "-",
+            s(&out),
+            "--format",
+            "csv",
+            "--chunk-lines",
+            "1000",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    use std::io::Write;
+    writeln!(stdin, "i,v").unwrap();
+    for i in 0..50_000 {
+        writeln!(stdin, "{i},{}", i * 7).unwrap();
+    }
+    stdin.flush().unwrap();
+    // Frames are being written: kill it mid-pack, its input still open.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    child.kill().unwrap();
+    let _ = child.wait();
+    drop(stdin);
+    assert!(!out.exists(), "a killed pack left {}", out.display());
+    // The next pack to the same name replaces what the killed one left.
+    let csv = dir.path().join("k.csv");
+    std::fs::write(&csv, "i,v\n1,2\n").unwrap();
+    ok(run(&["pack", s(&csv), s(&out)]));
+    assert!(ok_bytes(run(&["unpack", s(&out), "-"])) == b"i,v\n1,2\n");
+    assert!(!dir.path().join("k.tdpack.partial").exists());
+}
