@@ -621,6 +621,14 @@ fn real_files_come_back_byte_for_byte() {
             let b = batches(&pack);
             assert_eq!(b.iter().map(exact_rows).sum::<usize>(), 0);
             assert_eq!(b[0].schema().field(0).data_type(), &DataType::Int64);
+            // `time_hour` (`2013-01-01T10:00:00Z`) is a time: the table's event time, so
+            // frames carry time ranges.
+            let schema = b[0].schema();
+            let (_, field) = schema.column_with_name("time_hour").unwrap();
+            assert!(
+                matches!(field.data_type(), DataType::Timestamp(..)),
+                "{field:?}"
+            );
         }
     }
     assert!(csv_frames > 0);

@@ -94,6 +94,92 @@ impl FloatStyle {
     }
 }
 
+/// How a time column's values are spelled: `YYYY-MM-DD`, `sep`, `HH:MM:SS`, then `.` and
+/// `frac` digits when `frac` > 0, then `suffix` (`Z` or nothing). Values are UTC.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub struct TimeStyle {
+    /// Between the date and the time: `T` or a space.
+    pub sep: char,
+    /// Digits of fraction: 0, 3, 6 (or up to 9, the last 3 zero: µs are stored).
+    pub frac: u8,
+    /// After the time: `Z` or empty.
+    pub suffix: String,
+}
+
+impl TimeStyle {
+    /// The style `text` is written in, if it is one (`2013-01-01T10:00:00Z`).
+    pub fn of(text: &[u8]) -> Option<TimeStyle> {
+        let t = std::str::from_utf8(text).ok()?;
+        let sep = t.chars().nth(10).filter(|c| *c == 'T' || *c == ' ')?;
+        let (body, suffix) = match t.strip_suffix('Z') {
+            Some(b) => (b, "Z"),
+            None => (t, ""),
+        };
+        let frac = match body.get(19..) {
+            Some("") => 0,
+            Some(f) => u8::try_from(f.strip_prefix('.')?.len())
+                .ok()
+                .filter(|n| *n <= 9)?,
+            None => return None,
+        };
+        let style = TimeStyle {
+            sep,
+            frac,
+            suffix: suffix.into(),
+        };
+        style.read(text, &mut Vec::new()).map(|_| style)
+    }
+
+    /// Appends `micros` (µs since the epoch, UTC) in this style; `false` when it has no
+    /// calendar date.
+    pub fn write(&self, micros: i64, out: &mut Vec<u8>) -> bool {
+        use chrono::{Datelike, Timelike};
+        let Some(t) = chrono::DateTime::from_timestamp_micros(micros) else {
+            return false;
+        };
+        let Ok(year) = u32::try_from(t.year()).map(|y| y.min(9999)) else {
+            return false;
+        };
+        // Fixed-width digits by hand: this runs once per value when packing and unpacking.
+        let digits = |out: &mut Vec<u8>, v: u32, width: usize| {
+            let mut buf = [b'0'; 9];
+            let mut v = v;
+            for i in (0..width).rev() {
+                buf[i] = b'0' + (v % 10) as u8;
+                v /= 10;
+            }
+            out.extend_from_slice(&buf[..width]);
+        };
+        digits(out, year, 4);
+        out.push(b'-');
+        digits(out, t.month(), 2);
+        out.push(b'-');
+        digits(out, t.day(), 2);
+        let mut sep = [0u8; 4];
+        out.extend_from_slice(self.sep.encode_utf8(&mut sep).as_bytes());
+        digits(out, t.hour(), 2);
+        out.push(b':');
+        digits(out, t.minute(), 2);
+        out.push(b':');
+        digits(out, t.second(), 2);
+        if self.frac > 0 {
+            let frac = usize::from(self.frac.min(9));
+            out.push(b'.');
+            let nanos = t.timestamp_subsec_nanos().min(999_999_999);
+            digits(out, nanos / 10u32.pow(9 - frac as u32), frac);
+        }
+        out.extend_from_slice(self.suffix.as_bytes());
+        true
+    }
+
+    /// `text` as µs since the epoch, if writing it back in this style gives `text` exactly.
+    pub fn read(&self, text: &[u8], scratch: &mut Vec<u8>) -> Option<i64> {
+        let v = crate::pack::text::leading_time(std::str::from_utf8(text).ok()?)?;
+        scratch.clear();
+        (self.write(v, scratch) && scratch.as_slice() == text).then_some(v)
+    }
+}
+
 /// `text` as an integer, if writing it back gives `text` exactly (no `+`, no leading zeros).
 pub fn read_int(text: &[u8]) -> Option<i64> {
     let v: i64 = std::str::from_utf8(text).ok()?.parse().ok()?;
@@ -222,7 +308,7 @@ impl TextBuilder {
 }
 
 /// What a column holds, as the codecs read and type it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ValueKind {
     /// `Int64`.
     Int,
@@ -230,6 +316,8 @@ pub enum ValueKind {
     Float(FloatStyle),
     /// `Boolean`: `true` / `false`.
     Bool,
+    /// `Timestamp(µs, "UTC")`, read only when spelled in this style.
+    Time(TimeStyle),
     /// Text (views or offsets), read as UTF-8.
     Text {
         /// Stored as views.
@@ -239,12 +327,13 @@ pub enum ValueKind {
 
 impl ValueKind {
     /// The Arrow type of such a column.
-    pub fn data_type(self) -> DataType {
+    pub fn data_type(&self) -> DataType {
         match self {
             ValueKind::Int => DataType::Int64,
             ValueKind::Float(_) => DataType::Float64,
             ValueKind::Bool => DataType::Boolean,
-            ValueKind::Text { view } => text_type(view),
+            ValueKind::Time(_) => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+            ValueKind::Text { view } => text_type(*view),
         }
     }
 }
@@ -260,6 +349,8 @@ pub enum ValueBuilder {
     Float(arrow_array::builder::Float64Builder, FloatStyle),
     /// `Boolean`.
     Bool(arrow_array::builder::BooleanBuilder),
+    /// `Timestamp(µs, "UTC")`.
+    Time(arrow_array::builder::TimestampMicrosecondBuilder, TimeStyle),
     /// Text.
     Text(TextBuilder),
 }
@@ -277,6 +368,10 @@ impl ValueBuilder {
             ValueKind::Bool => {
                 ValueBuilder::Bool(arrow_array::builder::BooleanBuilder::with_capacity(rows))
             }
+            ValueKind::Time(style) => ValueBuilder::Time(
+                arrow_array::builder::TimestampMicrosecondBuilder::with_capacity(rows),
+                style,
+            ),
             ValueKind::Text { view } => ValueBuilder::Text(TextBuilder::new(view, rows)),
         }
     }
@@ -291,6 +386,7 @@ impl ValueBuilder {
                 b"false" => Some(false),
                 _ => None,
             })),
+            ValueBuilder::Time(b, style) => b.append_option(v.and_then(|v| style.read(v, scratch))),
             ValueBuilder::Text(b) => b.append_option(v.and_then(|v| std::str::from_utf8(v).ok())),
         }
     }
@@ -309,6 +405,7 @@ impl ValueBuilder {
             ValueBuilder::Int(mut b) => Arc::new(b.finish()),
             ValueBuilder::Float(mut b, _) => Arc::new(b.finish()),
             ValueBuilder::Bool(mut b) => Arc::new(b.finish()),
+            ValueBuilder::Time(mut b, _) => Arc::new(b.finish().with_timezone("UTC")),
             ValueBuilder::Text(mut b) => b.finish(),
         }
     }
@@ -502,6 +599,29 @@ mod tests {
             FloatStyle::Plain.write(v, &mut out);
             assert_eq!(String::from_utf8(out).unwrap(), format!("{v}"), "{v:?}");
         }
+    }
+
+    #[test]
+    fn times_are_read_only_in_the_spelling_they_are_written_back() {
+        let mut s = Vec::new();
+        for text in [
+            &b"2013-01-01T10:00:00Z"[..],
+            b"2013-01-01 10:00:00",
+            b"2026-11-30T13:02:18.500Z",
+            b"2026-11-30 13:02:18.123456",
+        ] {
+            let style = TimeStyle::of(text).unwrap();
+            let v = style.read(text, &mut s).unwrap();
+            let mut out = Vec::new();
+            assert!(style.write(v, &mut out));
+            assert_eq!(out, text);
+        }
+        let z = TimeStyle::of(b"2013-01-01T10:00:00Z").unwrap();
+        assert_eq!(z.read(b"2013-01-01T10:00:00", &mut s), None);
+        assert_eq!(z.read(b"2013-01-01T10:00:00+01:00", &mut s), None);
+        assert_eq!(z.read(b"2013-1-01T10:00:00Z", &mut s), None);
+        assert!(TimeStyle::of(b"10:00").is_none());
+        assert!(TimeStyle::of(b"2013-01-01T10:00:00+01:00").is_none());
     }
 
     #[test]

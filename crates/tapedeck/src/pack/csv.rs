@@ -16,18 +16,21 @@ use arrow_schema::{ArrowError, Field};
 
 use super::chunk::Chunk;
 use super::codec::{
-    Codec, Col, FloatStyle, MAX_COLUMNS, VIEW_BYTES, ValueBuilder, ValueKind, read_int,
+    Codec, Col, FloatStyle, MAX_COLUMNS, TimeStyle, VIEW_BYTES, ValueBuilder, ValueKind, read_int,
     unique_names, write_quoted,
 };
 
 /// A column's type.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Kind {
     /// `Int64`, written as decimal digits.
     Int,
     /// `Float64`, written in the given style.
     Float(FloatStyle),
+    /// `Timestamp(µs, "UTC")`, written in the given style (and the table's event time when it
+    /// is the first such column, so a packed CSV is pruned by it).
+    Time(TimeStyle),
     /// Text (`Utf8View` or `Utf8`), written as it is.
     Text,
 }
@@ -194,6 +197,8 @@ impl CsvLayout {
         let mut ints = vec![true; n];
         let mut plain = vec![true; n];
         let mut shortest = vec![true; n];
+        // Per column: the time style of its first value, while every value is written so.
+        let mut times: Vec<Option<Option<TimeStyle>>> = vec![None; n];
         let mut empties = vec![0usize; n];
         let mut text_bytes = vec![0usize; n];
         let mut tokens = vec![[0usize; NULL_TOKENS.len()]; n];
@@ -221,6 +226,11 @@ impl CsvLayout {
                 quoted[c] += usize::from(f.quoted);
                 let v = unquote(content, *f, &mut buf);
                 ints[c] = ints[c] && read_int(v).is_some();
+                times[c] = match times[c].take() {
+                    None => Some(TimeStyle::of(v)),
+                    Some(Some(style)) => Some(style.read(v, &mut scratch).map(|_| style)),
+                    Some(None) => Some(None),
+                };
                 plain[c] = plain[c] && FloatStyle::Plain.read(v, &mut scratch).is_some();
                 shortest[c] = shortest[c] && FloatStyle::Shortest.read(v, &mut scratch).is_some();
             }
@@ -237,6 +247,8 @@ impl CsvLayout {
                     Kind::Float(FloatStyle::Plain)
                 } else if shortest[c] {
                     Kind::Float(FloatStyle::Shortest)
+                } else if let Some(Some(style)) = times[c].take() {
+                    Kind::Time(style)
                 } else {
                     Kind::Text
                 };
@@ -300,6 +312,7 @@ impl CsvColumn {
         match self.kind {
             Kind::Int => ValueKind::Int,
             Kind::Float(s) => ValueKind::Float(s),
+            Kind::Time(ref t) => ValueKind::Time(t.clone()),
             Kind::Text => ValueKind::Text { view: self.view },
         }
     }
@@ -352,11 +365,16 @@ impl Codec for CsvCodec {
                 continue;
             }
             let start = out.len();
-            match (col, spec.kind) {
+            match (col, &spec.kind) {
                 (Col::Int(a), Kind::Int) => {
                     out.extend_from_slice(itoa::Buffer::new().format(a.value(row)).as_bytes())
                 }
                 (Col::Float(a), Kind::Float(s)) => s.write(a.value(row), out),
+                (Col::Time(a), Kind::Time(style)) => {
+                    if !style.write(a.value(row), out) {
+                        return Err(format!("column `{}`: a time out of range", spec.name));
+                    }
+                }
                 (c @ (Col::Str(_) | Col::Text(_)), Kind::Text) => {
                     out.extend_from_slice(c.text(row).unwrap_or_default().as_bytes())
                 }
@@ -368,7 +386,7 @@ impl Codec for CsvCodec {
                 }
             }
             // A number never holds the delimiter (`,` TAB `;` `|`), a quote or a line break.
-            let must = spec.kind == Kind::Text && {
+            let must = matches!(spec.kind, Kind::Text) && {
                 let text = &out[start..];
                 text.is_empty()
                     || text.first() == Some(&b'"')
