@@ -412,38 +412,29 @@ fn pack_and_unpack_on_a_full_disk_fail_and_leave_nothing_under_the_name() {
             .collect()
     };
 
-    let out = disk.dir.join("big.tdpack");
-    let o = tapedeck()
-        .args(["pack", csv.to_str().unwrap(), out.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
-    assert!(stderr(&o).contains("space"), "{}", stderr(&o));
-    assert!(
-        leftovers(&disk.dir).is_empty(),
-        "{:?}",
-        leftovers(&disk.dir)
-    );
+    // A command that must fail on the full disk with the OS's error and leave nothing there.
+    let fails_for_space = |args: &[&str]| {
+        let o = tapedeck().args(args).output().unwrap();
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains("space"), "{args:?}: {}", stderr(&o));
+        assert!(
+            leftovers(&disk.dir).is_empty(),
+            "{args:?}: {:?}",
+            leftovers(&disk.dir)
+        );
+    };
+    let (csv_s, out) = (csv.to_str().unwrap(), disk.dir.join("big.tdpack"));
+    fails_for_space(&["pack", csv_s, out.to_str().unwrap()]);
 
     // A pack made elsewhere, restored onto the full disk.
     let pack = work.path().join("big.tdpack");
     let o = tapedeck()
-        .args(["pack", csv.to_str().unwrap(), pack.to_str().unwrap()])
+        .args(["pack", csv_s, pack.to_str().unwrap()])
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
     let restored = disk.dir.join("big.csv");
-    let o = tapedeck()
-        .args(["unpack", pack.to_str().unwrap(), restored.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
-    assert!(stderr(&o).contains("space"), "{}", stderr(&o));
-    assert!(
-        leftovers(&disk.dir).is_empty(),
-        "{:?}",
-        leftovers(&disk.dir)
-    );
+    fails_for_space(&["unpack", pack.to_str().unwrap(), restored.to_str().unwrap()]);
     // With room, the same command restores it exactly.
     let o = tapedeck()
         .args([
