@@ -719,3 +719,34 @@ fn a_crlf_line_in_an_lf_file_keeps_its_cr_in_line_not_in_exact() {
         .unwrap();
     assert_eq!(line.value(1), "b\r");
 }
+
+#[test]
+fn a_json_key_holding_utc_times_is_a_time_column_and_the_event_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut input = Vec::new();
+    for i in 0..300 {
+        input.extend(
+            format!(
+                "{{\"t\": \"2026-11-30T10:{:02}:{:02}.250Z\", \"v\": {i}}}\n",
+                i / 60,
+                i % 60
+            )
+            .as_bytes(),
+        );
+    }
+    let (out, _) = round_trip(dir.path(), "t", &input, &columns(Format::Jsonl, 100));
+    let b = batches(&out);
+    assert!(matches!(
+        b[0].schema().field(0).data_type(),
+        DataType::Timestamp(..)
+    ));
+    assert_eq!(b.iter().map(exact_rows).sum::<usize>(), 0);
+    let t = b[2]
+        .column(0)
+        .as_any()
+        .downcast_ref::<arrow_array::TimestampMicrosecondArray>()
+        .unwrap()
+        .value(0);
+    let mut r = TapeReader::open(&out, StartAt::Time(t)).unwrap();
+    assert_eq!(r.next_batch().unwrap().unwrap().0, 200);
+}

@@ -14,12 +14,12 @@ use arrow_schema::{ArrowError, Field};
 
 use super::chunk::Chunk;
 use super::codec::{
-    Codec, Col, FloatStyle, MAX_COLUMNS, VIEW_BYTES, ValueBuilder, ValueKind, read_int,
+    Codec, Col, FloatStyle, MAX_COLUMNS, TimeStyle, VIEW_BYTES, ValueBuilder, ValueKind, read_int,
     unique_names,
 };
 
 /// A column's type.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Kind {
     /// `Int64`.
@@ -28,6 +28,9 @@ pub enum Kind {
     Float(FloatStyle),
     /// `Boolean`.
     Bool,
+    /// `Timestamp(µs, "UTC")`: strings that are UTC times in this style (`"2013-01-01T10:00:00Z"`),
+    /// written back in quotes; the first such column is the table's event time.
+    Time(TimeStyle),
     /// Text: the decoded string, written back with JSON's standard escapes.
     Str,
     /// Text: the value's JSON text, written back as it is.
@@ -268,6 +271,8 @@ impl JsonLayout {
             null: bool,
             /// Every string value is written back byte for byte by `serde_json`'s escapes.
             str_exact: bool,
+            /// The time style of the first string value, while every string value is one.
+            time: Option<Option<TimeStyle>>,
             values: usize,
             bytes: usize,
         }
@@ -291,6 +296,7 @@ impl JsonLayout {
                             shortest: true,
                             null: false,
                             str_exact: true,
+                            time: None,
                             values: 0,
                             bytes: 0,
                         });
@@ -309,6 +315,14 @@ impl JsonLayout {
                 k.bytes += v.len();
                 if !k.classes.contains(&c) {
                     k.classes.push(c);
+                }
+                if c == Class::Str {
+                    let inner = &v[1..v.len().saturating_sub(1).max(1)];
+                    k.time = match k.time.take() {
+                        None => Some(TimeStyle::of(inner)),
+                        Some(Some(style)) => Some(style.read(inner, &mut scratch).map(|_| style)),
+                        Some(None) => Some(None),
+                    };
                 }
                 if c == Class::Str && k.str_exact {
                     // Python's `json.dumps` writes `\u00e9` where serde_json writes `é`: such a
@@ -330,12 +344,13 @@ impl JsonLayout {
                 .map(|k| serde_json::from_str(&k.key).unwrap_or_else(|_| k.key.clone())),
         );
         for (k, name) in seen.into_iter().zip(names) {
-            let kind = match k.classes.as_slice() {
-                [Class::Num] if k.ints => Kind::Int,
-                [Class::Num] if k.plain => Kind::Float(FloatStyle::Plain),
-                [Class::Num] if k.shortest => Kind::Float(FloatStyle::Shortest),
-                [Class::Bool] => Kind::Bool,
-                [Class::Str] if k.str_exact => Kind::Str,
+            let kind = match (k.classes.as_slice(), k.time.clone().flatten()) {
+                ([Class::Num], _) if k.ints => Kind::Int,
+                ([Class::Num], _) if k.plain => Kind::Float(FloatStyle::Plain),
+                ([Class::Num], _) if k.shortest => Kind::Float(FloatStyle::Shortest),
+                ([Class::Bool], _) => Kind::Bool,
+                ([Class::Str], Some(style)) => Kind::Time(style),
+                ([Class::Str], None) if k.str_exact => Kind::Str,
                 _ => Kind::Json,
             };
             layout.columns.push(JsonColumn {
@@ -376,6 +391,7 @@ impl JsonColumn {
             Kind::Int => ValueKind::Int,
             Kind::Float(s) => ValueKind::Float(s),
             Kind::Bool => ValueKind::Bool,
+            Kind::Time(ref t) => ValueKind::Time(t.clone()),
             Kind::Str | Kind::Json => ValueKind::Text { view: self.view },
         }
     }
@@ -412,7 +428,13 @@ impl Codec for JsonCodec {
                 }
             }
             for ((b, v), spec) in builders.iter_mut().zip(&values).zip(&self.layout.columns) {
-                if spec.kind == Kind::Str {
+                if let Kind::Time(_) = spec.kind {
+                    // A time: the string's text between its quotes.
+                    b.append_bytes(
+                        v.and_then(|v| v.strip_prefix(b"\"")?.strip_suffix(b"\"")),
+                        &mut scratch,
+                    );
+                } else if spec.kind == Kind::Str {
                     // A JSON string: its decoded text.
                     b.append_str(
                         v.filter(|v| v.first() == Some(&b'"'))
@@ -449,11 +471,18 @@ impl Codec for JsonCodec {
                 out.extend_from_slice(b"null");
                 continue;
             }
-            match (col, spec.kind) {
+            match (col, &spec.kind) {
                 (Col::Int(a), Kind::Int) => {
                     out.extend_from_slice(itoa::Buffer::new().format(a.value(row)).as_bytes())
                 }
                 (Col::Float(a), Kind::Float(s)) => s.write(a.value(row), out),
+                (Col::Time(a), Kind::Time(style)) => {
+                    out.push(b'"');
+                    if !style.write(a.value(row), out) {
+                        return Err(format!("column `{}`: a time out of range", spec.name));
+                    }
+                    out.push(b'"');
+                }
                 (Col::Bool(a), Kind::Bool) => {
                     out.extend_from_slice(if a.value(row) { b"true" } else { b"false" })
                 }
