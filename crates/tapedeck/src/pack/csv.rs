@@ -2,11 +2,12 @@
 //! under the file's own dialect.
 //!
 //! The layout is read once, from the header and the first chunk, and fixed for the pack: the
-//! delimiter (`,` `;` tab or `|`, whichever splits the header most), the terminator of the
-//! header, and per column its type (integer, float, or text — a type only when every value of
-//! the first chunk is spelled exactly as the type writes it back: `1.50` or `007` keep a
-//! column text) and its quoting (`always` when every value of the first chunk was quoted,
-//! else `minimal`: quoted only when it must be). An empty field is null; `""` is the empty
+//! delimiter (a `.tsv`'s tab, or whichever of `,` tab `;` `|` splits the header most), the
+//! terminator of the header, and per column its type (integer, float, UTC time, or text — a
+//! type only when every value of the first chunk is spelled exactly as the type writes it
+//! back: `1.50` or `007` keep a column text), its quoting (`always` when every value of the
+//! first chunk was quoted, else `minimal`: quoted only when it must be) and how a null is
+//! spelled (empty, or a token such as `NA`). An empty field is null; `""` is the empty
 //! string. A record that renders otherwise — other quoting, another field count, a value that
 //! does not fit its column's type, broken quotes — keeps its bytes in `_exact`, its columns
 //! filled as far as they could be read.
