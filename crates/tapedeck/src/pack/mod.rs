@@ -261,14 +261,6 @@ fn pack_error(
     }
 }
 
-fn io_error(action: &'static str, path: &Path, e: std::io::Error) -> Error {
-    Error::Io {
-        action,
-        path: path.to_path_buf(),
-        source: e,
-    }
-}
-
 /// The temporary name of a pack being written.
 pub fn partial_path(out: &Path) -> PathBuf {
     let mut s = out.as_os_str().to_owned();
@@ -374,14 +366,14 @@ pub fn pack<R: Read>(
                 "exists and is not an interrupted pack: move it away",
             ));
         }
-        std::fs::remove_dir_all(&temp).map_err(|e| io_error("remove", &temp, e))?;
+        std::fs::remove_dir_all(&temp).map_err(|e| Error::io("remove", &temp, e))?;
     }
     let mut input = input;
     let mut head = Vec::with_capacity(SNIFF_BYTES);
     (&mut input)
         .take(SNIFF_BYTES as u64)
         .read_to_end(&mut head)
-        .map_err(|e| io_error("read", Path::new(options.name.as_deref().unwrap_or("-")), e))?;
+        .map_err(|e| Error::io("read", Path::new(options.name.as_deref().unwrap_or("-")), e))?;
     let format = match options.format {
         Format::Auto => detect(options.name.as_deref(), &head),
         f => f,
@@ -412,7 +404,7 @@ pub fn pack<R: Read>(
             });
         }
     };
-    std::fs::rename(&temp, out).map_err(|e| io_error("rename", out, e))?;
+    std::fs::rename(&temp, out).map_err(|e| Error::io("rename", out, e))?;
     if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
         sync_dir(parent)?;
     }
@@ -422,7 +414,7 @@ pub fn pack<R: Read>(
 fn sync_dir(dir: &Path) -> Result<()> {
     std::fs::File::open(dir)
         .and_then(|f| f.sync_all())
-        .map_err(|e| io_error("sync", dir, e))
+        .map_err(|e| Error::io("sync", dir, e))
 }
 
 /// The chosen structured form of a chunk, its plain form, or the plain form because the
@@ -528,7 +520,7 @@ fn pack_into<R: BufRead>(
         // The header's delimiter, from the first line (still in the reader's buffer).
         let peek = reader
             .fill_buf()
-            .map_err(|e| io_error("read", &input_name, e))?;
+            .map_err(|e| Error::io("read", &input_name, e))?;
         let first = peek.split(|&b| b == b'\n').next().unwrap_or(&[]);
         let first = first.strip_prefix("\u{feff}".as_bytes()).unwrap_or(first);
         Some(hint.unwrap_or_else(|| csv::sniff_delimiter(first)))
@@ -541,7 +533,7 @@ fn pack_into<R: BufRead>(
         options.chunk_lines,
         options.chunk_bytes.min(MAX_CHUNK_BYTES),
     );
-    let read_err = |e: std::io::Error| io_error("read", &input_name, e);
+    let read_err = |e: std::io::Error| Error::io("read", &input_name, e);
     let first = chunker.next_chunk().map_err(read_err)?;
     // `auto` falls back to lines where its guess does not hold for the first chunk; a format
     // asked for says why it cannot be used.
@@ -589,7 +581,7 @@ fn pack_into<R: BufRead>(
             HashMap::from([(LAYOUT_KEY.to_string(), layout_json)]),
         ))
     };
-    std::fs::create_dir_all(temp).map_err(|e| io_error("create", temp, e))?;
+    std::fs::create_dir_all(temp).map_err(|e| Error::io("create", temp, e))?;
     let writer = TapeWriter::open(
         temp,
         TapeOptions {
@@ -632,16 +624,11 @@ fn pack_into<R: BufRead>(
         progress(&p);
         next = chunker.next_chunk().map_err(read_err)?;
     }
+    let watch = writer.watch();
+    // Closing seals the last segment, which fsyncs it (every segment is synced when sealed; the
+    // writer syncs TAPEID and MANIFEST itself); then the trailer and the directory: all on disk
+    // before the rename.
     writer.close()?;
-    // The writer's files, then the trailer, then the directory: all on disk before the rename.
-    for entry in std::fs::read_dir(temp).map_err(|e| io_error("list", temp, e))? {
-        let path = entry.map_err(|e| io_error("list", temp, e))?.path();
-        if path.is_file() {
-            std::fs::File::open(&path)
-                .and_then(|f| f.sync_all())
-                .map_err(|e| io_error("sync", &path, e))?;
-        }
-    }
     let trailer = Trailer {
         pack: VERSION,
         layout,
@@ -655,7 +642,7 @@ fn pack_into<R: BufRead>(
     };
     write_trailer(temp, &trailer)?;
     sync_dir(temp)?;
-    let bytes_out = tape_bytes(temp)?;
+    let bytes_out = watch.bytes();
     p.bytes_out = bytes_out;
     p.elapsed = started.elapsed();
     progress(&p);
@@ -675,21 +662,6 @@ fn field_list(schema: &SchemaRef) -> String {
         .join(", ")
 }
 
-/// Bytes of the segments of a tape directory.
-fn tape_bytes(dir: &Path) -> Result<u64> {
-    let mut total = 0u64;
-    for entry in std::fs::read_dir(dir).map_err(|e| io_error("list", dir, e))? {
-        let entry = entry.map_err(|e| io_error("list", dir, e))?;
-        if entry.file_name().to_string_lossy().ends_with(".tape") {
-            total += entry
-                .metadata()
-                .map_err(|e| io_error("stat", &entry.path(), e))?
-                .len();
-        }
-    }
-    Ok(total)
-}
-
 fn write_trailer(dir: &Path, trailer: &Trailer) -> Result<()> {
     let path = dir.join(TRAILER);
     let json =
@@ -706,10 +678,10 @@ fn write_trailer(dir: &Path, trailer: &Trailer) -> Result<()> {
             ),
         ));
     }
-    let mut f = std::fs::File::create(&path).map_err(|e| io_error("create", &path, e))?;
+    let mut f = std::fs::File::create(&path).map_err(|e| Error::io("create", &path, e))?;
     f.write_all(text.as_bytes())
         .and_then(|()| f.sync_all())
-        .map_err(|e| io_error("write", &path, e))
+        .map_err(|e| Error::io("write", &path, e))
 }
 
 /// Reads the trailer of the pack `dir`.
@@ -741,7 +713,7 @@ pub fn read_trailer(dir: &Path) -> Result<Trailer> {
                 ),
             ));
         }
-        Err(e) => return Err(io_error("read", &path, e)),
+        Err(e) => return Err(Error::io("read", &path, e)),
     };
     let damaged = |why: &str| {
         pack_error(
@@ -827,7 +799,7 @@ fn unpack_named<W: Write>(
     let codec = trailer.layout.codec();
     let expected = codec::schema_of(codec.as_ref());
     let mut out = std::io::BufWriter::with_capacity(1 << 20, out);
-    let out_err = |e: std::io::Error| io_error("write", Path::new(out_name), e);
+    let out_err = |e: std::io::Error| Error::io("write", Path::new(out_name), e);
     let mut hash = Sha256::new();
     let mut written = 0u64;
     let preamble = trailer
@@ -993,11 +965,11 @@ pub fn unpack_to_file(
             ),
         ));
     }
-    let file = std::fs::File::create(&temp).map_err(|e| io_error("create", &temp, e))?;
+    let file = std::fs::File::create(&temp).map_err(|e| Error::io("create", &temp, e))?;
     let name = out.display().to_string();
     let result = unpack_named(dir, &file, &name, progress).and_then(|r| {
-        file.sync_all().map_err(|e| io_error("sync", &temp, e))?;
-        std::fs::rename(&temp, out).map_err(|e| io_error("rename", out, e))?;
+        file.sync_all().map_err(|e| Error::io("sync", &temp, e))?;
+        std::fs::rename(&temp, out).map_err(|e| Error::io("rename", out, e))?;
         Ok(r)
     });
     if result.is_err() {
