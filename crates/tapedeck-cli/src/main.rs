@@ -69,6 +69,9 @@ enum Command {
     /// Run SQL over a tape, also while it is being recorded; print the result or write it to a sink.
     #[command(after_long_help = cmd::query::HELP)]
     Query(cmd::query::Args),
+    /// Serve a live web page of a tape: plots, sinks, metadata and SQL (read-only, offline).
+    #[command(after_long_help = cmd::serve::HELP)]
+    Serve(cmd::serve::Args),
 }
 
 fn main() -> ExitCode {
@@ -115,6 +118,7 @@ fn main() -> ExitCode {
             quiet_on_closed_pipe();
             cmd::query::run(&args)
         }
+        Command::Serve(args) => cmd::serve::run(&args),
         Command::Sinks(args) => {
             quiet_on_closed_pipe();
             cmd::sinks::run(&args)

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use tapedeck::deliver::{DeliveryStatus, status};
+use tapedeck::deliver::status;
 use tapedeck::tape::{StartAt, TapeReader};
 
 use super::tape_storage;
@@ -28,7 +28,7 @@ pub fn run(args: &Args) -> u8 {
     let end = TapeReader::open(&args.dir, StartAt::Start)
         .and_then(|r| r.end_seq())
         .unwrap_or(0);
-    let deliveries = deliveries_now(&args.dir, end);
+    let deliveries = status::read_all_now(&args.dir, end);
     // A pack (`tapedeck pack`) is a tape with a trailer: say what it holds.
     let pack = args
         .dir
@@ -149,24 +149,4 @@ pub fn run(args: &Args) -> u8 {
         }
     }
     EXIT_OK
-}
-
-/// The tape's delivery status files, with the lag recomputed against the tape's end now: rows
-/// behind, and seconds since the sink last held everything.
-fn deliveries_now(dir: &std::path::Path, end: u64) -> Vec<DeliveryStatus> {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as i64);
-    status::read_all(dir)
-        .into_iter()
-        .map(|mut d| {
-            d.tape_end = end;
-            d.lag_rows = end.saturating_sub(d.cursor.unwrap_or(0));
-            d.lag_seconds = match tapedeck::record::time::parse_timestamp(&d.caught_up_at) {
-                Some(t) if d.lag_rows > 0 => (now - t).max(0) as f64 / 1e6,
-                _ => 0.0,
-            };
-            d
-        })
-        .collect()
 }

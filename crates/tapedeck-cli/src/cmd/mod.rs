@@ -10,6 +10,7 @@ pub mod pack;
 pub mod query;
 pub mod record;
 pub mod replay;
+pub mod serve;
 pub mod sinks;
 pub mod tail;
 pub mod trim;

@@ -166,6 +166,25 @@ pub fn read_all(dir: &Path) -> Vec<DeliveryStatus> {
     out
 }
 
+/// [`read_all`], with each sink's lag measured against the tape's acknowledged end `end` now
+/// (a status file says where its delivery stood when written; a delivery that stopped — its
+/// process killed or suspended — falls further behind as the tape grows).
+pub fn read_all_now(dir: &Path, end: u64) -> Vec<DeliveryStatus> {
+    let now = crate::record::time::now_micros();
+    read_all(dir)
+        .into_iter()
+        .map(|mut d| {
+            d.tape_end = end;
+            d.lag_rows = end.saturating_sub(d.cursor.unwrap_or(0));
+            d.lag_seconds = match crate::record::time::parse_timestamp(&d.caught_up_at) {
+                Some(t) if d.lag_rows > 0 => now.saturating_sub(t).max(0) as f64 / 1e6,
+                _ => 0.0,
+            };
+            d
+        })
+        .collect()
+}
+
 /// Every status file of the tape in `dir`, or what keeps one from being read (retention must
 /// not trim rows a sink it cannot see may need). No `deliveries/` folder: none.
 pub fn read_all_strict(dir: &Path) -> Result<Vec<DeliveryStatus>, String> {

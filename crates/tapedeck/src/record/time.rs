@@ -16,10 +16,7 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 
 /// A timestamp column of any unit as microseconds (seconds and milliseconds saturate,
 /// nanoseconds round toward minus infinity).
-pub(crate) fn micros_array(
-    a: &ArrayRef,
-    unit: TimeUnit,
-) -> PrimitiveArray<TimestampMicrosecondType> {
+pub fn micros_array(a: &ArrayRef, unit: TimeUnit) -> PrimitiveArray<TimestampMicrosecondType> {
     match unit {
         TimeUnit::Second => a
             .as_primitive::<TimestampSecondType>()
@@ -115,7 +112,7 @@ pub(crate) fn micros_since_epoch(t: std::time::SystemTime) -> i64 {
 }
 
 /// The wall clock now, as microseconds since the Unix epoch (summaries, statuses).
-pub(crate) fn now_micros() -> i64 {
+pub fn now_micros() -> i64 {
     micros_since_epoch(std::time::SystemTime::now())
 }
 

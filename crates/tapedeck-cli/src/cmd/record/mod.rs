@@ -198,6 +198,21 @@ pub struct Args {
     /// frames, never while sealing a segment.
     #[arg(long, value_name = "DURATION", requires = "tape", value_parser = parse_duration)]
     disk_full_timeout: Option<std::time::Duration>,
+
+    /// With --tape: serve a live web page of the recording at this address while it runs
+    /// (see `tapedeck serve --help`), e.g. `--serve 127.0.0.1:8080`.
+    #[arg(long, value_name = "ADDR", requires = "tape")]
+    serve: Option<std::net::SocketAddr>,
+
+    /// With --serve: the token every request to the page must carry (at least 16
+    /// characters); made up and printed when --serve is not a loopback address.
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "TAPEDECK_SERVE_TOKEN",
+        hide_env_values = true
+    )]
+    serve_token: Option<String>,
 }
 
 fn parse_percent(s: &str) -> Result<f64, String> {
@@ -264,6 +279,16 @@ pub fn run(args: Args) -> u8 {
     if let (Some(dir), Some(r)) = (&args.tape, rec.recovery()) {
         report_recovery(dir, r);
     }
+    // The page (`--serve`): stopped when this function returns, after the summary.
+    let _page = match (&args.tape, args.serve) {
+        (Some(dir), Some(addr)) => {
+            match super::serve::start_for_record(dir, addr, args.serve_token.clone()) {
+                Ok(page) => Some(page),
+                Err(code) => return code,
+            }
+        }
+        _ => None,
+    };
     if let Some(dir) = args.tape.as_ref().filter(|_| !meta.is_empty()) {
         let path = dir.join(super::meta::META_FILE);
         if let Err(e) = super::meta::set_meta(&path, "record", None, |m| m.extend(meta)) {
