@@ -354,20 +354,18 @@ async fn api_status(State(app): State<Arc<App>>) -> Response {
     }
 }
 
-/// A query parameter as a number, or the 400 answer naming it.
+/// A query parameter as a number, or why not (the 400 answer's message).
 fn param<T: std::str::FromStr>(
     q: &HashMap<String, String>,
     name: &str,
     what: &str,
-) -> Result<Option<T>, Response> {
+) -> Result<Option<T>, String> {
     match q.get(name) {
         None => Ok(None),
-        Some(v) => v.parse().map(Some).map_err(|_| {
-            json_error(
-                StatusCode::BAD_REQUEST,
-                &format!("`{name}={v}` is not {what}"),
-            )
-        }),
+        Some(v) => v
+            .parse()
+            .map(Some)
+            .map_err(|_| format!("`{name}={v}` is not {what}")),
     }
 }
 
@@ -380,33 +378,24 @@ async fn api_series(
     let parsed = (|| {
         let width = param::<usize>(&q, "width", "a width in pixels")?.unwrap_or(1000);
         if width == 0 || width > plot::MAX_WIDTH {
-            return Err(json_error(
-                StatusCode::BAD_REQUEST,
-                &format!("`width` must be 1 to {}", plot::MAX_WIDTH),
-            ));
+            return Err(format!("`width` must be 1 to {}", plot::MAX_WIDTH));
         }
         let window = param::<f64>(&q, "window", "a number of seconds")?;
         if window.is_some_and(|w| !(w > 0.0 && w < 1e12)) {
-            return Err(json_error(
-                StatusCode::BAD_REQUEST,
-                "`window` must be a positive number of seconds",
-            ));
+            return Err("`window` must be a positive number of seconds".to_string());
         }
         let from = param::<i64>(&q, "from", "a time in µs since the epoch")?;
         let to = param::<i64>(&q, "to", "a time in µs since the epoch")?;
         if let (Some(a), Some(b)) = (from, to)
             && a >= b
         {
-            return Err(json_error(
-                StatusCode::BAD_REQUEST,
-                "`from` must be before `to`",
-            ));
+            return Err("`from` must be before `to`".to_string());
         }
         Ok((width, window, from, to))
     })();
     let (width, window, from, to) = match parsed {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(why) => return json_error(StatusCode::BAD_REQUEST, &why),
     };
     let Ok(_permit) = app.heavy.acquire().await else {
         return json_error(StatusCode::SERVICE_UNAVAILABLE, "the server is stopping");
@@ -450,27 +439,20 @@ async fn api_live(
             .get("last-event-id")
             .and_then(|v| v.to_str().ok())
             .map(|v| {
-                v.parse::<u64>().map_err(|_| {
-                    json_error(
-                        StatusCode::BAD_REQUEST,
-                        "Last-Event-ID is not a sequence number",
-                    )
-                })
+                v.parse::<u64>()
+                    .map_err(|_| "Last-Event-ID is not a sequence number".to_string())
             })
             .transpose()?;
         let since = param::<u64>(&q, "since", "a sequence number")?;
         let bucket = param::<i64>(&q, "bucket", "a bucket width in µs")?.unwrap_or(100_000);
         if bucket < 1 {
-            return Err(json_error(
-                StatusCode::BAD_REQUEST,
-                "`bucket` must be at least 1 µs",
-            ));
+            return Err("`bucket` must be at least 1 µs".to_string());
         }
         Ok((last.or(since), bucket))
     })();
     let (since, bucket) = match parsed {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(why) => return json_error(StatusCode::BAD_REQUEST, &why),
     };
     let Ok(permit) = app.clients.clone().try_acquire_owned() else {
         return json_error(

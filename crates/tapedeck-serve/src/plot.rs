@@ -84,7 +84,7 @@ pub fn history(dir: &Path, span: Span, status: &StatusCache) -> tapedeck::Result
     };
     let mut reader = TapeReader::open(dir, start)?.until(Some(end_seq));
     let width = i64::try_from(span.width.clamp(1, MAX_WIDTH)).unwrap_or(1);
-    let wanted = (to.saturating_sub(from).max(1) + width - 1) / width;
+    let wanted = to.saturating_sub(from).max(1).saturating_add(width - 1) / width;
     let mut series = Series {
         bucket_us: wanted.max(1),
         from,

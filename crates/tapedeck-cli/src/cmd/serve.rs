@@ -61,14 +61,16 @@ pub struct Args {
     max_clients: usize,
 }
 
-/// Starts the page server of `dir` and says where it is (the address on stdout, for scripts;
-/// a line on stderr for people).
+/// Starts the page server of `dir` and says where it is: a line on stderr for people, and with
+/// `url_on_stdout` the address alone on stdout, for scripts (not for `record`, whose stdout
+/// may carry `--summary-json -`).
 #[cfg(feature = "serve")]
 pub fn start(
     dir: &std::path::Path,
     listen: SocketAddr,
     token: Option<String>,
     max_clients: usize,
+    url_on_stdout: bool,
 ) -> Result<Server, u8> {
     let options = ServeOptions::listen(listen)
         .token(token)
@@ -85,7 +87,9 @@ pub fn start(
                     " (keep the token secret: it opens the page)"
                 }
             );
-            println!("{}", server.url());
+            if url_on_stdout {
+                println!("{}", server.url());
+            }
             Ok(server)
         }
         Err(e) => {
@@ -114,7 +118,7 @@ pub fn start_for_record(
 ) -> Result<Running, u8> {
     #[cfg(feature = "serve")]
     {
-        start(dir, listen, token, 16)
+        start(dir, listen, token, 16, false)
     }
     #[cfg(not(feature = "serve"))]
     {
@@ -143,7 +147,13 @@ pub fn run(args: &Args) -> u8 {
 /// Runs `tapedeck serve`; returns the exit code.
 #[cfg(feature = "serve")]
 pub fn run(args: &Args) -> u8 {
-    let server = match start(&args.dir, args.listen, args.token.clone(), args.max_clients) {
+    let server = match start(
+        &args.dir,
+        args.listen,
+        args.token.clone(),
+        args.max_clients,
+        true,
+    ) {
         Ok(s) => s,
         Err(code) => return code,
     };
