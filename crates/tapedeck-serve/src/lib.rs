@@ -18,7 +18,7 @@
 //!   sequence numbers; a reconnect continues after the last one the page got ([`plot::follow`]).
 //! - **Bounded.** At most [`ServeOptions::max_clients`] live streams; each holds a few
 //!   messages of a bounded size and gets about [`plot::min_bucket_us`]'s budget of bytes per
-//!   second.
+//!   second. The newest rows are read once for all of them ([`head`]).
 //!
 //! ```no_run
 //! let server = tapedeck_serve::Server::start(
@@ -33,6 +33,7 @@
 #![warn(missing_docs)]
 
 pub mod guard;
+pub mod head;
 pub mod m4;
 pub mod plot;
 #[cfg(feature = "sql")]
@@ -147,6 +148,8 @@ pub struct App {
     heavy: Semaphore,
     max_clients: usize,
     stop: Arc<AtomicBool>,
+    /// The newest rows, read once for every live page.
+    head: Arc<head::Head>,
 }
 
 /// A running server; [`Server::stop`] or dropping it ends it.
@@ -192,6 +195,7 @@ impl Server {
             heavy: Semaphore::new(4),
             max_clients: options.max_clients,
             stop: stop.clone(),
+            head: Arc::new(head::Head::new(dir, stop.clone())),
         });
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -472,7 +476,7 @@ async fn api_live(
                 Some(s) => s,
                 None => status::acknowledged(&a.dir).unwrap_or(0),
             };
-            plot::follow(&a.dir, since, bucket, &a.status, &a.stop, &|m| {
+            plot::follow(&a.dir, since, bucket, &a.status, &a.head, &a.stop, &|m| {
                 tx.blocking_send(m).is_ok()
             });
         });

@@ -140,32 +140,51 @@ impl Downsample {
         // Runs of rows in one bucket: (bucket, start, end) over row indices.
         let w = self.bucket_us;
         let mut runs: Vec<(i64, usize, usize)> = Vec::new();
-        let mut cur: Option<(i64, usize, i64, i64)> = None; // (bucket, start, lo, hi) µs bounds
-        let mut sorted = times.null_count() == 0;
-        let mut prev = i64::MIN;
-        for (k, t) in times.iter().enumerate() {
-            if let Some(t) = t {
-                sorted &= t >= prev;
-                prev = t;
-            }
-            let t = t.filter(|t| *t >= from && *t < to);
-            if let (Some((_, _, lo, hi)), Some(t)) = (cur, t)
-                && t >= lo
-                && t < hi
-            {
-                continue;
-            }
-            if let Some((b, start, _, _)) = cur.take() {
+        let sorted;
+        if times.null_count() == 0 {
+            // The common case, as a tight loop over the plain values.
+            let t = times.values();
+            sorted = t.windows(2).all(|p| p[0] <= p[1]);
+            let mut k = 0;
+            while k < t.len() {
+                let v = t[k];
+                if v < from || v >= to {
+                    k += 1;
+                    continue;
+                }
+                let b = v.div_euclid(w);
+                let lo = b.saturating_mul(w);
+                let hi = lo.saturating_add(w);
+                let start = k;
+                k += 1;
+                while k < t.len() && t[k] >= lo.max(from) && t[k] < hi.min(to) {
+                    k += 1;
+                }
                 runs.push((b, start, k));
             }
-            cur = t.map(|t| {
-                let b = t.div_euclid(w);
-                let lo = b.saturating_mul(w);
-                (b, k, lo, lo.saturating_add(w))
-            });
-        }
-        if let Some((b, start, _, _)) = cur {
-            runs.push((b, start, times.len()));
+        } else {
+            sorted = false;
+            let mut cur: Option<(i64, usize, i64, i64)> = None; // (bucket, start, lo, hi) µs
+            for (k, t) in times.iter().enumerate() {
+                let t = t.filter(|t| *t >= from && *t < to);
+                if let (Some((_, _, lo, hi)), Some(t)) = (cur, t)
+                    && t >= lo
+                    && t < hi
+                {
+                    continue;
+                }
+                if let Some((b, start, _, _)) = cur.take() {
+                    runs.push((b, start, k));
+                }
+                cur = t.map(|t| {
+                    let b = t.div_euclid(w);
+                    let lo = b.saturating_mul(w);
+                    (b, k, lo, lo.saturating_add(w))
+                });
+            }
+            if let Some((b, start, _, _)) = cur {
+                runs.push((b, start, times.len()));
+            }
         }
         if runs.is_empty() {
             return;

@@ -15,6 +15,9 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use tapedeck::tape::{StartAt, TapeReader};
 
+use arrow_array::RecordBatch;
+
+use crate::head::{Head, Taken};
 use crate::m4::{Column, Downsample, plotted};
 use crate::status::{StatusCache, acknowledged};
 
@@ -157,40 +160,48 @@ const TICK: Duration = Duration::from_millis(250);
 /// Rows reduced into one message at most (a client far behind catches up in steps).
 const ROWS_PER_MESSAGE: u64 = 4_000_000;
 
-/// Reads the tape from `since` for one client and sends what is new every [`TICK`], and the
-/// status every second, until the client goes (`send` fails) or `stop` is set.
-pub fn follow(
-    dir: &Path,
-    since: u64,
-    bucket_us: i64,
-    status: &StatusCache,
-    stop: &AtomicBool,
-    send: &dyn Fn(Live) -> bool,
-) {
-    let mut from = since;
-    let mut reader = match TapeReader::open(dir, StartAt::Seq(since)) {
-        Ok(r) => r,
+/// A reader of the tape at `from` for a client behind the shared head: `None` (said to the
+/// client) when the tape cannot be read. Rows removed by retention before the client got them
+/// are said too, and the reader starts at the first row left (returned with it).
+fn open_at(dir: &Path, from: u64, send: &dyn Fn(Live) -> bool) -> Option<(TapeReader, u64)> {
+    match TapeReader::open(dir, StartAt::Seq(from)) {
+        Ok(r) => Some((r, from)),
         Err(tapedeck::Error::TapeTrimmed { first, .. }) => {
             let note = format!(
-                "rows {since}..{first} were removed by retention before this page got them; continuing at row {first}"
+                "rows {from}..{first} were removed by retention before this page got them; continuing at row {first}"
             );
             if !send(Live::Notice(note)) {
-                return;
+                return None;
             }
-            from = first;
             match TapeReader::open(dir, StartAt::Seq(first)) {
-                Ok(r) => r,
+                Ok(r) => Some((r, first)),
                 Err(e) => {
                     send(Live::Notice(format!("cannot read the tape: {e}")));
-                    return;
+                    None
                 }
             }
         }
         Err(e) => {
             send(Live::Notice(format!("cannot read the tape: {e}")));
-            return;
+            None
         }
-    };
+    }
+}
+
+/// Reads the tape from `since` for one client and sends what is new every [`TICK`], and the
+/// status every second, until the client goes (`send` fails) or `stop` is set. New rows come
+/// from the shared [`Head`]; a client behind it reads the tape on its own until it gets there.
+pub fn follow(
+    dir: &Path,
+    since: u64,
+    bucket_us: i64,
+    status: &StatusCache,
+    head: &Arc<Head>,
+    stop: &AtomicBool,
+    send: &dyn Fn(Live) -> bool,
+) {
+    let mut from = since;
+    let mut own: Option<TapeReader> = None;
     let mut last_status: Option<Instant> = None;
     // The byte budget decides the narrowest bucket, once the columns are known.
     let mut bucket_us = bucket_us;
@@ -203,63 +214,94 @@ pub fn follow(
                 return;
             }
         }
-        let end = match acknowledged(dir) {
-            Ok(e) => e,
-            Err(e) => {
-                if !send(Live::Notice(format!(
-                    "cannot read the tape's position: {e}"
-                ))) {
-                    return;
-                }
-                std::thread::sleep(Duration::from_secs(1));
-                continue;
-            }
-        };
-        reader.set_until(Some(end));
         let mut down = Downsample::new(bucket_us);
-        let mut rows = 0u64;
+        let mut add = |down: &mut Downsample, batch: &RecordBatch| {
+            if !budgeted {
+                budgeted = true;
+                let columns = batch
+                    .schema()
+                    .fields()
+                    .iter()
+                    .filter(|f| plotted(f.name(), f.data_type()))
+                    .count();
+                bucket_us = bucket_us.max(min_bucket_us(columns));
+                *down = Downsample::new(bucket_us);
+            }
+            status.count_decoded(
+                batch.num_rows() as u64,
+                batch.get_array_memory_size() as u64,
+            );
+            down.add(batch, i64::MIN, i64::MAX);
+        };
         let mut caught_up = true;
-        loop {
-            match reader.next_batch() {
-                Ok(Some((_, batch))) => {
-                    if !budgeted {
-                        budgeted = true;
-                        let columns = batch
-                            .schema()
-                            .fields()
-                            .iter()
-                            .filter(|f| plotted(f.name(), f.data_type()))
-                            .count();
-                        bucket_us = bucket_us.max(min_bucket_us(columns));
-                        down = Downsample::new(bucket_us);
+        let to = match head.take(from, ROWS_PER_MESSAGE) {
+            Taken::Rows(batches, to) => {
+                own = None;
+                for b in &batches {
+                    add(&mut down, b);
+                }
+                to
+            }
+            Taken::Elsewhere(limit) => {
+                let reader = match own.take() {
+                    Some(r) if r.position() == from => r,
+                    _ => match open_at(dir, from, send) {
+                        Some((r, at)) => {
+                            from = at;
+                            r
+                        }
+                        None => return,
+                    },
+                };
+                let reader = own.insert(reader);
+                let end = match acknowledged(dir) {
+                    Ok(e) => e,
+                    Err(e) => {
+                        if !send(Live::Notice(format!(
+                            "cannot read the tape's position: {e}"
+                        ))) {
+                            return;
+                        }
+                        std::thread::sleep(Duration::from_secs(1));
+                        continue;
                     }
-                    rows += batch.num_rows() as u64;
-                    status.count_decoded(
-                        batch.num_rows() as u64,
-                        batch.get_array_memory_size() as u64,
-                    );
-                    down.add(&batch, i64::MIN, i64::MAX);
-                    if rows >= ROWS_PER_MESSAGE {
-                        caught_up = false;
-                        break;
+                };
+                reader.set_until(Some(limit.map_or(end, |l| l.min(end))));
+                let mut rows = 0u64;
+                loop {
+                    match reader.next_batch() {
+                        Ok(Some((_, batch))) => {
+                            rows += batch.num_rows() as u64;
+                            add(&mut down, &batch);
+                            if rows >= ROWS_PER_MESSAGE {
+                                caught_up = false;
+                                break;
+                            }
+                        }
+                        Ok(None) => break,
+                        Err(e) => {
+                            // A damaged frame: say so and go on after it (the reader moved
+                            // past it).
+                            if !send(Live::Notice(format!("{e}"))) {
+                                return;
+                            }
+                            break;
+                        }
                     }
                 }
-                Ok(None) => break,
-                Err(e) => {
-                    // A damaged frame: say so and go on after it (the reader moved past it).
-                    if !send(Live::Notice(format!("{e}"))) {
+                for u in reader.take_unreadable() {
+                    if !send(Live::Notice(format!("skipped unreadable rows: {u}"))) {
                         return;
                     }
-                    break;
                 }
+                let at = TapeReader::position(reader);
+                if limit.is_some_and(|l| at >= l) {
+                    // At the head: take from it next time.
+                    caught_up = false;
+                }
+                at
             }
-        }
-        for u in reader.take_unreadable() {
-            if !send(Live::Notice(format!("skipped unreadable rows: {u}"))) {
-                return;
-            }
-        }
-        let to = reader.position();
+        };
         if to > from {
             let columns = down.columns();
             let json = serde_json::to_string(&DataEvent {
