@@ -41,7 +41,7 @@ fn record_serve_shows_the_recording_while_it_runs_and_stops_with_it() {
         .args([
             "record",
             "--source",
-            "sim:alicat?rate=500&pace=real",
+            "sim:alicat?rate=500",
             "--tape",
             tape.to_str().unwrap(),
             "--duration",

@@ -135,10 +135,16 @@ function openLive() {
   state.es = es;
   es.addEventListener('open', () => { $('conn').textContent = 'live'; $('conn').classList.remove('bad'); });
   es.addEventListener('error', () => {
-    // The browser reconnects by itself, sending the last event id.
+    // The browser reconnects by itself, sending the last event id — unless the server
+    // answered with an error (too many pages, a token): then try again in a while, from the
+    // last sequence number the page has.
     state.reconnects++;
     $('conn').textContent = 'reconnecting…';
     $('conn').classList.add('bad');
+    if (es.readyState === EventSource.CLOSED && state.es === es) {
+      state.es = null;
+      setTimeout(() => { if (state.live && !state.es) openLive(); }, 3000);
+    }
   });
   es.addEventListener('data', (e) => {
     const d = JSON.parse(e.data);

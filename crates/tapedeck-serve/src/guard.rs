@@ -4,9 +4,12 @@
 //!   constant time, taken from `Authorization: Bearer …`, the `tapedeck_token` cookie, or the
 //!   `token` query parameter of the page's address — which then sets the cookie (`HttpOnly`,
 //!   `SameSite=Strict`), so the page's own requests and its event stream carry it.
-//! - **The Host header** on loopback without a token: only `127.0.0.1`, `localhost` or `[::1]`
-//!   at the server's port — a web page elsewhere that rebinds its DNS name to 127.0.0.1 is
-//!   refused.
+//! - **The Host header** on loopback without a token: only `127.0.0.1`, `localhost`, `[::1]`
+//!   or the address listened on, at the server's port — a web page elsewhere that rebinds its
+//!   DNS name to 127.0.0.1 is refused.
+//! - **Other sites' pages**: a browser says where a request comes from (`Sec-Fetch-Site`); the
+//!   API answers only the page itself (`same-origin`) or a request typed in (`none`), so a page
+//!   of another site — or of another port on this host — cannot make it run queries.
 //! - **Headers** on every answer: a Content-Security-Policy that allows only the server's own
 //!   scripts, styles and connections (no inline script, no frames), `nosniff`, no referrer, no
 //!   caching.
@@ -21,8 +24,11 @@ use subtle::ConstantTimeEq;
 
 use crate::App;
 
-/// The cookie that carries the token.
-pub const COOKIE: &str = "tapedeck_token";
+/// The cookie that carries the token, `tapedeck_token_<port>`: cookies are shared by every
+/// port of a host name, so each server keeps its own.
+pub fn cookie_name(port: u16) -> String {
+    format!("tapedeck_token_{port}")
+}
 
 /// The Content-Security-Policy of every answer.
 pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
@@ -43,7 +49,7 @@ fn equal(a: &str, b: &str) -> bool {
 
 /// The token a request carries, and whether it came in the address (then the answer sets the
 /// cookie).
-fn presented(req: &Request) -> (Option<String>, bool) {
+fn presented(req: &Request, port: u16) -> (Option<String>, bool) {
     let headers = req.headers();
     if let Some(v) = headers
         .get(header::AUTHORIZATION)
@@ -58,25 +64,41 @@ fn presented(req: &Request) -> (Option<String>, bool) {
     {
         return (Some(v), true);
     }
-    (cookie(headers), false)
+    (cookie(headers, &cookie_name(port)), false)
 }
 
-fn cookie(headers: &HeaderMap) -> Option<String> {
+fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| *k == COOKIE)
+        .find(|(k, _)| *k == name)
         .map(|(_, v)| v.to_string())
 }
 
-/// Whether `host` (a Host header) names this loopback server.
-fn loopback_host(host: &str, port: u16) -> bool {
-    ["127.0.0.1", "localhost", "[::1]"]
+/// Whether `host` (a Host header) names this loopback server, listening on `ip`.
+fn loopback_host(host: &str, ip: std::net::IpAddr, port: u16) -> bool {
+    let own = match ip {
+        std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+        ip => ip.to_string(),
+    };
+    ["127.0.0.1", "localhost", "[::1]", own.as_str()]
         .iter()
         .any(|h| host == format!("{h}:{port}") || (port == 80 && host == *h))
+}
+
+/// Whether a request's `Sec-Fetch-Site` (absent outside browsers) lets it use the API.
+fn same_origin(req: &Request) -> bool {
+    match req
+        .headers()
+        .get("sec-fetch-site")
+        .and_then(|v| v.to_str().ok())
+    {
+        None => true,
+        Some(site) => site == "same-origin" || site == "none",
+    }
 }
 
 fn refuse(status: StatusCode, message: &str) -> Response {
@@ -92,8 +114,13 @@ fn refuse(status: StatusCode, message: &str) -> Response {
 /// The middleware: checks the request, then adds the headers to whatever answers it.
 pub async fn guard(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
     let mut set_cookie = None;
+    let api = req.uri().path().starts_with("/api/");
     let mut response = match &app.token {
-        Some(token) => match presented(&req) {
+        _ if api && !same_origin(&req) => refuse(
+            StatusCode::FORBIDDEN,
+            "the API answers only its own page (this request came from another site's page)",
+        ),
+        Some(token) => match presented(&req, app.port) {
             (Some(t), from_query) if equal(&t, token) => {
                 if from_query {
                     set_cookie = Some(t);
@@ -112,12 +139,12 @@ pub async fn guard(State(app): State<Arc<App>>, req: Request, next: Next) -> Res
                 .get(header::HOST)
                 .and_then(|h| h.to_str().ok())
                 .unwrap_or("");
-            if loopback_host(host, app.port) {
+            if loopback_host(host, app.ip, app.port) {
                 next.run(req).await
             } else {
                 refuse(
                     StatusCode::FORBIDDEN,
-                    "this server answers only to 127.0.0.1, localhost and [::1] (give it a --token to serve other names)",
+                    "this server answers only to 127.0.0.1, localhost, [::1] and the address it listens on (give it a --token to serve other names)",
                 )
             }
         }
@@ -142,8 +169,10 @@ pub async fn guard(State(app): State<Arc<App>>, req: Request, next: Next) -> Res
         HeaderValue::from_static("same-origin"),
     );
     if let Some(t) = set_cookie
-        && let Ok(v) =
-            HeaderValue::from_str(&format!("{COOKIE}={t}; HttpOnly; SameSite=Strict; Path=/"))
+        && let Ok(v) = HeaderValue::from_str(&format!(
+            "{}={t}; HttpOnly; SameSite=Strict; Path=/",
+            cookie_name(app.port)
+        ))
     {
         h.insert(header::SET_COOKIE, v);
     }
@@ -167,11 +196,15 @@ mod tests {
 
     #[test]
     fn only_loopback_names_at_our_port_pass() {
-        assert!(loopback_host("127.0.0.1:8080", 8080));
-        assert!(loopback_host("localhost:8080", 8080));
-        assert!(loopback_host("[::1]:8080", 8080));
-        assert!(!loopback_host("127.0.0.1:8081", 8080));
-        assert!(!loopback_host("evil.example:8080", 8080));
-        assert!(!loopback_host("", 8080));
+        let ip: std::net::IpAddr = [127, 0, 0, 1].into();
+        assert!(loopback_host("127.0.0.1:8080", ip, 8080));
+        assert!(loopback_host("localhost:8080", ip, 8080));
+        assert!(loopback_host("[::1]:8080", ip, 8080));
+        assert!(!loopback_host("127.0.0.1:8081", ip, 8080));
+        assert!(!loopback_host("evil.example:8080", ip, 8080));
+        assert!(!loopback_host("", ip, 8080));
+        let other: std::net::IpAddr = [127, 0, 0, 2].into();
+        assert!(loopback_host("127.0.0.2:8080", other, 8080));
+        assert!(!loopback_host("127.0.0.2:8080", ip, 8080));
     }
 }

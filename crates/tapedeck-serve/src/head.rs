@@ -46,13 +46,20 @@ struct State {
     end: u64,
     bytes: usize,
     last_asked: Option<Instant>,
+    /// Damaged ranges the head's reader skipped (the newest few), told to the pages whose
+    /// messages span them.
+    unreadable: VecDeque<tapedeck::tape::reader::Unreadable>,
 }
+
+/// Damaged ranges kept to tell pages about.
+const UNREADABLE_KEPT: usize = 64;
 
 /// What [`Head::take`] found.
 #[derive(Debug)]
 pub enum Taken {
-    /// Rows from the asked position on (possibly none yet), and the position after them.
-    Rows(Vec<RecordBatch>, u64),
+    /// Rows from the asked position on (possibly none yet), the position after them, and what
+    /// the head could not read between the two (to be said).
+    Rows(Vec<RecordBatch>, u64, Vec<String>),
     /// The head does not hold that position (it is older, or the head just started): read it
     /// from the tape, up to this position at most — from there on the head has it.
     Elsewhere(Option<u64>),
@@ -119,7 +126,13 @@ impl Head {
         // Nothing held past `from`: caught up — or rows the head skipped (a quarantined gap)
         // lie between, and the page goes on where the head did.
         let to = if out.is_empty() { from.max(st.end) } else { at };
-        Taken::Rows(out, to)
+        let notes = st
+            .unreadable
+            .iter()
+            .filter(|u| u.from >= from && u.from < to)
+            .map(|u| format!("skipped unreadable rows: {u}"))
+            .collect();
+        Taken::Rows(out, to, notes)
     }
 
     fn run(self: Arc<Self>, start: u64) {
@@ -157,16 +170,36 @@ impl Head {
                         }
                     }
                     Ok(None) => break,
-                    // A damaged frame: the pages reading it on their own say so; the head
-                    // leaves it out by restarting after it.
-                    Err(_) => break,
+                    // Rows the head cannot read at all (retention removed them under it): the
+                    // pages asking for them read on their own and are told; the head goes on
+                    // from the tape's end.
+                    Err(_) => {
+                        if let Ok(end) = acknowledged(&self.dir)
+                            && let Ok(r) = TapeReader::open(&self.dir, StartAt::Seq(end))
+                        {
+                            reader = r;
+                            let mut st = self.lock();
+                            st.batches.clear();
+                            st.bytes = 0;
+                            st.start = end;
+                            st.end = end;
+                        }
+                        break;
+                    }
                 }
             }
-            // The reader's position may have moved past a quarantined gap: note it, so a page
-            // waiting at the gap's start goes on.
+            // The reader's position may have moved past a quarantined gap or a damaged frame:
+            // note it, so a page waiting at the gap's start goes on (and is told).
             let at = reader.position();
+            let skipped = reader.take_unreadable();
             {
                 let mut st = self.lock();
+                for u in skipped {
+                    if st.unreadable.len() >= UNREADABLE_KEPT {
+                        st.unreadable.pop_front();
+                    }
+                    st.unreadable.push_back(u);
+                }
                 if at > st.end {
                     if st.batches.is_empty() {
                         st.start = at;
@@ -224,7 +257,7 @@ mod tests {
         append(&t, 1000, 500);
         let deadline = Instant::now() + Duration::from_secs(10);
         let (batches, to) = loop {
-            if let Taken::Rows(b, to) = head.take(1000, 1_000_000)
+            if let Taken::Rows(b, to, _) = head.take(1000, 1_000_000)
                 && to == 1500
             {
                 break (b, to);
@@ -235,7 +268,7 @@ mod tests {
         assert_eq!(to, 1500);
         assert_eq!(rows_of(&batches), (1000..1500).collect::<Vec<_>>());
         // From the middle of a batch, and at most about `max_rows`.
-        let Taken::Rows(b, to) = head.take(1250, 100) else {
+        let Taken::Rows(b, to, _) = head.take(1250, 100) else {
             panic!("1250 is held")
         };
         let got = rows_of(&b);
@@ -243,7 +276,7 @@ mod tests {
         assert_eq!(to, 1250 + got.len() as u64);
         assert!(got.len() >= 100 && got.len() < 300, "{}", got.len());
         // Caught up: nothing, the position stays.
-        let Taken::Rows(b, to) = head.take(1500, 100) else {
+        let Taken::Rows(b, to, _) = head.take(1500, 100) else {
             panic!("the end is held")
         };
         assert!(b.is_empty());

@@ -136,11 +136,15 @@ pub enum ServeError {
     Start(std::io::Error),
 }
 
+/// How long open answers get to end once the server is told to stop.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
 /// What the handlers share.
 #[derive(Debug)]
 pub struct App {
     dir: PathBuf,
     token: Option<String>,
+    ip: std::net::IpAddr,
     port: u16,
     status: StatusCache,
     clients: Arc<Semaphore>,
@@ -189,6 +193,7 @@ impl Server {
         let app = Arc::new(App {
             dir: dir.to_path_buf(),
             token: token.clone(),
+            ip: addr.ip(),
             port: addr.port(),
             status: StatusCache::new(dir),
             clients: Arc::new(Semaphore::new(options.max_clients)),
@@ -215,12 +220,24 @@ impl Server {
                             return;
                         }
                     };
-                    let served = axum::serve(listener, router(app))
-                        .with_graceful_shutdown(async {
+                    // Stopping: the listener closes at once and the open answers get
+                    // `SHUTDOWN_GRACE` to end (a page that stopped reading would hold a
+                    // graceful shutdown forever).
+                    let stopping = Arc::new(tokio::sync::Notify::new());
+                    let told = stopping.clone();
+                    let served =
+                        axum::serve(listener, router(app)).with_graceful_shutdown(async move {
                             let _ = rx.await;
-                        })
-                        .await;
-                    if let Err(e) = served {
+                            told.notify_one();
+                        });
+                    let grace = async move {
+                        stopping.notified().await;
+                        tokio::time::sleep(SHUTDOWN_GRACE).await;
+                    };
+                    let served = Box::pin(served.into_future());
+                    if let futures_util::future::Either::Left((Err(e), _)) =
+                        futures_util::future::select(served, Box::pin(grace)).await
+                    {
                         tracing::error!("the page server stopped: {e}");
                     }
                 });
@@ -258,6 +275,11 @@ impl Server {
             Some(t) => format!("http://{host}:{}/?token={t}", self.addr.port()),
             None => format!("http://{host}:{}/", self.addr.port()),
         }
+    }
+
+    /// False once the server ended by itself (its thread stopped: an error was logged).
+    pub fn is_running(&self) -> bool {
+        self.thread.as_ref().is_some_and(|t| !t.is_finished())
     }
 
     /// Blocks until the server ends (it ends when stopped from another thread, or on error).
@@ -476,9 +498,25 @@ async fn api_live(
                 Some(s) => s,
                 None => status::acknowledged(&a.dir).unwrap_or(0),
             };
-            plot::follow(&a.dir, since, bucket, &a.status, &a.head, &a.stop, &|m| {
-                tx.blocking_send(m).is_ok()
-            });
+            // A page that stops reading fills its queue: wait for room, but give up when the
+            // server stops (a blocked send would hold the shutdown).
+            let send = |m: plot::Live| {
+                let mut m = m;
+                loop {
+                    match tx.try_send(m) {
+                        Ok(()) => return true,
+                        Err(mpsc::error::TrySendError::Closed(_)) => return false,
+                        Err(mpsc::error::TrySendError::Full(back)) => {
+                            if a.stop.load(Ordering::Relaxed) {
+                                return false;
+                            }
+                            m = back;
+                            std::thread::sleep(Duration::from_millis(20));
+                        }
+                    }
+                }
+            };
+            plot::follow(&a.dir, since, bucket, &a.status, &a.head, &a.stop, &send);
         });
     if let Err(e) = spawned {
         return json_error(
@@ -535,7 +573,22 @@ async fn api_meta(State(app): State<Arc<App>>) -> Response {
 }
 
 /// `POST /api/sql` with `{"sql": "…"}`.
-async fn api_sql(State(app): State<Arc<App>>, body: axum::body::Bytes) -> Response {
+async fn api_sql(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    // JSON only: a form or a `no-cors` fetch of another page cannot send this type.
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !json {
+        return json_error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "send the query as Content-Type: application/json",
+        );
+    }
     let sql = match serde_json::from_slice::<serde_json::Value>(&body)
         .ok()
         .and_then(|v| v.get("sql")?.as_str().map(str::to_string))

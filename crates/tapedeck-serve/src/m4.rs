@@ -30,9 +30,15 @@ const NOT_PLOTTED: &[&str] = &[
     "_seq",
 ];
 
-/// Whether a column of this name and type is plotted.
+/// Whether a column of this name and type is plotted: integers and 32/64-bit floats (the types
+/// read as f64), not bookkeeping.
 pub fn plotted(name: &str, data_type: &DataType) -> bool {
-    data_type.is_numeric() && !NOT_PLOTTED.contains(&name) && !name.ends_with("_raw")
+    use DataType::*;
+    matches!(
+        data_type,
+        Float64 | Float32 | Int64 | Int32 | Int16 | Int8 | UInt64 | UInt32 | UInt16 | UInt8
+    ) && !NOT_PLOTTED.contains(&name)
+        && !name.ends_with("_raw")
 }
 
 /// The reduction of one bucket.

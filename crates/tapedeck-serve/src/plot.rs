@@ -75,6 +75,9 @@ pub struct Span {
 pub fn history(dir: &Path, span: Span, status: &StatusCache) -> tapedeck::Result<Series> {
     let end_seq = acknowledged(dir)?;
     let range = status.get().time_range;
+    // An open end takes every row up to `end_seq` — also rows acknowledged after the status
+    // was taken — so the live stream, which continues at `end_seq`, leaves none out.
+    let filter_to = span.to.unwrap_or(i64::MAX);
     let to = span
         .to
         .or(range.map(|(_, hi)| hi.saturating_add(1)))
@@ -98,12 +101,14 @@ pub fn history(dir: &Path, span: Span, status: &StatusCache) -> tapedeck::Result
         columns: Vec::new(),
     };
     let mut down: Option<Downsample> = None;
+    let mut newest: Option<i64> = None;
     while let Some((_, batch)) = reader.next_batch()? {
-        if let Some((lo, _)) = tapedeck::tape::codec::time_range(&batch) {
+        if let Some((lo, hi)) = tapedeck::tape::codec::time_range(&batch) {
             series.has_time = true;
-            if lo >= to {
+            if lo >= filter_to {
                 break;
             }
+            newest = Some(newest.map_or(hi, |n| n.max(hi)));
         }
         let d = down.get_or_insert_with(|| {
             let columns = batch
@@ -118,7 +123,12 @@ pub fn history(dir: &Path, span: Span, status: &StatusCache) -> tapedeck::Result
             batch.num_rows() as u64,
             batch.get_array_memory_size() as u64,
         );
-        d.add(&batch, from, to);
+        d.add(&batch, from, filter_to);
+    }
+    if span.to.is_none()
+        && let Some(n) = newest
+    {
+        series.to = series.to.max(n.saturating_add(1));
     }
     if let Some(d) = down {
         series.bucket_us = d.bucket_us();
@@ -159,6 +169,8 @@ struct DataEvent<'a> {
 const TICK: Duration = Duration::from_millis(250);
 /// Rows reduced into one message at most (a client far behind catches up in steps).
 const ROWS_PER_MESSAGE: u64 = 4_000_000;
+/// Buckets (over all columns) in one message at most: about 1.4 MB of JSON.
+const BUCKETS_PER_MESSAGE: usize = 20_000;
 
 /// A reader of the tape at `from` for a client behind the shared head: `None` (said to the
 /// client) when the tape cannot be read. Rows removed by retention before the client got them
@@ -235,8 +247,13 @@ pub fn follow(
         };
         let mut caught_up = true;
         let to = match head.take(from, ROWS_PER_MESSAGE) {
-            Taken::Rows(batches, to) => {
+            Taken::Rows(batches, to, notes) => {
                 own = None;
+                for n in notes {
+                    if !send(Live::Notice(n)) {
+                        return;
+                    }
+                }
                 for b in &batches {
                     add(&mut down, b);
                 }
@@ -245,11 +262,10 @@ pub fn follow(
             Taken::Elsewhere(limit) => {
                 let reader = match own.take() {
                     Some(r) if r.position() == from => r,
+                    // (A start moved past rows removed by retention: the next message still
+                    // starts at `from`, spanning them, after the notice that says so.)
                     _ => match open_at(dir, from, send) {
-                        Some((r, at)) => {
-                            from = at;
-                            r
-                        }
+                        Some((r, _)) => r,
                         None => return,
                     },
                 };
@@ -268,21 +284,24 @@ pub fn follow(
                 };
                 reader.set_until(Some(limit.map_or(end, |l| l.min(end))));
                 let mut rows = 0u64;
+                let mut reopen = false;
                 loop {
                     match reader.next_batch() {
                         Ok(Some((_, batch))) => {
                             rows += batch.num_rows() as u64;
                             add(&mut down, &batch);
-                            if rows >= ROWS_PER_MESSAGE {
+                            if rows >= ROWS_PER_MESSAGE || down.buckets() >= BUCKETS_PER_MESSAGE {
                                 caught_up = false;
                                 break;
                             }
                         }
                         Ok(None) => break,
                         Err(e) => {
-                            // A damaged frame: say so and go on after it (the reader moved
-                            // past it).
-                            if !send(Live::Notice(format!("{e}"))) {
+                            // Retention removed the rows under the reader: open it again
+                            // (where the first row left is). Anything else: say so and go on
+                            // after it (the reader moved past it).
+                            reopen = matches!(e, tapedeck::Error::TapeTrimmed { .. });
+                            if !reopen && !send(Live::Notice(format!("{e}"))) {
                                 return;
                             }
                             break;
@@ -297,6 +316,10 @@ pub fn follow(
                 let at = TapeReader::position(reader);
                 if limit.is_some_and(|l| at >= l) {
                     // At the head: take from it next time.
+                    caught_up = false;
+                }
+                if reopen {
+                    own = None;
                     caught_up = false;
                 }
                 at

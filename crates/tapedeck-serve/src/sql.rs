@@ -5,7 +5,8 @@
 //! name a file), DML (`INSERT`, `COPY … TO` would write one) and statements (`SET`), and no
 //! table but the tape's is registered — so no request reaches the file system except through
 //! the tape named on the command line. Answers are capped at [`MAX_ROWS`] rows and
-//! [`TIMEOUT`].
+//! [`TIMEOUT`]; a query's working memory at [`MEMORY`] (beyond it, the query fails — the page
+//! server shares its process with `record --serve`, whose memory it must not take).
 
 use std::path::Path;
 use std::time::Duration;
@@ -13,11 +14,15 @@ use std::time::Duration;
 use serde::Serialize;
 use tapedeck_query::datafusion::arrow::json::ArrayWriter;
 use tapedeck_query::datafusion::execution::context::SQLOptions;
+use tapedeck_query::datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use tapedeck_query::datafusion::prelude::{SessionConfig, SessionContext};
 
 /// Rows an answer holds at most (the rest is counted, not sent).
 pub const MAX_ROWS: usize = 1000;
 /// How long a query may run.
 pub const TIMEOUT: Duration = Duration::from_secs(30);
+/// Working memory a query may hold (sorts, aggregations, joins).
+pub const MEMORY: usize = 512 << 20;
 
 /// An answer.
 #[derive(Debug, Serialize)]
@@ -38,7 +43,12 @@ pub struct Answer {
 /// mistake, or the tape's).
 pub async fn run(dir: &Path, sql: &str) -> Result<Answer, String> {
     let started = std::time::Instant::now();
-    let ctx = tapedeck_query::session();
+    let runtime = RuntimeEnvBuilder::new()
+        .with_memory_limit(MEMORY, 1.0)
+        .build_arc()
+        .map_err(|e| e.to_string())?;
+    let config = SessionConfig::new().with_information_schema(true);
+    let ctx = SessionContext::new_with_config_rt(config, runtime);
     tapedeck_query::register_tape(&ctx, "tape", dir).map_err(|e| e.to_string())?;
     tapedeck_query::register_meta(&ctx, "meta", dir).map_err(|e| e.to_string())?;
     let options = SQLOptions::new()

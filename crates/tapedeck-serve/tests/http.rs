@@ -182,6 +182,46 @@ fn on_loopback_only_loopback_host_names_are_answered() {
     let (status, _, body) = req(&format!("attacker.example:{}", addr.port()));
     assert_eq!(status, 403, "a rebound DNS name was answered");
     assert!(body.contains("127.0.0.1"), "{body}");
+    // Another site's page (or another port's) cannot use the API; the page itself can.
+    let from = |site: &str| {
+        http(
+            addr,
+            &format!(
+                "GET /api/status HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nSec-Fetch-Site: {site}\r\nConnection: close\r\n\r\n",
+                addr.port()
+            ),
+        )
+        .0
+    };
+    assert_eq!(from("cross-site"), 403);
+    assert_eq!(from("same-site"), 403);
+    assert_eq!(from("same-origin"), 200);
+    assert_eq!(from("none"), 200);
+}
+
+#[test]
+fn another_loopback_address_is_answered_by_its_own_name() {
+    let dir = tempfile::tempdir().unwrap();
+    tape(&dir.path().join("t"), 10);
+    let server = start(
+        &dir.path().join("t"),
+        ServeOptions::listen(SocketAddr::from(([127, 0, 0, 2], 0))),
+    );
+    assert!(server.token().is_none());
+    assert!(
+        server.url().starts_with("http://127.0.0.2:"),
+        "{}",
+        server.url()
+    );
+    let addr = server.local_addr();
+    let (status, _, body) = http(
+        addr,
+        &format!(
+            "GET /api/status HTTP/1.1\r\nHost: 127.0.0.2:{}\r\nConnection: close\r\n\r\n",
+            addr.port()
+        ),
+    );
+    assert_eq!(status, 200, "{body}");
 }
 
 #[test]
@@ -213,9 +253,21 @@ fn a_token_is_required_on_every_request_when_set_and_made_beyond_loopback() {
         )
         .0
     };
-    assert_eq!(with(&format!("Cookie: tapedeck_token={token}")), 200);
+    let port = addr.port();
+    assert!(
+        cookie.starts_with(&format!("tapedeck_token_{port}=")),
+        "{cookie}"
+    );
+    assert_eq!(with(&format!("Cookie: tapedeck_token_{port}={token}")), 200);
     assert_eq!(with(&format!("Authorization: Bearer {token}")), 200);
-    assert_eq!(with("Cookie: tapedeck_token=0123456789abcdef-tokem"), 403);
+    assert_eq!(
+        with(&format!(
+            "Cookie: tapedeck_token_{port}=0123456789abcdef-tokem"
+        )),
+        403
+    );
+    // Another server's cookie on this host is not this one's.
+    assert_eq!(with(&format!("Cookie: tapedeck_token_1={token}")), 401);
     drop(server);
 
     // Beyond loopback without one: one is made.
@@ -516,4 +568,15 @@ fn the_sql_box_answers_and_refuses_anything_that_writes() {
     }
     assert!(!out.exists(), "a query wrote a file");
     assert_eq!(post("").0, 400);
+    // Only JSON: what another site's form or `no-cors` fetch could send is refused.
+    let body = r#"{"sql": "SELECT 1"}"#;
+    let (status, _, text) = http(
+        addr,
+        &format!(
+            "POST /api/sql HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            addr.port(),
+            body.len()
+        ),
+    );
+    assert_eq!(status, 415, "{text}");
 }

@@ -159,6 +159,10 @@ pub fn run(args: &Args) -> u8 {
     };
     let (stop, _) = crate::signals::install_ctrlc();
     while !stop.is_stopped() {
+        if !server.is_running() {
+            eprintln!("error: the page server stopped (the log above says why)");
+            return EXIT_FAILED;
+        }
         std::thread::sleep(Duration::from_millis(100));
     }
     server.stop();
