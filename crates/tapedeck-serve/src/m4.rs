@@ -41,6 +41,15 @@ pub fn plotted(name: &str, data_type: &DataType) -> bool {
         && !name.ends_with("_raw")
 }
 
+/// How many of the schema's columns are plotted.
+pub fn plotted_columns(schema: &arrow_schema::Schema) -> usize {
+    schema
+        .fields()
+        .iter()
+        .filter(|f| plotted(f.name(), f.data_type()))
+        .count()
+}
+
 /// The reduction of one bucket.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Bucket {
@@ -130,19 +139,9 @@ impl Downsample {
     /// adds nothing.
     pub fn add(&mut self, batch: &RecordBatch, from: i64, to: i64) {
         let schema = batch.schema();
-        let Some((ti, unit)) =
-            schema
-                .fields()
-                .iter()
-                .enumerate()
-                .find_map(|(i, f)| match f.data_type() {
-                    DataType::Timestamp(unit, _) => Some((i, *unit)),
-                    _ => None,
-                })
-        else {
+        let Some(times) = tapedeck::tape::codec::event_times(batch) else {
             return;
         };
-        let times = tapedeck::record::time::micros_array(batch.column(ti), unit);
         // Runs of rows in one bucket: (bucket, start, end) over row indices.
         let w = self.bucket_us;
         let mut runs: Vec<(i64, usize, usize)> = Vec::new();

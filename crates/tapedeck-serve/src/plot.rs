@@ -18,7 +18,7 @@ use tapedeck::tape::{StartAt, TapeReader};
 use arrow_array::RecordBatch;
 
 use crate::head::{Head, Taken};
-use crate::m4::{Column, Downsample, plotted};
+use crate::m4::{Column, Downsample, plotted_columns};
 use crate::status::{StatusCache, acknowledged};
 
 /// The widest plot served, in buckets (pixels).
@@ -111,12 +111,7 @@ pub fn history(dir: &Path, span: Span, status: &StatusCache) -> tapedeck::Result
             newest = Some(newest.map_or(hi, |n| n.max(hi)));
         }
         let d = down.get_or_insert_with(|| {
-            let columns = batch
-                .schema()
-                .fields()
-                .iter()
-                .filter(|f| plotted(f.name(), f.data_type()))
-                .count();
+            let columns = plotted_columns(batch.schema_ref());
             Downsample::new(wanted.max(min_bucket_us(columns)))
         });
         status.count_decoded(
@@ -230,12 +225,7 @@ pub fn follow(
         let mut add = |down: &mut Downsample, batch: &RecordBatch| {
             if !budgeted {
                 budgeted = true;
-                let columns = batch
-                    .schema()
-                    .fields()
-                    .iter()
-                    .filter(|f| plotted(f.name(), f.data_type()))
-                    .count();
+                let columns = plotted_columns(batch.schema_ref());
                 bucket_us = bucket_us.max(min_bucket_us(columns));
                 *down = Downsample::new(bucket_us);
             }

@@ -465,25 +465,27 @@ fn the_live_stream_follows_a_recording_and_a_reconnect_continues_without_gap_or_
     assert_eq!(again.last().unwrap()["to"], 1100);
 }
 
+/// A live stream opened and left open: the connection and its status line's first 12 bytes.
+fn open_stream(addr: SocketAddr) -> (TcpStream, [u8; 12]) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    let request = format!(
+        "GET /api/live HTTP/1.1\r\nHost: 127.0.0.1:{}\r\n\r\n",
+        addr.port()
+    );
+    s.write_all(request.as_bytes()).unwrap();
+    let mut buf = [0u8; 12];
+    s.read_exact(&mut buf).unwrap();
+    (s, buf)
+}
+
 #[test]
 fn live_streams_are_capped() {
     let dir = tempfile::tempdir().unwrap();
     tape(&dir.path().join("t"), 10);
     let server = start(&dir.path().join("t"), loopback().max_clients(1));
     let addr = server.local_addr();
-    let mut first = TcpStream::connect(addr).unwrap();
-    first
-        .write_all(
-            format!(
-                "GET /api/live HTTP/1.1\r\nHost: 127.0.0.1:{}\r\n\r\n",
-                addr.port()
-            )
-            .as_bytes(),
-        )
-        .unwrap();
-    let mut buf = [0u8; 12];
-    first.read_exact(&mut buf).unwrap();
-    assert_eq!(&buf, b"HTTP/1.1 200");
+    let (first, status) = open_stream(addr);
+    assert_eq!(&status, b"HTTP/1.1 200");
     let (status, _, body) = get(addr, "/api/live");
     assert_eq!(status, 503, "{body}");
     assert!(body.contains("--max-clients"), "{body}");
@@ -491,18 +493,7 @@ fn live_streams_are_capped() {
     // Its place is free again once it closes.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let mut s = TcpStream::connect(addr).unwrap();
-        s.write_all(
-            format!(
-                "GET /api/live HTTP/1.1\r\nHost: 127.0.0.1:{}\r\n\r\n",
-                addr.port()
-            )
-            .as_bytes(),
-        )
-        .unwrap();
-        let mut buf = [0u8; 12];
-        s.read_exact(&mut buf).unwrap();
-        if &buf == b"HTTP/1.1 200" {
+        if &open_stream(addr).1 == b"HTTP/1.1 200" {
             break;
         }
         assert!(

@@ -295,8 +295,8 @@ pub fn first_row_at(batch: &RecordBatch, t: i64, from: usize) -> Option<usize> {
     (from..micros.len()).find(|&k| micros.is_valid(k) && micros.value(k) >= t)
 }
 
-/// The batch's event times: its first timestamp column, in µs.
-fn event_times(batch: &RecordBatch) -> Option<arrow_array::TimestampMicrosecondArray> {
+/// The batch's event times: its first timestamp column, in µs (`None` without one).
+pub fn event_times(batch: &RecordBatch) -> Option<arrow_array::TimestampMicrosecondArray> {
     let (i, unit) = batch
         .schema()
         .fields()
