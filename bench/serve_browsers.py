@@ -1,12 +1,13 @@
-"""`tapedeck serve` with real pages: N headless Chromium tabs on the live page (issue 21).
+"""`tapedeck serve` with real pages: N headless Chromium browsers on the live page (issue 21).
 
 Like serve_bench.py, but the clients are the page itself in Debian's Chromium, driven over
-WebDriver (chromedriver): one browser, N tabs, each on the page's default view. Reports the
-server's CPU as a share of one core without pages and with them, and per tab how far the page's
-`window.tapedeck.lastSeq` got and its gap count.
+WebDriver (chromedriver): N browsers (one session each; tabs of one browser would share its six
+connections per server), each on the page's default view. Reports the server's CPU as a share of
+one core without pages and with them, and per page how far `window.tapedeck.lastSeq` got, its
+live messages and its gap count.
 
 Usage (standard library only; needs /usr/bin/chromium and /usr/bin/chromedriver):
-    python3 bench/serve_browsers.py --tapedeck target/release/tapedeck [--tabs 10] [--seconds 30]
+    python3 bench/serve_browsers.py --tapedeck target/release/tapedeck [--browsers 10] [--seconds 30]
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ def wd(base: str, method: str, path: str, body: object | None = None) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--tapedeck", default="target/release/tapedeck")
-    p.add_argument("--tabs", type=int, default=10)
+    p.add_argument("--browsers", type=int, default=10)
     p.add_argument("--seconds", type=float, default=30.0)
     p.add_argument("--source", default="sim:daq?channels=8&rate=100000&pace=real")
     a = p.parse_args()
@@ -72,51 +73,47 @@ def main() -> None:
         "binary": "/usr/bin/chromium",
         "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                  "--window-size=1280,1000"]}}}}
-    sid = wd(root, "POST", "/session", caps)["value"]["sessionId"]
-    base = f"{root}/session/{sid}"
+    bases = []
     try:
         c0, t0 = cpu_seconds(srv.pid), time.monotonic()
         time.sleep(a.seconds / 2)
         idle = (cpu_seconds(srv.pid) - c0) / (time.monotonic() - t0)
-        handles = []
-        for i in range(a.tabs):
-            if i:
-                h = wd(base, "POST", "/window/new", {"type": "tab"})["value"]["handle"]
-                wd(base, "POST", "/window", {"handle": h})
-            wd(base, "POST", "/url", {"url": url})
-            handles.append(wd(base, "GET", "/window")["value"])
+        for _ in range(a.browsers):
+            sid = wd(root, "POST", "/session", caps)["value"]["sessionId"]
+            bases.append(f"{root}/session/{sid}")
+            wd(bases[-1], "POST", "/url", {"url": url})
         time.sleep(5)
         c1, t1 = cpu_seconds(srv.pid), time.monotonic()
         time.sleep(a.seconds)
         dt = time.monotonic() - t1
         busy = (cpu_seconds(srv.pid) - c1) / dt
         tabs = []
-        for h in handles:
-            wd(base, "POST", "/window", {"handle": h})
+        for base in bases:
             v = wd(base, "POST", "/execute/sync", {
                 "script": "return [window.tapedeck.lastSeq, window.tapedeck.gaps, window.tapedeck.messages]",
                 "args": []})["value"]
             tabs.append(v)
         acked = json.loads(urllib.request.urlopen(url.rstrip("/") + "/api/status", timeout=30).read())["acknowledged"]
     finally:
-        try:
-            wd(base, "DELETE", "")
-        except OSError:
-            pass
+        for base in bases:
+            try:
+                wd(base, "DELETE", "")
+            except OSError:
+                pass
         for proc in (driver, srv, rec):
             proc.terminate()
             proc.wait()
     print(json.dumps({
         "source": a.source,
-        "tabs": a.tabs,
+        "browsers": a.browsers,
         "seconds": round(dt, 1),
         "server_cpu_idle_share_of_core": round(idle, 4),
-        "server_cpu_with_tabs_share_of_core": round(busy, 4),
-        "extra_cpu_for_tabs_share_of_core": round(busy - idle, 4),
+        "server_cpu_with_browsers_share_of_core": round(busy, 4),
+        "extra_cpu_for_browsers_share_of_core": round(busy - idle, 4),
         "acknowledged_at_end": acked,
-        "tabs_last_seq_min": min(t[0] for t in tabs),
-        "tabs_gaps": sum(t[1] for t in tabs),
-        "tabs_messages_min": min(t[2] for t in tabs),
+        "pages_last_seq_min": min((t[0] or 0) for t in tabs),
+        "pages_gaps": sum(t[1] for t in tabs),
+        "pages_messages_min": min(t[2] for t in tabs),
     }, indent=1))
 
 

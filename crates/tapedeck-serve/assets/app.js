@@ -465,6 +465,21 @@ function start() {
     if (e.key === 'Enter' && (e.ctrlKey || e.metaKey)) { e.preventDefault(); runSql(); }
   });
   window.addEventListener('resize', schedule);
+  // A hidden tab lets go of its stream: a browser keeps at most six connections to one server
+  // over HTTP/1.1, and each open page's stream holds one. Shown again, it continues from the
+  // last sequence number it has (or reloads its window, after a long absence).
+  let hiddenAt = null;
+  document.addEventListener('visibilitychange', () => {
+    if (document.visibilityState === 'hidden') {
+      hiddenAt = Date.now();
+      closeLive();
+      $('conn').textContent = 'paused while hidden';
+    } else if (state.live) {
+      const away = hiddenAt === null ? 0 : Date.now() - hiddenAt;
+      hiddenAt = null;
+      if (away > 60000) loadHistory(); else if (!state.es) openLive();
+    }
+  });
   loadStatus();
   loadMeta();
   loadHistory();
