@@ -334,6 +334,3 @@ pub fn follow(
         }
     }
 }
-
-/// A stop flag shared by the server and its client threads.
-pub type StopFlag = Arc<AtomicBool>;
