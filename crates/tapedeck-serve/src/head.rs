@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use arrow_array::RecordBatch;
 use tapedeck::tape::{StartAt, TapeReader};
 
-use crate::status::acknowledged;
+use crate::status::{StatusCache, acknowledged};
 
 /// Decoded bytes of batches the head keeps (pages more than this behind read on their own).
 pub const HEAD_BYTES: usize = 64 << 20;
@@ -32,6 +32,8 @@ const POLL: Duration = Duration::from_millis(100);
 pub struct Head {
     dir: PathBuf,
     stop: Arc<AtomicBool>,
+    /// Told what the head decodes (the compression estimate).
+    status: Arc<StatusCache>,
     state: Mutex<State>,
 }
 
@@ -67,10 +69,11 @@ pub enum Taken {
 
 impl Head {
     /// The head of the tape in `dir`, not yet running.
-    pub fn new(dir: &Path, stop: Arc<AtomicBool>) -> Head {
+    pub fn new(dir: &Path, stop: Arc<AtomicBool>, status: Arc<StatusCache>) -> Head {
         Head {
             dir: dir.to_path_buf(),
             stop,
+            status,
             state: Mutex::new(State::default()),
         }
     }
@@ -158,6 +161,10 @@ impl Head {
                 match reader.next_batch() {
                     Ok(Some((first, batch))) => {
                         got = true;
+                        self.status.count_decoded(
+                            batch.num_rows() as u64,
+                            batch.get_array_memory_size() as u64,
+                        );
                         let mut st = self.lock();
                         st.bytes += batch.get_array_memory_size();
                         st.end = first + batch.num_rows() as u64;
@@ -248,7 +255,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let t = dir.path().join("t");
         append(&t, 0, 1000);
-        let head = Arc::new(Head::new(&t, Arc::new(AtomicBool::new(false))));
+        let head = Arc::new(Head::new(
+            &t,
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(StatusCache::new(&t)),
+        ));
         // It starts at the acknowledged end: older rows are read elsewhere, up to there.
         match head.take(0, 1_000_000) {
             Taken::Elsewhere(Some(1000)) => {}

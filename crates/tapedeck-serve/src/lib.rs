@@ -146,7 +146,7 @@ pub struct App {
     token: Option<String>,
     ip: std::net::IpAddr,
     port: u16,
-    status: StatusCache,
+    status: Arc<StatusCache>,
     clients: Arc<Semaphore>,
     /// History and SQL requests run at most this many at once (each may read much of the tape).
     heavy: Semaphore,
@@ -190,17 +190,18 @@ impl Server {
         let addr = listener.local_addr().map_err(ServeError::Start)?;
         listener.set_nonblocking(true).map_err(ServeError::Start)?;
         let stop = Arc::new(AtomicBool::new(false));
+        let status = Arc::new(StatusCache::new(dir));
         let app = Arc::new(App {
             dir: dir.to_path_buf(),
             token: token.clone(),
             ip: addr.ip(),
             port: addr.port(),
-            status: StatusCache::new(dir),
+            status: status.clone(),
             clients: Arc::new(Semaphore::new(options.max_clients)),
             heavy: Semaphore::new(4),
             max_clients: options.max_clients,
             stop: stop.clone(),
-            head: Arc::new(head::Head::new(dir, stop.clone())),
+            head: Arc::new(head::Head::new(dir, stop.clone(), status)),
         });
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)

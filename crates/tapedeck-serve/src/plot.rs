@@ -146,7 +146,7 @@ pub enum Live {
         json: String,
     },
     /// The tape's status, as JSON.
-    Status(String),
+    Status(Arc<str>),
     /// Something the page should show (rows trimmed away before the client got them, a
     /// damaged frame skipped, the tape unreadable).
     Notice(String),
@@ -216,23 +216,25 @@ pub fn follow(
     while !stop.load(Ordering::Relaxed) {
         if last_status.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
             last_status = Some(Instant::now());
-            let json = serde_json::to_string(&status.get()).unwrap_or_default();
-            if !send(Live::Status(json)) {
+            if !send(Live::Status(status.get_json())) {
                 return;
             }
         }
         let mut down = Downsample::new(bucket_us);
-        let mut add = |down: &mut Downsample, batch: &RecordBatch| {
+        // `decoded`: the batch was decoded for this page alone (the head counts its own).
+        let mut add = |down: &mut Downsample, batch: &RecordBatch, decoded: bool| {
             if !budgeted {
                 budgeted = true;
                 let columns = plotted_columns(batch.schema_ref());
                 bucket_us = bucket_us.max(min_bucket_us(columns));
                 *down = Downsample::new(bucket_us);
             }
-            status.count_decoded(
-                batch.num_rows() as u64,
-                batch.get_array_memory_size() as u64,
-            );
+            if decoded {
+                status.count_decoded(
+                    batch.num_rows() as u64,
+                    batch.get_array_memory_size() as u64,
+                );
+            }
             down.add(batch, i64::MIN, i64::MAX);
         };
         let mut caught_up = true;
@@ -245,7 +247,7 @@ pub fn follow(
                     }
                 }
                 for b in &batches {
-                    add(&mut down, b);
+                    add(&mut down, b, false);
                 }
                 to
             }
@@ -279,7 +281,7 @@ pub fn follow(
                     match reader.next_batch() {
                         Ok(Some((_, batch))) => {
                             rows += batch.num_rows() as u64;
-                            add(&mut down, &batch);
+                            add(&mut down, &batch, true);
                             if rows >= ROWS_PER_MESSAGE || down.buckets() >= BUCKETS_PER_MESSAGE {
                                 caught_up = false;
                                 break;

@@ -9,7 +9,7 @@
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
@@ -91,7 +91,8 @@ pub struct StatusCache {
 
 #[derive(Debug, Default)]
 struct Inner {
-    last: Option<(Instant, Status)>,
+    /// The last status taken, and its JSON (sent to every live page).
+    last: Option<(Instant, Status, Arc<str>)>,
     /// Acknowledged positions seen, for the rate.
     samples: VecDeque<(Instant, u64)>,
     /// Decoded bytes and rows read by this server's plots (for the compression estimate).
@@ -119,14 +120,24 @@ impl StatusCache {
 
     /// The status, at most a second old.
     pub fn get(&self) -> Status {
+        self.fresh(|s, _| s.clone())
+    }
+
+    /// [`StatusCache::get`] as JSON, serialised once for every page that asks.
+    pub fn get_json(&self) -> Arc<str> {
+        self.fresh(|_, json| json.clone())
+    }
+
+    /// `what` of the status, taken again when older than a second.
+    fn fresh<T>(&self, what: impl Fn(&Status, &Arc<str>) -> T) -> T {
         let mut inner = self
             .inner
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some((at, s)) = &inner.last
+        if let Some((at, s, json)) = &inner.last
             && at.elapsed() < Duration::from_secs(1)
         {
-            return s.clone();
+            return what(s, json);
         }
         let mut s = take(&self.dir);
         let now = Instant::now();
@@ -149,8 +160,10 @@ impl StatusCache {
             let total = s.acknowledged.saturating_sub(s.first_row) as f64;
             s.compression_ratio = Some(bytes as f64 / rows as f64 * total / s.tape_bytes as f64);
         }
-        inner.last = Some((now, s.clone()));
-        s
+        let json: Arc<str> = serde_json::to_string(&s).unwrap_or_default().into();
+        let out = what(&s, &json);
+        inner.last = Some((now, s, json));
+        out
     }
 }
 
