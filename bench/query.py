@@ -3,8 +3,10 @@
 over the whole tape, a full-scan aggregate vs DuckDB over a Parquet file of the same rows, the
 bytes each query reads, and the full scan's peak RSS; then the recorder's speed with and without
 a `query --follow` beside it. tapedeck's times are given both as whole processes and as the
-query's own time (`--stats`: from taking the snapshot to the last row printed), which is how
-DuckDB's are taken (inside one Python process).
+query's own time (`--stats`: from taking the snapshot to the last row printed) in a fresh
+process, and warm: the median of the runs after the first inside one `--follow` process, against
+DuckDB's runs after the first inside one Python process (its own median of all runs is given
+too).
 
 usage: bench/query.py [--rows 20000000] [--blocks 4000] [--runs 5] [--python VENV_PYTHON]
                       [--work DIR] [--compression none|lz4|zstd] [--keep]
@@ -66,6 +68,27 @@ def inner_secs(stderr):
     return float(m.group(1))
 
 
+def warm_secs(tape, sql, runs):
+    """Query times inside one process (`--follow` re-runs the query on a new snapshot every
+    100 ms), as DuckDB's warm times are taken: `runs` runs after the first, cold one (code
+    paged in, memory faulted), which is left out."""
+    p = subprocess.Popen([BIN, "query", tape, sql, "--format", "csv", "--stats", "--follow",
+                          "--every", "100ms"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                         text=True)
+    times = []
+    for line in p.stderr:
+        m = re.search(r"; ([0-9.]+) s\s*$", line)
+        if m:
+            times.append(float(m.group(1)))
+            if len(times) > runs:
+                break
+    p.terminate()
+    p.communicate()
+    if len(times) <= runs:
+        sys.exit(f"query --follow on {tape} printed {len(times)} timings, wanted {runs + 1}")
+    return times[1:]
+
+
 def bytes_read(stderr):
     m = re.search(r"(\d+) of (\d+) bytes", stderr)
     return int(m.group(1)), int(m.group(2))
@@ -110,6 +133,8 @@ def bench_tape(name, tape, parquet, time_col, group_col, value_col, args):
         one_t.append(s)
         one_in.append(inner_secs(err))
         one_bytes = bytes_read(err)
+    full_warm = warm_secs(tape, full, max(args.runs, 5))
+    one_warm = warm_secs(tape, one, max(args.runs, 5))
     duck = duckdb_times(args.python, parquet, full.replace("FROM tape", "FROM tape"), args.runs)
     duck_t = duck["times"]
     _, _, _, rss = query(tape, full, rss=True)
@@ -121,6 +146,11 @@ def bench_tape(name, tape, parquet, time_col, group_col, value_col, args):
         "speedup_1pct": med(full_t) / med(one_t), "vs_duckdb": med(full_t) / med(duck_t),
         "full_query_s": med(full_in), "one_pct_query_s": med(one_in),
         "speedup_1pct_query": med(full_in) / med(one_in), "vs_duckdb_query": med(full_in) / med(duck_t),
+        "full_warm_s": med(full_warm), "one_pct_warm_s": med(one_warm),
+        "speedup_1pct_warm": med(full_warm) / med(one_warm),
+        "duckdb_warm_s": med(duck_t[1:] or duck_t),
+        "vs_duckdb_warm": med(full_warm) / med(duck_t[1:] or duck_t),
+        "warm_runs": [len(full_warm), len(one_warm)],
         "one_pct_bytes_frac": one_bytes[0] / one_bytes[1], "full_bytes_frac": full_bytes[0] / full_bytes[1],
         "full_rss_mib": rss / 1024 if rss else None,
         "full_runs": full_t, "one_pct_runs": one_t, "duckdb_runs": duck_t,

@@ -445,6 +445,7 @@ impl PartitionStream for FramePartition {
             next: 0,
             rows: 0,
             chunk: None,
+            slicing: None,
             pending: Vec::new(),
             pending_rows: 0,
             batch_rows: ctx.session_config().batch_size().max(1),
@@ -475,10 +476,38 @@ struct FrameReader {
     next: usize,
     rows: usize,
     chunk: Option<Chunk>,
+    /// A batch larger than the session's batch size, and how much of it is handed out.
+    slicing: Option<(RecordBatch, usize)>,
     pending: Vec<RecordBatch>,
     pending_rows: usize,
     batch_rows: usize,
     done: bool,
+}
+
+/// The header of `frame` (of segment `k`) at the start of `bytes`: `Ok(Err(_))` if it is
+/// damaged, `Err` if it has a format version this build does not read — most likely written
+/// by a newer tapedeck, so not skipped as damage.
+fn frame_header(
+    snap: &Snapshot,
+    k: usize,
+    frame: &FrameInfo,
+    bytes: &[u8],
+) -> Result<std::result::Result<FrameHeader, FrameProblem>> {
+    match FrameHeader::decode(bytes) {
+        Ok(h) => Ok(Ok(h)),
+        Err(tapedeck::tape::format::FormatError::Version(v)) => {
+            Err(QueryError::from(tapedeck::Error::Tape {
+                path: snap.storage.describe(&snap.segments[k].name),
+                message: format!(
+                    "the frame at byte {} has format version {v}, which this build does not read: written by a newer tapedeck (query with that version), or damaged (`tapedeck verify` tells)",
+                    frame.offset
+                ),
+            }))
+        }
+        Err(e) => Ok(Err(FrameProblem::Damaged(format!(
+            "the frame fails its check: {e}"
+        )))),
+    }
 }
 
 /// Why `frame_bytes` has no frame to give.
@@ -499,7 +528,7 @@ impl FrameReader {
         frame: &FrameInfo,
     ) -> Result<std::result::Result<(FrameHeader, arrow_buffer::Buffer), FrameProblem>> {
         let damaged = FrameProblem::Damaged;
-        let snap = &self.part.snapshot;
+        let snap = self.part.snapshot.clone();
         let seg = &snap.segments[k];
         // At most three looks: the chunk in hand; a chunk read from the frame on (which may
         // end inside a frame longer than a chunk, the segment's last one say); the whole frame.
@@ -510,19 +539,9 @@ impl FrameReader {
                     .then_some((c, at as usize))
             });
             if let Some((c, at)) = in_hand {
-                let header = match FrameHeader::decode(&c.bytes[at..]) {
+                let header = match frame_header(&snap, k, frame, &c.bytes[at..])? {
                     Ok(h) => h,
-                    Err(tapedeck::tape::format::FormatError::Version(v)) => {
-                        // Not skipped as damage: most likely a newer tapedeck wrote it.
-                        return Err(QueryError::from(tapedeck::Error::Tape {
-                            path: snap.storage.describe(&seg.name),
-                            message: format!(
-                                "the frame at byte {} has format version {v}, which this build does not read: written by a newer tapedeck (query with that version), or damaged (`tapedeck verify` tells)",
-                                frame.offset
-                            ),
-                        }));
-                    }
-                    Err(e) => return Ok(Err(damaged(format!("the frame fails its check: {e}")))),
+                    Err(problem) => return Ok(Err(problem)),
                 };
                 let len = header.frame_len();
                 if at + len <= c.bytes.len() {
@@ -557,8 +576,21 @@ impl FrameReader {
                 None => self.run_end(j).saturating_sub(frame.offset),
             }
             .clamp(FRAME_HEADER as u64, room);
-            let mut buf = vec![0u8; want as usize];
-            if let Err(e) = snap.storage.read_at(&seg.name, frame.offset, &mut buf) {
+            let want_len = want as usize;
+            let mut buf = match self.reclaim() {
+                Some(mut buf) => {
+                    if buf.len() < want_len {
+                        buf.resize(want_len, 0);
+                    }
+                    buf
+                }
+                // Fresh zeroed pages from the system, not zeroed again here.
+                None => vec![0u8; want_len],
+            };
+            if let Err(e) = snap
+                .storage
+                .read_at(&seg.name, frame.offset, &mut buf[..want_len])
+            {
                 if e.kind() == std::io::ErrorKind::NotFound {
                     // Removed since the snapshot listed it: its rows are read where they are
                     // now (`next_frame`).
@@ -572,10 +604,17 @@ impl FrameReader {
             self.chunk = Some(Chunk {
                 segment: k,
                 start: frame.offset,
-                bytes: arrow_buffer::Buffer::from_vec(buf),
+                bytes: arrow_buffer::Buffer::from_vec(buf).slice_with_length(0, want_len),
             });
         }
         Ok(Err(damaged("the frame cannot be read whole".into())))
+    }
+
+    /// Memory for the next chunk: the chunk in hand's own when no batch decoded from it is
+    /// alive any more (the engine has consumed them). Reading into fresh memory costs a page
+    /// fault and zeroing per 4 KiB, about as much as the read itself.
+    fn reclaim(&mut self) -> Option<Vec<u8>> {
+        self.chunk.take()?.bytes.into_vec::<u8>().ok()
     }
 
     /// Where the run of wanted frames that starts with work item `j` ends in its segment (the
@@ -634,7 +673,7 @@ impl FrameReader {
         Ok(None)
     }
 
-    /// The pending frames as one batch.
+    /// The pending frames (each smaller than the session's batch size) as one batch.
     fn flush(&mut self) -> Option<datafusion::error::Result<RecordBatch>> {
         if self.pending.is_empty() {
             return None;
@@ -646,18 +685,41 @@ impl FrameReader {
                 .map_err(|e| DataFusionError::ArrowError(Box::new(e), None)),
         )
     }
+
+    /// The next slice of the batch being handed out in slices, if any. The batch is let go
+    /// with its last slice, so the chunk it was decoded from can be read into again.
+    fn slice(&mut self) -> Option<datafusion::error::Result<RecordBatch>> {
+        let (batch, at) = self.slicing.take()?;
+        let len = self.batch_rows.min(batch.num_rows().saturating_sub(at));
+        let piece = batch.slice(at, len);
+        if at + len < batch.num_rows() {
+            self.slicing = Some((batch, at + len));
+        }
+        Some(Ok(piece))
+    }
 }
 
 impl Iterator for FrameReader {
     type Item = datafusion::error::Result<RecordBatch>;
 
     fn next(&mut self) -> Option<Self::Item> {
+        if self.slicing.is_some() {
+            return self.slice();
+        }
         while !self.done {
             if self.part.limit.is_some_and(|l| self.rows >= l) {
                 self.done = true;
                 break;
             }
             match self.next_frame() {
+                Ok(Some(batch)) if batch.num_rows() >= self.batch_rows => {
+                    // A frame of at least a batch (65,536 rows, say) is not copied into a
+                    // join: the frames pending go out first, then it in slices of the batch
+                    // size, over which the engine's hash tables and accumulators stay in cache.
+                    self.rows += batch.num_rows();
+                    self.slicing = Some((batch, 0));
+                    return self.flush().or_else(|| self.slice());
+                }
                 Ok(Some(batch)) => {
                     self.rows += batch.num_rows();
                     self.pending_rows += batch.num_rows();

@@ -81,8 +81,9 @@ pub(crate) struct FrameInfo {
     pub first_seq: u64,
     /// Rows in it.
     pub rows: u32,
-    /// Event-time range (µs), when known: `None` from a footer index until the frame header is
-    /// read ([`Snapshot::frame_times`]).
+    /// Event-time range (µs); `None`: the frame has none — or, in a segment opened from a
+    /// version-1 footer (`SegmentInfo::frame_times_known` false), not known until the frame
+    /// header is read ([`Snapshot::frame_times`]).
     pub time: Option<(i64, i64)>,
 }
 
@@ -121,6 +122,9 @@ pub(crate) struct SegmentInfo {
     pub time: Option<(i64, i64)>,
     /// Whether the frames' time ranges are known.
     pub frame_times_known: bool,
+    /// They are known from a version-2 footer, which the hash chain does not cover:
+    /// `--verify` checks them against the frame headers ([`Snapshot::check_chain`]).
+    pub times_from_footer: bool,
     /// The frames in the snapshot, in order.
     pub frames: Vec<FrameInfo>,
     /// Bytes a frame may reach (the footer or the end of the last whole frame).
@@ -387,13 +391,19 @@ impl Snapshot {
         self.segments.iter().map(|s| s.file_len).sum()
     }
 
-    /// Reads the frame headers of segment `k` for their time ranges (a sealed segment's footer
-    /// index has offsets only); returns the bytes read.
+    /// Segment `k`'s frames with their time ranges, reading the frame headers when the
+    /// segment was opened from a version-1 footer (offsets only); returns the bytes read.
     pub(crate) fn frame_times(&self, k: usize) -> Result<(Vec<FrameInfo>, u64)> {
         let s = &self.segments[k];
         if s.frame_times_known {
             return Ok((s.frames.clone(), 0));
         }
+        self.read_frame_times(k)
+    }
+
+    /// Segment `k`'s frames with the time ranges their headers hold.
+    fn read_frame_times(&self, k: usize) -> Result<(Vec<FrameInfo>, u64)> {
+        let s = &self.segments[k];
         let mut out = Vec::with_capacity(s.frames.len());
         let mut head = [0u8; FRAME_HEADER];
         for f in &s.frames {
@@ -413,7 +423,9 @@ impl Snapshot {
     }
 
     /// `--verify`: checks segment `k`'s place in the hash chain — its header names the previous
-    /// segment's chain hash, and (sealed) its footer's hash is that of its bytes.
+    /// segment's chain hash, and (sealed) its footer's hash is that of its bytes — and that the
+    /// frame times its footer holds (outside the chain; queries prune by them) are those of
+    /// its frame headers (inside it).
     pub(crate) fn check_chain(&self, k: usize) -> Result<()> {
         let s = &self.segments[k];
         let broken = |problem: String| QueryError::BrokenChain {
@@ -444,6 +456,19 @@ impl Snapshot {
                 )));
             }
         }
+        if s.times_from_footer {
+            let (read, _) = self.read_frame_times(k)?;
+            if let Some((f, _)) = s.frames.iter().zip(&read).find(|(f, h)| f.time != h.time) {
+                return Err(broken(format!(
+                    "its footer gives the frame at byte {} the time range {:?}, its header {:?}",
+                    f.offset,
+                    f.time,
+                    read.iter()
+                        .find(|h| h.offset == f.offset)
+                        .and_then(|h| h.time)
+                )));
+            }
+        }
         Ok(())
     }
 }
@@ -456,7 +481,7 @@ fn read_segment(
     published: Option<u64>,
     damage: &mut Vec<Damage>,
 ) -> Result<Option<SegmentInfo>> {
-    // A sealed segment opens from its footer (frame offsets, no times); the segment being
+    // A sealed segment opens from its footer (frame offsets; times from version 2); the segment being
     // written by walking its frame headers; anything the walk cannot vouch for by a full scan
     // (which finds corrupt middles).
     let (scanned, from_index) = match segment::open_indexed(storage, name)? {
@@ -469,6 +494,8 @@ fn read_segment(
             },
         },
     };
+    let times_from_footer =
+        from_index && scanned.footer.as_ref().is_some_and(|f| f.times.is_some());
     let decoder = BatchDecoder::new(&scanned.header.schema).map_err(|e| tapedeck::Error::Tape {
         path: storage.describe(name),
         message: format!("the segment's schema does not decode: {e}"),
@@ -512,7 +539,9 @@ fn read_segment(
         columns: Vec::new(),
         same_time_column: false,
         time,
-        frame_times_known: !from_index,
+        // A version-2 footer holds the frames' times; a version-1 footer offsets only.
+        frame_times_known: !from_index || times_from_footer,
+        times_from_footer,
         frames,
         limit: scanned.valid_end,
         prev_chain: scanned.header.prev_chain,

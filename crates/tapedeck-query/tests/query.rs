@@ -555,3 +555,88 @@ fn a_query_planned_before_a_compaction_answers_the_same_after_it() {
     // A fresh query over the compacted tape, too.
     assert_eq!(pretty(&query(&f.tape, sql).unwrap()), expected.0);
 }
+
+/// Sealed segments' footers hold their frames' times (footer version 2), so pruning a
+/// segment's frames reads nothing: a time range that falls between two frames reads 0 bytes.
+#[test]
+fn frames_are_pruned_from_the_footer_without_reading_their_headers() {
+    let f = build(4_000, 100, 64 << 10);
+    let storage = tapedeck::tape::verify::storage_for(&f.tape).unwrap();
+    let names = tapedeck::tape::segment::list_live(storage.as_ref()).unwrap();
+    // Two neighbouring frames of a sealed segment with a gap between their time ranges.
+    let (lo, hi) = names
+        .iter()
+        .filter_map(|(_, name)| {
+            tapedeck::tape::segment::open_indexed(storage.as_ref(), name).unwrap()
+        })
+        .flat_map(|s| {
+            let times: Vec<(i64, i64)> = s.frames.iter().filter_map(|f| f.header.time).collect();
+            assert_eq!(
+                times.len(),
+                s.frames.len(),
+                "a sealed segment's frames have times"
+            );
+            times
+                .windows(2)
+                .map(|w| (w[0].1, w[1].0))
+                .collect::<Vec<_>>()
+        })
+        .find(|(max, next_min)| next_min - max > 2)
+        .expect("a gap between two frames");
+    // Strictly inside the gap (pruning treats bounds as inclusive, conservatively).
+    let (lo, hi) = (lo + 1, hi - 1);
+    let sql = format!(
+        "SELECT count(*) FROM tape WHERE time >= to_timestamp_micros({lo}) AND time <= to_timestamp_micros({hi})"
+    );
+    let table = Arc::new(TapeTable::open(&f.tape, TapeTableOptions::default()).unwrap());
+    let ctx = tapedeck_query::session();
+    ctx.register_table("tape", table.clone()).unwrap();
+    let got = u64s(&runtime().block_on(run(&ctx, &sql)).unwrap());
+    let want = f
+        .rows
+        .iter()
+        .filter(|r| r.time >= lo && r.time <= hi)
+        .count() as u64;
+    assert_eq!(got, vec![want]);
+    assert_eq!(want, 0);
+    let s = table.stats();
+    assert!(s.frames_pruned > 0 && s.frames == s.frames_pruned, "{s:?}");
+    assert_eq!(s.bytes_read, 0, "{s:?}");
+}
+
+/// The frame times a version-2 footer holds are outside the hash chain: `--verify` checks them
+/// against the frame headers (inside it) and refuses to answer over a footer that lies.
+#[test]
+fn verify_refuses_a_footer_whose_frame_times_lie() {
+    let f = build(4_000, 100, 64 << 10);
+    let storage = tapedeck::tape::verify::storage_for(&f.tape).unwrap();
+    let (_, name) = tapedeck::tape::segment::list_live(storage.as_ref()).unwrap()[0].clone();
+    let scanned = tapedeck::tape::segment::scan(storage.as_ref(), &name)
+        .unwrap()
+        .unwrap();
+    let (mut footer, at) = (scanned.footer.unwrap(), scanned.footer_offset.unwrap());
+    // The first frame's range moved far into the future: a time filter prunes it.
+    let first = footer.times.as_mut().unwrap().first_mut().unwrap();
+    *first = Some((i64::MAX - 1, i64::MAX - 1));
+    let path = f.tape.join(&name);
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes.truncate(at as usize);
+    bytes.extend_from_slice(&footer.encode());
+    std::fs::write(&path, &bytes).unwrap();
+
+    let sql = format!(
+        "SELECT count(*) FROM tape WHERE time < to_timestamp_micros({})",
+        BASE_US + 50_000
+    );
+    let want = f.rows.iter().filter(|r| r.time < BASE_US + 50_000).count() as u64;
+    assert!(want > 0);
+    // Without --verify the lie hides the frame's rows (why --verify checks it).
+    let got = u64s(&query(&f.tape, &sql).unwrap());
+    assert!(got[0] < want, "{got:?} vs {want}");
+    match query_with(&f.tape, &sql, TapeTableOptions::default().verify(true)) {
+        Err(QueryError::BrokenChain { problem, .. }) => {
+            assert!(problem.contains("time range"), "{problem}")
+        }
+        other => panic!("expected a broken chain, got {other:?}"),
+    }
+}

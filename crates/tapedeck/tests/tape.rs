@@ -449,6 +449,133 @@ fn golden_frame_bytes_match_the_spec() {
 }
 
 #[test]
+fn golden_footer_bytes_match_the_spec_in_both_versions() {
+    use tapedeck::tape::format::Footer;
+    let mut footer = Footer {
+        rows: 30,
+        min_time: -1,
+        max_time: 9,
+        index: vec![(72, 100), (500, 110), (900, 120)],
+        times: Some(vec![Some((-1, 5)), None, Some((6, 9))]),
+        chain: [3; 32],
+    };
+    // Version 2: 32-byte entries with each frame's times; no time is (i64::MAX, i64::MIN).
+    let b = footer.encode();
+    let mut want = Vec::new();
+    want.extend_from_slice(b"TDFU");
+    want.extend_from_slice(&3u32.to_le_bytes());
+    want.extend_from_slice(&30u64.to_le_bytes());
+    want.extend_from_slice(&(-1i64).to_le_bytes());
+    want.extend_from_slice(&9i64.to_le_bytes());
+    for (offset, seq, lo, hi) in [
+        (72u64, 100u64, -1i64, 5i64),
+        (500, 110, i64::MAX, i64::MIN),
+        (900, 120, 6, 9),
+    ] {
+        want.extend_from_slice(&offset.to_le_bytes());
+        want.extend_from_slice(&seq.to_le_bytes());
+        want.extend_from_slice(&lo.to_le_bytes());
+        want.extend_from_slice(&hi.to_le_bytes());
+    }
+    want.extend_from_slice(&[3; 32]);
+    let crc = crc32c::crc32c(&want);
+    want.extend_from_slice(&crc.to_le_bytes());
+    want.extend_from_slice(&((84 + 32 * 3) as u64).to_le_bytes());
+    want.extend_from_slice(b"TAPEEND1");
+    assert_eq!(b, want);
+    assert_eq!(b.len(), footer.len());
+    assert_eq!(Footer::len_from_tail(&b).unwrap(), b.len() as u64);
+    assert_eq!(Footer::decode(&b).unwrap(), footer);
+    // Every byte before the end magic is checked: a flipped bit anywhere there, and every
+    // cut, is refused (never a footer with other values).
+    for i in 0..b.len() - 8 {
+        let mut bad = b.clone();
+        bad[i] ^= 0x10;
+        assert!(Footer::decode(&bad).is_err(), "flip at byte {i} decoded");
+    }
+    for cut in 0..b.len() {
+        assert!(Footer::decode(&b[..cut]).is_err(), "cut at {cut} decoded");
+    }
+
+    // Version 1 (what tapes before version 2 hold): 16-byte entries, no times.
+    footer.times = None;
+    let b = footer.encode();
+    assert_eq!(&b[0..4], b"TDFT");
+    assert_eq!(b.len(), 84 + 16 * 3);
+    assert_eq!(
+        u64::from_le_bytes(b[32 + 16..40 + 16].try_into().unwrap()),
+        500
+    );
+    assert_eq!(
+        u64::from_le_bytes(b[40 + 16..48 + 16].try_into().unwrap()),
+        110
+    );
+    let decoded = Footer::decode(&b).unwrap();
+    assert_eq!(decoded.times, None);
+    assert_eq!(decoded, footer);
+}
+
+#[test]
+fn a_sealed_segment_s_footer_holds_its_frames_times_and_verify_checks_them() {
+    let storage = MemStorage::new();
+    let w =
+        TapeWriter::open_storage(Arc::new(storage.clone()), options(FsyncPolicy::Never)).unwrap();
+    for i in 0..40 {
+        w.submit(&rows(i * 10, 10)).unwrap();
+        w.flush().unwrap();
+    }
+    w.close().unwrap();
+    let mut sealed = 0;
+    for name in storage.list().unwrap() {
+        if !name.starts_with("seg-") {
+            continue;
+        }
+        let scanned = tapedeck::tape::segment::scan(&storage, &name)
+            .unwrap()
+            .unwrap();
+        let Some(footer) = &scanned.footer else {
+            continue;
+        };
+        sealed += 1;
+        let want: Vec<_> = scanned.frames.iter().map(|f| f.header.time).collect();
+        assert!(want.iter().all(Option::is_some));
+        assert_eq!(footer.times.as_ref(), Some(&want), "{name}");
+        // Opened from its footer alone, the frames carry the same times.
+        let indexed = tapedeck::tape::segment::open_indexed(&storage, &name)
+            .unwrap()
+            .unwrap();
+        let got: Vec<_> = indexed.frames.iter().map(|f| f.header.time).collect();
+        assert_eq!(got, want);
+    }
+    assert!(sealed >= 2, "{sealed} sealed segments");
+    assert!(verify(&storage).unwrap().problems.is_empty());
+
+    // A footer whose times lie (CRC recomputed, so only the comparison can tell).
+    let name = first_segment(&storage);
+    let scanned = tapedeck::tape::segment::scan(&storage, &name)
+        .unwrap()
+        .unwrap();
+    let (mut footer, at) = (scanned.footer.unwrap(), scanned.footer_offset.unwrap());
+    if let Some(t) = footer.times.as_mut().and_then(|t| t.first_mut()) {
+        *t = Some((i64::MIN, i64::MIN));
+    }
+    let mut bytes = storage.bytes(&name).unwrap();
+    bytes.truncate(at as usize);
+    bytes.extend_from_slice(&footer.encode());
+    storage.truncate(&name, 0).unwrap();
+    storage.append(&name, &bytes).unwrap();
+    let report = verify(&storage).unwrap();
+    assert!(
+        report
+            .problems
+            .iter()
+            .any(|p| p.to_string().contains("frame times do not match")),
+        "{:?}",
+        report.problems
+    );
+}
+
+#[test]
 fn every_truncation_of_a_tape_recovers_to_a_prefix() {
     let storage = MemStorage::new();
     let w = TapeWriter::open_storage(

@@ -113,3 +113,62 @@ fn a_tape_from_before_the_manifest_journal_reads_verifies_and_is_converted_once(
     assert_eq!(std::fs::read(dir.join(MANIFEST)).unwrap(), again);
     assert_eq!(std::fs::read(dir.join(MANIFEST_V0)).unwrap(), v0);
 }
+
+/// Version-1 footers (offsets, no frame times: `docs/tape-format.md`, "Footer") open from
+/// their index with no times, and a reader starting at a time reads frame headers to find it —
+/// the same row a tape with version-2 footers gives.
+#[test]
+fn version_1_footers_open_without_frame_times_and_a_time_start_still_finds_its_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = dir.path().join("old");
+    copy_fixture(&old);
+    let storage = storage_for(&old).unwrap();
+    let names = tapedeck::tape::segment::list_live(storage.as_ref()).unwrap();
+    assert_eq!(names.len(), 3);
+    for (_, name) in &names {
+        let s = tapedeck::tape::segment::open_indexed(storage.as_ref(), name)
+            .unwrap()
+            .unwrap();
+        assert_eq!(s.footer.as_ref().unwrap().times, None, "{name}");
+        assert!(s.frames.iter().all(|f| f.header.time.is_none()), "{name}");
+    }
+    // Row 175 of sim:alicat: requested_at = 2026-01-01T00:00:00Z + 175 · 100 µs.
+    let t = 1_767_225_600_000_000 + 175 * 100;
+    let first_row = |dir: &Path| {
+        let (seq, batch) = TapeReader::open(dir, StartAt::Time(t))
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap();
+        (seq, batch.num_rows())
+    };
+    let from_old = first_row(&old);
+    // The same rows on a tape this build writes (version-2 footers). The fixture's batches
+    // (64 rows) pass `frame_rows`, so each is a frame, as on the fixture.
+    let new = dir.path().join("new");
+    let w = TapeWriter::open(
+        &new,
+        TapeOptions {
+            segment_bytes: 4096,
+            frame_rows: 50,
+            ..TapeOptions::default()
+        },
+    )
+    .unwrap();
+    for b in rows(&old).1 {
+        w.append(&b).unwrap();
+    }
+    w.close().unwrap();
+    let storage = storage_for(&new).unwrap();
+    let mut with_times = 0;
+    for (_, name) in tapedeck::tape::segment::list_live(storage.as_ref()).unwrap() {
+        let s = tapedeck::tape::segment::open_indexed(storage.as_ref(), &name)
+            .unwrap()
+            .unwrap();
+        assert!(s.footer.unwrap().times.is_some(), "{name}");
+        with_times += 1;
+    }
+    assert!(with_times >= 2, "{with_times} sealed segments");
+    assert_eq!(first_row(&new), from_old);
+    assert_eq!(from_old.0, 175);
+}

@@ -328,7 +328,7 @@ mod engine {
             };
             eprintln!(
                 "{}: snapshot of {} rows; read {} of {} segments ({} pruned), {} of {} frames \
-                 ({} pruned by zone maps), {} of {} bytes ({pct:.2}%), {} rows decoded{}; {:.3} s",
+                 ({} pruned by zone maps), {} of {} bytes ({pct:.2}%), {} rows decoded{}; {:.4} s",
                 snap.dir().display(),
                 snap.end(),
                 s.segments - s.segments_pruned,

@@ -774,6 +774,8 @@ struct NewSegment<'a> {
     out: Vec<u8>,
     bytes: u64,
     index: Vec<(u64, u64)>,
+    /// Per frame of `index`, its event-time range.
+    times: Vec<Option<(i64, i64)>>,
     rows: u64,
     time: Option<(i64, i64)>,
     held: Vec<RecordBatch>,
@@ -862,6 +864,7 @@ impl NewSegment<'_> {
         let mut frame = Vec::with_capacity(payload.len() + FRAME_HEADER + FRAME_TRAILER);
         header.encode_into(&payload, &mut frame);
         self.index.push((self.bytes, self.held_first));
+        self.times.push(time);
         self.rows = self.rows.saturating_add(u64::from(rows));
         self.time = match (self.time, time) {
             (Some((a, b)), Some((c, d))) => Some((a.min(c), b.max(d))),
@@ -912,6 +915,7 @@ fn write_segment(
         out: Vec::new(),
         bytes: 0,
         index: Vec::new(),
+        times: Vec::new(),
         rows: 0,
         time: None,
         held: Vec::new(),
@@ -934,6 +938,7 @@ fn write_segment(
         min_time: seg.time.map_or(i64::MAX, |t| t.0),
         max_time: seg.time.map_or(i64::MIN, |t| t.1),
         index: std::mem::take(&mut seg.index),
+        times: Some(std::mem::take(&mut seg.times)),
         chain,
     };
     let frames = footer.index.len() as u64;

@@ -9,8 +9,10 @@ use sha2::{Digest, Sha256};
 pub const SEGMENT_MAGIC: &[u8; 8] = b"TAPESEG1";
 /// Frame magic.
 pub const FRAME_MAGIC: &[u8; 4] = b"TDFR";
-/// Footer magic.
+/// Footer magic of footer version 1: a frame index of offsets and sequence numbers.
 pub const FOOTER_MAGIC: &[u8; 4] = b"TDFT";
+/// Footer magic of footer version 2: the frame index also holds each frame's event-time range.
+pub const FOOTER_MAGIC_TIMES: &[u8; 4] = b"TDFU";
 /// Trailer magic, the last 8 bytes of a sealed segment.
 pub const END_MAGIC: &[u8; 8] = b"TAPEEND1";
 /// Format version written and understood.
@@ -296,6 +298,10 @@ pub struct Footer {
     pub max_time: i64,
     /// Per frame: byte offset and first sequence number.
     pub index: Vec<(u64, u64)>,
+    /// Per frame of `index`, its event-time range as its header has it (`None`: no time).
+    /// `None` for a version-1 footer, which does not hold them; written (version 2) when
+    /// present and as long as `index`.
+    pub times: Option<Vec<Option<(i64, i64)>>>,
     /// SHA-256 of the previous chain hash and the segment's bytes before the footer.
     pub chain: [u8; 32],
 }
@@ -304,9 +310,20 @@ pub struct Footer {
 pub const FOOTER_TAIL: usize = 4 + 8 + 8;
 
 impl Footer {
+    /// Bytes of one frame-index entry: 32 with the frame's times (version 2), 16 without.
+    fn entry_len(&self) -> usize {
+        if self.writes_times() { 32 } else { 16 }
+    }
+
+    fn writes_times(&self) -> bool {
+        self.times
+            .as_ref()
+            .is_some_and(|t| t.len() == self.index.len())
+    }
+
     /// Encoded length.
     pub fn len(&self) -> usize {
-        32 + 16 * self.index.len() + 32 + FOOTER_TAIL
+        32 + self.entry_len() * self.index.len() + 32 + FOOTER_TAIL
     }
 
     /// Never empty; for clippy's `len_without_is_empty`.
@@ -317,14 +334,29 @@ impl Footer {
     /// The footer's bytes.
     pub fn encode(&self) -> Vec<u8> {
         let mut b = Vec::with_capacity(self.len());
-        b.extend_from_slice(FOOTER_MAGIC);
+        let times = self.times.as_deref().filter(|_| self.writes_times());
+        b.extend_from_slice(if times.is_some() {
+            FOOTER_MAGIC_TIMES
+        } else {
+            FOOTER_MAGIC
+        });
         b.extend_from_slice(&(self.index.len() as u32).to_le_bytes());
         b.extend_from_slice(&self.rows.to_le_bytes());
         b.extend_from_slice(&self.min_time.to_le_bytes());
         b.extend_from_slice(&self.max_time.to_le_bytes());
-        for (offset, seq) in &self.index {
+        for (k, (offset, seq)) in self.index.iter().enumerate() {
             b.extend_from_slice(&offset.to_le_bytes());
             b.extend_from_slice(&seq.to_le_bytes());
+            if let Some(times) = times {
+                // No time range: min above max, which no real range has.
+                let (lo, hi) = times
+                    .get(k)
+                    .copied()
+                    .flatten()
+                    .unwrap_or((i64::MAX, i64::MIN));
+                b.extend_from_slice(&lo.to_le_bytes());
+                b.extend_from_slice(&hi.to_le_bytes());
+            }
         }
         b.extend_from_slice(&self.chain);
         let crc = crc32c::crc32c(&b);
@@ -351,20 +383,36 @@ impl Footer {
         if b.len() < 32 + 32 + FOOTER_TAIL {
             return Err(FormatError::Short);
         }
-        if &b[0..4] != FOOTER_MAGIC {
-            return Err(FormatError::Magic);
-        }
+        let entry = match &b[0..4] {
+            m if m == FOOTER_MAGIC => 16,
+            m if m == FOOTER_MAGIC_TIMES => 32,
+            _ => return Err(FormatError::Magic),
+        };
         let frames = u32_at(b, 4) as usize;
-        let body = 32 + 16 * frames + 32;
+        // The length must match the bytes given before any entry is read (a corrupt count
+        // cannot make this overflow: it is at most 2³²−1 entries of 32 bytes).
+        let body = frames
+            .checked_mul(entry)
+            .and_then(|n| n.checked_add(64))
+            .ok_or(FormatError::Length)?;
         if b.len() != body + FOOTER_TAIL || u64_at(b, body + 4) != b.len() as u64 {
             return Err(FormatError::Length);
         }
         if crc32c::crc32c(&b[..body]) != u32_at(b, body) {
             return Err(FormatError::Crc);
         }
+        let at = |k: usize| 32 + entry * k;
         let index = (0..frames)
-            .map(|k| (u64_at(b, 32 + 16 * k), u64_at(b, 40 + 16 * k)))
+            .map(|k| (u64_at(b, at(k)), u64_at(b, at(k) + 8)))
             .collect();
+        let times = (entry == 32).then(|| {
+            (0..frames)
+                .map(|k| {
+                    let (lo, hi) = (i64_at(b, at(k) + 16), i64_at(b, at(k) + 24));
+                    (lo <= hi).then_some((lo, hi))
+                })
+                .collect()
+        });
         let mut chain = [0u8; 32];
         chain.copy_from_slice(&b[body - 32..body]);
         Ok(Footer {
@@ -372,6 +420,7 @@ impl Footer {
             min_time: i64_at(b, 16),
             max_time: i64_at(b, 24),
             index,
+            times,
             chain,
         })
     }

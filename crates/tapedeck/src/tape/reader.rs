@@ -501,6 +501,19 @@ impl TapeReader {
                     Err(_) => continue,
                 },
             };
+            if s.footer.as_ref().is_some_and(|f| f.times.is_some()) {
+                // A version-2 footer holds the frames' times: no frame is read to find it.
+                if let Some(f) = s
+                    .frames
+                    .iter()
+                    .find(|f| f.header.time.is_some_and(|(_, hi)| hi >= t))
+                {
+                    self.position = f.header.first_seq;
+                    self.trim_before = Some(t);
+                    return Ok(());
+                }
+                continue;
+            }
             for f in &s.frames {
                 if let Ok((h, _)) =
                     segment::read_frame(storage.as_ref(), &name, f.offset, s.file_len)?

@@ -288,11 +288,17 @@ pub fn open_indexed(storage: &dyn Storage, name: &str) -> Result<Option<Scanned>
         Some(e) if footer_offset >= header_len => e,
         _ => return Ok(None),
     };
-    // Frame headers come from the index; rows per frame from the next frame's first_seq.
+    // Frame headers come from the index; rows per frame from the next frame's first_seq;
+    // event times from a version-2 footer (`Scanned::frame_times_known`).
     let mut frames = Vec::with_capacity(footer.index.len());
     for (k, &(offset, first_seq)) in footer.index.iter().enumerate() {
         let next = footer.index.get(k + 1).map_or(end_seq, |n| n.1);
         let rows = u32::try_from(next.saturating_sub(first_seq)).unwrap_or(u32::MAX);
+        let time = footer
+            .times
+            .as_ref()
+            .and_then(|t| t.get(k).copied())
+            .flatten();
         frames.push(FrameRef {
             offset,
             header: FrameHeader {
@@ -300,7 +306,7 @@ pub fn open_indexed(storage: &dyn Storage, name: &str) -> Result<Option<Scanned>
                 payload_len: 0,
                 rows,
                 first_seq,
-                time: None,
+                time,
                 time_deltas: false,
             },
         });

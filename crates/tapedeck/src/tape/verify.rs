@@ -345,6 +345,20 @@ fn verify_once(storage: &dyn Storage, retry: bool) -> Result<Option<VerifyReport
                         Some(at),
                         "footer's frame index does not match the frames".into(),
                     ));
+                } else if let Some(times) = &footer.times
+                    && footer.index.iter().zip(times).any(|(&(offset, _), t)| {
+                        // Each entry against the frame at its offset (a quarantined gap
+                        // leaves no frame there to compare with).
+                        s.frames
+                            .binary_search_by_key(&offset, |f| f.offset)
+                            .is_ok_and(|i| s.frames[i].header.time != *t)
+                    })
+                {
+                    // Queries prune frames by these times: one that lies would hide rows.
+                    report.problems.push(problem(
+                        Some(at),
+                        "footer's frame times do not match the frames' headers".into(),
+                    ));
                 }
                 prev_chain = Some(footer.chain);
             }

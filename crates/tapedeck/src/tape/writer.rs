@@ -115,6 +115,8 @@ struct OpenSegment {
     /// Bytes in the file plus bytes pending.
     bytes: u64,
     index: Vec<(u64, u64)>,
+    /// Per frame of `index`, its event-time range (the footer keeps them: zone maps).
+    times: Vec<Option<(i64, i64)>>,
     rows: u64,
     time: Option<(i64, i64)>,
     opened: Instant,
@@ -211,7 +213,7 @@ pub struct DiskFull {
     pub needed: u64,
 }
 
-/// Free space every write leaves on the disk beyond its own bytes — plus 16 bytes for each
+/// Free space every write leaves on the disk beyond its own bytes — plus 32 bytes for each
 /// frame of the open segment, its footer's index: the footer, the manifest's records of a seal
 /// and of the next segment, and that segment's header fit in it, so a disk filling up stops
 /// the writer between two frames — where it can wait and go on — never half way through
@@ -236,7 +238,7 @@ fn wait_for_space<'a>(
     let footer = inner
         .segment
         .as_ref()
-        .map_or(0, |seg| (seg.index.len() as u64).saturating_mul(16));
+        .map_or(0, |seg| (seg.index.len() as u64).saturating_mul(32));
     let want = need.saturating_add(SPACE_RESERVE).saturating_add(footer);
     loop {
         if inner.failed.is_some() {
@@ -1065,6 +1067,7 @@ fn cut_frame(shared: &Shared, inner: &mut Inner) -> Result<()> {
     inner.bytes += frame_len;
     seg.hasher.update(&inner.pending[start..]);
     seg.index.push((seg.bytes, first_seq));
+    seg.times.push(time);
     seg.bytes += frame_len;
     seg.rows += u64::from(rows);
     seg.time = match (seg.time, time) {
@@ -1110,6 +1113,7 @@ fn start_segment(shared: &Shared, inner: &mut Inner, schema: &SchemaRef) -> Resu
         hasher,
         bytes: bytes.len() as u64,
         index: Vec::new(),
+        times: Vec::new(),
         rows: 0,
         time: None,
         opened: Instant::now(),
@@ -1189,6 +1193,7 @@ fn seal_idle(shared: &Shared, inner: &mut Inner) -> Result<()> {
         min_time: seg.time.map_or(i64::MAX, |t| t.0),
         max_time: seg.time.map_or(i64::MIN, |t| t.1),
         index: seg.index,
+        times: Some(seg.times),
         chain,
     };
     let bytes = footer.encode();
@@ -1610,6 +1615,7 @@ fn reseal(
             .iter()
             .map(|f| (f.offset, f.header.first_seq))
             .collect(),
+        times: Some(s.frames.iter().map(|f| f.header.time).collect()),
         chain,
     };
     let fb = footer.encode();
