@@ -576,9 +576,18 @@ impl TapeReader {
                             .len(&c.name)
                             .map_err(|e| Error::io("read", storage.describe(&c.name), e))?
                     };
+                    // Where the frame ends, if nothing lies between it and the next frame
+                    // known (or the end of the frames): one read instead of two.
+                    let end = c.frames.get(c.next).map_or(c.scan_from, |n| n.offset);
                     let read = len.map(|len| {
-                        segment::read_frame(storage.as_ref(), &c.name, frame.offset, len)
-                            .map(|read| (read, len))
+                        segment::read_frame_sized(
+                            storage.as_ref(),
+                            &c.name,
+                            frame.offset,
+                            end.saturating_sub(frame.offset),
+                            len,
+                        )
+                        .map(|read| (read, len))
                     });
                     let (read, len) = match read {
                         Some(Ok(read)) => read,

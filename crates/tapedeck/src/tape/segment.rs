@@ -8,7 +8,8 @@
 //! also be opened from their footer without a scan ([`open_indexed`]).
 
 use super::format::{
-    FRAME_HEADER, FRAME_MAGIC, Footer, FormatError, FrameHeader, HEADER_FIXED, SegmentHeader,
+    FRAME_HEADER, FRAME_MAGIC, FRAME_TRAILER, Footer, FormatError, FrameHeader, HEADER_FIXED,
+    MAX_PAYLOAD, SegmentHeader,
 };
 use crate::error::{Error, Result};
 use crate::storage::Storage;
@@ -229,6 +230,37 @@ pub fn read_footer(
         .read_at(name, file_len - len, &mut b)
         .map_err(|e| io_err(storage, name, e))?;
     Ok(Footer::decode(&b).ok().map(|f| (f, file_len - len)))
+}
+
+/// [`read_frame`] of a frame whose length is known beforehand — from where the next frame of
+/// an index or a scan starts —, in one read instead of two (its header, then the frame). A
+/// frame whose header gives another length (a gap follows it, the hint was wrong) is read as
+/// [`read_frame`] reads it, as is one the hint does not fit.
+pub fn read_frame_sized(
+    storage: &dyn Storage,
+    name: &str,
+    offset: u64,
+    len: u64,
+    limit: u64,
+) -> Result<std::result::Result<(FrameHeader, Vec<u8>), FormatError>> {
+    let fits = len >= (FRAME_HEADER + FRAME_TRAILER) as u64
+        && len <= u64::from(MAX_PAYLOAD) + (FRAME_HEADER + FRAME_TRAILER) as u64
+        && offset.checked_add(len).is_some_and(|e| e <= limit);
+    if !fits {
+        return read_frame(storage, name, offset, limit);
+    }
+    let mut bytes = vec![0u8; len as usize];
+    storage
+        .read_at(name, offset, &mut bytes)
+        .map_err(|e| io_err(storage, name, e))?;
+    match FrameHeader::decode(&bytes) {
+        Ok(h) if h.frame_len() as u64 == len => {
+            let checked = h.check(&bytes).map(|_| ());
+            Ok(checked.map(|()| (h, bytes)))
+        }
+        // Another length, another version, damage: the careful path says which.
+        _ => read_frame(storage, name, offset, limit),
+    }
 }
 
 /// Reads the frame at `offset` and checks it; returns its header and whole bytes, or why not.
