@@ -86,10 +86,11 @@ pub enum QueryError {
         message: String,
     },
 
-    /// `--verify`: a segment the query touches breaks the hash chain.
+    /// `--verify`: a segment the query touches breaks the hash chain, or its footer disagrees
+    /// with the frames the chain covers.
     #[error(
-        "tape {tape}: segment {segment}: {problem}; refusing to answer over a broken hash chain \
-         (run `tapedeck verify {tape}`)"
+        "tape {tape}: segment {segment}: {problem}; refusing to answer over a tape that does not \
+         check out (run `tapedeck verify {tape}`)"
     )]
     BrokenChain {
         /// Tape directory.

@@ -457,16 +457,59 @@ impl Snapshot {
             }
         }
         if s.times_from_footer {
-            let (read, _) = self.read_frame_times(k)?;
-            if let Some((f, _)) = s.frames.iter().zip(&read).find(|(f, h)| f.time != h.time) {
-                return Err(broken(format!(
-                    "its footer gives the frame at byte {} the time range {:?}, its header {:?}",
-                    f.offset,
-                    f.time,
-                    read.iter()
-                        .find(|h| h.offset == f.offset)
-                        .and_then(|h| h.time)
-                )));
+            self.check_footer_times(k)?;
+        }
+        Ok(())
+    }
+}
+
+impl Snapshot {
+    /// `--verify` of a version-2 footer's frame times, outside the hash chain, against the
+    /// frame headers inside it: each index entry must point at a frame header of its
+    /// `first_seq` with the same time range.
+    fn check_footer_times(&self, k: usize) -> Result<()> {
+        let s = &self.segments[k];
+        let broken = |problem: String| QueryError::BrokenChain {
+            tape: self.dir.clone(),
+            segment: s.name.clone(),
+            problem,
+        };
+        let range = |t: Option<(i64, i64)>| {
+            t.map_or("none".to_string(), |(lo, hi)| format!("{lo}..={hi} µs"))
+        };
+        let mut head = [0u8; FRAME_HEADER];
+        for f in &s.frames {
+            self.storage
+                .read_at(&s.name, f.offset, &mut head)
+                .map_err(|e| tapedeck::Error::io("read", self.storage.describe(&s.name), e))?;
+            match FrameHeader::decode(&head) {
+                Ok(h) if h.first_seq == f.first_seq => {
+                    if h.time != f.time {
+                        return Err(broken(format!(
+                            "its footer (outside the hash chain) gives the frame at byte {} the \
+                             time range {}, the frame's header {}",
+                            f.offset,
+                            range(f.time),
+                            range(h.time)
+                        )));
+                    }
+                }
+                Err(tapedeck::tape::format::FormatError::Version(v)) => {
+                    return Err(QueryError::from(tapedeck::Error::Tape {
+                        path: self.storage.describe(&s.name),
+                        message: format!(
+                            "the frame at byte {} has format version {v}, which this build does not read: written by a newer tapedeck (query with that version), or damaged (`tapedeck verify` tells)",
+                            f.offset
+                        ),
+                    }));
+                }
+                _ => {
+                    return Err(broken(format!(
+                        "its footer's index entry for row {} points at byte {}, where no frame \
+                         of that row starts",
+                        f.first_seq, f.offset
+                    )));
+                }
             }
         }
         Ok(())

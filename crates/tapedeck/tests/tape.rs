@@ -1139,7 +1139,7 @@ impl Storage for CountingReads {
 }
 
 /// A reader reads each frame once — its length comes from where the next frame starts —, not
-/// its header and then the frame; and still reads every row, also past a damaged frame.
+/// its header and then the frame (damage and gaps fall back to that: the other tests here).
 #[test]
 fn a_reader_reads_each_frame_in_one_read() {
     let storage = MemStorage::new();
@@ -1186,4 +1186,44 @@ fn a_reader_reads_each_frame_in_one_read() {
         reads <= frames + 5 * segments + 8,
         "{reads} reads for {frames} frames in {segments} segments"
     );
+}
+
+/// A footer of a version this build does not know (its CRC and length check out, its magic is
+/// new) is refused by the writer, the reader and `verify` — never cut as a torn tail.
+#[test]
+fn a_footer_from_a_newer_version_is_refused_not_cut() {
+    let storage = MemStorage::new();
+    let w =
+        TapeWriter::open_storage(Arc::new(storage.clone()), options(FsyncPolicy::Never)).unwrap();
+    for i in 0..40 {
+        w.submit(&rows(i * 10, 10)).unwrap();
+        w.flush().unwrap();
+    }
+    w.close().unwrap();
+    let name = first_segment(&storage);
+    let scanned = tapedeck::tape::segment::scan(&storage, &name)
+        .unwrap()
+        .unwrap();
+    let at = scanned.footer_offset.unwrap() as usize;
+    let mut bytes = storage.bytes(&name).unwrap();
+    let mut footer = bytes.split_off(at);
+    footer[0..4].copy_from_slice(b"TDFZ");
+    let body = footer.len() - 20;
+    let crc = crc32c::crc32c(&footer[..body]);
+    footer[body..body + 4].copy_from_slice(&crc.to_le_bytes());
+    bytes.extend_from_slice(&footer);
+    storage.truncate(&name, 0).unwrap();
+    storage.append(&name, &bytes).unwrap();
+
+    let newer = |e: String| assert!(e.contains("newer tapedeck"), "{e}");
+    match TapeWriter::open_storage(Arc::new(storage.clone()), options(FsyncPolicy::Never)) {
+        Ok(_) => panic!("the writer opened a tape with a newer footer"),
+        Err(e) => newer(e.to_string()),
+    }
+    newer(verify(&storage).unwrap_err().to_string());
+    let read: Result<Vec<_>, _> =
+        TapeReader::open_storage(Arc::new(storage.clone()), StartAt::Start)
+            .and_then(|r| r.collect::<Result<Vec<_>, _>>());
+    newer(read.expect_err("the reader refuses").to_string());
+    assert_eq!(storage.bytes(&name).unwrap(), bytes, "nothing was changed");
 }

@@ -378,6 +378,19 @@ impl Footer {
         Ok(u64_at(t, 0))
     }
 
+    /// Whether `b` (a segment's tail of its footer length) is a whole footer of a version this
+    /// build does not know: its length, CRC32C and end magic check out, its magic is not one
+    /// of ours. The CRC covers the magic, so damage to a known footer does not look like this.
+    pub fn is_newer_version(b: &[u8]) -> bool {
+        let n = b.len();
+        n >= 32 + 32 + FOOTER_TAIL
+            && &b[0..4] != FOOTER_MAGIC
+            && &b[0..4] != FOOTER_MAGIC_TIMES
+            && &b[n - 8..] == END_MAGIC
+            && u64_at(b, n - 16) == n as u64
+            && crc32c::crc32c(&b[..n - FOOTER_TAIL]) == u32_at(b, n - FOOTER_TAIL)
+    }
+
     /// Decodes a whole footer.
     pub fn decode(b: &[u8]) -> Result<Footer, FormatError> {
         if b.len() < 32 + 32 + FOOTER_TAIL {

@@ -140,7 +140,8 @@ struct Cursor {
     first_seq: u64,
     frames: Vec<FrameRef>,
     next: usize,
-    /// Where to look for more frames in an unsealed segment.
+    /// Where to look for more frames in an unsealed segment; the end of the frames known (a
+    /// sealed segment's footer offset), which bounds the last one's read.
     scan_from: u64,
     /// File length as last seen (refreshed when looking for more frames).
     len: u64,
@@ -576,9 +577,14 @@ impl TapeReader {
                             .len(&c.name)
                             .map_err(|e| Error::io("read", storage.describe(&c.name), e))?
                     };
-                    // Where the frame ends, if nothing lies between it and the next frame
-                    // known (or the end of the frames): one read instead of two.
-                    let end = c.frames.get(c.next).map_or(c.scan_from, |n| n.offset);
+                    // Where the frame ends: its header says, when a scan read it; else (a
+                    // footer's index) where the next frame, or the frames, end — one read
+                    // instead of two.
+                    let end = if frame.header.payload_len != 0 {
+                        frame.offset.saturating_add(frame.header.frame_len() as u64)
+                    } else {
+                        c.frames.get(c.next).map_or(c.scan_from, |n| n.offset)
+                    };
                     let read = len.map(|len| {
                         segment::read_frame_sized(
                             storage.as_ref(),

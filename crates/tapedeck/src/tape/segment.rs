@@ -9,7 +9,7 @@
 
 use super::format::{
     FRAME_HEADER, FRAME_MAGIC, FRAME_TRAILER, Footer, FormatError, FrameHeader, HEADER_FIXED,
-    MAX_PAYLOAD, SegmentHeader,
+    SegmentHeader,
 };
 use crate::error::{Error, Result};
 use crate::storage::Storage;
@@ -229,13 +229,30 @@ pub fn read_footer(
     storage
         .read_at(name, file_len - len, &mut b)
         .map_err(|e| io_err(storage, name, e))?;
-    Ok(Footer::decode(&b).ok().map(|f| (f, file_len - len)))
+    match Footer::decode(&b) {
+        Ok(f) => Ok(Some((f, file_len - len))),
+        // A footer of a later version: refused, never taken for a torn tail and cut (as a
+        // build before footer version 2 would cut a version-2 footer).
+        Err(_) if Footer::is_newer_version(&b) => Err(Error::Tape {
+            path: storage.describe(name),
+            message: format!(
+                "its footer (magic {:?}) has a format this build does not read: written by a newer tapedeck; this build reads footer versions 1 and 2 — open the tape with that newer version (nothing was changed)",
+                String::from_utf8_lossy(&b[..4.min(b.len())])
+            ),
+        }),
+        Err(_) => Ok(None),
+    }
 }
 
+/// Longest read [`read_frame_sized`] makes on a hint alone: a hint can run past the frame (a
+/// quarantined gap follows it in a resealed segment), and those bytes are read for nothing.
+const SIZED_READ_MAX: u64 = 16 << 20;
+
 /// [`read_frame`] of a frame whose length is known beforehand — from where the next frame of
-/// an index or a scan starts —, in one read instead of two (its header, then the frame). A
-/// frame whose header gives another length (a gap follows it, the hint was wrong) is read as
-/// [`read_frame`] reads it, as is one the hint does not fit.
+/// an index starts —, in one read instead of two (its header, then the frame). When the hint
+/// runs past the frame (a gap follows it), the frame is cut from what was read; a hint that
+/// does not fit, a header that does not decode or gives a longer frame, and an error reading
+/// the hinted bytes are all left to [`read_frame`], which says what is wrong.
 pub fn read_frame_sized(
     storage: &dyn Storage,
     name: &str,
@@ -244,21 +261,22 @@ pub fn read_frame_sized(
     limit: u64,
 ) -> Result<std::result::Result<(FrameHeader, Vec<u8>), FormatError>> {
     let fits = len >= (FRAME_HEADER + FRAME_TRAILER) as u64
-        && len <= u64::from(MAX_PAYLOAD) + (FRAME_HEADER + FRAME_TRAILER) as u64
+        && len <= SIZED_READ_MAX
         && offset.checked_add(len).is_some_and(|e| e <= limit);
     if !fits {
         return read_frame(storage, name, offset, limit);
     }
     let mut bytes = vec![0u8; len as usize];
-    storage
-        .read_at(name, offset, &mut bytes)
-        .map_err(|e| io_err(storage, name, e))?;
+    if storage.read_at(name, offset, &mut bytes).is_err() {
+        // Perhaps only the bytes past the frame cannot be read (a bad sector in a gap).
+        return read_frame(storage, name, offset, limit);
+    }
     match FrameHeader::decode(&bytes) {
-        Ok(h) if h.frame_len() as u64 == len => {
+        Ok(h) if h.frame_len() as u64 <= len => {
+            bytes.truncate(h.frame_len());
             let checked = h.check(&bytes).map(|_| ());
             Ok(checked.map(|()| (h, bytes)))
         }
-        // Another length, another version, damage: the careful path says which.
         _ => read_frame(storage, name, offset, limit),
     }
 }
