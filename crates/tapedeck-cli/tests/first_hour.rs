@@ -361,7 +361,18 @@ fn the_summary_counts_the_tape_once_with_bytes_and_a_failed_delivery_its_lag() {
         .unwrap();
     let err = stderr(&o);
     assert_eq!(o.status.code(), Some(1), "the csv refuses blocks: {err}");
-    assert_eq!(err.matches(&tape.display().to_string()).count(), 1, "{err}");
+    // The summary names the tape once (a warning that the machine's disk is nearly full, which
+    // names it too, is not the summary's doing).
+    let summary_lines: String = err
+        .lines()
+        .filter(|l| !l.contains("below the warning level"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert_eq!(
+        summary_lines.matches(&tape.display().to_string()).count(),
+        1,
+        "{err}"
+    );
     assert!(!err.contains(" 0 B"), "the tape's bytes are counted: {err}");
     let s: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&summary).unwrap()).unwrap();

@@ -320,6 +320,8 @@ struct MemState {
     faults: Vec<(Op, u64, Fault)>,
     /// Faults that fired, in order.
     fired: Vec<(Op, Fault)>,
+    /// Reads served ([`MemStorage::reads`]).
+    reads: u64,
     appended: u64,
     syncs: u64,
     /// The disk's size, when it has one: bytes of the files in the directory beyond it are
@@ -412,6 +414,12 @@ impl MemStorage {
     /// [`Storage::free_space`] says what is left. Removing files frees their space.
     pub fn set_capacity(&self, bytes: Option<u64>) {
         lock(&self.0).capacity = bytes;
+    }
+
+    /// Reads served so far ([`Storage::read_at`] calls): tests of how often readers go to
+    /// the disk.
+    pub fn reads(&self) -> u64 {
+        lock(&self.0).reads
     }
 
     /// Faults that fired so far, in order.
@@ -531,7 +539,8 @@ impl Storage for MemStorage {
     }
 
     fn read_at(&self, name: &str, offset: u64, buf: &mut [u8]) -> io::Result<()> {
-        let s = lock(&self.0);
+        let mut s = lock(&self.0);
+        s.reads = s.reads.saturating_add(1);
         let f = s
             .file(name)
             .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;

@@ -448,6 +448,19 @@ fn golden_frame_bytes_match_the_spec() {
     assert_eq!(format::segment_name(42), "seg-00000000000000000042.tape");
 }
 
+/// A tape of `frames` 10-row frames (one flush each) in small segments, on a simulated disk.
+fn tape_of_small_frames(frames: i64) -> MemStorage {
+    let storage = MemStorage::new();
+    let w =
+        TapeWriter::open_storage(Arc::new(storage.clone()), options(FsyncPolicy::Never)).unwrap();
+    for i in 0..frames {
+        w.submit(&rows(i * 10, 10)).unwrap();
+        w.flush().unwrap();
+    }
+    w.close().unwrap();
+    storage
+}
+
 #[test]
 fn golden_footer_bytes_match_the_spec_in_both_versions() {
     use tapedeck::tape::format::Footer;
@@ -517,14 +530,7 @@ fn golden_footer_bytes_match_the_spec_in_both_versions() {
 
 #[test]
 fn a_sealed_segment_s_footer_holds_its_frames_times_and_verify_checks_them() {
-    let storage = MemStorage::new();
-    let w =
-        TapeWriter::open_storage(Arc::new(storage.clone()), options(FsyncPolicy::Never)).unwrap();
-    for i in 0..40 {
-        w.submit(&rows(i * 10, 10)).unwrap();
-        w.flush().unwrap();
-    }
-    w.close().unwrap();
+    let storage = tape_of_small_frames(40);
     let mut sealed = 0;
     for name in storage.list().unwrap() {
         if !name.starts_with("seg-") {
@@ -1094,62 +1100,11 @@ fn a_frame_from_a_newer_version_is_refused_not_cut_as_damage() {
     w.close().unwrap();
 }
 
-/// Counts the reads a storage serves (everything else as the storage under it does).
-struct CountingReads {
-    inner: MemStorage,
-    reads: std::sync::atomic::AtomicU64,
-}
-
-impl Storage for CountingReads {
-    fn list(&self) -> std::io::Result<Vec<String>> {
-        self.inner.list()
-    }
-    fn len(&self, name: &str) -> std::io::Result<Option<u64>> {
-        self.inner.len(name)
-    }
-    fn read_at(&self, name: &str, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
-        self.reads
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.inner.read_at(name, offset, buf)
-    }
-    fn create_new(&self, name: &str) -> std::io::Result<()> {
-        self.inner.create_new(name)
-    }
-    fn append(&self, name: &str, data: &[u8]) -> std::io::Result<()> {
-        self.inner.append(name, data)
-    }
-    fn sync(&self, name: &str) -> std::io::Result<()> {
-        self.inner.sync(name)
-    }
-    fn sync_dir(&self, dir: &str) -> std::io::Result<()> {
-        self.inner.sync_dir(dir)
-    }
-    fn rename(&self, from: &str, to: &str) -> std::io::Result<()> {
-        self.inner.rename(from, to)
-    }
-    fn truncate(&self, name: &str, len: u64) -> std::io::Result<()> {
-        self.inner.truncate(name, len)
-    }
-    fn remove(&self, name: &str) -> std::io::Result<()> {
-        self.inner.remove(name)
-    }
-    fn describe(&self, name: &str) -> std::path::PathBuf {
-        self.inner.describe(name)
-    }
-}
-
 /// A reader reads each frame once — its length comes from where the next frame starts —, not
 /// its header and then the frame (damage and gaps fall back to that: the other tests here).
 #[test]
 fn a_reader_reads_each_frame_in_one_read() {
-    let storage = MemStorage::new();
-    let w =
-        TapeWriter::open_storage(Arc::new(storage.clone()), options(FsyncPolicy::Never)).unwrap();
-    for i in 0..200 {
-        w.submit(&rows(i * 10, 10)).unwrap();
-        w.flush().unwrap();
-    }
-    w.close().unwrap();
+    let storage = tape_of_small_frames(200);
     let frames = verify(&storage).unwrap().frames;
     let segments = storage
         .list()
@@ -1161,11 +1116,8 @@ fn a_reader_reads_each_frame_in_one_read() {
         frames >= 150 && segments >= 3,
         "{frames} frames, {segments} segments"
     );
-    let counting = Arc::new(CountingReads {
-        inner: storage.clone(),
-        reads: Default::default(),
-    });
-    let got: Vec<i64> = TapeReader::open_storage(counting.clone(), StartAt::Start)
+    let before = storage.reads();
+    let got: Vec<i64> = TapeReader::open_storage(Arc::new(storage.clone()), StartAt::Start)
         .unwrap()
         .flat_map(|item| {
             let (_, b) = item.unwrap();
@@ -1179,7 +1131,7 @@ fn a_reader_reads_each_frame_in_one_read() {
         })
         .collect();
     assert_eq!(got, (0..2000).collect::<Vec<_>>());
-    let reads = counting.reads.load(std::sync::atomic::Ordering::Relaxed);
+    let reads = storage.reads() - before;
     // One per frame, plus a few per segment (its header, its footer) and the manifest: 318
     // reads for 200 frames in 29 segments when written; two reads per frame would be 518.
     assert!(
@@ -1192,14 +1144,7 @@ fn a_reader_reads_each_frame_in_one_read() {
 /// new) is refused by the writer, the reader and `verify` — never cut as a torn tail.
 #[test]
 fn a_footer_from_a_newer_version_is_refused_not_cut() {
-    let storage = MemStorage::new();
-    let w =
-        TapeWriter::open_storage(Arc::new(storage.clone()), options(FsyncPolicy::Never)).unwrap();
-    for i in 0..40 {
-        w.submit(&rows(i * 10, 10)).unwrap();
-        w.flush().unwrap();
-    }
-    w.close().unwrap();
+    let storage = tape_of_small_frames(40);
     let name = first_segment(&storage);
     let scanned = tapedeck::tape::segment::scan(&storage, &name)
         .unwrap()
