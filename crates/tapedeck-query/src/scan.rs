@@ -496,13 +496,7 @@ fn frame_header(
     match FrameHeader::decode(bytes) {
         Ok(h) => Ok(Ok(h)),
         Err(tapedeck::tape::format::FormatError::Version(v)) => {
-            Err(QueryError::from(tapedeck::Error::Tape {
-                path: snap.storage.describe(&snap.segments[k].name),
-                message: format!(
-                    "the frame at byte {} has format version {v}, which this build does not read: written by a newer tapedeck (query with that version), or damaged (`tapedeck verify` tells)",
-                    frame.offset
-                ),
-            }))
+            Err(snap.newer_frame(k, frame.offset, v))
         }
         Err(e) => Ok(Err(FrameProblem::Damaged(format!(
             "the frame fails its check: {e}"

@@ -404,22 +404,51 @@ impl Snapshot {
     /// Segment `k`'s frames with the time ranges their headers hold.
     fn read_frame_times(&self, k: usize) -> Result<(Vec<FrameInfo>, u64)> {
         let s = &self.segments[k];
-        let mut out = Vec::with_capacity(s.frames.len());
-        let mut head = [0u8; FRAME_HEADER];
-        for f in &s.frames {
-            self.storage
-                .read_at(&s.name, f.offset, &mut head)
-                .map_err(|e| tapedeck::Error::io("read", self.storage.describe(&s.name), e))?;
-            // A header that does not decode, or disagrees with the index, is left for the
-            // frame read to report (with its CRC); here it only cannot be pruned.
-            let time = match FrameHeader::decode(&head) {
-                Ok(h) if h.first_seq == f.first_seq => h.time,
-                _ => Some((i64::MIN, i64::MAX)),
-            };
-            out.push(FrameInfo { time, ..*f });
-        }
+        let out = s
+            .frames
+            .iter()
+            .zip(self.frame_headers(k)?)
+            .map(|(f, h)| {
+                // A header that does not decode, or disagrees with the index, is left for the
+                // frame read to report (with its CRC); here it only cannot be pruned.
+                let time = match h {
+                    Ok(h) if h.first_seq == f.first_seq => h.time,
+                    _ => Some((i64::MIN, i64::MAX)),
+                };
+                FrameInfo { time, ..*f }
+            })
+            .collect();
         let bytes = (FRAME_HEADER as u64).saturating_mul(s.frames.len() as u64);
         Ok((out, bytes))
+    }
+
+    /// The header of each frame of segment `k` (40 bytes read each), decoded or not.
+    fn frame_headers(
+        &self,
+        k: usize,
+    ) -> Result<Vec<std::result::Result<FrameHeader, tapedeck::tape::format::FormatError>>> {
+        let s = &self.segments[k];
+        let mut head = [0u8; FRAME_HEADER];
+        s.frames
+            .iter()
+            .map(|f| {
+                self.storage
+                    .read_at(&s.name, f.offset, &mut head)
+                    .map_err(|e| tapedeck::Error::io("read", self.storage.describe(&s.name), e))?;
+                Ok(FrameHeader::decode(&head))
+            })
+            .collect()
+    }
+
+    /// The error for a frame of segment `k` at byte `offset` whose format version `v` this
+    /// build does not read: not damage to skip — most likely a newer tapedeck wrote it.
+    pub(crate) fn newer_frame(&self, k: usize, offset: u64, v: u16) -> QueryError {
+        QueryError::from(tapedeck::Error::Tape {
+            path: self.storage.describe(&self.segments[k].name),
+            message: format!(
+                "the frame at byte {offset} has format version {v}, which this build does not read: written by a newer tapedeck (query with that version), or damaged (`tapedeck verify` tells)"
+            ),
+        })
     }
 
     /// `--verify`: checks segment `k`'s place in the hash chain — its header names the previous
@@ -461,9 +490,7 @@ impl Snapshot {
         }
         Ok(())
     }
-}
 
-impl Snapshot {
     /// `--verify` of a version-2 footer's frame times, outside the hash chain, against the
     /// frame headers inside it: each index entry must point at a frame header of its
     /// `first_seq` with the same time range.
@@ -477,12 +504,8 @@ impl Snapshot {
         let range = |t: Option<(i64, i64)>| {
             t.map_or("none".to_string(), |(lo, hi)| format!("{lo}..={hi} µs"))
         };
-        let mut head = [0u8; FRAME_HEADER];
-        for f in &s.frames {
-            self.storage
-                .read_at(&s.name, f.offset, &mut head)
-                .map_err(|e| tapedeck::Error::io("read", self.storage.describe(&s.name), e))?;
-            match FrameHeader::decode(&head) {
+        for (f, h) in s.frames.iter().zip(self.frame_headers(k)?) {
+            match h {
                 Ok(h) if h.first_seq == f.first_seq => {
                     if h.time != f.time {
                         return Err(broken(format!(
@@ -495,13 +518,7 @@ impl Snapshot {
                     }
                 }
                 Err(tapedeck::tape::format::FormatError::Version(v)) => {
-                    return Err(QueryError::from(tapedeck::Error::Tape {
-                        path: self.storage.describe(&s.name),
-                        message: format!(
-                            "the frame at byte {} has format version {v}, which this build does not read: written by a newer tapedeck (query with that version), or damaged (`tapedeck verify` tells)",
-                            f.offset
-                        ),
-                    }));
+                    return Err(self.newer_frame(k, f.offset, v));
                 }
                 _ => {
                     return Err(broken(format!(
