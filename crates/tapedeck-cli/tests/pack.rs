@@ -167,6 +167,9 @@ fn standard_input_packs_and_bad_arguments_exit_2() {
     for bad in [
         vec!["pack", "x", "y", "--format", "xml"],
         vec!["pack", "x", "y", "--level", "0"],
+        vec!["pack", "x", "y", "--level", "23"],
+        vec!["pack", "x", "y", "--backend", "xz", "--level", "10"],
+        vec!["pack", "x", "y", "--backend", "lz4"],
         vec!["pack", "x", "y", "--chunk-lines", "0"],
         vec!["unpack"],
     ] {
@@ -266,16 +269,32 @@ fn a_group_by_over_packed_flights_equals_duckdb_over_the_csv() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let pack = dir.path().join("flights.tdpack");
-    ok(run(&["pack", s(&flights), s(&pack), "--level", "3"]));
     let sql = "SELECT carrier, origin, count(*) AS n, sum(distance) AS d, min(dep_delay) AS lo, max(dep_delay) AS hi FROM {} GROUP BY carrier, origin ORDER BY carrier, origin";
-    let ours = ok(run(&[
-        "query",
-        s(&pack),
-        &sql.replace("{}", "tape"),
-        "--format",
-        "csv",
-    ]));
+    // Both backends: zstd (the default) and xz.
+    let mut answers = Vec::new();
+    for (name, args) in [
+        ("zstd.tdpack", ["--level", "3", "--backend", "zstd"]),
+        ("xz.tdpack", ["--level", "1", "--backend", "xz"]),
+    ] {
+        let pack = dir.path().join(name);
+        let mut cmd = vec!["pack", s(&flights), s(&pack)];
+        cmd.extend(args);
+        ok(run(&cmd));
+        let inspect = ok(run(&["inspect", s(&pack)]));
+        assert!(inspect.contains(&format!("{} level", args[3])), "{inspect}");
+        answers.push(ok(run(&[
+            "query",
+            s(&pack),
+            &sql.replace("{}", "tape"),
+            "--format",
+            "csv",
+        ])));
+        let back = dir.path().join(format!("{name}.csv"));
+        ok(run(&["unpack", s(&pack), s(&back)]));
+        assert!(std::fs::read(&back).unwrap() == std::fs::read(&flights).unwrap());
+    }
+    assert_eq!(answers[0], answers[1]);
+    let ours = answers.swap_remove(0);
     let script = format!(
         "import duckdb, sys\nrows = duckdb.sql(\"{}\").fetchall()\nprint('carrier,origin,n,d,lo,hi')\nfor r in rows: print(','.join('' if v is None else str(v) for v in r))",
         sql.replace(

@@ -777,7 +777,7 @@ impl FramePartition {
             .iter()
             .filter_map(|&c| seg.columns.get(c).copied().flatten())
             .collect();
-        let decoded = match decode_projected(&seg.schema, &payload, &wanted, header.time_deltas) {
+        let decoded = match decode_projected(&seg.schema, &payload, &wanted, header.coding()) {
             Ok(b) => b,
             Err(e) => {
                 return self.damage(

@@ -7,7 +7,7 @@
 //! RSS (the process's `VmHWM` grows only, so corpora go smallest first and a big generated
 //! stream comes last: `--big GB` packs GB of generated CSV from a reader that never holds it).
 //!
-//! Run: `cargo run --release -p tapedeck --example pack_bench -- [--runs N] [--level L]
+//! Run: `cargo run --release -p tapedeck --example pack_bench -- [--runs N] [--backend zstd|xz] [--level L]
 //!       [--big GB] [--slack S] [--work DIR] NAME=FILE[,FILE…] …`
 
 use std::io::Read;
@@ -110,9 +110,12 @@ fn main() {
         v
     };
     let runs: usize = take("--runs").and_then(|v| v.parse().ok()).unwrap_or(3);
+    let backend: pack::Backend = take("--backend")
+        .map(|v| v.parse().unwrap_or_else(|e| panic!("{e}")))
+        .unwrap_or(pack::DEFAULT_BACKEND);
     let level: i32 = take("--level")
         .and_then(|v| v.parse().ok())
-        .unwrap_or(pack::DEFAULT_LEVEL);
+        .unwrap_or_else(|| backend.default_level());
     let big: f64 = take("--big").and_then(|v| v.parse().ok()).unwrap_or(0.0);
     let slack: f64 = take("--slack")
         .and_then(|v| v.parse().ok())
@@ -121,7 +124,7 @@ fn main() {
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work).unwrap_or_else(|e| panic!("{e}"));
     println!(
-        "| corpus | bytes | pack (level {level}) | xz -9 | zstd -19 | pack / xz size | pack MB/s | xz -9 MB/s | zstd -19 MB/s | pack speed / xz | unpack MB/s | frames (plain) | peak RSS MiB |"
+        "| corpus | bytes | pack ({backend:?} level {level}) | xz -9 | zstd -19 | pack / xz size | pack MB/s | xz -9 MB/s | zstd -19 MB/s | pack speed / xz | unpack MB/s | frames (plain) | peak RSS MiB |"
     );
     println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for spec in &args {
@@ -139,7 +142,8 @@ fn main() {
         let (mut p_s, mut u_s, mut x_s, mut z_s) = (vec![], vec![], vec![], vec![]);
         let (mut p_b, mut x_b, mut z_b, mut frames, mut plain) = (0, 0, 0, 0, 0);
         let options = PackOptions {
-            level,
+            backend,
+            level: Some(level),
             columns_slack: slack,
             name: Some(files.split(',').next().unwrap_or(name).to_string()),
             ..PackOptions::default()
@@ -197,7 +201,8 @@ fn main() {
             },
             &out,
             &PackOptions {
-                level,
+                backend,
+                level: Some(level),
                 ..PackOptions::default()
             },
             &mut |_| {},

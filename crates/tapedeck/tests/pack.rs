@@ -6,13 +6,13 @@ use std::path::{Path, PathBuf};
 use arrow_array::{Array, BinaryArray, RecordBatch};
 use arrow_schema::DataType;
 use proptest::prelude::*;
-use tapedeck::pack::{self, Format, PackOptions};
+use tapedeck::pack::{self, Backend, Format, PackOptions};
 use tapedeck::tape::{StartAt, TapeReader};
 
 fn options(format: Format, lines: usize, bytes: usize) -> PackOptions {
     PackOptions {
         format,
-        level: 3,
+        level: Some(3),
         chunk_lines: lines,
         chunk_bytes: bytes,
         ..PackOptions::default()
@@ -108,9 +108,20 @@ fn every_edge_case_comes_back_byte_for_byte_through_every_codec() {
     let dir = tempfile::tempdir().unwrap();
     for (name, input) in edge_cases() {
         for format in ALL {
-            for (lines, bytes) in [(1_000_000, 1 << 20), (2, 1 << 20), (1_000, 64)] {
-                let o = options(format, lines, bytes);
-                let tag = format!("{name}-{format}-{lines}-{bytes}").replace(' ', "_");
+            for (lines, bytes, backend) in [
+                (1_000_000, 1 << 20, Backend::Zstd),
+                (2, 1 << 20, Backend::Zstd),
+                (1_000, 64, Backend::Zstd),
+                (1_000_000, 1 << 20, Backend::Xz),
+                (2, 1 << 20, Backend::Xz),
+            ] {
+                let o = PackOptions {
+                    backend,
+                    level: None,
+                    ..options(format, lines, bytes)
+                };
+                let tag =
+                    format!("{name}-{format}-{lines}-{bytes}-{}", backend.name()).replace(' ', "_");
                 match pack::pack(input.as_slice(), &dir.path().join(&tag), &o, &mut |_| {}) {
                     Ok(_) => {
                         let mut back = Vec::new();
@@ -371,12 +382,26 @@ fn unpack_fails(pack: &Path, what: &str) {
 
 #[test]
 fn every_cut_and_bit_flip_of_a_pack_is_an_error_never_wrong_bytes() {
+    every_cut_and_bit_flip(Backend::Zstd);
+}
+
+#[test]
+fn every_cut_and_bit_flip_of_an_xz_pack_is_an_error_never_wrong_bytes() {
+    every_cut_and_bit_flip(Backend::Xz);
+}
+
+fn every_cut_and_bit_flip(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
     let mut input = b"id,v,s\n".to_vec();
     for i in 0..400 {
         input.extend(format!("{i},{}.5,s{}\n", i * 3, i % 9).as_bytes());
     }
-    let (good, _) = round_trip(dir.path(), "good", &input, &columns(Format::Csv, 100));
+    let o = PackOptions {
+        backend,
+        level: None,
+        ..columns(Format::Csv, 100)
+    };
+    let (good, _) = round_trip(dir.path(), "good", &input, &o);
     let seg = segments(&good);
     assert_eq!(seg.len(), 1);
     let bytes = std::fs::read(&seg[0]).unwrap();
@@ -536,11 +561,17 @@ proptest! {
         ],
         lines in 1usize..20,
         bytes in 8usize..200,
+        xz in any::<bool>(),
     ) {
         let dir = tempfile::tempdir().unwrap();
         for format in ALL {
             let out = dir.path().join(format.to_string());
-            match pack::pack(input.as_slice(), &out, &options(format, lines, bytes), &mut |_| {}) {
+            let o = PackOptions {
+                backend: if xz { Backend::Xz } else { Backend::Zstd },
+                level: None,
+                ..options(format, lines, bytes)
+            };
+            match pack::pack(input.as_slice(), &out, &o, &mut |_| {}) {
                 Ok(_) => {
                     let mut back = Vec::new();
                     pack::unpack(&out, &mut back, &mut |_| {}).unwrap();
@@ -597,7 +628,7 @@ fn real_files_come_back_byte_for_byte() {
         let input = std::fs::read(f).unwrap();
         let o = PackOptions {
             name: Some(f.display().to_string()),
-            level: 3,
+            level: Some(3),
             ..PackOptions::default()
         };
         let (pack, report) = round_trip(out.path(), &format!("p{i}"), &input, &o);

@@ -61,7 +61,7 @@ pub fn run(args: &Args) -> u8 {
     println!("tape {}", args.dir.display());
     match &pack {
         Some(Ok(t)) => println!(
-            "pack: {} of {} ({} bytes, {} records; ratio {:.2}), {} frames ({} plain), zstd level {}, sha256 {}",
+            "pack: {} of {} ({} bytes, {} records; ratio {:.2}), {} frames ({} plain), {} level {}, sha256 {}",
             t.layout.format(),
             t.name.as_deref().unwrap_or("standard input"),
             t.bytes,
@@ -73,6 +73,7 @@ pub fn run(args: &Args) -> u8 {
             },
             t.frames,
             t.raw_frames,
+            t.backend.name(),
             t.level,
             t.sha256
         ),

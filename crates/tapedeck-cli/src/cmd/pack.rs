@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use tapedeck::pack::{self, Format, PackOptions, PackProgress};
 
-use crate::report::{EXIT_OK, fail, human_bytes};
+use crate::report::{EXIT_OK, EXIT_USAGE, fail, human_bytes};
 
 #[derive(clap::Args, Debug)]
 pub struct PackArgs {
@@ -20,9 +20,13 @@ pub struct PackArgs {
     /// `lines` (a `line` column); `auto` chooses from the file name and its first lines.
     #[arg(long, value_name = "FORMAT", default_value = "auto", value_parser = parse_format)]
     format: Format,
-    /// zstd level of the frames, 1 (fast) to 22 (smallest).
-    #[arg(long, value_name = "N", default_value_t = pack::DEFAULT_LEVEL, value_parser = clap::value_parser!(i32).range(1..=22))]
-    level: i32,
+    /// The compressor of the frames' columns: `zstd` (fast to pack and to unpack) or `xz`
+    /// (LZMA2: smaller, several times slower).
+    #[arg(long, value_name = "BACKEND", default_value = "zstd", value_parser = parse_backend)]
+    backend: pack::Backend,
+    /// The backend's level: zstd 1 (fast) to 22 (smallest), default 3; xz 0 to 9, default 6.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(i32).range(0..=22))]
+    level: Option<i32>,
     /// Records per chunk; each chunk is one frame, checked before it is written.
     #[arg(long, value_name = "N", default_value_t = pack::DEFAULT_CHUNK_LINES, value_parser = parse_positive)]
     chunk_lines: usize,
@@ -52,6 +56,10 @@ pub struct UnpackArgs {
     json: bool,
 }
 
+fn parse_backend(s: &str) -> Result<pack::Backend, String> {
+    s.parse()
+}
+
 fn parse_format(s: &str) -> Result<Format, String> {
     s.parse()
 }
@@ -67,6 +75,7 @@ fn parse_positive(s: &str) -> Result<usize, String> {
 pub const PACK_HELP: &str = "Examples:
   tapedeck pack flights.csv flights.tdpack
   tapedeck pack /var/log/syslog syslog.tdpack --format log
+  tapedeck pack flights.csv flights.tdpack --backend xz --level 9
   zcat app.log.gz | tapedeck pack - app.tdpack --format log
   tapedeck query flights.tdpack 'SELECT carrier, count(*) FROM tape GROUP BY carrier'
   tapedeck unpack flights.tdpack flights.csv
@@ -78,6 +87,8 @@ missing final newline, bytes that are not UTF-8) is kept per row in the `_exact`
 `unpack` gives back the input byte for byte. Every frame is decoded and compared with its chunk
 before it is written; a frame whose columns cost more than 10% over the plain lines (any more,
 with --smallest) is written plain: its rows restore, but have no values for queries.
+Each column is stored narrowed (integers as their range or their differences need, floats with
+their bytes grouped) and compressed on its own by the backend.
 The pack ends with a trailer (`PACK`) holding the SHA-256 of the input. It is written as
 OUT.partial and renamed to OUT when complete. Memory: a few times --chunk-bytes, whatever the
 input size. Progress (bytes in, bytes out, ratio, MB/s) on stderr.";
@@ -155,8 +166,19 @@ fn progress_line(p: &PackProgress, secs: f64) -> String {
 /// Runs `tapedeck pack`; returns the exit code.
 pub fn run_pack(args: &PackArgs) -> u8 {
     let stdin = args.input.as_os_str() == "-";
+    if let Some(level) = args.level.filter(|l| !args.backend.levels().contains(l)) {
+        let levels = args.backend.levels();
+        eprintln!(
+            "error: --level {level} is not a level of --backend {}: give {} to {}",
+            args.backend.name(),
+            levels.start(),
+            levels.end()
+        );
+        return EXIT_USAGE;
+    }
     let options = PackOptions {
         format: args.format,
+        backend: args.backend,
         level: args.level,
         chunk_lines: args.chunk_lines,
         chunk_bytes: args.chunk_bytes,

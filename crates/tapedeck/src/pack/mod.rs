@@ -46,10 +46,70 @@ pub const TRAILER: &str = "PACK";
 pub const LAYOUT_KEY: &str = "tapedeck.pack";
 /// The largest trailer a reader accepts.
 const MAX_TRAILER_BYTES: u64 = 16 << 20;
-/// The version of the pack format this build writes and reads.
-pub const VERSION: u32 = 1;
+/// The version of the pack format this build writes (2: frames of coded buffers, frame format
+/// version 3); it reads 1 and 2.
+pub const VERSION: u32 = 2;
+/// The default backend of a pack's frames.
+pub const DEFAULT_BACKEND: Backend = Backend::Zstd;
 /// The default zstd level of a pack's frames.
 pub const DEFAULT_LEVEL: i32 = 3;
+/// The default xz preset of a pack's frames (`--backend xz`).
+pub const DEFAULT_XZ_LEVEL: i32 = 6;
+
+/// The compressor of a pack's buffers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// zstd, levels 1–22 (a pack of format version 1 is always zstd).
+    #[default]
+    Zstd,
+    /// xz's LZMA2, presets 0–9: smaller, slower to pack and to unpack.
+    Xz,
+}
+
+impl Backend {
+    /// The levels the backend takes.
+    pub fn levels(self) -> std::ops::RangeInclusive<i32> {
+        match self {
+            Backend::Zstd => 1..=22,
+            Backend::Xz => 0..=9,
+        }
+    }
+
+    /// The backend's name, as `--backend` takes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Zstd => "zstd",
+            Backend::Xz => "xz",
+        }
+    }
+
+    /// The default level of the backend.
+    pub fn default_level(self) -> i32 {
+        match self {
+            Backend::Zstd => DEFAULT_LEVEL,
+            Backend::Xz => DEFAULT_XZ_LEVEL,
+        }
+    }
+
+    fn compression(self) -> Compression {
+        match self {
+            Backend::Zstd => Compression::CodedZstd,
+            Backend::Xz => Compression::CodedXz,
+        }
+    }
+}
+
+impl std::str::FromStr for Backend {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Backend, String> {
+        match s {
+            "zstd" => Ok(Backend::Zstd),
+            "xz" => Ok(Backend::Xz),
+            other => Err(format!("`{other}` is not a backend: use zstd or xz")),
+        }
+    }
+}
 /// The default records per chunk (one frame each).
 pub const DEFAULT_CHUNK_LINES: usize = 200_000;
 /// The largest bytes per chunk: a chunk stays under twice this, so its text fits the 32-bit
@@ -168,8 +228,10 @@ fn from_hex(s: &str) -> Option<Vec<u8>> {
 pub struct PackOptions {
     /// The format; `Auto` chooses from `name` and the first lines.
     pub format: Format,
-    /// The zstd level of the frames (1–22).
-    pub level: i32,
+    /// The compressor of the frames' buffers.
+    pub backend: Backend,
+    /// Its level (zstd 1–22, xz 0–9; clamped to those); `None`: the backend's default.
+    pub level: Option<i32>,
     /// Records per chunk.
     pub chunk_lines: usize,
     /// Bytes per chunk.
@@ -186,7 +248,8 @@ impl Default for PackOptions {
     fn default() -> Self {
         PackOptions {
             format: Format::Auto,
-            level: DEFAULT_LEVEL,
+            backend: DEFAULT_BACKEND,
+            level: None,
             chunk_lines: DEFAULT_CHUNK_LINES,
             chunk_bytes: DEFAULT_CHUNK_BYTES,
             name: None,
@@ -230,7 +293,10 @@ pub struct Trailer {
     pub raw_frames: u64,
     /// SHA-256 of the input, lowercase hex.
     pub sha256: String,
-    /// The zstd level the frames were written with.
+    /// The compressor the frames were written with (`zstd` when absent: version 1).
+    #[serde(default)]
+    pub backend: Backend,
+    /// The level the frames were written with.
     pub level: i32,
     /// The input's name, if it had one.
     pub name: Option<String>,
@@ -424,6 +490,7 @@ fn choose(
     schema: &SchemaRef,
     chunk: &Chunk,
     first: usize,
+    compression: Compression,
     level: i32,
     slack: f64,
 ) -> std::result::Result<(RecordBatch, bool), String> {
@@ -435,12 +502,12 @@ fn choose(
     let (structured, raw) = std::thread::scope(|s| {
         let raw = s.spawn(|| -> std::result::Result<(RecordBatch, usize), String> {
             let batch = codec::raw(schema, chunk, first).map_err(|e| e.to_string())?;
-            let size = encoded_size(schema, &batch, level)?;
+            let size = encoded_size(schema, &batch, compression, level)?;
             Ok((batch, size))
         });
         let structured = (|| -> std::result::Result<(RecordBatch, usize, bool), String> {
             let batch = codec::encode(codec, schema, chunk, first).map_err(|e| e.to_string())?;
-            let (size, back) = round_trip(schema, &batch, level)?;
+            let (size, back) = round_trip(schema, &batch, compression, level)?;
             let mut bytes = Vec::with_capacity(expect.len());
             let same = codec::render_batch(codec, &back, &mut bytes).is_ok() && bytes == expect;
             Ok((batch, size, same))
@@ -457,7 +524,7 @@ fn choose(
         // the plain form, whose rows need no codec.
         _ => {
             // The plain form gives the bytes back by construction; check it all the same.
-            let (_, back) = round_trip(schema, &raw, level)?;
+            let (_, back) = round_trip(schema, &raw, compression, level)?;
             let mut bytes = Vec::with_capacity(expect.len());
             codec::render_batch(codec, &back, &mut bytes)?;
             if bytes != expect {
@@ -471,10 +538,11 @@ fn choose(
 fn encoded_size(
     schema: &SchemaRef,
     batch: &RecordBatch,
+    compression: Compression,
     level: i32,
 ) -> std::result::Result<usize, String> {
-    let mut enc = BatchEncoder::with_level(schema, Compression::Zstd, Some(level))
-        .map_err(|e| e.to_string())?;
+    let mut enc =
+        BatchEncoder::with_level(schema, compression, Some(level)).map_err(|e| e.to_string())?;
     enc.encode(batch)
         .map(|(p, _)| p.len())
         .map_err(|e| e.to_string())
@@ -485,13 +553,14 @@ fn encoded_size(
 fn round_trip(
     schema: &SchemaRef,
     batch: &RecordBatch,
+    compression: Compression,
     level: i32,
 ) -> std::result::Result<(usize, RecordBatch), String> {
-    let mut enc = BatchEncoder::with_level(schema, Compression::Zstd, Some(level))
-        .map_err(|e| e.to_string())?;
-    let (payload, deltas) = enc.encode(batch).map_err(|e| e.to_string())?;
+    let mut enc =
+        BatchEncoder::with_level(schema, compression, Some(level)).map_err(|e| e.to_string())?;
+    let (payload, coding) = enc.encode(batch).map_err(|e| e.to_string())?;
     let mut dec = BatchDecoder::new(enc.schema_message()).map_err(|e| e.to_string())?;
-    let back = dec.decode(&payload, deltas).map_err(|e| e.to_string())?;
+    let back = dec.decode(&payload, coding).map_err(|e| e.to_string())?;
     Ok((payload.len(), back))
 }
 
@@ -504,7 +573,13 @@ fn pack_into<R: BufRead>(
     progress: &mut dyn FnMut(&PackProgress),
 ) -> Result<PackReport> {
     let input_name = PathBuf::from(options.name.as_deref().unwrap_or("-"));
-    let level = options.level.clamp(1, 22);
+    let backend = options.backend;
+    let levels = backend.levels();
+    let level = options
+        .level
+        .unwrap_or_else(|| backend.default_level())
+        .clamp(*levels.start(), *levels.end());
+    let compression = backend.compression();
     // A `.tsv` / `.psv` file says its delimiter; other files' headers suggest one.
     let hint = match input_name
         .extension()
@@ -586,7 +661,7 @@ fn pack_into<R: BufRead>(
         temp,
         TapeOptions {
             fsync: FsyncPolicy::Never,
-            compression: Compression::Zstd,
+            compression,
             zstd_level: Some(level),
             frame_rows: 1,
             ..TapeOptions::default()
@@ -609,6 +684,7 @@ fn pack_into<R: BufRead>(
                 &schema,
                 &chunk,
                 skip,
+                compression,
                 level,
                 options.columns_slack,
             )
@@ -637,6 +713,7 @@ fn pack_into<R: BufRead>(
         frames: p.frames,
         raw_frames: p.raw_frames,
         sha256: crate::tape::format::hex(&hash.finalize()),
+        backend,
         level,
         name: options.name.clone(),
     };
@@ -742,24 +819,24 @@ pub fn read_trailer(dir: &Path) -> Result<Trailer> {
         .map_err(|e| damaged(&e.to_string()))?
         .get("pack")
         .and_then(serde_json::Value::as_u64);
-    if let Some(v) = version.filter(|v| *v != u64::from(VERSION)) {
+    if let Some(v) = version.filter(|v| !(1..=u64::from(VERSION)).contains(v)) {
         return Err(pack_error(
             dir,
             None,
             None,
             format!(
-                "pack format version {v} is not supported by this build (it reads {VERSION}): unpack it with the tapedeck that wrote it, or a newer one"
+                "pack format version {v} is not supported by this build (it reads 1 to {VERSION}): unpack it with the tapedeck that wrote it, or a newer one"
             ),
         ));
     }
     let trailer: Trailer = serde_json::from_str(json).map_err(|e| damaged(&e.to_string()))?;
-    if trailer.pack != VERSION {
+    if !(1..=VERSION).contains(&trailer.pack) {
         return Err(pack_error(
             dir,
             None,
             None,
             format!(
-                "pack format version {} is not supported by this build (it reads {VERSION})",
+                "pack format version {} is not supported by this build (it reads 1 to {VERSION})",
                 trailer.pack
             ),
         ));

@@ -24,12 +24,14 @@ use arrow_ipc::reader::StreamDecoder;
 use arrow_ipc::writer::{IpcWriteOptions, StreamWriter};
 use arrow_schema::{ArrowError, DataType, SchemaRef};
 
-use super::format::Compression;
+use super::columns::{self, Codec};
+use super::format::{Coding, Compression};
 use crate::record::time::micros_array;
 
 fn options(compression: Compression, level: Option<i32>) -> Result<IpcWriteOptions, ArrowError> {
     let codec = match compression {
-        Compression::None => None,
+        // Coded buffers are made from the uncompressed message.
+        Compression::None | Compression::CodedZstd | Compression::CodedXz => None,
         Compression::Lz4 => Some(CompressionType::LZ4_FRAME),
         Compression::Zstd => Some(CompressionType::ZSTD),
     };
@@ -46,6 +48,8 @@ pub struct BatchEncoder {
     writer: StreamWriter<Vec<u8>>,
     schema_message: Vec<u8>,
     compression: Compression,
+    schema: SchemaRef,
+    level: Option<i32>,
 }
 
 impl std::fmt::Debug for BatchEncoder {
@@ -63,7 +67,7 @@ impl BatchEncoder {
     }
 
     /// An encoder for batches of `schema` whose zstd works at `level` (1–22; `None`: zstd's
-    /// default, 3). Other compressions ignore the level.
+    /// default, 3), or whose xz works at preset `level` (0–9; `None`: 6). LZ4 ignores it.
     pub fn with_level(
         schema: &SchemaRef,
         compression: Compression,
@@ -76,6 +80,8 @@ impl BatchEncoder {
             writer,
             schema_message,
             compression,
+            schema: schema.clone(),
+            level,
         })
     }
 
@@ -89,16 +95,35 @@ impl BatchEncoder {
         self.compression
     }
 
-    /// The IPC record-batch message of `batch`, as it is stored (see the module docs), and
-    /// whether its timestamp columns hold differences (the frame's `time_deltas`).
-    pub fn encode(&mut self, batch: &RecordBatch) -> Result<(Vec<u8>, bool), ArrowError> {
+    /// The payload of `batch`, as it is stored (see the module docs), and how it holds it.
+    pub fn encode(&mut self, batch: &RecordBatch) -> Result<(Vec<u8>, Coding), ArrowError> {
+        let codec = match self.compression {
+            Compression::CodedZstd => Some(Codec::Zstd(self.level.unwrap_or(3))),
+            Compression::CodedXz => Some(Codec::Xz(
+                self.level.map_or(6, |l| l.clamp(0, 9).unsigned_abs()),
+            )),
+            _ => None,
+        };
+        if let Some(codec) = codec {
+            self.writer.write(batch)?;
+            let message = std::mem::take(self.writer.get_mut());
+            return Ok((
+                columns::encode(&self.schema, &message, codec)?,
+                Coding::Coded,
+            ));
+        }
         let deltas = self.compression != Compression::None && has_timestamps(&batch.schema());
         if deltas {
             self.writer.write(&map_timestamps(batch, to_deltas)?)?;
         } else {
             self.writer.write(batch)?;
         }
-        Ok((std::mem::take(self.writer.get_mut()), deltas))
+        let coding = if deltas {
+            Coding::TimeDeltas
+        } else {
+            Coding::Ipc
+        };
+        Ok((std::mem::take(self.writer.get_mut()), coding))
     }
 }
 
@@ -171,8 +196,8 @@ fn from_deltas(d: &[i64]) -> Vec<i64> {
 }
 
 /// A decoded frame with its timestamp columns restored, if the frame holds differences.
-pub fn restore_time(batch: RecordBatch, time_deltas: bool) -> Result<RecordBatch, ArrowError> {
-    if time_deltas && has_timestamps(&batch.schema()) {
+pub fn restore_time(batch: RecordBatch, coding: Coding) -> Result<RecordBatch, ArrowError> {
+    if coding == Coding::TimeDeltas && has_timestamps(&batch.schema()) {
         map_timestamps(&batch, from_deltas)
     } else {
         Ok(batch)
@@ -216,9 +241,12 @@ impl BatchDecoder {
         self.schema.clone()
     }
 
-    /// Decodes one frame payload (`time_deltas`: the frame header's flag).
-    pub fn decode(&mut self, payload: &[u8], time_deltas: bool) -> Result<RecordBatch, ArrowError> {
-        self.decode_buffer(Buffer::from(payload), time_deltas)
+    /// Decodes one frame payload (`coding`: from the frame header, [`FrameHeader::coding`](super::format::FrameHeader::coding)).
+    pub fn decode(&mut self, payload: &[u8], coding: Coding) -> Result<RecordBatch, ArrowError> {
+        if coding == Coding::Coded {
+            return columns::decode(&self.schema, payload, None);
+        }
+        self.decode_buffer(Buffer::from(payload), coding)
     }
 
     /// Like [`BatchDecoder::decode`], on a payload already in a `Buffer`: an uncompressed
@@ -226,8 +254,18 @@ impl BatchDecoder {
     pub fn decode_buffer(
         &mut self,
         payload: Buffer,
-        time_deltas: bool,
+        coding: Coding,
     ) -> Result<RecordBatch, ArrowError> {
+        if coding == Coding::Coded {
+            return columns::decode(&self.schema, &payload, None);
+        }
+        // What Arrow's reader asserts, checked first (a crafted message must not panic).
+        if let Ok((meta, _)) = columns::split_message(&payload)
+            && let Ok(message) = arrow_ipc::root_as_message(meta)
+            && let Some(batch) = message.header_as_record_batch()
+        {
+            columns::check_variadic(&self.schema, &batch)?;
+        }
         let mut buf = payload;
         let mut out = None;
         while !buf.is_empty() {
@@ -237,7 +275,7 @@ impl BatchDecoder {
         }
         let batch =
             out.ok_or_else(|| ArrowError::IpcError("frame payload holds no record batch".into()))?;
-        restore_time(batch, time_deltas)
+        restore_time(batch, coding)
     }
 }
 
@@ -249,25 +287,20 @@ pub fn decode_projected(
     schema: &SchemaRef,
     payload: &Buffer,
     projection: &[usize],
-    time_deltas: bool,
+    coding: Coding,
 ) -> Result<RecordBatch, ArrowError> {
+    if coding == Coding::Coded {
+        return columns::decode(schema, payload, Some(projection));
+    }
     let bad = |what: &str| ArrowError::IpcError(format!("frame payload: {what}"));
-    // An encapsulated message: continuation marker, metadata length, metadata, body.
-    let (meta_start, meta_len) = match payload.as_slice() {
-        [0xff, 0xff, 0xff, 0xff, a, b, c, d, ..] => (8, i32::from_le_bytes([*a, *b, *c, *d])),
-        [a, b, c, d, ..] => (4, i32::from_le_bytes([*a, *b, *c, *d])),
-        _ => return Err(bad("shorter than a message prefix")),
-    };
-    let meta_end = usize::try_from(meta_len)
-        .ok()
-        .and_then(|l| l.checked_add(meta_start))
-        .filter(|&e| e <= payload.len())
-        .ok_or_else(|| bad("metadata length runs past the payload"))?;
-    let message = arrow_ipc::root_as_message(&payload[meta_start..meta_end])
+    let (meta, rest) = columns::split_message(payload)?;
+    let meta_end = payload.len() - rest.len();
+    let message = arrow_ipc::root_as_message(meta)
         .map_err(|e| bad(&format!("metadata does not parse: {e}")))?;
     let batch = message
         .header_as_record_batch()
         .ok_or_else(|| bad("not a record-batch message"))?;
+    columns::check_variadic(schema, &batch)?;
     let body_end = usize::try_from(message.bodyLength())
         .ok()
         .and_then(|l| l.checked_add(meta_end))
@@ -282,7 +315,7 @@ pub fn decode_projected(
         Some(projection),
         &message.version(),
     )?;
-    restore_time(decoded, time_deltas)
+    restore_time(decoded, coding)
 }
 
 /// The first row at or after `from` whose event time (first timestamp column) reaches `t`

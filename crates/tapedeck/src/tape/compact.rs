@@ -36,8 +36,8 @@ use serde::Serialize;
 
 use super::codec::{BatchDecoder, BatchEncoder, time_range};
 use super::format::{
-    ChainHasher, Compression, FRAME_HEADER, FRAME_TRAILER, Footer, FrameHeader, SegmentHeader,
-    compacted_segment_name, hex, parse_segment_file, unhex,
+    ChainHasher, Coding, Compression, FRAME_HEADER, FRAME_TRAILER, Footer, FrameHeader,
+    SegmentHeader, compacted_segment_name, hex, parse_segment_file, unhex,
 };
 use super::manifest::{CompactedFile, Manifest, Record};
 use super::segment::{self, Scanned};
@@ -758,7 +758,7 @@ impl<'a> Batches<'a> {
             .unwrap_or_default();
         let batch = self
             .decoder
-            .decode(payload, h.time_deltas)
+            .decode(payload, h.coding())
             .map_err(|e| Error::arrow(format!("segment {name} frame at byte {at}"), e))?;
         self.expected = h.end_seq();
         Ok(Some((h.first_seq, batch)))
@@ -844,7 +844,7 @@ impl NewSegment<'_> {
             option: "frame-rows",
             message: "a frame of more than 4,294,967,295 rows".into(),
         })?;
-        let (payload, time_deltas) = self
+        let (payload, coding) = self
             .encoder
             .encode(&batch)
             .map_err(|e| Error::arrow("encoding a compacted frame", e))?;
@@ -859,7 +859,7 @@ impl NewSegment<'_> {
             rows,
             first_seq: self.held_first,
             time,
-            time_deltas,
+            time_deltas: coding == Coding::TimeDeltas,
         };
         let mut frame = Vec::with_capacity(payload.len() + FRAME_HEADER + FRAME_TRAILER);
         header.encode_into(&payload, &mut frame);

@@ -74,7 +74,8 @@ fn i64_at(b: &[u8], at: usize) -> i64 {
     u64_at(b, at) as i64
 }
 
-/// Payload compression, as the frame flags encode it.
+/// Payload compression, as the frame flags encode it (with the frame format version for the
+/// coded forms).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Compression {
     /// Uncompressed buffers.
@@ -84,6 +85,10 @@ pub enum Compression {
     /// zstd (default).
     #[default]
     Zstd,
+    /// Coded buffers compressed with zstd: frame version 3 ([`super::columns`]).
+    CodedZstd,
+    /// Coded buffers compressed with xz's LZMA2: frame version 3 ([`super::columns`]).
+    CodedXz,
 }
 
 impl Compression {
@@ -91,17 +96,25 @@ impl Compression {
         match self {
             Compression::None => 0,
             Compression::Lz4 => 1,
-            Compression::Zstd => 2,
+            Compression::Zstd | Compression::CodedZstd => 2,
+            Compression::CodedXz => 3,
         }
     }
 
-    fn from_bits(b: u16) -> Option<Compression> {
-        match b {
-            0 => Some(Compression::None),
-            1 => Some(Compression::Lz4),
-            2 => Some(Compression::Zstd),
+    fn from_bits(b: u16, coded: bool) -> Option<Compression> {
+        match (b, coded) {
+            (0, false) => Some(Compression::None),
+            (1, false) => Some(Compression::Lz4),
+            (2, false) => Some(Compression::Zstd),
+            (2, true) => Some(Compression::CodedZstd),
+            (3, true) => Some(Compression::CodedXz),
             _ => None,
         }
+    }
+
+    /// Frames of this compression hold coded buffers (frame format version 3).
+    pub fn is_coded(self) -> bool {
+        matches!(self, Compression::CodedZstd | Compression::CodedXz)
     }
 }
 
@@ -206,7 +219,33 @@ pub struct FrameHeader {
 /// Frame format version of a frame whose timestamp columns hold differences.
 pub const FRAME_VERSION_TIME_DELTAS: u16 = 2;
 
+/// Frame format version of a frame of coded buffers ([`super::columns`]).
+pub const FRAME_VERSION_CODED: u16 = 3;
+
+/// How a frame's payload holds its batch (what a decoder needs of the frame header).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Coding {
+    /// An Arrow IPC record-batch message (frame version 1).
+    #[default]
+    Ipc,
+    /// An Arrow IPC record-batch message whose timestamp columns hold differences (version 2).
+    TimeDeltas,
+    /// Coded buffers (version 3, [`super::columns`]).
+    Coded,
+}
+
 impl FrameHeader {
+    /// How the payload holds its batch.
+    pub fn coding(&self) -> Coding {
+        if self.compression.is_coded() {
+            Coding::Coded
+        } else if self.time_deltas {
+            Coding::TimeDeltas
+        } else {
+            Coding::Ipc
+        }
+    }
+
     /// Encoded length of the whole frame.
     pub fn frame_len(&self) -> usize {
         FRAME_HEADER + self.payload_len as usize + FRAME_TRAILER
@@ -222,7 +261,9 @@ impl FrameHeader {
     pub fn encode_into(&self, payload: &[u8], out: &mut Vec<u8>) {
         let start = out.len();
         let flags = u16::from(self.time.is_some()) | (self.compression.bits() << 1);
-        let version = if self.time_deltas {
+        let version = if self.compression.is_coded() {
+            FRAME_VERSION_CODED
+        } else if self.time_deltas {
             FRAME_VERSION_TIME_DELTAS
         } else {
             VERSION
@@ -250,11 +291,15 @@ impl FrameHeader {
             return Err(FormatError::Magic);
         }
         let version = u16_at(b, 4);
-        if version != VERSION && version != FRAME_VERSION_TIME_DELTAS {
+        if version != VERSION
+            && version != FRAME_VERSION_TIME_DELTAS
+            && version != FRAME_VERSION_CODED
+        {
             return Err(FormatError::Version(version));
         }
         let flags = u16_at(b, 6);
-        let compression = Compression::from_bits((flags >> 1) & 3).ok_or(FormatError::Length)?;
+        let compression = Compression::from_bits((flags >> 1) & 3, version == FRAME_VERSION_CODED)
+            .ok_or(FormatError::Length)?;
         let payload_len = u32_at(b, 8);
         let rows = u32_at(b, 12);
         // A frame's sequence range must fit in a u64 (a crafted or damaged header must not

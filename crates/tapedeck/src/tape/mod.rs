@@ -1,7 +1,7 @@
 //! The tape: a checksummed, segmented, group-committed log of Arrow record batches.
 //!
 //! Layout on disk: `docs/tape-format.md`. The pieces, in the order data flows:
-//! [`format`](mod@format) (bytes), [`codec`] (Arrow IPC payloads), [`storage`] (I/O, with a
+//! [`format`](mod@format) (bytes), [`codec`] (Arrow IPC payloads; [`columns`], their coded form), [`storage`] (I/O, with a
 //! crashable in-memory double; a top-level module the journal shares), [`writer`] (append, group commit, segment roll, recovery on open),
 //! [`manifest`] (the journal), [`segment`] (scans), [`reader`] (positions, follow), [`verify`]
 //! (CRCs, hash chain, summary), [`retention`] and [`compact`] (sealed segments removed or
@@ -14,6 +14,7 @@
 
 pub mod acked;
 pub mod codec;
+pub mod columns;
 pub mod compact;
 pub mod format;
 pub mod frame_cache;

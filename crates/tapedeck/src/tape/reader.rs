@@ -640,15 +640,12 @@ impl TapeReader {
                         .saturating_sub(super::format::FRAME_HEADER + super::format::FRAME_TRAILER);
                     let payload = arrow_buffer::Buffer::from_vec(bytes)
                         .slice_with_length(super::format::FRAME_HEADER, payload_len);
-                    let batch = c
-                        .decoder
-                        .decode_buffer(payload, h.time_deltas)
-                        .map_err(|e| {
-                            Error::arrow(
-                                format!("segment {} frame at byte {}", c.name, frame.offset),
-                                e,
-                            )
-                        })?;
+                    let batch = c.decoder.decode_buffer(payload, h.coding()).map_err(|e| {
+                        Error::arrow(
+                            format!("segment {} frame at byte {}", c.name, frame.offset),
+                            e,
+                        )
+                    })?;
                     if let Some(tape) = &self.cache_tape {
                         super::frame_cache::global().put(
                             tape,

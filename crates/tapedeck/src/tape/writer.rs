@@ -28,7 +28,7 @@ use arrow_schema::SchemaRef;
 
 use super::codec::{BatchEncoder, time_range};
 use super::format::{
-    ChainHasher, Compression, Footer, FrameHeader, SegmentHeader, hex, parse_segment_name,
+    ChainHasher, Coding, Compression, Footer, FrameHeader, SegmentHeader, hex, parse_segment_name,
     segment_name,
 };
 use super::manifest::{Manifest, Record};
@@ -45,7 +45,8 @@ pub struct TapeOptions {
     pub fsync: FsyncPolicy,
     /// Payload compression.
     pub compression: Compression,
-    /// The zstd level (1–22; `None`: zstd's default, 3). Higher levels make smaller frames
+    /// The level of the compressor: zstd 1–22 (`None`: 3), xz presets 0–9 for
+    /// [`Compression::CodedXz`] (`None`: 6). Higher levels make smaller frames
     /// more slowly; readers need nothing to read them (`tapedeck pack` uses this).
     pub zstd_level: Option<i32>,
     /// Roll to a new segment past this size.
@@ -1048,7 +1049,7 @@ fn cut_frame(shared: &Shared, inner: &mut Inner) -> Result<()> {
             message: "no open segment".into(),
         });
     };
-    let (payload, time_deltas) = seg
+    let (payload, coding) = seg
         .encoder
         .encode(&batch)
         .map_err(|e| Error::arrow("encoding a batch for the tape", e))?;
@@ -1059,7 +1060,7 @@ fn cut_frame(shared: &Shared, inner: &mut Inner) -> Result<()> {
         rows,
         first_seq,
         time,
-        time_deltas,
+        time_deltas: coding == Coding::TimeDeltas,
     };
     let start = inner.pending.len();
     header.encode_into(&payload, &mut inner.pending);

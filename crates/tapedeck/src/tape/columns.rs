@@ -1,0 +1,789 @@
+//! Coded buffers (frame format version 3): each buffer of a record batch narrowed and compressed
+//! on its own, by zstd or by xz's LZMA2.
+//!
+//! Arrow's IPC body compression stores every buffer as it is in memory: a column of small
+//! integers takes eight bytes a value before the compressor sees it, and LZ4 and zstd are the
+//! only compressors it knows. A version-3 payload keeps Arrow's layout — the record-batch
+//! message's metadata is stored unchanged, and a reader rebuilds the uncompressed IPC body it
+//! describes — but stores each buffer through a *transform* that makes it smaller and more
+//! regular before the compressor sees it:
+//!
+//! - **integers** (values of integer, date, time, timestamp and duration columns; the offsets of
+//!   text and binary columns): the values minus their minimum, in as few bytes as the range
+//!   needs (a constant column takes none), or — when that is narrower — the differences
+//!   between neighbouring values, likewise (sorted times, running ids, string offsets);
+//! - **byte shuffle** (float columns): byte 0 of every value, then byte 1 of every value, …, so
+//!   the sign and exponent bytes, which repeat, sit together.
+//!
+//! A buffer is then compressed with the frame's compressor, and stored as it is when that does
+//! not make it smaller. The layout byte by byte, and why each choice: `docs/tape-format.md`,
+//! "Coded buffers". Everything a payload says is checked before it is used: a damaged or
+//! crafted payload gives an error, never a panic or an allocation it did not justify.
+
+use std::collections::HashMap;
+
+use arrow_array::RecordBatch;
+use arrow_buffer::Buffer;
+use arrow_schema::{ArrowError, DataType, SchemaRef};
+
+/// The compressor of a version-3 payload's buffers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Codec {
+    /// zstd at a level (1–22).
+    Zstd(i32),
+    /// xz's LZMA2 (raw, no container) at a preset (0–9).
+    Xz(u32),
+}
+
+/// The largest uncompressed body a version-3 payload may describe (1 GiB): a writer refuses
+/// more, so a reader never allocates more for one frame.
+pub const MAX_BODY: usize = 1 << 30;
+
+/// Bytes of a buffer record's fixed part.
+pub const RECORD_HEADER: usize = 28;
+
+const STORED: u8 = 0;
+const ZSTD: u8 = 1;
+const LZMA2: u8 = 2;
+
+const NO_TRANSFORM: u8 = 0;
+const INTEGERS: u8 = 1;
+const SHUFFLE: u8 = 2;
+
+/// Buffers shorter than this are stored as they are: a compressor's own header would eat
+/// what it saves.
+const SMALL: usize = 64;
+
+/// What the writer knows of a buffer from the schema: the transform that suits it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Hint {
+    None,
+    /// Little-endian signed integers of this many bytes (2, 4 or 8).
+    Integers(u8),
+    /// Fixed-width values of this many bytes whose bytes are best grouped by position.
+    Shuffle(u8),
+}
+
+fn bad(what: impl std::fmt::Display) -> ArrowError {
+    ArrowError::IpcError(format!("coded frame payload: {what}"))
+}
+
+/// What a buffer must hold for a column of `rows` rows: Arrow's reader trusts it (and panics
+/// on some shortfalls instead of failing).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Need {
+    /// A validity bitmap: empty when the column has no nulls, else a bit per row.
+    Validity,
+    /// A bit per row.
+    Bits,
+    /// So many bytes per row (fixed-width values, views).
+    PerRow(usize),
+    /// Offsets of so many bytes: one per row and one more (none for no rows).
+    Offsets(usize),
+    /// Anything (text and binary data).
+    Any,
+}
+
+/// Each buffer of a message of a flat schema (the types tapedeck's sources and packs write):
+/// its top-level column, its transform, and what it must hold. `None` for a schema with
+/// nested or dictionary columns (their buffers are coded without transforms, all decoded, and
+/// left to Arrow's checks), or a message whose buffer list does not match the schema.
+fn buffer_map(
+    schema: &SchemaRef,
+    batch: &arrow_ipc::RecordBatch<'_>,
+) -> Option<Vec<(usize, Hint, Need)>> {
+    let mut variadic = batch.variadicBufferCounts().map(|v| v.iter());
+    let mut out = Vec::new();
+    for (i, field) in schema.fields().iter().enumerate() {
+        // Every field's first buffer is its validity bitmap.
+        out.push((i, Hint::None, Need::Validity));
+        let (hint, need) = match field.data_type() {
+            DataType::Boolean => (Hint::None, Need::Bits),
+            DataType::Int8 | DataType::UInt8 => (Hint::None, Need::PerRow(1)),
+            DataType::Float16 => (Hint::None, Need::PerRow(2)),
+            DataType::Int16 | DataType::UInt16 => (Hint::Integers(2), Need::PerRow(2)),
+            DataType::Int32
+            | DataType::UInt32
+            | DataType::Date32
+            | DataType::Time32(_)
+            | DataType::Interval(arrow_schema::IntervalUnit::YearMonth) => {
+                (Hint::Integers(4), Need::PerRow(4))
+            }
+            DataType::Int64
+            | DataType::UInt64
+            | DataType::Date64
+            | DataType::Time64(_)
+            | DataType::Timestamp(..)
+            | DataType::Duration(_) => (Hint::Integers(8), Need::PerRow(8)),
+            DataType::Float32 => (Hint::Shuffle(4), Need::PerRow(4)),
+            DataType::Float64 => (Hint::Shuffle(8), Need::PerRow(8)),
+            DataType::Utf8 | DataType::Binary => {
+                out.push((i, Hint::Integers(4), Need::Offsets(4)));
+                (Hint::None, Need::Any)
+            }
+            DataType::LargeUtf8 | DataType::LargeBinary => {
+                out.push((i, Hint::Integers(8), Need::Offsets(8)));
+                (Hint::None, Need::Any)
+            }
+            DataType::Utf8View | DataType::BinaryView => {
+                out.push((i, Hint::None, Need::PerRow(16)));
+                let n = variadic.as_mut()?.next()?;
+                for _ in 1..usize::try_from(n).ok()? {
+                    out.push((i, Hint::None, Need::Any));
+                }
+                if n == 0 {
+                    continue;
+                }
+                (Hint::None, Need::Any)
+            }
+            DataType::FixedSizeBinary(w) => (Hint::None, Need::PerRow(usize::try_from(*w).ok()?)),
+            DataType::Decimal128(..) => (Hint::None, Need::PerRow(16)),
+            DataType::Decimal256(..) => (Hint::None, Need::PerRow(32)),
+            _ => return None,
+        };
+        out.push((i, hint, need));
+    }
+    (out.len() == batch.buffers()?.len()).then_some(out)
+}
+
+/// Checks each buffer of a flat schema's message against its column's row and null counts.
+fn check_lengths(
+    batch: &arrow_ipc::RecordBatch<'_>,
+    map: &[(usize, Hint, Need)],
+) -> Result<(), ArrowError> {
+    let (Some(nodes), Some(buffers)) = (batch.nodes(), batch.buffers()) else {
+        return Err(ipc_bad("no field nodes or buffer list"));
+    };
+    for (k, ((col, _, need), b)) in map.iter().zip(buffers.iter()).enumerate() {
+        // `get` panics past the end: the bound first.
+        let node = (*col < nodes.len())
+            .then(|| nodes.get(*col))
+            .ok_or_else(|| ipc_bad(&format!("no field node for column {col}")))?;
+        let rows = usize::try_from(node.length()).map_err(|_| ipc_bad("a negative length"))?;
+        let nulls =
+            usize::try_from(node.null_count()).map_err(|_| ipc_bad("a negative null count"))?;
+        let len = usize::try_from(b.length()).map_err(|_| ipc_bad("a negative buffer length"))?;
+        let bits = rows.div_ceil(8);
+        let ok = match need {
+            Need::Validity => nulls <= rows && (len == 0 && nulls == 0 || len >= bits),
+            Need::Bits => len >= bits,
+            Need::PerRow(w) => rows.checked_mul(*w).is_some_and(|n| len >= n),
+            Need::Offsets(w) => {
+                rows == 0
+                    || rows
+                        .checked_add(1)
+                        .and_then(|r| r.checked_mul(*w))
+                        .is_some_and(|n| len >= n)
+            }
+            Need::Any => true,
+        };
+        if !ok {
+            return Err(ipc_bad(&format!(
+                "buffer {k} ({len} bytes) is too short for column {col}'s {rows} rows"
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn ipc_bad(what: &str) -> ArrowError {
+    ArrowError::IpcError(format!("frame payload: {what}"))
+}
+
+/// Views (`Utf8View`, `BinaryView`) anywhere in `t`: one variadic buffer count each.
+fn views_in(t: &DataType) -> usize {
+    match t {
+        DataType::Utf8View | DataType::BinaryView => 1,
+        DataType::List(f)
+        | DataType::LargeList(f)
+        | DataType::FixedSizeList(f, _)
+        | DataType::ListView(f)
+        | DataType::LargeListView(f)
+        | DataType::Map(f, _) => views_in(f.data_type()),
+        DataType::Struct(fs) => fs.iter().map(|f| views_in(f.data_type())).sum(),
+        DataType::Union(fs, _) => fs.iter().map(|(_, f)| views_in(f.data_type())).sum(),
+        DataType::Dictionary(_, v) => views_in(v),
+        DataType::RunEndEncoded(_, v) => views_in(v.data_type()),
+        _ => 0,
+    }
+}
+
+/// Checks what Arrow's reader asserts or trusts instead of checking: one variadic buffer count
+/// per view column (a damaged or crafted message with more would make it panic), none larger
+/// than the message's buffer list (it would push that many buffers before failing).
+pub(crate) fn check_variadic(
+    schema: &SchemaRef,
+    batch: &arrow_ipc::RecordBatch<'_>,
+) -> Result<(), ArrowError> {
+    let views: usize = schema
+        .fields()
+        .iter()
+        .map(|f| views_in(f.data_type()))
+        .sum();
+    let counts = batch.variadicBufferCounts().map_or(0, |v| v.len());
+    if views != counts {
+        return Err(ipc_bad(&format!(
+            "{counts} variadic buffer counts for {views} view columns"
+        )));
+    }
+    let buffers = batch.buffers().map_or(0, |b| b.len());
+    if let Some(v) = batch.variadicBufferCounts()
+        && v.iter()
+            .any(|n| usize::try_from(n).map_or(true, |n| n > buffers))
+    {
+        return Err(ipc_bad(
+            "a variadic buffer count larger than the buffer list",
+        ));
+    }
+    Ok(())
+}
+
+/// The parts of an encapsulated IPC message: its metadata flatbuffer and its body.
+pub(crate) fn split_message(message: &[u8]) -> Result<(&[u8], &[u8]), ArrowError> {
+    let (meta_start, meta_len) = match message {
+        [0xff, 0xff, 0xff, 0xff, a, b, c, d, ..] => (8, i32::from_le_bytes([*a, *b, *c, *d])),
+        [a, b, c, d, ..] => (4, i32::from_le_bytes([*a, *b, *c, *d])),
+        _ => return Err(ipc_bad("shorter than a message prefix")),
+    };
+    let meta_end = usize::try_from(meta_len)
+        .ok()
+        .and_then(|l| l.checked_add(meta_start))
+        .filter(|&e| e <= message.len())
+        .ok_or_else(|| ipc_bad("metadata length runs past the payload"))?;
+    Ok((&message[meta_start..meta_end], &message[meta_end..]))
+}
+
+/// Codes an uncompressed encapsulated IPC record-batch message (as Arrow's stream writer makes
+/// it without compression) into a version-3 payload.
+pub fn encode(schema: &SchemaRef, message: &[u8], codec: Codec) -> Result<Vec<u8>, ArrowError> {
+    let (meta, body) = split_message(message)?;
+    let parsed = arrow_ipc::root_as_message(meta).map_err(|e| bad(e))?;
+    let batch = parsed
+        .header_as_record_batch()
+        .ok_or_else(|| bad("not a record-batch message"))?;
+    if batch.compression().is_some() {
+        return Err(bad("the message to code is already compressed"));
+    }
+    let buffers = batch.buffers().ok_or_else(|| bad("no buffer list"))?;
+    if body.len() > MAX_BODY {
+        return Err(bad(
+            "a frame of more than 1 GiB uncompressed: cut it into smaller frames",
+        ));
+    }
+    let hints = buffer_map(schema, &batch);
+    let meta_len = u32::try_from(meta.len()).map_err(|_| bad("metadata of 4 GiB or more"))?;
+    let mut out = Vec::with_capacity(4 + meta.len() + body.len() / 2);
+    out.extend_from_slice(&meta_len.to_le_bytes());
+    out.extend_from_slice(meta);
+    for (k, b) in buffers.iter().enumerate() {
+        let start = usize::try_from(b.offset()).map_err(|_| bad("negative buffer offset"))?;
+        let len = usize::try_from(b.length()).map_err(|_| bad("negative buffer length"))?;
+        let bytes = start
+            .checked_add(len)
+            .and_then(|end| body.get(start..end))
+            .ok_or_else(|| bad(format!("buffer {k} runs past the body")))?;
+        let hint = hints
+            .as_ref()
+            .and_then(|h| h.get(k))
+            .map_or(Hint::None, |h| h.1);
+        encode_buffer(bytes, hint, codec, &mut out)?;
+    }
+    Ok(out)
+}
+
+/// The transformed bytes of a buffer and its record's transform fields.
+struct Transformed {
+    transform: u8,
+    width: u8,
+    stored_width: u8,
+    delta: bool,
+    base: i64,
+    first: i64,
+    bytes: Vec<u8>,
+}
+
+fn read_int(chunk: &[u8]) -> i64 {
+    match *chunk {
+        [a, b] => i64::from(i16::from_le_bytes([a, b])),
+        [a, b, c, d] => i64::from(i32::from_le_bytes([a, b, c, d])),
+        [a, b, c, d, e, f, g, h] => i64::from_le_bytes([a, b, c, d, e, f, g, h]),
+        _ => 0,
+    }
+}
+
+/// Bytes needed for every value of `0..=range`.
+fn width_of(range: u64) -> u8 {
+    ((64 - range.leading_zeros()).div_ceil(8)) as u8
+}
+
+fn transform(bytes: &[u8], hint: Hint) -> Option<Transformed> {
+    match hint {
+        Hint::None => None,
+        Hint::Shuffle(e) => {
+            let e = usize::from(e);
+            if bytes.len() % e != 0 || bytes.is_empty() {
+                return None;
+            }
+            let n = bytes.len() / e;
+            let mut out = vec![0u8; bytes.len()];
+            for (i, v) in bytes.chunks_exact(e).enumerate() {
+                for (b, &x) in v.iter().enumerate() {
+                    out[b * n + i] = x;
+                }
+            }
+            Some(Transformed {
+                transform: SHUFFLE,
+                width: e as u8,
+                stored_width: 0,
+                delta: false,
+                base: 0,
+                first: 0,
+                bytes: out,
+            })
+        }
+        Hint::Integers(e) => {
+            let ew = usize::from(e);
+            if bytes.len() % ew != 0 || bytes.is_empty() {
+                return None;
+            }
+            let values: Vec<i64> = bytes.chunks_exact(ew).map(read_int).collect();
+            let (lo, hi) = values
+                .iter()
+                .fold((i64::MAX, i64::MIN), |(l, h), &v| (l.min(v), h.max(v)));
+            let for_range = hi.wrapping_sub(lo) as u64;
+            let (mut dlo, mut dhi) = (i64::MAX, i64::MIN);
+            for w in values.windows(2) {
+                let d = w[1].wrapping_sub(w[0]);
+                dlo = dlo.min(d);
+                dhi = dhi.max(d);
+            }
+            let delta_range = if values.len() > 1 {
+                dhi.wrapping_sub(dlo) as u64
+            } else {
+                u64::MAX
+            };
+            let (for_w, delta_w) = (width_of(for_range), width_of(delta_range));
+            let delta = delta_w < for_w;
+            let stored_width = for_w.min(delta_w);
+            if stored_width >= e && !delta {
+                return None;
+            }
+            let sw = usize::from(stored_width);
+            let (base, first, count) = if delta {
+                (dlo, values[0], values.len() - 1)
+            } else {
+                (lo, 0, values.len())
+            };
+            let mut out = Vec::with_capacity(count * sw);
+            let mut push = |x: i64| {
+                let u = x.wrapping_sub(base) as u64;
+                out.extend_from_slice(&u.to_le_bytes()[..sw]);
+            };
+            if delta {
+                for w in values.windows(2) {
+                    push(w[1].wrapping_sub(w[0]));
+                }
+            } else {
+                for &v in &values {
+                    push(v);
+                }
+            }
+            Some(Transformed {
+                transform: INTEGERS,
+                width: e,
+                stored_width,
+                delta,
+                base,
+                first,
+                bytes: out,
+            })
+        }
+    }
+}
+
+fn compress(bytes: &[u8], codec: Codec) -> Result<Vec<u8>, ArrowError> {
+    match codec {
+        Codec::Zstd(level) => zstd::bulk::compress(bytes, level)
+            .map_err(|e| ArrowError::IpcError(format!("zstd: {e}"))),
+        Codec::Xz(preset) => {
+            let mut options = liblzma::stream::LzmaOptions::new_preset(preset.min(9))
+                .map_err(|e| ArrowError::IpcError(format!("xz: {e}")))?;
+            // The dictionary needs be no larger than the buffer, and the reader sizes its own
+            // by the buffer (the raw stream does not say it).
+            let dict = lzma_dict(bytes.len()).min(options_dict(preset));
+            options.dict_size(dict);
+            let mut filters = liblzma::stream::Filters::new();
+            filters.lzma2(&options);
+            let mut stream = liblzma::stream::Stream::new_raw_encoder(&filters)
+                .map_err(|e| ArrowError::IpcError(format!("xz: {e}")))?;
+            let mut out = Vec::with_capacity(bytes.len() / 2 + 64);
+            loop {
+                let consumed = usize::try_from(stream.total_in()).unwrap_or(usize::MAX);
+                let rest = bytes.get(consumed..).unwrap_or_default();
+                if out.len() == out.capacity() {
+                    out.reserve(out.capacity().max(4096));
+                }
+                let status = stream
+                    .process_vec(rest, &mut out, liblzma::stream::Action::Finish)
+                    .map_err(|e| ArrowError::IpcError(format!("xz: {e}")))?;
+                if status == liblzma::stream::Status::StreamEnd {
+                    return Ok(out);
+                }
+            }
+        }
+    }
+}
+
+/// The dictionary of a preset (xz's table).
+fn options_dict(preset: u32) -> u32 {
+    match preset {
+        0 => 256 << 10,
+        1 => 1 << 20,
+        2 => 2 << 20,
+        3 | 4 => 4 << 20,
+        5 | 6 => 8 << 20,
+        7 => 16 << 20,
+        8 => 32 << 20,
+        _ => 64 << 20,
+    }
+}
+
+/// The dictionary for a buffer of `len` bytes: its length, at least LZMA2's minimum (4 KiB),
+/// at most 1 GiB (no buffer of a frame is longer).
+fn lzma_dict(len: usize) -> u32 {
+    u32::try_from(len).unwrap_or(u32::MAX).clamp(4096, 1 << 30)
+}
+
+fn encode_buffer(
+    bytes: &[u8],
+    hint: Hint,
+    codec: Codec,
+    out: &mut Vec<u8>,
+) -> Result<(), ArrowError> {
+    let t = if bytes.len() < SMALL {
+        None
+    } else {
+        transform(bytes, hint)
+    };
+    let plain: &[u8] = t.as_ref().map_or(bytes, |t| &t.bytes);
+    let packed = if plain.len() < SMALL {
+        None
+    } else {
+        Some(compress(plain, codec)?).filter(|c| c.len() < plain.len())
+    };
+    let (codec_byte, data) = match &packed {
+        Some(c) => (
+            match codec {
+                Codec::Zstd(_) => ZSTD,
+                Codec::Xz(_) => LZMA2,
+            },
+            c.as_slice(),
+        ),
+        None => (STORED, plain),
+    };
+    let len = u32::try_from(data.len()).map_err(|_| bad("a buffer of 4 GiB or more"))?;
+    out.push(codec_byte);
+    match &t {
+        Some(t) => {
+            out.extend_from_slice(&[t.transform, t.width, t.stored_width, u8::from(t.delta)]);
+            out.extend_from_slice(&[0, 0, 0]);
+            out.extend_from_slice(&len.to_le_bytes());
+            out.extend_from_slice(&t.base.to_le_bytes());
+            out.extend_from_slice(&t.first.to_le_bytes());
+        }
+        None => {
+            out.extend_from_slice(&[NO_TRANSFORM, 0, 0, 0, 0, 0, 0]);
+            out.extend_from_slice(&len.to_le_bytes());
+            out.extend_from_slice(&[0u8; 16]);
+        }
+    }
+    out.extend_from_slice(data);
+    Ok(())
+}
+
+fn decompress(codec: u8, data: &[u8], len: usize) -> Result<Vec<u8>, ArrowError> {
+    match codec {
+        STORED => {
+            if data.len() != len {
+                return Err(bad(format!(
+                    "a stored buffer of {} bytes where {len} are due",
+                    data.len()
+                )));
+            }
+            Ok(data.to_vec())
+        }
+        ZSTD => {
+            // Streamed, so memory grows with what the data holds, not with what it claims.
+            use std::io::Read;
+            let mut out = Vec::new();
+            zstd::stream::read::Decoder::with_buffer(data)
+                .map_err(|e| bad(format!("zstd: {e}")))?
+                .take(len as u64 + 1)
+                .read_to_end(&mut out)
+                .map_err(|e| bad(format!("zstd: {e}")))?;
+            if out.len() != len {
+                return Err(bad(format!(
+                    "a zstd buffer of {} bytes where {len} are due",
+                    out.len()
+                )));
+            }
+            Ok(out)
+        }
+        LZMA2 => {
+            let mut options =
+                liblzma::stream::LzmaOptions::new_preset(0).map_err(|e| bad(format!("xz: {e}")))?;
+            // No writer's dictionary is larger than the buffer or than preset 9's 64 MiB.
+            options.dict_size(lzma_dict(len).min(64 << 20));
+            let mut filters = liblzma::stream::Filters::new();
+            filters.lzma2(&options);
+            let mut stream = liblzma::stream::Stream::new_raw_decoder(&filters)
+                .map_err(|e| bad(format!("xz: {e}")))?;
+            // Grown as the stream produces (memory follows what the data holds), to one byte
+            // more than is due: a stream that gets there is longer than it says.
+            let mut out: Vec<u8> = Vec::new();
+            loop {
+                if out.len() == out.capacity() {
+                    let room = out.capacity().clamp(4096, 16 << 20);
+                    out.reserve_exact(
+                        room.min(len.saturating_add(1).saturating_sub(out.len()))
+                            .max(1),
+                    );
+                }
+                let consumed = usize::try_from(stream.total_in()).unwrap_or(usize::MAX);
+                let rest = data.get(consumed..).unwrap_or_default();
+                let before = (out.len(), consumed);
+                let status = stream
+                    .process_vec(rest, &mut out, liblzma::stream::Action::Finish)
+                    .map_err(|e| bad(format!("xz: {e}")))?;
+                if out.len() > len {
+                    return Err(bad(format!("an xz buffer longer than the {len} bytes due")));
+                }
+                if status == liblzma::stream::Status::StreamEnd {
+                    break;
+                }
+                let now = (
+                    out.len(),
+                    usize::try_from(stream.total_in()).unwrap_or(usize::MAX),
+                );
+                if now == before {
+                    return Err(bad("an xz buffer that ends early"));
+                }
+            }
+            if out.len() != len {
+                return Err(bad(format!(
+                    "an xz buffer of {} bytes where {len} are due",
+                    out.len()
+                )));
+            }
+            Ok(out)
+        }
+        other => Err(bad(format!("unknown compressor {other}"))),
+    }
+}
+
+/// Undoes a transform into `dst` (exactly the buffer's length).
+fn untransform(head: &[u8; RECORD_HEADER], plain: &[u8], dst: &mut [u8]) -> Result<(), ArrowError> {
+    let (transform, e, sw, flags) = (head[1], usize::from(head[2]), usize::from(head[3]), head[4]);
+    let mut base = [0u8; 8];
+    base.copy_from_slice(&head[12..20]);
+    let base = i64::from_le_bytes(base);
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&head[20..28]);
+    let first = i64::from_le_bytes(first);
+    match transform {
+        NO_TRANSFORM => {
+            if plain.len() != dst.len() {
+                return Err(bad("a buffer of the wrong length"));
+            }
+            dst.copy_from_slice(plain);
+        }
+        SHUFFLE => {
+            if e == 0 || dst.len() % e != 0 || plain.len() != dst.len() {
+                return Err(bad("a shuffled buffer of the wrong length"));
+            }
+            let n = dst.len() / e;
+            for (i, v) in dst.chunks_exact_mut(e).enumerate() {
+                for (b, x) in v.iter_mut().enumerate() {
+                    *x = plain[b * n + i];
+                }
+            }
+        }
+        INTEGERS => {
+            if !matches!(e, 2 | 4 | 8) || sw > e || flags > 1 || dst.len() % e != 0 {
+                return Err(bad("an integer buffer with impossible widths"));
+            }
+            let n = dst.len() / e;
+            let delta = flags == 1;
+            let count = if delta { n.saturating_sub(1) } else { n };
+            if n == 0 || plain.len() != count.saturating_mul(sw) {
+                return Err(bad("an integer buffer of the wrong length"));
+            }
+            let stored = |k: usize| -> i64 {
+                let mut x = [0u8; 8];
+                if sw > 0 {
+                    x[..sw].copy_from_slice(&plain[k * sw..(k + 1) * sw]);
+                }
+                base.wrapping_add(u64::from_le_bytes(x) as i64)
+            };
+            let mut prev = first;
+            for (i, out) in dst.chunks_exact_mut(e).enumerate() {
+                let v = if !delta {
+                    stored(i)
+                } else if i == 0 {
+                    first
+                } else {
+                    prev.wrapping_add(stored(i - 1))
+                };
+                prev = v;
+                out.copy_from_slice(&v.to_le_bytes()[..e]);
+            }
+        }
+        other => return Err(bad(format!("unknown transform {other}"))),
+    }
+    Ok(())
+}
+
+/// Bytes of a buffer's transformed form, from its record header and its length in the body.
+fn transformed_len(head: &[u8; RECORD_HEADER], len: usize) -> Result<usize, ArrowError> {
+    if head[1] != INTEGERS {
+        return Ok(len);
+    }
+    let (e, sw) = (usize::from(head[2]), usize::from(head[3]));
+    if !matches!(e, 2 | 4 | 8) || sw > e {
+        return Err(bad("an integer buffer with impossible widths"));
+    }
+    let n = len / e;
+    let count = if head[4] == 1 { n.saturating_sub(1) } else { n };
+    Ok(count.saturating_mul(sw))
+}
+
+/// Decodes a version-3 payload: the record batch of `schema` it holds, with only the columns
+/// `projection` names (indices into `schema`, in the order wanted) when given; the other
+/// columns' buffers are not decompressed.
+pub fn decode(
+    schema: &SchemaRef,
+    payload: &[u8],
+    projection: Option<&[usize]>,
+) -> Result<RecordBatch, ArrowError> {
+    let meta_len = payload
+        .get(..4)
+        .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+        .ok_or_else(|| bad("shorter than its metadata length"))?;
+    let meta = payload
+        .get(4..4usize.saturating_add(meta_len))
+        .ok_or_else(|| bad("metadata runs past the payload"))?;
+    let message = arrow_ipc::root_as_message(meta).map_err(|e| bad(e))?;
+    let batch = message
+        .header_as_record_batch()
+        .ok_or_else(|| bad("not a record-batch message"))?;
+    if batch.compression().is_some() {
+        return Err(bad("metadata names a body compression"));
+    }
+    check_variadic(schema, &batch)?;
+    let buffers = batch.buffers().ok_or_else(|| bad("no buffer list"))?;
+    let body_len = usize::try_from(message.bodyLength())
+        .ok()
+        .filter(|&l| l <= MAX_BODY)
+        .ok_or_else(|| bad("a body of more than 1 GiB"))?;
+    let rows = usize::try_from(batch.length()).map_err(|_| bad("a negative row count"))?;
+    let map = buffer_map(schema, &batch);
+    if let Some(map) = &map {
+        check_lengths(&batch, map)?;
+    }
+    let wanted: Option<Vec<bool>> = match (projection, &map) {
+        (Some(p), Some(map)) => Some(map.iter().map(|(col, ..)| p.contains(col)).collect()),
+        _ => None,
+    };
+    // Built buffer by buffer, each where the metadata puts it: Arrow's writer leaves at most
+    // 63 bytes of padding between buffers, so the body grows with what is decoded, not with
+    // what the metadata claims.
+    let mut body: Vec<u8> = Vec::new();
+    let mut at = 4 + meta_len;
+    for (k, b) in buffers.iter().enumerate() {
+        let head: &[u8; RECORD_HEADER] = payload
+            .get(at..at.saturating_add(RECORD_HEADER))
+            .and_then(|h| h.try_into().ok())
+            .ok_or_else(|| bad(format!("buffer {k}'s record runs past the payload")))?;
+        if head[5..8] != [0, 0, 0] {
+            return Err(bad(format!("buffer {k}'s record has reserved bytes set")));
+        }
+        let stored = u32::from_le_bytes([head[8], head[9], head[10], head[11]]) as usize;
+        let data_at = at + RECORD_HEADER;
+        let data = payload
+            .get(data_at..data_at.saturating_add(stored))
+            .ok_or_else(|| bad(format!("buffer {k} runs past the payload")))?;
+        at = data_at + stored;
+        let start = usize::try_from(b.offset()).map_err(|_| bad("negative buffer offset"))?;
+        let len = usize::try_from(b.length()).map_err(|_| bad("negative buffer length"))?;
+        let end = start
+            .checked_add(len)
+            .filter(|&e| e <= body_len && start >= body.len() && start - body.len() < 64)
+            .ok_or_else(|| bad(format!("buffer {k} is not where the body continues")))?;
+        if wanted
+            .as_ref()
+            .is_some_and(|w| !w.get(k).copied().unwrap_or(true))
+        {
+            body.resize(end, 0);
+            continue;
+        }
+        if head[1] == INTEGERS && head[2] > 0 && len / usize::from(head[2]) > rows.saturating_add(1)
+        {
+            return Err(bad(format!(
+                "buffer {k} holds more values than the batch has rows"
+            )));
+        }
+        let plain = decompress(head[0], data, transformed_len(head, len)?)
+            .map_err(|e| bad(format!("buffer {k}: {e}")))?;
+        body.resize(end, 0);
+        untransform(head, &plain, &mut body[start..end])
+            .map_err(|e| bad(format!("buffer {k}: {e}")))?;
+    }
+    if at != payload.len() {
+        return Err(bad("bytes after the last buffer"));
+    }
+    arrow_ipc::reader::read_record_batch(
+        &Buffer::from_vec(body),
+        batch,
+        schema.clone(),
+        &HashMap::new(),
+        projection,
+        &message.version(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn integer_widths() {
+        assert_eq!(width_of(0), 0);
+        assert_eq!(width_of(255), 1);
+        assert_eq!(width_of(256), 2);
+        assert_eq!(width_of(u64::MAX), 8);
+    }
+
+    #[test]
+    fn integers_round_trip_through_both_forms() {
+        for values in [
+            vec![5i64; 40],
+            (0..40).map(|k| 1_700_000_000_000_000 + k * 1000).collect(),
+            [i64::MIN, i64::MAX, 0, -1].repeat(10),
+            [3, -7, 120, 0].repeat(10),
+        ] {
+            let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+            let mut out = Vec::new();
+            encode_buffer(&bytes, Hint::Integers(8), Codec::Zstd(3), &mut out).unwrap();
+            let head: [u8; RECORD_HEADER] = out[..RECORD_HEADER].try_into().unwrap();
+            let plain = decompress(
+                head[0],
+                &out[RECORD_HEADER..],
+                transformed_len(&head, bytes.len()).unwrap(),
+            )
+            .unwrap();
+            let mut back = vec![0u8; bytes.len()];
+            untransform(&head, &plain, &mut back).unwrap();
+            assert_eq!(back, bytes, "{values:?}");
+        }
+    }
+}
