@@ -166,7 +166,7 @@ fn standard_input_packs_and_bad_arguments_exit_2() {
 
     for bad in [
         vec!["pack", "x", "y", "--format", "xml"],
-        vec!["pack", "x", "y", "--level", "0"],
+        vec!["pack", "x", "y", "--backend", "zstd", "--level", "0"],
         vec!["pack", "x", "y", "--level", "23"],
         vec!["pack", "x", "y", "--backend", "xz", "--level", "10"],
         vec!["pack", "x", "y", "--backend", "lz4"],

@@ -36,6 +36,7 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
 use crate::tape::codec::{BatchDecoder, BatchEncoder};
+use crate::tape::format::Coding;
 use crate::tape::{Compression, FsyncPolicy, StartAt, TapeOptions, TapeReader, TapeWriter};
 use chunk::{Chunk, Chunker};
 use codec::Codec;
@@ -49,21 +50,25 @@ const MAX_TRAILER_BYTES: u64 = 16 << 20;
 /// The version of the pack format this build writes (2: frames of coded buffers, frame format
 /// version 3); it reads 1 and 2.
 pub const VERSION: u32 = 2;
-/// The default backend of a pack's frames.
-pub const DEFAULT_BACKEND: Backend = Backend::Zstd;
-/// The default zstd level of a pack's frames.
+/// The default backend of a pack's frames: xz, whose packs of CSV files are smaller than `xz -9`
+/// makes them, several times faster (BENCHMARKS.md, "Packs").
+pub const DEFAULT_BACKEND: Backend = Backend::Xz;
+/// The default zstd level of a pack's frames (`--backend zstd`).
 pub const DEFAULT_LEVEL: i32 = 3;
-/// The default xz preset of a pack's frames (`--backend xz`).
-pub const DEFAULT_XZ_LEVEL: i32 = 6;
+/// The default xz preset of a pack's frames: 5, the smallest preset whose packs of
+/// nycflights13's flights.csv are smaller than `xz -9`'s, at 5.7 times its speed (4: 4% larger
+/// than xz -9's; 6: at 4.3 times its speed).
+pub const DEFAULT_XZ_LEVEL: i32 = 5;
 
 /// The compressor of a pack's buffers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Backend {
-    /// zstd, levels 1–22 (a pack of format version 1 is always zstd).
+    /// zstd, levels 1–22: faster to pack and to unpack, larger (a pack of format version 1 is
+    /// always zstd, and a trailer without a backend means zstd).
     #[default]
     Zstd,
-    /// xz's LZMA2, presets 0–9: smaller, slower to pack and to unpack.
+    /// xz's LZMA2, presets 0–9 (the default backend, preset 5).
     Xz,
 }
 
@@ -483,8 +488,19 @@ fn sync_dir(dir: &Path) -> Result<()> {
         .map_err(|e| Error::io("sync", dir, e))
 }
 
+/// A chunk's frame as it is written: the batch, whether it is the plain form, and its
+/// payload, encoded and checked.
+struct Chosen {
+    batch: RecordBatch,
+    raw: bool,
+    payload: Vec<u8>,
+    coding: Coding,
+}
+
 /// The chosen structured form of a chunk, its plain form, or the plain form because the
-/// structured one did not give the bytes back.
+/// structured one did not give the bytes back. Under xz the two forms are compared by their
+/// zstd sizes (level 3, both coded; a proxy ranking them as xz does, at a fraction of its
+/// time), and only the chosen one is compressed with xz — and checked again.
 fn choose(
     codec: &dyn Codec,
     schema: &SchemaRef,
@@ -493,75 +509,102 @@ fn choose(
     compression: Compression,
     level: i32,
     slack: f64,
-) -> std::result::Result<(RecordBatch, bool), String> {
+) -> std::result::Result<Chosen, String> {
     let expect_from = chunk
         .records
         .get(first)
         .map_or(chunk.bytes.len(), |r| r.start);
     let expect = &chunk.bytes[expect_from..];
+    let (cmp, cmp_level) = match compression {
+        Compression::CodedXz => (Compression::CodedZstd, 3),
+        c => (c, level),
+    };
+    let exact = cmp == compression;
     let (structured, raw) = std::thread::scope(|s| {
-        let raw = s.spawn(|| -> std::result::Result<(RecordBatch, usize), String> {
-            let batch = codec::raw(schema, chunk, first).map_err(|e| e.to_string())?;
-            let size = encoded_size(schema, &batch, compression, level)?;
-            Ok((batch, size))
-        });
-        let structured = (|| -> std::result::Result<(RecordBatch, usize, bool), String> {
-            let batch = codec::encode(codec, schema, chunk, first).map_err(|e| e.to_string())?;
-            let (size, back) = round_trip(schema, &batch, compression, level)?;
-            let mut bytes = Vec::with_capacity(expect.len());
-            let same = codec::render_batch(codec, &back, &mut bytes).is_ok() && bytes == expect;
-            Ok((batch, size, same))
-        })();
+        let raw = s.spawn(
+            || -> std::result::Result<(RecordBatch, Vec<u8>, Coding), String> {
+                let batch = codec::raw(schema, chunk, first).map_err(|e| e.to_string())?;
+                let (payload, coding) = encode(schema, &batch, cmp, cmp_level)?;
+                Ok((batch, payload, coding))
+            },
+        );
+        let structured =
+            (|| -> std::result::Result<(RecordBatch, Vec<u8>, Coding, bool), String> {
+                let batch =
+                    codec::encode(codec, schema, chunk, first).map_err(|e| e.to_string())?;
+                let (payload, coding) = encode(schema, &batch, cmp, cmp_level)?;
+                let same = gives_back(codec, schema, &payload, coding, expect)?;
+                Ok((batch, payload, coding, same))
+            })();
         (structured, raw.join())
     });
-    let (raw, raw_size) = raw
+    let (raw, raw_payload, raw_coding) = raw
         .map_err(|_| "encoding the chunk's plain form panicked (a bug: please report it; --format lines avoids the columns)".to_string())??;
-    match structured {
-        Ok((batch, size, true)) if size as f64 <= raw_size as f64 * (1.0 + slack.max(0.0)) => {
-            Ok((batch, false))
+    if let Ok((batch, payload, coding, true)) = structured
+        && payload.len() as f64 <= raw_payload.len() as f64 * (1.0 + slack.max(0.0))
+    {
+        if exact {
+            return Ok(Chosen {
+                batch,
+                raw: false,
+                payload,
+                coding,
+            });
         }
-        // Larger than the plain form, not giving the bytes back, or failing to encode at all:
-        // the plain form, whose rows need no codec.
-        _ => {
-            // The plain form gives the bytes back by construction; check it all the same.
-            let (_, back) = round_trip(schema, &raw, compression, level)?;
-            let mut bytes = Vec::with_capacity(expect.len());
-            codec::render_batch(codec, &back, &mut bytes)?;
-            if bytes != expect {
-                return Err("the plain form of the chunk does not give its bytes back (a bug: please report it with the input; nothing was written under the pack's name)".into());
-            }
-            Ok((raw, true))
+        let (payload, coding) = encode(schema, &batch, compression, level)?;
+        if gives_back(codec, schema, &payload, coding, expect)? {
+            return Ok(Chosen {
+                batch,
+                raw: false,
+                payload,
+                coding,
+            });
         }
     }
+    // Larger than the plain form, not giving the bytes back, or failing to encode at all: the
+    // plain form, whose rows need no codec. It gives the bytes back by construction; it is
+    // checked all the same.
+    let (payload, coding) = if exact {
+        (raw_payload, raw_coding)
+    } else {
+        encode(schema, &raw, compression, level)?
+    };
+    if !gives_back(codec, schema, &payload, coding, expect)? {
+        return Err("the plain form of the chunk does not give its bytes back (a bug: please report it with the input; nothing was written under the pack's name)".into());
+    }
+    Ok(Chosen {
+        batch: raw,
+        raw: true,
+        payload,
+        coding,
+    })
 }
 
-fn encoded_size(
+/// `batch`'s payload as the tape stores it.
+fn encode(
     schema: &SchemaRef,
     batch: &RecordBatch,
     compression: Compression,
     level: i32,
-) -> std::result::Result<usize, String> {
-    let mut enc =
-        BatchEncoder::with_level(schema, compression, Some(level)).map_err(|e| e.to_string())?;
-    enc.encode(batch)
-        .map(|(p, _)| p.len())
+) -> std::result::Result<(Vec<u8>, Coding), String> {
+    BatchEncoder::with_level(schema, compression, Some(level))
+        .and_then(|mut enc| enc.encode(batch))
         .map_err(|e| e.to_string())
 }
 
-/// Encodes `batch` as the tape would and decodes it again: its stored size and what a reader
-/// gets.
-fn round_trip(
+/// Decodes a payload as a reader would, renders it, and says whether that gives `expect`.
+fn gives_back(
+    codec: &dyn Codec,
     schema: &SchemaRef,
-    batch: &RecordBatch,
-    compression: Compression,
-    level: i32,
-) -> std::result::Result<(usize, RecordBatch), String> {
-    let mut enc =
-        BatchEncoder::with_level(schema, compression, Some(level)).map_err(|e| e.to_string())?;
-    let (payload, coding) = enc.encode(batch).map_err(|e| e.to_string())?;
+    payload: &[u8],
+    coding: Coding,
+    expect: &[u8],
+) -> std::result::Result<bool, String> {
+    let enc = BatchEncoder::new(schema, Compression::None).map_err(|e| e.to_string())?;
     let mut dec = BatchDecoder::new(enc.schema_message()).map_err(|e| e.to_string())?;
-    let back = dec.decode(&payload, coding).map_err(|e| e.to_string())?;
-    Ok((payload.len(), back))
+    let back = dec.decode(payload, coding).map_err(|e| e.to_string())?;
+    let mut bytes = Vec::with_capacity(expect.len());
+    Ok(codec::render_batch(codec, &back, &mut bytes).is_ok() && bytes == expect)
 }
 
 fn pack_into<R: BufRead>(
@@ -679,7 +722,7 @@ fn pack_into<R: BufRead>(
         let skip = usize::from(is_first && !preamble.is_empty());
         is_first = false;
         if chunk.records.len() > skip {
-            let (batch, raw) = choose(
+            let chosen = choose(
                 codec.as_ref(),
                 &schema,
                 &chunk,
@@ -689,7 +732,8 @@ fn pack_into<R: BufRead>(
                 options.columns_slack,
             )
             .map_err(|m| pack_error(&input_name, Some(p.frames), Some(chunk.offset), m))?;
-            writer.submit(&batch)?;
+            let (batch, raw) = (chosen.batch, chosen.raw);
+            writer.submit_encoded(&batch, chosen.payload, chosen.coding)?;
             p.frames += 1;
             p.raw_frames += u64::from(raw);
             p.records += batch.num_rows() as u64;

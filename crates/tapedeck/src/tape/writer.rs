@@ -131,6 +131,11 @@ struct Inner {
     held_first: u64,
     held_rows: usize,
     held_bytes: usize,
+    /// The payload of the one held batch, encoded by the caller ([`TapeWriter::submit_encoded`]),
+    /// used when the frame is that batch alone.
+    held_payload: Option<(Vec<u8>, Coding)>,
+    /// A payload offered with the batch being submitted, until [`hold`] takes it.
+    offered: Option<(Vec<u8>, Coding)>,
     pending: Vec<u8>,
     /// The committer's last written buffer, kept to be reused (its pages are already mapped).
     spare: Vec<u8>,
@@ -568,6 +573,8 @@ impl TapeWriter {
                 held_first: 0,
                 held_rows: 0,
                 held_bytes: 0,
+                held_payload: None,
+                offered: None,
                 pending: Vec::new(),
                 spare: Vec::new(),
                 next_seq: state.end_seq,
@@ -650,6 +657,22 @@ impl TapeWriter {
     /// [`TapeOptions::disk_full_timeout`].
     pub fn disk_full(&self) -> Option<DiskFull> {
         disk_full(&self.shared)
+    }
+
+    /// Like [`TapeWriter::submit`], with the batch's payload already encoded by a
+    /// [`BatchEncoder`](super::codec::BatchEncoder) of the tape's compression and level (as
+    /// `tapedeck pack` has it after checking it): when the batch is a frame alone (as with
+    /// `frame_rows` 1), that payload is written instead of encoding the batch again.
+    pub(crate) fn submit_encoded(
+        &self,
+        batch: &RecordBatch,
+        payload: Vec<u8>,
+        coding: Coding,
+    ) -> Result<Appended> {
+        lock(&self.shared.inner).offered = Some((payload, coding));
+        let r = self.submit(batch);
+        lock(&self.shared.inner).offered = None;
+        r
     }
 
     /// Adds a batch without waiting for durability; returns its sequence range.
@@ -980,12 +1003,17 @@ fn hold(shared: &Shared, inner: &mut Inner, batch: &RecordBatch) -> Result<Appen
     // never joined: a delivery splits a frame back into blocks by `block_index` alone, and two
     // devices' blocks may share one.
     let own_frame = rows >= OWN_FRAME_ROWS || crate::record::Block::is_wide_block_batch(batch);
+    let offered = inner.offered.take();
     if own_frame {
         cut_frame(shared, inner)?;
     }
     let first_seq = inner.next_seq;
     if inner.held.is_empty() {
         inner.held_first = first_seq;
+        inner.held_payload = offered;
+    } else {
+        // Joined with others: the frame is encoded whole.
+        inner.held_payload = None;
     }
     inner.held.push(batch.clone());
     inner.held_rows = inner.held_rows.saturating_add(rows);
@@ -1030,6 +1058,7 @@ fn cut_frame(shared: &Shared, inner: &mut Inner) -> Result<()> {
         return Ok(());
     }
     let held = std::mem::take(&mut inner.held);
+    let offered = inner.held_payload.take();
     let first_seq = inner.held_first;
     inner.held_rows = 0;
     inner.held_bytes = 0;
@@ -1049,10 +1078,13 @@ fn cut_frame(shared: &Shared, inner: &mut Inner) -> Result<()> {
             message: "no open segment".into(),
         });
     };
-    let (payload, coding) = seg
-        .encoder
-        .encode(&batch)
-        .map_err(|e| Error::arrow("encoding a batch for the tape", e))?;
+    let (payload, coding) = match offered {
+        Some(p) if held.len() == 1 => p,
+        _ => seg
+            .encoder
+            .encode(&batch)
+            .map_err(|e| Error::arrow("encoding a batch for the tape", e))?,
+    };
     let time = time_range(&batch);
     let header = FrameHeader {
         compression: seg.encoder.compression(),
