@@ -270,7 +270,7 @@ fn a_group_by_over_packed_flights_equals_duckdb_over_the_csv() {
     };
     let dir = tempfile::tempdir().unwrap();
     let sql = "SELECT carrier, origin, count(*) AS n, sum(distance) AS d, min(dep_delay) AS lo, max(dep_delay) AS hi FROM {} GROUP BY carrier, origin ORDER BY carrier, origin";
-    // Both backends: zstd (the default) and xz.
+    // Both backends: xz (the default) and zstd.
     let mut answers = Vec::new();
     for (name, args) in [
         ("zstd.tdpack", ["--level", "3", "--backend", "zstd"]),

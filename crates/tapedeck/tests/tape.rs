@@ -1325,3 +1325,37 @@ fn coded_payloads_cut_or_flipped_never_panic() {
         assert_eq!(dec.decode(&flipped, coding).unwrap(), b);
     }
 }
+
+/// A coded frame whose metadata lists one buffer fewer than its schema's columns have is an
+/// error, whole and projected — Arrow's reader, given it, would panic skipping the column.
+#[test]
+fn a_coded_frame_whose_buffer_list_is_short_is_an_error() {
+    use arrow_buffer::Buffer;
+    use tapedeck::tape::codec::{BatchDecoder, BatchEncoder, decode_projected};
+    let two = batch(vec![
+        (
+            "a",
+            Arc::new(Int64Array::from_iter_values(0..100)) as ArrayRef,
+        ),
+        (
+            "b",
+            Arc::new(Int64Array::from_iter_values(0..100)) as ArrayRef,
+        ),
+    ]);
+    let one = batch(vec![(
+        "a",
+        Arc::new(Int64Array::from_iter_values(0..100)) as ArrayRef,
+    )]);
+    // A frame of the one-column batch, read against the two-column schema.
+    let mut enc = BatchEncoder::new(&one.schema(), Compression::CodedZstd).unwrap();
+    let (payload, coding) = enc.encode(&one).unwrap();
+    let wide = BatchEncoder::new(&two.schema(), Compression::CodedZstd).unwrap();
+    let mut dec = BatchDecoder::new(wide.schema_message()).unwrap();
+    let err = dec.decode(&payload, coding).unwrap_err().to_string();
+    assert!(err.contains("does not match the schema"), "{err}");
+    let buf = Buffer::from_vec(payload);
+    let err = decode_projected(&two.schema(), &buf, &[0], coding)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("does not match the schema"), "{err}");
+}

@@ -87,8 +87,9 @@ missing final newline, bytes that are not UTF-8) is kept per row in the `_exact`
 `unpack` gives back the input byte for byte. Every frame is decoded and compared with its chunk
 before it is written; a frame whose columns cost more than 10% over the plain lines (any more,
 with --smallest) is written plain: its rows restore, but have no values for queries.
-Each column is stored narrowed (integers as their range or their differences need, floats with
-their bytes grouped) and compressed on its own by the backend.
+Each column is stored narrowed (integers in as few bytes as their range or their differences
+need) and compressed on its own by the backend; under xz the two forms of a frame are compared
+by their zstd sizes (a quick stand-in), and only the chosen one is compressed with xz.
 The pack ends with a trailer (`PACK`) holding the SHA-256 of the input. It is written as
 OUT.partial and renamed to OUT when complete. Memory: a few times --chunk-bytes, whatever the
 input size. Progress (bytes in, bytes out, ratio, MB/s) on stderr.";

@@ -61,12 +61,11 @@ pub const DEFAULT_LEVEL: i32 = 3;
 pub const DEFAULT_XZ_LEVEL: i32 = 5;
 
 /// The compressor of a pack's buffers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Backend {
     /// zstd, levels 1–22: faster to pack and to unpack, larger (a pack of format version 1 is
     /// always zstd, and a trailer without a backend means zstd).
-    #[default]
     Zstd,
     /// xz's LZMA2, presets 0–9 (the default backend, preset 5).
     Xz,
@@ -299,12 +298,17 @@ pub struct Trailer {
     /// SHA-256 of the input, lowercase hex.
     pub sha256: String,
     /// The compressor the frames were written with (`zstd` when absent: version 1).
-    #[serde(default)]
+    #[serde(default = "version_1_backend")]
     pub backend: Backend,
     /// The level the frames were written with.
     pub level: i32,
     /// The input's name, if it had one.
     pub name: Option<String>,
+}
+
+/// The backend of a trailer that names none: a pack of format version 1, always zstd.
+fn version_1_backend() -> Backend {
+    Backend::Zstd
 }
 
 /// What [`pack`] did.

@@ -47,6 +47,9 @@ pub const RECORD_HEADER: usize = 28;
 const STORED: u8 = 0;
 const ZSTD: u8 = 1;
 const LZMA2: u8 = 2;
+/// Every byte zero, nothing stored: the buffers of a column that is all null (a pack's plain
+/// frames have a column of nulls for every field).
+const ZEROS: u8 = 3;
 
 const NO_TRANSFORM: u8 = 0;
 const INTEGERS: u8 = 1;
@@ -84,13 +87,14 @@ enum Need {
 }
 
 /// Each buffer of a message of a flat schema (the types tapedeck's sources and packs write):
-/// its top-level column, its transform, and what it must hold. `None` for a schema with
-/// nested or dictionary columns (their buffers are coded without transforms, all decoded, and
-/// left to Arrow's checks), or a message whose buffer list does not match the schema.
+/// its top-level column, its transform, and what it must hold. Coded frames hold flat schemas
+/// only: a nested, dictionary or null column, or a buffer list that does not match the schema,
+/// is an error (Arrow's reader trusts the buffer list and would panic on some mismatches).
 fn buffer_map(
     schema: &SchemaRef,
     batch: &arrow_ipc::RecordBatch<'_>,
-) -> Option<Vec<(usize, Hint, Need)>> {
+) -> Result<Vec<(usize, Hint, Need)>, ArrowError> {
+    let mismatch = || bad("the buffer list does not match the schema");
     let mut variadic = batch.variadicBufferCounts().map(|v| v.iter());
     let mut out = Vec::new();
     for (i, field) in schema.fields().iter().enumerate() {
@@ -126,8 +130,11 @@ fn buffer_map(
             }
             DataType::Utf8View | DataType::BinaryView => {
                 out.push((i, Hint::None, Need::PerRow(16)));
-                let n = variadic.as_mut()?.next()?;
-                for _ in 1..usize::try_from(n).ok()? {
+                let n = variadic
+                    .as_mut()
+                    .and_then(Iterator::next)
+                    .ok_or_else(mismatch)?;
+                for _ in 1..usize::try_from(n).map_err(|_| mismatch())? {
                     out.push((i, Hint::None, Need::Any));
                 }
                 if n == 0 {
@@ -135,14 +142,32 @@ fn buffer_map(
                 }
                 (Hint::None, Need::Any)
             }
-            DataType::FixedSizeBinary(w) => (Hint::None, Need::PerRow(usize::try_from(*w).ok()?)),
-            DataType::Decimal128(..) => (Hint::None, Need::PerRow(16)),
+            DataType::FixedSizeBinary(w) => (
+                Hint::None,
+                Need::PerRow(usize::try_from(*w).map_err(|_| mismatch())?),
+            ),
+            DataType::Decimal32(..) => (Hint::None, Need::PerRow(4)),
+            DataType::Decimal64(..) | DataType::Interval(arrow_schema::IntervalUnit::DayTime) => {
+                (Hint::None, Need::PerRow(8))
+            }
+            DataType::Decimal128(..)
+            | DataType::Interval(arrow_schema::IntervalUnit::MonthDayNano) => {
+                (Hint::None, Need::PerRow(16))
+            }
             DataType::Decimal256(..) => (Hint::None, Need::PerRow(32)),
-            _ => return None,
+            other => {
+                return Err(bad(format!(
+                    "column {} is of type {other}: coded frames hold flat columns only",
+                    field.name()
+                )));
+            }
         };
         out.push((i, hint, need));
     }
-    (out.len() == batch.buffers()?.len()).then_some(out)
+    if out.len() != batch.buffers().map_or(0, |b| b.len()) {
+        return Err(mismatch());
+    }
+    Ok(out)
 }
 
 /// Checks each buffer of a flat schema's message against its column's row and null counts.
@@ -256,7 +281,7 @@ pub(crate) fn split_message(message: &[u8]) -> Result<(&[u8], &[u8]), ArrowError
 /// it without compression) into a version-3 payload.
 pub fn encode(schema: &SchemaRef, message: &[u8], codec: Codec) -> Result<Vec<u8>, ArrowError> {
     let (meta, body) = split_message(message)?;
-    let parsed = arrow_ipc::root_as_message(meta).map_err(|e| bad(e))?;
+    let parsed = arrow_ipc::root_as_message(meta).map_err(bad)?;
     let batch = parsed
         .header_as_record_batch()
         .ok_or_else(|| bad("not a record-batch message"))?;
@@ -269,7 +294,7 @@ pub fn encode(schema: &SchemaRef, message: &[u8], codec: Codec) -> Result<Vec<u8
             "a frame of more than 1 GiB uncompressed: cut it into smaller frames",
         ));
     }
-    let hints = buffer_map(schema, &batch);
+    let hints = buffer_map(schema, &batch)?;
     let meta_len = u32::try_from(meta.len()).map_err(|_| bad("metadata of 4 GiB or more"))?;
     let mut jobs = Vec::with_capacity(buffers.len());
     for (k, b) in buffers.iter().enumerate() {
@@ -279,10 +304,7 @@ pub fn encode(schema: &SchemaRef, message: &[u8], codec: Codec) -> Result<Vec<u8
             .checked_add(len)
             .and_then(|end| body.get(start..end))
             .ok_or_else(|| bad(format!("buffer {k} runs past the body")))?;
-        let hint = hints
-            .as_ref()
-            .and_then(|h| h.get(k))
-            .map_or(Hint::None, |h| h.1);
+        let hint = hints.get(k).map_or(Hint::None, |h| h.1);
         jobs.push((bytes, hint));
     }
     let records = encode_buffers(&jobs, codec)?;
@@ -392,49 +414,6 @@ fn write_narrow(values: impl Iterator<Item = u64>, w: usize, out: &mut Vec<u8>) 
     }
 }
 
-/// `count` values of `w` bytes each (little-endian, zero-extended) from `plain`, which holds
-/// exactly that many.
-fn read_narrow(plain: &[u8], w: usize, count: usize) -> Vec<u64> {
-    match w {
-        0 => vec![0; count],
-        1 => plain.iter().map(|&b| u64::from(b)).collect(),
-        2 => plain
-            .chunks_exact(2)
-            .map(|c| u64::from(u16::from_le_bytes([c[0], c[1]])))
-            .collect(),
-        4 => plain
-            .chunks_exact(4)
-            .map(|c| u64::from(u32::from_le_bytes([c[0], c[1], c[2], c[3]])))
-            .collect(),
-        _ => plain
-            .chunks_exact(w)
-            .map(|c| {
-                let mut x = [0u8; 8];
-                x[..c.len()].copy_from_slice(c);
-                u64::from_le_bytes(x)
-            })
-            .collect(),
-    }
-}
-
-/// Writes each value's low `e` bytes (little-endian) into `dst`, which holds exactly as many.
-fn write_ints(values: &[i64], e: usize, dst: &mut [u8]) {
-    match e {
-        2 => dst
-            .chunks_exact_mut(2)
-            .zip(values)
-            .for_each(|(c, &v)| c.copy_from_slice(&(v as i16).to_le_bytes())),
-        4 => dst
-            .chunks_exact_mut(4)
-            .zip(values)
-            .for_each(|(c, &v)| c.copy_from_slice(&(v as i32).to_le_bytes())),
-        _ => dst
-            .chunks_exact_mut(8)
-            .zip(values)
-            .for_each(|(c, &v)| c.copy_from_slice(&v.to_le_bytes())),
-    }
-}
-
 /// Bytes needed for every value of `0..=range`.
 fn width_of(range: u64) -> u8 {
     ((64 - range.leading_zeros()).div_ceil(8)) as u8
@@ -445,7 +424,7 @@ fn transform(bytes: &[u8], hint: Hint) -> Option<Transformed> {
         Hint::None => None,
         Hint::Integers(e) => {
             let ew = usize::from(e);
-            if bytes.len() % ew != 0 || bytes.is_empty() {
+            if !bytes.len().is_multiple_of(ew) || bytes.is_empty() {
                 return None;
             }
             let values = read_ints(bytes, ew);
@@ -558,6 +537,11 @@ fn encode_buffer(
     codec: Codec,
     out: &mut Vec<u8>,
 ) -> Result<(), ArrowError> {
+    if !bytes.is_empty() && bytes.iter().all(|&b| b == 0) {
+        out.extend_from_slice(&[ZEROS, NO_TRANSFORM, 0, 0, 0, 0, 0, 0]);
+        out.extend_from_slice(&[0u8; RECORD_HEADER - 8]);
+        return Ok(());
+    }
     let t = if bytes.len() < SMALL {
         None
     } else {
@@ -623,6 +607,12 @@ fn decompress_into(codec: u8, data: &[u8], out: &mut [u8]) -> Result<(), ArrowEr
                 )));
             }
         }
+        ZEROS => {
+            if !data.is_empty() {
+                return Err(bad("a buffer of zeros that stores bytes"));
+            }
+            out.fill(0);
+        }
         LZMA2 => {
             let mut options =
                 liblzma::stream::LzmaOptions::new_preset(0).map_err(|e| bad(format!("xz: {e}")))?;
@@ -662,6 +652,9 @@ fn decompress_into(codec: u8, data: &[u8], out: &mut [u8]) -> Result<(), ArrowEr
                     stream.total_out()
                 )));
             }
+            if stream.total_in() != data.len() as u64 {
+                return Err(bad("bytes after the end of an xz buffer"));
+            }
         }
         other => return Err(bad(format!("unknown compressor {other}"))),
     }
@@ -685,28 +678,48 @@ fn untransform(head: &[u8; RECORD_HEADER], plain: &[u8], dst: &mut [u8]) -> Resu
             dst.copy_from_slice(plain);
         }
         INTEGERS => {
-            if !matches!(e, 2 | 4 | 8) || sw > e || flags > 1 || dst.len() % e != 0 {
+            if !matches!(e, 2 | 4 | 8) || sw > e || flags > 1 || !dst.len().is_multiple_of(e) {
                 return Err(bad("an integer buffer with impossible widths"));
             }
             let n = dst.len() / e;
             let delta = flags == 1;
+            if !delta && first != 0 {
+                return Err(bad(
+                    "an integer buffer with a first value but no differences",
+                ));
+            }
             let count = if delta { n.saturating_sub(1) } else { n };
             if n == 0 || plain.len() != count.saturating_mul(sw) {
                 return Err(bad("an integer buffer of the wrong length"));
             }
-            let stored = read_narrow(plain, sw, count);
-            let mut values = Vec::with_capacity(n);
-            if delta {
-                let mut v = first;
-                values.push(v);
-                for &u in &stored {
-                    v = v.wrapping_add(base.wrapping_add(u as i64));
-                    values.push(v);
+            // Straight into `dst`, value by value: no buffer of 8 bytes a value beside it.
+            let stored = |k: usize| -> u64 {
+                match sw {
+                    0 => 0,
+                    1 => u64::from(plain[k]),
+                    2 => u64::from(u16::from_le_bytes([plain[2 * k], plain[2 * k + 1]])),
+                    4 => {
+                        let c = &plain[4 * k..4 * k + 4];
+                        u64::from(u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                    }
+                    _ => {
+                        let mut x = [0u8; 8];
+                        x[..sw].copy_from_slice(&plain[sw * k..sw * (k + 1)]);
+                        u64::from_le_bytes(x)
+                    }
                 }
-            } else {
-                values.extend(stored.iter().map(|&u| base.wrapping_add(u as i64)));
+            };
+            let mut v = first;
+            for (i, out) in dst.chunks_exact_mut(e).enumerate() {
+                v = if !delta {
+                    base.wrapping_add(stored(i) as i64)
+                } else if i == 0 {
+                    first
+                } else {
+                    v.wrapping_add(base.wrapping_add(stored(i - 1) as i64))
+                };
+                out.copy_from_slice(&v.to_le_bytes()[..e]);
             }
-            write_ints(&values, e, dst);
         }
         other => return Err(bad(format!("unknown transform {other}"))),
     }
@@ -742,7 +755,7 @@ pub fn decode(
     let meta = payload
         .get(4..4usize.saturating_add(meta_len))
         .ok_or_else(|| bad("metadata runs past the payload"))?;
-    let message = arrow_ipc::root_as_message(meta).map_err(|e| bad(e))?;
+    let message = arrow_ipc::root_as_message(meta).map_err(bad)?;
     let batch = message
         .header_as_record_batch()
         .ok_or_else(|| bad("not a record-batch message"))?;
@@ -756,14 +769,10 @@ pub fn decode(
         .filter(|&l| l <= MAX_BODY)
         .ok_or_else(|| bad("a body of more than 1 GiB"))?;
     let rows = usize::try_from(batch.length()).map_err(|_| bad("a negative row count"))?;
-    let map = buffer_map(schema, &batch);
-    if let Some(map) = &map {
-        check_lengths(&batch, map)?;
-    }
-    let wanted: Option<Vec<bool>> = match (projection, &map) {
-        (Some(p), Some(map)) => Some(map.iter().map(|(col, ..)| p.contains(col)).collect()),
-        _ => None,
-    };
+    let map = buffer_map(schema, &batch)?;
+    check_lengths(&batch, &map)?;
+    let wanted: Option<Vec<bool>> =
+        projection.map(|p| map.iter().map(|(col, ..)| p.contains(col)).collect());
     // Built buffer by buffer, each where the metadata puts it: Arrow's writer leaves at most
     // 63 bytes of padding between buffers, so the body grows with what is decoded, not with
     // what the metadata claims.
@@ -800,6 +809,14 @@ pub fn decode(
         {
             return Err(bad(format!(
                 "buffer {k} holds more values than the batch has rows"
+            )));
+        }
+        if head[0] == ZEROS && head[1] != NO_TRANSFORM {
+            return Err(bad(format!("buffer {k}: zeros with a transform")));
+        }
+        if head[1] == NO_TRANSFORM && (head[2..5] != [0, 0, 0] || head[12..28] != [0u8; 16]) {
+            return Err(bad(format!(
+                "buffer {k}: transform fields set without a transform"
             )));
         }
         body.resize(end, 0);

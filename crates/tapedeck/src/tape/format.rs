@@ -48,7 +48,7 @@ impl std::fmt::Display for FormatError {
             FormatError::Magic => write!(f, "bad magic"),
             FormatError::Version(v) => write!(
                 f,
-                "format version {v} is not supported (this build reads segment version {VERSION} and frame versions {VERSION} and {FRAME_VERSION_TIME_DELTAS})"
+                "format version {v} is not supported (this build reads segment version {VERSION} and frame versions {VERSION} to {FRAME_VERSION_CODED})"
             ),
             FormatError::Crc => write!(f, "CRC32C mismatch"),
             FormatError::Length => write!(f, "length out of range"),

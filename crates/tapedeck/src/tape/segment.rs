@@ -463,7 +463,7 @@ fn newer_frame(
         return Err(Error::Tape {
             path: storage.describe(name),
             message: format!(
-                "the frame at byte {offset} has format version {version}, written by a newer tapedeck; this build reads versions 1 and 2 — open the tape with that newer version (nothing was changed)"
+                "the frame at byte {offset} has format version {version}, written by a newer tapedeck; this build reads versions 1 to 3 — open the tape with that newer version (nothing was changed)"
             ),
         });
     }
