@@ -26,6 +26,19 @@ pub fn quiet_on_closed_pipe() {
     }
 }
 
+/// For `pack`: at most two malloc arenas. A pack compresses each frame's columns on short-lived
+/// threads; with glibc's default (up to 8 arenas a core) each keeps the chunk-sized buffers it
+/// freed, and a 1 GB generated CSV packed with a peak RSS of 268–276 MiB; with two arenas, 195
+/// MiB (BENCHMARKS.md, "Coded buffers and the xz backend").
+pub fn few_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: `mallopt` only sets an allocator parameter; it runs before the pack starts any
+    // thread.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+}
+
 /// True once deliveries should stop where they are: Ctrl-C / SIGTERM came, and the deliveries
 /// have had [`STOP_GRACE`] to bring their sinks to the tape's end. Says which sinks it stops.
 pub fn stop_requested(

@@ -13,6 +13,15 @@ use tapedeck::tape::storage::{Fault, MemStorage, Storage};
 use tapedeck::tape::verify::{inspect, verify};
 use tapedeck::tape::{Compression, FsyncPolicy, StartAt, TapeOptions, TapeReader, TapeWriter};
 
+/// Every payload compression a tape's frames may have.
+const EVERY_COMPRESSION: [Compression; 5] = [
+    Compression::None,
+    Compression::Lz4,
+    Compression::Zstd,
+    Compression::CodedZstd,
+    Compression::CodedXz,
+];
+
 fn rows(first: i64, n: usize) -> RecordBatch {
     batch(vec![
         (
@@ -74,13 +83,7 @@ fn read_all(storage: &MemStorage) -> Vec<i64> {
 
 #[test]
 fn round_trip_across_segments_and_compressions() {
-    for compression in [
-        Compression::None,
-        Compression::Lz4,
-        Compression::Zstd,
-        Compression::CodedZstd,
-        Compression::CodedXz,
-    ] {
+    for compression in EVERY_COMPRESSION {
         let storage = MemStorage::new();
         let w = TapeWriter::open_storage(
             Arc::new(storage.clone()),
@@ -853,13 +856,7 @@ fn a_projected_decode_equals_the_full_decode_projected_and_refuses_cut_payloads(
     use arrow_buffer::Buffer;
     use tapedeck::tape::codec::{BatchDecoder, BatchEncoder, decode_projected};
     let b = rows(10, 100);
-    for compression in [
-        Compression::None,
-        Compression::Lz4,
-        Compression::Zstd,
-        Compression::CodedZstd,
-        Compression::CodedXz,
-    ] {
+    for compression in EVERY_COMPRESSION {
         let mut enc = BatchEncoder::new(&b.schema(), compression).unwrap();
         let (payload, deltas) = enc.encode(&b).unwrap();
         // Compressed frames store their timestamp column as differences; coded ones are
@@ -1012,13 +1009,7 @@ fn compressed_frames_store_time_as_differences_and_read_back_exactly() {
         ("t", Arc::new(times) as ArrayRef),
         ("n", Arc::new(n) as ArrayRef),
     ]);
-    for compression in [
-        Compression::Zstd,
-        Compression::Lz4,
-        Compression::None,
-        Compression::CodedZstd,
-        Compression::CodedXz,
-    ] {
+    for compression in EVERY_COMPRESSION {
         let storage = MemStorage::new();
         let w = TapeWriter::open_storage(
             Arc::new(storage.clone()),

@@ -166,6 +166,7 @@ fn progress_line(p: &PackProgress, secs: f64) -> String {
 
 /// Runs `tapedeck pack`; returns the exit code.
 pub fn run_pack(args: &PackArgs) -> u8 {
+    crate::signals::few_malloc_arenas();
     let stdin = args.input.as_os_str() == "-";
     if let Some(level) = args.level.filter(|l| !args.backend.levels().contains(l)) {
         let levels = args.backend.levels();

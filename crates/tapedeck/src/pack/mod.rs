@@ -120,7 +120,7 @@ pub const DEFAULT_CHUNK_LINES: usize = 200_000;
 /// offsets of an Arrow column and a frame the tape's 1 GiB bound.
 pub const MAX_CHUNK_BYTES: usize = 256 << 20;
 /// The default bytes per chunk: a chunk is cut once it holds this many bytes.
-pub const DEFAULT_CHUNK_BYTES: usize = 16 << 20;
+pub const DEFAULT_CHUNK_BYTES: usize = 8 << 20;
 /// How much larger than the plain form a frame's columns may be and still be kept.
 pub const DEFAULT_COLUMNS_SLACK: f64 = 0.10;
 /// Frames of at least this many rows are rendered in two halves at once by `unpack`.
