@@ -50,14 +50,15 @@ const MAX_TRAILER_BYTES: u64 = 16 << 20;
 /// The version of the pack format this build writes (2: frames of coded buffers, frame format
 /// version 3); it reads 1 and 2.
 pub const VERSION: u32 = 2;
-/// The default backend of a pack's frames: xz, whose packs of CSV files are smaller than `xz -9`
-/// makes them, several times faster (BENCHMARKS.md, "Packs").
+/// The default backend of a pack's frames: xz, whose packs of nycflights13's CSV files are
+/// smaller than `xz -9` makes them (BENCHMARKS.md, "Coded buffers and the xz backend").
 pub const DEFAULT_BACKEND: Backend = Backend::Xz;
 /// The default zstd level of a pack's frames (`--backend zstd`).
 pub const DEFAULT_LEVEL: i32 = 3;
 /// The default xz preset of a pack's frames: 5, the smallest preset whose packs of
-/// nycflights13's flights.csv are smaller than `xz -9`'s, at 5.7 times its speed (4: 4% larger
-/// than xz -9's; 6: at 4.3 times its speed).
+/// nycflights13's flights.csv are smaller than `xz -9`'s, at more than 5 times its speed (4: 4%
+/// larger than xz -9's; 6: 4.3 times its speed) — BENCHMARKS.md, "Coded buffers and the xz
+/// backend".
 pub const DEFAULT_XZ_LEVEL: i32 = 5;
 
 /// The compressor of a pack's buffers.
