@@ -447,3 +447,59 @@ fn pack_and_unpack_on_a_full_disk_fail_and_leave_nothing_under_the_name() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(std::fs::read(work.path().join("back.csv")).unwrap() == text.as_bytes());
 }
+
+/// `pack` onto a disk that fills up (ENOSPC while writing the pack's tape): exit 1 saying so,
+/// and nothing left under the pack's name or its `.partial` name; the same input packs and
+/// unpacks byte for byte once there is room.
+#[test]
+fn a_pack_onto_a_full_disk_fails_and_leaves_nothing() {
+    let Some(fs) = Tmpfs::mount("2m", "pack") else {
+        return;
+    };
+    // 6 MB of CSV whose text column barely compresses (hex of a hash-like sequence).
+    let work = tempfile::tempdir().unwrap();
+    let input = work.path().join("in.csv");
+    let mut text = String::from("id,hex\n");
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    for i in 0..120_000u64 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        text.push_str(&format!("{i},{x:016x}{:016x}\n", x.rotate_left(29)));
+    }
+    std::fs::write(&input, &text).unwrap();
+    let out = fs.dir.join("in.tdpack");
+    let o = tapedeck()
+        .args(["pack", "--backend", "zstd", "--level", "1"])
+        .arg(&input)
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("free space") && err.contains("No space"),
+        "{err}"
+    );
+    assert!(!out.exists());
+    let leftovers: Vec<_> = std::fs::read_dir(&fs.dir).unwrap().collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    // With room (outside the tmpfs), the same input packs and comes back.
+    let ok_out = work.path().join("in.tdpack");
+    let o = tapedeck()
+        .args(["pack"])
+        .arg(&input)
+        .arg(&ok_out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let back = work.path().join("back.csv");
+    let o = tapedeck()
+        .args(["unpack"])
+        .arg(&ok_out)
+        .arg(&back)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(std::fs::read(&back).unwrap() == text.as_bytes());
+}

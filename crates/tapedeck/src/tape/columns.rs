@@ -277,17 +277,25 @@ pub(crate) fn split_message(message: &[u8]) -> Result<(&[u8], &[u8]), ArrowError
     Ok((&message[meta_start..meta_end], &message[meta_end..]))
 }
 
+/// The record-batch header of an uncompressed message's metadata.
+fn uncompressed_batch(
+    meta: &[u8],
+) -> Result<(arrow_ipc::Message<'_>, arrow_ipc::RecordBatch<'_>), ArrowError> {
+    let message = arrow_ipc::root_as_message(meta).map_err(bad)?;
+    let batch = message
+        .header_as_record_batch()
+        .ok_or_else(|| bad("not a record-batch message"))?;
+    if batch.compression().is_some() {
+        return Err(bad("metadata names a body compression"));
+    }
+    Ok((message, batch))
+}
+
 /// Codes an uncompressed encapsulated IPC record-batch message (as Arrow's stream writer makes
 /// it without compression) into a version-3 payload.
 pub fn encode(schema: &SchemaRef, message: &[u8], codec: Codec) -> Result<Vec<u8>, ArrowError> {
     let (meta, body) = split_message(message)?;
-    let parsed = arrow_ipc::root_as_message(meta).map_err(bad)?;
-    let batch = parsed
-        .header_as_record_batch()
-        .ok_or_else(|| bad("not a record-batch message"))?;
-    if batch.compression().is_some() {
-        return Err(bad("the message to code is already compressed"));
-    }
+    let (_, batch) = uncompressed_batch(meta)?;
     let buffers = batch.buffers().ok_or_else(|| bad("no buffer list"))?;
     if body.len() > MAX_BODY {
         return Err(bad(
@@ -755,13 +763,7 @@ pub fn decode(
     let meta = payload
         .get(4..4usize.saturating_add(meta_len))
         .ok_or_else(|| bad("metadata runs past the payload"))?;
-    let message = arrow_ipc::root_as_message(meta).map_err(bad)?;
-    let batch = message
-        .header_as_record_batch()
-        .ok_or_else(|| bad("not a record-batch message"))?;
-    if batch.compression().is_some() {
-        return Err(bad("metadata names a body compression"));
-    }
+    let (message, batch) = uncompressed_batch(meta)?;
     check_variadic(schema, &batch)?;
     let buffers = batch.buffers().ok_or_else(|| bad("no buffer list"))?;
     let body_len = usize::try_from(message.bodyLength())
