@@ -208,6 +208,9 @@ pub fn restore_time(batch: RecordBatch, coding: Coding) -> Result<RecordBatch, A
 pub struct BatchDecoder {
     decoder: StreamDecoder,
     schema: SchemaRef,
+    /// To start a fresh decoder after a payload that failed (the old one may hold a part of
+    /// it).
+    schema_message: Vec<u8>,
 }
 
 impl std::fmt::Debug for BatchDecoder {
@@ -222,18 +225,11 @@ impl BatchDecoder {
         let schema = Arc::new(arrow_ipc::convert::try_schema_from_ipc_buffer(
             schema_message,
         )?);
-        let mut decoder = StreamDecoder::new();
-        // The decoder registers a schema message when the next message arrives (the schema's
-        // empty body is only consumed then), so it is fed here and checked above.
-        let mut buf = Buffer::from(schema_message);
-        while !buf.is_empty() {
-            if decoder.decode(&mut buf)?.is_some() {
-                return Err(ArrowError::IpcError(
-                    "a segment's schema message holds a batch".into(),
-                ));
-            }
-        }
-        Ok(BatchDecoder { decoder, schema })
+        Ok(BatchDecoder {
+            decoder: primed(schema_message)?,
+            schema,
+            schema_message: schema_message.to_vec(),
+        })
     }
 
     /// The segment's schema.
@@ -259,24 +255,63 @@ impl BatchDecoder {
         if coding == Coding::Coded {
             return columns::decode(&self.schema, &payload, None);
         }
-        // What Arrow's reader asserts, checked first (a crafted message must not panic).
-        if let Ok((meta, _)) = columns::split_message(&payload)
-            && let Ok(message) = arrow_ipc::root_as_message(meta)
-            && let Some(batch) = message.header_as_record_batch()
-        {
-            columns::check_variadic(&self.schema, &batch)?;
-        }
-        let mut buf = payload;
-        let mut out = None;
-        while !buf.is_empty() {
-            if let Some(b) = self.decoder.decode(&mut buf)? {
-                out = Some(b);
+        // What Arrow's reader asserts or trusts, checked first (a crafted message must not
+        // panic).
+        columns::check_ipc_payload(&self.schema, &payload)?;
+        let decoder = &mut self.decoder;
+        let decoded = guarded(move || {
+            let mut buf = payload;
+            let mut out = None;
+            while !buf.is_empty() {
+                if let Some(b) = decoder.decode(&mut buf)? {
+                    out = Some(b);
+                }
+            }
+            out.ok_or_else(|| ArrowError::IpcError("frame payload holds no record batch".into()))
+        });
+        match decoded {
+            Ok(batch) => restore_time(batch, coding),
+            Err(e) => {
+                self.decoder = primed(&self.schema_message)?;
+                Err(e)
             }
         }
-        let batch =
-            out.ok_or_else(|| ArrowError::IpcError("frame payload holds no record batch".into()))?;
-        restore_time(batch, coding)
     }
+}
+
+/// A stream decoder that has read a segment's schema message.
+fn primed(schema_message: &[u8]) -> Result<StreamDecoder, ArrowError> {
+    let mut decoder = StreamDecoder::new();
+    // The decoder registers a schema message when the next message arrives (the schema's
+    // empty body is only consumed then), so it is fed here and checked by the caller.
+    let mut buf = Buffer::from(schema_message);
+    while !buf.is_empty() {
+        if decoder.decode(&mut buf)?.is_some() {
+            return Err(ArrowError::IpcError(
+                "a segment's schema message holds a batch".into(),
+            ));
+        }
+    }
+    Ok(decoder)
+}
+
+/// Runs Arrow's IPC reader on a payload that passed [`columns::check_ipc_payload`]. What that
+/// check cannot see without decompressing — a compressed buffer that decompresses to fewer
+/// bytes than its length prefix says — makes Arrow's reader panic where it should return an
+/// error (arrow-data's `ArrayDataBuilder::build` on a short validity bitmap); that panic is
+/// turned into the error it should have been, so a damaged or crafted frame never ends the
+/// process.
+fn guarded<T>(f: impl FnOnce() -> Result<T, ArrowError>) -> Result<T, ArrowError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|panic| {
+        let why = panic
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| panic.downcast_ref::<&str>().copied())
+            .unwrap_or("no message");
+        Err(ArrowError::IpcError(format!(
+            "frame payload: Arrow's reader refused it ({why})"
+        )))
+    })
 }
 
 /// Decodes only the columns `projection` names (indices into the segment's `schema`, in
@@ -293,6 +328,7 @@ pub fn decode_projected(
         return columns::decode(schema, payload, Some(projection));
     }
     let bad = |what: &str| ArrowError::IpcError(format!("frame payload: {what}"));
+    columns::check_ipc_payload(schema, payload)?;
     let (meta, rest) = columns::split_message(payload)?;
     let meta_end = payload.len() - rest.len();
     let message = arrow_ipc::root_as_message(meta)
@@ -307,14 +343,16 @@ pub fn decode_projected(
         .filter(|&e| e <= payload.len())
         .ok_or_else(|| bad("body length runs past the payload"))?;
     let body = payload.slice_with_length(meta_end, body_end - meta_end);
-    let decoded = arrow_ipc::reader::read_record_batch(
-        &body,
-        batch,
-        schema.clone(),
-        &std::collections::HashMap::new(),
-        Some(projection),
-        &message.version(),
-    )?;
+    let decoded = guarded(|| {
+        arrow_ipc::reader::read_record_batch(
+            &body,
+            batch,
+            schema.clone(),
+            &std::collections::HashMap::new(),
+            Some(projection),
+            &message.version(),
+        )
+    })?;
     restore_time(decoded, coding)
 }
 
@@ -353,4 +391,22 @@ pub fn time_range(batch: &RecordBatch) -> Option<(i64, i64)> {
         });
     }
     range
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panic_in_arrows_reader_becomes_an_error_naming_it() {
+        let r: Result<(), ArrowError> =
+            guarded(|| panic!("buffer not large enough (bit_offset: 0, bit_len: 300)"));
+        let e = r.unwrap_err().to_string();
+        assert!(
+            e.contains("frame payload") && e.contains("bit_len: 300"),
+            "{e}"
+        );
+        assert_eq!(guarded(|| Ok(7)).unwrap(), 7);
+        assert!(guarded::<()>(|| Err(ArrowError::IpcError("plain".into()))).is_err());
+    }
 }

@@ -175,10 +175,29 @@ fn check_lengths(
     batch: &arrow_ipc::RecordBatch<'_>,
     map: &[(usize, Hint, Need)],
 ) -> Result<(), ArrowError> {
-    let (Some(nodes), Some(buffers)) = (batch.nodes(), batch.buffers()) else {
+    let Some(buffers) = batch.buffers() else {
         return Err(ipc_bad("no field nodes or buffer list"));
     };
-    for (k, ((col, _, need), b)) in map.iter().zip(buffers.iter()).enumerate() {
+    let lengths = buffers
+        .iter()
+        .map(|b| usize::try_from(b.length()).map_err(|_| ipc_bad("a negative buffer length")))
+        .collect::<Result<Vec<_>, _>>()?;
+    check_decoded_lengths(batch, map, &lengths)
+}
+
+/// [`check_lengths`] with each buffer's length as it is once decompressed (`lengths`).
+fn check_decoded_lengths(
+    batch: &arrow_ipc::RecordBatch<'_>,
+    map: &[(usize, Hint, Need)],
+    lengths: &[usize],
+) -> Result<(), ArrowError> {
+    let Some(nodes) = batch.nodes() else {
+        return Err(ipc_bad("no field nodes or buffer list"));
+    };
+    if lengths.len() != map.len() {
+        return Err(ipc_bad("the buffer list does not match the schema"));
+    }
+    for (k, ((col, _, need), &len)) in map.iter().zip(lengths).enumerate() {
         // `get` panics past the end: the bound first.
         let node = (*col < nodes.len())
             .then(|| nodes.get(*col))
@@ -186,7 +205,6 @@ fn check_lengths(
         let rows = usize::try_from(node.length()).map_err(|_| ipc_bad("a negative length"))?;
         let nulls =
             usize::try_from(node.null_count()).map_err(|_| ipc_bad("a negative null count"))?;
-        let len = usize::try_from(b.length()).map_err(|_| ipc_bad("a negative buffer length"))?;
         let bits = rows.div_ceil(8);
         let ok = match need {
             Need::Validity => nulls <= rows && (len == 0 && nulls == 0 || len >= bits),
@@ -260,6 +278,94 @@ pub(crate) fn check_variadic(
         ));
     }
     Ok(())
+}
+
+/// Checks what Arrow's reader trusts in a payload of IPC messages (frame versions 1 and 2)
+/// before the reader sees it: every message's metadata parses, its body fits in the payload,
+/// and every buffer it lists lies inside its body (Arrow slices them without a check and
+/// panics); a record batch's variadic counts as [`check_variadic`]. A damaged or crafted
+/// payload whose CRC matches is then an error, never a panic.
+pub(crate) fn check_ipc_payload(schema: &SchemaRef, payload: &[u8]) -> Result<(), ArrowError> {
+    let mut rest = payload;
+    while !rest.is_empty() {
+        let (meta, after) = split_message(rest)?;
+        if meta.is_empty() {
+            // The end-of-stream marker: what follows is not read.
+            return Ok(());
+        }
+        let message = arrow_ipc::root_as_message(meta)
+            .map_err(|e| ipc_bad(&format!("metadata does not parse: {e}")))?;
+        let body_len = usize::try_from(message.bodyLength())
+            .ok()
+            .filter(|&l| l <= after.len())
+            .ok_or_else(|| ipc_bad("a message body runs past the payload"))?;
+        let batch = if let Some(batch) = message.header_as_record_batch() {
+            check_variadic(schema, &batch)?;
+            Some(batch)
+        } else if let Some(dict) = message.header_as_dictionary_batch() {
+            dict.data()
+        } else {
+            return Err(ipc_bad(
+                "a message that is neither a record batch nor a dictionary",
+            ));
+        };
+        if let Some(batch) = batch {
+            let body = &after[..body_len];
+            let compressed = batch.compression().is_some();
+            let mut lengths = Vec::new();
+            for (k, b) in batch.buffers().iter().flat_map(|b| b.iter()).enumerate() {
+                let range = usize::try_from(b.offset())
+                    .ok()
+                    .zip(usize::try_from(b.length()).ok())
+                    .and_then(|(o, l)| Some(o..o.checked_add(l)?))
+                    .filter(|r| r.end <= body_len)
+                    .ok_or_else(|| {
+                        ipc_bad(&format!(
+                            "buffer {k} (offset {}, length {}) lies outside its body of \
+                             {body_len} bytes",
+                            b.offset(),
+                            b.length()
+                        ))
+                    })?;
+                lengths.push(decoded_length(k, &body[range], compressed)?);
+            }
+            // Lengths are checked against the row counts where the layout is known (flat
+            // schemas, all tapedeck's sources write); Arrow's reader checks the rest.
+            if message.header_as_record_batch().is_some()
+                && let Ok(map) = buffer_map(schema, &batch)
+            {
+                check_decoded_lengths(&batch, &map, &lengths)?;
+            }
+        }
+        rest = &after[body_len..];
+    }
+    Ok(())
+}
+
+/// The length of buffer `k` (its stored bytes `stored`) once Arrow's reader has
+/// decompressed it: a compressed buffer starts with its decompressed length (i64; −1: stored
+/// as it is; 0: empty), which is bounded here, as Arrow's reader reserves that much before it
+/// decompresses.
+fn decoded_length(k: usize, stored: &[u8], compressed: bool) -> Result<usize, ArrowError> {
+    if !compressed || stored.is_empty() {
+        return Ok(stored.len());
+    }
+    let prefix = stored
+        .get(..8)
+        .and_then(|p| <[u8; 8]>::try_from(p).ok())
+        .map(i64::from_le_bytes)
+        .ok_or_else(|| ipc_bad(&format!("compressed buffer {k} is shorter than its length")))?;
+    match prefix {
+        -1 => Ok(stored.len() - 8),
+        n => usize::try_from(n)
+            .ok()
+            .filter(|&n| n <= MAX_BODY)
+            .ok_or_else(|| {
+                ipc_bad(&format!(
+                    "compressed buffer {k} claims {n} bytes decompressed (at most {MAX_BODY})"
+                ))
+            }),
+    }
 }
 
 /// The parts of an encapsulated IPC message: its metadata flatbuffer and its body.
