@@ -321,8 +321,8 @@ impl Block {
             Field::new("t_utc", timestamp_type(), true),
         ];
         let mut columns: Vec<ArrayRef> = vec![
-            Arc::new(StringArray::from(vec![self.device.as_str(); n])),
-            Arc::new(StringArray::from(vec![self.task.as_str(); n])),
+            repeated_text(Some(self.device.as_str()), n),
+            repeated_text(Some(self.task.as_str()), n),
             Arc::new(Int64Array::from(vec![self.block_index as i64; n])),
             Arc::new(Int64Array::from_iter_values((0..n as i64).map(|k| {
                 i64::try_from(self.first_sample_index)
@@ -371,8 +371,8 @@ impl Block {
         };
         fields.push(Field::new("error_type", DataType::Utf8, true));
         fields.push(Field::new("error_message", DataType::Utf8, true));
-        columns.push(Arc::new(StringArray::from(vec![et; n])));
-        columns.push(Arc::new(StringArray::from(vec![em; n])));
+        columns.push(repeated_text(et, n));
+        columns.push(repeated_text(em, n));
         super::schema_lock::check_collisions(fields.iter().map(|f| f.name().as_str()))?;
         let schema = Schema::new(fields).with_metadata(std::collections::HashMap::from([(
             LAYOUT_KEY.to_string(),
@@ -679,4 +679,20 @@ fn gather_codes<T: arrow_array::types::ArrowPrimitiveType>(
         out.extend_from_slice(&a.values()[range.clone()]);
     }
     Some(out)
+}
+
+/// A text column of `n` rows that all hold `text` (or are all null): built whole rather than
+/// row by row — a wide batch has four such columns per block.
+fn repeated_text(text: Option<&str>, n: usize) -> ArrayRef {
+    match text {
+        None => arrow_array::new_null_array(&DataType::Utf8, n),
+        Some(t) => {
+            let mut b =
+                arrow_array::builder::StringBuilder::with_capacity(n, t.len().saturating_mul(n));
+            for _ in 0..n {
+                b.append_value(t);
+            }
+            Arc::new(b.finish())
+        }
+    }
 }

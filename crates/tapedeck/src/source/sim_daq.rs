@@ -224,19 +224,32 @@ impl DaqSim {
         let mut values = Vec::with_capacity(n.saturating_mul(self.channels.len()));
         for c in 0..self.channels.len() {
             let f = 10 * (c as u64 + 1);
-            for k in 0..n {
-                // The phase only: wrapping is harmless here.
-                let sample = first.wrapping_add(k as u64);
-                let s = match &self.sine {
-                    // sin(2π·f·n/rate) = table[(n·f) mod rate] when the rate is whole.
-                    Some(table) => {
-                        let len = table.len() as u64;
-                        let i = (sample % len).wrapping_mul(f) % len;
-                        table.get(i as usize).copied().unwrap_or(0.0)
+            match self.sine.take() {
+                // sin(2π·f·n/rate) = table[(n·f) mod rate] when the rate is whole; the index
+                // steps by f mod rate from one sample to the next (two divisions per sample
+                // were most of what a block cost).
+                Some(table) => {
+                    let len = (table.len() as u64).max(1);
+                    let step = f % len;
+                    let mut i = (first % len).wrapping_mul(f) % len;
+                    for _ in 0..n {
+                        let s = table.get(i as usize).copied().unwrap_or(0.0);
+                        values.push(s + self.noise());
+                        i += step;
+                        if i >= len {
+                            i -= len;
+                        }
                     }
-                    None => (TAU * f as f64 * sample as f64 / self.rate).sin(),
-                };
-                values.push(s + self.noise());
+                    self.sine = Some(table);
+                }
+                None => {
+                    for k in 0..n {
+                        // The phase only: wrapping is harmless here.
+                        let sample = first.wrapping_add(k as u64);
+                        let s = (TAU * f as f64 * sample as f64 / self.rate).sin();
+                        values.push(s + self.noise());
+                    }
+                }
             }
         }
         let raw = self.raw.then(|| {

@@ -97,6 +97,42 @@ impl BatchEncoder {
 
     /// The payload of `batch`, as it is stored (see the module docs), and how it holds it.
     pub fn encode(&mut self, batch: &RecordBatch) -> Result<(Vec<u8>, Coding), ArrowError> {
+        let mut payload = Vec::new();
+        let coding = self.encode_into(batch, &mut payload)?;
+        Ok((payload, coding))
+    }
+
+    /// Like [`BatchEncoder::encode`], appending the payload to `out` (the tape writer's
+    /// pending bytes: Arrow's writer writes into them, so the payload is not copied again). On
+    /// an error `out` is as it was.
+    pub fn encode_into(
+        &mut self,
+        batch: &RecordBatch,
+        out: &mut Vec<u8>,
+    ) -> Result<Coding, ArrowError> {
+        let start = out.len();
+        std::mem::swap(self.writer.get_mut(), out);
+        let r = self.write(batch);
+        std::mem::swap(self.writer.get_mut(), out);
+        // Whatever the writer left in its own buffer is not part of any payload.
+        self.writer.get_mut().clear();
+        match r {
+            Ok((None, coding)) => Ok(coding),
+            Ok((Some(coded), coding)) => {
+                out.truncate(start);
+                out.extend_from_slice(&coded);
+                Ok(coding)
+            }
+            Err(e) => {
+                out.truncate(start);
+                Err(e)
+            }
+        }
+    }
+
+    /// Writes `batch`'s IPC message into the writer's buffer; for coded frames, returns the
+    /// coded payload made from it instead (`Some`).
+    fn write(&mut self, batch: &RecordBatch) -> Result<(Option<Vec<u8>>, Coding), ArrowError> {
         let codec = match self.compression {
             Compression::CodedZstd => Some(Codec::Zstd(self.level.unwrap_or(3))),
             Compression::CodedXz => Some(Codec::Xz(
@@ -105,10 +141,11 @@ impl BatchEncoder {
             _ => None,
         };
         if let Some(codec) = codec {
+            let start = self.writer.get_ref().len();
             self.writer.write(batch)?;
-            let message = std::mem::take(self.writer.get_mut());
+            let message = self.writer.get_ref().get(start..).unwrap_or_default();
             return Ok((
-                columns::encode(&self.schema, &message, codec)?,
+                Some(columns::encode(&self.schema, message, codec)?),
                 Coding::Coded,
             ));
         }
@@ -123,7 +160,7 @@ impl BatchEncoder {
         } else {
             Coding::Ipc
         };
-        Ok((std::mem::take(self.writer.get_mut()), coding))
+        Ok((None, coding))
     }
 }
 

@@ -260,6 +260,16 @@ impl FrameHeader {
     /// Appends the frame (header, payload, CRC) to `out`.
     pub fn encode_into(&self, payload: &[u8], out: &mut Vec<u8>) {
         let start = out.len();
+        out.resize(start + FRAME_HEADER, 0);
+        out.extend_from_slice(payload);
+        self.finish_in_place(out, start);
+    }
+
+    /// Completes a frame whose payload was written straight into `out` (no copy): `out[start..]`
+    /// is `FRAME_HEADER` bytes reserved for this header, then the payload, whose length is
+    /// taken from `out` (`payload_len` is not read). Writes the header there and appends the
+    /// CRC.
+    pub fn finish_in_place(&self, out: &mut Vec<u8>, start: usize) {
         let flags = u16::from(self.time.is_some()) | (self.compression.bits() << 1);
         let version = if self.compression.is_coded() {
             FRAME_VERSION_CODED
@@ -268,17 +278,21 @@ impl FrameHeader {
         } else {
             VERSION
         };
-        out.extend_from_slice(FRAME_MAGIC);
-        out.extend_from_slice(&version.to_le_bytes());
-        out.extend_from_slice(&flags.to_le_bytes());
-        out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-        out.extend_from_slice(&self.rows.to_le_bytes());
-        out.extend_from_slice(&self.first_seq.to_le_bytes());
+        let payload_len = out.len().saturating_sub(start + FRAME_HEADER) as u32;
         let (lo, hi) = self.time.unwrap_or((0, 0));
-        out.extend_from_slice(&lo.to_le_bytes());
-        out.extend_from_slice(&hi.to_le_bytes());
-        out.extend_from_slice(payload);
-        let crc = crc32c::crc32c(&out[start..]);
+        let mut header = [0u8; FRAME_HEADER];
+        header[0..4].copy_from_slice(FRAME_MAGIC);
+        header[4..6].copy_from_slice(&version.to_le_bytes());
+        header[6..8].copy_from_slice(&flags.to_le_bytes());
+        header[8..12].copy_from_slice(&payload_len.to_le_bytes());
+        header[12..16].copy_from_slice(&self.rows.to_le_bytes());
+        header[16..24].copy_from_slice(&self.first_seq.to_le_bytes());
+        header[24..32].copy_from_slice(&lo.to_le_bytes());
+        header[32..40].copy_from_slice(&hi.to_le_bytes());
+        if let Some(slot) = out.get_mut(start..start + FRAME_HEADER) {
+            slot.copy_from_slice(&header);
+        }
+        let crc = crc32c::crc32c(out.get(start..).unwrap_or_default());
         out.extend_from_slice(&crc.to_le_bytes());
     }
 

@@ -28,8 +28,8 @@ use arrow_schema::SchemaRef;
 
 use super::codec::{BatchEncoder, time_range};
 use super::format::{
-    ChainHasher, Coding, Compression, Footer, FrameHeader, SegmentHeader, hex, parse_segment_name,
-    segment_name,
+    ChainHasher, Coding, Compression, FRAME_HEADER, Footer, FrameHeader, SegmentHeader, hex,
+    parse_segment_name, segment_name,
 };
 use super::manifest::{Manifest, Record};
 use super::segment::{self, Scanned};
@@ -1078,24 +1078,46 @@ fn cut_frame(shared: &Shared, inner: &mut Inner) -> Result<()> {
             message: "no open segment".into(),
         });
     };
-    let (payload, coding) = match offered {
-        Some(p) if held.len() == 1 => p,
-        _ => seg
-            .encoder
-            .encode(&batch)
-            .map_err(|e| Error::arrow("encoding a batch for the tape", e))?,
-    };
+    let start = inner.pending.len();
     let time = time_range(&batch);
-    let header = FrameHeader {
+    let mut header = FrameHeader {
         compression: seg.encoder.compression(),
-        payload_len: payload.len() as u32,
+        payload_len: 0,
         rows,
         first_seq,
         time,
-        time_deltas: coding == Coding::TimeDeltas,
+        time_deltas: false,
     };
-    let start = inner.pending.len();
-    header.encode_into(&payload, &mut inner.pending);
+    let too_large = || Error::InvalidOption {
+        option: "batch",
+        message: format!("a frame payload of more than {} bytes", u32::MAX),
+    };
+    match offered {
+        Some((payload, coding)) if held.len() == 1 => {
+            header.payload_len = u32::try_from(payload.len()).map_err(|_| too_large())?;
+            header.time_deltas = coding == Coding::TimeDeltas;
+            header.encode_into(&payload, &mut inner.pending);
+        }
+        _ => {
+            // Arrow's writer writes the payload straight after the header's place in
+            // `pending`: one copy of the frame's bytes fewer than encoding it apart.
+            inner.pending.resize(start + FRAME_HEADER, 0);
+            let coding = match seg.encoder.encode_into(&batch, &mut inner.pending) {
+                Ok(c) => c,
+                Err(e) => {
+                    inner.pending.truncate(start);
+                    return Err(Error::arrow("encoding a batch for the tape", e));
+                }
+            };
+            let payload_len = inner.pending.len() - start - FRAME_HEADER;
+            if u32::try_from(payload_len).is_err() {
+                inner.pending.truncate(start);
+                return Err(too_large());
+            }
+            header.time_deltas = coding == Coding::TimeDeltas;
+            header.finish_in_place(&mut inner.pending, start);
+        }
+    }
     let frame_len = (inner.pending.len() - start) as u64;
     inner.bytes += frame_len;
     seg.hasher.update(&inner.pending[start..]);
