@@ -171,6 +171,17 @@ fn decode_all(e: &Encoded, payload: &[u8], projection: &[usize]) -> Result<(), S
             projection,
             e.coding,
         ));
+        for r in &results {
+            // An uncompressed payload's every length is visible before decoding: the checks
+            // must refuse it themselves, not leave it to a caught panic of Arrow's reader
+            // (kept for compressed buffers that decompress short).
+            if e.coding == Coding::Ipc
+                && let Err(err) = r
+                && err.to_string().contains("Arrow's reader refused it")
+            {
+                return Err(format!("reached Arrow's reader unchecked: {err}"));
+            }
+        }
         for batch in results.into_iter().flatten() {
             for (k, column) in batch.columns().iter().enumerate() {
                 column
@@ -238,4 +249,35 @@ proptest! {
             prop_assert!(false, "{:?} with {:?}: {}", e.coding, changes, why);
         }
     }
+}
+
+#[test]
+fn dictionary_and_view_columns_still_round_trip_through_ipc_frames() {
+    use arrow_array::{Array, DictionaryArray, StringViewArray, types::Int32Type};
+    let dict: DictionaryArray<Int32Type> = ["a", "b", "a", "c"].into_iter().collect();
+    let views = StringViewArray::from(vec!["short", "a value longer than twelve bytes", "x", ""]);
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("d", dict.data_type().clone(), false),
+        Field::new("v", DataType::Utf8View, false),
+    ]));
+    let batch = RecordBatch::try_new(schema, vec![Arc::new(dict), Arc::new(views)]).unwrap();
+    for c in [Compression::None, Compression::Lz4, Compression::Zstd] {
+        let mut enc = BatchEncoder::new(&batch.schema(), c).unwrap();
+        let mut dec = BatchDecoder::new(enc.schema_message()).unwrap();
+        for _ in 0..2 {
+            let (payload, coding) = enc.encode(&batch).unwrap();
+            assert_eq!(dec.decode(&payload, coding).unwrap(), batch, "{c:?}");
+        }
+    }
+}
+
+#[test]
+fn an_end_of_stream_marker_inside_a_frame_is_refused_and_the_next_frame_decodes() {
+    let e = &encoded()[0];
+    let mut dec = BatchDecoder::new(&e.schema_message).unwrap();
+    let mut with_eos = e.payload.clone();
+    with_eos.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0]);
+    let err = dec.decode(&with_eos, e.coding).unwrap_err().to_string();
+    assert!(err.contains("end-of-stream"), "{err}");
+    assert_eq!(dec.decode(&e.payload, e.coding).unwrap(), sample());
 }

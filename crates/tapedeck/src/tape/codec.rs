@@ -104,7 +104,10 @@ impl BatchEncoder {
 
     /// Like [`BatchEncoder::encode`], appending the payload to `out` (the tape writer's
     /// pending bytes: Arrow's writer writes into them, so the payload is not copied again). On
-    /// an error `out` is as it was.
+    /// an error `out` is as it was, and the encoder starts afresh (Arrow's writer may have
+    /// counted a dictionary as sent that is not on the tape). A payload is checked as a reader
+    /// will check it ([`columns::check_ipc_payload`]): the writer never writes a frame readers
+    /// refuse, such as one whose buffers hold more than 4 GiB.
     pub fn encode_into(
         &mut self,
         batch: &RecordBatch,
@@ -112,22 +115,39 @@ impl BatchEncoder {
     ) -> Result<Coding, ArrowError> {
         let start = out.len();
         std::mem::swap(self.writer.get_mut(), out);
-        let r = self.write(batch);
+        // Swapped back before a panic goes on, so `out` (the tape's pending bytes) is never
+        // left inside the encoder.
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.write(batch)));
         std::mem::swap(self.writer.get_mut(), out);
-        // Whatever the writer left in its own buffer is not part of any payload.
-        self.writer.get_mut().clear();
-        match r {
-            Ok((None, coding)) => Ok(coding),
-            Ok((Some(coded), coding)) => {
+        let r = match r {
+            Ok(r) => r,
+            Err(panic) => {
+                out.truncate(start);
+                std::panic::resume_unwind(panic)
+            }
+        };
+        let r = r.and_then(|(coded, coding)| match coded {
+            Some(coded) => {
                 out.truncate(start);
                 out.extend_from_slice(&coded);
                 Ok(coding)
             }
-            Err(e) => {
-                out.truncate(start);
-                Err(e)
+            None => {
+                columns::check_ipc_payload(&self.schema, out.get(start..).unwrap_or_default())
+                    .map_err(|e| {
+                        ArrowError::InvalidArgumentError(format!(
+                            "this batch cannot be a tape frame ({e}); write smaller batches"
+                        ))
+                    })?;
+                Ok(coding)
             }
+        });
+        if r.is_err() {
+            out.truncate(start);
+            let fresh = BatchEncoder::with_level(&self.schema, self.compression, self.level)?;
+            self.writer = fresh.writer;
         }
+        r
     }
 
     /// Writes `batch`'s IPC message into the writer's buffer; for coded frames, returns the
@@ -296,7 +316,7 @@ impl BatchDecoder {
         // panic).
         columns::check_ipc_payload(&self.schema, &payload)?;
         let decoder = &mut self.decoder;
-        let decoded = guarded(move || {
+        let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
             let mut buf = payload;
             let mut out = None;
             while !buf.is_empty() {
@@ -305,12 +325,15 @@ impl BatchDecoder {
                 }
             }
             out.ok_or_else(|| ArrowError::IpcError("frame payload holds no record batch".into()))
-        });
+        }));
         match decoded {
-            Ok(batch) => restore_time(batch, coding),
-            Err(e) => {
+            Ok(batch) => restore_time(batch?, coding),
+            Err(panic) => {
+                // The decoder stopped inside a message: a fresh one for the next frame
+                // (dictionaries of earlier frames are lost with it; tapedeck's sources write
+                // none).
                 self.decoder = primed(&self.schema_message)?;
-                Err(e)
+                Err(panic_error(panic))
             }
         }
     }
@@ -339,16 +362,18 @@ fn primed(schema_message: &[u8]) -> Result<StreamDecoder, ArrowError> {
 /// turned into the error it should have been, so a damaged or crafted frame never ends the
 /// process.
 fn guarded<T>(f: impl FnOnce() -> Result<T, ArrowError>) -> Result<T, ArrowError> {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|panic| {
-        let why = panic
-            .downcast_ref::<String>()
-            .map(String::as_str)
-            .or_else(|| panic.downcast_ref::<&str>().copied())
-            .unwrap_or("no message");
-        Err(ArrowError::IpcError(format!(
-            "frame payload: Arrow's reader refused it ({why})"
-        )))
-    })
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
+        .unwrap_or_else(|p| Err(panic_error(p)))
+}
+
+/// The error a caught panic of Arrow's reader stands for (see [`guarded`]).
+fn panic_error(panic: Box<dyn std::any::Any + Send>) -> ArrowError {
+    let why = panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("no message");
+    ArrowError::IpcError(format!("frame payload: Arrow's reader refused it ({why})"))
 }
 
 /// Decodes only the columns `projection` names (indices into the segment's `schema`, in

@@ -41,6 +41,11 @@ pub enum Codec {
 /// more, so a reader never allocates more for one frame.
 pub const MAX_BODY: usize = 1 << 30;
 
+/// The most bytes the buffers of one version-1 or -2 frame may hold once decompressed (4 GiB −
+/// 1, what an uncompressed frame's payload length allows): the writer refuses a bigger frame,
+/// and a reader refuses one that claims more before Arrow's reader reserves the memory.
+pub const MAX_DECODED_FRAME: usize = u32::MAX as usize;
+
 /// Bytes of a buffer record's fixed part.
 pub const RECORD_HEADER: usize = 28;
 
@@ -94,6 +99,24 @@ fn buffer_map(
     schema: &SchemaRef,
     batch: &arrow_ipc::RecordBatch<'_>,
 ) -> Result<Vec<(usize, Hint, Need)>, ArrowError> {
+    buffer_map_if_flat(schema, batch)?.map_err(|field| {
+        bad(format!(
+            "column {} is of type {}: coded frames hold flat columns only",
+            field.name(),
+            field.data_type()
+        ))
+    })
+}
+
+/// A buffer's top-level column, its transform, and what it must hold.
+type BufferMap = Vec<(usize, Hint, Need)>;
+
+/// [`buffer_map`] for a schema whose columns are all of the flat types it knows; for another
+/// schema, the first column that is not (`Ok(Err(field))`), and nothing is checked.
+fn buffer_map_if_flat<'s>(
+    schema: &'s SchemaRef,
+    batch: &arrow_ipc::RecordBatch<'_>,
+) -> Result<Result<BufferMap, &'s arrow_schema::Field>, ArrowError> {
     let mismatch = || bad("the buffer list does not match the schema");
     let mut variadic = batch.variadicBufferCounts().map(|v| v.iter());
     let mut out = Vec::new();
@@ -155,19 +178,14 @@ fn buffer_map(
                 (Hint::None, Need::PerRow(16))
             }
             DataType::Decimal256(..) => (Hint::None, Need::PerRow(32)),
-            other => {
-                return Err(bad(format!(
-                    "column {} is of type {other}: coded frames hold flat columns only",
-                    field.name()
-                )));
-            }
+            _ => return Ok(Err(field)),
         };
         out.push((i, hint, need));
     }
     if out.len() != batch.buffers().map_or(0, |b| b.len()) {
         return Err(mismatch());
     }
-    Ok(out)
+    Ok(Ok(out))
 }
 
 /// Checks each buffer of a flat schema's message against its column's row and null counts.
@@ -244,7 +262,9 @@ fn views_in(t: &DataType) -> usize {
         | DataType::Map(f, _) => views_in(f.data_type()),
         DataType::Struct(fs) => fs.iter().map(|f| views_in(f.data_type())).sum(),
         DataType::Union(fs, _) => fs.iter().map(|(_, f)| views_in(f.data_type())).sum(),
-        DataType::Dictionary(_, v) => views_in(v),
+        // A dictionary's values travel in dictionary messages: the record batch's list of
+        // variadic counts has no entry for them.
+        DataType::Dictionary(..) => 0,
         DataType::RunEndEncoded(_, v) => views_in(v.data_type()),
         _ => 0,
     }
@@ -287,11 +307,13 @@ pub(crate) fn check_variadic(
 /// payload whose CRC matches is then an error, never a panic.
 pub(crate) fn check_ipc_payload(schema: &SchemaRef, payload: &[u8]) -> Result<(), ArrowError> {
     let mut rest = payload;
+    let mut decoded = 0usize;
     while !rest.is_empty() {
         let (meta, after) = split_message(rest)?;
         if meta.is_empty() {
-            // The end-of-stream marker: what follows is not read.
-            return Ok(());
+            // A tapedeck frame never holds one, and it would leave the segment's decoder
+            // finished, failing the next frame instead of this one.
+            return Err(ipc_bad("an end-of-stream marker inside a frame"));
         }
         let message = arrow_ipc::root_as_message(meta)
             .map_err(|e| ipc_bad(&format!("metadata does not parse: {e}")))?;
@@ -327,12 +349,22 @@ pub(crate) fn check_ipc_payload(schema: &SchemaRef, payload: &[u8]) -> Result<()
                             b.length()
                         ))
                     })?;
-                lengths.push(decoded_length(k, &body[range], compressed)?);
+                let len = decoded_length(k, &body[range], compressed)?;
+                decoded = decoded
+                    .checked_add(len)
+                    .filter(|&d| d <= MAX_DECODED_FRAME)
+                    .ok_or_else(|| {
+                        ipc_bad(&format!(
+                            "buffers that decompress to more than {MAX_DECODED_FRAME} bytes \
+                             in all"
+                        ))
+                    })?;
+                lengths.push(len);
             }
             // Lengths are checked against the row counts where the layout is known (flat
             // schemas, all tapedeck's sources write); Arrow's reader checks the rest.
             if message.header_as_record_batch().is_some()
-                && let Ok(map) = buffer_map(schema, &batch)
+                && let Ok(map) = buffer_map_if_flat(schema, &batch)?
             {
                 check_decoded_lengths(&batch, &map, &lengths)?;
             }
@@ -344,8 +376,8 @@ pub(crate) fn check_ipc_payload(schema: &SchemaRef, payload: &[u8]) -> Result<()
 
 /// The length of buffer `k` (its stored bytes `stored`) once Arrow's reader has
 /// decompressed it: a compressed buffer starts with its decompressed length (i64; −1: stored
-/// as it is; 0: empty), which is bounded here, as Arrow's reader reserves that much before it
-/// decompresses.
+/// as it is; 0: empty). The caller bounds their sum ([`MAX_DECODED_FRAME`]), as Arrow's
+/// reader reserves that much before it decompresses.
 fn decoded_length(k: usize, stored: &[u8], compressed: bool) -> Result<usize, ArrowError> {
     if !compressed || stored.is_empty() {
         return Ok(stored.len());
@@ -358,13 +390,7 @@ fn decoded_length(k: usize, stored: &[u8], compressed: bool) -> Result<usize, Ar
     match prefix {
         -1 => Ok(stored.len() - 8),
         n => usize::try_from(n)
-            .ok()
-            .filter(|&n| n <= MAX_BODY)
-            .ok_or_else(|| {
-                ipc_bad(&format!(
-                    "compressed buffer {k} claims {n} bytes decompressed (at most {MAX_BODY})"
-                ))
-            }),
+            .map_err(|_| ipc_bad(&format!("compressed buffer {k} claims {n} bytes"))),
     }
 }
 

@@ -269,7 +269,7 @@ impl FrameHeader {
     /// is `FRAME_HEADER` bytes reserved for this header, then the payload, whose length is
     /// taken from `out` (`payload_len` is not read). Writes the header there and appends the
     /// CRC.
-    pub fn finish_in_place(&self, out: &mut Vec<u8>, start: usize) {
+    pub(crate) fn finish_in_place(&self, out: &mut Vec<u8>, start: usize) {
         let flags = u16::from(self.time.is_some()) | (self.compression.bits() << 1);
         let version = if self.compression.is_coded() {
             FRAME_VERSION_CODED

@@ -134,8 +134,6 @@ struct Inner {
     /// The payload of the one held batch, encoded by the caller ([`TapeWriter::submit_encoded`]),
     /// used when the frame is that batch alone.
     held_payload: Option<(Vec<u8>, Coding)>,
-    /// A payload offered with the batch being submitted, until [`hold`] takes it.
-    offered: Option<(Vec<u8>, Coding)>,
     pending: Vec<u8>,
     /// The committer's last written buffer, kept to be reused (its pages are already mapped).
     spare: Vec<u8>,
@@ -574,7 +572,6 @@ impl TapeWriter {
                 held_rows: 0,
                 held_bytes: 0,
                 held_payload: None,
-                offered: None,
                 pending: Vec::new(),
                 spare: Vec::new(),
                 next_seq: state.end_seq,
@@ -669,14 +666,22 @@ impl TapeWriter {
         payload: Vec<u8>,
         coding: Coding,
     ) -> Result<Appended> {
-        lock(&self.shared.inner).offered = Some((payload, coding));
-        let r = self.submit(batch);
-        lock(&self.shared.inner).offered = None;
-        r
+        self.submit_offered(batch, Some((payload, coding)))
     }
 
     /// Adds a batch without waiting for durability; returns its sequence range.
     pub fn submit(&self, batch: &RecordBatch) -> Result<Appended> {
+        self.submit_offered(batch, None)
+    }
+
+    /// [`TapeWriter::submit`] with the batch's payload when the caller has it: it goes down to
+    /// [`hold`] with the batch, never through shared state another submitter could take it
+    /// from.
+    fn submit_offered(
+        &self,
+        batch: &RecordBatch,
+        mut offered: Option<(Vec<u8>, Coding)>,
+    ) -> Result<Appended> {
         if batch.num_rows() == 0 {
             let s = self.next_seq();
             return Ok(Appended {
@@ -687,7 +692,7 @@ impl TapeWriter {
         let shared = &self.shared;
         let inner = lock(&shared.inner);
         check_failed(shared, &inner)?;
-        let (mut inner, result) = append_frame(shared, inner, batch);
+        let (mut inner, result) = append_frame(shared, inner, batch, &mut offered);
         while inner.pending.len() > PENDING_LIMIT
             && inner.failed.is_none()
             && (inner.writing || inner.disk_full.is_some())
@@ -917,16 +922,17 @@ fn append_frame<'a>(
     shared: &'a Shared,
     inner: MutexGuard<'a, Inner>,
     batch: &RecordBatch,
+    offered: &mut Option<(Vec<u8>, Coding)>,
 ) -> (MutexGuard<'a, Inner>, Result<Appended>) {
     let mut inner = inner;
-    let r = append_frame_locked(shared, &mut inner, batch);
+    let r = append_frame_locked(shared, &mut inner, batch, offered);
     match r {
         Err(Roll) => {
             let (mut inner, sealed) = seal(shared, inner);
             if let Err(e) = sealed {
                 return (inner, Err(e));
             }
-            let r = start_and_append(shared, &mut inner, batch);
+            let r = start_and_append(shared, &mut inner, batch, offered);
             (inner, r)
         }
         Ok(r) => (inner, r),
@@ -940,6 +946,7 @@ fn append_frame_locked(
     shared: &Shared,
     inner: &mut Inner,
     batch: &RecordBatch,
+    offered: &mut Option<(Vec<u8>, Coding)>,
 ) -> std::result::Result<Result<Appended>, Roll> {
     let schema = batch.schema();
     let roll = match &inner.segment {
@@ -960,11 +967,16 @@ fn append_frame_locked(
             Err(e) => Ok(Err(e)),
         };
     }
-    Ok(hold(shared, inner, batch))
+    Ok(hold(shared, inner, batch, offered))
 }
 
 /// Starts a segment for `batch`'s schema (after a seal) and appends the batch.
-fn start_and_append(shared: &Shared, inner: &mut Inner, batch: &RecordBatch) -> Result<Appended> {
+fn start_and_append(
+    shared: &Shared,
+    inner: &mut Inner,
+    batch: &RecordBatch,
+    offered: &mut Option<(Vec<u8>, Coding)>,
+) -> Result<Appended> {
     let schema = batch.schema();
     if let Some(held) = &inner.last_schema
         && *held != schema
@@ -985,12 +997,17 @@ fn start_and_append(shared: &Shared, inner: &mut Inner, batch: &RecordBatch) -> 
     }
     inner.last_schema = Some(schema.clone());
     start_segment(shared, inner, &schema)?;
-    hold(shared, inner, batch)
+    hold(shared, inner, batch, offered)
 }
 
 /// Gives `batch` its sequence numbers and holds it for the next frame; cuts the frame when it
 /// is full.
-fn hold(shared: &Shared, inner: &mut Inner, batch: &RecordBatch) -> Result<Appended> {
+fn hold(
+    shared: &Shared,
+    inner: &mut Inner,
+    batch: &RecordBatch,
+    offered: &mut Option<(Vec<u8>, Coding)>,
+) -> Result<Appended> {
     let rows = batch.num_rows();
     if u32::try_from(rows).is_err() {
         return Err(Error::InvalidOption {
@@ -1003,7 +1020,7 @@ fn hold(shared: &Shared, inner: &mut Inner, batch: &RecordBatch) -> Result<Appen
     // never joined: a delivery splits a frame back into blocks by `block_index` alone, and two
     // devices' blocks may share one.
     let own_frame = rows >= OWN_FRAME_ROWS || crate::record::Block::is_wide_block_batch(batch);
-    let offered = inner.offered.take();
+    let offered = offered.take();
     if own_frame {
         cut_frame(shared, inner)?;
     }
