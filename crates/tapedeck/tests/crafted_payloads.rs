@@ -4,6 +4,8 @@
 //! of frame versions 1, 2 and 3) must answer any byte string with an error or with a batch
 //! whose arrays are valid — never a panic, never an array that breaks Arrow's invariants.
 
+mod common;
+
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, OnceLock};
 
@@ -13,19 +15,11 @@ use arrow_array::{
 };
 use arrow_buffer::Buffer;
 use arrow_schema::{DataType, Field, Schema, TimeUnit};
+use common::EVERY_COMPRESSION;
 use proptest::prelude::*;
 use tapedeck::tape::Compression;
 use tapedeck::tape::codec::{BatchDecoder, BatchEncoder, decode_projected};
 use tapedeck::tape::format::Coding;
-
-/// Every payload compression a tape's frames may have.
-const EVERY_COMPRESSION: [Compression; 5] = [
-    Compression::None,
-    Compression::Lz4,
-    Compression::Zstd,
-    Compression::CodedZstd,
-    Compression::CodedXz,
-];
 
 /// A batch with each kind of column a recording holds: event time, integers of two widths,
 /// floats, booleans and text, some of them with nulls.

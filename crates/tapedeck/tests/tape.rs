@@ -6,21 +6,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arrow_array::{ArrayRef, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
-use common::batch;
+use common::{EVERY_COMPRESSION, batch};
 use proptest::prelude::*;
 use tapedeck::tape::format::{self, Coding, FrameHeader, SegmentHeader};
 use tapedeck::tape::storage::{Fault, MemStorage, Storage};
 use tapedeck::tape::verify::{inspect, verify};
 use tapedeck::tape::{Compression, FsyncPolicy, StartAt, TapeOptions, TapeReader, TapeWriter};
-
-/// Every payload compression a tape's frames may have.
-const EVERY_COMPRESSION: [Compression; 5] = [
-    Compression::None,
-    Compression::Lz4,
-    Compression::Zstd,
-    Compression::CodedZstd,
-    Compression::CodedXz,
-];
 
 fn rows(first: i64, n: usize) -> RecordBatch {
     batch(vec![

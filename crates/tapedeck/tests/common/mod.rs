@@ -9,6 +9,15 @@ use arrow_schema::{Field, Schema};
 use tracing::Subscriber;
 use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
 
+/// Every payload compression a tape's frames may have.
+pub const EVERY_COMPRESSION: [tapedeck::tape::Compression; 5] = [
+    tapedeck::tape::Compression::None,
+    tapedeck::tape::Compression::Lz4,
+    tapedeck::tape::Compression::Zstd,
+    tapedeck::tape::Compression::CodedZstd,
+    tapedeck::tape::Compression::CodedXz,
+];
+
 /// A batch from `(name, array)` pairs, all columns nullable.
 pub fn batch(columns: Vec<(&str, ArrayRef)>) -> RecordBatch {
     let fields: Vec<Field> = columns
