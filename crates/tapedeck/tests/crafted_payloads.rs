@@ -242,6 +242,12 @@ proptest! {
         if let Err(why) = decode_all(e, &payload, &projection) {
             prop_assert!(false, "{:?} with {:?}: {}", e.coding, changes, why);
         }
+        // One decoder reads a segment's frames in turn: whatever a changed frame did to it,
+        // the next good frame decodes as written.
+        let mut dec = BatchDecoder::new(&e.schema_message).unwrap();
+        let _ = catch_unwind(AssertUnwindSafe(|| dec.decode(&payload, e.coding)));
+        let next = dec.decode(&e.payload, e.coding).map_err(|err| err.to_string());
+        prop_assert_eq!(next, Ok(sample()), "{:?} after {:?}", e.coding, changes);
     }
 }
 

@@ -119,13 +119,9 @@ impl BatchEncoder {
         // left inside the encoder.
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.write(batch)));
         std::mem::swap(self.writer.get_mut(), out);
-        let r = match r {
-            Ok(r) => r,
-            Err(panic) => {
-                out.truncate(start);
-                std::panic::resume_unwind(panic)
-            }
-        };
+        // A panic in Arrow's writer is this batch's error: the caller then takes back what it
+        // reserved for the frame and marks the tape writer failed.
+        let r = r.unwrap_or_else(|p| Err(panic_error(p)));
         let r = r.and_then(|(coded, coding)| match coded {
             Some(coded) => {
                 out.truncate(start);
@@ -144,8 +140,12 @@ impl BatchEncoder {
         });
         if r.is_err() {
             out.truncate(start);
-            let fresh = BatchEncoder::with_level(&self.schema, self.compression, self.level)?;
-            self.writer = fresh.writer;
+            // Cannot fail where construction succeeded; if it did, the batch's own error is
+            // still the one to report.
+            if let Ok(fresh) = BatchEncoder::with_level(&self.schema, self.compression, self.level)
+            {
+                self.writer = fresh.writer;
+            }
         }
         r
     }
@@ -265,7 +265,7 @@ pub fn restore_time(batch: RecordBatch, coding: Coding) -> Result<RecordBatch, A
 pub struct BatchDecoder {
     decoder: StreamDecoder,
     schema: SchemaRef,
-    /// To start a fresh decoder after a payload that failed (the old one may hold a part of
+    /// To start a fresh decoder after a payload that failed (the old one would hold a part of
     /// it).
     schema_message: Vec<u8>,
 }
@@ -326,16 +326,25 @@ impl BatchDecoder {
             }
             out.ok_or_else(|| ArrowError::IpcError("frame payload holds no record batch".into()))
         }));
-        match decoded {
-            Ok(batch) => restore_time(batch?, coding),
-            Err(panic) => {
-                // The decoder stopped inside a message: a fresh one for the next frame
-                // (dictionaries of earlier frames are lost with it; tapedeck's sources write
-                // none).
-                self.decoder = primed(&self.schema_message)?;
-                Err(panic_error(panic))
+        let batch = match decoded {
+            Ok(Ok(batch)) => batch,
+            failed => {
+                // Arrow's decoder returns to its start only after a message that decodes: after
+                // a failure it would read the next frame as the rest of this one. A fresh one
+                // for the next frame (dictionaries of earlier frames are lost with it;
+                // tapedeck's sources write none).
+                let e = match failed {
+                    Ok(Err(e)) => e,
+                    Err(panic) => panic_error(panic),
+                    Ok(Ok(_)) => ArrowError::IpcError("frame payload: no batch".into()),
+                };
+                if let Ok(fresh) = primed(&self.schema_message) {
+                    self.decoder = fresh;
+                }
+                return Err(e);
             }
-        }
+        };
+        restore_time(batch, coding)
     }
 }
 
