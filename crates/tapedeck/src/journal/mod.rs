@@ -649,11 +649,8 @@ impl<T: Serialize + DeserializeOwned> Journal<T> {
             Ok(Ok(r)) => r,
             Ok(Err(e)) => return Err(rolled_back(e.to_string())),
             Err(panic) => {
-                let message = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| (*s).to_string())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "the transaction panicked".into());
+                let message = crate::sync::panic_message(panic.as_ref())
+                    .unwrap_or("the transaction panicked");
                 return Err(rolled_back(format!("it panicked: {message}")));
             }
         };

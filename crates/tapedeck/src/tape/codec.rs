@@ -117,11 +117,10 @@ impl BatchEncoder {
         std::mem::swap(self.writer.get_mut(), out);
         // Swapped back before a panic goes on, so `out` (the tape's pending bytes) is never
         // left inside the encoder.
-        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.write(batch)));
-        std::mem::swap(self.writer.get_mut(), out);
         // A panic in Arrow's writer is this batch's error: the caller then takes back what it
         // reserved for the frame and marks the tape writer failed.
-        let r = r.unwrap_or_else(|p| Err(panic_error(p)));
+        let r = guarded("writer", || self.write(batch));
+        std::mem::swap(self.writer.get_mut(), out);
         let r = r.and_then(|(coded, coding)| match coded {
             Some(coded) => {
                 out.truncate(start);
@@ -316,7 +315,7 @@ impl BatchDecoder {
         // panic).
         columns::check_ipc_payload(&self.schema, &payload)?;
         let decoder = &mut self.decoder;
-        let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+        let decoded = guarded("reader", move || {
             let mut buf = payload;
             let mut out = None;
             while !buf.is_empty() {
@@ -325,26 +324,17 @@ impl BatchDecoder {
                 }
             }
             out.ok_or_else(|| ArrowError::IpcError("frame payload holds no record batch".into()))
-        }));
-        let batch = match decoded {
-            Ok(Ok(batch)) => batch,
-            failed => {
-                // Arrow's decoder returns to its start only after a message that decodes: after
-                // a failure it would read the next frame as the rest of this one. A fresh one
-                // for the next frame (dictionaries of earlier frames are lost with it;
-                // tapedeck's sources write none).
-                let e = match failed {
-                    Ok(Err(e)) => e,
-                    Err(panic) => panic_error(panic),
-                    Ok(Ok(_)) => ArrowError::IpcError("frame payload: no batch".into()),
-                };
-                if let Ok(fresh) = primed(&self.schema_message) {
-                    self.decoder = fresh;
-                }
-                return Err(e);
+        });
+        if decoded.is_err() {
+            // Arrow's decoder returns to its start only after a message that decodes: after a
+            // failure it would read the next frame as the rest of this one. A fresh one for the
+            // next frame (dictionaries of earlier frames are lost with it; tapedeck's sources
+            // write none).
+            if let Ok(fresh) = primed(&self.schema_message) {
+                self.decoder = fresh;
             }
-        };
-        restore_time(batch, coding)
+        }
+        restore_time(decoded?, coding)
     }
 }
 
@@ -370,19 +360,16 @@ fn primed(schema_message: &[u8]) -> Result<StreamDecoder, ArrowError> {
 /// error (arrow-data's `ArrayDataBuilder::build` on a short validity bitmap); that panic is
 /// turned into the error it should have been, so a damaged or crafted frame never ends the
 /// process.
-fn guarded<T>(f: impl FnOnce() -> Result<T, ArrowError>) -> Result<T, ArrowError> {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
-        .unwrap_or_else(|p| Err(panic_error(p)))
-}
-
-/// The error a caught panic of Arrow's reader stands for (see [`guarded`]).
-fn panic_error(panic: Box<dyn std::any::Any + Send>) -> ArrowError {
-    let why = panic
-        .downcast_ref::<String>()
-        .map(String::as_str)
-        .or_else(|| panic.downcast_ref::<&str>().copied())
-        .unwrap_or("no message");
-    ArrowError::IpcError(format!("frame payload: Arrow's reader refused it ({why})"))
+///
+/// The same guard holds Arrow's writer (`side`: "reader" or "writer"), so a panic there is the
+/// batch's error and the tape writer's pending bytes are never left half-changed.
+fn guarded<T>(side: &str, f: impl FnOnce() -> Result<T, ArrowError>) -> Result<T, ArrowError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|panic| {
+        let why = crate::sync::panic_message(panic.as_ref()).unwrap_or("no message");
+        Err(ArrowError::IpcError(format!(
+            "frame payload: Arrow's {side} refused it ({why})"
+        )))
+    })
 }
 
 /// Decodes only the columns `projection` names (indices into the segment's `schema`, in
@@ -414,7 +401,7 @@ pub fn decode_projected(
         .filter(|&e| e <= payload.len())
         .ok_or_else(|| bad("body length runs past the payload"))?;
     let body = payload.slice_with_length(meta_end, body_end - meta_end);
-    let decoded = guarded(|| {
+    let decoded = guarded("reader", || {
         arrow_ipc::reader::read_record_batch(
             &body,
             batch,
@@ -470,14 +457,15 @@ mod tests {
 
     #[test]
     fn a_panic_in_arrows_reader_becomes_an_error_naming_it() {
-        let r: Result<(), ArrowError> =
-            guarded(|| panic!("buffer not large enough (bit_offset: 0, bit_len: 300)"));
+        let r: Result<(), ArrowError> = guarded("reader", || {
+            panic!("buffer not large enough (bit_offset: 0, bit_len: 300)")
+        });
         let e = r.unwrap_err().to_string();
         assert!(
             e.contains("frame payload") && e.contains("bit_len: 300"),
             "{e}"
         );
-        assert_eq!(guarded(|| Ok(7)).unwrap(), 7);
-        assert!(guarded::<()>(|| Err(ArrowError::IpcError("plain".into()))).is_err());
+        assert!(matches!(guarded("reader", || Ok(7)), Ok(7)));
+        assert!(guarded::<()>("writer", || Err(ArrowError::IpcError("plain".into()))).is_err());
     }
 }

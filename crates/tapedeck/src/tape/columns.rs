@@ -321,7 +321,8 @@ pub(crate) fn check_ipc_payload(schema: &SchemaRef, payload: &[u8]) -> Result<()
             .ok()
             .filter(|&l| l <= after.len())
             .ok_or_else(|| ipc_bad("a message body runs past the payload"))?;
-        let batch = if let Some(batch) = message.header_as_record_batch() {
+        let record = message.header_as_record_batch();
+        let batch = if let Some(batch) = record {
             check_variadic(schema, &batch)?;
             Some(batch)
         } else if let Some(dict) = message.header_as_dictionary_batch() {
@@ -363,7 +364,7 @@ pub(crate) fn check_ipc_payload(schema: &SchemaRef, payload: &[u8]) -> Result<()
             }
             // Lengths are checked against the row counts where the layout is known (flat
             // schemas, all tapedeck's sources write); Arrow's reader checks the rest.
-            if message.header_as_record_batch().is_some()
+            if record.is_some()
                 && let Ok(map) = buffer_map_if_flat(schema, &batch)?
             {
                 check_decoded_lengths(&batch, &map, &lengths)?;
